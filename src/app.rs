@@ -1,0 +1,228 @@
+//! Builds every part from a loaded configuration and runs them until shutdown: the HTTP
+//! server, the orchestrator and the delivery worker, each with only the handles it needs.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::channels::Registry;
+use crate::config::{Config, StoreLocation};
+use crate::delivery::DeliveryWorker;
+use crate::http::{AppState, HttpLimits, router};
+use crate::orchestrator::{
+    FaqResponder, HoldingResponder, Orchestrator, Responder, ResponderChain,
+};
+use crate::store::SharedStore;
+use crate::store::sqlite::SqliteStore;
+use crate::telemetry::Metrics;
+
+/// Parts a caller may supply instead of having them built from the configuration: a store
+/// shared with the caller, or another responder chain (tests, embedding).
+#[derive(Default)]
+pub struct Parts {
+    pub store: Option<SharedStore>,
+    pub responder: Option<Arc<dyn Responder>>,
+}
+
+/// A running gateway.
+pub struct App {
+    pub addr: SocketAddr,
+    pub store: SharedStore,
+    pub metrics: Metrics,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl App {
+    /// Opens the store and starts every part on an already bound listener.
+    pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App> {
+        Self::start_with(config, listener, Parts::default()).await
+    }
+
+    /// Starts with some parts supplied by the caller instead of built from the config.
+    pub async fn start_with(
+        config: Config,
+        listener: TcpListener,
+        parts: Parts,
+    ) -> anyhow::Result<App> {
+        let store = match parts.store {
+            Some(store) => store,
+            None => open_store(&config).await?,
+        };
+        let addr = listener.local_addr().context("reading the bound address")?;
+        let metrics = Metrics::new();
+        let channels = Registry::build(&config.channels);
+        let inbox_wake = Arc::new(Notify::new());
+        let outbox_wake = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let settings = &config.settings;
+
+        let responder: Arc<dyn Responder> = match parts.responder {
+            Some(responder) => responder,
+            None => Arc::new(ResponderChain::new(vec![
+                Box::new(FaqResponder::new(
+                    config.faq.clone(),
+                    settings.faq.threshold,
+                )),
+                Box::new(HoldingResponder::new(
+                    settings.responder.holding.clone(),
+                    settings.responder.holding_repeat_secs,
+                )),
+            ])),
+        };
+        let orchestrator = Orchestrator::new(
+            store.clone(),
+            responder,
+            inbox_wake.clone(),
+            outbox_wake.clone(),
+            settings.orchestrator.max_parallel_lanes,
+            metrics.clone(),
+        );
+        let delivery = DeliveryWorker::new(
+            store.clone(),
+            channels.clone(),
+            outbox_wake.clone(),
+            &settings.delivery,
+            metrics.clone(),
+        );
+        let app_router = router(
+            AppState {
+                store: store.clone(),
+                channels: channels.clone(),
+                inbox_wake: inbox_wake.clone(),
+                metrics: metrics.clone(),
+                shutdown: shutdown.clone(),
+            },
+            HttpLimits {
+                body_limit_bytes: settings.server.body_limit_bytes,
+                request_timeout: Duration::from_secs(settings.server.request_timeout_secs.max(1)),
+            },
+        );
+
+        tracing::info!(
+            %addr,
+            channels = config.channels.len(),
+            faq_entries = config.faq.entries().len(),
+            "Concierge is listening"
+        );
+        if !config.agent_files.is_empty() {
+            tracing::info!(
+                files = config.agent_files.len(),
+                "no [llm] is configured: answering from the FAQ tier only"
+            );
+        }
+        let paused = settings.orchestrator.paused;
+        if paused {
+            tracing::warn!(
+                "processing is paused ([orchestrator] paused = true): messages are stored and acknowledged, not answered"
+            );
+        }
+        let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+        let task = tokio::spawn(run(
+            listener,
+            app_router,
+            orchestrator,
+            delivery,
+            paused,
+            shutdown.clone(),
+            grace,
+        ));
+        Ok(App {
+            addr,
+            store,
+            metrics,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Asks every part to stop.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Stops and waits until every part has finished.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the app stops by itself or is asked to.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("the app task panicked")?
+    }
+
+    /// Runs until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let token = self.shutdown.clone();
+        tokio::select! {
+            _ = signal => {
+                tracing::info!("shutting down: finishing the work in hand");
+                token.cancel();
+            }
+            _ = token.cancelled() => {}
+        }
+        self.wait().await
+    }
+}
+
+pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
+    match &config.store {
+        StoreLocation::Sqlite(path) => {
+            let store = SqliteStore::open(path, config.settings.store.sync)
+                .await
+                .with_context(|| format!("opening the store {}", path.display()))?;
+            tracing::info!(path = %path.display(), "store: SQLite");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Shutdown order: the HTTP server stops taking requests and the orchestrator stops taking
+/// events; lanes finish what they hold; the delivery worker keeps sending until they are done,
+/// then finishes its sends in flight.
+async fn run(
+    listener: TcpListener,
+    app_router: axum::Router,
+    orchestrator: Orchestrator,
+    delivery: DeliveryWorker,
+    paused: bool,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let delivery_stop = CancellationToken::new();
+    let delivery_task = tokio::spawn(delivery.run(delivery_stop.clone()));
+    let orchestrator_task = (!paused).then(|| tokio::spawn(orchestrator.run(shutdown.clone())));
+    let server_stop = shutdown.clone();
+    let server = axum::serve(listener, app_router)
+        .with_graceful_shutdown(async move { server_stop.cancelled().await });
+    let served = server.await.context("the HTTP server failed");
+    if served.is_err() {
+        shutdown.cancel();
+    }
+    let drained = async {
+        if let Some(task) = orchestrator_task
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "the orchestrator stopped abnormally");
+        }
+        delivery_stop.cancel();
+        if let Err(e) = delivery_task.await {
+            tracing::error!(error = %e, "the delivery worker stopped abnormally");
+        }
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "work still in hand after the grace period; it resumes at the next start"
+        );
+    }
+    served
+}

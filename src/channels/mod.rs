@@ -1,0 +1,213 @@
+//! The channel adapter trait and what differs between channels (`Capabilities`); one folder
+//! per platform implements it. Platform wire formats never leave their folder: adapters hand
+//! inward only domain values.
+
+pub mod webchat;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::HeaderMap;
+use serde::Deserialize;
+
+use crate::domain::{
+    Author, ChannelId, ContactId, Content, ConversationId, InboundEvent, MessageId,
+    PlatformMessageId,
+};
+
+/// The closed set of channel kinds, chosen by `kind = "..."` in `channels/<id>.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    Webchat,
+}
+
+impl ChannelKind {
+    pub const ALL: &'static [ChannelKind] = &[ChannelKind::Webchat];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelKind::Webchat => "webchat",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| k.name() == name)
+    }
+}
+
+/// A channel file, deserialised: the factory of its adapter.
+#[derive(Debug, Clone)]
+pub enum ChannelConfig {
+    Webchat(webchat::WebchatConfig),
+}
+
+impl ChannelConfig {
+    pub fn kind(&self) -> ChannelKind {
+        match self {
+            ChannelConfig::Webchat(_) => ChannelKind::Webchat,
+        }
+    }
+}
+
+/// What a channel can show and do; the orchestrator adapts its replies to it and never asks
+/// which platform it is talking to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Quick-reply buttons per message (0 when none).
+    pub max_buttons: usize,
+    /// Rows in a list picker (0 when none).
+    pub max_list_rows: usize,
+    pub media: bool,
+    /// How long after the customer's last message a free-form reply is allowed.
+    pub reply_window: Option<Duration>,
+    pub typing: bool,
+    pub read_receipts: bool,
+    /// The longest text one message may carry, in characters.
+    pub max_text_chars: usize,
+}
+
+/// A webhook request as adapters see it: no web framework type crosses into `channels/`.
+#[derive(Debug, Clone)]
+pub struct WebhookRequest {
+    pub headers: HeaderMap,
+    pub query: BTreeMap<String, String>,
+    pub body: Bytes,
+}
+
+impl WebhookRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The answer to a GET handshake (a platform checking that the URL is ours).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeReply(pub String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("missing credentials: {0}")]
+    Missing(&'static str),
+    #[error("credentials do not match")]
+    Mismatch,
+    #[error("this channel does not answer GET requests")]
+    NoHandshake,
+}
+
+/// A payload that passed verification but could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot parse the payload: {0}")]
+pub struct ParseError(pub String);
+
+/// Why a send failed, said so the delivery worker knows what to do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The platform asked us to slow down: do not try before `after`.
+    #[error("rate limited, retry after {after:?}: {reason}")]
+    RetryAfter { after: Duration, reason: String },
+    /// A network error, a timeout or a 5xx: worth retrying with backoff.
+    #[error("transient: {reason}")]
+    Transient { reason: String },
+    /// The platform refused the message for good (bad recipient, window closed, …).
+    #[error("rejected ({code:?}): {reason}")]
+    Rejected {
+        code: Option<String>,
+        reason: String,
+    },
+}
+
+/// One reply to deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundMessage {
+    pub message_id: MessageId,
+    /// The store's order of this message in its conversation.
+    pub seq: i64,
+    /// Repeated on every attempt of the same reply, for platforms that dedupe on it.
+    pub idempotency_key: String,
+    pub conversation: ConversationId,
+    pub contact: ContactId,
+    pub author: Author,
+    pub content: Content,
+    pub reply_to: Option<PlatformMessageId>,
+    pub created_at: i64,
+    /// An earlier attempt may have reached the platform.
+    pub maybe_sent: bool,
+}
+
+/// What the platform said when it accepted a message.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SendReceipt {
+    pub platform_id: Option<PlatformMessageId>,
+}
+
+#[async_trait]
+pub trait ChannelAdapter: Send + Sync {
+    fn id(&self) -> &ChannelId;
+    fn kind(&self) -> ChannelKind;
+    fn capabilities(&self) -> &Capabilities;
+
+    /// Checks that a request comes from the platform, before anything parses it.
+    fn verify(&self, request: &WebhookRequest) -> Result<(), VerifyError>;
+
+    /// Answers a GET handshake; channels without one refuse.
+    fn handshake(&self, _request: &WebhookRequest) -> Result<HandshakeReply, VerifyError> {
+        Err(VerifyError::NoHandshake)
+    }
+
+    /// Turns a verified payload into events (possibly none: a payload of nothing but
+    /// unknown kinds is not an error).
+    fn parse(&self, request: &WebhookRequest) -> Result<Vec<InboundEvent>, ParseError>;
+
+    /// Delivers one reply.
+    async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, SendError>;
+}
+
+/// The channel instances of a deployment, by id.
+#[derive(Clone, Default)]
+pub struct Registry {
+    adapters: BTreeMap<ChannelId, Arc<dyn ChannelAdapter>>,
+    webchats: BTreeMap<ChannelId, Arc<webchat::Webchat>>,
+}
+
+impl Registry {
+    /// Builds every adapter from its file.
+    pub fn build(channels: &[(ChannelId, ChannelConfig)]) -> Self {
+        let mut registry = Registry::default();
+        for (id, config) in channels {
+            match config {
+                ChannelConfig::Webchat(config) => {
+                    let adapter = Arc::new(webchat::Webchat::new(id.clone(), config.clone()));
+                    registry.webchats.insert(id.clone(), adapter.clone());
+                    registry.adapters.insert(id.clone(), adapter);
+                }
+            }
+        }
+        registry
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<dyn ChannelAdapter>> {
+        let id = ChannelId::parse(id).ok()?;
+        self.adapters.get(&id)
+    }
+
+    pub fn adapter(&self, id: &ChannelId) -> Option<&Arc<dyn ChannelAdapter>> {
+        self.adapters.get(id)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &ChannelId> {
+        self.adapters.keys()
+    }
+
+    /// The web chat instances, whose page and live stream the HTTP layer serves.
+    pub fn webchat(&self, id: &ChannelId) -> Option<&Arc<webchat::Webchat>> {
+        self.webchats.get(id)
+    }
+
+    pub fn first_webchat(&self) -> Option<&Arc<webchat::Webchat>> {
+        self.webchats.values().next()
+    }
+}

@@ -1,0 +1,438 @@
+//! Loads and cross-checks the deployment: `concierge.toml`, `channels/<id>.toml` and
+//! `prompts/`. Every file is read, every problem collected, before anything starts.
+
+mod model;
+mod problem;
+mod toml_file;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub use self::model::{
+    DeliveryConfig, FaqConfig, FileConfig, OrchestratorConfig, PathsConfig, ResponderConfig,
+    ServerConfig, StoreConfig, SyncMode,
+};
+pub use self::problem::{Problem, Problems};
+pub use self::toml_file::{Env, TomlFile};
+use crate::channels::{ChannelConfig, ChannelKind};
+use crate::domain::ChannelId;
+use crate::orchestrator::faq::FaqIndex;
+
+/// The prefix of environment variables that override `concierge.toml` values.
+pub const OVERRIDE_PREFIX: &str = "CONCIERGE__";
+
+/// A loaded, checked deployment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The concierge.toml that was read.
+    pub file: PathBuf,
+    pub settings: FileConfig,
+    pub bind: SocketAddr,
+    pub store: StoreLocation,
+    pub channels_dir: PathBuf,
+    pub prompts_dir: PathBuf,
+    /// Channel instances, sorted by id.
+    pub channels: Vec<(ChannelId, ChannelConfig)>,
+    pub faq: FaqIndex,
+    /// Agent files found in prompts/ (used once an `[llm]` is configured).
+    pub agent_files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    Sqlite(PathBuf),
+}
+
+impl Config {
+    /// Loads from the process environment.
+    pub fn load(path: &Path) -> Result<Config, Problems> {
+        let env = |name: &str| std::env::var(name).ok();
+        let vars: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(OVERRIDE_PREFIX))
+            .collect();
+        Self::load_with(path, &env, &vars)
+    }
+
+    /// Loads with an explicit environment (tests).
+    pub fn load_with(
+        path: &Path,
+        env: Env<'_>,
+        overrides: &[(String, String)],
+    ) -> Result<Config, Problems> {
+        let mut problems = Problems::default();
+        let root = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+
+        let settings = match TomlFile::read(path) {
+            Ok(mut file) => {
+                for p in file.interpolate(env) {
+                    problems.push(p);
+                }
+                for p in file.apply_overrides(OVERRIDE_PREFIX, overrides) {
+                    problems.push(p);
+                }
+                let table = file.table.clone();
+                match file.deserialize::<FileConfig>(table) {
+                    Ok(settings) => Some(settings),
+                    Err(p) => {
+                        problems.push(p);
+                        None
+                    }
+                }
+            }
+            Err(p) => {
+                problems.push(p);
+                None
+            }
+        };
+        let settings = settings.unwrap_or_default();
+        let settings_file =
+            TomlFile::parse(path, std::fs::read_to_string(path).unwrap_or_default()).ok();
+        let key_problem = |key: &str, message: String| {
+            let line = settings_file.as_ref().and_then(|f| f.line_of_key(key));
+            Problem::new(path, message).at_key(key).at_line(line)
+        };
+
+        let bind = match settings.server.bind.parse::<SocketAddr>() {
+            Ok(bind) => bind,
+            Err(e) => {
+                problems.push(key_problem(
+                    "server.bind",
+                    format!(
+                        "`{}` is not an address like 127.0.0.1:8080: {e}",
+                        settings.server.bind
+                    ),
+                ));
+                SocketAddr::from(([127, 0, 0, 1], 8080))
+            }
+        };
+        if settings.server.body_limit_bytes == 0 {
+            problems.push(key_problem(
+                "server.body_limit_bytes",
+                "must be above 0".into(),
+            ));
+        }
+
+        let store = match settings.store.url.split_once(':') {
+            Some(("sqlite", rest)) if !rest.trim().is_empty() => {
+                let rest = rest.strip_prefix("//").unwrap_or(rest);
+                StoreLocation::Sqlite(resolve(&root, rest))
+            }
+            _ => {
+                problems.push(key_problem(
+                    "store.url",
+                    format!(
+                        "`{}` is not a store this build supports; use sqlite:PATH",
+                        settings.store.url
+                    ),
+                ));
+                StoreLocation::Sqlite(root.join("data/concierge.db"))
+            }
+        };
+
+        if !(0.0..=1.0).contains(&settings.faq.threshold) {
+            problems.push(key_problem(
+                "faq.threshold",
+                format!("{} is not between 0 and 1", settings.faq.threshold),
+            ));
+        }
+        if !settings.responder.holding.contains_key("en") {
+            problems.push(key_problem(
+                "responder.holding",
+                "needs an `en` entry, the fallback for every language".into(),
+            ));
+        }
+        if settings.orchestrator.max_parallel_lanes == 0 {
+            problems.push(key_problem(
+                "orchestrator.max_parallel_lanes",
+                "must be above 0".into(),
+            ));
+        }
+        if settings.delivery.max_in_flight == 0 {
+            problems.push(key_problem(
+                "delivery.max_in_flight",
+                "must be above 0".into(),
+            ));
+        }
+
+        let channels_dir = resolve(
+            &root,
+            settings.paths.channels.as_deref().unwrap_or("channels"),
+        );
+        let prompts_dir = resolve(
+            &root,
+            settings.paths.prompts.as_deref().unwrap_or("prompts"),
+        );
+        let channels = load_channels(&channels_dir, env, &mut problems);
+
+        let faq_path = prompts_dir.join(&settings.faq.file);
+        let faq = if faq_path.exists() {
+            match std::fs::read_to_string(&faq_path) {
+                Ok(text) => match FaqIndex::parse(&text) {
+                    Ok(index) => index,
+                    Err(e) => {
+                        problems
+                            .push(Problem::new(&faq_path, e.to_string()).at_line(Some(e.line())));
+                        FaqIndex::default()
+                    }
+                },
+                Err(e) => {
+                    problems.push(Problem::new(
+                        &faq_path,
+                        format!("cannot read the file: {e}"),
+                    ));
+                    FaqIndex::default()
+                }
+            }
+        } else {
+            FaqIndex::default()
+        };
+        let agent_files = list_files(&prompts_dir, "md")
+            .into_iter()
+            .filter(|p| p != &faq_path)
+            .collect();
+
+        if problems.is_empty() {
+            Ok(Config {
+                file: path.to_path_buf(),
+                settings,
+                bind,
+                store,
+                channels_dir,
+                prompts_dir,
+                channels,
+                faq,
+                agent_files,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn resolve(root: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        root.join(path)
+    }
+}
+
+fn list_files(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == extension))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn load_channels(
+    dir: &Path,
+    env: Env<'_>,
+    problems: &mut Problems,
+) -> Vec<(ChannelId, ChannelConfig)> {
+    if !dir.is_dir() {
+        problems.push(Problem::new(
+            dir,
+            "the channels folder does not exist: create it with one <id>.toml per channel",
+        ));
+        return Vec::new();
+    }
+    let mut channels = Vec::new();
+    for path in list_files(dir, "toml") {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let id = match ChannelId::parse(stem.clone()) {
+            Ok(id) => id,
+            Err(e) => {
+                problems.push(Problem::new(
+                    &path,
+                    format!("the file name is the channel id, and `{stem}` is not valid: {e} (use lowercase letters, digits, - and _)"),
+                ));
+                continue;
+            }
+        };
+        let mut file = match TomlFile::read(&path) {
+            Ok(file) => file,
+            Err(p) => {
+                problems.push(p);
+                continue;
+            }
+        };
+        let interpolation = file.interpolate(env);
+        let failed = !interpolation.is_empty();
+        for p in interpolation {
+            problems.push(p);
+        }
+        match channel_config(&file) {
+            Ok(config) if !failed => channels.push((id, config)),
+            Ok(_) => {}
+            Err(p) => problems.push(p),
+        }
+    }
+    if channels.is_empty() && problems.is_empty() {
+        problems.push(Problem::new(
+            dir,
+            "no channel is configured: add a file such as web.toml holding kind = \"webchat\"",
+        ));
+    }
+    channels
+}
+
+/// Reads `kind`, then the rest of the file as that kind's keys (unknown keys refused).
+fn channel_config(file: &TomlFile<'_>) -> Result<ChannelConfig, Problem> {
+    let mut table = file.table.clone();
+    let kind = match table.remove("kind") {
+        Some(toml::Value::String(kind)) => kind,
+        Some(_) => {
+            return Err(Problem::new(file.path, "must be a string")
+                .at_key("kind")
+                .at_line(file.line_of_key("kind")));
+        }
+        None => {
+            return Err(
+                Problem::new(file.path, format!("missing; one of: {}", kind_names()))
+                    .at_key("kind"),
+            );
+        }
+    };
+    match ChannelKind::from_name(&kind) {
+        Some(ChannelKind::Webchat) => file.deserialize(table).map(ChannelConfig::Webchat),
+        None => Err(Problem::new(
+            file.path,
+            format!("unknown channel kind `{kind}`; one of: {}", kind_names()),
+        )
+        .at_key("kind")
+        .at_line(file.line_of_key("kind"))),
+    }
+}
+
+fn kind_names() -> String {
+    ChannelKind::ALL
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Deployment {
+        dir: tempfile::TempDir,
+    }
+
+    impl Deployment {
+        fn new(main: &str) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("concierge.toml"), main).unwrap();
+            std::fs::create_dir(dir.path().join("channels")).unwrap();
+            std::fs::create_dir(dir.path().join("prompts")).unwrap();
+            Self { dir }
+        }
+
+        fn channel(self, name: &str, body: &str) -> Self {
+            std::fs::write(self.dir.path().join("channels").join(name), body).unwrap();
+            self
+        }
+
+        fn load(&self, env: Env<'_>) -> Result<Config, Problems> {
+            Config::load_with(&self.dir.path().join("concierge.toml"), env, &[])
+        }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    const MINIMAL: &str =
+        "[server]\nbind = \"127.0.0.1:0\"\n\n[store]\nurl = \"sqlite:data/x.db\"\n";
+
+    #[test]
+    fn server_and_store_with_one_webchat_is_a_deployment() {
+        let d = Deployment::new(MINIMAL).channel("web.toml", "kind = \"webchat\"\n");
+        let config = d.load(&no_env).unwrap();
+        assert_eq!(config.channels.len(), 1);
+        assert_eq!(config.channels[0].0.as_str(), "web");
+        assert_eq!(
+            config.store,
+            StoreLocation::Sqlite(d.dir.path().join("data/x.db"))
+        );
+        assert!(config.faq.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_channel_names_file_key_and_line() {
+        let d = Deployment::new(MINIMAL).channel(
+            "web.toml",
+            "kind = \"webchat\"\ntitle = \"Shop\"\nverify_tokn = \"x\"\n",
+        );
+        let problems = d.load(&no_env).unwrap_err();
+        assert_eq!(problems.0.len(), 1, "{problems}");
+        let p = &problems.0[0];
+        assert!(p.file.ends_with("channels/web.toml"));
+        assert_eq!(p.key.as_deref(), Some("verify_tokn"));
+        assert_eq!(p.line, Some(3));
+    }
+
+    #[test]
+    fn a_missing_variable_names_file_and_key() {
+        let d = Deployment::new(MINIMAL).channel(
+            "web.toml",
+            "kind = \"webchat\"\ntitle = \"${SHOP_TITLE}\"\n",
+        );
+        let problems = d.load(&no_env).unwrap_err();
+        let text = problems.to_string();
+        assert!(text.contains("web.toml:2: key `title`"), "{text}");
+        assert!(text.contains("SHOP_TITLE"), "{text}");
+        let env = |name: &str| (name == "SHOP_TITLE").then(|| "Maison".to_string());
+        assert!(d.load(&env).is_ok());
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_only_the_first() {
+        let d = Deployment::new("[server]\nbind = \"nope\"\n[store]\nurl = \"mysql://x\"\n")
+            .channel("web.toml", "kind = \"telepathy\"\n")
+            .channel("Bad Name.toml", "kind = \"webchat\"\n");
+        let problems = d.load(&no_env).unwrap_err();
+        let text = problems.to_string();
+        assert!(text.contains("server.bind"), "{text}");
+        assert!(text.contains("store.url"), "{text}");
+        assert!(text.contains("telepathy"), "{text}");
+        assert!(text.contains("Bad Name"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_main_file_are_refused() {
+        let d = Deployment::new("[server]\nbind = \"127.0.0.1:0\"\nbnid = 1\n")
+            .channel("web.toml", "kind = \"webchat\"\n");
+        let problems = d.load(&no_env).unwrap_err();
+        assert_eq!(problems.0[0].key.as_deref(), Some("server.bnid"));
+        assert_eq!(problems.0[0].line, Some(3));
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let d = Deployment::new(MINIMAL).channel("web.toml", "kind = \"webchat\"\n");
+        let overrides = vec![(
+            "CONCIERGE__SERVER__BIND".to_string(),
+            "127.0.0.1:9999".to_string(),
+        )];
+        let config =
+            Config::load_with(&d.dir.path().join("concierge.toml"), &no_env, &overrides).unwrap();
+        assert_eq!(config.bind.port(), 9999);
+    }
+}

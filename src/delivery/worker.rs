@@ -1,0 +1,224 @@
+//! The outbox loop and one send.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::Backoff;
+use crate::channels::{OutboundMessage, Registry, SendError};
+use crate::config::DeliveryConfig;
+use crate::domain::now_millis;
+use crate::store::{OutboxEntry, SharedStore};
+use crate::telemetry::Metrics;
+
+/// The longest the worker sleeps without looking at the outbox.
+const POLL: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub struct DeliveryWorker {
+    store: SharedStore,
+    channels: Registry,
+    wake: Arc<Notify>,
+    backoff: Backoff,
+    give_up_after_ms: i64,
+    send_timeout: Duration,
+    max_in_flight: usize,
+    metrics: Metrics,
+}
+
+impl DeliveryWorker {
+    pub fn new(
+        store: SharedStore,
+        channels: Registry,
+        wake: Arc<Notify>,
+        config: &DeliveryConfig,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            store,
+            channels,
+            wake,
+            backoff: Backoff {
+                initial: Duration::from_millis(config.initial_backoff_ms.max(1)),
+                max: Duration::from_secs(config.max_backoff_secs.max(1)),
+            },
+            give_up_after_ms: i64::try_from(config.give_up_after_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            send_timeout: Duration::from_secs(config.send_timeout_secs.max(1)),
+            max_in_flight: config.max_in_flight.max(1),
+            metrics,
+        }
+    }
+
+    /// A claim outlives one attempt comfortably; it only runs out when the gateway died.
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.send_timeout.as_millis() * 2).unwrap_or(i64::MAX / 2) + 10_000
+    }
+
+    /// Runs until `shutdown` fires, then waits for the sends in flight.
+    pub async fn run(self, shutdown: CancellationToken) {
+        match self.store.release_leases().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                entries = n,
+                "replies were being sent when the gateway last stopped; they will be sent again, idempotently where the platform allows"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot release the previous run's claims"),
+        }
+        let slots = Arc::new(Semaphore::new(self.max_in_flight));
+        let mut tasks = JoinSet::new();
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let free = slots.available_permits();
+            let mut claimed = 0;
+            if free > 0 {
+                match self
+                    .store
+                    .claim_due(now_millis(), free, self.lease_ms())
+                    .await
+                {
+                    Ok(entries) => {
+                        claimed = entries.len();
+                        for entry in entries {
+                            let Ok(permit) = slots.clone().acquire_owned().await else {
+                                break;
+                            };
+                            let worker = self.clone();
+                            tasks.spawn(async move {
+                                worker.deliver(entry).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read the outbox; retrying"),
+                }
+            }
+            if claimed > 0 && claimed == free {
+                // More may be due: wait for a free slot, not for a timer.
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tasks.join_next() => {}
+                }
+                continue;
+            }
+            let wait = match self.store.next_due_at().await {
+                Ok(Some(at)) => {
+                    Duration::from_millis(u64::try_from(at - now_millis()).unwrap_or(0))
+                        .clamp(Duration::from_millis(5), POLL)
+                }
+                _ => POLL,
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                Some(_) = tasks.join_next() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    #[tracing::instrument(name = "deliver", skip_all, fields(conversation = %entry.message.conversation, message = %entry.message.id, attempt = entry.attempts))]
+    async fn deliver(&self, entry: OutboxEntry) {
+        let channel = entry.message.channel.clone();
+        let Some(adapter) = self.channels.adapter(&channel).cloned() else {
+            let reason = format!("the channel `{channel}` is no longer configured");
+            tracing::warn!(%channel, "{reason}");
+            self.finish_failed(&entry, None, &reason).await;
+            return;
+        };
+        if entry.maybe_sent {
+            self.metrics
+                .delivery(channel.as_str(), "resent_after_crash");
+        }
+        let message = OutboundMessage {
+            message_id: entry.message.id,
+            seq: entry.message.seq,
+            idempotency_key: entry.idempotency_key.clone(),
+            conversation: entry.message.conversation.clone(),
+            contact: entry.message.contact.clone(),
+            author: entry.message.author.clone(),
+            content: entry.message.content.clone(),
+            reply_to: entry.message.reply_to.clone(),
+            created_at: entry.message.created_at,
+            maybe_sent: entry.maybe_sent,
+        };
+        let result = match tokio::time::timeout(self.send_timeout, adapter.send(&message)).await {
+            Ok(result) => result,
+            Err(_) => Err(SendError::Transient {
+                reason: format!("no answer within {:?}", self.send_timeout),
+            }),
+        };
+        let now = now_millis();
+        match result {
+            Ok(receipt) => {
+                self.metrics.delivery(channel.as_str(), "sent");
+                self.record(|| {
+                    self.store
+                        .mark_sent(entry.id, receipt.platform_id.clone(), now)
+                })
+                .await;
+            }
+            Err(SendError::Rejected { code, reason }) => {
+                tracing::warn!(%channel, ?code, %reason, "the platform refused the reply");
+                self.finish_failed(&entry, code, &reason).await;
+            }
+            Err(error) => {
+                let wait = match &error {
+                    SendError::RetryAfter { after, .. } => self.backoff.after(*after),
+                    _ => self.backoff.delay(entry.attempts),
+                };
+                let at = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+                if at - entry.first_attempt_at > self.give_up_after_ms {
+                    let reason = format!(
+                        "gave up after {} attempts over {}s: {error}",
+                        entry.attempts,
+                        (now - entry.first_attempt_at) / 1000
+                    );
+                    tracing::warn!(%channel, %reason, "delivery failed");
+                    self.finish_failed(&entry, None, &reason).await;
+                } else {
+                    tracing::info!(%channel, %error, wait_ms = wait.as_millis() as u64, "send failed; will retry");
+                    self.metrics.delivery(channel.as_str(), "retried");
+                    let text = error.to_string();
+                    self.record(|| self.store.retry_at(entry.id, at, &text))
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn finish_failed(&self, entry: &OutboxEntry, code: Option<String>, reason: &str) {
+        self.metrics
+            .delivery(entry.message.channel.as_str(), "failed");
+        self.record(|| {
+            self.store
+                .mark_failed(entry.id, code.clone(), reason, now_millis())
+        })
+        .await;
+    }
+
+    /// Writes an outcome, retrying a few times: losing the record of a send that the
+    /// platform accepted would mean sending it again after the lease runs out.
+    async fn record<'a, F, Fut>(&'a self, write: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), crate::store::StoreError>> + 'a,
+    {
+        let mut wait = Duration::from_millis(50);
+        for attempt in 1..=8 {
+            match write().await {
+                Ok(()) => return,
+                Err(e) if attempt == 8 => {
+                    tracing::error!(error = %e, "cannot record a delivery outcome; the reply may be sent again")
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot record a delivery outcome; retrying"),
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+    }
+}

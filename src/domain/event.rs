@@ -1,0 +1,68 @@
+//! What an adapter hands inward after parsing a webhook: one `InboundEvent` per thing the
+//! platform told us, already normalised.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ChannelId, ContactId, Content, ConversationId, DeliveryStatus, EventId, Millis,
+    PlatformMessageId,
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboundEvent {
+    pub channel: ChannelId,
+    /// The platform's id of this event; `(channel, event_id)` is the dedupe key.
+    pub event_id: EventId,
+    pub contact: ContactId,
+    /// The platform's timestamp when it gave one, else the time we received it.
+    pub at: Millis,
+    pub kind: EventKind,
+}
+
+impl InboundEvent {
+    pub fn conversation(&self) -> ConversationId {
+        ConversationId::derive(&self.channel, &self.contact)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A new message from the customer.
+    Message(InboundMessage),
+    /// The customer edited an earlier message.
+    Edit {
+        target: PlatformMessageId,
+        content: Content,
+    },
+    /// The platform reports how far one of our messages got.
+    Status {
+        target: PlatformMessageId,
+        status: DeliveryStatus,
+    },
+    /// The customer is typing.
+    Typing,
+}
+
+impl EventKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Message(_) => "message",
+            EventKind::Edit { .. } => "edit",
+            EventKind::Status { .. } => "status",
+            EventKind::Typing => "typing",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboundMessage {
+    pub platform_id: PlatformMessageId,
+    pub content: Content,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<PlatformMessageId>,
+    /// The name the platform shows for the customer, when it sends one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}

@@ -1,0 +1,27 @@
+//! The conversation model shared by every layer: ids, contacts, messages, content, inbound
+//! events and thread state. Pure data and rules; it knows nothing of I/O, HTTP or platforms.
+
+mod content;
+mod event;
+mod ids;
+mod message;
+mod thread;
+
+pub use content::{Choice, Content, MediaKind, MediaRef};
+pub use event::{EventKind, InboundEvent, InboundMessage};
+pub use ids::{
+    ChannelId, ContactId, ConversationId, EventId, IdError, MessageId, PlatformMessageId,
+};
+pub use message::{Author, DeliveryStatus, Direction, Message};
+pub use thread::ThreadState;
+
+/// Milliseconds since the Unix epoch: the one timestamp type stored and exchanged.
+pub type Millis = i64;
+
+/// The current time in [`Millis`].
+pub fn now_millis() -> Millis {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,183 @@
+//! The web chat page and its live stream (server-sent events). The page posts messages to
+//! `/webhooks/{channel_id}` like any platform; the stream first replays what the visitor
+//! missed from the store (resuming after `Last-Event-ID`), then follows new replies.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::AppState;
+use crate::channels::webchat::{ChatEvent, Webchat};
+use crate::domain::{ChannelId, ConversationId, DeliveryStatus, Direction, Message};
+
+const PAGE: &str = include_str!("assets/chat.html");
+/// The most messages replayed when a page (re)connects.
+const REPLAY: usize = 500;
+
+pub async fn default_page(State(state): State<AppState>) -> Response {
+    match state.channels.first_webchat() {
+        Some(chat) => render_page(chat),
+        None => (StatusCode::NOT_FOUND, "no web chat channel is configured").into_response(),
+    }
+}
+
+pub async fn page(State(state): State<AppState>, Path(channel_id): Path<String>) -> Response {
+    match find(&state, &channel_id) {
+        Some(chat) => render_page(chat),
+        None => (StatusCode::NOT_FOUND, "no such web chat").into_response(),
+    }
+}
+
+fn find<'a>(state: &'a AppState, channel_id: &str) -> Option<&'a std::sync::Arc<Webchat>> {
+    let id = ChannelId::parse(channel_id).ok()?;
+    state.channels.webchat(&id)
+}
+
+fn render_page(chat: &Webchat) -> Response {
+    let settings = serde_json::json!({
+        "channel": chat_id(chat),
+        "title": chat.config().title,
+        "greeting": chat.config().greeting,
+    });
+    // `</` cannot appear in the JSON we embed, so it cannot close the script element.
+    let settings = settings.to_string().replace("</", "<\\/");
+    let html = PAGE
+        .replace("{{TITLE}}", &escape_html(&chat.config().title))
+        .replace("{{SETTINGS}}", &settings);
+    ([(header::CACHE_CONTROL, "no-cache")], Html(html)).into_response()
+}
+
+fn chat_id(chat: &Webchat) -> String {
+    use crate::channels::ChannelAdapter;
+    chat.id().to_string()
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Whether a stored message belongs on the visitor's page: their own messages, and replies
+/// the delivery worker has handed to the channel.
+fn visible(message: &Message) -> bool {
+    match message.direction {
+        Direction::Inbound => true,
+        Direction::Outbound => !matches!(
+            message.status,
+            DeliveryStatus::Pending | DeliveryStatus::Failed { .. }
+        ),
+    }
+}
+
+pub async fn events(
+    State(state): State<AppState>,
+    Path(channel_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let Some(chat) = find(&state, &channel_id).cloned() else {
+        return (StatusCode::NOT_FOUND, "no such web chat").into_response();
+    };
+    let params: Vec<(String, String)> = query
+        .as_deref()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let Some(contact) = param("key").and_then(|key| chat.contact_for_key(key)) else {
+        return (StatusCode::UNAUTHORIZED, "a valid key is required").into_response();
+    };
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| param("after"))
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0)
+        .max(0);
+    let conversation = {
+        use crate::channels::ChannelAdapter;
+        ConversationId::derive(chat.id(), &contact)
+    };
+    // Subscribe before reading history, so nothing published in between is missed.
+    let live = chat.hub().subscribe(&contact);
+    let history = match state.store.messages(&conversation, after, REPLAY).await {
+        Ok(history) => history,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot replay a web chat history");
+            return (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response();
+        }
+    };
+    let history: VecDeque<ChatEvent> = history
+        .iter()
+        .filter(|m| visible(m))
+        .map(ChatEvent::from_message)
+        .collect();
+    let stream = replay_then_follow(history, live, after, state.shutdown.clone());
+    Sse::new(stream.map(Ok::<_, Infallible>))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+struct Follow {
+    history: VecDeque<ChatEvent>,
+    live: broadcast::Receiver<ChatEvent>,
+    last: i64,
+    shutdown: CancellationToken,
+}
+
+fn to_sse(event: &ChatEvent) -> Event {
+    Event::default()
+        .id(event.seq.to_string())
+        .event("message")
+        .data(serde_json::to_string(event).unwrap_or_default())
+}
+
+fn replay_then_follow(
+    history: VecDeque<ChatEvent>,
+    live: broadcast::Receiver<ChatEvent>,
+    after: i64,
+    shutdown: CancellationToken,
+) -> impl futures_util::Stream<Item = Event> {
+    let state = Follow {
+        history,
+        live,
+        last: after,
+        shutdown,
+    };
+    futures_util::stream::unfold(state, |mut s| async move {
+        if let Some(event) = s.history.pop_front() {
+            s.last = s.last.max(event.seq);
+            let sse = to_sse(&event);
+            return Some((sse, s));
+        }
+        loop {
+            tokio::select! {
+                _ = s.shutdown.cancelled() => return None,
+                received = s.live.recv() => match received {
+                    Ok(event) if event.seq > s.last => {
+                        s.last = event.seq;
+                        let sse = to_sse(&event);
+                        return Some((sse, s));
+                    }
+                    Ok(_) => continue,
+                    // Lagged or closed: end the stream; the page reconnects with its
+                    // Last-Event-ID and catches up from the store.
+                    Err(_) => return None,
+                }
+            }
+        }
+    })
+}

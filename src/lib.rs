@@ -1,0 +1,29 @@
+//! Concierge: a gateway for conversational commerce. Customers write from a chat app; the
+//! gateway stores each message durably, answers it (the FAQ tier today, LLM agents and human
+//! concierges later), and delivers each reply once, in order, per conversation.
+//!
+//! # Layout
+//!
+//! - [`domain`]: ids, messages, content, inbound events, thread state. Pure data, no I/O.
+//! - [`config`]: reads `concierge.toml`, `channels/*.toml` and `prompts/`, interpolates
+//!   `${VAR}`, applies `CONCIERGE__SECTION__KEY` overrides, and reports every problem with its
+//!   file, line and key.
+//! - [`channels`]: the adapter trait (verify, parse, send, capabilities) and one folder per
+//!   platform; today `webchat`.
+//! - [`store`]: the store traits, their shared test suite, and the SQLite backend.
+//! - [`orchestrator`]: ordered lanes per conversation fed from the inbox, and the responder
+//!   chain (the FAQ matcher, the holding message).
+//! - [`delivery`]: the outbox worker: send, retry with backoff, give up with a reason.
+//! - [`http`]: the router: webhooks, health, metrics, the web chat page and its stream.
+//! - [`app`]: builds the parts from the configuration and runs them until shutdown.
+//! - [`telemetry`]: logs and the Prometheus metrics.
+
+pub mod app;
+pub mod channels;
+pub mod config;
+pub mod delivery;
+pub mod domain;
+pub mod http;
+pub mod orchestrator;
+pub mod store;
+pub mod telemetry;

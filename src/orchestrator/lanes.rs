@@ -1,0 +1,266 @@
+//! The dispatcher and its lanes. The dispatcher reads unfinished inbox events in inbox order
+//! and hands each to its conversation's lane; a lane handles its events one after the other
+//! and ends when it runs dry. Lanes of different conversations run in parallel, up to a bound.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::responder::{Responder, Turn};
+use crate::domain::{ConversationId, EventKind, now_millis};
+use crate::store::{InboxEntry, NewReply, SharedStore, TurnOutcome};
+use crate::telemetry::Metrics;
+
+/// How many inbox events the dispatcher reads at once.
+const PAGE: usize = 256;
+/// The dispatcher looks at the inbox at least this often, even without a wake-up.
+const POLL: Duration = Duration::from_secs(1);
+
+type LaneMap = Arc<Mutex<HashMap<ConversationId, mpsc::UnboundedSender<InboxEntry>>>>;
+
+/// Feeds inbox events into per-conversation lanes.
+#[derive(Clone)]
+pub struct Orchestrator {
+    store: SharedStore,
+    responder: Arc<dyn Responder>,
+    /// Rung by the webhook handlers after an ingest.
+    inbox_wake: Arc<Notify>,
+    /// Rung after a turn queued replies.
+    outbox_wake: Arc<Notify>,
+    permits: Arc<Semaphore>,
+    metrics: Metrics,
+}
+
+impl Orchestrator {
+    pub fn new(
+        store: SharedStore,
+        responder: Arc<dyn Responder>,
+        inbox_wake: Arc<Notify>,
+        outbox_wake: Arc<Notify>,
+        max_parallel: usize,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            store,
+            responder,
+            inbox_wake,
+            outbox_wake,
+            permits: Arc::new(Semaphore::new(max_parallel.max(1))),
+            metrics,
+        }
+    }
+
+    /// Runs until `shutdown` fires, then lets every lane finish the events it holds.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let lanes: LaneMap = Arc::default();
+        let mut tasks = JoinSet::new();
+        // Everything up to `cursor` has been handed to a lane in this run.
+        let mut cursor = 0i64;
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let page = match self.store.pending(cursor, PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the inbox; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(POLL) => continue,
+                    }
+                }
+            };
+            let full = page.len() == PAGE;
+            for entry in page {
+                cursor = cursor.max(entry.seq);
+                self.dispatch(entry, &lanes, &mut tasks, &shutdown);
+            }
+            while let Some(done) = tasks.try_join_next() {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "a lane stopped abnormally");
+                }
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.inbox_wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "a lane stopped abnormally");
+            }
+        }
+    }
+
+    fn dispatch(
+        &self,
+        entry: InboxEntry,
+        lanes: &LaneMap,
+        tasks: &mut JoinSet<()>,
+        shutdown: &CancellationToken,
+    ) {
+        // The map lock makes "send to a lane" and "a lane ends because it is empty" exclusive,
+        // so no entry can be sent to a lane that has just decided to end.
+        let mut map = lanes.lock().unwrap_or_else(|e| e.into_inner());
+        let conversation = entry.conversation.clone();
+        let entry = match map.get(&conversation) {
+            Some(sender) => match sender.send(entry) {
+                Ok(()) => return,
+                Err(returned) => returned.0,
+            },
+            None => entry,
+        };
+        let (sender, receiver) = mpsc::unbounded_channel();
+        // A fresh channel's receiver is alive: this send cannot fail.
+        let _ = sender.send(entry);
+        map.insert(conversation.clone(), sender);
+        drop(map);
+        let lane = Lane {
+            conversation,
+            receiver,
+            lanes: lanes.clone(),
+            orchestrator: self.clone(),
+            shutdown: shutdown.clone(),
+        };
+        tasks.spawn(lane.run());
+    }
+}
+
+struct Lane {
+    conversation: ConversationId,
+    receiver: mpsc::UnboundedReceiver<InboxEntry>,
+    lanes: LaneMap,
+    orchestrator: Orchestrator,
+    shutdown: CancellationToken,
+}
+
+impl Lane {
+    async fn run(mut self) {
+        loop {
+            let entry = match self.receiver.try_recv() {
+                Ok(entry) => entry,
+                Err(_) => {
+                    let mut map = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+                    match self.receiver.try_recv() {
+                        Ok(entry) => entry,
+                        Err(_) => {
+                            map.remove(&self.conversation);
+                            return;
+                        }
+                    }
+                }
+            };
+            let Ok(_permit) = self.orchestrator.permits.clone().acquire_owned().await else {
+                return;
+            };
+            self.orchestrator.metrics.lanes_active(1);
+            self.handle(entry).await;
+            self.orchestrator.metrics.lanes_active(-1);
+        }
+    }
+
+    /// Handles one event until it is completed in the store. A store failure is retried (the
+    /// lane must not skip ahead, or order would break); shutdown leaves the event unfinished
+    /// in the inbox for the next start.
+    #[tracing::instrument(name = "turn", skip_all, fields(conversation = %self.conversation, seq = entry.seq))]
+    async fn handle(&self, entry: InboxEntry) {
+        let orchestrator = &self.orchestrator;
+        let started = Instant::now();
+        let lag_ms = now_millis() - entry.received_at;
+        orchestrator.metrics.inbox_lag(lag_ms as f64 / 1000.0);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.decide(&entry).await {
+                Ok((outcome, by)) => match orchestrator.store.complete(entry.seq, outcome).await {
+                    Ok(completion) => {
+                        if completion.refused > 0 {
+                            orchestrator
+                                .metrics
+                                .replies_refused(completion.refused as u64);
+                            tracing::info!(
+                                refused = completion.refused,
+                                "automated replies refused: a human or the queue holds the thread"
+                            );
+                        }
+                        if !completion.queued.is_empty() {
+                            orchestrator.outbox_wake.notify_one();
+                        }
+                        orchestrator
+                            .metrics
+                            .turn(by, started.elapsed().as_secs_f64());
+                        tracing::debug!(by, replies = completion.queued.len(), "turn done");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot complete the turn; retrying"),
+                },
+                Err(e) => tracing::warn!(error = %e, "cannot decide the turn; retrying"),
+            }
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    async fn decide(
+        &self,
+        entry: &InboxEntry,
+    ) -> Result<(TurnOutcome, &'static str), super::ResponderError> {
+        let orchestrator = &self.orchestrator;
+        let EventKind::Message(message) = &entry.event.kind else {
+            // Edits, and anything else that needs no answer, are recorded and done.
+            return Ok((TurnOutcome::default(), "none"));
+        };
+        let current = orchestrator.store.thread_state(&entry.conversation).await?;
+        let thread = current.clone().on_customer_message();
+        if !thread.bot_may_reply() {
+            // A human or the queue holds the thread: the bot stays silent.
+            return Ok((TurnOutcome::default(), "silent"));
+        }
+        let turn = Turn {
+            entry,
+            message,
+            thread: &thread,
+            store: &orchestrator.store,
+            now: now_millis(),
+        };
+        let decision = orchestrator.responder.respond(&turn).await?;
+        let changed = (thread != current).then_some(thread);
+        let Some(decision) = decision else {
+            return Ok((
+                TurnOutcome {
+                    replies: Vec::new(),
+                    thread: changed,
+                },
+                "none",
+            ));
+        };
+        let replies = decision
+            .replies
+            .into_iter()
+            .enumerate()
+            .map(|(i, (author, content))| NewReply {
+                idempotency_key: format!("{}:{}:{i}", entry.event.channel, entry.event.event_id),
+                author,
+                content,
+                reply_to: None,
+            })
+            .collect();
+        Ok((
+            TurnOutcome {
+                replies,
+                thread: decision.thread.or(changed),
+            },
+            decision.by,
+        ))
+    }
+}

@@ -1,0 +1,12 @@
+//! Turns inbox events into decisions: one ordered lane per conversation, lanes in parallel,
+//! each event completed in one store transaction with the replies it produced. It knows no
+//! platform and no HTTP; it sees the store and the responder chain.
+
+pub mod faq;
+mod lanes;
+mod responder;
+
+pub use self::lanes::Orchestrator;
+pub use self::responder::{
+    Decision, FaqResponder, HoldingResponder, Responder, ResponderChain, ResponderError, Turn,
+};

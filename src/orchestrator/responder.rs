@@ -1,0 +1,169 @@
+//! The responder chain: each step may answer a turn or pass it on. For now the FAQ tier,
+//! then the holding message; the agents and the handoff plug in between them later.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use super::faq::{FaqIndex, Lang, detect_language};
+use crate::domain::{Author, Content, Direction, InboundMessage, Millis, ThreadState};
+use crate::store::{InboxEntry, SharedStore, StoreError};
+
+/// One customer message to answer, with what a responder may need to know.
+pub struct Turn<'a> {
+    pub entry: &'a InboxEntry,
+    pub message: &'a InboundMessage,
+    pub thread: &'a ThreadState,
+    pub store: &'a SharedStore,
+    pub now: Millis,
+}
+
+impl Turn<'_> {
+    pub fn text(&self) -> Option<&str> {
+        self.message.content.plain_text()
+    }
+}
+
+/// What a responder decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// A short name for metrics and logs (`faq`, `holding`, …).
+    pub by: &'static str,
+    pub replies: Vec<(Author, Content)>,
+    pub thread: Option<ThreadState>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResponderError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[async_trait]
+pub trait Responder: Send + Sync {
+    /// Answers the turn, or returns `None` to let the next responder try.
+    async fn respond(&self, turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError>;
+}
+
+/// Tries each responder in order; the first decision wins.
+pub struct ResponderChain {
+    steps: Vec<Box<dyn Responder>>,
+}
+
+impl ResponderChain {
+    pub fn new(steps: Vec<Box<dyn Responder>>) -> Self {
+        Self { steps }
+    }
+}
+
+#[async_trait]
+impl Responder for ResponderChain {
+    async fn respond(&self, turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
+        for step in &self.steps {
+            if let Some(decision) = step.respond(turn).await? {
+                return Ok(Some(decision));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Answers from the merchant's FAQ when a question matches with enough confidence.
+pub struct FaqResponder {
+    index: FaqIndex,
+    threshold: f64,
+}
+
+impl FaqResponder {
+    pub fn new(index: FaqIndex, threshold: f64) -> Self {
+        Self { index, threshold }
+    }
+}
+
+#[async_trait]
+impl Responder for FaqResponder {
+    async fn respond(&self, turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
+        let Some(text) = turn.text() else {
+            return Ok(None);
+        };
+        let Some(found) = self.index.best_match(text) else {
+            return Ok(None);
+        };
+        tracing::debug!(
+            entry = found.index,
+            confidence = found.confidence,
+            threshold = self.threshold,
+            "faq match"
+        );
+        if found.confidence < self.threshold {
+            return Ok(None);
+        }
+        Ok(Some(Decision {
+            by: "faq",
+            replies: vec![(
+                Author::Agent("faq".to_string()),
+                Content::text(found.entry.answer.clone()),
+            )],
+            thread: None,
+        }))
+    }
+}
+
+/// The polite last resort: tells the customer a person will answer, in their language, and
+/// does not repeat itself to a customer who keeps writing.
+pub struct HoldingResponder {
+    messages: BTreeMap<String, String>,
+    repeat_after_ms: i64,
+}
+
+impl HoldingResponder {
+    pub fn new(messages: BTreeMap<String, String>, repeat_after_secs: u64) -> Self {
+        Self {
+            messages,
+            repeat_after_ms: i64::try_from(repeat_after_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+        }
+    }
+
+    fn message_for(&self, text: Option<&str>) -> String {
+        let lang = match text.and_then(detect_language) {
+            Some(Lang::Fr) => "fr",
+            _ => "en",
+        };
+        self.messages
+            .get(lang)
+            .or_else(|| self.messages.get("en"))
+            .or_else(|| self.messages.values().next())
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl Responder for HoldingResponder {
+    async fn respond(&self, turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
+        let recent = turn
+            .store
+            .recent_messages(&turn.entry.conversation, 20)
+            .await?;
+        let last_outbound = recent
+            .iter()
+            .rev()
+            .find(|m| m.direction == Direction::Outbound);
+        let said_recently = last_outbound.is_some_and(|m| {
+            m.author == Author::System && turn.now - m.created_at < self.repeat_after_ms
+        });
+        if said_recently {
+            return Ok(Some(Decision {
+                by: "holding_repeat_suppressed",
+                replies: Vec::new(),
+                thread: None,
+            }));
+        }
+        Ok(Some(Decision {
+            by: "holding",
+            replies: vec![(Author::System, Content::text(self.message_for(turn.text())))],
+            thread: None,
+        }))
+    }
+}

@@ -1,0 +1,216 @@
+//! The store traits every backend implements, and the types they exchange. The orchestrator,
+//! the delivery worker and the HTTP layer see only these traits, never a backend.
+//!
+//! The rules the traits promise, and the shared suite in [`suite`] checks on every backend:
+//! - `ingest` is atomic and idempotent on `(channel, event_id)`.
+//! - `complete` marks an inbox event done in the same transaction that writes its replies
+//!   into the outbox and its thread state; it refuses automated replies while a human or the
+//!   queue holds the thread.
+//! - `claim_due` hands out at most the head of each conversation's outbox, so replies leave in
+//!   the order they were decided; an entry marked sent is never handed out again.
+//! - Delivery status only moves forward.
+
+pub mod sqlite;
+pub mod suite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    Author, ChannelId, ContactId, Content, ConversationId, DeliveryStatus, InboundEvent, Message,
+    MessageId, Millis, PlatformMessageId, ThreadState,
+};
+
+/// The store as the rest of the gateway holds it.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Everything a backend provides.
+pub trait Store: Inbox + Outbox + Conversations {}
+impl<T: Inbox + Outbox + Conversations> Store for T {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or answered with an error; worth retrying.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be read back (a bug or a foreign write).
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+/// What `ingest` did with a batch of events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// New events appended to the inbox (or applied, for delivery statuses).
+    pub accepted: usize,
+    /// Events already seen, ignored.
+    pub duplicates: usize,
+}
+
+/// An inbox event waiting for (or done with) processing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxEntry {
+    /// The inbox order; processing order per conversation follows it.
+    pub seq: i64,
+    pub conversation: ConversationId,
+    pub event: InboundEvent,
+    /// The stored customer message, for message events.
+    pub message: Option<MessageId>,
+    pub received_at: Millis,
+}
+
+/// A reply decided while processing one inbox event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewReply {
+    /// Stable across re-processing of the same event, so a replayed turn cannot queue the same
+    /// reply twice.
+    pub idempotency_key: String,
+    pub author: Author,
+    pub content: Content,
+    pub reply_to: Option<PlatformMessageId>,
+}
+
+/// Everything one processed inbox event changes, written in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TurnOutcome {
+    pub replies: Vec<NewReply>,
+    /// The new thread state, when it changes.
+    pub thread: Option<ThreadState>,
+}
+
+/// What `complete` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Completion {
+    /// The replies queued in the outbox (new ones only).
+    pub queued: Vec<MessageId>,
+    /// Automated replies refused because a human or the queue holds the thread.
+    pub refused: usize,
+    /// Whether the event had already been completed (a replay): nothing was written.
+    pub already_done: bool,
+}
+
+/// An outbox entry handed to the delivery worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub idempotency_key: String,
+    pub message: Message,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+    /// When the first attempt was made: the give-up clock starts there.
+    pub first_attempt_at: Millis,
+    /// Whether an earlier attempt may have reached the platform without our knowing (the
+    /// gateway stopped while it was in flight): the adapter should send idempotently.
+    pub maybe_sent: bool,
+}
+
+/// A conversation as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conversation {
+    pub id: ConversationId,
+    pub channel: ChannelId,
+    pub contact: ContactId,
+    pub thread: ThreadState,
+    pub created_at: Millis,
+    pub last_message_at: Millis,
+}
+
+#[async_trait]
+pub trait Inbox: Send + Sync {
+    /// Appends events atomically, ignoring ones already seen. Delivery statuses are applied
+    /// to their message at once (they need no turn); typing signals are not stored.
+    async fn ingest(&self, events: &[InboundEvent]) -> Result<IngestOutcome, StoreError>;
+
+    /// Unfinished inbox events with `seq > after`, oldest first.
+    async fn pending(&self, after: i64, limit: usize) -> Result<Vec<InboxEntry>, StoreError>;
+
+    /// Marks one inbox event done together with its replies and thread state.
+    async fn complete(&self, seq: i64, outcome: TurnOutcome) -> Result<Completion, StoreError>;
+}
+
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Claims up to `limit` entries due at `now`, each the oldest open entry of its
+    /// conversation, for `lease_ms`. An entry whose lease ran out is handed out again, marked
+    /// `maybe_sent`.
+    async fn claim_due(
+        &self,
+        now: Millis,
+        limit: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// The platform accepted the message: it is never handed out again.
+    async fn mark_sent(
+        &self,
+        id: i64,
+        platform_id: Option<PlatformMessageId>,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// A transient failure: try again at `at`.
+    async fn retry_at(&self, id: i64, at: Millis, error: &str) -> Result<(), StoreError>;
+
+    /// Given up: the message is marked failed with the reason.
+    async fn mark_failed(
+        &self,
+        id: i64,
+        code: Option<String>,
+        reason: &str,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// When the next open entry is due, if any.
+    async fn next_due_at(&self) -> Result<Option<Millis>, StoreError>;
+
+    /// Releases the leases of a previous run of this same process (single-instance startup):
+    /// returns how many entries were in flight when it stopped.
+    async fn release_leases(&self) -> Result<usize, StoreError>;
+}
+
+#[async_trait]
+pub trait Conversations: Send + Sync {
+    async fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StoreError>;
+
+    /// Messages of a conversation with `seq > after`, oldest first.
+    async fn messages(
+        &self,
+        id: &ConversationId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
+
+    /// The last `limit` messages of a conversation, oldest first.
+    async fn recent_messages(
+        &self,
+        id: &ConversationId,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
+
+    async fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError>;
+
+    /// The thread state; a conversation never seen is in the initial state.
+    async fn thread_state(&self, id: &ConversationId) -> Result<ThreadState, StoreError>;
+
+    /// Moves a thread to a new state outside a turn (the console, a handoff).
+    async fn set_thread_state(
+        &self,
+        id: &ConversationId,
+        state: ThreadState,
+    ) -> Result<(), StoreError>;
+
+    /// Applies a delivery status to the message with that platform id, only forward.
+    /// Returns whether it changed anything.
+    async fn update_status(
+        &self,
+        channel: &ChannelId,
+        platform_id: &PlatformMessageId,
+        status: DeliveryStatus,
+    ) -> Result<bool, StoreError>;
+
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,730 @@
+//! The embedded store: one SQLite file in WAL mode, reached through one background
+//! connection thread (tokio-rusqlite). SQLite serialises writers anyway; one connection keeps
+//! every transaction short and ordered, and needs no pool.
+
+mod rows;
+mod schema;
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use self::rows::{MESSAGE_COLUMNS, json, message_from_row, parse_json};
+use super::{
+    Completion, Conversation, Conversations, Inbox, InboxEntry, IngestOutcome, Outbox, OutboxEntry,
+    StoreError, TurnOutcome,
+};
+use crate::config::SyncMode;
+use crate::domain::{
+    Author, ChannelId, ContactId, ConversationId, DeliveryStatus, Direction, EventKind,
+    InboundEvent, Message, MessageId, Millis, PlatformMessageId, ThreadState, now_millis,
+};
+
+/// The SQLite backend. Cheap to clone: clones share the one connection thread.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: tokio_rusqlite::Connection,
+    path: PathBuf,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database file and brings its schema up to date.
+    pub async fn open(path: &Path, sync: SyncMode) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let conn = tokio_rusqlite::Connection::open(path)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+        let store = Self {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store
+            .run(move |conn| {
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+                let sync = match sync {
+                    SyncMode::Full => "FULL",
+                    SyncMode::Normal => "NORMAL",
+                };
+                conn.pragma_update(None, "synchronous", sync)?;
+                conn.pragma_update(None, "busy_timeout", 5000)?;
+                schema::migrations()
+                    .to_latest(conn)
+                    .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+                Ok(())
+            })
+            .await?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs a closure on the connection thread.
+    async fn run<F, R>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut rusqlite::Connection) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        match self.conn.call(f).await {
+            Ok(value) => Ok(value),
+            Err(tokio_rusqlite::Error::Error(e)) => Err(e),
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+fn write_tx(conn: &mut rusqlite::Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
+/// Creates the contact and conversation of an event when new, and touches them otherwise.
+fn upsert_conversation(
+    tx: &rusqlite::Transaction<'_>,
+    event: &InboundEvent,
+    conversation: &ConversationId,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let display_name = match &event.kind {
+        EventKind::Message(m) => m.display_name.clone(),
+        _ => None,
+    };
+    tx.execute(
+        "INSERT INTO contacts (channel_id, contact_id, display_name, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?4)
+         ON CONFLICT (channel_id, contact_id) DO UPDATE SET
+             display_name = COALESCE(excluded.display_name, display_name),
+             updated_at = excluded.updated_at",
+        params![
+            event.channel.as_str(),
+            event.contact.as_str(),
+            display_name,
+            now
+        ],
+    )?;
+    tx.execute(
+        "INSERT INTO conversations (id, channel_id, contact_id, thread, created_at, last_message_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+         ON CONFLICT (id) DO UPDATE SET last_message_at = MAX(last_message_at, excluded.last_message_at)",
+        params![
+            conversation.as_str(),
+            event.channel.as_str(),
+            event.contact.as_str(),
+            json(&ThreadState::initial())?,
+            now
+        ],
+    )?;
+    Ok(())
+}
+
+fn apply_status(
+    tx: &rusqlite::Transaction<'_>,
+    channel: &ChannelId,
+    platform_id: &PlatformMessageId,
+    status: &DeliveryStatus,
+) -> Result<bool, StoreError> {
+    let changed = tx.execute(
+        "UPDATE messages SET status = ?1, status_rank = ?2
+         WHERE channel_id = ?3 AND platform_id = ?4 AND status_rank < ?2",
+        params![
+            json(status)?,
+            status.rank(),
+            channel.as_str(),
+            platform_id.as_str()
+        ],
+    )?;
+    Ok(changed > 0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_message(
+    tx: &rusqlite::Transaction<'_>,
+    id: MessageId,
+    conversation: &ConversationId,
+    channel: &ChannelId,
+    contact: &ContactId,
+    platform_id: Option<&PlatformMessageId>,
+    direction: Direction,
+    author: &Author,
+    content: &crate::domain::Content,
+    reply_to: Option<&PlatformMessageId>,
+    created_at: Millis,
+    status: &DeliveryStatus,
+) -> Result<bool, StoreError> {
+    let inserted = tx.execute(
+        "INSERT OR IGNORE INTO messages (id, conversation_id, channel_id, contact_id, platform_id,
+             direction, author, content, reply_to, created_at, status, status_rank)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            id.to_string(),
+            conversation.as_str(),
+            channel.as_str(),
+            contact.as_str(),
+            platform_id.map(PlatformMessageId::as_str),
+            json(&direction)?,
+            json(author)?,
+            json(content)?,
+            reply_to.map(PlatformMessageId::as_str),
+            created_at,
+            json(status)?,
+            status.rank()
+        ],
+    )?;
+    Ok(inserted > 0)
+}
+
+#[async_trait]
+impl Inbox for SqliteStore {
+    async fn ingest(&self, events: &[InboundEvent]) -> Result<IngestOutcome, StoreError> {
+        let events = events.to_vec();
+        self.run(move |conn| {
+            let now = now_millis();
+            let tx = write_tx(conn)?;
+            let mut outcome = IngestOutcome::default();
+            for event in &events {
+                if matches!(event.kind, EventKind::Typing) {
+                    continue;
+                }
+                let conversation = event.conversation();
+                let done_at = match event.kind {
+                    EventKind::Status { .. } => Some(now),
+                    _ => None,
+                };
+                let inserted = tx.execute(
+                    "INSERT OR IGNORE INTO inbox (channel_id, event_id, conversation_id, event, received_at, done_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        event.channel.as_str(),
+                        event.event_id.as_str(),
+                        conversation.as_str(),
+                        json(event)?,
+                        now,
+                        done_at
+                    ],
+                )?;
+                if inserted == 0 {
+                    outcome.duplicates += 1;
+                    continue;
+                }
+                outcome.accepted += 1;
+                let seq = tx.last_insert_rowid();
+                match &event.kind {
+                    EventKind::Status { target, status } => {
+                        apply_status(&tx, &event.channel, target, status)?;
+                    }
+                    EventKind::Message(message) => {
+                        upsert_conversation(&tx, event, &conversation, now)?;
+                        let id = MessageId::new();
+                        let fresh = insert_message(
+                            &tx,
+                            id,
+                            &conversation,
+                            &event.channel,
+                            &event.contact,
+                            Some(&message.platform_id),
+                            Direction::Inbound,
+                            &Author::Customer,
+                            &message.content,
+                            message.reply_to.as_ref(),
+                            event.at,
+                            &DeliveryStatus::Delivered,
+                        )?;
+                        let stored_id: String = if fresh {
+                            id.to_string()
+                        } else {
+                            tx.query_row(
+                                "SELECT id FROM messages WHERE channel_id = ?1 AND platform_id = ?2",
+                                params![event.channel.as_str(), message.platform_id.as_str()],
+                                |row| row.get(0),
+                            )?
+                        };
+                        tx.execute(
+                            "UPDATE inbox SET message_id = ?1 WHERE seq = ?2",
+                            params![stored_id, seq],
+                        )?;
+                    }
+                    _ => {
+                        upsert_conversation(&tx, event, &conversation, now)?;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn pending(&self, after: i64, limit: usize) -> Result<Vec<InboxEntry>, StoreError> {
+        self.run(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, conversation_id, event, message_id, received_at FROM inbox
+                 WHERE done_at IS NULL AND seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit as i64], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, Option<String>>(3)?,
+                    row.get::<_, i64>(4)?,
+                ))
+            })?;
+            let mut entries = Vec::new();
+            for row in rows {
+                let (seq, conversation, event, message, received_at) = row?;
+                entries.push(InboxEntry {
+                    seq,
+                    conversation: ConversationId::parse(conversation)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    event: parse_json(&event)?,
+                    message: message
+                        .map(|m| MessageId::parse(&m))
+                        .transpose()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    received_at,
+                });
+            }
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn complete(&self, seq: i64, outcome: TurnOutcome) -> Result<Completion, StoreError> {
+        self.run(move |conn| {
+            let now = now_millis();
+            let tx = write_tx(conn)?;
+            let row: Option<(Option<i64>, String)> = tx
+                .query_row(
+                    "SELECT done_at, conversation_id FROM inbox WHERE seq = ?1",
+                    params![seq],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let Some((done_at, conversation)) = row else {
+                return Err(StoreError::NotFound(format!("inbox entry {seq}")));
+            };
+            let mut completion = Completion::default();
+            if done_at.is_some() {
+                completion.already_done = true;
+                return Ok(completion);
+            }
+            let conv: Option<(String, String, String)> = tx
+                .query_row(
+                    "SELECT channel_id, contact_id, thread FROM conversations WHERE id = ?1",
+                    params![conversation],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()?;
+            if let Some((channel, contact, thread)) = conv {
+                let current: ThreadState = parse_json(&thread)?;
+                let thread = match outcome.thread {
+                    Some(next) => {
+                        if next != current {
+                            tx.execute(
+                                "UPDATE conversations SET thread = ?1 WHERE id = ?2",
+                                params![json(&next)?, conversation],
+                            )?;
+                        }
+                        next
+                    }
+                    None => current,
+                };
+                let conversation_id = ConversationId::parse(conversation.clone())
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let channel =
+                    ChannelId::parse(channel).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let contact =
+                    ContactId::parse(contact).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                for reply in &outcome.replies {
+                    let automated = matches!(reply.author, Author::Agent(_) | Author::System);
+                    if automated && !thread.bot_may_reply() {
+                        completion.refused += 1;
+                        continue;
+                    }
+                    let id = MessageId::new();
+                    let inserted = tx.execute(
+                        "INSERT OR IGNORE INTO outbox (idempotency_key, message_id, conversation_id, state,
+                             next_attempt_at, created_at)
+                         VALUES (?1, ?2, ?3, 'pending', ?4, ?4)",
+                        params![reply.idempotency_key, id.to_string(), conversation, now],
+                    )?;
+                    if inserted == 0 {
+                        continue;
+                    }
+                    insert_message(
+                        &tx,
+                        id,
+                        &conversation_id,
+                        &channel,
+                        &contact,
+                        None,
+                        Direction::Outbound,
+                        &reply.author,
+                        &reply.content,
+                        reply.reply_to.as_ref(),
+                        now,
+                        &DeliveryStatus::Pending,
+                    )?;
+                    completion.queued.push(id);
+                }
+            }
+            tx.execute(
+                "UPDATE inbox SET done_at = ?1 WHERE seq = ?2",
+                params![now, seq],
+            )?;
+            tx.commit()?;
+            Ok(completion)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Outbox for SqliteStore {
+    async fn claim_due(
+        &self,
+        now: Millis,
+        limit: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let ids: Vec<i64> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT o.id FROM outbox o
+                     WHERE ((o.state = 'pending' AND o.next_attempt_at <= ?1)
+                            OR (o.state = 'sending' AND o.lease_until <= ?1))
+                       AND NOT EXISTS (
+                           SELECT 1 FROM outbox p
+                           WHERE p.conversation_id = o.conversation_id AND p.id < o.id
+                             AND p.state IN ('pending', 'sending'))
+                     ORDER BY o.id LIMIT ?2",
+                )?;
+                stmt.query_map(params![now, limit as i64], |row| row.get(0))?
+                    .collect::<Result<_, _>>()?
+            };
+            let mut entries = Vec::with_capacity(ids.len());
+            for id in ids {
+                tx.execute(
+                    "UPDATE outbox SET
+                         maybe_sent = CASE WHEN state = 'sending' THEN 1 ELSE maybe_sent END,
+                         state = 'sending', attempts = attempts + 1, lease_until = ?2,
+                         first_attempt_at = COALESCE(first_attempt_at, ?1)
+                     WHERE id = ?3",
+                    params![now, now + lease_ms, id],
+                )?;
+                let sql = format!(
+                    "SELECT o.id, o.idempotency_key, o.attempts, o.first_attempt_at, o.maybe_sent, {MESSAGE_COLUMNS}
+                     FROM outbox o JOIN messages m ON m.id = o.message_id WHERE o.id = ?1"
+                );
+                let entry = tx.query_row(&sql, params![id], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, u32>(2)?,
+                        row.get::<_, i64>(3)?,
+                        row.get::<_, bool>(4)?,
+                        message_from_row(row, 5)?,
+                    ))
+                })?;
+                let (id, idempotency_key, attempts, first_attempt_at, maybe_sent, message) = entry;
+                entries.push(OutboxEntry {
+                    id,
+                    idempotency_key,
+                    message: message?,
+                    attempts,
+                    first_attempt_at,
+                    maybe_sent,
+                });
+            }
+            tx.commit()?;
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn mark_sent(
+        &self,
+        id: i64,
+        platform_id: Option<PlatformMessageId>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let message_id: Option<String> = tx
+                .query_row(
+                    "SELECT message_id FROM outbox WHERE id = ?1",
+                    params![id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let Some(message_id) = message_id else {
+                return Err(StoreError::NotFound(format!("outbox entry {id}")));
+            };
+            tx.execute(
+                "UPDATE outbox SET state = 'sent', lease_until = NULL, finished_at = ?1, last_error = NULL
+                 WHERE id = ?2 AND state IN ('pending', 'sending')",
+                params![now, id],
+            )?;
+            if let Some(platform_id) = &platform_id {
+                tx.execute(
+                    "UPDATE OR IGNORE messages SET platform_id = ?1 WHERE id = ?2 AND platform_id IS NULL",
+                    params![platform_id.as_str(), message_id],
+                )?;
+            }
+            let sent = DeliveryStatus::Sent;
+            tx.execute(
+                "UPDATE messages SET status = ?1, status_rank = ?2 WHERE id = ?3 AND status_rank < ?2",
+                params![json(&sent)?, sent.rank(), message_id],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn retry_at(&self, id: i64, at: Millis, error: &str) -> Result<(), StoreError> {
+        let error = error.to_string();
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = ?1, lease_until = NULL, last_error = ?2
+                 WHERE id = ?3 AND state = 'sending'",
+                params![at, error, id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mark_failed(
+        &self,
+        id: i64,
+        code: Option<String>,
+        reason: &str,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let reason = reason.to_string();
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let message_id: Option<String> = tx
+                .query_row(
+                    "SELECT message_id FROM outbox WHERE id = ?1 AND state IN ('pending', 'sending')",
+                    params![id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let Some(message_id) = message_id else {
+                return Ok(());
+            };
+            tx.execute(
+                "UPDATE outbox SET state = 'failed', lease_until = NULL, finished_at = ?1, last_error = ?2
+                 WHERE id = ?3",
+                params![now, reason, id],
+            )?;
+            let failed = DeliveryStatus::Failed { code, reason };
+            tx.execute(
+                "UPDATE messages SET status = ?1, status_rank = ?2 WHERE id = ?3 AND status_rank < ?2",
+                params![json(&failed)?, failed.rank(), message_id],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn next_due_at(&self) -> Result<Option<Millis>, StoreError> {
+        self.run(|conn| {
+            Ok(conn.query_row(
+                "SELECT MIN(CASE state WHEN 'pending' THEN next_attempt_at ELSE lease_until END)
+                 FROM outbox WHERE state IN ('pending', 'sending')",
+                [],
+                |row| row.get::<_, Option<i64>>(0),
+            )?)
+        })
+        .await
+    }
+
+    async fn release_leases(&self) -> Result<usize, StoreError> {
+        self.run(|conn| {
+            Ok(conn.execute(
+                "UPDATE outbox SET state = 'pending', maybe_sent = 1, lease_until = NULL
+                 WHERE state = 'sending'",
+                [],
+            )?)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Conversations for SqliteStore {
+    async fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StoreError> {
+        let id = id.clone();
+        self.run(move |conn| {
+            let row = conn
+                .query_row(
+                    "SELECT channel_id, contact_id, thread, created_at, last_message_at
+                     FROM conversations WHERE id = ?1",
+                    params![id.as_str()],
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, i64>(3)?,
+                            row.get::<_, i64>(4)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((channel, contact, thread, created_at, last_message_at)) = row else {
+                return Ok(None);
+            };
+            Ok(Some(Conversation {
+                id,
+                channel: ChannelId::parse(channel)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                contact: ContactId::parse(contact)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                thread: parse_json(&thread)?,
+                created_at,
+                last_message_at,
+            }))
+        })
+        .await
+    }
+
+    async fn messages(
+        &self,
+        id: &ConversationId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let id = id.clone();
+        self.run(move |conn| {
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m
+                 WHERE m.conversation_id = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![id.as_str(), after, limit as i64], |row| {
+                message_from_row(row, 0)
+            })?;
+            let mut messages = Vec::new();
+            for row in rows {
+                messages.push(row??);
+            }
+            Ok(messages)
+        })
+        .await
+    }
+
+    async fn recent_messages(
+        &self,
+        id: &ConversationId,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let id = id.clone();
+        self.run(move |conn| {
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m
+                 WHERE m.conversation_id = ?1 ORDER BY m.seq DESC LIMIT ?2"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![id.as_str(), limit as i64], |row| {
+                message_from_row(row, 0)
+            })?;
+            let mut messages = Vec::new();
+            for row in rows {
+                messages.push(row??);
+            }
+            messages.reverse();
+            Ok(messages)
+        })
+        .await
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
+        self.run(move |conn| {
+            let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?1");
+            let row = conn
+                .query_row(&sql, params![id.to_string()], |row| {
+                    message_from_row(row, 0)
+                })
+                .optional()?;
+            row.transpose()
+        })
+        .await
+    }
+
+    async fn thread_state(&self, id: &ConversationId) -> Result<ThreadState, StoreError> {
+        let id = id.clone();
+        self.run(move |conn| {
+            let thread: Option<String> = conn
+                .query_row(
+                    "SELECT thread FROM conversations WHERE id = ?1",
+                    params![id.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            match thread {
+                Some(thread) => parse_json(&thread),
+                None => Ok(ThreadState::initial()),
+            }
+        })
+        .await
+    }
+
+    async fn set_thread_state(
+        &self,
+        id: &ConversationId,
+        state: ThreadState,
+    ) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.run(move |conn| {
+            let changed = conn.execute(
+                "UPDATE conversations SET thread = ?1 WHERE id = ?2",
+                params![json(&state)?, id.as_str()],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("conversation {id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_status(
+        &self,
+        channel: &ChannelId,
+        platform_id: &PlatformMessageId,
+        status: DeliveryStatus,
+    ) -> Result<bool, StoreError> {
+        let channel = channel.clone();
+        let platform_id = platform_id.clone();
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let changed = apply_status(&tx, &channel, &platform_id, &status)?;
+            tx.commit()?;
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|conn| Ok(conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))?))
+            .await
+            .map(|_| ())
+    }
+}

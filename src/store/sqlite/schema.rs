@@ -1,0 +1,85 @@
+//! The SQLite schema, as ordered migrations run at start-up.
+
+use rusqlite_migration::{M, Migrations};
+
+pub fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(
+        r#"
+CREATE TABLE conversations (
+    id TEXT PRIMARY KEY,
+    channel_id TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    thread TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_message_at INTEGER NOT NULL
+);
+
+CREATE TABLE contacts (
+    channel_id TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    display_name TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, contact_id)
+) WITHOUT ROWID;
+
+CREATE TABLE messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    conversation_id TEXT NOT NULL,
+    channel_id TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    platform_id TEXT,
+    direction TEXT NOT NULL,
+    author TEXT NOT NULL,
+    content TEXT NOT NULL,
+    reply_to TEXT,
+    created_at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    status_rank INTEGER NOT NULL
+);
+CREATE INDEX messages_by_conversation ON messages (conversation_id, seq);
+CREATE UNIQUE INDEX messages_by_platform_id ON messages (channel_id, platform_id)
+    WHERE platform_id IS NOT NULL;
+
+CREATE TABLE inbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    message_id TEXT,
+    received_at INTEGER NOT NULL,
+    done_at INTEGER,
+    UNIQUE (channel_id, event_id)
+);
+CREATE INDEX inbox_pending ON inbox (seq) WHERE done_at IS NULL;
+
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    message_id TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_until INTEGER,
+    first_attempt_at INTEGER,
+    maybe_sent INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    finished_at INTEGER
+);
+CREATE INDEX outbox_open ON outbox (conversation_id, id) WHERE state IN ('pending', 'sending');
+CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE state IN ('pending', 'sending');
+"#,
+    )])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_are_valid() {
+        assert!(super::migrations().validate().is_ok());
+    }
+}

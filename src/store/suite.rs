@@ -1,0 +1,593 @@
+//! The shared store test suite: every backend runs these same checks, through the traits
+//! only. A backend's test file calls [`store_suite!`](crate::store_suite) with a function
+//! that makes a fresh, empty store.
+
+use crate::domain::{
+    Author, ChannelId, Choice, ContactId, Content, ConversationId, DeliveryStatus, Direction,
+    EventId, EventKind, InboundEvent, InboundMessage, PlatformMessageId, ThreadState, now_millis,
+};
+use crate::store::{NewReply, SharedStore, StoreError, TurnOutcome};
+
+/// Expands into one `#[tokio::test]` per suite check, each on a fresh store from `$factory`:
+/// an async function returning a [`SharedStore`] and a guard kept alive for the test (the
+/// temporary folder, say).
+#[macro_export]
+macro_rules! store_suite {
+    ($factory:path) => {
+        $crate::store_suite!(@tests $factory;
+            ingest_dedupes_on_channel_and_event_id,
+            ingest_stores_the_customer_message,
+            pending_follows_inbox_order,
+            complete_writes_replies_and_marks_done_together,
+            complete_twice_writes_once,
+            idempotency_keys_are_unique,
+            a_human_thread_refuses_automated_replies,
+            claims_hand_out_one_head_per_conversation_in_order,
+            a_sent_entry_is_never_handed_out_again,
+            retry_waits_until_due,
+            an_expired_lease_is_reclaimed_as_maybe_sent,
+            released_leases_are_due_again,
+            a_failed_entry_records_the_reason_and_unblocks_the_next,
+            delivery_status_only_moves_forward,
+            status_events_apply_at_ingest_and_dedupe,
+            thread_state_defaults_and_transitions,
+            recent_messages_are_the_last_ones_in_order,
+            ping_answers,
+        );
+    };
+    (@tests $factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard) = $factory().await;
+                $crate::store::suite::$name(store).await;
+            }
+        )*
+    };
+}
+
+fn channel() -> ChannelId {
+    ChannelId::parse("web").expect("valid channel id")
+}
+
+fn contact(name: &str) -> ContactId {
+    ContactId::parse(name).expect("valid contact id")
+}
+
+/// A customer text message event.
+pub fn text_event(contact_name: &str, event_id: &str, text: &str) -> InboundEvent {
+    InboundEvent {
+        channel: channel(),
+        event_id: EventId::parse(event_id).expect("valid event id"),
+        contact: contact(contact_name),
+        at: now_millis(),
+        kind: EventKind::Message(InboundMessage {
+            platform_id: PlatformMessageId::parse(format!("p-{event_id}"))
+                .expect("valid platform id"),
+            content: Content::text(text),
+            reply_to: None,
+            display_name: Some("Ana".to_string()),
+        }),
+    }
+}
+
+fn reply(key: &str, text: &str) -> NewReply {
+    NewReply {
+        idempotency_key: key.to_string(),
+        author: Author::Agent("faq".to_string()),
+        content: Content::text(text),
+        reply_to: None,
+    }
+}
+
+fn outcome(replies: Vec<NewReply>) -> TurnOutcome {
+    TurnOutcome {
+        replies,
+        thread: None,
+    }
+}
+
+/// Ingests one event and completes it with the given replies; returns the inbox seq.
+async fn turn(store: &SharedStore, event: InboundEvent, replies: Vec<NewReply>) -> i64 {
+    store.ingest(&[event]).await.expect("ingest");
+    let pending = store.pending(0, 100).await.expect("pending");
+    let seq = pending.last().expect("an inbox entry").seq;
+    store
+        .complete(seq, outcome(replies))
+        .await
+        .expect("complete");
+    seq
+}
+
+pub async fn ingest_dedupes_on_channel_and_event_id(store: SharedStore) {
+    let event = text_event("ana", "e1", "hello");
+    let first = store.ingest(std::slice::from_ref(&event)).await.unwrap();
+    assert_eq!((first.accepted, first.duplicates), (1, 0));
+    for _ in 0..2 {
+        let again = store.ingest(std::slice::from_ref(&event)).await.unwrap();
+        assert_eq!((again.accepted, again.duplicates), (0, 1));
+    }
+    let batch = store
+        .ingest(&[text_event("ana", "e2", "x"), text_event("ana", "e2", "x")])
+        .await
+        .unwrap();
+    assert_eq!((batch.accepted, batch.duplicates), (1, 1));
+    assert_eq!(store.pending(0, 100).await.unwrap().len(), 2);
+    let conversation = event.conversation();
+    assert_eq!(
+        store.messages(&conversation, 0, 100).await.unwrap().len(),
+        2
+    );
+}
+
+pub async fn ingest_stores_the_customer_message(store: SharedStore) {
+    let event = text_event("ana", "e1", "do you ship to Belgium?");
+    store.ingest(std::slice::from_ref(&event)).await.unwrap();
+    let conversation = store
+        .conversation(&event.conversation())
+        .await
+        .unwrap()
+        .expect("the conversation exists");
+    assert_eq!(conversation.contact, contact("ana"));
+    assert_eq!(conversation.thread, ThreadState::initial());
+    let messages = store.messages(&event.conversation(), 0, 10).await.unwrap();
+    assert_eq!(messages.len(), 1);
+    let message = &messages[0];
+    assert_eq!(message.direction, Direction::Inbound);
+    assert_eq!(message.author, Author::Customer);
+    assert_eq!(message.content, Content::text("do you ship to Belgium?"));
+    assert_eq!(message.platform_id.as_ref().unwrap().as_str(), "p-e1");
+    let pending = store.pending(0, 10).await.unwrap();
+    assert_eq!(pending[0].message, Some(message.id));
+    assert_eq!(pending[0].event, event);
+    assert_eq!(
+        store.message(message.id).await.unwrap().as_ref(),
+        Some(message)
+    );
+}
+
+pub async fn pending_follows_inbox_order(store: SharedStore) {
+    for i in 0..5 {
+        let who = if i % 2 == 0 { "ana" } else { "bob" };
+        store
+            .ingest(&[text_event(who, &format!("e{i}"), "hi")])
+            .await
+            .unwrap();
+    }
+    let all = store.pending(0, 100).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|e| e.event.event_id.as_str()).collect();
+    assert_eq!(ids, ["e0", "e1", "e2", "e3", "e4"]);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let after = store.pending(all[1].seq, 2).await.unwrap();
+    let ids: Vec<&str> = after.iter().map(|e| e.event.event_id.as_str()).collect();
+    assert_eq!(ids, ["e2", "e3"]);
+}
+
+pub async fn complete_writes_replies_and_marks_done_together(store: SharedStore) {
+    let event = text_event("ana", "e1", "hours?");
+    store.ingest(std::slice::from_ref(&event)).await.unwrap();
+    let seq = store.pending(0, 10).await.unwrap()[0].seq;
+    let done = store
+        .complete(
+            seq,
+            outcome(vec![reply("k1", "10 to 7"), reply("k2", "see you")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.queued.len(), 2);
+    assert!(!done.already_done);
+    assert!(store.pending(0, 10).await.unwrap().is_empty());
+    let messages = store.messages(&event.conversation(), 0, 10).await.unwrap();
+    assert_eq!(messages.len(), 3);
+    assert_eq!(messages[1].direction, Direction::Outbound);
+    assert_eq!(messages[1].status, DeliveryStatus::Pending);
+    assert_eq!(messages[1].content, Content::text("10 to 7"));
+    assert_eq!(messages[2].content, Content::text("see you"));
+    let claimed = store.claim_due(now_millis(), 10, 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 1, "one head per conversation");
+    assert_eq!(claimed[0].message.id, done.queued[0]);
+    assert_eq!(claimed[0].idempotency_key, "k1");
+}
+
+pub async fn complete_twice_writes_once(store: SharedStore) {
+    let event = text_event("ana", "e1", "hours?");
+    store.ingest(std::slice::from_ref(&event)).await.unwrap();
+    let seq = store.pending(0, 10).await.unwrap()[0].seq;
+    store
+        .complete(seq, outcome(vec![reply("k1", "a")]))
+        .await
+        .unwrap();
+    let again = store
+        .complete(seq, outcome(vec![reply("k1", "a")]))
+        .await
+        .unwrap();
+    assert!(again.already_done);
+    assert!(again.queued.is_empty());
+    assert_eq!(
+        store
+            .messages(&event.conversation(), 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(matches!(
+        store.complete(999_999, TurnOutcome::default()).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn idempotency_keys_are_unique(store: SharedStore) {
+    turn(
+        &store,
+        text_event("ana", "e1", "a"),
+        vec![reply("same", "x")],
+    )
+    .await;
+    let event = text_event("ana", "e2", "b");
+    store.ingest(std::slice::from_ref(&event)).await.unwrap();
+    let seq = store.pending(0, 10).await.unwrap()[0].seq;
+    let done = store
+        .complete(seq, outcome(vec![reply("same", "x")]))
+        .await
+        .unwrap();
+    assert!(done.queued.is_empty());
+    assert!(store.pending(0, 10).await.unwrap().is_empty());
+    let outbound = store
+        .messages(&event.conversation(), 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.direction == Direction::Outbound)
+        .count();
+    assert_eq!(outbound, 1);
+}
+
+pub async fn a_human_thread_refuses_automated_replies(store: SharedStore) {
+    let event = text_event("ana", "e1", "I want a person");
+    store.ingest(std::slice::from_ref(&event)).await.unwrap();
+    let conversation = event.conversation();
+    store
+        .set_thread_state(
+            &conversation,
+            ThreadState::Human {
+                concierge: "lea".to_string(),
+            },
+        )
+        .await
+        .unwrap();
+    let seq = store.pending(0, 10).await.unwrap()[0].seq;
+    let human = NewReply {
+        idempotency_key: "k-human".to_string(),
+        author: Author::Concierge("lea".to_string()),
+        content: Content::text("Hi, Léa here"),
+        reply_to: None,
+    };
+    let system = NewReply {
+        idempotency_key: "k-system".to_string(),
+        author: Author::System,
+        content: Content::text("hold on"),
+        reply_to: None,
+    };
+    let done = store
+        .complete(seq, outcome(vec![reply("k-bot", "bot"), system, human]))
+        .await
+        .unwrap();
+    assert_eq!(done.refused, 2);
+    assert_eq!(done.queued.len(), 1);
+    let claimed = store.claim_due(now_millis(), 10, 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].message.author, Author::Concierge("lea".into()));
+
+    // A thread moved to the queue inside the same turn refuses the bot's reply too.
+    let event = text_event("bob", "e2", "help");
+    store.ingest(std::slice::from_ref(&event)).await.unwrap();
+    let seq = store.pending(0, 10).await.unwrap()[0].seq;
+    let done = store
+        .complete(
+            seq,
+            TurnOutcome {
+                replies: vec![reply("k-bob", "bot")],
+                thread: Some(ThreadState::Queued {
+                    handoff: "h1".to_string(),
+                }),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((done.refused, done.queued.len()), (1, 0));
+    assert!(matches!(
+        store.thread_state(&event.conversation()).await.unwrap(),
+        ThreadState::Queued { .. }
+    ));
+}
+
+pub async fn claims_hand_out_one_head_per_conversation_in_order(store: SharedStore) {
+    turn(
+        &store,
+        text_event("ana", "a1", "x"),
+        vec![reply("a1-0", "first"), reply("a1-1", "second")],
+    )
+    .await;
+    turn(
+        &store,
+        text_event("bob", "b1", "y"),
+        vec![reply("b1-0", "bob")],
+    )
+    .await;
+    let now = now_millis();
+    let claimed = store.claim_due(now, 10, 60_000).await.unwrap();
+    let texts: Vec<_> = claimed.iter().map(|e| e.message.content.clone()).collect();
+    assert_eq!(texts, vec![Content::text("first"), Content::text("bob")]);
+    assert!(claimed.iter().all(|e| e.attempts == 1 && !e.maybe_sent));
+    // Nothing more until the heads are done.
+    assert!(store.claim_due(now, 10, 60_000).await.unwrap().is_empty());
+    store.mark_sent(claimed[0].id, None, now).await.unwrap();
+    let next = store.claim_due(now, 10, 60_000).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].message.content, Content::text("second"));
+}
+
+pub async fn a_sent_entry_is_never_handed_out_again(store: SharedStore) {
+    turn(&store, text_event("ana", "a1", "x"), vec![reply("k", "r")]).await;
+    let now = now_millis();
+    let claimed = store.claim_due(now, 10, 10).await.unwrap();
+    let platform_id = PlatformMessageId::parse("wamid.1").unwrap();
+    store
+        .mark_sent(claimed[0].id, Some(platform_id.clone()), now)
+        .await
+        .unwrap();
+    let far = now + 365 * 24 * 3600 * 1000;
+    assert!(store.claim_due(far, 10, 10).await.unwrap().is_empty());
+    assert_eq!(store.release_leases().await.unwrap(), 0);
+    assert!(store.claim_due(far, 10, 10).await.unwrap().is_empty());
+    assert_eq!(store.next_due_at().await.unwrap(), None);
+    let message = store.message(claimed[0].message.id).await.unwrap().unwrap();
+    assert_eq!(message.status, DeliveryStatus::Sent);
+    assert_eq!(message.platform_id, Some(platform_id));
+    // Late outcomes for a sent entry change nothing.
+    store.retry_at(claimed[0].id, now, "late").await.unwrap();
+    store
+        .mark_failed(claimed[0].id, None, "late", now)
+        .await
+        .unwrap();
+    assert!(store.claim_due(far, 10, 10).await.unwrap().is_empty());
+    let message = store.message(claimed[0].message.id).await.unwrap().unwrap();
+    assert_eq!(message.status, DeliveryStatus::Sent);
+}
+
+pub async fn retry_waits_until_due(store: SharedStore) {
+    turn(&store, text_event("ana", "a1", "x"), vec![reply("k", "r")]).await;
+    let now = now_millis();
+    let claimed = store.claim_due(now, 10, 60_000).await.unwrap();
+    store
+        .retry_at(claimed[0].id, now + 5_000, "HTTP 500")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_due(now + 4_999, 10, 60_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.next_due_at().await.unwrap(), Some(now + 5_000));
+    let again = store.claim_due(now + 5_000, 10, 60_000).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+    assert_eq!(again[0].first_attempt_at, now);
+    assert!(!again[0].maybe_sent);
+}
+
+pub async fn an_expired_lease_is_reclaimed_as_maybe_sent(store: SharedStore) {
+    turn(&store, text_event("ana", "a1", "x"), vec![reply("k", "r")]).await;
+    let now = now_millis();
+    let claimed = store.claim_due(now, 10, 1_000).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        store
+            .claim_due(now + 999, 10, 1_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store.claim_due(now + 1_000, 10, 1_000).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert!(again[0].maybe_sent);
+    assert_eq!(again[0].idempotency_key, claimed[0].idempotency_key);
+}
+
+pub async fn released_leases_are_due_again(store: SharedStore) {
+    turn(&store, text_event("ana", "a1", "x"), vec![reply("k", "r")]).await;
+    let now = now_millis();
+    store.claim_due(now, 10, 3_600_000).await.unwrap();
+    assert_eq!(store.release_leases().await.unwrap(), 1);
+    let again = store.claim_due(now, 10, 60_000).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert!(again[0].maybe_sent);
+}
+
+pub async fn a_failed_entry_records_the_reason_and_unblocks_the_next(store: SharedStore) {
+    turn(
+        &store,
+        text_event("ana", "a1", "x"),
+        vec![reply("k0", "first"), reply("k1", "second")],
+    )
+    .await;
+    let now = now_millis();
+    let claimed = store.claim_due(now, 10, 60_000).await.unwrap();
+    store
+        .mark_failed(
+            claimed[0].id,
+            Some("131047".into()),
+            "re-engagement required",
+            now,
+        )
+        .await
+        .unwrap();
+    let message = store.message(claimed[0].message.id).await.unwrap().unwrap();
+    assert_eq!(
+        message.status,
+        DeliveryStatus::Failed {
+            code: Some("131047".into()),
+            reason: "re-engagement required".into()
+        }
+    );
+    let next = store.claim_due(now, 10, 60_000).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].message.content, Content::text("second"));
+}
+
+pub async fn delivery_status_only_moves_forward(store: SharedStore) {
+    turn(&store, text_event("ana", "a1", "x"), vec![reply("k", "r")]).await;
+    let now = now_millis();
+    let claimed = store.claim_due(now, 10, 60_000).await.unwrap();
+    let platform_id = PlatformMessageId::parse("out-1").unwrap();
+    store
+        .mark_sent(claimed[0].id, Some(platform_id.clone()), now)
+        .await
+        .unwrap();
+    let web = channel();
+    assert!(
+        store
+            .update_status(&web, &platform_id, DeliveryStatus::Read)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .update_status(&web, &platform_id, DeliveryStatus::Delivered)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .update_status(
+                &web,
+                &platform_id,
+                DeliveryStatus::Failed {
+                    code: None,
+                    reason: "late".into()
+                }
+            )
+            .await
+            .unwrap()
+    );
+    let unknown = PlatformMessageId::parse("nope").unwrap();
+    assert!(
+        !store
+            .update_status(&web, &unknown, DeliveryStatus::Read)
+            .await
+            .unwrap()
+    );
+    let message = store.message(claimed[0].message.id).await.unwrap().unwrap();
+    assert_eq!(message.status, DeliveryStatus::Read);
+}
+
+pub async fn status_events_apply_at_ingest_and_dedupe(store: SharedStore) {
+    turn(&store, text_event("ana", "a1", "x"), vec![reply("k", "r")]).await;
+    let now = now_millis();
+    let claimed = store.claim_due(now, 10, 60_000).await.unwrap();
+    let platform_id = PlatformMessageId::parse("out-1").unwrap();
+    store
+        .mark_sent(claimed[0].id, Some(platform_id.clone()), now)
+        .await
+        .unwrap();
+    let status = InboundEvent {
+        channel: channel(),
+        event_id: EventId::parse("status-1").unwrap(),
+        contact: contact("ana"),
+        at: now,
+        kind: EventKind::Status {
+            target: platform_id,
+            status: DeliveryStatus::Delivered,
+        },
+    };
+    let first = store.ingest(std::slice::from_ref(&status)).await.unwrap();
+    assert_eq!(first.accepted, 1);
+    let again = store.ingest(std::slice::from_ref(&status)).await.unwrap();
+    assert_eq!(again.duplicates, 1);
+    assert!(store.pending(0, 10).await.unwrap().is_empty());
+    let message = store.message(claimed[0].message.id).await.unwrap().unwrap();
+    assert_eq!(message.status, DeliveryStatus::Delivered);
+    let typing = InboundEvent {
+        event_id: EventId::parse("typing-1").unwrap(),
+        kind: EventKind::Typing,
+        ..status
+    };
+    let outcome = store.ingest(&[typing]).await.unwrap();
+    assert_eq!((outcome.accepted, outcome.duplicates), (0, 0));
+}
+
+pub async fn thread_state_defaults_and_transitions(store: SharedStore) {
+    let unknown = ConversationId::derive(&channel(), &contact("nobody"));
+    assert_eq!(
+        store.thread_state(&unknown).await.unwrap(),
+        ThreadState::initial()
+    );
+    assert!(matches!(
+        store.set_thread_state(&unknown, ThreadState::Closed).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let event = text_event("ana", "e1", "x");
+    store.ingest(std::slice::from_ref(&event)).await.unwrap();
+    let conversation = event.conversation();
+    store
+        .set_thread_state(&conversation, ThreadState::Closed)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.thread_state(&conversation).await.unwrap(),
+        ThreadState::Closed
+    );
+    let seq = store.pending(0, 10).await.unwrap()[0].seq;
+    store
+        .complete(
+            seq,
+            TurnOutcome {
+                replies: vec![],
+                thread: Some(ThreadState::initial()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.thread_state(&conversation).await.unwrap(),
+        ThreadState::initial()
+    );
+}
+
+pub async fn recent_messages_are_the_last_ones_in_order(store: SharedStore) {
+    for i in 0..6 {
+        store
+            .ingest(&[text_event("ana", &format!("e{i}"), &format!("m{i}"))])
+            .await
+            .unwrap();
+    }
+    let conversation = text_event("ana", "x", "x").conversation();
+    let recent = store.recent_messages(&conversation, 3).await.unwrap();
+    let texts: Vec<_> = recent.iter().map(|m| m.content.clone()).collect();
+    assert_eq!(
+        texts,
+        vec![
+            Content::text("m3"),
+            Content::text("m4"),
+            Content::text("m5")
+        ]
+    );
+    let choice = Content::Choice(Choice {
+        id: "yes".into(),
+        title: "Yes".into(),
+    });
+    let mut event = text_event("ana", "e-choice", "");
+    if let EventKind::Message(m) = &mut event.kind {
+        m.content = choice.clone();
+    }
+    store.ingest(&[event]).await.unwrap();
+    let recent = store.recent_messages(&conversation, 1).await.unwrap();
+    assert_eq!(recent[0].content, choice);
+}
+
+pub async fn ping_answers(store: SharedStore) {
+    store.ping().await.unwrap();
+}

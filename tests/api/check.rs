@@ -1,0 +1,77 @@
+//! `concierge check`, run as a user runs it.
+
+use std::process::Command;
+
+use crate::helpers::Deployment;
+
+fn check(dir: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_concierge"))
+        .arg("check")
+        .arg("--config")
+        .arg(dir.join("concierge.toml"))
+        .env_remove("WEBCHAT_TITLE")
+        .output()
+        .expect("run concierge check")
+}
+
+#[test]
+fn the_repository_config_passes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = check(root);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("ok"), "{stdout}");
+}
+
+#[test]
+fn an_unknown_key_in_a_channel_file_fails_naming_file_and_key() {
+    let deployment = Deployment::new("");
+    std::fs::write(
+        deployment.path().join("channels/web.toml"),
+        "kind = \"webchat\"\nverify_tokn = \"abc\"\n",
+    )
+    .unwrap();
+    let output = check(deployment.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("channels/web.toml:2"), "{stderr}");
+    assert!(stderr.contains("verify_tokn"), "{stderr}");
+}
+
+#[test]
+fn an_unset_variable_fails_naming_file_and_key() {
+    let deployment = Deployment::new("");
+    std::fs::write(
+        deployment.path().join("channels/web.toml"),
+        "kind = \"webchat\"\ntitle = \"${WEBCHAT_TITLE}\"\n",
+    )
+    .unwrap();
+    let output = check(deployment.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("channels/web.toml:2: key `title`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("WEBCHAT_TITLE"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_to_start_on_a_bad_config() {
+    let deployment = Deployment::new("");
+    let output = Command::new(env!("CARGO_BIN_EXE_concierge"))
+        .env("CONCIERGE__SERVER__BIND", "not-an-address")
+        .arg("serve")
+        .arg("--config")
+        .arg(deployment.config_path())
+        .output()
+        .expect("run concierge serve");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("concierge.toml"), "{stderr}");
+    assert!(stderr.contains("server.bind"), "{stderr}");
+}

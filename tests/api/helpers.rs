@@ -1,0 +1,248 @@
+//! Starting an app in a temporary deployment folder, and typed helpers to talk to it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use concierge::app::{App, Parts};
+use concierge::channels::webchat::ChatEvent;
+use concierge::config::Config;
+use concierge::orchestrator::Responder;
+use concierge::store::SharedStore;
+use futures_util::StreamExt;
+use tempfile::TempDir;
+
+pub const FAQ: &str = include_str!("../../prompts/faq.md");
+
+/// How long a test waits for something that should happen at once; only a deadlock guard.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+static INIT: Once = Once::new();
+
+fn init() {
+    INIT.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if std::env::var_os("TEST_LOG").is_some() {
+            concierge::telemetry::init_logs(concierge::telemetry::LogFormat::Human);
+        }
+    });
+}
+
+/// A deployment folder: concierge.toml, channels/web.toml, prompts/faq.md.
+pub struct Deployment {
+    pub dir: Arc<TempDir>,
+}
+
+impl Deployment {
+    pub fn new(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let deployment = Self { dir: Arc::new(dir) };
+        deployment.write_main(extra);
+        std::fs::create_dir_all(deployment.path().join("channels")).expect("channels dir");
+        std::fs::create_dir_all(deployment.path().join("prompts")).expect("prompts dir");
+        std::fs::write(
+            deployment.path().join("channels/web.toml"),
+            "kind = \"webchat\"\ntitle = \"Test shop\"\n",
+        )
+        .expect("channel file");
+        std::fs::write(deployment.path().join("prompts/faq.md"), FAQ).expect("faq");
+        deployment
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("concierge.toml")
+    }
+
+    /// Rewrites concierge.toml with `extra` appended to the server and store sections.
+    pub fn write_main(&self, extra: &str) {
+        let main = format!(
+            "[server]\nbind = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n\n[store]\nurl = \"sqlite:data/test.db\"\nsync = \"normal\"\n\n[delivery]\ninitial_backoff_ms = 20\nmax_backoff_secs = 1\n\n{extra}\n"
+        );
+        std::fs::write(self.config_path(), main).expect("concierge.toml");
+    }
+
+    pub fn config(&self) -> Config {
+        let env = |_: &str| None;
+        match Config::load_with(&self.config_path(), &env, &[]) {
+            Ok(config) => config,
+            Err(problems) => panic!("test config invalid:\n{problems}"),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub app: App,
+    pub deployment: Deployment,
+    pub client: reqwest::Client,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_in(Deployment::new(""), Parts::default()).await
+}
+
+pub async fn spawn_with_responder(responder: Arc<dyn Responder>) -> TestApp {
+    spawn_in(
+        Deployment::new(""),
+        Parts {
+            store: None,
+            responder: Some(responder),
+        },
+    )
+    .await
+}
+
+pub async fn spawn_in(deployment: Deployment, parts: Parts) -> TestApp {
+    init();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let app = App::start_with(deployment.config(), listener, parts)
+        .await
+        .expect("app starts");
+    TestApp {
+        addr: app.addr,
+        app,
+        deployment,
+        client: reqwest::Client::new(),
+    }
+}
+
+/// A visitor key, as the page makes one.
+pub fn visitor_key(name: &str) -> String {
+    format!("visitor-{name}-0123456789abcdef")
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.app.store
+    }
+
+    /// Posts a text as the page does.
+    pub async fn post_text(&self, key: &str, id: &str, text: &str) -> reqwest::Response {
+        let body = serde_json::json!({ "id": id, "text": text });
+        self.client
+            .post(self.url("/webhooks/web"))
+            .header("x-webchat-key", key)
+            .json(&body)
+            .send()
+            .await
+            .expect("post")
+    }
+
+    pub async fn open_stream(&self, key: &str) -> ChatStream {
+        self.open_stream_after(key, 0).await
+    }
+
+    pub async fn open_stream_after(&self, key: &str, after: i64) -> ChatStream {
+        let response = self
+            .client
+            .get(self.url(&format!("/chat/web/events?key={key}&after={after}")))
+            .send()
+            .await
+            .expect("stream");
+        assert_eq!(response.status(), 200);
+        ChatStream {
+            inner: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// Stops the app gracefully and hands back its folder, for a restart.
+    pub async fn stop(self) -> Deployment {
+        self.app.stop().await.expect("clean stop");
+        self.deployment
+    }
+}
+
+/// Reads one counter's value from the Prometheus text.
+pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(name) && labels.split(',').all(|part| l.contains(part)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+/// The page's server-sent event stream.
+pub struct ChatStream {
+    inner: ByteStream,
+    buffer: String,
+}
+
+impl ChatStream {
+    /// The next `message` event, or `None` when none comes within `wait`.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<ChatEvent> {
+        tokio::time::timeout(wait, self.next_event())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The next `message` event; panics if none comes within [`PATIENCE`].
+    pub async fn next(&mut self) -> ChatEvent {
+        self.next_within(PATIENCE)
+            .await
+            .expect("an event on the chat stream")
+    }
+
+    async fn next_event(&mut self) -> Option<ChatEvent> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let data: String = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let is_message = block.lines().any(|l| l == "event: message");
+                if is_message && !data.is_empty() {
+                    return Some(serde_json::from_str(&data).expect("a chat event"));
+                }
+                continue;
+            }
+            let chunk = self.inner.next().await?.ok()?;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+/// Waits until `check` holds, polling; panics after [`PATIENCE`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the app started on port 0 with a real SQLite file, driven over HTTP.
+
+mod chat;
+mod check;
+mod helpers;
+mod ingest;
+mod lanes;
+mod restart;
+mod store_sqlite;

@@ -28,6 +28,12 @@ fn init() {
     });
 }
 
+/// An HTTP client, with the process's TLS provider installed first.
+pub fn http_client() -> reqwest::Client {
+    init();
+    reqwest::Client::new()
+}
+
 /// A deployment folder: concierge.toml, channels/web.toml, prompts/faq.md.
 pub struct Deployment {
     pub dir: Arc<TempDir>,

@@ -4,6 +4,7 @@ mod chat;
 mod check;
 mod helpers;
 mod ingest;
+mod kill;
 mod lanes;
 mod restart;
 mod store_sqlite;

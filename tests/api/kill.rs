@@ -1,0 +1,209 @@
+//! The real binary, killed with SIGKILL while customers keep writing, then restarted on the
+//! same SQLite file: every acknowledged message is answered exactly once, in order.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use concierge::config::SyncMode;
+use concierge::domain::{Content, ConversationId, Direction};
+use concierge::orchestrator::faq::FaqIndex;
+use concierge::store::SharedStore;
+use concierge::store::sqlite::SqliteStore;
+
+use crate::helpers::{Deployment, FAQ, PATIENCE, eventually, http_client, visitor_key};
+
+const QUESTIONS: [&str; 5] = [
+    "What are your opening hours?",
+    "Do you ship internationally?",
+    "Can I exchange an item?",
+    "Do you sell gift cards?",
+    "How do I take care of my candle?",
+];
+
+struct Gateway {
+    child: Child,
+    base: String,
+}
+
+impl Gateway {
+    /// Starts `concierge serve` and reads the address it listens on from its JSON logs.
+    fn start(deployment: &Deployment) -> Gateway {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_concierge"))
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(deployment.config_path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the gateway");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && line.contains("Concierge is listening") {
+                    let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                    if let Some(addr) = value["fields"]["addr"].as_str() {
+                        let _ = tx.send(addr.to_string());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(PATIENCE)
+            .expect("the gateway says where it listens");
+        Gateway {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        // SIGTERM: a graceful stop.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().expect("wait")
+    }
+}
+
+/// Posts until the gateway acknowledges, as a platform retries an unacknowledged webhook.
+async fn post_until_acked(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    id: &str,
+    text: &str,
+) -> bool {
+    let body = serde_json::json!({ "id": id, "text": text });
+    let response = client
+        .post(format!("{base}/webhooks/web"))
+        .header("x-webchat-key", key)
+        .json(&body)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    matches!(response, Ok(r) if r.status() == 200)
+}
+
+#[tokio::test]
+async fn killed_mid_traffic_every_message_is_answered_once_in_order() {
+    let deployment = Deployment::new("");
+    let client = http_client();
+    let conversations = 8;
+    let per_conversation = 25;
+    let mut gateway = Gateway::start(&deployment);
+    let mut kills = 0;
+    // Send round-robin over the conversations, killing the gateway every 45 acknowledged
+    // messages, and re-sending whatever was not acknowledged.
+    let mut acked = 0;
+    for i in 0..per_conversation {
+        for c in 0..conversations {
+            let key = visitor_key(&format!("k{c}"));
+            let id = format!("m-{c}-{i}");
+            let text = QUESTIONS[(i + c) % QUESTIONS.len()];
+            while !post_until_acked(&client, &gateway.base, &key, &id, text).await {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            acked += 1;
+            if acked % 45 == 0 {
+                gateway.kill();
+                kills += 1;
+                // Some webhooks are redelivered after the restart, as a platform would.
+                gateway = Gateway::start(&deployment);
+                let again = format!("m-{c}-{i}");
+                assert!(post_until_acked(&client, &gateway.base, &key, &again, text).await);
+            }
+        }
+    }
+    assert!(kills >= 3);
+
+    // Read the outcome from the same SQLite file, while the last gateway finishes.
+    let store: SharedStore = Arc::new(
+        SqliteStore::open(&deployment.path().join("data/test.db"), SyncMode::Normal)
+            .await
+            .expect("open the gateway's store"),
+    );
+    let index = FaqIndex::parse(FAQ).unwrap();
+    let web = concierge::domain::ChannelId::parse("web").unwrap();
+    let chat = concierge::channels::webchat::Webchat::new(web.clone(), Default::default());
+    let conversation_ids: Vec<ConversationId> = (0..conversations)
+        .map(|c| {
+            let contact = chat
+                .contact_for_key(&visitor_key(&format!("k{c}")))
+                .unwrap();
+            ConversationId::derive(&web, &contact)
+        })
+        .collect();
+    eventually("every message answered and every reply sent", || {
+        let store = store.clone();
+        let ids = conversation_ids.clone();
+        async move {
+            let mut sent = 0;
+            for id in &ids {
+                let messages = store.messages(id, 0, 1000).await.unwrap();
+                sent += messages
+                    .iter()
+                    .filter(|m| {
+                        m.direction == Direction::Outbound
+                            && m.status == concierge::domain::DeliveryStatus::Sent
+                    })
+                    .count();
+            }
+            sent == conversations * per_conversation
+        }
+    })
+    .await;
+
+    let mut counts = HashMap::new();
+    for (c, id) in conversation_ids.iter().enumerate() {
+        let messages = store.messages(id, 0, 1000).await.unwrap();
+        let inbound: Vec<_> = messages
+            .iter()
+            .filter(|m| m.direction == Direction::Inbound)
+            .collect();
+        let outbound: Vec<_> = messages
+            .iter()
+            .filter(|m| m.direction == Direction::Outbound)
+            .collect();
+        counts.insert(c, (inbound.len(), outbound.len()));
+        assert_eq!(
+            inbound.len(),
+            per_conversation,
+            "no message lost or stored twice"
+        );
+        assert_eq!(outbound.len(), per_conversation, "one reply per message");
+        // In order: reply i answers question i.
+        for (i, reply) in outbound.iter().enumerate() {
+            let question = QUESTIONS[(i + c) % QUESTIONS.len()];
+            let expected = &index.best_match(question).unwrap().entry.answer;
+            assert_eq!(
+                reply.content,
+                Content::text(expected.clone()),
+                "conversation {c} reply {i}"
+            );
+        }
+        for (i, message) in inbound.iter().enumerate() {
+            assert_eq!(
+                message.platform_id.as_ref().unwrap().as_str(),
+                format!("m-{c}-{i}")
+            );
+        }
+    }
+    assert!(store.pending(0, 10).await.unwrap().is_empty());
+    let status = gateway.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM stops the gateway with exit 0: {status:?}"
+    );
+}

@@ -64,6 +64,8 @@ const STOPWORDS: &[&str] = &[
     "afternoon",
     "again",
     "ai",
+    "aide",
+    "aider",
     "aie",
     "aient",
     "aimerais",
@@ -188,6 +190,7 @@ const STOPWORDS: &[&str] = &[
     "having",
     "he",
     "hello",
+    "help",
     "her",
     "here",
     "hey",
@@ -345,6 +348,7 @@ const STOPWORDS: &[&str] = &[
     "thing",
     "things",
     "this",
+    "thnx",
     "those",
     "thx",
     "to",
@@ -361,9 +365,11 @@ const STOPWORDS: &[&str] = &[
     "toutes",
     "tres",
     "tu",
+    "ty",
     "un",
     "une",
     "up",
+    "ur",
     "us",
     "ve",
     "very",
@@ -411,6 +417,18 @@ pub(super) fn is_stopword(token: &str) -> bool {
     STOPWORDS.binary_search(&token).is_ok()
 }
 
+/// The stopwords of normalised text, as sorted unique ids (positions in the
+/// stopword list): they tell "where is my order" from a bare "order".
+pub(super) fn stopword_ids(normalized: &str) -> Vec<u16> {
+    let mut ids: Vec<u16> = tokens(normalized)
+        .filter_map(|t| STOPWORDS.binary_search(&t).ok())
+        .filter_map(|i| u16::try_from(i).ok())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 /// Whether an unknown token looks like a misspelt stopword ("yuor", "pleaes",
 /// "bonjours"), so that it can be ignored rather than counted as unmatched.
 pub(super) fn is_near_stopword(token: &[char]) -> bool {
@@ -421,13 +439,30 @@ pub(super) fn is_near_stopword(token: &[char]) -> bool {
     let mut buf = [' '; MAX_FUZZY_CHARS];
     STOPWORDS.iter().any(|stop| {
         let n = stop.chars().count();
-        if n < 4 || n > MAX_FUZZY_CHARS || n.abs_diff(token.len()) > max {
+        if !(4..=MAX_FUZZY_CHARS).contains(&n) || n.abs_diff(token.len()) > max {
             return false;
         }
         for (slot, c) in buf.iter_mut().zip(stop.chars()) {
             *slot = c;
         }
         bounded_distance(token, &buf[..n], max).is_some()
+    })
+}
+
+/// Bit set of the kinds of question a normalised text asks: where (`where`,
+/// `où`), when (`when`, `quand`), why (`why`, `pourquoi`) and how much/many
+/// (`much`, `many`, `combien`). These words are stopwords for matching, but
+/// sharing one with a phrasing is extra evidence for it.
+pub(super) fn question_kinds(normalized: &str) -> u8 {
+    tokens(normalized).fold(0, |kinds, token| {
+        kinds
+            | match token {
+                "where" | "ou" => 1,
+                "when" | "quand" => 2,
+                "why" | "pourquoi" => 4,
+                "much" | "many" | "combien" => 8,
+                _ => 0,
+            }
     })
 }
 
@@ -445,6 +480,8 @@ const SUFFIX_RULES: &[(&str, &str)] = &[
     ("ment", ""),
     ("ation", ""),
     ("aison", ""),
+    ("ure", ""),
+    ("ert", "r"),
     ("ing", ""),
     ("ly", ""),
     ("age", ""),
@@ -562,10 +599,11 @@ pub(super) fn bounded_distance(a: &[char], b: &[char], max: usize) -> Option<usi
 
 /// Unambiguous English function words (normalised), used to guess a language.
 const EN_MARKERS: &[&str] = &[
-    "about", "and", "are", "at", "be", "can", "could", "did", "do", "does", "don", "for", "from",
-    "have", "hello", "hey", "hi", "how", "i", "im", "in", "is", "it", "my", "of", "please",
-    "thank", "thanks", "that", "the", "there", "this", "to", "want", "was", "we", "what", "when",
-    "where", "which", "why", "will", "with", "would", "you", "your",
+    "about", "and", "are", "at", "be", "can", "cant", "could", "did", "do", "does", "don", "dont",
+    "for", "from", "have", "hello", "hey", "hi", "how", "hows", "i", "im", "in", "is", "it", "my",
+    "of", "please", "thank", "thanks", "that", "the", "there", "this", "to", "u", "ur", "want",
+    "was", "we", "what", "whats", "when", "where", "wheres", "which", "why", "will", "with",
+    "would", "you", "your",
 ];
 
 /// Unambiguous French function words (normalised), used to guess a language.

@@ -4,11 +4,13 @@
 
 mod rows;
 mod schema;
+mod writer;
 
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
+use tokio::sync::mpsc;
 
 use self::rows::{MESSAGE_COLUMNS, json, message_from_row, parse_json};
 use super::{
@@ -24,7 +26,10 @@ use crate::domain::{
 /// The SQLite backend. Cheap to clone: clones share the one connection thread.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: tokio_rusqlite::Connection,
+    /// Reads; WAL lets them run beside the writer's transaction.
+    reader: tokio_rusqlite::Connection,
+    /// Every write goes through the group-commit writer.
+    writes: mpsc::Sender<Box<dyn writer::WriteJob>>,
     path: PathBuf,
 }
 
@@ -42,15 +47,14 @@ impl SqliteStore {
                 StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
-        let conn = tokio_rusqlite::Connection::open(path)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
-        let store = Self {
-            conn,
-            path: path.to_path_buf(),
+        let open = |what: &'static str| async move {
+            tokio_rusqlite::Connection::open(path)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("{} ({what}): {e}", path.display())))
         };
-        store
-            .run(move |conn| {
+        let writer_conn = open("writer").await?;
+        writer_conn
+            .call(move |conn| -> Result<(), StoreError> {
                 conn.pragma_update(None, "journal_mode", "WAL")?;
                 let sync = match sync {
                     SyncMode::Full => "FULL",
@@ -63,35 +67,62 @@ impl SqliteStore {
                     .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
                 Ok(())
             })
-            .await?;
-        Ok(store)
+            .await
+            .map_err(flatten)?;
+        let reader = open("reader").await?;
+        reader
+            .call(|conn| -> Result<(), StoreError> {
+                conn.pragma_update(None, "busy_timeout", 5000)?;
+                conn.pragma_update(None, "query_only", true)?;
+                Ok(())
+            })
+            .await
+            .map_err(flatten)?;
+        let (writes, queue) = mpsc::channel(4 * writer::MAX_BATCH);
+        tokio::spawn(writer::run(writer_conn, queue));
+        Ok(Self {
+            reader,
+            writes,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Runs a closure on the connection thread.
-    async fn run<F, R>(&self, f: F) -> Result<R, StoreError>
+    /// Runs a read on the reader connection.
+    async fn read<F, R>(&self, f: F) -> Result<R, StoreError>
     where
         F: FnOnce(&mut rusqlite::Connection) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
-        match self.conn.call(f).await {
-            Ok(value) => Ok(value),
-            Err(tokio_rusqlite::Error::Error(e)) => Err(e),
-            Err(e) => Err(StoreError::Unavailable(e.to_string())),
-        }
+        self.reader.call(f).await.map_err(flatten)
+    }
+
+    /// Queues a write for the next group commit and waits until it is committed.
+    async fn write<F, R>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&rusqlite::Connection) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let closed = || StoreError::Unavailable("the store is closed".to_string());
+        let (job, answer) = writer::job(f);
+        self.writes.send(job).await.map_err(|_| closed())?;
+        answer.await.unwrap_or_else(|_| Err(closed()))
     }
 }
 
-fn write_tx(conn: &mut rusqlite::Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
-    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+fn flatten(e: tokio_rusqlite::Error<StoreError>) -> StoreError {
+    match e {
+        tokio_rusqlite::Error::Error(e) => e,
+        other => StoreError::Unavailable(other.to_string()),
+    }
 }
 
 /// Creates the contact and conversation of an event when new, and touches them otherwise.
 fn upsert_conversation(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     event: &InboundEvent,
     conversation: &ConversationId,
     now: Millis,
@@ -129,7 +160,7 @@ fn upsert_conversation(
 }
 
 fn apply_status(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     channel: &ChannelId,
     platform_id: &PlatformMessageId,
     status: &DeliveryStatus,
@@ -149,7 +180,7 @@ fn apply_status(
 
 #[allow(clippy::too_many_arguments)]
 fn insert_message(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     id: MessageId,
     conversation: &ConversationId,
     channel: &ChannelId,
@@ -184,89 +215,93 @@ fn insert_message(
     Ok(inserted > 0)
 }
 
+/// Appends one webhook's events; the caller holds the transaction (or savepoint).
+fn ingest_events(
+    tx: &rusqlite::Connection,
+    events: &[InboundEvent],
+    now: Millis,
+) -> Result<IngestOutcome, StoreError> {
+    let mut outcome = IngestOutcome::default();
+    for event in events {
+        if matches!(event.kind, EventKind::Typing) {
+            continue;
+        }
+        let conversation = event.conversation();
+        let done_at = match event.kind {
+            EventKind::Status { .. } => Some(now),
+            _ => None,
+        };
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO inbox (channel_id, event_id, conversation_id, event, received_at, done_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                event.channel.as_str(),
+                event.event_id.as_str(),
+                conversation.as_str(),
+                json(event)?,
+                now,
+                done_at
+            ],
+        )?;
+        if inserted == 0 {
+            outcome.duplicates += 1;
+            continue;
+        }
+        outcome.accepted += 1;
+        let seq = tx.last_insert_rowid();
+        match &event.kind {
+            EventKind::Status { target, status } => {
+                apply_status(tx, &event.channel, target, status)?;
+            }
+            EventKind::Message(message) => {
+                upsert_conversation(tx, event, &conversation, now)?;
+                let id = MessageId::new();
+                let fresh = insert_message(
+                    tx,
+                    id,
+                    &conversation,
+                    &event.channel,
+                    &event.contact,
+                    Some(&message.platform_id),
+                    Direction::Inbound,
+                    &Author::Customer,
+                    &message.content,
+                    message.reply_to.as_ref(),
+                    event.at,
+                    &DeliveryStatus::Delivered,
+                )?;
+                let stored_id: String = if fresh {
+                    id.to_string()
+                } else {
+                    tx.query_row(
+                        "SELECT id FROM messages WHERE channel_id = ?1 AND platform_id = ?2",
+                        params![event.channel.as_str(), message.platform_id.as_str()],
+                        |row| row.get(0),
+                    )?
+                };
+                tx.execute(
+                    "UPDATE inbox SET message_id = ?1 WHERE seq = ?2",
+                    params![stored_id, seq],
+                )?;
+            }
+            _ => {
+                upsert_conversation(tx, event, &conversation, now)?;
+            }
+        }
+    }
+    Ok(outcome)
+}
+
 #[async_trait]
 impl Inbox for SqliteStore {
     async fn ingest(&self, events: &[InboundEvent]) -> Result<IngestOutcome, StoreError> {
         let events = events.to_vec();
-        self.run(move |conn| {
-            let now = now_millis();
-            let tx = write_tx(conn)?;
-            let mut outcome = IngestOutcome::default();
-            for event in &events {
-                if matches!(event.kind, EventKind::Typing) {
-                    continue;
-                }
-                let conversation = event.conversation();
-                let done_at = match event.kind {
-                    EventKind::Status { .. } => Some(now),
-                    _ => None,
-                };
-                let inserted = tx.execute(
-                    "INSERT OR IGNORE INTO inbox (channel_id, event_id, conversation_id, event, received_at, done_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        event.channel.as_str(),
-                        event.event_id.as_str(),
-                        conversation.as_str(),
-                        json(event)?,
-                        now,
-                        done_at
-                    ],
-                )?;
-                if inserted == 0 {
-                    outcome.duplicates += 1;
-                    continue;
-                }
-                outcome.accepted += 1;
-                let seq = tx.last_insert_rowid();
-                match &event.kind {
-                    EventKind::Status { target, status } => {
-                        apply_status(&tx, &event.channel, target, status)?;
-                    }
-                    EventKind::Message(message) => {
-                        upsert_conversation(&tx, event, &conversation, now)?;
-                        let id = MessageId::new();
-                        let fresh = insert_message(
-                            &tx,
-                            id,
-                            &conversation,
-                            &event.channel,
-                            &event.contact,
-                            Some(&message.platform_id),
-                            Direction::Inbound,
-                            &Author::Customer,
-                            &message.content,
-                            message.reply_to.as_ref(),
-                            event.at,
-                            &DeliveryStatus::Delivered,
-                        )?;
-                        let stored_id: String = if fresh {
-                            id.to_string()
-                        } else {
-                            tx.query_row(
-                                "SELECT id FROM messages WHERE channel_id = ?1 AND platform_id = ?2",
-                                params![event.channel.as_str(), message.platform_id.as_str()],
-                                |row| row.get(0),
-                            )?
-                        };
-                        tx.execute(
-                            "UPDATE inbox SET message_id = ?1 WHERE seq = ?2",
-                            params![stored_id, seq],
-                        )?;
-                    }
-                    _ => {
-                        upsert_conversation(&tx, event, &conversation, now)?;
-                    }
-                }
-            }
-            tx.commit()?;
-            Ok(outcome)
-        })
-        .await
+        self.write(move |tx| ingest_events(tx, &events, now_millis()))
+            .await
     }
 
     async fn pending(&self, after: i64, limit: usize) -> Result<Vec<InboxEntry>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, conversation_id, event, message_id, received_at FROM inbox
                  WHERE done_at IS NULL AND seq > ?1 ORDER BY seq LIMIT ?2",
@@ -301,9 +336,8 @@ impl Inbox for SqliteStore {
     }
 
     async fn complete(&self, seq: i64, outcome: TurnOutcome) -> Result<Completion, StoreError> {
-        self.run(move |conn| {
+        self.write(move |tx| {
             let now = now_millis();
-            let tx = write_tx(conn)?;
             let row: Option<(Option<i64>, String)> = tx
                 .query_row(
                     "SELECT done_at, conversation_id FROM inbox WHERE seq = ?1",
@@ -363,7 +397,7 @@ impl Inbox for SqliteStore {
                         continue;
                     }
                     insert_message(
-                        &tx,
+                        tx,
                         id,
                         &conversation_id,
                         &channel,
@@ -383,7 +417,6 @@ impl Inbox for SqliteStore {
                 "UPDATE inbox SET done_at = ?1 WHERE seq = ?2",
                 params![now, seq],
             )?;
-            tx.commit()?;
             Ok(completion)
         })
         .await
@@ -398,8 +431,7 @@ impl Outbox for SqliteStore {
         limit: usize,
         lease_ms: i64,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
+        self.write(move |tx| {
             let ids: Vec<i64> = {
                 let mut stmt = tx.prepare_cached(
                     "SELECT o.id FROM outbox o
@@ -448,7 +480,6 @@ impl Outbox for SqliteStore {
                     maybe_sent,
                 });
             }
-            tx.commit()?;
             Ok(entries)
         })
         .await
@@ -460,8 +491,7 @@ impl Outbox for SqliteStore {
         platform_id: Option<PlatformMessageId>,
         now: Millis,
     ) -> Result<(), StoreError> {
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
+        self.write(move |tx| {
             let message_id: Option<String> = tx
                 .query_row(
                     "SELECT message_id FROM outbox WHERE id = ?1",
@@ -488,7 +518,6 @@ impl Outbox for SqliteStore {
                 "UPDATE messages SET status = ?1, status_rank = ?2 WHERE id = ?3 AND status_rank < ?2",
                 params![json(&sent)?, sent.rank(), message_id],
             )?;
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -496,7 +525,7 @@ impl Outbox for SqliteStore {
 
     async fn retry_at(&self, id: i64, at: Millis, error: &str) -> Result<(), StoreError> {
         let error = error.to_string();
-        self.run(move |conn| {
+        self.write(move |conn| {
             conn.execute(
                 "UPDATE outbox SET state = 'pending', next_attempt_at = ?1, lease_until = NULL, last_error = ?2
                  WHERE id = ?3 AND state = 'sending'",
@@ -515,8 +544,7 @@ impl Outbox for SqliteStore {
         now: Millis,
     ) -> Result<(), StoreError> {
         let reason = reason.to_string();
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
+        self.write(move |tx| {
             let message_id: Option<String> = tx
                 .query_row(
                     "SELECT message_id FROM outbox WHERE id = ?1 AND state IN ('pending', 'sending')",
@@ -537,14 +565,13 @@ impl Outbox for SqliteStore {
                 "UPDATE messages SET status = ?1, status_rank = ?2 WHERE id = ?3 AND status_rank < ?2",
                 params![json(&failed)?, failed.rank(), message_id],
             )?;
-            tx.commit()?;
             Ok(())
         })
         .await
     }
 
     async fn next_due_at(&self) -> Result<Option<Millis>, StoreError> {
-        self.run(|conn| {
+        self.read(|conn| {
             Ok(conn.query_row(
                 "SELECT MIN(CASE state WHEN 'pending' THEN next_attempt_at ELSE lease_until END)
                  FROM outbox WHERE state IN ('pending', 'sending')",
@@ -556,7 +583,7 @@ impl Outbox for SqliteStore {
     }
 
     async fn release_leases(&self) -> Result<usize, StoreError> {
-        self.run(|conn| {
+        self.write(|conn| {
             Ok(conn.execute(
                 "UPDATE outbox SET state = 'pending', maybe_sent = 1, lease_until = NULL
                  WHERE state = 'sending'",
@@ -571,7 +598,7 @@ impl Outbox for SqliteStore {
 impl Conversations for SqliteStore {
     async fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StoreError> {
         let id = id.clone();
-        self.run(move |conn| {
+        self.read(move |conn| {
             let row = conn
                 .query_row(
                     "SELECT channel_id, contact_id, thread, created_at, last_message_at
@@ -612,7 +639,7 @@ impl Conversations for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
         let id = id.clone();
-        self.run(move |conn| {
+        self.read(move |conn| {
             let sql = format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages m
                  WHERE m.conversation_id = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"
@@ -636,7 +663,7 @@ impl Conversations for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
         let id = id.clone();
-        self.run(move |conn| {
+        self.read(move |conn| {
             let sql = format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages m
                  WHERE m.conversation_id = ?1 ORDER BY m.seq DESC LIMIT ?2"
@@ -656,7 +683,7 @@ impl Conversations for SqliteStore {
     }
 
     async fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?1");
             let row = conn
                 .query_row(&sql, params![id.to_string()], |row| {
@@ -670,7 +697,7 @@ impl Conversations for SqliteStore {
 
     async fn thread_state(&self, id: &ConversationId) -> Result<ThreadState, StoreError> {
         let id = id.clone();
-        self.run(move |conn| {
+        self.read(move |conn| {
             let thread: Option<String> = conn
                 .query_row(
                     "SELECT thread FROM conversations WHERE id = ?1",
@@ -692,7 +719,7 @@ impl Conversations for SqliteStore {
         state: ThreadState,
     ) -> Result<(), StoreError> {
         let id = id.clone();
-        self.run(move |conn| {
+        self.write(move |conn| {
             let changed = conn.execute(
                 "UPDATE conversations SET thread = ?1 WHERE id = ?2",
                 params![json(&state)?, id.as_str()],
@@ -713,17 +740,15 @@ impl Conversations for SqliteStore {
     ) -> Result<bool, StoreError> {
         let channel = channel.clone();
         let platform_id = platform_id.clone();
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            let changed = apply_status(&tx, &channel, &platform_id, &status)?;
-            tx.commit()?;
+        self.write(move |tx| {
+            let changed = apply_status(tx, &channel, &platform_id, &status)?;
             Ok(changed)
         })
         .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.run(|conn| Ok(conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))?))
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))?))
             .await
             .map(|_| ())
     }

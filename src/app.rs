@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::channels::Registry;
+use crate::channels::{ChannelAdapter, Registry};
 use crate::config::{Config, StoreLocation};
 use crate::delivery::DeliveryWorker;
 use crate::http::{AppState, HttpLimits, router};
@@ -29,6 +29,8 @@ use crate::telemetry::Metrics;
 pub struct Parts {
     pub store: Option<SharedStore>,
     pub responder: Option<Arc<dyn Responder>>,
+    /// Channels added to the ones the configuration describes.
+    pub adapters: Vec<Arc<dyn ChannelAdapter>>,
 }
 
 /// A running gateway.
@@ -58,7 +60,10 @@ impl App {
         };
         let addr = listener.local_addr().context("reading the bound address")?;
         let metrics = Metrics::new();
-        let channels = Registry::build(&config.channels);
+        let mut channels = Registry::build(&config.channels);
+        for adapter in parts.adapters {
+            channels.insert(adapter);
+        }
         let inbox_wake = Arc::new(Notify::new());
         let outbox_wake = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();

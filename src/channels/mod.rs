@@ -189,6 +189,12 @@ impl Registry {
         registry
     }
 
+    /// Adds an adapter built elsewhere (an embedding application's own channel, a test's
+    /// fake platform). It replaces a channel of the same id.
+    pub fn insert(&mut self, adapter: Arc<dyn ChannelAdapter>) {
+        self.adapters.insert(adapter.id().clone(), adapter);
+    }
+
     pub fn get(&self, id: &str) -> Option<&Arc<dyn ChannelAdapter>> {
         let id = ChannelId::parse(id).ok()?;
         self.adapters.get(&id)

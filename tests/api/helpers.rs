@@ -66,14 +66,20 @@ impl Deployment {
     /// Rewrites concierge.toml with `extra` appended to the server and store sections.
     pub fn write_main(&self, extra: &str) {
         let main = format!(
-            "[server]\nbind = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n\n[store]\nurl = \"sqlite:data/test.db\"\nsync = \"normal\"\n\n[delivery]\ninitial_backoff_ms = 20\nmax_backoff_secs = 1\n\n{extra}\n"
+            "[server]\nbind = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n\n[store]\nurl = \"sqlite:data/test.db\"\nsync = \"normal\"\n\n{extra}\n"
         );
         std::fs::write(self.config_path(), main).expect("concierge.toml");
     }
 
     pub fn config(&self) -> Config {
         let env = |_: &str| None;
-        match Config::load_with(&self.config_path(), &env, &[]) {
+        // Quick retries, so tests of failing sends take milliseconds.
+        let overrides = [
+            ("CONCIERGE__DELIVERY__INITIAL_BACKOFF_MS", "20"),
+            ("CONCIERGE__DELIVERY__MAX_BACKOFF_SECS", "1"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        match Config::load_with(&self.config_path(), &env, &overrides) {
             Ok(config) => config,
             Err(problems) => panic!("test config invalid:\n{problems}"),
         }
@@ -95,8 +101,8 @@ pub async fn spawn_with_responder(responder: Arc<dyn Responder>) -> TestApp {
     spawn_in(
         Deployment::new(""),
         Parts {
-            store: None,
             responder: Some(responder),
+            ..Parts::default()
         },
     )
     .await

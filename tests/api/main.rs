@@ -2,6 +2,7 @@
 
 mod chat;
 mod check;
+mod delivery;
 mod helpers;
 mod ingest;
 mod kill;

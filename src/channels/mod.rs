@@ -109,9 +109,14 @@ pub enum SendError {
     /// The platform asked us to slow down: do not try before `after`.
     #[error("rate limited, retry after {after:?}: {reason}")]
     RetryAfter { after: Duration, reason: String },
-    /// A network error, a timeout or a 5xx: worth retrying with backoff.
+    /// The request did not reach the platform, or the platform failed it (a refused
+    /// connection, a 5xx): worth retrying with backoff.
     #[error("transient: {reason}")]
     Transient { reason: String },
+    /// The request may have reached the platform, but its answer was lost (a timeout, a
+    /// connection closed after sending): retry with backoff, idempotently where possible.
+    #[error("no answer: {reason}")]
+    Ambiguous { reason: String },
     /// The platform refused the message for good (bad recipient, window closed, …).
     #[error("rejected ({code:?}): {reason}")]
     Rejected {

@@ -148,7 +148,7 @@ impl DeliveryWorker {
         };
         let result = match tokio::time::timeout(self.send_timeout, adapter.send(&message)).await {
             Ok(result) => result,
-            Err(_) => Err(SendError::Transient {
+            Err(_) => Err(SendError::Ambiguous {
                 reason: format!("no answer within {:?}", self.send_timeout),
             }),
         };
@@ -184,7 +184,8 @@ impl DeliveryWorker {
                     tracing::info!(%channel, %error, wait_ms = wait.as_millis() as u64, "send failed; will retry");
                     self.metrics.delivery(channel.as_str(), "retried");
                     let text = error.to_string();
-                    self.record(|| self.store.retry_at(entry.id, at, &text))
+                    let maybe_sent = matches!(error, SendError::Ambiguous { .. });
+                    self.record(|| self.store.retry_at(entry.id, at, &text, maybe_sent))
                         .await;
                 }
             }

@@ -6,21 +6,31 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore, mpsc};
+use futures_util::FutureExt;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::responder::{Responder, Turn};
 use crate::domain::{ConversationId, EventKind, now_millis};
-use crate::store::{InboxEntry, NewReply, SharedStore, TurnOutcome};
+use crate::store::{InboxEntry, NewReply, SharedStore, ThreadChange, TurnOutcome};
 use crate::telemetry::Metrics;
 
 /// How many inbox events the dispatcher reads at once.
 const PAGE: usize = 256;
 /// The dispatcher looks at the inbox at least this often, even without a wake-up.
 const POLL: Duration = Duration::from_secs(1);
+/// The most inbox events held in memory between the inbox and the lanes; past it the
+/// dispatcher waits for lanes to finish some, and the rest of a backlog stays in the store.
+const IN_MEMORY: usize = 4096;
 
-type LaneMap = Arc<Mutex<HashMap<ConversationId, mpsc::UnboundedSender<InboxEntry>>>>;
+/// An inbox event on its way through a lane, holding its place in the in-memory budget.
+struct Queued {
+    entry: InboxEntry,
+    _budget: OwnedSemaphorePermit,
+}
+
+type LaneMap = Arc<Mutex<HashMap<ConversationId, mpsc::UnboundedSender<Queued>>>>;
 
 /// Feeds inbox events into per-conversation lanes.
 #[derive(Clone)]
@@ -57,6 +67,7 @@ impl Orchestrator {
     /// Runs until `shutdown` fires, then lets every lane finish the events it holds.
     pub async fn run(self, shutdown: CancellationToken) {
         let lanes: LaneMap = Arc::default();
+        let budget = Arc::new(Semaphore::new(IN_MEMORY));
         let mut tasks = JoinSet::new();
         // Everything up to `cursor` has been handed to a lane in this run.
         let mut cursor = 0i64;
@@ -64,7 +75,16 @@ impl Orchestrator {
             if shutdown.is_cancelled() {
                 break;
             }
-            let page = match self.store.pending(cursor, PAGE).await {
+            let room = budget.available_permits().min(PAGE);
+            if room == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tasks.join_next() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+                continue;
+            }
+            let page = match self.store.pending(cursor, room).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the inbox; retrying");
@@ -74,10 +94,17 @@ impl Orchestrator {
                     }
                 }
             };
-            let full = page.len() == PAGE;
+            let full = page.len() == room;
             for entry in page {
+                let Ok(permit) = budget.clone().try_acquire_owned() else {
+                    break;
+                };
                 cursor = cursor.max(entry.seq);
-                self.dispatch(entry, &lanes, &mut tasks, &shutdown);
+                let queued = Queued {
+                    entry,
+                    _budget: permit,
+                };
+                self.dispatch(queued, &lanes, &mut tasks, &shutdown);
             }
             while let Some(done) = tasks.try_join_next() {
                 if let Err(e) = done {
@@ -102,7 +129,7 @@ impl Orchestrator {
 
     fn dispatch(
         &self,
-        entry: InboxEntry,
+        entry: Queued,
         lanes: &LaneMap,
         tasks: &mut JoinSet<()>,
         shutdown: &CancellationToken,
@@ -110,7 +137,7 @@ impl Orchestrator {
         // The map lock makes "send to a lane" and "a lane ends because it is empty" exclusive,
         // so no entry can be sent to a lane that has just decided to end.
         let mut map = lanes.lock().unwrap_or_else(|e| e.into_inner());
-        let conversation = entry.conversation.clone();
+        let conversation = entry.entry.conversation.clone();
         let entry = match map.get(&conversation) {
             Some(sender) => match sender.send(entry) {
                 Ok(()) => return,
@@ -136,7 +163,7 @@ impl Orchestrator {
 
 struct Lane {
     conversation: ConversationId,
-    receiver: mpsc::UnboundedReceiver<InboxEntry>,
+    receiver: mpsc::UnboundedReceiver<Queued>,
     lanes: LaneMap,
     orchestrator: Orchestrator,
     shutdown: CancellationToken,
@@ -145,12 +172,12 @@ struct Lane {
 impl Lane {
     async fn run(mut self) {
         loop {
-            let entry = match self.receiver.try_recv() {
-                Ok(entry) => entry,
+            let queued = match self.receiver.try_recv() {
+                Ok(queued) => queued,
                 Err(_) => {
                     let mut map = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
                     match self.receiver.try_recv() {
-                        Ok(entry) => entry,
+                        Ok(queued) => queued,
                         Err(_) => {
                             map.remove(&self.conversation);
                             return;
@@ -158,56 +185,92 @@ impl Lane {
                     }
                 }
             };
-            let Ok(_permit) = self.orchestrator.permits.clone().acquire_owned().await else {
+            if !self.handle(queued.entry).await {
+                // Stopping before this event was completed: the events after it must not run
+                // ahead of it. They all stay unfinished in the inbox for the next start.
+                let mut map = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+                map.remove(&self.conversation);
                 return;
-            };
-            self.orchestrator.metrics.lanes_active(1);
-            self.handle(entry).await;
-            self.orchestrator.metrics.lanes_active(-1);
+            }
         }
     }
 
-    /// Handles one event until it is completed in the store. A store failure is retried (the
-    /// lane must not skip ahead, or order would break); shutdown leaves the event unfinished
-    /// in the inbox for the next start.
+    /// Handles one event until it is completed in the store; returns false if shutdown came
+    /// first. A store failure is retried: the lane must not skip ahead, or order would break.
+    /// The parallelism permit is held only while working, not while waiting to retry.
     #[tracing::instrument(name = "turn", skip_all, fields(conversation = %self.conversation, seq = entry.seq))]
-    async fn handle(&self, entry: InboxEntry) {
+    async fn handle(&self, entry: InboxEntry) -> bool {
         let orchestrator = &self.orchestrator;
         let started = Instant::now();
         let lag_ms = now_millis() - entry.received_at;
         orchestrator.metrics.inbox_lag(lag_ms as f64 / 1000.0);
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.decide(&entry).await {
-                Ok((outcome, by)) => match orchestrator.store.complete(entry.seq, outcome).await {
-                    Ok(completion) => {
-                        if completion.refused > 0 {
-                            orchestrator
-                                .metrics
-                                .replies_refused(completion.refused as u64);
-                            tracing::info!(
-                                refused = completion.refused,
-                                "automated replies refused: a human or the queue holds the thread"
-                            );
-                        }
-                        if !completion.queued.is_empty() {
-                            orchestrator.outbox_wake.notify_one();
-                        }
-                        orchestrator
-                            .metrics
-                            .turn(by, started.elapsed().as_secs_f64());
-                        tracing::debug!(by, replies = completion.queued.len(), "turn done");
-                        return;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot complete the turn; retrying"),
-                },
-                Err(e) => tracing::warn!(error = %e, "cannot decide the turn; retrying"),
+            let permit = tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                permit = orchestrator.permits.clone().acquire_owned() => permit,
+            };
+            let Ok(_permit) = permit else {
+                return false;
+            };
+            orchestrator.metrics.lanes_active(1);
+            let attempt = self.attempt(&entry, started).await;
+            orchestrator.metrics.lanes_active(-1);
+            if attempt {
+                return true;
             }
-            if self.shutdown.is_cancelled() {
-                return;
+            drop(_permit);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(backoff) => {}
             }
-            tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// One try at deciding and completing an event; false when it must be tried again.
+    async fn attempt(&self, entry: &InboxEntry, started: Instant) -> bool {
+        let orchestrator = &self.orchestrator;
+        // A panicking responder is a bug; it must not kill the lane (the events queued behind
+        // it would then run out of order). The event is completed without replies.
+        let decided = std::panic::AssertUnwindSafe(self.decide(entry))
+            .catch_unwind()
+            .await;
+        let (outcome, by) = match decided {
+            Ok(Ok(decided)) => decided,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot decide the turn; retrying");
+                return false;
+            }
+            Err(_) => {
+                tracing::error!("the responder panicked; the event is completed without a reply");
+                (TurnOutcome::default(), "panic")
+            }
+        };
+        match orchestrator.store.complete(entry.seq, outcome).await {
+            Ok(completion) => {
+                if completion.refused > 0 {
+                    orchestrator
+                        .metrics
+                        .replies_refused(completion.refused as u64);
+                    tracing::info!(
+                        refused = completion.refused,
+                        "automated replies refused: a human or the queue holds the thread"
+                    );
+                }
+                if !completion.queued.is_empty() {
+                    orchestrator.outbox_wake.notify_one();
+                }
+                orchestrator
+                    .metrics
+                    .turn(by, started.elapsed().as_secs_f64());
+                tracing::debug!(by, replies = completion.queued.len(), "turn done");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot complete the turn; retrying");
+                false
+            }
         }
     }
 
@@ -234,7 +297,10 @@ impl Lane {
             now: now_millis(),
         };
         let decision = orchestrator.responder.respond(&turn).await?;
-        let changed = (thread != current).then_some(thread);
+        let changed = (thread != current).then(|| ThreadChange {
+            from: current.clone(),
+            to: thread.clone(),
+        });
         let Some(decision) = decision else {
             return Ok((
                 TurnOutcome {
@@ -258,7 +324,10 @@ impl Lane {
         Ok((
             TurnOutcome {
                 replies,
-                thread: decision.thread.or(changed),
+                thread: decision
+                    .thread
+                    .map(|to| ThreadChange { from: current, to })
+                    .or(changed),
             },
             decision.by,
         ))

@@ -77,8 +77,17 @@ pub struct NewReply {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TurnOutcome {
     pub replies: Vec<NewReply>,
-    /// The new thread state, when it changes.
-    pub thread: Option<ThreadState>,
+    /// The thread state change the turn decided, when it decided one.
+    pub thread: Option<ThreadChange>,
+}
+
+/// A thread state change made from a state the turn read. It applies only if the thread is
+/// still in `from` when the turn completes: a concierge who took the thread meanwhile wins,
+/// and the turn's automated replies are then refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadChange {
+    pub from: ThreadState,
+    pub to: ThreadState,
 }
 
 /// What `complete` did.
@@ -120,11 +129,15 @@ pub struct Conversation {
 
 #[async_trait]
 pub trait Inbox: Send + Sync {
-    /// Appends events atomically, ignoring ones already seen. Delivery statuses are applied
-    /// to their message at once (they need no turn); typing signals are not stored.
+    /// Appends events atomically, ignoring ones already seen (by event id, or for messages
+    /// by platform message id). Delivery statuses are applied to their message at once (they
+    /// need no turn); a status for a message not yet marked sent is kept and applied when it
+    /// is. Typing signals are not stored.
     async fn ingest(&self, events: &[InboundEvent]) -> Result<IngestOutcome, StoreError>;
 
-    /// Unfinished inbox events with `seq > after`, oldest first.
+    /// Unfinished inbox events with `seq > after`, oldest first. An entry that cannot be read
+    /// back (written by another version, or damaged) is set aside as done with the reason,
+    /// logged, and not returned, so it cannot stall the inbox.
     async fn pending(&self, after: i64, limit: usize) -> Result<Vec<InboxEntry>, StoreError>;
 
     /// Marks one inbox event done together with its replies and thread state.
@@ -151,8 +164,15 @@ pub trait Outbox: Send + Sync {
         now: Millis,
     ) -> Result<(), StoreError>;
 
-    /// A transient failure: try again at `at`.
-    async fn retry_at(&self, id: i64, at: Millis, error: &str) -> Result<(), StoreError>;
+    /// A transient failure: try again at `at`. `maybe_sent` when the failed attempt may have
+    /// reached the platform (a timeout after the request left).
+    async fn retry_at(
+        &self,
+        id: i64,
+        at: Millis,
+        error: &str,
+        maybe_sent: bool,
+    ) -> Result<(), StoreError>;
 
     /// Given up: the message is marked failed with the reason.
     async fn mark_failed(
@@ -163,7 +183,8 @@ pub trait Outbox: Send + Sync {
         now: Millis,
     ) -> Result<(), StoreError>;
 
-    /// When the next open entry is due, if any.
+    /// When the next entry that `claim_due` could hand out is due, if any (entries waiting
+    /// behind an earlier one of their conversation do not count).
     async fn next_due_at(&self) -> Result<Option<Millis>, StoreError>;
 
     /// Releases the leases of a previous run of this same process (single-instance startup):

@@ -6,7 +6,7 @@ use crate::domain::{
     Author, ChannelId, Choice, ContactId, Content, ConversationId, DeliveryStatus, Direction,
     EventId, EventKind, InboundEvent, InboundMessage, PlatformMessageId, ThreadState, now_millis,
 };
-use crate::store::{NewReply, SharedStore, StoreError, TurnOutcome};
+use crate::store::{NewReply, SharedStore, StoreError, ThreadChange, TurnOutcome};
 
 /// Expands into one `#[tokio::test]` per suite check, each on a fresh store from `$factory`:
 /// an async function returning a [`SharedStore`] and a guard kept alive for the test (the
@@ -33,6 +33,11 @@ macro_rules! store_suite {
             thread_state_defaults_and_transitions,
             recent_messages_are_the_last_ones_in_order,
             ping_answers,
+            a_turn_does_not_undo_a_takeover_that_happened_meanwhile,
+            an_ambiguous_failure_marks_the_retry_maybe_sent,
+            next_due_ignores_entries_waiting_behind_their_conversation,
+            a_status_before_the_send_is_recorded_applies_when_it_is,
+            the_same_message_under_a_new_event_id_is_not_answered_twice,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
@@ -288,8 +293,11 @@ pub async fn a_human_thread_refuses_automated_replies(store: SharedStore) {
             seq,
             TurnOutcome {
                 replies: vec![reply("k-bob", "bot")],
-                thread: Some(ThreadState::Queued {
-                    handoff: "h1".to_string(),
+                thread: Some(ThreadChange {
+                    from: ThreadState::initial(),
+                    to: ThreadState::Queued {
+                        handoff: "h1".to_string(),
+                    },
                 }),
             },
         )
@@ -346,7 +354,10 @@ pub async fn a_sent_entry_is_never_handed_out_again(store: SharedStore) {
     assert_eq!(message.status, DeliveryStatus::Sent);
     assert_eq!(message.platform_id, Some(platform_id));
     // Late outcomes for a sent entry change nothing.
-    store.retry_at(claimed[0].id, now, "late").await.unwrap();
+    store
+        .retry_at(claimed[0].id, now, "late", false)
+        .await
+        .unwrap();
     store
         .mark_failed(claimed[0].id, None, "late", now)
         .await
@@ -361,7 +372,7 @@ pub async fn retry_waits_until_due(store: SharedStore) {
     let now = now_millis();
     let claimed = store.claim_due(now, 10, 60_000).await.unwrap();
     store
-        .retry_at(claimed[0].id, now + 5_000, "HTTP 500")
+        .retry_at(claimed[0].id, now + 5_000, "HTTP 500", false)
         .await
         .unwrap();
     assert!(
@@ -546,7 +557,10 @@ pub async fn thread_state_defaults_and_transitions(store: SharedStore) {
             seq,
             TurnOutcome {
                 replies: vec![],
-                thread: Some(ThreadState::initial()),
+                thread: Some(ThreadChange {
+                    from: ThreadState::Closed,
+                    to: ThreadState::initial(),
+                }),
             },
         )
         .await
@@ -590,4 +604,119 @@ pub async fn recent_messages_are_the_last_ones_in_order(store: SharedStore) {
 
 pub async fn ping_answers(store: SharedStore) {
     store.ping().await.unwrap();
+}
+
+pub async fn a_turn_does_not_undo_a_takeover_that_happened_meanwhile(store: SharedStore) {
+    let event = text_event("ana", "e1", "hello?");
+    store.ingest(std::slice::from_ref(&event)).await.unwrap();
+    let conversation = event.conversation();
+    store
+        .set_thread_state(&conversation, ThreadState::Closed)
+        .await
+        .unwrap();
+    let seq = store.pending(0, 10).await.unwrap()[0].seq;
+    // The turn read Closed and decided to reopen with the bot; a concierge took the thread
+    // before the turn completed.
+    let lea = ThreadState::Human {
+        concierge: "lea".to_string(),
+    };
+    store
+        .set_thread_state(&conversation, lea.clone())
+        .await
+        .unwrap();
+    let done = store
+        .complete(
+            seq,
+            TurnOutcome {
+                replies: vec![reply("k", "bot")],
+                thread: Some(ThreadChange {
+                    from: ThreadState::Closed,
+                    to: ThreadState::initial(),
+                }),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((done.refused, done.queued.len()), (1, 0));
+    assert_eq!(store.thread_state(&conversation).await.unwrap(), lea);
+}
+
+pub async fn an_ambiguous_failure_marks_the_retry_maybe_sent(store: SharedStore) {
+    turn(&store, text_event("ana", "a1", "x"), vec![reply("k", "r")]).await;
+    let now = now_millis();
+    let claimed = store.claim_due(now, 10, 60_000).await.unwrap();
+    store
+        .retry_at(claimed[0].id, now, "timeout", true)
+        .await
+        .unwrap();
+    let again = store.claim_due(now, 10, 60_000).await.unwrap();
+    assert!(again[0].maybe_sent);
+    // It stays marked through later, unambiguous failures.
+    store
+        .retry_at(again[0].id, now, "HTTP 500", false)
+        .await
+        .unwrap();
+    let third = store.claim_due(now, 10, 60_000).await.unwrap();
+    assert!(third[0].maybe_sent);
+    assert_eq!(third[0].attempts, 3);
+}
+
+pub async fn next_due_ignores_entries_waiting_behind_their_conversation(store: SharedStore) {
+    turn(
+        &store,
+        text_event("ana", "a1", "x"),
+        vec![reply("k0", "first"), reply("k1", "second")],
+    )
+    .await;
+    let now = now_millis();
+    let claimed = store.claim_due(now, 10, 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    store
+        .retry_at(claimed[0].id, now + 60_000, "429", false)
+        .await
+        .unwrap();
+    // "second" is due now but waits behind "first": the next due time is first's retry.
+    assert_eq!(store.next_due_at().await.unwrap(), Some(now + 60_000));
+}
+
+pub async fn a_status_before_the_send_is_recorded_applies_when_it_is(store: SharedStore) {
+    turn(&store, text_event("ana", "a1", "x"), vec![reply("k", "r")]).await;
+    let now = now_millis();
+    let claimed = store.claim_due(now, 10, 60_000).await.unwrap();
+    let platform_id = PlatformMessageId::parse("wamid.early").unwrap();
+    let status = InboundEvent {
+        channel: channel(),
+        event_id: EventId::parse("status-early").unwrap(),
+        contact: contact("ana"),
+        at: now,
+        kind: EventKind::Status {
+            target: platform_id.clone(),
+            status: DeliveryStatus::Delivered,
+        },
+    };
+    assert_eq!(store.ingest(&[status]).await.unwrap().accepted, 1);
+    store
+        .mark_sent(claimed[0].id, Some(platform_id), now)
+        .await
+        .unwrap();
+    let message = store.message(claimed[0].message.id).await.unwrap().unwrap();
+    assert_eq!(message.status, DeliveryStatus::Delivered);
+}
+
+pub async fn the_same_message_under_a_new_event_id_is_not_answered_twice(store: SharedStore) {
+    let first = text_event("ana", "e1", "hello");
+    let mut again = first.clone();
+    again.event_id = EventId::parse("e1-redelivered").unwrap();
+    assert_eq!(store.ingest(&[first.clone()]).await.unwrap().accepted, 1);
+    let outcome = store.ingest(&[again]).await.unwrap();
+    assert_eq!((outcome.accepted, outcome.duplicates), (0, 1));
+    assert_eq!(store.pending(0, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .messages(&first.conversation(), 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -178,6 +178,40 @@ fn apply_status(
     Ok(changed > 0)
 }
 
+fn message_exists(
+    tx: &rusqlite::Connection,
+    channel: &ChannelId,
+    platform_id: &PlatformMessageId,
+) -> Result<bool, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM messages WHERE channel_id = ?1 AND platform_id = ?2")?
+        .exists(params![channel.as_str(), platform_id.as_str()])?)
+}
+
+/// Applies the statuses that arrived before this message's send was recorded.
+fn apply_early_statuses(
+    tx: &rusqlite::Connection,
+    channel: &ChannelId,
+    platform_id: &PlatformMessageId,
+) -> Result<(), StoreError> {
+    let statuses: Vec<String> = tx
+        .prepare_cached(
+            "SELECT status FROM early_statuses WHERE channel_id = ?1 AND platform_id = ?2
+             ORDER BY status_rank",
+        )?
+        .query_map(params![channel.as_str(), platform_id.as_str()], |row| {
+            row.get(0)
+        })?
+        .collect::<Result<_, _>>()?;
+    for status in statuses {
+        let status: DeliveryStatus = parse_json(&status)?;
+        apply_status(tx, channel, platform_id, &status)?;
+    }
+    tx.prepare_cached("DELETE FROM early_statuses WHERE channel_id = ?1 AND platform_id = ?2")?
+        .execute(params![channel.as_str(), platform_id.as_str()])?;
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn insert_message(
     tx: &rusqlite::Connection,
@@ -231,27 +265,44 @@ fn ingest_events(
             EventKind::Status { .. } => Some(now),
             _ => None,
         };
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO inbox (channel_id, event_id, conversation_id, event, received_at, done_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
+        let inserted = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO inbox (channel_id, event_id, conversation_id, event, received_at, done_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
                 event.channel.as_str(),
                 event.event_id.as_str(),
                 conversation.as_str(),
                 json(event)?,
                 now,
                 done_at
-            ],
-        )?;
+            ])?;
         if inserted == 0 {
             outcome.duplicates += 1;
             continue;
         }
-        outcome.accepted += 1;
         let seq = tx.last_insert_rowid();
         match &event.kind {
             EventKind::Status { target, status } => {
-                apply_status(tx, &event.channel, target, status)?;
+                outcome.accepted += 1;
+                if !apply_status(tx, &event.channel, target, status)?
+                    && !message_exists(tx, &event.channel, target)?
+                {
+                    // The send it describes is not recorded yet (the platform answered the
+                    // status webhook before our send call returned): keep it for mark_sent.
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO early_statuses (channel_id, platform_id, status, status_rank, received_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![
+                        event.channel.as_str(),
+                        target.as_str(),
+                        json(status)?,
+                        status.rank(),
+                        now
+                    ])?;
+                }
             }
             EventKind::Message(message) => {
                 upsert_conversation(tx, event, &conversation, now)?;
@@ -270,21 +321,22 @@ fn ingest_events(
                     event.at,
                     &DeliveryStatus::Delivered,
                 )?;
-                let stored_id: String = if fresh {
-                    id.to_string()
+                if fresh {
+                    outcome.accepted += 1;
+                    tx.prepare_cached("UPDATE inbox SET message_id = ?1 WHERE seq = ?2")?
+                        .execute(params![id.to_string(), seq])?;
                 } else {
-                    tx.query_row(
-                        "SELECT id FROM messages WHERE channel_id = ?1 AND platform_id = ?2",
-                        params![event.channel.as_str(), message.platform_id.as_str()],
-                        |row| row.get(0),
+                    // The same message under another event id (a platform re-sent it with a
+                    // new envelope): recorded, not answered twice.
+                    outcome.duplicates += 1;
+                    tx.prepare_cached(
+                        "UPDATE inbox SET done_at = ?1, note = 'duplicate message' WHERE seq = ?2",
                     )?
-                };
-                tx.execute(
-                    "UPDATE inbox SET message_id = ?1 WHERE seq = ?2",
-                    params![stored_id, seq],
-                )?;
+                    .execute(params![now, seq])?;
+                }
             }
             _ => {
+                outcome.accepted += 1;
                 upsert_conversation(tx, event, &conversation, now)?;
             }
         }
@@ -301,38 +353,64 @@ impl Inbox for SqliteStore {
     }
 
     async fn pending(&self, after: i64, limit: usize) -> Result<Vec<InboxEntry>, StoreError> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, conversation_id, event, message_id, received_at FROM inbox
+        let result = self
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT seq, conversation_id, event, message_id, received_at FROM inbox
                  WHERE done_at IS NULL AND seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![after, limit as i64], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, Option<String>>(3)?,
-                    row.get::<_, i64>(4)?,
-                ))
-            })?;
-            let mut entries = Vec::new();
-            for row in rows {
-                let (seq, conversation, event, message, received_at) = row?;
-                entries.push(InboxEntry {
-                    seq,
-                    conversation: ConversationId::parse(conversation)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    event: parse_json(&event)?,
-                    message: message
-                        .map(|m| MessageId::parse(&m))
-                        .transpose()
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    received_at,
-                });
+                )?;
+                let rows = stmt.query_map(params![after, limit as i64], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, Option<String>>(3)?,
+                        row.get::<_, i64>(4)?,
+                    ))
+                })?;
+                let mut entries = Vec::new();
+                let mut unreadable = Vec::new();
+                for row in rows {
+                    let (seq, conversation, event, message, received_at) = row?;
+                    let decoded = (|| -> Result<InboxEntry, StoreError> {
+                        Ok(InboxEntry {
+                            seq,
+                            conversation: ConversationId::parse(conversation)
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                            event: parse_json(&event)?,
+                            message: message
+                                .map(|m| MessageId::parse(&m))
+                                .transpose()
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                            received_at,
+                        })
+                    })();
+                    match decoded {
+                        Ok(entry) => entries.push(entry),
+                        Err(e) => unreadable.push((seq, e.to_string())),
+                    }
+                }
+                Ok((entries, unreadable))
+            })
+            .await?;
+        let (entries, unreadable) = result;
+        if !unreadable.is_empty() {
+            for (seq, reason) in &unreadable {
+                tracing::error!(seq, %reason, "an inbox entry cannot be read; set aside");
             }
-            Ok(entries)
-        })
-        .await
+            self.write(move |tx| {
+                let now = now_millis();
+                for (seq, reason) in &unreadable {
+                    tx.prepare_cached(
+                        "UPDATE inbox SET done_at = ?1, note = ?2 WHERE seq = ?3 AND done_at IS NULL",
+                    )?
+                    .execute(params![now, format!("unreadable: {reason}"), seq])?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(entries)
     }
 
     async fn complete(&self, seq: i64, outcome: TurnOutcome) -> Result<Completion, StoreError> {
@@ -362,17 +440,19 @@ impl Inbox for SqliteStore {
                 .optional()?;
             if let Some((channel, contact, thread)) = conv {
                 let current: ThreadState = parse_json(&thread)?;
+                // Compare-and-set: a change decided from a state that no longer holds (a
+                // concierge took the thread meanwhile) is not applied.
                 let thread = match outcome.thread {
-                    Some(next) => {
-                        if next != current {
+                    Some(change) if change.from == current => {
+                        if change.to != current {
                             tx.execute(
                                 "UPDATE conversations SET thread = ?1 WHERE id = ?2",
-                                params![json(&next)?, conversation],
+                                params![json(&change.to)?, conversation],
                             )?;
                         }
-                        next
+                        change.to
                     }
-                    None => current,
+                    _ => current,
                 };
                 let conversation_id = ConversationId::parse(conversation.clone())
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -518,18 +598,35 @@ impl Outbox for SqliteStore {
                 "UPDATE messages SET status = ?1, status_rank = ?2 WHERE id = ?3 AND status_rank < ?2",
                 params![json(&sent)?, sent.rank(), message_id],
             )?;
+            if let Some(platform_id) = &platform_id {
+                let channel: String = tx.query_row(
+                    "SELECT channel_id FROM messages WHERE id = ?1",
+                    params![message_id],
+                    |row| row.get(0),
+                )?;
+                let channel =
+                    ChannelId::parse(channel).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                apply_early_statuses(tx, &channel, platform_id)?;
+            }
             Ok(())
         })
         .await
     }
 
-    async fn retry_at(&self, id: i64, at: Millis, error: &str) -> Result<(), StoreError> {
+    async fn retry_at(
+        &self,
+        id: i64,
+        at: Millis,
+        error: &str,
+        maybe_sent: bool,
+    ) -> Result<(), StoreError> {
         let error = error.to_string();
         self.write(move |conn| {
             conn.execute(
-                "UPDATE outbox SET state = 'pending', next_attempt_at = ?1, lease_until = NULL, last_error = ?2
+                "UPDATE outbox SET state = 'pending', next_attempt_at = ?1, lease_until = NULL,
+                     last_error = ?2, maybe_sent = MAX(maybe_sent, ?4)
                  WHERE id = ?3 AND state = 'sending'",
-                params![at, error, id],
+                params![at, error, id, maybe_sent],
             )?;
             Ok(())
         })
@@ -573,8 +670,13 @@ impl Outbox for SqliteStore {
     async fn next_due_at(&self) -> Result<Option<Millis>, StoreError> {
         self.read(|conn| {
             Ok(conn.query_row(
-                "SELECT MIN(CASE state WHEN 'pending' THEN next_attempt_at ELSE lease_until END)
-                 FROM outbox WHERE state IN ('pending', 'sending')",
+                "SELECT MIN(CASE o.state WHEN 'pending' THEN o.next_attempt_at ELSE o.lease_until END)
+                 FROM outbox o
+                 WHERE o.state IN ('pending', 'sending')
+                   AND NOT EXISTS (
+                       SELECT 1 FROM outbox p
+                       WHERE p.conversation_id = o.conversation_id AND p.id < o.id
+                         AND p.state IN ('pending', 'sending'))",
                 [],
                 |row| row.get::<_, Option<i64>>(0),
             )?)

@@ -51,6 +51,8 @@ CREATE TABLE inbox (
     message_id TEXT,
     received_at INTEGER NOT NULL,
     done_at INTEGER,
+    -- Why an entry was set aside without a turn (a duplicate message, an unreadable row).
+    note TEXT,
     UNIQUE (channel_id, event_id)
 );
 CREATE INDEX inbox_pending ON inbox (seq) WHERE done_at IS NULL;
@@ -71,6 +73,16 @@ CREATE TABLE outbox (
     finished_at INTEGER
 );
 CREATE INDEX outbox_open ON outbox (conversation_id, id) WHERE state IN ('pending', 'sending');
+-- Delivery statuses that arrived before the send they describe was recorded.
+CREATE TABLE early_statuses (
+    channel_id TEXT NOT NULL,
+    platform_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    status_rank INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, platform_id, status_rank)
+) WITHOUT ROWID;
+
 CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE state IN ('pending', 'sending');
 "#,
     )])

@@ -95,6 +95,16 @@ fn commit_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> rusql
         let savepoint = tx.savepoint()?;
         if job.run(&savepoint) {
             savepoint.commit()?;
+        } else {
+            drop(savepoint);
+            // Some errors (a full disk, an I/O error) make SQLite roll back the whole
+            // transaction: the jobs after it would run outside any transaction. Fail the batch.
+            if tx.is_autocommit() {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                    Some("the transaction was rolled back by an earlier failure".into()),
+                ));
+            }
         }
     }
     tx.commit()

@@ -155,6 +155,12 @@ impl DeliveryWorker {
         let now = now_millis();
         match result {
             Ok(receipt) => {
+                tracing::debug!(
+                    message_id = %entry.message.id,
+                    maybe_sent = entry.maybe_sent,
+                    attempt = entry.attempts,
+                    "reply accepted by the channel"
+                );
                 self.metrics.delivery(channel.as_str(), "sent");
                 self.record(|| {
                     self.store

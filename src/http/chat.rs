@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use crate::channels::webchat::{ChatEvent, Webchat};
-use crate::domain::{ChannelId, ConversationId, DeliveryStatus, Direction, Message};
+use crate::domain::{ChannelId, ConversationId, DeliveryStatus, Message};
 
 const PAGE: &str = include_str!("assets/chat.html");
-/// The most messages replayed when a page (re)connects.
+/// The most messages replayed when a page (re)connects: the latest ones.
 const REPLAY: usize = 500;
 
 pub async fn default_page(State(state): State<AppState>) -> Response {
@@ -46,12 +46,44 @@ fn render_page(chat: &Webchat) -> Response {
         "title": chat.config().title,
         "greeting": chat.config().greeting,
     });
-    // `</` cannot appear in the JSON we embed, so it cannot close the script element.
-    let settings = settings.to_string().replace("</", "<\\/");
-    let html = PAGE
-        .replace("{{TITLE}}", &escape_html(&chat.config().title))
-        .replace("{{SETTINGS}}", &settings);
+    // No `<`, `>` or `&` in the embedded JSON: nothing in it can close the script element.
+    let settings = settings
+        .to_string()
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
+    let html = fill(
+        PAGE,
+        &[
+            ("{{TITLE}}", &escape_html(&chat.config().title)),
+            ("{{SETTINGS}}", &settings),
+        ],
+    );
     ([(header::CACHE_CONTROL, "no-cache")], Html(html)).into_response()
+}
+
+/// Replaces placeholders in one pass over the template, so a value that happens to contain a
+/// placeholder is never substituted again.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 256);
+    let mut rest = template;
+    loop {
+        let next = values
+            .iter()
+            .filter_map(|(name, value)| rest.find(name).map(|at| (at, *name, *value)))
+            .min_by_key(|(at, _, _)| *at);
+        match next {
+            Some((at, name, value)) => {
+                out.push_str(&rest[..at]);
+                out.push_str(value);
+                rest = &rest[at + name.len()..];
+            }
+            None => {
+                out.push_str(rest);
+                return out;
+            }
+        }
+    }
 }
 
 fn chat_id(chat: &Webchat) -> String {
@@ -66,16 +98,12 @@ fn escape_html(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Whether a stored message belongs on the visitor's page: their own messages, and replies
-/// the delivery worker has handed to the channel.
+/// Whether a stored message belongs on the visitor's page: everything but replies that
+/// failed. Replies still pending are included: their live push may have happened just before
+/// this stream subscribed, and the page shows each id once, so replaying them early is safe
+/// while leaving them out could hide them until the next reconnect.
 fn visible(message: &Message) -> bool {
-    match message.direction {
-        Direction::Inbound => true,
-        Direction::Outbound => !matches!(
-            message.status,
-            DeliveryStatus::Pending | DeliveryStatus::Failed { .. }
-        ),
-    }
+    !matches!(message.status, DeliveryStatus::Failed { .. })
 }
 
 pub async fn events(
@@ -97,7 +125,19 @@ pub async fn events(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let Some(contact) = param("key").and_then(|key| chat.contact_for_key(key)) else {
+    // The page sends its key in a cookie scoped to this stream (EventSource cannot set
+    // headers, and a query string ends up in proxy logs); `?key=` serves other clients.
+    let cookie_name = format!("concierge_chat_{channel_id}");
+    let from_cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == cookie_name)
+        .map(|(_, value)| value.to_string());
+    let key = from_cookie.or_else(|| param("key").map(str::to_string));
+    let Some(contact) = key.and_then(|key| chat.contact_for_key(&key)) else {
         return (StatusCode::UNAUTHORIZED, "a valid key is required").into_response();
     };
     let after = headers
@@ -113,7 +153,8 @@ pub async fn events(
     };
     // Subscribe before reading history, so nothing published in between is missed.
     let live = chat.hub().subscribe(&contact);
-    let history = match state.store.messages(&conversation, after, REPLAY).await {
+    // The latest messages after the resume point: a long conversation replays its end.
+    let history = match state.store.recent_messages(&conversation, REPLAY).await {
         Ok(history) => history,
         Err(e) => {
             tracing::warn!(error = %e, "cannot replay a web chat history");
@@ -122,7 +163,7 @@ pub async fn events(
     };
     let history: VecDeque<ChatEvent> = history
         .iter()
-        .filter(|m| visible(m))
+        .filter(|m| m.seq > after && visible(m))
         .map(ChatEvent::from_message)
         .collect();
     let stream = replay_then_follow(history, live, after, state.shutdown.clone());

@@ -707,7 +707,14 @@ pub async fn the_same_message_under_a_new_event_id_is_not_answered_twice(store: 
     let first = text_event("ana", "e1", "hello");
     let mut again = first.clone();
     again.event_id = EventId::parse("e1-redelivered").unwrap();
-    assert_eq!(store.ingest(std::slice::from_ref(&first)).await.unwrap().accepted, 1);
+    assert_eq!(
+        store
+            .ingest(std::slice::from_ref(&first))
+            .await
+            .unwrap()
+            .accepted,
+        1
+    );
     let outcome = store.ingest(&[again]).await.unwrap();
     assert_eq!((outcome.accepted, outcome.duplicates), (0, 1));
     assert_eq!(store.pending(0, 10).await.unwrap().len(), 1);

@@ -144,3 +144,72 @@ async fn the_chat_page_is_served() {
         .unwrap();
     assert_eq!(no_key.status(), 401);
 }
+
+#[tokio::test]
+async fn two_visitors_may_use_the_same_message_id() {
+    let app = spawn_app().await;
+    let (a, b) = (visitor_key("same-a"), visitor_key("same-b"));
+    let mut stream_a = app.open_stream(&a).await;
+    let mut stream_b = app.open_stream(&b).await;
+    app.post_text(&a, "1", "Do you sell gift cards?").await;
+    app.post_text(&b, "1", "Can I exchange an item?").await;
+    assert_eq!(
+        stream_a.next().await.text,
+        answer_to("Do you sell gift cards?")
+    );
+    assert_eq!(
+        stream_b.next().await.text,
+        answer_to("Can I exchange an item?")
+    );
+}
+
+#[tokio::test]
+async fn the_stream_takes_the_key_from_the_pages_cookie() {
+    let app = spawn_app().await;
+    let key = visitor_key("cookie");
+    app.post_text(&key, "c-1", "Do you sell gift cards?").await;
+    let response = app
+        .client
+        .get(app.url("/chat/web/events"))
+        .header("cookie", format!("other=1; concierge_chat_web={key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let wrong = app
+        .client
+        .get(app.url("/chat/web/events"))
+        .header("cookie", "concierge_chat_web=short")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+}
+
+#[tokio::test]
+async fn the_page_cannot_be_broken_by_its_own_settings() {
+    let deployment = crate::helpers::Deployment::new("");
+    std::fs::write(
+        deployment.path().join("channels/web.toml"),
+        "kind = \"webchat\"\ntitle = \"{{SETTINGS}} & <b>\"\ngreeting = \"</script><img src=x onerror=alert(1)>\"\n",
+    )
+    .unwrap();
+    let app = crate::helpers::spawn_in(deployment, concierge::app::Parts::default()).await;
+    let body = app
+        .client
+        .get(app.url("/chat"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!body.contains("<img"), "{body}");
+    assert!(!body.contains("<b>"), "{body}");
+    assert!(
+        body.contains("<title>{{SETTINGS}} &amp; &lt;b&gt;</title>"),
+        "{body}"
+    );
+    assert!(body.contains("\\u003c/script\\u003e\\u003cimg"), "{body}");
+    assert_eq!(body.matches("</script>").count(), 1);
+}

@@ -24,6 +24,7 @@ struct FakePlatform {
     capabilities: Capabilities,
     script: Mutex<VecDeque<Result<(), SendError>>>,
     sends: Mutex<Vec<(Instant, OutboundMessage)>>,
+    parses: std::sync::atomic::AtomicUsize,
 }
 
 impl FakePlatform {
@@ -41,6 +42,7 @@ impl FakePlatform {
             },
             script: Mutex::new(script.into()),
             sends: Mutex::new(Vec::new()),
+            parses: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -68,6 +70,8 @@ impl ChannelAdapter for FakePlatform {
         }
     }
     fn parse(&self, request: &WebhookRequest) -> Result<Vec<InboundEvent>, ParseError> {
+        self.parses
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let text = std::str::from_utf8(&request.body).map_err(|e| ParseError(e.to_string()))?;
         let (id, text) = text.split_once(':').ok_or(ParseError("no id".into()))?;
         Ok(vec![InboundEvent {
@@ -271,6 +275,11 @@ async fn a_forged_request_is_refused_before_parsing() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+    assert_eq!(
+        platform.parses.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing parsed before verification"
+    );
     assert!(app.store().pending(0, 10).await.unwrap().is_empty());
     assert!(
         app.store()

@@ -1,7 +1,7 @@
 //! The real binary, killed with SIGKILL while customers keep writing, then restarted on the
 //! same SQLite file: every acknowledged message is answered exactly once, in order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -26,6 +26,25 @@ const QUESTIONS: [&str; 5] = [
 struct Gateway {
     child: Child,
     base: String,
+    logs: std::thread::JoinHandle<Vec<String>>,
+}
+
+/// A send the gateway logged: the reply's message id, and whether it was flagged as
+/// possibly sent already.
+fn sends_in(logs: &[String]) -> Vec<(String, bool)> {
+    logs.iter()
+        .filter(|l| l.contains("reply accepted by the channel"))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| {
+            (
+                v["fields"]["message_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                v["fields"]["maybe_sent"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
 }
 
 impl Gateway {
@@ -34,16 +53,20 @@ impl Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_concierge"))
             .args(["--log-format", "json", "serve", "--config"])
             .arg(deployment.config_path())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,concierge::delivery=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the gateway");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let logs = std::thread::spawn(move || {
             let mut sent = false;
+            let mut kept = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("reply accepted by the channel") {
+                    kept.push(line.clone());
+                }
                 if !sent && line.contains("Concierge is listening") {
                     let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
                     if let Some(addr) = value["fields"]["addr"].as_str() {
@@ -52,6 +75,7 @@ impl Gateway {
                     }
                 }
             }
+            kept
         });
         let addr = rx
             .recv_timeout(PATIENCE)
@@ -59,21 +83,25 @@ impl Gateway {
         Gateway {
             child,
             base: format!("http://{addr}"),
+            logs,
         }
     }
 
-    fn kill(mut self) {
+    /// SIGKILL; returns the sends it logged.
+    fn kill(mut self) -> Vec<String> {
         self.child.kill().expect("SIGKILL");
         let _ = self.child.wait();
+        self.logs.join().unwrap_or_default()
     }
 
-    fn terminate(mut self) -> std::process::ExitStatus {
-        // SIGTERM: a graceful stop.
+    /// SIGTERM, a graceful stop; returns the exit status and the sends it logged.
+    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        self.child.wait().expect("wait")
+        let status = self.child.wait().expect("wait");
+        (status, self.logs.join().unwrap_or_default())
     }
 }
 
@@ -104,6 +132,7 @@ async fn killed_mid_traffic_every_message_is_answered_once_in_order() {
     let per_conversation = 25;
     let mut gateway = Gateway::start(&deployment);
     let mut kills = 0;
+    let mut logs = Vec::new();
     // Send round-robin over the conversations, killing the gateway every 45 acknowledged
     // messages, and re-sending whatever was not acknowledged.
     let mut acked = 0;
@@ -117,7 +146,7 @@ async fn killed_mid_traffic_every_message_is_answered_once_in_order() {
             }
             acked += 1;
             if acked % 45 == 0 {
-                gateway.kill();
+                logs.extend(gateway.kill());
                 kills += 1;
                 // Some webhooks are redelivered after the restart, as a platform would.
                 gateway = Gateway::start(&deployment);
@@ -166,6 +195,7 @@ async fn killed_mid_traffic_every_message_is_answered_once_in_order() {
     .await;
 
     let mut counts = HashMap::new();
+    let mut reply_ids = HashSet::new();
     for (c, id) in conversation_ids.iter().enumerate() {
         let messages = store.messages(id, 0, 1000).await.unwrap();
         let inbound: Vec<_> = messages
@@ -177,6 +207,7 @@ async fn killed_mid_traffic_every_message_is_answered_once_in_order() {
             .filter(|m| m.direction == Direction::Outbound)
             .collect();
         counts.insert(c, (inbound.len(), outbound.len()));
+        reply_ids.extend(outbound.iter().map(|m| m.id.to_string()));
         assert_eq!(
             inbound.len(),
             per_conversation,
@@ -194,16 +225,36 @@ async fn killed_mid_traffic_every_message_is_answered_once_in_order() {
             );
         }
         for (i, message) in inbound.iter().enumerate() {
-            assert_eq!(
-                message.platform_id.as_ref().unwrap().as_str(),
-                format!("m-{c}-{i}")
+            let platform_id = message.platform_id.as_ref().unwrap().as_str();
+            assert!(
+                platform_id.ends_with(&format!(":m-{c}-{i}")),
+                "{platform_id}"
             );
         }
     }
     assert!(store.pending(0, 10).await.unwrap().is_empty());
-    let status = gateway.terminate();
+    let (status, last) = gateway.terminate();
     assert!(
         status.success(),
         "SIGTERM stops the gateway with exit 0: {status:?}"
+    );
+    logs.extend(last);
+
+    // What the channel was actually handed, across every run: each reply at least once, and
+    // again only when flagged as possibly sent (a kill between the send and its record),
+    // which the channel dedupes on the message id.
+    let sends = sends_in(&logs);
+    let sent_ids: HashSet<String> = sends.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(sent_ids, reply_ids, "every reply handed to the channel");
+    let mut seen = HashSet::new();
+    for (id, maybe_sent) in &sends {
+        if !seen.insert(id.clone()) {
+            assert!(maybe_sent, "{id} sent twice without the maybe-sent flag");
+        }
+    }
+    let resent = sends.len() - sent_ids.len();
+    eprintln!(
+        "{} replies, {resent} re-sent after a kill (flagged, deduped by id)",
+        sent_ids.len()
     );
 }

@@ -106,11 +106,26 @@ impl ChannelAdapter for Webchat {
             .header(KEY_HEADER)
             .and_then(|key| self.contact_for_key(key))
             .ok_or_else(|| ParseError("no valid visitor key".to_string()))?;
-        let post: wire::Post =
-            serde_json::from_slice(&request.body).map_err(|e| ParseError(e.to_string()))?;
+        // serde_json's messages quote the offending value: say only what kind of error and
+        // where, so no message text reaches the logs.
+        let post: wire::Post = serde_json::from_slice(&request.body).map_err(|e| {
+            ParseError(format!(
+                "not a web chat message ({:?} error at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
+        if post.id.is_empty() || post.id.len() > 128 || post.id.contains(':') {
+            return Err(ParseError(
+                "the message id must be 1 to 128 characters, without ':'".to_string(),
+            ));
+        }
+        // Ids are chosen by the page, so they are only unique per visitor.
+        let scoped = format!("{contact}:{}", post.id);
         let platform_id =
-            PlatformMessageId::parse(post.id.clone()).map_err(|e| ParseError(e.to_string()))?;
-        let event_id = EventId::parse(post.id).map_err(|e| ParseError(e.to_string()))?;
+            PlatformMessageId::parse(scoped.clone()).map_err(|e| ParseError(e.to_string()))?;
+        let event_id = EventId::parse(scoped).map_err(|e| ParseError(e.to_string()))?;
         let content = match (post.text, post.choice) {
             (_, Some(choice)) => Content::Choice(Choice {
                 id: choice.id,
@@ -206,7 +221,8 @@ mod tests {
             .parse(&request(key, r#"{"id":"m1","text":"hello","name":"Ana"}"#))
             .unwrap();
         assert_eq!(events.len(), 1);
-        assert_eq!(events[0].event_id.as_str(), "m1");
+        let contact = chat.contact_for_key("0123456789abcdef0123").unwrap();
+        assert_eq!(events[0].event_id.as_str(), format!("{contact}:m1"));
         let EventKind::Message(m) = &events[0].kind else {
             panic!("not a message")
         };
@@ -227,5 +243,20 @@ mod tests {
                 .is_err()
         );
         assert!(chat.parse(&request(key, "garbage")).is_err());
+    }
+
+    #[test]
+    fn parse_errors_never_quote_the_message() {
+        let chat = chat();
+        let key = Some("0123456789abcdef0123");
+        let secret = "my card is 4111 1111 1111 1111";
+        for body in [
+            format!(r#"{{"id":"m1","choice":"{secret}"}}"#),
+            format!(r#"{{"id":"m1","text":["{secret}"]}}"#),
+            format!(r#"{{"id":"{secret}:x","text":"hi"}}"#),
+        ] {
+            let error = chat.parse(&request(key, &body)).unwrap_err();
+            assert!(!error.to_string().contains("4111"), "{error}");
+        }
     }
 }

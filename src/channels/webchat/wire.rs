@@ -100,7 +100,12 @@ impl ChatEvent {
     /// the page recognises them when they are replayed.
     pub fn from_message(message: &Message) -> Self {
         let id = match (&message.direction, &message.platform_id) {
-            (Direction::Inbound, Some(platform_id)) => platform_id.to_string(),
+            // Stored as "<contact>:<page id>"; the page knows its own id.
+            (Direction::Inbound, Some(platform_id)) => platform_id
+                .as_str()
+                .split_once(':')
+                .map_or(platform_id.as_str(), |(_, id)| id)
+                .to_string(),
             _ => message.id.to_string(),
         };
         Self::build(

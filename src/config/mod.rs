@@ -75,13 +75,11 @@ impl Config {
                     problems.push(p);
                 }
                 let table = file.table.clone();
-                match file.deserialize::<FileConfig>(table) {
-                    Ok(settings) => Some(settings),
-                    Err(p) => {
-                        problems.push(p);
-                        None
-                    }
+                let (settings, found) = file.deserialize::<FileConfig>(table);
+                for p in found {
+                    problems.push(p);
                 }
+                settings
             }
             Err(p) => {
                 problems.push(p);
@@ -279,7 +277,11 @@ fn load_channels(
         match channel_config(&file) {
             Ok(config) if !failed => channels.push((id, config)),
             Ok(_) => {}
-            Err(p) => problems.push(p),
+            Err(found) => {
+                for p in found {
+                    problems.push(p);
+                }
+            }
         }
     }
     if channels.is_empty() && problems.is_empty() {
@@ -292,30 +294,46 @@ fn load_channels(
 }
 
 /// Reads `kind`, then the rest of the file as that kind's keys (unknown keys refused).
-fn channel_config(file: &TomlFile<'_>) -> Result<ChannelConfig, Problem> {
+fn channel_config(file: &TomlFile<'_>) -> Result<ChannelConfig, Vec<Problem>> {
     let mut table = file.table.clone();
     let kind = match table.remove("kind") {
         Some(toml::Value::String(kind)) => kind,
         Some(_) => {
-            return Err(Problem::new(file.path, "must be a string")
-                .at_key("kind")
-                .at_line(file.line_of_key("kind")));
+            return Err(vec![
+                Problem::new(file.path, "must be a string")
+                    .at_key("kind")
+                    .at_line(file.line_of_key("kind")),
+            ]);
         }
         None => {
-            return Err(
+            return Err(vec![
                 Problem::new(file.path, format!("missing; one of: {}", kind_names()))
                     .at_key("kind"),
-            );
+            ]);
         }
     };
     match ChannelKind::from_name(&kind) {
-        Some(ChannelKind::Webchat) => file.deserialize(table).map(ChannelConfig::Webchat),
-        None => Err(Problem::new(
-            file.path,
-            format!("unknown channel kind `{kind}`; one of: {}", kind_names()),
-        )
-        .at_key("kind")
-        .at_line(file.line_of_key("kind"))),
+        Some(ChannelKind::Webchat) => typed(file, table, ChannelConfig::Webchat),
+        None => Err(vec![
+            Problem::new(
+                file.path,
+                format!("unknown channel kind `{kind}`; one of: {}", kind_names()),
+            )
+            .at_key("kind")
+            .at_line(file.line_of_key("kind")),
+        ]),
+    }
+}
+
+/// Reads a channel file's keys into its kind's config; every bad key is a problem.
+fn typed<T: serde::de::DeserializeOwned>(
+    file: &TomlFile<'_>,
+    table: toml::Table,
+    wrap: fn(T) -> ChannelConfig,
+) -> Result<ChannelConfig, Vec<Problem>> {
+    match file.deserialize::<T>(table) {
+        (Some(value), problems) if problems.is_empty() => Ok(wrap(value)),
+        (_, problems) => Err(problems),
     }
 }
 
@@ -422,6 +440,28 @@ mod tests {
         let problems = d.load(&no_env).unwrap_err();
         assert_eq!(problems.0[0].key.as_deref(), Some("server.bnid"));
         assert_eq!(problems.0[0].line, Some(3));
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_and_the_rest_still_applies() {
+        let d = Deployment::new(
+            "[server]\nbind = \"127.0.0.1:0\"\nbnid = 1\n[paths]\nchannels = \"chans\"\n[store]\nurll = \"x\"\n",
+        );
+        std::fs::create_dir(d.dir.path().join("chans")).unwrap();
+        std::fs::write(
+            d.dir.path().join("chans/web.toml"),
+            "kind = \"webchat\"\ntitel = \"x\"\ngreting = \"y\"\n",
+        )
+        .unwrap();
+        let problems = d.load(&no_env).unwrap_err();
+        let keys: Vec<_> = problems.0.iter().filter_map(|p| p.key.clone()).collect();
+        assert_eq!(
+            keys,
+            ["server.bnid", "store.urll", "titel", "greting"],
+            "{problems}"
+        );
+        // The custom channels folder was honoured despite the bad keys beside it.
+        assert!(problems.0[2].file.ends_with("chans/web.toml"));
     }
 
     #[test]

@@ -80,9 +80,22 @@ impl<'a> TomlFile<'a> {
     }
 
     /// Deserializes the (interpolated) table, refusing unknown keys and naming the key path.
-    pub fn deserialize<T: DeserializeOwned>(&self, table: Table) -> Result<T, Problem> {
-        let result: Result<T, _> = serde_path_to_error::deserialize(Value::Table(table));
-        result.map_err(|e| {
+    /// Every bad key is reported, not only the first: each one found is taken out and the
+    /// rest read again, so the value returned (with defaults in place of the bad keys) lets
+    /// the caller go on checking what depends on it.
+    pub fn deserialize<T: DeserializeOwned>(&self, mut table: Table) -> (Option<T>, Vec<Problem>) {
+        let mut problems: Vec<Problem> = Vec::new();
+        // Bounded: each round removes one key, and a file has few.
+        for _ in 0..64 {
+            let result: Result<T, _> =
+                serde_path_to_error::deserialize(Value::Table(table.clone()));
+            let e = match result {
+                Ok(value) => {
+                    problems.sort_by_key(|p| p.line);
+                    return (Some(value), problems);
+                }
+                Err(e) => e,
+            };
             // The path names the offending key itself, unknown fields included.
             let key = e.path().to_string();
             let inner = e.into_inner();
@@ -92,12 +105,18 @@ impl<'a> TomlFile<'a> {
             }
             let line = self.line_of_key(&key);
             let problem = Problem::new(self.path, message).at_line(line);
-            if key == "." || key.is_empty() {
-                problem
+            let removable = key != "." && !key.is_empty();
+            problems.push(if removable {
+                problem.at_key(key.clone())
             } else {
-                problem.at_key(key)
+                problem
+            });
+            if !removable || !remove_path(&mut table, &key) {
+                break;
             }
-        })
+        }
+        problems.sort_by_key(|p| p.line);
+        (None, problems)
     }
 
     /// The line where a dotted key is written, found by its last segment under its section.
@@ -137,6 +156,22 @@ impl<'a> TomlFile<'a> {
         }
         fallback
     }
+}
+
+/// Removes the value at a dotted path; false when there is none.
+fn remove_path(table: &mut Table, key: &str) -> bool {
+    let segments: Vec<&str> = key.split('.').collect();
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut current = table;
+    for segment in parents {
+        match current.get_mut(*segment) {
+            Some(Value::Table(inner)) => current = inner,
+            _ => return false,
+        }
+    }
+    current.remove(*last).is_some()
 }
 
 /// Sets a value at a path of sections, creating the missing ones; false when the path goes

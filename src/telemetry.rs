@@ -20,8 +20,11 @@ pub enum LogFormat {
 /// Installs the global subscriber; `RUST_LOG` refines the default `info` level.
 pub fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a terminal: a log file or a collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Human => builder.try_init(),
@@ -34,7 +37,7 @@ pub fn init_logs(format: LogFormat) {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
     pub channel: String,
-    /// accepted, duplicate, unauthorized, unparsed, unknown_channel, too_large, store_error, ignored
+    /// accepted, duplicate, unauthorized, unparsed, unknown_channel, store_error, ignored
     pub outcome: String,
 }
 

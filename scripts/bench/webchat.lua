@@ -1,5 +1,6 @@
--- wrk script: web chat webhooks with a unique message id each (no duplicates), spread over
--- 100 visitors (so 100 conversations).
+-- wrk script: web chat webhooks with a unique, random message id each (no duplicates), as the
+-- page makes them, spread over 100 visitors (so 100 conversations). Random ids matter: the
+-- dedupe indexes pay for random inserts, which sequential ids would hide.
 local counter = 0
 local threads = {}
 
@@ -9,13 +10,14 @@ function setup(thread)
 end
 
 function init(args)
-  prefix = string.format("bench-%d-%d", os.time(), tid)
+  math.randomseed(os.time() * 1000 + tid)
 end
 
 function request()
   counter = counter + 1
   local visitor = counter % 100
-  local body = string.format('{"id":"%s-%d","text":"What are your opening hours?"}', prefix, counter)
+  local id = string.format("%08x%08x-%d-%d", math.random(0, 0x7fffffff), math.random(0, 0x7fffffff), tid, counter)
+  local body = string.format('{"id":"%s","text":"What are your opening hours?"}', id)
   local headers = {}
   headers["content-type"] = "application/json"
   headers["x-webchat-key"] = string.format("bench-visitor-%03d-0123456789abcdef", visitor)

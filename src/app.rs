@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 use crate::channels::{ChannelAdapter, Registry};
 use crate::config::{Config, StoreLocation};
 use crate::delivery::DeliveryWorker;
+use crate::domain::{InboundEvent, PlatformMessageId};
 use crate::http::{AppState, HttpLimits, router};
 use crate::orchestrator::{
-    FaqResponder, HoldingResponder, Orchestrator, Responder, ResponderChain,
+    FaqResponder, HoldingResponder, Orchestrator, Responder, ResponderChain, TurnSignals,
 };
 use crate::store::SharedStore;
 use crate::store::sqlite::SqliteStore;
@@ -60,7 +61,15 @@ impl App {
         };
         let addr = listener.local_addr().context("reading the bound address")?;
         let metrics = Metrics::new();
-        let mut channels = Registry::build(&config.channels);
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("concierge/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(
+                config.settings.delivery.send_timeout_secs.max(1),
+            ))
+            .build()
+            .context("building the HTTP client")?;
+        let mut channels = Registry::build(&config.channels, &http);
         for adapter in parts.adapters {
             channels.insert(adapter);
         }
@@ -88,6 +97,9 @@ impl App {
             inbox_wake.clone(),
             outbox_wake.clone(),
             settings.orchestrator.max_parallel_lanes,
+            Arc::new(ChannelSignals {
+                channels: channels.clone(),
+            }),
             metrics.clone(),
         );
         let delivery = DeliveryWorker::new(
@@ -175,6 +187,24 @@ impl App {
             _ = token.cancelled() => {}
         }
         self.wait().await
+    }
+}
+
+/// Passes turn signals to the conversation's channel, off the lane.
+struct ChannelSignals {
+    channels: Registry,
+}
+
+impl TurnSignals for ChannelSignals {
+    fn turn_started(&self, event: &InboundEvent, message: &PlatformMessageId) {
+        let Some(adapter) = self.channels.adapter(&event.channel).cloned() else {
+            return;
+        };
+        if !adapter.capabilities().typing && !adapter.capabilities().read_receipts {
+            return;
+        }
+        let (contact, message) = (event.contact.clone(), message.clone());
+        tokio::spawn(async move { adapter.turn_started(&contact, &message).await });
     }
 }
 

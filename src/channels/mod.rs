@@ -2,7 +2,13 @@
 //! per platform implements it. Platform wire formats never leave their folder: adapters hand
 //! inward only domain values.
 
+mod limiter;
+mod outbound_http;
+mod signature;
 pub mod webchat;
+pub mod whatsapp;
+
+pub use self::limiter::RateLimiter;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +20,7 @@ use http::HeaderMap;
 use serde::Deserialize;
 
 use crate::domain::{
-    Author, ChannelId, ContactId, Content, ConversationId, InboundEvent, MessageId,
+    Author, ChannelId, ContactId, Content, ConversationId, InboundEvent, MediaRef, MessageId,
     PlatformMessageId,
 };
 
@@ -23,14 +29,16 @@ use crate::domain::{
 #[serde(rename_all = "snake_case")]
 pub enum ChannelKind {
     Webchat,
+    Whatsapp,
 }
 
 impl ChannelKind {
-    pub const ALL: &'static [ChannelKind] = &[ChannelKind::Webchat];
+    pub const ALL: &'static [ChannelKind] = &[ChannelKind::Webchat, ChannelKind::Whatsapp];
 
     pub fn name(self) -> &'static str {
         match self {
             ChannelKind::Webchat => "webchat",
+            ChannelKind::Whatsapp => "whatsapp",
         }
     }
 
@@ -43,12 +51,14 @@ impl ChannelKind {
 #[derive(Debug, Clone)]
 pub enum ChannelConfig {
     Webchat(webchat::WebchatConfig),
+    Whatsapp(whatsapp::WhatsappConfig),
 }
 
 impl ChannelConfig {
     pub fn kind(&self) -> ChannelKind {
         match self {
             ChannelConfig::Webchat(_) => ChannelKind::Webchat,
+            ChannelConfig::Whatsapp(_) => ChannelKind::Whatsapp,
         }
     }
 }
@@ -68,6 +78,8 @@ pub struct Capabilities {
     pub read_receipts: bool,
     /// The longest text one message may carry, in characters.
     pub max_text_chars: usize,
+    /// Platform-approved templates can be sent.
+    pub templates: bool,
 }
 
 /// A webhook request as adapters see it: no web framework type crosses into `channels/`.
@@ -141,6 +153,30 @@ pub struct OutboundMessage {
     pub created_at: i64,
     /// An earlier attempt may have reached the platform.
     pub maybe_sent: bool,
+    /// When the customer last wrote in this conversation, for channels with a reply window.
+    pub customer_last_message_at: Option<i64>,
+    /// The platform refused this reply for a closed reply window: send the channel's
+    /// re-engagement template instead.
+    pub reengage: bool,
+}
+
+/// Media bytes fetched from a platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaBytes {
+    pub mime: Option<String>,
+    pub bytes: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    #[error("this channel does not fetch media")]
+    Unsupported,
+    #[error("the media is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the platform has no such media (expired or unknown)")]
+    NotFound,
+    #[error("cannot fetch the media: {0}")]
+    Failed(String),
 }
 
 /// What the platform said when it accepted a message.
@@ -169,6 +205,15 @@ pub trait ChannelAdapter: Send + Sync {
 
     /// Delivers one reply.
     async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, SendError>;
+
+    /// Fetches the bytes behind a media reference this adapter produced.
+    async fn fetch_media(&self, _media: &MediaRef) -> Result<MediaBytes, MediaError> {
+        Err(MediaError::Unsupported)
+    }
+
+    /// A turn starts on a customer's message: show it read and the bot typing, where the
+    /// platform can. Best effort: a failure is logged, never retried.
+    async fn turn_started(&self, _contact: &ContactId, _message: &PlatformMessageId) {}
 }
 
 /// The channel instances of a deployment, by id.
@@ -179,8 +224,8 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Builds every adapter from its file.
-    pub fn build(channels: &[(ChannelId, ChannelConfig)]) -> Self {
+    /// Builds every adapter from its file; `http` is the one client they all share.
+    pub fn build(channels: &[(ChannelId, ChannelConfig)], http: &reqwest::Client) -> Self {
         let mut registry = Registry::default();
         for (id, config) in channels {
             match config {
@@ -188,6 +233,10 @@ impl Registry {
                     let adapter = Arc::new(webchat::Webchat::new(id.clone(), config.clone()));
                     registry.webchats.insert(id.clone(), adapter.clone());
                     registry.adapters.insert(id.clone(), adapter);
+                }
+                ChannelConfig::Whatsapp(config) => {
+                    let adapter = whatsapp::Whatsapp::new(id.clone(), config.clone(), http.clone());
+                    registry.adapters.insert(id.clone(), Arc::new(adapter));
                 }
             }
         }

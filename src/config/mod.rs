@@ -3,6 +3,7 @@
 
 mod model;
 mod problem;
+mod secret;
 mod toml_file;
 
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ pub use self::model::{
     ServerConfig, StoreConfig, SyncMode,
 };
 pub use self::problem::{Problem, Problems};
+pub use self::secret::Secret;
 pub use self::toml_file::{Env, TomlFile};
 use crate::channels::{ChannelConfig, ChannelKind};
 use crate::domain::ChannelId;
@@ -314,6 +316,7 @@ fn channel_config(file: &TomlFile<'_>) -> Result<ChannelConfig, Vec<Problem>> {
     };
     match ChannelKind::from_name(&kind) {
         Some(ChannelKind::Webchat) => typed(file, table, ChannelConfig::Webchat),
+        Some(ChannelKind::Whatsapp) => typed(file, table, ChannelConfig::Whatsapp),
         None => Err(vec![
             Problem::new(
                 file.path,

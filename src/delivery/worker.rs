@@ -134,6 +134,29 @@ impl DeliveryWorker {
             self.metrics
                 .delivery(channel.as_str(), "resent_after_crash");
         }
+        // Only channels with a reply window need to know when the customer last wrote.
+        let customer_last_message_at = if adapter.capabilities().reply_window.is_some() {
+            match self
+                .store
+                .last_inbound_at(&entry.message.conversation)
+                .await
+            {
+                Ok(at) => at,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the reply window; retrying");
+                    let wait = self.backoff.delay(entry.attempts);
+                    let at = now_millis() + i64::try_from(wait.as_millis()).unwrap_or(1000);
+                    self.record(|| {
+                        self.store
+                            .retry_at(entry.id, at, "store unavailable", false)
+                    })
+                    .await;
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let message = OutboundMessage {
             message_id: entry.message.id,
             seq: entry.message.seq,
@@ -145,6 +168,8 @@ impl DeliveryWorker {
             reply_to: entry.message.reply_to.clone(),
             created_at: entry.message.created_at,
             maybe_sent: entry.maybe_sent,
+            customer_last_message_at,
+            reengage: entry.reengage,
         };
         let result = match tokio::time::timeout(self.send_timeout, adapter.send(&message)).await {
             Ok(result) => result,

@@ -35,10 +35,29 @@ pub enum Content {
         /// The emoji; empty when a reaction was removed.
         emoji: String,
     },
-    /// An outbound text offering choices; channels without buttons render them as a list.
+    /// An outbound text offering choices. The adapter renders them within its platform's
+    /// limits (buttons, a list, or numbered text); nothing above it knows those limits.
     Choices {
         body: String,
         choices: Vec<Choice>,
+        /// A title above the body, where the platform shows one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        header: Option<String>,
+        /// A small line under the body, where the platform shows one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        footer: Option<String>,
+        /// The label of the button that opens a list, where the platform needs one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        button: Option<String>,
+    },
+    /// A message template approved by the platform (the only kind WhatsApp lets a business
+    /// send outside the 24-hour customer service window).
+    Template {
+        name: String,
+        language: String,
+        /// The body's parameters, in order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        params: Vec<String>,
     },
     /// A kind we do not understand yet, kept so nothing is dropped silently.
     Unsupported {
@@ -63,6 +82,11 @@ impl Content {
         }
     }
 
+    /// Whether this is a platform-approved template (allowed outside a reply window).
+    pub fn is_template(&self) -> bool {
+        matches!(self, Content::Template { .. })
+    }
+
     /// A short name of the kind, for logs and metrics (never the body).
     pub fn kind_name(&self) -> &str {
         match self {
@@ -72,6 +96,7 @@ impl Content {
             Content::Choice(_) => "choice",
             Content::Reaction { .. } => "reaction",
             Content::Choices { .. } => "choices",
+            Content::Template { .. } => "template",
             Content::Unsupported { .. } => "unsupported",
         }
     }
@@ -81,6 +106,23 @@ impl Content {
 pub struct Choice {
     pub id: String,
     pub title: String,
+    /// A second line, where the platform shows one (list rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The group the choice belongs to, where the platform groups them (list sections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section: Option<String>,
+}
+
+impl Choice {
+    pub fn new(id: impl Into<String>, title: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            title: title.into(),
+            description: None,
+            section: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -43,6 +43,10 @@ pub enum EventKind {
     },
     /// The customer is typing.
     Typing,
+    /// The platform refused one of our messages because the customer service window is closed
+    /// (WhatsApp 131047, Twilio 63016): the message is sent again as the channel's
+    /// re-engagement template, once.
+    WindowClosed { target: PlatformMessageId },
 }
 
 impl EventKind {
@@ -52,6 +56,7 @@ impl EventKind {
             EventKind::Edit { .. } => "edit",
             EventKind::Status { .. } => "status",
             EventKind::Typing => "typing",
+            EventKind::WindowClosed { .. } => "window_closed",
         }
     }
 }

@@ -12,7 +12,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::responder::{Responder, Turn};
-use crate::domain::{ConversationId, EventKind, now_millis};
+use crate::domain::{
+    ConversationId, Direction, EventKind, InboundEvent, PlatformMessageId, now_millis,
+};
 use crate::store::{InboxEntry, NewReply, SharedStore, ThreadChange, TurnOutcome};
 use crate::telemetry::Metrics;
 
@@ -42,7 +44,21 @@ pub struct Orchestrator {
     /// Rung after a turn queued replies.
     outbox_wake: Arc<Notify>,
     permits: Arc<Semaphore>,
+    signals: Arc<dyn TurnSignals>,
     metrics: Metrics,
+}
+
+/// Told when a turn starts on a customer's message, so the channel can show it read and the
+/// bot typing. Must not block: it runs inside the lane.
+pub trait TurnSignals: Send + Sync {
+    fn turn_started(&self, event: &InboundEvent, message: &PlatformMessageId);
+}
+
+/// Signals that go nowhere.
+pub struct NoSignals;
+
+impl TurnSignals for NoSignals {
+    fn turn_started(&self, _event: &InboundEvent, _message: &PlatformMessageId) {}
 }
 
 impl Orchestrator {
@@ -52,6 +68,7 @@ impl Orchestrator {
         inbox_wake: Arc<Notify>,
         outbox_wake: Arc<Notify>,
         max_parallel: usize,
+        signals: Arc<dyn TurnSignals>,
         metrics: Metrics,
     ) -> Self {
         Self {
@@ -60,6 +77,7 @@ impl Orchestrator {
             inbox_wake,
             outbox_wake,
             permits: Arc::new(Semaphore::new(max_parallel.max(1))),
+            signals,
             metrics,
         }
     }
@@ -274,14 +292,50 @@ impl Lane {
         }
     }
 
+    /// The platform refused one of our replies because the customer service window had
+    /// closed: queue it once more; the channel sends its re-engagement template in its place
+    /// (or fails it with a clear reason when it has none).
+    async fn window_closed(
+        &self,
+        entry: &InboxEntry,
+        target: &PlatformMessageId,
+    ) -> Result<(TurnOutcome, &'static str), super::ResponderError> {
+        let store = &self.orchestrator.store;
+        let Some(refused) = store
+            .message_by_platform_id(&entry.event.channel, target)
+            .await?
+        else {
+            return Ok((TurnOutcome::default(), "none"));
+        };
+        if refused.direction != Direction::Outbound || refused.content.is_template() {
+            return Ok((TurnOutcome::default(), "none"));
+        }
+        let reply = NewReply {
+            idempotency_key: format!("window:{}:{}", entry.event.channel, target),
+            author: refused.author,
+            content: refused.content,
+            reply_to: None,
+            reengage: true,
+        };
+        Ok((
+            TurnOutcome {
+                replies: vec![reply],
+                thread: None,
+            },
+            "window_closed",
+        ))
+    }
+
     async fn decide(
         &self,
         entry: &InboxEntry,
     ) -> Result<(TurnOutcome, &'static str), super::ResponderError> {
         let orchestrator = &self.orchestrator;
-        let EventKind::Message(message) = &entry.event.kind else {
+        let message = match &entry.event.kind {
+            EventKind::Message(message) => message,
+            EventKind::WindowClosed { target } => return self.window_closed(entry, target).await,
             // Edits, and anything else that needs no answer, are recorded and done.
-            return Ok((TurnOutcome::default(), "none"));
+            _ => return Ok((TurnOutcome::default(), "none")),
         };
         let current = orchestrator.store.thread_state(&entry.conversation).await?;
         let thread = current.clone().on_customer_message();
@@ -289,6 +343,9 @@ impl Lane {
             // A human or the queue holds the thread: the bot stays silent.
             return Ok((TurnOutcome::default(), "silent"));
         }
+        orchestrator
+            .signals
+            .turn_started(&entry.event, &message.platform_id);
         let turn = Turn {
             entry,
             message,
@@ -310,6 +367,7 @@ impl Lane {
                 "none",
             ));
         };
+        let quote = decision.quote;
         let replies = decision
             .replies
             .into_iter()
@@ -318,7 +376,8 @@ impl Lane {
                 idempotency_key: format!("{}:{}:{i}", entry.event.channel, entry.event.event_id),
                 author,
                 content,
-                reply_to: None,
+                reply_to: (quote && i == 0).then(|| message.platform_id.clone()),
+                reengage: false,
             })
             .collect();
         Ok((

@@ -31,6 +31,9 @@ pub struct Decision {
     pub by: &'static str,
     pub replies: Vec<(Author, Content)>,
     pub thread: Option<ThreadState>,
+    /// Quote the customer's message in the first reply (where the channel can), for an
+    /// answer that would otherwise be ambiguous after later messages.
+    pub quote: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +108,7 @@ impl Responder for FaqResponder {
                 Content::text(found.entry.answer.clone()),
             )],
             thread: None,
+            quote: false,
         }))
     }
 }
@@ -158,12 +162,14 @@ impl Responder for HoldingResponder {
                 by: "holding_repeat_suppressed",
                 replies: Vec::new(),
                 thread: None,
+                quote: false,
             }));
         }
         Ok(Some(Decision {
             by: "holding",
             replies: vec![(Author::System, Content::text(self.message_for(turn.text())))],
             thread: None,
+            quote: false,
         }))
     }
 }

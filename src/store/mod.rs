@@ -71,6 +71,9 @@ pub struct NewReply {
     pub author: Author,
     pub content: Content,
     pub reply_to: Option<PlatformMessageId>,
+    /// The platform refused this reply because its reply window had closed: the channel
+    /// sends its re-engagement template instead.
+    pub reengage: bool,
 }
 
 /// Everything one processed inbox event changes, written in one transaction.
@@ -114,6 +117,8 @@ pub struct OutboxEntry {
     /// Whether an earlier attempt may have reached the platform without our knowing (the
     /// gateway stopped while it was in flight): the adapter should send idempotently.
     pub maybe_sent: bool,
+    /// See [`NewReply::reengage`].
+    pub reengage: bool,
 }
 
 /// A conversation as stored.
@@ -210,6 +215,16 @@ pub trait Conversations: Send + Sync {
         id: &ConversationId,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError>;
+
+    /// When the customer last wrote in a conversation (their newest message's timestamp).
+    async fn last_inbound_at(&self, id: &ConversationId) -> Result<Option<Millis>, StoreError>;
+
+    /// The message a platform knows by this id, if we stored it.
+    async fn message_by_platform_id(
+        &self,
+        channel: &ChannelId,
+        platform_id: &PlatformMessageId,
+    ) -> Result<Option<Message>, StoreError>;
 
     async fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError>;
 

@@ -82,6 +82,7 @@ fn reply(key: &str, text: &str) -> NewReply {
         author: Author::Agent("faq".to_string()),
         content: Content::text(text),
         reply_to: None,
+        reengage: false,
     }
 }
 
@@ -267,12 +268,14 @@ pub async fn a_human_thread_refuses_automated_replies(store: SharedStore) {
         author: Author::Concierge("lea".to_string()),
         content: Content::text("Hi, Léa here"),
         reply_to: None,
+        reengage: false,
     };
     let system = NewReply {
         idempotency_key: "k-system".to_string(),
         author: Author::System,
         content: Content::text("hold on"),
         reply_to: None,
+        reengage: false,
     };
     let done = store
         .complete(seq, outcome(vec![reply("k-bot", "bot"), system, human]))
@@ -589,10 +592,7 @@ pub async fn recent_messages_are_the_last_ones_in_order(store: SharedStore) {
             Content::text("m5")
         ]
     );
-    let choice = Content::Choice(Choice {
-        id: "yes".into(),
-        title: "Yes".into(),
-    });
+    let choice = Content::Choice(Choice::new("yes", "Yes"));
     let mut event = text_event("ana", "e-choice", "");
     if let EventKind::Message(m) = &mut event.kind {
         m.content = choice.clone();

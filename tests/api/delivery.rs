@@ -39,6 +39,7 @@ impl FakePlatform {
                 typing: false,
                 read_receipts: false,
                 max_text_chars: 1000,
+                templates: false,
             },
             script: Mutex::new(script.into()),
             sends: Mutex::new(Vec::new()),

@@ -48,6 +48,7 @@ impl Responder for Recorder {
                 Content::text(format!("re: {text}")),
             )],
             thread: None,
+            quote: false,
         }))
     }
 }
@@ -116,6 +117,7 @@ impl Responder for Gate {
                 Content::text(format!("done {}", turn.text().unwrap_or_default())),
             )],
             thread: None,
+            quote: false,
         }))
     }
 }

@@ -47,6 +47,7 @@ impl Webchat {
                 typing: false,
                 read_receipts: false,
                 max_text_chars: 4096,
+                templates: false,
             },
             hub: Arc::new(Hub::default()),
         }
@@ -127,10 +128,7 @@ impl ChannelAdapter for Webchat {
             PlatformMessageId::parse(scoped.clone()).map_err(|e| ParseError(e.to_string()))?;
         let event_id = EventId::parse(scoped).map_err(|e| ParseError(e.to_string()))?;
         let content = match (post.text, post.choice) {
-            (_, Some(choice)) => Content::Choice(Choice {
-                id: choice.id,
-                title: choice.title,
-            }),
+            (_, Some(choice)) => Content::Choice(Choice::new(choice.id, choice.title)),
             (Some(text), None) if !text.trim().is_empty() => Content::text(text),
             _ => return Err(ParseError("a message needs a text or a choice".to_string())),
         };

@@ -60,7 +60,7 @@ impl ChatEvent {
             Author::System => ("system", None),
         };
         let (text, choices) = match content {
-            Content::Choices { body, choices } => (body.clone(), choices.clone()),
+            Content::Choices { body, choices, .. } => (body.clone(), choices.clone()),
             other => (
                 other
                     .plain_text()

@@ -469,9 +469,9 @@ impl Inbox for SqliteStore {
                     let id = MessageId::new();
                     let inserted = tx.execute(
                         "INSERT OR IGNORE INTO outbox (idempotency_key, message_id, conversation_id, state,
-                             next_attempt_at, created_at)
-                         VALUES (?1, ?2, ?3, 'pending', ?4, ?4)",
-                        params![reply.idempotency_key, id.to_string(), conversation, now],
+                             next_attempt_at, created_at, reengage)
+                         VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5)",
+                        params![reply.idempotency_key, id.to_string(), conversation, now, reply.reengage],
                     )?;
                     if inserted == 0 {
                         continue;
@@ -537,7 +537,7 @@ impl Outbox for SqliteStore {
                     params![now, now + lease_ms, id],
                 )?;
                 let sql = format!(
-                    "SELECT o.id, o.idempotency_key, o.attempts, o.first_attempt_at, o.maybe_sent, {MESSAGE_COLUMNS}
+                    "SELECT o.id, o.idempotency_key, o.attempts, o.first_attempt_at, o.maybe_sent, o.reengage, {MESSAGE_COLUMNS}
                      FROM outbox o JOIN messages m ON m.id = o.message_id WHERE o.id = ?1"
                 );
                 let entry = tx.query_row(&sql, params![id], |row| {
@@ -547,10 +547,12 @@ impl Outbox for SqliteStore {
                         row.get::<_, u32>(2)?,
                         row.get::<_, i64>(3)?,
                         row.get::<_, bool>(4)?,
-                        message_from_row(row, 5)?,
+                        row.get::<_, bool>(5)?,
+                        message_from_row(row, 6)?,
                     ))
                 })?;
-                let (id, idempotency_key, attempts, first_attempt_at, maybe_sent, message) = entry;
+                let (id, idempotency_key, attempts, first_attempt_at, maybe_sent, reengage, message) =
+                    entry;
                 entries.push(OutboxEntry {
                     id,
                     idempotency_key,
@@ -558,6 +560,7 @@ impl Outbox for SqliteStore {
                     attempts,
                     first_attempt_at,
                     maybe_sent,
+                    reengage,
                 });
             }
             Ok(entries)
@@ -780,6 +783,40 @@ impl Conversations for SqliteStore {
             }
             messages.reverse();
             Ok(messages)
+        })
+        .await
+    }
+
+    async fn last_inbound_at(&self, id: &ConversationId) -> Result<Option<Millis>, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT MAX(created_at) FROM messages WHERE conversation_id = ?1 AND direction = ?2",
+                )?
+                .query_row(params![id.as_str(), json(&Direction::Inbound)?], |row| {
+                    row.get::<_, Option<i64>>(0)
+                })?)
+        })
+        .await
+    }
+
+    async fn message_by_platform_id(
+        &self,
+        channel: &ChannelId,
+        platform_id: &PlatformMessageId,
+    ) -> Result<Option<Message>, StoreError> {
+        let (channel, platform_id) = (channel.clone(), platform_id.clone());
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.channel_id = ?1 AND m.platform_id = ?2"
+            );
+            let row = conn
+                .query_row(&sql, params![channel.as_str(), platform_id.as_str()], |row| {
+                    message_from_row(row, 0)
+                })
+                .optional()?;
+            row.transpose()
         })
         .await
     }

@@ -68,6 +68,7 @@ CREATE TABLE outbox (
     lease_until INTEGER,
     first_attempt_at INTEGER,
     maybe_sent INTEGER NOT NULL DEFAULT 0,
+    reengage INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     created_at INTEGER NOT NULL,
     finished_at INTEGER

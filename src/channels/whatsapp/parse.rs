@@ -1,0 +1,280 @@
+//! From a verified Cloud API notification to normalised events. A message or status that
+//! cannot be read is skipped with a warning (its siblings in the batch still count); a type
+//! we do not know becomes `Unsupported`.
+
+use std::collections::HashMap;
+
+use super::wire;
+use crate::channels::ParseError;
+use crate::domain::{
+    ChannelId, Choice, ContactId, Content, DeliveryStatus, EventId, EventKind, InboundEvent,
+    InboundMessage, MediaKind, MediaRef, PlatformMessageId, now_millis,
+};
+
+/// The error codes that mean "the 24-hour customer service window is closed".
+pub const WINDOW_CLOSED_CODES: &[i64] = &[131047];
+
+/// Parses a notification for the phone number `phone_number_id`; changes for other numbers
+/// of the same app are left to their own channel.
+pub fn parse(
+    channel: &ChannelId,
+    phone_number_id: &str,
+    body: &[u8],
+) -> Result<Vec<InboundEvent>, ParseError> {
+    let notification: wire::Notification = serde_json::from_slice(body).map_err(|e| {
+        ParseError(format!(
+            "not a Cloud API notification ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if notification.object != "whatsapp_business_account" {
+        return Err(ParseError(format!(
+            "unexpected object `{}`",
+            notification.object.chars().take(40).collect::<String>()
+        )));
+    }
+    let mut events = Vec::new();
+    for change in notification.entry.iter().flat_map(|e| &e.changes) {
+        if change.field != "messages" {
+            tracing::debug!(field = %change.field, "ignoring a webhook field we do not use");
+            continue;
+        }
+        let Some(value) = &change.value else { continue };
+        let for_us = value
+            .metadata
+            .as_ref()
+            .is_none_or(|m| m.phone_number_id.is_empty() || m.phone_number_id == phone_number_id);
+        if !for_us {
+            tracing::debug!("ignoring a change for another phone number");
+            continue;
+        }
+        let names = display_names(&value.contacts);
+        for raw in &value.messages {
+            match serde_json::from_value::<wire::Message>(raw.clone()) {
+                Ok(message) => {
+                    if let Some(event) = message_event(channel, &message, &names) {
+                        events.push(event);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%channel, error = %e.classify_name(), "skipping a message we cannot read")
+                }
+            }
+        }
+        for raw in &value.statuses {
+            match serde_json::from_value::<wire::Status>(raw.clone()) {
+                Ok(status) => events.extend(status_events(channel, &status)),
+                Err(e) => {
+                    tracing::warn!(%channel, error = %e.classify_name(), "skipping a status we cannot read")
+                }
+            }
+        }
+    }
+    Ok(events)
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "io",
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Data => "data",
+            serde_json::error::Category::Eof => "eof",
+        }
+    }
+}
+
+/// The customer's key: the business-scoped user id when Meta sends one (it stays the same
+/// when the customer hides their number behind a username), else the phone number.
+pub fn contact_key(user_id: Option<&str>, phone: Option<&str>) -> Option<String> {
+    user_id
+        .filter(|s| !s.is_empty())
+        .or(phone.filter(|s| !s.is_empty()))
+        .map(str::to_string)
+}
+
+fn display_names(contacts: &[wire::Contact]) -> HashMap<String, String> {
+    let mut names = HashMap::new();
+    for contact in contacts {
+        let Some(name) = contact.profile.as_ref().and_then(|p| p.name.clone()) else {
+            continue;
+        };
+        for key in [contact.user_id.as_deref(), contact.wa_id.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|k| !k.is_empty())
+        {
+            names.insert(key.to_string(), name.clone());
+        }
+    }
+    names
+}
+
+fn timestamp_millis(timestamp: Option<&str>) -> i64 {
+    timestamp
+        .and_then(|t| t.parse::<i64>().ok())
+        .and_then(|s| s.checked_mul(1000))
+        .unwrap_or_else(now_millis)
+}
+
+fn media(kind: MediaKind, media: &wire::Media) -> Content {
+    Content::Media {
+        kind,
+        mime: media.mime_type.clone(),
+        caption: media
+            .caption
+            .clone()
+            .or_else(|| media.filename.clone())
+            .filter(|c| !c.is_empty()),
+        media: MediaRef(media.id.clone()),
+    }
+}
+
+fn content(message: &wire::Message) -> Content {
+    let unsupported = || Content::Unsupported {
+        kind: message.kind.chars().take(40).collect(),
+    };
+    match message.kind.as_str() {
+        "text" => message.text.as_ref().map(|t| Content::text(t.body.clone())),
+        "image" => message.image.as_ref().map(|m| media(MediaKind::Image, m)),
+        "audio" => message.audio.as_ref().map(|m| media(MediaKind::Audio, m)),
+        "video" => message.video.as_ref().map(|m| media(MediaKind::Video, m)),
+        "document" => message
+            .document
+            .as_ref()
+            .map(|m| media(MediaKind::Document, m)),
+        "sticker" => message
+            .sticker
+            .as_ref()
+            .map(|m| media(MediaKind::Sticker, m)),
+        "location" => message.location.as_ref().map(|l| Content::Location {
+            latitude: l.latitude,
+            longitude: l.longitude,
+            name: l.name.clone(),
+            address: l.address.clone(),
+        }),
+        "interactive" => message.interactive.as_ref().and_then(|i| {
+            let reply = match i.kind.as_str() {
+                "button_reply" => i.button_reply.as_ref(),
+                "list_reply" => i.list_reply.as_ref(),
+                _ => None,
+            }?;
+            Some(Content::Choice(Choice {
+                id: reply.id.clone(),
+                title: reply.title.clone(),
+                description: reply.description.clone(),
+                section: None,
+            }))
+        }),
+        "button" => message.button.as_ref().map(|b| {
+            Content::Choice(Choice::new(
+                b.payload.clone().unwrap_or_else(|| b.text.clone()),
+                b.text.clone(),
+            ))
+        }),
+        "reaction" => message.reaction.as_ref().map(|r| Content::Reaction {
+            target: r.message_id.clone(),
+            emoji: r.emoji.clone().unwrap_or_default(),
+        }),
+        _ => None,
+    }
+    .unwrap_or_else(unsupported)
+}
+
+fn message_event(
+    channel: &ChannelId,
+    message: &wire::Message,
+    names: &HashMap<String, String>,
+) -> Option<InboundEvent> {
+    let key = contact_key(message.from_user_id.as_deref(), message.from.as_deref())?;
+    let contact = ContactId::parse(key.clone()).ok()?;
+    let platform_id = PlatformMessageId::parse(message.id.clone()).ok()?;
+    let display_name = names.get(&key).cloned().or_else(|| {
+        message
+            .from
+            .as_deref()
+            .and_then(|phone| names.get(phone).cloned())
+    });
+    Some(InboundEvent {
+        channel: channel.clone(),
+        event_id: EventId::parse(message.id.clone()).ok()?,
+        contact,
+        at: timestamp_millis(message.timestamp.as_deref()),
+        kind: EventKind::Message(InboundMessage {
+            platform_id,
+            content: content(message),
+            reply_to: message
+                .context
+                .as_ref()
+                .and_then(|c| c.id.clone())
+                .and_then(|id| PlatformMessageId::parse(id).ok()),
+            display_name,
+        }),
+    })
+}
+
+/// A status, and for a failure that means the reply window closed, the signal to reconcile.
+fn status_events(channel: &ChannelId, status: &wire::Status) -> Vec<InboundEvent> {
+    let Some(key) = contact_key(
+        status.recipient_user_id.as_deref(),
+        status.recipient_id.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    let (Ok(contact), Ok(target)) = (
+        ContactId::parse(key),
+        PlatformMessageId::parse(status.id.clone()),
+    ) else {
+        return Vec::new();
+    };
+    let delivery = match status.status.as_str() {
+        "sent" => DeliveryStatus::Sent,
+        "delivered" => DeliveryStatus::Delivered,
+        "read" => DeliveryStatus::Read,
+        "failed" => {
+            let error = status.errors.first();
+            DeliveryStatus::Failed {
+                code: error.and_then(|e| e.code).map(|c| c.to_string()),
+                reason: error
+                    .and_then(|e| e.title.clone().or_else(|| e.message.clone()))
+                    .unwrap_or_else(|| "failed".to_string()),
+            }
+        }
+        _ => return Vec::new(),
+    };
+    let at = timestamp_millis(status.timestamp.as_deref());
+    let window_closed = status
+        .errors
+        .iter()
+        .any(|e| e.code.is_some_and(|c| WINDOW_CLOSED_CODES.contains(&c)));
+    let mut events = Vec::with_capacity(2);
+    let Ok(event_id) = EventId::parse(format!("{}:{}", status.id, status.status)) else {
+        return events;
+    };
+    events.push(InboundEvent {
+        channel: channel.clone(),
+        event_id,
+        contact: contact.clone(),
+        at,
+        kind: EventKind::Status {
+            target: target.clone(),
+            status: delivery,
+        },
+    });
+    if window_closed && let Ok(event_id) = EventId::parse(format!("{}:window", status.id)) {
+        events.push(InboundEvent {
+            channel: channel.clone(),
+            event_id,
+            contact,
+            at,
+            kind: EventKind::WindowClosed { target },
+        });
+    }
+    events
+}

@@ -1,0 +1,215 @@
+//! The Cloud API's webhook payload, as Meta sends it. Every field we do not need is ignored,
+//! every field we need is optional where Meta has ever omitted it, and unknown message types
+//! deserialize (as `Unsupported`) instead of failing the whole batch.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+pub struct Notification {
+    #[serde(default)]
+    pub object: String,
+    #[serde(default)]
+    pub entry: Vec<Entry>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Entry {
+    #[serde(default)]
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Change {
+    #[serde(default)]
+    pub field: String,
+    #[serde(default)]
+    pub value: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Value {
+    #[serde(default)]
+    pub metadata: Option<Metadata>,
+    #[serde(default)]
+    pub contacts: Vec<Contact>,
+    #[serde(default)]
+    pub messages: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub statuses: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Metadata {
+    #[serde(default)]
+    pub phone_number_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Contact {
+    #[serde(default)]
+    pub wa_id: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub profile: Option<Profile>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Profile {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// One inbound message. Its typed part is read separately, so a type we do not know, or a
+/// part we cannot read, costs only that message.
+#[derive(Debug, Deserialize)]
+pub struct Message {
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub from_user_id: Option<String>,
+    pub id: String,
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub context: Option<Context>,
+    #[serde(default)]
+    pub text: Option<Text>,
+    #[serde(default)]
+    pub image: Option<Media>,
+    #[serde(default)]
+    pub audio: Option<Media>,
+    #[serde(default)]
+    pub video: Option<Media>,
+    #[serde(default)]
+    pub document: Option<Media>,
+    #[serde(default)]
+    pub sticker: Option<Media>,
+    #[serde(default)]
+    pub location: Option<Location>,
+    #[serde(default)]
+    pub interactive: Option<Interactive>,
+    #[serde(default)]
+    pub button: Option<Button>,
+    #[serde(default)]
+    pub reaction: Option<Reaction>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Context {
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Text {
+    #[serde(default)]
+    pub body: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Media {
+    pub id: String,
+    #[serde(default)]
+    pub mime_type: Option<String>,
+    #[serde(default)]
+    pub caption: Option<String>,
+    #[serde(default)]
+    pub filename: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Location {
+    pub latitude: f64,
+    pub longitude: f64,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Interactive {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub button_reply: Option<Reply>,
+    #[serde(default)]
+    pub list_reply: Option<Reply>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Reply {
+    pub id: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Button {
+    #[serde(default)]
+    pub payload: Option<String>,
+    #[serde(default)]
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Reaction {
+    pub message_id: String,
+    #[serde(default)]
+    pub emoji: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Status {
+    pub id: String,
+    pub status: String,
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    #[serde(default)]
+    pub recipient_id: Option<String>,
+    #[serde(default)]
+    pub recipient_user_id: Option<String>,
+    #[serde(default)]
+    pub errors: Vec<ApiError>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ApiError {
+    #[serde(default)]
+    pub code: Option<i64>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// The body of an error answer from the Graph API.
+#[derive(Debug, Deserialize)]
+pub struct ErrorBody {
+    pub error: ApiError,
+}
+
+/// The answer to a send.
+#[derive(Debug, Deserialize)]
+pub struct SendResponse {
+    #[serde(default)]
+    pub messages: Vec<SentMessage>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SentMessage {
+    pub id: String,
+}
+
+/// The answer to GET /{media-id}.
+#[derive(Debug, Deserialize)]
+pub struct MediaUrl {
+    pub url: String,
+    #[serde(default)]
+    pub mime_type: Option<String>,
+}

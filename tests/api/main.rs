@@ -3,9 +3,11 @@
 mod chat;
 mod check;
 mod delivery;
+mod fake_api;
 mod helpers;
 mod ingest;
 mod kill;
 mod lanes;
 mod restart;
 mod store_sqlite;
+mod whatsapp;

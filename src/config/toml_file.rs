@@ -353,4 +353,16 @@ mod tests {
             .unwrap();
         assert_eq!(err.line, Some(2));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn random_files_never_panic(text in "(\\[[a-z]{1,6}\\]\n|[a-z_]{1,8} = (\"[^\"\\\\]{0,12}\"|[0-9]{1,4}|true)\n|.{0,20}\n){0,12}") {
+            let path = Path::new("c.toml");
+            if let Ok(mut file) = TomlFile::parse(path, text) {
+                let _ = file.interpolate(&env);
+                let _ = file.apply_overrides("CONCIERGE__", &[("CONCIERGE__A__B".into(), "1".into())]);
+                let _ = file.deserialize::<crate::config::FileConfig>(file.table.clone());
+            }
+        }
+    }
 }

@@ -257,4 +257,21 @@ mod tests {
             assert!(!error.to_string().contains("4111"), "{error}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bodies_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let chat = chat();
+            let mut request = request(Some("0123456789abcdef0123"), "");
+            request.body = bytes::Bytes::from(body);
+            let _ = chat.parse(&request);
+        }
+
+        #[test]
+        fn random_ids_and_texts_never_panic(id in ".{0,200}", text in ".{0,300}") {
+            let chat = chat();
+            let body = serde_json::json!({ "id": id, "text": text }).to_string();
+            let _ = chat.parse(&request(Some("0123456789abcdef0123"), &body));
+        }
+    }
 }

@@ -278,3 +278,139 @@ fn status_events(channel: &ChannelId, status: &wire::Status) -> Vec<InboundEvent
     }
     events
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn channel() -> ChannelId {
+        ChannelId::parse("whatsapp").unwrap()
+    }
+
+    fn notification(messages: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "object": "whatsapp_business_account",
+            "entry": [{ "changes": [{ "field": "messages", "value": {
+                "metadata": { "phone_number_id": "1" },
+                "messages": messages
+            }}]}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn unknown_types_become_unsupported_and_bad_items_cost_only_themselves() {
+        let body = notification(json!([
+            { "from": "1555", "id": "wamid.a", "timestamp": "1", "type": "hologram", "hologram": {} },
+            { "from": "1555", "timestamp": "1", "type": "text", "text": { "body": "no id" } },
+            { "from": "1555", "id": "wamid.b", "timestamp": "x", "type": "image", "image": { "caption": "no id" } },
+            { "from": "1555", "id": "wamid.c", "timestamp": "1", "type": "text", "text": { "body": "fine" } },
+        ]));
+        let events = parse(&channel(), "1", &body).unwrap();
+        let contents: Vec<Content> = events
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::Message(m) => m.content.clone(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            contents,
+            vec![
+                Content::Unsupported {
+                    kind: "hologram".into()
+                },
+                Content::Unsupported {
+                    kind: "image".into()
+                },
+                Content::text("fine"),
+            ]
+        );
+    }
+
+    #[test]
+    fn changes_for_another_number_are_left_alone() {
+        let body = notification(json!([
+            { "from": "1555", "id": "wamid.a", "timestamp": "1", "type": "text", "text": { "body": "hi" } }
+        ]));
+        assert_eq!(parse(&channel(), "1", &body).unwrap().len(), 1);
+        assert!(parse(&channel(), "2", &body).unwrap().is_empty());
+    }
+
+    #[test]
+    fn other_objects_are_parse_errors_not_panics() {
+        assert!(parse(&channel(), "1", br#"{"object":"page","entry":[]}"#).is_err());
+        assert!(parse(&channel(), "1", b"[]").is_err());
+    }
+
+    fn arbitrary_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null)),
+            "[a-z_.0-9]{0,12}".prop_map(serde_json::Value::from),
+            prop_oneof![
+                Just("whatsapp_business_account"),
+                Just("messages"),
+                Just("text"),
+                Just("image"),
+                Just("interactive"),
+                Just("button_reply"),
+                Just("failed"),
+                Just("reaction"),
+            ]
+            .prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("object".to_string()),
+                        Just("entry".to_string()),
+                        Just("changes".to_string()),
+                        Just("field".to_string()),
+                        Just("value".to_string()),
+                        Just("messages".to_string()),
+                        Just("statuses".to_string()),
+                        Just("from".to_string()),
+                        Just("id".to_string()),
+                        Just("type".to_string()),
+                        Just("text".to_string()),
+                        Just("body".to_string()),
+                        Just("errors".to_string()),
+                        Just("code".to_string()),
+                        "[a-z_]{1,8}",
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse(&channel(), "1", &bytes);
+        }
+
+        #[test]
+        fn random_json_never_panics(value in arbitrary_json()) {
+            let body = serde_json::to_vec(&value).unwrap();
+            let _ = parse(&channel(), "1", &body);
+        }
+
+        #[test]
+        fn random_messages_in_a_valid_envelope_never_panic(messages in prop::collection::vec(arbitrary_json(), 0..4)) {
+            let _ = parse(&channel(), "1", &notification(serde_json::Value::Array(messages)));
+        }
+    }
+}

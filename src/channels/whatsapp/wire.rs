@@ -60,8 +60,8 @@ pub struct Profile {
     pub name: Option<String>,
 }
 
-/// One inbound message. Its typed part is read separately, so a type we do not know, or a
-/// part we cannot read, costs only that message.
+/// One inbound message. A typed part that cannot be read is left empty (the message becomes
+/// `Unsupported`) rather than losing the whole message.
 #[derive(Debug, Deserialize)]
 pub struct Message {
     #[serde(default)]
@@ -73,27 +73,27 @@ pub struct Message {
     pub timestamp: Option<String>,
     #[serde(rename = "type", default)]
     pub kind: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub context: Option<Context>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub text: Option<Text>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub image: Option<Media>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub audio: Option<Media>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub video: Option<Media>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub document: Option<Media>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub sticker: Option<Media>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub location: Option<Location>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub interactive: Option<Interactive>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub button: Option<Button>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub reaction: Option<Reaction>,
 }
 
@@ -212,4 +212,14 @@ pub struct MediaUrl {
     pub url: String,
     #[serde(default)]
     pub mime_type: Option<String>,
+}
+
+/// Reads an optional part, treating one that does not have the expected shape as absent.
+fn lenient<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(T::deserialize(value).ok())
 }

@@ -5,6 +5,7 @@
 mod limiter;
 mod outbound_http;
 mod signature;
+pub mod twilio;
 pub mod webchat;
 pub mod whatsapp;
 
@@ -30,15 +31,21 @@ use crate::domain::{
 pub enum ChannelKind {
     Webchat,
     Whatsapp,
+    TwilioWhatsapp,
 }
 
 impl ChannelKind {
-    pub const ALL: &'static [ChannelKind] = &[ChannelKind::Webchat, ChannelKind::Whatsapp];
+    pub const ALL: &'static [ChannelKind] = &[
+        ChannelKind::Webchat,
+        ChannelKind::Whatsapp,
+        ChannelKind::TwilioWhatsapp,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             ChannelKind::Webchat => "webchat",
             ChannelKind::Whatsapp => "whatsapp",
+            ChannelKind::TwilioWhatsapp => "twilio_whatsapp",
         }
     }
 
@@ -52,6 +59,7 @@ impl ChannelKind {
 pub enum ChannelConfig {
     Webchat(webchat::WebchatConfig),
     Whatsapp(whatsapp::WhatsappConfig),
+    TwilioWhatsapp(twilio::TwilioConfig),
 }
 
 impl ChannelConfig {
@@ -59,6 +67,7 @@ impl ChannelConfig {
         match self {
             ChannelConfig::Webchat(_) => ChannelKind::Webchat,
             ChannelConfig::Whatsapp(_) => ChannelKind::Whatsapp,
+            ChannelConfig::TwilioWhatsapp(_) => ChannelKind::TwilioWhatsapp,
         }
     }
 }
@@ -87,6 +96,8 @@ pub struct Capabilities {
 pub struct WebhookRequest {
     pub headers: HeaderMap,
     pub query: BTreeMap<String, String>,
+    /// The query string as received, for signatures computed over the full URL.
+    pub raw_query: Option<String>,
     pub body: Bytes,
 }
 
@@ -158,6 +169,15 @@ pub struct OutboundMessage {
     /// The platform refused this reply for a closed reply window: send the channel's
     /// re-engagement template instead.
     pub reengage: bool,
+}
+
+impl OutboundMessage {
+    /// Whether the customer wrote within `window` (false when they never wrote).
+    pub fn within_window(&self, window: Duration, now: i64) -> bool {
+        let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        self.customer_last_message_at
+            .is_some_and(|at| now.saturating_sub(at) < window)
+    }
 }
 
 /// Media bytes fetched from a platform.
@@ -236,6 +256,10 @@ impl Registry {
                 }
                 ChannelConfig::Whatsapp(config) => {
                     let adapter = whatsapp::Whatsapp::new(id.clone(), config.clone(), http.clone());
+                    registry.adapters.insert(id.clone(), Arc::new(adapter));
+                }
+                ChannelConfig::TwilioWhatsapp(config) => {
+                    let adapter = twilio::Twilio::new(id.clone(), config.clone(), http.clone());
                     registry.adapters.insert(id.clone(), Arc::new(adapter));
                 }
             }

@@ -21,7 +21,6 @@ pub fn verify_sha256_hex(key: &[u8], body: &[u8], header: &str) -> bool {
 }
 
 /// Checks a base64 HMAC-SHA1(key, data) (Twilio's scheme).
-#[allow(dead_code)] // the Twilio adapter is next
 pub fn verify_sha1_base64(key: &[u8], data: &[u8], header: &str) -> bool {
     let Ok(expected) = base64::engine::general_purpose::STANDARD.decode(header.trim()) else {
         return false;

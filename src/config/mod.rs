@@ -317,6 +317,7 @@ fn channel_config(file: &TomlFile<'_>) -> Result<ChannelConfig, Vec<Problem>> {
     match ChannelKind::from_name(&kind) {
         Some(ChannelKind::Webchat) => typed(file, table, ChannelConfig::Webchat),
         Some(ChannelKind::Whatsapp) => typed(file, table, ChannelConfig::Whatsapp),
+        Some(ChannelKind::TwilioWhatsapp) => typed(file, table, ChannelConfig::TwilioWhatsapp),
         None => Err(vec![
             Problem::new(
                 file.path,

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use crate::channels::{VerifyError, WebhookRequest};
 
-fn request(headers: HeaderMap, query: Option<String>, body: Bytes) -> WebhookRequest {
-    let query: BTreeMap<String, String> = query
+fn request(headers: HeaderMap, raw_query: Option<String>, body: Bytes) -> WebhookRequest {
+    let query: BTreeMap<String, String> = raw_query
         .as_deref()
         .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
         .unwrap_or_default()
@@ -22,6 +22,7 @@ fn request(headers: HeaderMap, query: Option<String>, body: Bytes) -> WebhookReq
     WebhookRequest {
         headers,
         query,
+        raw_query,
         body,
     }
 }

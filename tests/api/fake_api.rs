@@ -89,6 +89,15 @@ impl FakeApi {
             .collect()
     }
 
+    /// The form bodies of Twilio message creations.
+    pub fn forms(&self) -> Vec<Vec<(String, String)>> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == Method::POST && r.path.ends_with("/Messages.json"))
+            .map(|r| serde_urlencoded::from_bytes(&r.body).unwrap_or_default())
+            .collect()
+    }
+
     /// The read-and-typing receipts.
     pub fn receipts(&self) -> Vec<serde_json::Value> {
         self.requests()
@@ -132,6 +141,9 @@ async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Respon
         });
         return axum::Json(body).into_response();
     }
+    if path.ends_with("/Indicators/Typing.json") {
+        return axum::Json(serde_json::json!({ "success": true })).into_response();
+    }
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     if json.get("status").is_some() {
         return axum::Json(serde_json::json!({ "success": true })).into_response();
@@ -161,6 +173,8 @@ async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Respon
         "messaging_product": "whatsapp",
         "contacts": [{ "input": to, "wa_id": to }],
         "messages": [{ "id": format!("wamid.OUT-{n}") }],
+        "sid": format!("SMOUT{n:030}"),
+        "status": "queued",
     }))
     .into_response()
 }

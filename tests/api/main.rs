@@ -10,4 +10,5 @@ mod kill;
 mod lanes;
 mod restart;
 mod store_sqlite;
+mod twilio;
 mod whatsapp;

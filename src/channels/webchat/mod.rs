@@ -181,6 +181,7 @@ mod tests {
         WebhookRequest {
             headers,
             query: BTreeMap::new(),
+            raw_query: None,
             body: bytes::Bytes::from(body.to_string()),
         }
     }

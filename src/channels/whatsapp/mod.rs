@@ -262,9 +262,7 @@ impl ChannelAdapter for Whatsapp {
     }
 
     async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, SendError> {
-        let window_open = message
-            .customer_last_message_at
-            .is_some_and(|at| now_millis() - at < REPLY_WINDOW.as_millis() as i64);
+        let window_open = message.within_window(REPLY_WINDOW, now_millis());
         if message.reengage {
             return self
                 .reengage(message, "refused earlier for a closed window")

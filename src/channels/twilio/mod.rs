@@ -1,0 +1,395 @@
+//! WhatsApp through Twilio: the signed form webhook, inbound messages and status callbacks,
+//! sends through the Messages resource (text, media by URL, Content API templates), the
+//! 24-hour window (63016) and Twilio's rate limits.
+
+mod config;
+mod parse;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+pub use self::config::{ContentTemplate, TwilioConfig};
+use self::parse::Form;
+use super::outbound_http::{request_error, retry_after};
+use super::signature::verify_sha1_base64;
+use super::{
+    Capabilities, ChannelAdapter, ChannelKind, MediaBytes, MediaError, OutboundMessage, ParseError,
+    RateLimiter, SendError, SendReceipt, VerifyError, WebhookRequest,
+};
+use crate::domain::{
+    ChannelId, ContactId, Content, InboundEvent, MediaRef, PlatformMessageId, now_millis,
+};
+
+/// The customer service window, as for every WhatsApp sender.
+pub const REPLY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+const MAX_BODY: usize = 1600;
+
+pub struct Twilio {
+    id: ChannelId,
+    config: TwilioConfig,
+    http: reqwest::Client,
+    capabilities: Capabilities,
+    limiter: RateLimiter,
+}
+
+#[derive(Debug, Deserialize)]
+struct Created {
+    sid: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+enum Failure {
+    WindowClosed(String),
+    Send(SendError),
+}
+
+impl Twilio {
+    pub fn new(id: ChannelId, config: TwilioConfig, http: reqwest::Client) -> Self {
+        let limiter = RateLimiter::new(config.messages_per_second);
+        Self {
+            id,
+            config,
+            http,
+            capabilities: Capabilities {
+                // Buttons and lists need pre-approved Content templates on Twilio: choices
+                // are sent as numbered text.
+                max_buttons: 0,
+                max_list_rows: 0,
+                media: true,
+                reply_window: Some(REPLY_WINDOW),
+                typing: true,
+                read_receipts: true,
+                max_text_chars: MAX_BODY,
+                templates: true,
+            },
+            limiter,
+        }
+    }
+
+    /// The URL Twilio signed: the configured public URL, with the query string we received.
+    fn signed_url(&self, request: &WebhookRequest) -> String {
+        match request.raw_query.as_deref().filter(|q| !q.is_empty()) {
+            Some(query) if !self.config.public_url.contains('?') => {
+                format!("{}?{query}", self.config.public_url)
+            }
+            _ => self.config.public_url.clone(),
+        }
+    }
+
+    fn address(contact: &ContactId) -> String {
+        let digits = contact.as_str();
+        if digits.starts_with("whatsapp:") {
+            digits.to_string()
+        } else {
+            format!("whatsapp:+{digits}")
+        }
+    }
+
+    /// The form fields for one piece of content.
+    fn fields(&self, content: &Content) -> Result<Vec<(String, String)>, String> {
+        let mut fields = Vec::new();
+        match content {
+            Content::Text { body } => fields.push(("Body".into(), clip(body))),
+            Content::Choices { body, choices, .. } => {
+                let mut lines = vec![body.clone(), String::new()];
+                for (i, choice) in choices.iter().enumerate() {
+                    lines.push(format!("{}. {}", i + 1, choice.title));
+                }
+                fields.push(("Body".into(), clip(&lines.join("\n"))));
+            }
+            Content::Media { caption, media, .. } => {
+                if !(media.0.starts_with("https://") || media.0.starts_with("http://")) {
+                    return Err("Twilio sends media by public URL only".to_string());
+                }
+                fields.push(("MediaUrl".into(), media.0.clone()));
+                if let Some(caption) = caption {
+                    fields.push(("Body".into(), clip(caption)));
+                }
+            }
+            Content::Template { name, params, .. } => {
+                fields.push(("ContentSid".into(), name.clone()));
+                if !params.is_empty() {
+                    let variables: serde_json::Map<String, serde_json::Value> = params
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| ((i + 1).to_string(), serde_json::Value::from(p.clone())))
+                        .collect();
+                    fields.push((
+                        "ContentVariables".into(),
+                        serde_json::Value::Object(variables).to_string(),
+                    ));
+                }
+            }
+            Content::Location {
+                latitude,
+                longitude,
+                name,
+                address,
+            } => {
+                let label = [name.as_deref(), address.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                fields.push((
+                    "Body".into(),
+                    format!("{label}\nhttps://maps.google.com/?q={latitude},{longitude}")
+                        .trim()
+                        .to_string(),
+                ));
+            }
+            Content::Choice(choice) => fields.push(("Body".into(), clip(&choice.title))),
+            other => {
+                return Err(format!(
+                    "cannot send {} content through Twilio",
+                    other.kind_name()
+                ));
+            }
+        }
+        Ok(fields)
+    }
+
+    async fn create(&self, contact: &ContactId, content: &Content) -> Result<String, Failure> {
+        let mut fields = self
+            .fields(content)
+            .map_err(|reason| Failure::Send(SendError::Rejected { code: None, reason }))?;
+        fields.push(("From".into(), self.config.from.clone()));
+        fields.push(("To".into(), Self::address(contact)));
+        fields.push(("StatusCallback".into(), self.config.public_url.clone()));
+        self.limiter.acquire().await;
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/Messages.json",
+            self.config.api_base.trim_end_matches('/'),
+            self.config.account_sid
+        );
+        let response = self
+            .http
+            .post(url)
+            .basic_auth(
+                &self.config.account_sid,
+                Some(self.config.auth_token.expose()),
+            )
+            .form(&fields)
+            .send()
+            .await
+            .map_err(|e| Failure::Send(request_error(&e)))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Failure::Send(request_error(&e)))?;
+        if status.is_success() {
+            return serde_json::from_slice::<Created>(&bytes)
+                .map(|c| c.sid)
+                .map_err(|_| {
+                    Failure::Send(SendError::Ambiguous {
+                        reason: "Twilio accepted the message but its answer is unreadable".into(),
+                    })
+                });
+        }
+        let error = serde_json::from_slice::<ApiError>(&bytes).ok();
+        let code = error.as_ref().and_then(|e| e.code);
+        let message = error
+            .and_then(|e| e.message)
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        let after = retry_after(&headers);
+        Err(match code {
+            Some(63016) => Failure::WindowClosed(message),
+            // Too many requests; channel rate limit exceeded.
+            Some(20429) | Some(63018) => Failure::Send(SendError::RetryAfter {
+                after: after.unwrap_or(Duration::from_secs(1)),
+                reason: message,
+            }),
+            _ if status.as_u16() == 429 => Failure::Send(SendError::RetryAfter {
+                after: after.unwrap_or(Duration::from_secs(1)),
+                reason: message,
+            }),
+            _ if status.is_server_error() => {
+                Failure::Send(SendError::Transient { reason: message })
+            }
+            _ => Failure::Send(SendError::Rejected {
+                code: code.map(|c| c.to_string()),
+                reason: message,
+            }),
+        })
+    }
+
+    async fn reengage(
+        &self,
+        message: &OutboundMessage,
+        why: &str,
+    ) -> Result<SendReceipt, SendError> {
+        let Some(template) = &self.config.reengagement_template else {
+            return Err(SendError::Rejected {
+                code: Some("63016".to_string()),
+                reason: format!(
+                    "{why}: the 24-hour customer service window is closed and this channel has no reengagement_template"
+                ),
+            });
+        };
+        tracing::info!(channel = %self.id, "reply window closed: sending the re-engagement template");
+        // Variables in placeholder order ("1", "2", … "10"), as Twilio numbers them.
+        let mut variables: Vec<(&String, &String)> = template.variables.iter().collect();
+        variables.sort_by_key(|(k, _)| k.parse::<u32>().unwrap_or(u32::MAX));
+        let content = Content::Template {
+            name: template.content_sid.clone(),
+            language: String::new(),
+            params: variables.into_iter().map(|(_, v)| v.clone()).collect(),
+        };
+        match self.create(&message.contact, &content).await {
+            Ok(sid) => Ok(receipt(sid)),
+            Err(Failure::Send(e)) => Err(e),
+            Err(Failure::WindowClosed(reason)) => Err(SendError::Rejected {
+                code: Some("63016".to_string()),
+                reason: format!("the re-engagement template was refused too: {reason}"),
+            }),
+        }
+    }
+}
+
+fn clip(text: &str) -> String {
+    if text.chars().count() <= MAX_BODY {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(MAX_BODY - 1).collect();
+    out.push('…');
+    out
+}
+
+fn receipt(sid: String) -> SendReceipt {
+    SendReceipt {
+        platform_id: PlatformMessageId::parse(sid).ok(),
+    }
+}
+
+#[async_trait]
+impl ChannelAdapter for Twilio {
+    fn id(&self) -> &ChannelId {
+        &self.id
+    }
+
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::TwilioWhatsapp
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    /// X-Twilio-Signature: base64 HMAC-SHA1, keyed with the auth token, of the public URL
+    /// followed by every form parameter's name and value, sorted by name.
+    fn verify(&self, request: &WebhookRequest) -> Result<(), VerifyError> {
+        let header = request
+            .header("x-twilio-signature")
+            .ok_or(VerifyError::Missing("X-Twilio-Signature"))?;
+        let mut params = Form::parse(&request.body)
+            .map_err(|_| VerifyError::Mismatch)?
+            .0;
+        params.sort();
+        let mut data = self.signed_url(request);
+        for (name, value) in &params {
+            data.push_str(name);
+            data.push_str(value);
+        }
+        if verify_sha1_base64(
+            self.config.auth_token.expose().as_bytes(),
+            data.as_bytes(),
+            header,
+        ) {
+            Ok(())
+        } else {
+            Err(VerifyError::Mismatch)
+        }
+    }
+
+    fn parse(&self, request: &WebhookRequest) -> Result<Vec<InboundEvent>, ParseError> {
+        parse::parse(&self.id, &Form::parse(&request.body)?)
+    }
+
+    async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, SendError> {
+        if message.reengage {
+            return self
+                .reengage(message, "refused earlier for a closed window")
+                .await;
+        }
+        if !message.content.is_template() && !message.within_window(REPLY_WINDOW, now_millis()) {
+            return self.reengage(message, "not sent as written").await;
+        }
+        match self.create(&message.contact, &message.content).await {
+            Ok(sid) => Ok(receipt(sid)),
+            Err(Failure::Send(e)) => Err(e),
+            Err(Failure::WindowClosed(reason)) => self.reengage(message, &reason).await,
+        }
+    }
+
+    async fn fetch_media(&self, media: &MediaRef) -> Result<MediaBytes, MediaError> {
+        let failed = |e: reqwest::Error| MediaError::Failed(e.without_url().to_string());
+        let mut response = self
+            .http
+            .get(&media.0)
+            .basic_auth(
+                &self.config.account_sid,
+                Some(self.config.auth_token.expose()),
+            )
+            .send()
+            .await
+            .map_err(failed)?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(MediaError::NotFound);
+        }
+        if !response.status().is_success() {
+            return Err(MediaError::Failed(format!("HTTP {}", response.status())));
+        }
+        let limit = self.config.media_max_bytes;
+        if response.content_length().is_some_and(|len| len > limit) {
+            return Err(MediaError::TooLarge { limit });
+        }
+        let mime = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
+            if (bytes.len() + chunk.len()) as u64 > limit {
+                return Err(MediaError::TooLarge { limit });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(MediaBytes {
+            mime,
+            bytes: bytes.into(),
+        })
+    }
+
+    /// Twilio's typing indicator, which also marks the message read (public beta).
+    async fn turn_started(&self, _contact: &ContactId, message: &PlatformMessageId) {
+        let url = format!(
+            "{}/v2/Indicators/Typing.json",
+            self.config.messaging_api_base.trim_end_matches('/')
+        );
+        let result = self
+            .http
+            .post(url)
+            .basic_auth(
+                &self.config.account_sid,
+                Some(self.config.auth_token.expose()),
+            )
+            .form(&[("channel", "whatsapp"), ("messageId", message.as_str())])
+            .send()
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(channel = %self.id, error = %e.without_url(), "cannot send the typing indicator");
+        }
+    }
+}

@@ -21,8 +21,8 @@ use http::HeaderMap;
 use serde::Deserialize;
 
 use crate::domain::{
-    Author, ChannelId, ContactId, Content, ConversationId, InboundEvent, MediaRef, MessageId,
-    PlatformMessageId,
+    Author, ChannelId, ContactId, Content, ConversationId, InboundEvent, MediaKind, MediaRef,
+    MessageId, PlatformMessageId,
 };
 
 /// The closed set of channel kinds, chosen by `kind = "..."` in `channels/<id>.toml`.
@@ -80,7 +80,8 @@ pub struct Capabilities {
     pub max_buttons: usize,
     /// Rows in a list picker (0 when none).
     pub max_list_rows: usize,
-    pub media: bool,
+    /// The media kinds the channel can send.
+    pub media: &'static [MediaKind],
     /// How long after the customer's last message a free-form reply is allowed.
     pub reply_window: Option<Duration>,
     pub typing: bool,

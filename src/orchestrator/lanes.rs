@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::responder::{Responder, Turn};
 use crate::domain::{
-    ConversationId, Direction, EventKind, InboundEvent, PlatformMessageId, now_millis,
+    Content, ConversationId, Direction, EventKind, InboundEvent, PlatformMessageId, now_millis,
 };
 use crate::store::{InboxEntry, NewReply, SharedStore, ThreadChange, TurnOutcome};
 use crate::telemetry::Metrics;
@@ -337,6 +337,10 @@ impl Lane {
             // Edits, and anything else that needs no answer, are recorded and done.
             _ => return Ok((TurnOutcome::default(), "none")),
         };
+        if matches!(message.content, Content::Reaction { .. }) {
+            // A reaction acknowledges; it asks nothing, so nothing answers it.
+            return Ok((TurnOutcome::default(), "none"));
+        }
         let current = orchestrator.store.thread_state(&entry.conversation).await?;
         let thread = current.clone().on_customer_message();
         if !thread.bot_may_reply() {

@@ -75,3 +75,55 @@ fn serve_refuses_to_start_on_a_bad_config() {
     assert!(stderr.contains("concierge.toml"), "{stderr}");
     assert!(stderr.contains("server.bind"), "{stderr}");
 }
+
+#[test]
+fn the_example_channel_files_pass_with_their_variables_set() {
+    let deployment = Deployment::new("");
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/channels");
+    for name in ["whatsapp.toml", "twilio.toml"] {
+        std::fs::copy(
+            examples.join(name),
+            deployment.path().join("channels").join(name),
+        )
+        .unwrap();
+    }
+    let run = |with_env: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_concierge"));
+        command
+            .arg("check")
+            .arg("--config")
+            .arg(deployment.config_path());
+        for var in [
+            "WHATSAPP_ACCESS_TOKEN",
+            "WHATSAPP_APP_SECRET",
+            "WHATSAPP_VERIFY_TOKEN",
+            "TWILIO_ACCOUNT_SID",
+            "TWILIO_AUTH_TOKEN",
+        ] {
+            if with_env {
+                command.env(var, "x");
+            } else {
+                command.env_remove(var);
+            }
+        }
+        command.output().expect("run concierge check")
+    };
+    let output = run(true);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("3 channel(s)"));
+    let output = run(false);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("whatsapp.toml:6: key `access_token`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("twilio.toml:5: key `auth_token`"),
+        "{stderr}"
+    );
+}

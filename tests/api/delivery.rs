@@ -34,7 +34,7 @@ impl FakePlatform {
             capabilities: Capabilities {
                 max_buttons: 0,
                 max_list_rows: 0,
-                media: false,
+                media: &[],
                 reply_window: None,
                 typing: false,
                 read_receipts: false,

@@ -777,3 +777,25 @@ async fn media_is_fetched_on_demand_with_the_bearer_token() {
         Err(concierge::channels::MediaError::TooLarge { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_reaction_gets_no_reply() {
+    let wa = start().await;
+    wa.post_fixture("whatsapp_reaction.json").await;
+    let store = wa.app.store().clone();
+    eventually("the reaction is processed", || {
+        let store = store.clone();
+        async move {
+            !store
+                .messages(&conversation_of(CUSTOMER), 0, 1)
+                .await
+                .unwrap()
+                .is_empty()
+                && store.pending(0, 1).await.unwrap().is_empty()
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(wa.outbound().await.is_empty());
+    assert!(wa.graph.sends().is_empty());
+}

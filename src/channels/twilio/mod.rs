@@ -19,7 +19,7 @@ use super::{
     RateLimiter, SendError, SendReceipt, VerifyError, WebhookRequest,
 };
 use crate::domain::{
-    ChannelId, ContactId, Content, InboundEvent, MediaRef, PlatformMessageId, now_millis,
+    ChannelId, ContactId, Content, InboundEvent, MediaKind, MediaRef, PlatformMessageId, now_millis,
 };
 
 /// The customer service window, as for every WhatsApp sender.
@@ -64,7 +64,12 @@ impl Twilio {
                 // are sent as numbered text.
                 max_buttons: 0,
                 max_list_rows: 0,
-                media: true,
+                media: &[
+                    MediaKind::Image,
+                    MediaKind::Audio,
+                    MediaKind::Video,
+                    MediaKind::Document,
+                ],
                 reply_window: Some(REPLY_WINDOW),
                 typing: true,
                 read_receipts: true,

@@ -42,7 +42,7 @@ impl Webchat {
             capabilities: Capabilities {
                 max_buttons: 10,
                 max_list_rows: 10,
-                media: false,
+                media: &[],
                 reply_window: None,
                 typing: false,
                 read_receipts: false,

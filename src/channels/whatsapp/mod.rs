@@ -20,7 +20,7 @@ use super::{
     OutboundMessage, ParseError, RateLimiter, SendError, SendReceipt, VerifyError, WebhookRequest,
 };
 use crate::domain::{
-    ChannelId, ContactId, Content, InboundEvent, MediaRef, PlatformMessageId, now_millis,
+    ChannelId, ContactId, Content, InboundEvent, MediaKind, MediaRef, PlatformMessageId, now_millis,
 };
 
 /// The customer service window: free-form replies only this long after the customer wrote.
@@ -50,7 +50,13 @@ impl Whatsapp {
             capabilities: Capabilities {
                 max_buttons: render::MAX_BUTTONS,
                 max_list_rows: render::MAX_LIST_ROWS,
-                media: true,
+                media: &[
+                    MediaKind::Image,
+                    MediaKind::Audio,
+                    MediaKind::Video,
+                    MediaKind::Document,
+                    MediaKind::Sticker,
+                ],
                 reply_window: Some(REPLY_WINDOW),
                 typing: true,
                 read_receipts: true,

@@ -92,6 +92,44 @@ pub struct Capabilities {
     pub templates: bool,
 }
 
+/// The events of one delivery status report: the status, and when the platform says the
+/// reply window had closed, the signal to re-engage. `status_name` (the platform's word for
+/// the status) makes each report's event id unique.
+pub(crate) fn status_report(
+    channel: &ChannelId,
+    contact: ContactId,
+    target: PlatformMessageId,
+    status_name: &str,
+    status: crate::domain::DeliveryStatus,
+    at: i64,
+    window_closed: bool,
+) -> Vec<InboundEvent> {
+    use crate::domain::{EventId, EventKind};
+    let mut events = Vec::with_capacity(2);
+    if let Ok(event_id) = EventId::parse(format!("{target}:{status_name}")) {
+        events.push(InboundEvent {
+            channel: channel.clone(),
+            event_id,
+            contact: contact.clone(),
+            at,
+            kind: EventKind::Status {
+                target: target.clone(),
+                status,
+            },
+        });
+    }
+    if window_closed && let Ok(event_id) = EventId::parse(format!("{target}:window")) {
+        events.push(InboundEvent {
+            channel: channel.clone(),
+            event_id,
+            contact,
+            at,
+            kind: EventKind::WindowClosed { target },
+        });
+    }
+    events
+}
+
 /// A webhook request as adapters see it: no web framework type crosses into `channels/`.
 #[derive(Debug, Clone)]
 pub struct WebhookRequest {

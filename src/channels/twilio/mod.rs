@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 pub use self::config::{ContentTemplate, TwilioConfig};
 use self::parse::Form;
-use super::outbound_http::{request_error, retry_after};
+use super::outbound_http::{read_media, request_error, retry_after, without_url};
 use super::signature::verify_sha1_base64;
 use super::{
     Capabilities, ChannelAdapter, ChannelKind, MediaBytes, MediaError, OutboundMessage, ParseError,
@@ -338,8 +338,7 @@ impl ChannelAdapter for Twilio {
     }
 
     async fn fetch_media(&self, media: &MediaRef) -> Result<MediaBytes, MediaError> {
-        let failed = |e: reqwest::Error| MediaError::Failed(e.without_url().to_string());
-        let mut response = self
+        let response = self
             .http
             .get(&media.0)
             .basic_auth(
@@ -348,33 +347,8 @@ impl ChannelAdapter for Twilio {
             )
             .send()
             .await
-            .map_err(failed)?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Err(MediaError::NotFound);
-        }
-        if !response.status().is_success() {
-            return Err(MediaError::Failed(format!("HTTP {}", response.status())));
-        }
-        let limit = self.config.media_max_bytes;
-        if response.content_length().is_some_and(|len| len > limit) {
-            return Err(MediaError::TooLarge { limit });
-        }
-        let mime = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(failed)? {
-            if (bytes.len() + chunk.len()) as u64 > limit {
-                return Err(MediaError::TooLarge { limit });
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(MediaBytes {
-            mime,
-            bytes: bytes.into(),
-        })
+            .map_err(|e| MediaError::Failed(without_url(&e)))?;
+        read_media(response, self.config.media_max_bytes, None).await
     }
 
     /// Twilio's typing indicator, which also marks the message read (public beta).
@@ -394,7 +368,7 @@ impl ChannelAdapter for Twilio {
             .send()
             .await;
         if let Err(e) = result {
-            tracing::debug!(channel = %self.id, error = %e.without_url(), "cannot send the typing indicator");
+            tracing::debug!(channel = %self.id, error = %without_url(&e), "cannot send the typing indicator");
         }
     }
 }

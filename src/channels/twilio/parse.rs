@@ -1,7 +1,7 @@
 //! From a verified Twilio form post to normalised events: inbound messages (text, media,
 //! location, button and list replies, replies in context) and status callbacks.
 
-use super::super::ParseError;
+use super::super::{ParseError, status_report};
 use crate::domain::{
     ChannelId, Choice, ContactId, Content, DeliveryStatus, EventId, EventKind, InboundEvent,
     InboundMessage, MediaKind, MediaRef, PlatformMessageId, now_millis,
@@ -170,37 +170,21 @@ fn status_events(channel: &ChannelId, form: &Form, sid: &str, status: &str) -> V
     let Some(key) = contact_key(None, form.get("To")) else {
         return Vec::new();
     };
-    let (Ok(contact), Ok(target), Ok(event_id)) = (
-        ContactId::parse(key),
-        PlatformMessageId::parse(sid),
-        EventId::parse(format!("{sid}:{status}")),
-    ) else {
+    let (Ok(contact), Ok(target)) = (ContactId::parse(key), PlatformMessageId::parse(sid)) else {
         return Vec::new();
     };
-    let at = now_millis();
-    let mut events = vec![InboundEvent {
-        channel: channel.clone(),
-        event_id,
-        contact: contact.clone(),
-        at,
-        kind: EventKind::Status {
-            target: target.clone(),
-            status: delivery,
-        },
-    }];
     let window_closed = form
         .get("ErrorCode")
         .is_some_and(|c| WINDOW_CLOSED_CODES.contains(&c));
-    if window_closed && let Ok(event_id) = EventId::parse(format!("{sid}:window")) {
-        events.push(InboundEvent {
-            channel: channel.clone(),
-            event_id,
-            contact,
-            at,
-            kind: EventKind::WindowClosed { target },
-        });
-    }
-    events
+    status_report(
+        channel,
+        contact,
+        target,
+        status,
+        delivery,
+        now_millis(),
+        window_closed,
+    )
 }
 
 #[cfg(test)]

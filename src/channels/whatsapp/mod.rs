@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 pub use self::config::{TemplateRef, WhatsappConfig};
-use super::outbound_http::{request_error, retry_after};
+use super::outbound_http::{read_media, request_error, retry_after, without_url};
 use super::signature::{same_secret, verify_sha256_hex};
 use super::{
     Capabilities, ChannelAdapter, ChannelKind, HandshakeReply, MediaBytes, MediaError,
@@ -292,7 +292,7 @@ impl ChannelAdapter for Whatsapp {
     }
 
     async fn fetch_media(&self, media: &MediaRef) -> Result<MediaBytes, MediaError> {
-        let failed = |e: reqwest::Error| MediaError::Failed(e.without_url().to_string());
+        let failed = |e: reqwest::Error| MediaError::Failed(without_url(&e));
         let lookup = self
             .http
             .get(format!(
@@ -316,41 +316,15 @@ impl ChannelAdapter for Whatsapp {
         let info: wire::MediaUrl = lookup
             .json()
             .await
-            .map_err(|e| MediaError::Failed(e.without_url().to_string()))?;
-        let mut download = self
+            .map_err(|e| MediaError::Failed(without_url(&e)))?;
+        let download = self
             .http
             .get(&info.url)
             .bearer_auth(self.config.access_token.expose())
             .send()
             .await
             .map_err(failed)?;
-        if !download.status().is_success() {
-            return Err(MediaError::Failed(format!(
-                "HTTP {} downloading the media",
-                download.status()
-            )));
-        }
-        let limit = self.config.media_max_bytes;
-        if download.content_length().is_some_and(|len| len > limit) {
-            return Err(MediaError::TooLarge { limit });
-        }
-        let mime = download
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or(info.mime_type);
-        let mut bytes = Vec::new();
-        while let Some(chunk) = download.chunk().await.map_err(failed)? {
-            if (bytes.len() + chunk.len()) as u64 > limit {
-                return Err(MediaError::TooLarge { limit });
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(MediaBytes {
-            mime,
-            bytes: bytes.into(),
-        })
+        read_media(download, self.config.media_max_bytes, info.mime_type).await
     }
 
     async fn turn_started(&self, _contact: &ContactId, message: &PlatformMessageId) {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::wire;
-use crate::channels::ParseError;
+use crate::channels::{ParseError, status_report};
 use crate::domain::{
     ChannelId, Choice, ContactId, Content, DeliveryStatus, EventId, EventKind, InboundEvent,
     InboundMessage, MediaKind, MediaRef, PlatformMessageId, now_millis,
@@ -248,35 +248,19 @@ fn status_events(channel: &ChannelId, status: &wire::Status) -> Vec<InboundEvent
         }
         _ => return Vec::new(),
     };
-    let at = timestamp_millis(status.timestamp.as_deref());
     let window_closed = status
         .errors
         .iter()
         .any(|e| e.code.is_some_and(|c| WINDOW_CLOSED_CODES.contains(&c)));
-    let mut events = Vec::with_capacity(2);
-    let Ok(event_id) = EventId::parse(format!("{}:{}", status.id, status.status)) else {
-        return events;
-    };
-    events.push(InboundEvent {
-        channel: channel.clone(),
-        event_id,
-        contact: contact.clone(),
-        at,
-        kind: EventKind::Status {
-            target: target.clone(),
-            status: delivery,
-        },
-    });
-    if window_closed && let Ok(event_id) = EventId::parse(format!("{}:window", status.id)) {
-        events.push(InboundEvent {
-            channel: channel.clone(),
-            event_id,
-            contact,
-            at,
-            kind: EventKind::WindowClosed { target },
-        });
-    }
-    events
+    status_report(
+        channel,
+        contact,
+        target,
+        &status.status,
+        delivery,
+        timestamp_millis(status.timestamp.as_deref()),
+        window_closed,
+    )
 }
 
 #[cfg(test)]

@@ -23,6 +23,13 @@ struct Tw {
 }
 
 async fn start(template: bool) -> Tw {
+    start_with(template, None).await
+}
+
+async fn start_with(
+    template: bool,
+    responder: Option<std::sync::Arc<dyn concierge::orchestrator::Responder>>,
+) -> Tw {
     let api = FakeApi::start().await;
     let signatures = signatures();
     let url = signatures["twilio_webhook_url"]
@@ -47,7 +54,14 @@ async fn start(template: bool) -> Tw {
         ),
     )
     .unwrap();
-    let app = spawn_in(deployment, Parts::default()).await;
+    let app = spawn_in(
+        deployment,
+        Parts {
+            responder,
+            ..Parts::default()
+        },
+    )
+    .await;
     Tw {
         app,
         api,
@@ -424,4 +438,81 @@ async fn without_a_template_an_old_conversation_fails_clearly() {
     };
     assert_eq!(code.as_deref(), Some("63016"));
     assert!(reason.contains("reengagement_template"), "{reason}");
+}
+
+/// Answers each keyword with one kind of content.
+struct Kinds;
+
+#[async_trait::async_trait]
+impl concierge::orchestrator::Responder for Kinds {
+    async fn respond(
+        &self,
+        turn: &concierge::orchestrator::Turn<'_>,
+    ) -> Result<Option<concierge::orchestrator::Decision>, concierge::orchestrator::ResponderError>
+    {
+        let content = match turn.text().unwrap_or_default() {
+            "buttons" => Content::Choices {
+                body: "Shall I confirm your table?".into(),
+                choices: vec![
+                    Choice::new("confirm_booking_42", "Confirm"),
+                    Choice::new("change_booking_42", "Change"),
+                ],
+                header: None,
+                footer: None,
+                button: None,
+            },
+            "image" => Content::Media {
+                kind: MediaKind::Image,
+                mime: None,
+                caption: Some("Menu (fake)".into()),
+                media: MediaRef("https://cdn.example.test/menu.jpg".into()),
+            },
+            "template" => Content::Template {
+                name: "HX0000000000000000000000000000beef".into(),
+                language: "en".into(),
+                params: vec!["Test User".into(), "7:00 PM".into()],
+            },
+            other => Content::text(format!("re: {other}")),
+        };
+        Ok(Some(concierge::orchestrator::Decision {
+            by: "kinds",
+            replies: vec![(concierge::domain::Author::Agent("test".into()), content)],
+            thread: None,
+            quote: false,
+        }))
+    }
+}
+
+#[tokio::test]
+async fn each_kind_of_reply_has_its_twilio_form() {
+    let tw = start_with(true, Some(std::sync::Arc::new(Kinds))).await;
+    for (i, keyword) in ["text", "buttons", "image", "template"].iter().enumerate() {
+        tw.post_form(&format!(
+            "MessageSid=SMin{i}&From=whatsapp%3A%2B15550100001&WaId=15550100001&Body={keyword}&NumMedia=0"
+        ))
+        .await;
+        tw.wait_forms(i + 1).await;
+    }
+    let forms = tw.api.forms();
+    assert_eq!(field(&forms[0], "Body"), Some("re: text"));
+    assert_eq!(
+        field(&forms[1], "Body"),
+        Some("Shall I confirm your table?\n\n1. Confirm\n2. Change")
+    );
+    assert_eq!(
+        field(&forms[2], "MediaUrl"),
+        Some("https://cdn.example.test/menu.jpg")
+    );
+    assert_eq!(field(&forms[2], "Body"), Some("Menu (fake)"));
+    assert_eq!(
+        field(&forms[3], "ContentSid"),
+        Some("HX0000000000000000000000000000beef")
+    );
+    assert_eq!(
+        field(&forms[3], "ContentVariables"),
+        Some("{\"1\":\"Test User\",\"2\":\"7:00 PM\"}")
+    );
+    for form in &forms {
+        assert_eq!(field(form, "To"), Some("whatsapp:+15550100001"));
+    }
 }

@@ -14,8 +14,11 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// `per_second` calls a second at most; a rate of 0 or less means no limit.
     pub fn new(per_second: f64) -> Self {
+        // A rate too small to express waits an hour between calls, never panics.
         let interval = if per_second > 0.0 && per_second.is_finite() {
-            Duration::from_secs_f64(1.0 / per_second)
+            Duration::try_from_secs_f64(1.0 / per_second)
+                .unwrap_or(Duration::from_secs(3600))
+                .min(Duration::from_secs(3600))
         } else {
             Duration::ZERO
         };

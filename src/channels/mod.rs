@@ -8,8 +8,10 @@ mod signature;
 pub mod twilio;
 pub mod webchat;
 pub mod whatsapp;
+mod window;
 
 pub use self::limiter::RateLimiter;
+pub use self::window::{ReplyWindow, WindowDecision};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -69,6 +71,57 @@ impl ChannelConfig {
             ChannelConfig::Whatsapp(_) => ChannelKind::Whatsapp,
             ChannelConfig::TwilioWhatsapp(_) => ChannelKind::TwilioWhatsapp,
         }
+    }
+}
+
+impl ChannelConfig {
+    /// Values that parse but cannot work, as (key, why) pairs: an empty secret would let
+    /// anyone sign a webhook, a zero rate would never send.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        let mut required = |key: &'static str, value: &str| {
+            if value.trim().is_empty() {
+                problems.push((key, "must not be empty".to_string()));
+            }
+        };
+        let mut rate = None;
+        let mut urls = Vec::new();
+        match self {
+            ChannelConfig::Webchat(_) => {}
+            ChannelConfig::Whatsapp(c) => {
+                required("phone_number_id", &c.phone_number_id);
+                required("access_token", c.access_token.expose());
+                required("app_secret", c.app_secret.expose());
+                required("verify_token", c.verify_token.expose());
+                rate = Some(c.messages_per_second);
+                urls.push(("api_base", c.api_base.clone()));
+            }
+            ChannelConfig::TwilioWhatsapp(c) => {
+                required("account_sid", &c.account_sid);
+                required("auth_token", c.auth_token.expose());
+                required("from", &c.from);
+                rate = Some(c.messages_per_second);
+                urls.push(("api_base", c.api_base.clone()));
+                urls.push(("public_url", c.public_url.clone()));
+                if !c.from.starts_with("whatsapp:+") {
+                    problems.push(("from", "must look like whatsapp:+15550100000".to_string()));
+                }
+            }
+        }
+        if let Some(rate) = rate
+            && !(rate.is_finite() && (0.01..=100_000.0).contains(&rate))
+        {
+            problems.push((
+                "messages_per_second",
+                format!("{rate} is not between 0.01 and 100000"),
+            ));
+        }
+        for (key, url) in urls {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                problems.push((key, format!("`{url}` is not an http(s) URL")));
+            }
+        }
+        problems
     }
 }
 

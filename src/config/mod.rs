@@ -336,7 +336,23 @@ fn typed<T: serde::de::DeserializeOwned>(
     wrap: fn(T) -> ChannelConfig,
 ) -> Result<ChannelConfig, Vec<Problem>> {
     match file.deserialize::<T>(table) {
-        (Some(value), problems) if problems.is_empty() => Ok(wrap(value)),
+        (Some(value), problems) if problems.is_empty() => {
+            let config = wrap(value);
+            let problems: Vec<Problem> = config
+                .problems()
+                .into_iter()
+                .map(|(key, why)| {
+                    Problem::new(file.path, why)
+                        .at_key(key)
+                        .at_line(file.line_of_key(key))
+                })
+                .collect();
+            if problems.is_empty() {
+                Ok(config)
+            } else {
+                Err(problems)
+            }
+        }
         (_, problems) => Err(problems),
     }
 }
@@ -466,6 +482,18 @@ mod tests {
         );
         // The custom channels folder was honoured despite the bad keys beside it.
         assert!(problems.0[2].file.ends_with("chans/web.toml"));
+    }
+
+    #[test]
+    fn an_empty_secret_is_refused() {
+        let d = Deployment::new(MINIMAL).channel(
+            "wa.toml",
+            "kind = \"whatsapp\"\nphone_number_id = \"1\"\naccess_token = \"t\"\napp_secret = \"${SECRET:-}\"\nverify_token = \"v\"\n",
+        );
+        let problems = d.load(&no_env).unwrap_err();
+        assert_eq!(problems.0.len(), 1, "{problems}");
+        assert_eq!(problems.0[0].key.as_deref(), Some("app_secret"));
+        assert_eq!(problems.0[0].line, Some(4));
     }
 
     #[test]

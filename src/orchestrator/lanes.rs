@@ -18,6 +18,8 @@ use crate::domain::{
 use crate::store::{InboxEntry, NewReply, SharedStore, ThreadChange, TurnOutcome};
 use crate::telemetry::Metrics;
 
+/// How long a window-closed report waits for the record of the send it refers to.
+const WINDOW_CLOSED_PATIENCE_MS: i64 = 120_000;
 /// How many inbox events the dispatcher reads at once.
 const PAGE: usize = 256;
 /// The dispatcher looks at the inbox at least this often, even without a wake-up.
@@ -256,6 +258,10 @@ impl Lane {
             .await;
         let (outcome, by) = match decided {
             Ok(Ok(decided)) => decided,
+            Ok(Err(super::ResponderError::NotYet(why))) => {
+                tracing::debug!(why, "the turn waits");
+                return false;
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot decide the turn; retrying");
                 return false;
@@ -305,9 +311,22 @@ impl Lane {
             .message_by_platform_id(&entry.event.channel, target)
             .await?
         else {
+            // The platform can report the failure before our record of the send is written:
+            // wait for it a little, then let it go.
+            if now_millis() - entry.received_at < WINDOW_CLOSED_PATIENCE_MS {
+                return Err(super::ResponderError::NotYet(
+                    "the refused message is not recorded yet",
+                ));
+            }
+            tracing::warn!(%target, "a window-closed report for a message we never recorded");
             return Ok((TurnOutcome::default(), "none"));
         };
-        if refused.direction != Direction::Outbound || refused.content.is_template() {
+        if refused.direction != Direction::Outbound
+            || refused.content.is_template()
+            || refused.conversation != entry.conversation
+            || store.is_reengagement(refused.id).await?
+        {
+            // Templates and re-engagements themselves are not re-sent: no loop.
             return Ok((TurnOutcome::default(), "none"));
         }
         let reply = NewReply {

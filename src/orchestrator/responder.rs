@@ -40,6 +40,9 @@ pub struct Decision {
 pub enum ResponderError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Something the turn needs is not there yet; the turn is tried again shortly.
+    #[error("not yet: {0}")]
+    NotYet(&'static str),
 }
 
 #[async_trait]

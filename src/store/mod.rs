@@ -192,6 +192,10 @@ pub trait Outbox: Send + Sync {
     /// behind an earlier one of their conversation do not count).
     async fn next_due_at(&self) -> Result<Option<Millis>, StoreError>;
 
+    /// Whether this outbound message was queued to re-engage after a closed reply window (a
+    /// refusal of it must not queue another).
+    async fn is_reengagement(&self, message: MessageId) -> Result<bool, StoreError>;
+
     /// Releases the leases of a previous run of this same process (single-instance startup):
     /// returns how many entries were in flight when it stopped.
     async fn release_leases(&self) -> Result<usize, StoreError>;

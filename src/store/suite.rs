@@ -38,6 +38,7 @@ macro_rules! store_suite {
             next_due_ignores_entries_waiting_behind_their_conversation,
             a_status_before_the_send_is_recorded_applies_when_it_is,
             the_same_message_under_a_new_event_id_is_not_answered_twice,
+            a_reengagement_reply_is_known_as_one,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
@@ -726,4 +727,20 @@ pub async fn the_same_message_under_a_new_event_id_is_not_answered_twice(store: 
             .len(),
         1
     );
+}
+
+pub async fn a_reengagement_reply_is_known_as_one(store: SharedStore) {
+    let event = text_event("ana", "e1", "x");
+    store.ingest(std::slice::from_ref(&event)).await.unwrap();
+    let seq = store.pending(0, 10).await.unwrap()[0].seq;
+    let mut again = reply("k-again", "r");
+    again.reengage = true;
+    let done = store
+        .complete(seq, outcome(vec![reply("k", "r"), again]))
+        .await
+        .unwrap();
+    assert!(!store.is_reengagement(done.queued[0]).await.unwrap());
+    assert!(store.is_reengagement(done.queued[1]).await.unwrap());
+    let claimed = store.claim_due(now_millis(), 10, 60_000).await.unwrap();
+    assert!(!claimed[0].reengage);
 }

@@ -16,7 +16,7 @@ use super::outbound_http::{read_media, request_error, retry_after, without_url};
 use super::signature::verify_sha1_base64;
 use super::{
     Capabilities, ChannelAdapter, ChannelKind, MediaBytes, MediaError, OutboundMessage, ParseError,
-    RateLimiter, SendError, SendReceipt, VerifyError, WebhookRequest,
+    RateLimiter, ReplyWindow, SendError, SendReceipt, VerifyError, WebhookRequest, WindowDecision,
 };
 use crate::domain::{
     ChannelId, ContactId, Content, InboundEvent, MediaKind, MediaRef, PlatformMessageId, now_millis,
@@ -32,6 +32,7 @@ pub struct Twilio {
     http: reqwest::Client,
     capabilities: Capabilities,
     limiter: RateLimiter,
+    window: ReplyWindow,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +78,7 @@ impl Twilio {
                 templates: true,
             },
             limiter,
+            window: ReplyWindow::new(REPLY_WINDOW),
         }
     }
 
@@ -163,7 +165,12 @@ impl Twilio {
         Ok(fields)
     }
 
-    async fn create(&self, contact: &ContactId, content: &Content) -> Result<String, Failure> {
+    /// Creates a message; its sid, when Twilio's answer could be read.
+    async fn create(
+        &self,
+        contact: &ContactId,
+        content: &Content,
+    ) -> Result<Option<String>, Failure> {
         let mut fields = self
             .fields(content)
             .map_err(|reason| Failure::Send(SendError::Rejected { code: None, reason }))?;
@@ -189,18 +196,16 @@ impl Twilio {
             .map_err(|e| Failure::Send(request_error(&e)))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| Failure::Send(request_error(&e)))?;
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            // Accepted, but the answer was cut: sent, without its sid (never send it again).
+            Err(_) if status.is_success() => return Ok(None),
+            Err(e) => return Err(Failure::Send(request_error(&e))),
+        };
         if status.is_success() {
-            return serde_json::from_slice::<Created>(&bytes)
-                .map(|c| c.sid)
-                .map_err(|_| {
-                    Failure::Send(SendError::Ambiguous {
-                        reason: "Twilio accepted the message but its answer is unreadable".into(),
-                    })
-                });
+            return Ok(serde_json::from_slice::<Created>(&bytes)
+                .ok()
+                .map(|c| c.sid));
         }
         let error = serde_json::from_slice::<ApiError>(&bytes).ok();
         let code = error.as_ref().and_then(|e| e.code);
@@ -252,7 +257,10 @@ impl Twilio {
             params: variables.into_iter().map(|(_, v)| v.clone()).collect(),
         };
         match self.create(&message.contact, &content).await {
-            Ok(sid) => Ok(receipt(sid)),
+            Ok(sid) => {
+                self.window.reengaged(&message.conversation, now_millis());
+                Ok(receipt(sid))
+            }
             Err(Failure::Send(e)) => Err(e),
             Err(Failure::WindowClosed(reason)) => Err(SendError::Rejected {
                 code: Some("63016".to_string()),
@@ -271,9 +279,9 @@ fn clip(text: &str) -> String {
     out
 }
 
-fn receipt(sid: String) -> SendReceipt {
+fn receipt(sid: Option<String>) -> SendReceipt {
     SendReceipt {
-        platform_id: PlatformMessageId::parse(sid).ok(),
+        platform_id: sid.and_then(|sid| PlatformMessageId::parse(sid).ok()),
     }
 }
 
@@ -292,7 +300,8 @@ impl ChannelAdapter for Twilio {
     }
 
     /// X-Twilio-Signature: base64 HMAC-SHA1, keyed with the auth token, of the public URL
-    /// followed by every form parameter's name and value, sorted by name.
+    /// followed by every form parameter's name and value, sorted by name, then by value, a
+    /// repeated name-value pair counting once (as Twilio's own validators do).
     fn verify(&self, request: &WebhookRequest) -> Result<(), VerifyError> {
         let header = request
             .header("x-twilio-signature")
@@ -301,6 +310,7 @@ impl ChannelAdapter for Twilio {
             .map_err(|_| VerifyError::Mismatch)?
             .0;
         params.sort();
+        params.dedup();
         let mut data = self.signed_url(request);
         for (name, value) in &params {
             data.push_str(name);
@@ -318,17 +328,25 @@ impl ChannelAdapter for Twilio {
     }
 
     fn parse(&self, request: &WebhookRequest) -> Result<Vec<InboundEvent>, ParseError> {
-        parse::parse(&self.id, &Form::parse(&request.body)?)
+        let ours = parse::Ours {
+            account_sid: &self.config.account_sid,
+            sender: &self.config.from,
+        };
+        parse::parse(&self.id, &ours, &Form::parse(&request.body)?)
     }
 
     async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, SendError> {
-        if message.reengage {
-            return self
-                .reengage(message, "refused earlier for a closed window")
-                .await;
-        }
-        if !message.content.is_template() && !message.within_window(REPLY_WINDOW, now_millis()) {
-            return self.reengage(message, "not sent as written").await;
+        match self.window.decide(message, now_millis()) {
+            WindowDecision::Send => {}
+            WindowDecision::Reengage => {
+                return self.reengage(message, "not sent as written").await;
+            }
+            WindowDecision::Refuse(reason) => {
+                return Err(SendError::Rejected {
+                    code: Some("63016".to_string()),
+                    reason,
+                });
+            }
         }
         match self.create(&message.contact, &message.content).await {
             Ok(sid) => Ok(receipt(sid)),
@@ -370,5 +388,56 @@ impl ChannelAdapter for Twilio {
         if let Err(e) = result {
             tracing::debug!(channel = %self.id, error = %without_url(&e), "cannot send the typing indicator");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn adapter(public_url: &str) -> Twilio {
+        let config: TwilioConfig = toml::from_str(&format!(
+            "account_sid = \"AC1\"\nauth_token = \"12345\"\nfrom = \"whatsapp:+1\"\npublic_url = \"{public_url}\"\n"
+        ))
+        .unwrap();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Twilio::new(
+            ChannelId::parse("twilio").unwrap(),
+            config,
+            reqwest::Client::new(),
+        )
+    }
+
+    fn request(raw_query: &str, body: &str, signature: &str) -> WebhookRequest {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-twilio-signature", signature.parse().unwrap());
+        WebhookRequest {
+            headers,
+            query: BTreeMap::new(),
+            raw_query: Some(raw_query.to_string()),
+            body: bytes::Bytes::from(body.to_string()),
+        }
+    }
+
+    /// Twilio's published validation example, whose URL carries a query string.
+    #[test]
+    fn twilios_documented_vector_verifies_with_the_query_we_received() {
+        let adapter = adapter("https://mycompany.com/myapp.php");
+        let body = "CallSid=CA1234567890ABCDE&Caller=%2B14158675309&Digits=1234&From=%2B14158675309&To=%2B18005551212";
+        let good = request("foo=1&bar=2", body, "RSOYDt4T1cUTdK1PDd93/VVr8B8=");
+        assert_eq!(adapter.verify(&good), Ok(()));
+        let other_query = request("foo=1&bar=3", body, "RSOYDt4T1cUTdK1PDd93/VVr8B8=");
+        assert_eq!(adapter.verify(&other_query), Err(VerifyError::Mismatch));
+    }
+
+    /// Repeated parameters: values of one name are sorted, and repeats count once.
+    #[test]
+    fn repeated_parameters_are_sorted_by_value() {
+        let adapter = adapter("https://mycompany.com/myapp.php");
+        let body = "Sid=CA123&SidAccount=AC123&Digits=5678&Digits=1234&Digits=1234";
+        let good = request("foo=1&bar=2", body, "IK+Dwps556ElfBT0I3Rgjkr1wJU=");
+        assert_eq!(adapter.verify(&good), Ok(()));
     }
 }

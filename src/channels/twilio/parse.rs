@@ -52,7 +52,34 @@ fn media_kind(mime: Option<&str>) -> MediaKind {
     }
 }
 
-pub fn parse(channel: &ChannelId, form: &Form) -> Result<Vec<InboundEvent>, ParseError> {
+/// The account and sender this channel stands for; posts for others are left alone.
+pub struct Ours<'a> {
+    pub account_sid: &'a str,
+    pub sender: &'a str,
+}
+
+pub fn parse(
+    channel: &ChannelId,
+    ours: &Ours<'_>,
+    form: &Form,
+) -> Result<Vec<InboundEvent>, ParseError> {
+    if form
+        .get("AccountSid")
+        .is_some_and(|a| a != ours.account_sid)
+    {
+        tracing::warn!(%channel, "a Twilio post for another account; ignored");
+        return Ok(Vec::new());
+    }
+    // Our sender is To for a customer's message, From for a status of ours.
+    let our_side = if form.get("MessageStatus").is_some() {
+        form.get("From")
+    } else {
+        form.get("To")
+    };
+    if our_side.is_some_and(|s| s != ours.sender) {
+        tracing::warn!(%channel, "a Twilio post for another sender; ignored");
+        return Ok(Vec::new());
+    }
     let sid = form
         .get("MessageSid")
         .or_else(|| form.get("SmsSid"))
@@ -193,15 +220,33 @@ mod tests {
 
     use super::*;
 
+    const OURS: Ours<'static> = Ours {
+        account_sid: "AC1",
+        sender: "whatsapp:+15550100000",
+    };
+
     fn channel() -> ChannelId {
         ChannelId::parse("twilio").unwrap()
+    }
+
+    #[test]
+    fn posts_for_another_account_or_sender_are_left_alone() {
+        let mine = "MessageSid=SM1&AccountSid=AC1&From=whatsapp%3A%2B15550100001&To=whatsapp%3A%2B15550100000&Body=hi";
+        let form = Form::parse(mine.as_bytes()).unwrap();
+        assert_eq!(parse(&channel(), &OURS, &form).unwrap().len(), 1);
+        let other_account = mine.replace("AC1", "AC2");
+        let form = Form::parse(other_account.as_bytes()).unwrap();
+        assert!(parse(&channel(), &OURS, &form).unwrap().is_empty());
+        let other_sender = mine.replace("To=whatsapp%3A%2B15550100000", "To=%2B15550100000");
+        let form = Form::parse(other_sender.as_bytes()).unwrap();
+        assert!(parse(&channel(), &OURS, &form).unwrap().is_empty());
     }
 
     proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
             if let Ok(form) = Form::parse(&bytes) {
-                let _ = parse(&channel(), &form);
+                let _ = parse(&channel(), &OURS, &form);
             }
         }
 
@@ -217,7 +262,7 @@ mod tests {
             ],
             ".{0,30}",
         ), 0..12)) {
-            let _ = parse(&channel(), &Form(fields));
+            let _ = parse(&channel(), &OURS, &Form(fields));
         }
     }
 }

@@ -17,7 +17,8 @@ use super::outbound_http::{read_media, request_error, retry_after, without_url};
 use super::signature::{same_secret, verify_sha256_hex};
 use super::{
     Capabilities, ChannelAdapter, ChannelKind, HandshakeReply, MediaBytes, MediaError,
-    OutboundMessage, ParseError, RateLimiter, SendError, SendReceipt, VerifyError, WebhookRequest,
+    OutboundMessage, ParseError, RateLimiter, ReplyWindow, SendError, SendReceipt, VerifyError,
+    WebhookRequest, WindowDecision,
 };
 use crate::domain::{
     ChannelId, ContactId, Content, InboundEvent, MediaKind, MediaRef, PlatformMessageId, now_millis,
@@ -32,6 +33,7 @@ pub struct Whatsapp {
     http: reqwest::Client,
     capabilities: Capabilities,
     limiter: RateLimiter,
+    window: ReplyWindow,
 }
 
 /// What an error answer from the Graph API means for the delivery worker.
@@ -64,6 +66,7 @@ impl Whatsapp {
                 templates: true,
             },
             limiter,
+            window: ReplyWindow::new(REPLY_WINDOW),
         }
     }
 
@@ -95,10 +98,12 @@ impl Whatsapp {
             .map_err(|e| Failure::Send(request_error(&e)))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| Failure::Send(request_error(&e)))?;
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            // Accepted, but the answer was cut: sent, without its id (never send it again).
+            Err(_) if status.is_success() => return Ok(None),
+            Err(e) => return Err(Failure::Send(request_error(&e))),
+        };
         if status.is_success() {
             let id = serde_json::from_slice::<wire::SendResponse>(&bytes)
                 .ok()
@@ -164,7 +169,10 @@ impl Whatsapp {
         };
         tracing::info!(channel = %self.id, "reply window closed: sending the re-engagement template");
         match self.send_content(message, &template, None).await {
-            Ok(id) => Ok(receipt(id)),
+            Ok(id) => {
+                self.window.reengaged(&message.conversation, now_millis());
+                Ok(receipt(id))
+            }
             Err(Failure::Send(e)) => Err(e),
             Err(Failure::WindowClosed(reason)) => Err(SendError::Rejected {
                 code: Some("131047".to_string()),
@@ -268,14 +276,17 @@ impl ChannelAdapter for Whatsapp {
     }
 
     async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, SendError> {
-        let window_open = message.within_window(REPLY_WINDOW, now_millis());
-        if message.reengage {
-            return self
-                .reengage(message, "refused earlier for a closed window")
-                .await;
-        }
-        if !message.content.is_template() && !window_open {
-            return self.reengage(message, "not sent as written").await;
+        match self.window.decide(message, now_millis()) {
+            WindowDecision::Send => {}
+            WindowDecision::Reengage => {
+                return self.reengage(message, "not sent as written").await;
+            }
+            WindowDecision::Refuse(reason) => {
+                return Err(SendError::Rejected {
+                    code: Some("131047".to_string()),
+                    reason,
+                });
+            }
         }
         match self
             .send_content(

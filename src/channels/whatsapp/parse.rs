@@ -47,7 +47,8 @@ pub fn parse(
             .as_ref()
             .is_none_or(|m| m.phone_number_id.is_empty() || m.phone_number_id == phone_number_id);
         if !for_us {
-            tracing::debug!("ignoring a change for another phone number");
+            // Meta posts every number of an app to the same URL: give each number a channel.
+            tracing::warn!(%channel, "a change for another phone number of the app; no channel here takes it");
             continue;
         }
         let names = display_names(&value.contacts);

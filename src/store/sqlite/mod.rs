@@ -23,6 +23,9 @@ use crate::domain::{
     InboundEvent, Message, MessageId, Millis, PlatformMessageId, ThreadState, now_millis,
 };
 
+/// How long a status waits for the record of the send it describes.
+const EARLY_STATUS_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+
 /// The SQLite backend. Cheap to clone: clones share the one connection thread.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -302,6 +305,10 @@ fn ingest_events(
                         status.rank(),
                         now
                     ])?;
+                    // Statuses for sends never recorded (another tool on the same number)
+                    // would otherwise pile up: a week is far longer than any send takes.
+                    tx.prepare_cached("DELETE FROM early_statuses WHERE received_at < ?1")?
+                        .execute(params![now - EARLY_STATUS_RETENTION_MS])?;
                 }
             }
             EventKind::Message(message) => {
@@ -683,6 +690,17 @@ impl Outbox for SqliteStore {
                 [],
                 |row| row.get::<_, Option<i64>>(0),
             )?)
+        })
+        .await
+    }
+
+    async fn is_reengagement(&self, message: MessageId) -> Result<bool, StoreError> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT reengage FROM outbox WHERE message_id = ?1")?
+                .query_row(params![message.to_string()], |row| row.get::<_, bool>(0))
+                .optional()?
+                .unwrap_or(false))
         })
         .await
     }

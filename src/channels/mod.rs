@@ -148,9 +148,11 @@ pub struct Capabilities {
 /// The events of one delivery status report: the status, and when the platform says the
 /// reply window had closed, the signal to re-engage. `status_name` (the platform's word for
 /// the status) makes each report's event id unique.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn status_report(
     channel: &ChannelId,
     contact: ContactId,
+    aliases: Vec<ContactId>,
     target: PlatformMessageId,
     status_name: &str,
     status: crate::domain::DeliveryStatus,
@@ -164,6 +166,7 @@ pub(crate) fn status_report(
             channel: channel.clone(),
             event_id,
             contact: contact.clone(),
+            aliases: aliases.clone(),
             at,
             kind: EventKind::Status {
                 target: target.clone(),
@@ -176,6 +179,7 @@ pub(crate) fn status_report(
             channel: channel.clone(),
             event_id,
             contact,
+            aliases,
             at,
             kind: EventKind::WindowClosed { target },
         });

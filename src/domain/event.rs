@@ -14,6 +14,11 @@ pub struct InboundEvent {
     /// The platform's id of this event; `(channel, event_id)` is the dedupe key.
     pub event_id: EventId,
     pub contact: ContactId,
+    /// Other ids the platform gave for the same person in this event (a WhatsApp phone number
+    /// beside the business-scoped user id): the store keeps them, so the person stays one
+    /// contact whichever id a later event carries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<ContactId>,
     /// The platform's timestamp when it gave one, else the time we received it.
     pub at: Millis,
     pub kind: EventKind,

@@ -39,6 +39,7 @@ macro_rules! store_suite {
             a_status_before_the_send_is_recorded_applies_when_it_is,
             the_same_message_under_a_new_event_id_is_not_answered_twice,
             a_reengagement_reply_is_known_as_one,
+            a_person_stays_one_contact_whichever_id_comes,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
@@ -66,6 +67,7 @@ pub fn text_event(contact_name: &str, event_id: &str, text: &str) -> InboundEven
         channel: channel(),
         event_id: EventId::parse(event_id).expect("valid event id"),
         contact: contact(contact_name),
+        aliases: Vec::new(),
         at: now_millis(),
         kind: EventKind::Message(InboundMessage {
             platform_id: PlatformMessageId::parse(format!("p-{event_id}"))
@@ -512,6 +514,7 @@ pub async fn status_events_apply_at_ingest_and_dedupe(store: SharedStore) {
         channel: channel(),
         event_id: EventId::parse("status-1").unwrap(),
         contact: contact("ana"),
+        aliases: Vec::new(),
         at: now,
         kind: EventKind::Status {
             target: platform_id,
@@ -689,6 +692,7 @@ pub async fn a_status_before_the_send_is_recorded_applies_when_it_is(store: Shar
         channel: channel(),
         event_id: EventId::parse("status-early").unwrap(),
         contact: contact("ana"),
+        aliases: Vec::new(),
         at: now,
         kind: EventKind::Status {
             target: platform_id.clone(),
@@ -743,4 +747,33 @@ pub async fn a_reengagement_reply_is_known_as_one(store: SharedStore) {
     assert!(store.is_reengagement(done.queued[1]).await.unwrap());
     let claimed = store.claim_due(now_millis(), 10, 60_000).await.unwrap();
     assert!(!claimed[0].reengage);
+}
+
+pub async fn a_person_stays_one_contact_whichever_id_comes(store: SharedStore) {
+    // First by phone only (an older payload), then with a business-scoped id beside the
+    // phone, then by the business-scoped id alone: one contact, one conversation.
+    let phone = text_event("15550100001", "e1", "first");
+    store.ingest(std::slice::from_ref(&phone)).await.unwrap();
+    let mut both = text_event("US.1349", "e2", "second");
+    both.aliases = vec![contact("15550100001")];
+    store.ingest(&[both]).await.unwrap();
+    let alone = text_event("US.1349", "e3", "third");
+    store.ingest(&[alone]).await.unwrap();
+    let conversation = phone.conversation();
+    let messages = store.messages(&conversation, 0, 10).await.unwrap();
+    assert_eq!(messages.len(), 3);
+    assert!(messages.iter().all(|m| m.contact == contact("15550100001")));
+    let pending = store.pending(0, 10).await.unwrap();
+    assert!(pending.iter().all(|e| e.conversation == conversation));
+
+    // The other way round: first seen with both ids, later by phone alone.
+    let mut first = text_event("US.7777", "f1", "hello");
+    first.aliases = vec![contact("15550100009")];
+    store.ingest(std::slice::from_ref(&first)).await.unwrap();
+    store
+        .ingest(&[text_event("15550100009", "f2", "again")])
+        .await
+        .unwrap();
+    let messages = store.messages(&first.conversation(), 0, 10).await.unwrap();
+    assert_eq!(messages.len(), 2);
 }

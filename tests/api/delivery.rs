@@ -79,6 +79,7 @@ impl ChannelAdapter for FakePlatform {
             channel: self.id.clone(),
             event_id: EventId::parse(id).map_err(|e| ParseError(e.to_string()))?,
             contact: ContactId::parse("+33600000000").unwrap(),
+            aliases: Vec::new(),
             at: now_millis(),
             kind: EventKind::Message(InboundMessage {
                 platform_id: PlatformMessageId::parse(id).map_err(|e| ParseError(e.to_string()))?,

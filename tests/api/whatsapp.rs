@@ -799,3 +799,36 @@ async fn a_reaction_gets_no_reply() {
     assert!(wa.outbound().await.is_empty());
     assert!(wa.graph.sends().is_empty());
 }
+
+#[tokio::test]
+async fn a_customer_keeps_one_conversation_when_meta_adds_their_business_scoped_id() {
+    let wa = start_with(true, Some(Arc::new(Silent))).await;
+    // Before: the phone number only (the fixture's older shape).
+    wa.post_fixture("whatsapp_text.json").await;
+    // Then both ids, then the business-scoped id alone (the customer took a username).
+    let bsuid = "US.13491208655302741918";
+    for (wamid, from) in [("wamid.BOTH", CUSTOMER), ("wamid.ALONE", "")] {
+        let mut payload: Value =
+            serde_json::from_slice(&text_payload(wamid, "hello again", Duration::ZERO)).unwrap();
+        let value = &mut payload["entry"][0]["changes"][0]["value"];
+        value["messages"][0]["from"] = json!(from);
+        value["messages"][0]["from_user_id"] = json!(bsuid);
+        value["contacts"][0]["wa_id"] = json!(from);
+        value["contacts"][0]["user_id"] = json!(bsuid);
+        wa.post(serde_json::to_vec(&payload).unwrap()).await;
+    }
+    let store = wa.app.store().clone();
+    eventually("three messages in one conversation", || {
+        let store = store.clone();
+        async move {
+            store
+                .messages(&conversation_of(CUSTOMER), 0, 10)
+                .await
+                .unwrap()
+                .len()
+                == 3
+        }
+    })
+    .await;
+    assert!(wa.messages(bsuid).await.is_empty());
+}

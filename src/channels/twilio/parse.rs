@@ -167,6 +167,7 @@ pub fn parse(
             channel: channel.clone(),
             event_id: EventId::parse(id.clone()).map_err(|e| ParseError(e.to_string()))?,
             contact: contact.clone(),
+            aliases: Vec::new(),
             at,
             kind: EventKind::Message(InboundMessage {
                 platform_id: PlatformMessageId::parse(id).map_err(|e| ParseError(e.to_string()))?,
@@ -206,6 +207,7 @@ fn status_events(channel: &ChannelId, form: &Form, sid: &str, status: &str) -> V
     status_report(
         channel,
         contact,
+        Vec::new(),
         target,
         status,
         delivery,

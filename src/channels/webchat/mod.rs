@@ -142,6 +142,7 @@ impl ChannelAdapter for Webchat {
             channel: self.id.clone(),
             event_id,
             contact,
+            aliases: Vec::new(),
             at: now_millis(),
             kind: EventKind::Message(InboundMessage {
                 platform_id,

@@ -91,13 +91,22 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
-/// The customer's key: the business-scoped user id when Meta sends one (it stays the same
-/// when the customer hides their number behind a username), else the phone number.
-pub fn contact_key(user_id: Option<&str>, phone: Option<&str>) -> Option<String> {
-    user_id
-        .filter(|s| !s.is_empty())
-        .or(phone.filter(|s| !s.is_empty()))
-        .map(str::to_string)
+/// The customer's ids: the business-scoped user id when Meta sends one (it stays the same
+/// when the customer hides their number behind a username), else the phone number; and the
+/// phone number as an alias when both came, so the store keeps one contact for the person
+/// whichever id later events carry.
+pub fn contact_ids(
+    user_id: Option<&str>,
+    phone: Option<&str>,
+) -> Option<(ContactId, Vec<ContactId>)> {
+    let user_id = user_id.filter(|s| !s.is_empty());
+    let phone = phone.filter(|s| !s.is_empty());
+    let primary = ContactId::parse(user_id.or(phone)?).ok()?;
+    let aliases = match (user_id, phone) {
+        (Some(_), Some(phone)) => ContactId::parse(phone).ok().into_iter().collect(),
+        _ => Vec::new(),
+    };
+    Some((primary, aliases))
 }
 
 fn display_names(contacts: &[wire::Contact]) -> HashMap<String, String> {
@@ -193,8 +202,8 @@ fn message_event(
     message: &wire::Message,
     names: &HashMap<String, String>,
 ) -> Option<InboundEvent> {
-    let key = contact_key(message.from_user_id.as_deref(), message.from.as_deref())?;
-    let contact = ContactId::parse(key.clone()).ok()?;
+    let (contact, aliases) = contact_ids(message.from_user_id.as_deref(), message.from.as_deref())?;
+    let key = contact.as_str().to_string();
     let platform_id = PlatformMessageId::parse(message.id.clone()).ok()?;
     let display_name = names.get(&key).cloned().or_else(|| {
         message
@@ -206,6 +215,7 @@ fn message_event(
         channel: channel.clone(),
         event_id: EventId::parse(message.id.clone()).ok()?,
         contact,
+        aliases,
         at: timestamp_millis(message.timestamp.as_deref()),
         kind: EventKind::Message(InboundMessage {
             platform_id,
@@ -222,16 +232,13 @@ fn message_event(
 
 /// A status, and for a failure that means the reply window closed, the signal to reconcile.
 fn status_events(channel: &ChannelId, status: &wire::Status) -> Vec<InboundEvent> {
-    let Some(key) = contact_key(
+    let Some((contact, aliases)) = contact_ids(
         status.recipient_user_id.as_deref(),
         status.recipient_id.as_deref(),
     ) else {
         return Vec::new();
     };
-    let (Ok(contact), Ok(target)) = (
-        ContactId::parse(key),
-        PlatformMessageId::parse(status.id.clone()),
-    ) else {
+    let Ok(target) = PlatformMessageId::parse(status.id.clone()) else {
         return Vec::new();
     };
     let delivery = match status.status.as_str() {
@@ -256,6 +263,7 @@ fn status_events(channel: &ChannelId, status: &wire::Status) -> Vec<InboundEvent
     status_report(
         channel,
         contact,
+        aliases,
         target,
         &status.status,
         delivery,

@@ -181,6 +181,63 @@ fn apply_status(
     Ok(changed > 0)
 }
 
+/// The contact an event's ids stand for: an id already known as an alias of a contact is
+/// that contact; else an id we already hold as a contact; else the event's own. Records the
+/// event's other ids as aliases of it. Returns the event rewritten
+/// to that contact, or `None` when it is already right.
+fn resolve_contact(
+    tx: &rusqlite::Connection,
+    event: &InboundEvent,
+) -> Result<Option<InboundEvent>, StoreError> {
+    let channel = event.channel.as_str();
+    let mut known = None;
+    for id in std::iter::once(&event.contact).chain(&event.aliases) {
+        let found: Option<String> = tx
+            .prepare_cached(
+                "SELECT contact_id FROM contact_aliases WHERE channel_id = ?1 AND alias = ?2",
+            )?
+            .query_row(params![channel, id.as_str()], |row| row.get(0))
+            .optional()?;
+        if let Some(found) = found {
+            known = Some(found);
+            break;
+        }
+    }
+    if known.is_none() && event.aliases.is_empty() {
+        return Ok(None);
+    }
+    if known.is_none() {
+        // No alias yet: an id we already hold as a contact (its history) is the person.
+        for id in std::iter::once(&event.contact).chain(&event.aliases) {
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM contacts WHERE channel_id = ?1 AND contact_id = ?2")?
+                .exists(params![channel, id.as_str()])?;
+            if exists {
+                known = Some(id.as_str().to_string());
+                break;
+            }
+        }
+    }
+    let canonical = match known {
+        Some(found) => ContactId::parse(found).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        None => event.contact.clone(),
+    };
+    for id in std::iter::once(&event.contact).chain(&event.aliases) {
+        if *id != canonical {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO contact_aliases (channel_id, alias, contact_id) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![channel, id.as_str(), canonical.as_str()])?;
+        }
+    }
+    if canonical == event.contact {
+        return Ok(None);
+    }
+    let mut resolved = event.clone();
+    resolved.contact = canonical;
+    Ok(Some(resolved))
+}
+
 fn message_exists(
     tx: &rusqlite::Connection,
     channel: &ChannelId,
@@ -263,6 +320,8 @@ fn ingest_events(
         if matches!(event.kind, EventKind::Typing) {
             continue;
         }
+        let resolved = resolve_contact(tx, event)?;
+        let event = resolved.as_ref().unwrap_or(event);
         let conversation = event.conversation();
         let done_at = match event.kind {
             EventKind::Status { .. } => Some(now),

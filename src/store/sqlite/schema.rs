@@ -74,6 +74,14 @@ CREATE TABLE outbox (
     finished_at INTEGER
 );
 CREATE INDEX outbox_open ON outbox (conversation_id, id) WHERE state IN ('pending', 'sending');
+-- Other ids of a contact (a WhatsApp phone number beside its business-scoped user id).
+CREATE TABLE contact_aliases (
+    channel_id TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    PRIMARY KEY (channel_id, alias)
+) WITHOUT ROWID;
+
 -- Delivery statuses that arrived before the send they describe was recorded.
 CREATE TABLE early_statuses (
     channel_id TEXT NOT NULL,

@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use crate::channels::{ChannelAdapter, Registry};
 use crate::config::{Config, StoreLocation};
 use crate::delivery::DeliveryWorker;
-use crate::domain::{InboundEvent, PlatformMessageId};
+use crate::domain::{ChannelId, InboundEvent, PlatformMessageId};
 use crate::http::{AppState, HttpLimits, router};
 use crate::orchestrator::{
-    FaqResponder, HoldingResponder, Orchestrator, Responder, ResponderChain, TurnSignals,
+    ChannelHints, FaqResponder, HoldingResponder, Orchestrator, Responder, ResponderChain,
 };
 use crate::store::SharedStore;
 use crate::store::sqlite::SqliteStore;
@@ -97,7 +97,7 @@ impl App {
             inbox_wake.clone(),
             outbox_wake.clone(),
             settings.orchestrator.max_parallel_lanes,
-            Arc::new(ChannelSignals {
+            Arc::new(AdapterHints {
                 channels: channels.clone(),
             }),
             metrics.clone(),
@@ -190,12 +190,12 @@ impl App {
     }
 }
 
-/// Passes turn signals to the conversation's channel, off the lane.
-struct ChannelSignals {
+/// Answers the lanes' questions from the conversation's channel adapter.
+struct AdapterHints {
     channels: Registry,
 }
 
-impl TurnSignals for ChannelSignals {
+impl ChannelHints for AdapterHints {
     fn turn_started(&self, event: &InboundEvent, message: &PlatformMessageId) {
         let Some(adapter) = self.channels.adapter(&event.channel).cloned() else {
             return;
@@ -205,6 +205,13 @@ impl TurnSignals for ChannelSignals {
         }
         let (contact, message) = (event.contact.clone(), message.clone());
         tokio::spawn(async move { adapter.turn_started(&contact, &message).await });
+    }
+
+    fn max_text_chars(&self, channel: &ChannelId) -> Option<usize> {
+        self.channels
+            .adapter(channel)
+            .map(|adapter| adapter.capabilities().max_text_chars)
+            .filter(|limit| *limit > 0)
     }
 }
 

@@ -102,6 +102,26 @@ impl Content {
     }
 }
 
+/// Splits a text into parts of at most `max` characters, cutting at a paragraph, then a
+/// line, then a word boundary when one falls in the second half of the part.
+pub fn split_text(body: &str, max: usize) -> Vec<String> {
+    let mut chunks = Vec::new();
+    let mut rest = body;
+    while rest.chars().count() > max {
+        let limit = rest.char_indices().nth(max).map_or(rest.len(), |(i, _)| i);
+        let window = &rest[..limit];
+        let cut = ["\n\n", "\n", " "]
+            .iter()
+            .filter_map(|sep| window.rfind(sep).map(|i| i + sep.len()))
+            .find(|i| *i > limit / 2)
+            .unwrap_or(limit);
+        chunks.push(rest[..cut].trim_end().to_string());
+        rest = &rest[cut..];
+    }
+    chunks.push(rest.to_string());
+    chunks
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Choice {
     pub id: String,
@@ -138,3 +158,25 @@ pub enum MediaKind {
 /// A reference the channel adapter that produced it can resolve into bytes on demand.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaRef(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::split_text;
+
+    #[test]
+    fn splits_at_boundaries_within_the_limit() {
+        let text = format!("{}\n\n{}", "a".repeat(30), "b ".repeat(40));
+        let parts = split_text(&text, 40);
+        assert!(parts.iter().all(|p| p.chars().count() <= 40), "{parts:?}");
+        assert_eq!(parts[0], "a".repeat(30));
+        assert_eq!(
+            parts.concat().replace(['\n', ' '], ""),
+            text.replace(['\n', ' '], "")
+        );
+        assert_eq!(split_text("short", 40), vec!["short".to_string()]);
+        let unbroken = "é".repeat(100);
+        let parts = split_text(&unbroken, 40);
+        assert_eq!(parts.len(), 3);
+        assert!(parts.iter().all(|p| p.chars().count() <= 40));
+    }
+}

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::responder::{Responder, Turn};
 use crate::domain::{
-    Content, ConversationId, Direction, EventKind, InboundEvent, PlatformMessageId, now_millis,
+    ChannelId, Content, ConversationId, Direction, EventKind, InboundEvent, PlatformMessageId,
+    now_millis, split_text,
 };
 use crate::store::{InboxEntry, NewReply, SharedStore, ThreadChange, TurnOutcome};
 use crate::telemetry::Metrics;
@@ -46,20 +47,27 @@ pub struct Orchestrator {
     /// Rung after a turn queued replies.
     outbox_wake: Arc<Notify>,
     permits: Arc<Semaphore>,
-    signals: Arc<dyn TurnSignals>,
+    hints: Arc<dyn ChannelHints>,
     metrics: Metrics,
 }
 
-/// Told when a turn starts on a customer's message, so the channel can show it read and the
-/// bot typing. Must not block: it runs inside the lane.
-pub trait TurnSignals: Send + Sync {
+/// What the lanes may ask of a conversation's channel without knowing which platform it is.
+/// Must not block: it runs inside the lane.
+pub trait ChannelHints: Send + Sync {
+    /// A turn starts on a customer's message: the channel may show it read and the bot typing.
     fn turn_started(&self, event: &InboundEvent, message: &PlatformMessageId);
+
+    /// The longest text one message may carry on this channel; longer replies are split
+    /// into several, each its own outbox entry (so a retry never repeats a part already sent).
+    fn max_text_chars(&self, _channel: &ChannelId) -> Option<usize> {
+        None
+    }
 }
 
-/// Signals that go nowhere.
-pub struct NoSignals;
+/// Hints that go nowhere.
+pub struct NoHints;
 
-impl TurnSignals for NoSignals {
+impl ChannelHints for NoHints {
     fn turn_started(&self, _event: &InboundEvent, _message: &PlatformMessageId) {}
 }
 
@@ -70,7 +78,7 @@ impl Orchestrator {
         inbox_wake: Arc<Notify>,
         outbox_wake: Arc<Notify>,
         max_parallel: usize,
-        signals: Arc<dyn TurnSignals>,
+        hints: Arc<dyn ChannelHints>,
         metrics: Metrics,
     ) -> Self {
         Self {
@@ -79,7 +87,7 @@ impl Orchestrator {
             inbox_wake,
             outbox_wake,
             permits: Arc::new(Semaphore::new(max_parallel.max(1))),
-            signals,
+            hints,
             metrics,
         }
     }
@@ -367,7 +375,7 @@ impl Lane {
             return Ok((TurnOutcome::default(), "silent"));
         }
         orchestrator
-            .signals
+            .hints
             .turn_started(&entry.event, &message.platform_id);
         let turn = Turn {
             entry,
@@ -391,18 +399,33 @@ impl Lane {
             ));
         };
         let quote = decision.quote;
-        let replies = decision
-            .replies
-            .into_iter()
-            .enumerate()
-            .map(|(i, (author, content))| NewReply {
-                idempotency_key: format!("{}:{}:{i}", entry.event.channel, entry.event.event_id),
-                author,
-                content,
-                reply_to: (quote && i == 0).then(|| message.platform_id.clone()),
-                reengage: false,
-            })
-            .collect();
+        let limit = orchestrator.hints.max_text_chars(&entry.event.channel);
+        let mut replies = Vec::new();
+        for (i, (author, content)) in decision.replies.into_iter().enumerate() {
+            let parts = match (&content, limit) {
+                (Content::Text { body }, Some(limit)) if body.chars().count() > limit => {
+                    split_text(body, limit)
+                        .into_iter()
+                        .map(Content::text)
+                        .collect()
+                }
+                _ => vec![content],
+            };
+            for (part, content) in parts.into_iter().enumerate() {
+                // Part 0 keeps the key a whole reply would have: stable across versions.
+                let key = match part {
+                    0 => format!("{}:{}:{i}", entry.event.channel, entry.event.event_id),
+                    n => format!("{}:{}:{i}.{n}", entry.event.channel, entry.event.event_id),
+                };
+                replies.push(NewReply {
+                    idempotency_key: key,
+                    author: author.clone(),
+                    content,
+                    reply_to: (quote && i == 0 && part == 0).then(|| message.platform_id.clone()),
+                    reengage: false,
+                });
+            }
+        }
         Ok((
             TurnOutcome {
                 replies,

@@ -6,7 +6,7 @@ pub mod faq;
 mod lanes;
 mod responder;
 
-pub use self::lanes::{NoSignals, Orchestrator, TurnSignals};
+pub use self::lanes::{ChannelHints, NoHints, Orchestrator};
 pub use self::responder::{
     Decision, FaqResponder, HoldingResponder, Responder, ResponderChain, ResponderError, Turn,
 };

@@ -472,6 +472,12 @@ impl concierge::orchestrator::Responder for Kinds {
                 language: "en".into(),
                 params: vec!["Test User".into(), "7:00 PM".into()],
             },
+            "long" => Content::text(
+                (0..1000)
+                    .map(|i| format!("w{i:03}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
             other => Content::text(format!("re: {other}")),
         };
         Ok(Some(concierge::orchestrator::Decision {
@@ -515,4 +521,36 @@ async fn each_kind_of_reply_has_its_twilio_form() {
     for form in &forms {
         assert_eq!(field(form, "To"), Some("whatsapp:+15550100001"));
     }
+}
+
+#[tokio::test]
+async fn a_long_reply_is_split_into_messages_and_a_failed_part_does_not_resend_the_others() {
+    let tw = start_with(true, Some(std::sync::Arc::new(Kinds))).await;
+    tw.api.script(vec![
+        answer(201, "{\"sid\":\"SMpart1\"}"),
+        answer(500, "{\"code\":20500,\"message\":\"Internal error\"}"),
+    ]);
+    tw.post_form(
+        "MessageSid=SMlong&From=whatsapp%3A%2B15550100001&WaId=15550100001&Body=long&NumMedia=0",
+    )
+    .await;
+    // 5,000 characters: four parts of at most 1,600; the second failed once.
+    let forms = tw.wait_forms(5).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(tw.api.forms().len(), 5);
+    let forms: Vec<String> = forms
+        .iter()
+        .map(|f| field(f, "Body").unwrap().to_string())
+        .collect();
+    assert!(forms.iter().all(|b| b.chars().count() <= 1600));
+    assert_eq!(forms[1], forms[2], "the failed part is retried");
+    assert_ne!(forms[0], forms[1]);
+    assert!(forms[0].starts_with("w000"));
+    assert!(forms[4].ends_with("w999"));
+    let joined = [&forms[0], &forms[2], &forms[3], &forms[4]]
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(joined.split(' ').count(), 1000);
 }

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::domain::{Choice, Content, MediaKind};
+use crate::domain::{Choice, Content, MediaKind, split_text};
 
 pub const MAX_BUTTONS: usize = 3;
 pub const MAX_BUTTON_TITLE: usize = 20;
@@ -44,7 +44,7 @@ pub fn bodies(
     reply_to: Option<&str>,
 ) -> Result<Vec<Value>, String> {
     let parts: Vec<Value> = match content {
-        Content::Text { body } => split_text(body)
+        Content::Text { body } => split_text(body, MAX_TEXT)
             .into_iter()
             .map(|chunk| text(&chunk))
             .collect(),
@@ -160,28 +160,6 @@ fn has_link(text: &str) -> bool {
 
 fn text(body: &str) -> Value {
     json!({ "type": "text", "text": { "preview_url": has_link(body), "body": body } })
-}
-
-/// Splits a long text at paragraph, then line, then word boundaries.
-fn split_text(body: &str) -> Vec<String> {
-    let mut chunks = Vec::new();
-    let mut rest = body;
-    while rest.chars().count() > MAX_TEXT {
-        let limit = rest
-            .char_indices()
-            .nth(MAX_TEXT)
-            .map_or(rest.len(), |(i, _)| i);
-        let window = &rest[..limit];
-        let cut = ["\n\n", "\n", " "]
-            .iter()
-            .filter_map(|sep| window.rfind(sep).map(|i| i + sep.len()))
-            .find(|i| *i > limit / 2)
-            .unwrap_or(limit);
-        chunks.push(rest[..cut].trim_end().to_string());
-        rest = &rest[cut..];
-    }
-    chunks.push(rest.to_string());
-    chunks
 }
 
 fn choices_body(

@@ -121,6 +121,10 @@ mod tests {
         let now = 100 * HOUR;
         let fresh = message(Content::text("hi"), Some(now - HOUR), now);
         assert_eq!(window.decide(&fresh, now), WindowDecision::Send);
+        let edge = message(Content::text("hi"), Some(now - 24 * HOUR + 1), now);
+        assert_eq!(window.decide(&edge, now), WindowDecision::Send);
+        let just_closed = message(Content::text("hi"), Some(now - 24 * HOUR), now);
+        assert_eq!(window.decide(&just_closed, now), WindowDecision::Reengage);
         let late = message(Content::text("hi"), Some(now - 25 * HOUR), now);
         assert_eq!(window.decide(&late, now), WindowDecision::Reengage);
         window.reengaged(&late.conversation, now);

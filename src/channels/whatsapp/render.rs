@@ -182,7 +182,7 @@ fn choices_body(
         for (i, choice) in choices.iter().enumerate() {
             lines.push(format!("{}. {}", i + 1, choice.title));
         }
-        return text(&lines.join("\n"));
+        return text(&clip(&lines.join("\n"), MAX_TEXT));
     }
     let mut interactive = if fits_buttons {
         let buttons: Vec<Value> = choices
@@ -211,12 +211,16 @@ fn choices_body(
                 None => sections.push((title, vec![row])),
             }
         }
+        // With several sections every one needs a title.
+        let several = sections.len() > 1;
         let sections: Vec<Value> = sections
             .into_iter()
             .map(|(title, rows)| {
                 let mut section = json!({ "rows": rows });
                 if !title.is_empty() {
                     section["title"] = json!(title);
+                } else if several {
+                    section["title"] = json!("Options");
                 }
                 section
             })
@@ -284,6 +288,18 @@ mod tests {
         assert_eq!(body["interactive"]["type"], "list");
         let row = &body["interactive"]["action"]["sections"][0]["rows"][0];
         assert!(row["title"].as_str().unwrap().chars().count() <= 24);
+    }
+
+    #[test]
+    fn every_section_has_a_title_when_there_are_several() {
+        let mut list = choices(4, "Opt");
+        list[0].section = Some("Evening".into());
+        let body = render(choices_content(list));
+        let sections = body["interactive"]["action"]["sections"]
+            .as_array()
+            .unwrap();
+        assert_eq!(sections.len(), 2);
+        assert!(sections.iter().all(|s| s["title"].is_string()));
     }
 
     #[test]

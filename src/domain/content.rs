@@ -104,6 +104,13 @@ impl Content {
 
 /// Splits a text into parts of at most `max` characters, cutting at a paragraph, then a
 /// line, then a word boundary when one falls in the second half of the part.
+///
+/// ```
+/// use concierge::domain::split_text;
+///
+/// let parts = split_text("Opening hours.\n\nDelivery takes two days.", 20);
+/// assert_eq!(parts, ["Opening hours.", "Delivery takes two", "days."]);
+/// ```
 pub fn split_text(body: &str, max: usize) -> Vec<String> {
     let mut chunks = Vec::new();
     let mut rest = body;

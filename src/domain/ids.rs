@@ -133,6 +133,16 @@ impl fmt::Display for ChannelId {
 
 /// One thread of one contact on one channel. Derived from the pair, so every instance and
 /// every restart computes the same id without a lookup: 32 hex digits of SHA-256.
+///
+/// ```
+/// use concierge::domain::{ChannelId, ContactId, ConversationId};
+///
+/// let whatsapp = ChannelId::parse("whatsapp").unwrap();
+/// let ana = ContactId::parse("15550100001").unwrap();
+/// let id = ConversationId::derive(&whatsapp, &ana);
+/// assert_eq!(id, ConversationId::derive(&whatsapp, &ana));
+/// assert_eq!(id.as_str().len(), 32);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ConversationId(String);

@@ -2,6 +2,7 @@
 //! per platform implements it. Platform wire formats never leave their folder: adapters hand
 //! inward only domain values.
 
+pub mod bluebubbles;
 mod limiter;
 mod outbound_http;
 mod signature;
@@ -34,6 +35,7 @@ pub enum ChannelKind {
     Webchat,
     Whatsapp,
     TwilioWhatsapp,
+    Bluebubbles,
 }
 
 impl ChannelKind {
@@ -41,6 +43,7 @@ impl ChannelKind {
         ChannelKind::Webchat,
         ChannelKind::Whatsapp,
         ChannelKind::TwilioWhatsapp,
+        ChannelKind::Bluebubbles,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +51,7 @@ impl ChannelKind {
             ChannelKind::Webchat => "webchat",
             ChannelKind::Whatsapp => "whatsapp",
             ChannelKind::TwilioWhatsapp => "twilio_whatsapp",
+            ChannelKind::Bluebubbles => "bluebubbles",
         }
     }
 
@@ -62,6 +66,7 @@ pub enum ChannelConfig {
     Webchat(webchat::WebchatConfig),
     Whatsapp(whatsapp::WhatsappConfig),
     TwilioWhatsapp(twilio::TwilioConfig),
+    Bluebubbles(bluebubbles::BlueBubblesConfig),
 }
 
 impl ChannelConfig {
@@ -70,6 +75,7 @@ impl ChannelConfig {
             ChannelConfig::Webchat(_) => ChannelKind::Webchat,
             ChannelConfig::Whatsapp(_) => ChannelKind::Whatsapp,
             ChannelConfig::TwilioWhatsapp(_) => ChannelKind::TwilioWhatsapp,
+            ChannelConfig::Bluebubbles(_) => ChannelKind::Bluebubbles,
         }
     }
 }
@@ -105,6 +111,14 @@ impl ChannelConfig {
                 urls.push(("public_url", c.public_url.clone()));
                 if !c.from.starts_with("whatsapp:+") {
                     problems.push(("from", "must look like whatsapp:+15550100000".to_string()));
+                }
+            }
+            ChannelConfig::Bluebubbles(c) => {
+                required("password", c.password.expose());
+                required("webhook_secret", c.webhook_secret.expose());
+                urls.push(("server_url", c.server_url.clone()));
+                if !matches!(c.method.as_str(), "apple-script" | "private-api") {
+                    problems.push(("method", "must be apple-script or private-api".to_string()));
                 }
             }
         }
@@ -356,6 +370,11 @@ impl Registry {
                 }
                 ChannelConfig::TwilioWhatsapp(config) => {
                     let adapter = twilio::Twilio::new(id.clone(), config.clone(), http.clone());
+                    registry.adapters.insert(id.clone(), Arc::new(adapter));
+                }
+                ChannelConfig::Bluebubbles(config) => {
+                    let adapter =
+                        bluebubbles::BlueBubbles::new(id.clone(), config.clone(), http.clone());
                     registry.adapters.insert(id.clone(), Arc::new(adapter));
                 }
             }

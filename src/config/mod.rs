@@ -318,6 +318,7 @@ fn channel_config(file: &TomlFile<'_>) -> Result<ChannelConfig, Vec<Problem>> {
         Some(ChannelKind::Webchat) => typed(file, table, ChannelConfig::Webchat),
         Some(ChannelKind::Whatsapp) => typed(file, table, ChannelConfig::Whatsapp),
         Some(ChannelKind::TwilioWhatsapp) => typed(file, table, ChannelConfig::TwilioWhatsapp),
+        Some(ChannelKind::Bluebubbles) => typed(file, table, ChannelConfig::Bluebubbles),
         None => Err(vec![
             Problem::new(
                 file.path,

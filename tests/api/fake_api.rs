@@ -98,6 +98,15 @@ impl FakeApi {
             .collect()
     }
 
+    /// The JSON bodies sent to a BlueBubbles server's message routes, with their paths.
+    pub fn bluebubbles_sends(&self) -> Vec<(String, serde_json::Value)> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == Method::POST && r.path.starts_with("/api/v1/message/"))
+            .map(|r| (r.path.clone(), r.json()))
+            .collect()
+    }
+
     /// The read-and-typing receipts.
     pub fn receipts(&self) -> Vec<serde_json::Value> {
         self.requests()
@@ -123,7 +132,9 @@ async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Respon
     state.requests.lock().unwrap().push(recorded);
     let path = parts.uri.path().to_string();
     let base = state.base.lock().unwrap().clone();
-    if parts.method == Method::GET && path.starts_with("/download/") {
+    if parts.method == Method::GET
+        && (path.starts_with("/download/") || path.ends_with("/download"))
+    {
         return ([("content-type", "image/jpeg")], "FAKE-JPEG-BYTES").into_response();
     }
     if parts.method == Method::GET {
@@ -141,7 +152,7 @@ async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Respon
         });
         return axum::Json(body).into_response();
     }
-    if path.ends_with("/Indicators/Typing.json") {
+    if path.ends_with("/Indicators/Typing.json") || path.starts_with("/api/v1/chat/") {
         return axum::Json(serde_json::json!({ "success": true })).into_response();
     }
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
@@ -175,6 +186,7 @@ async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Respon
         "messages": [{ "id": format!("wamid.OUT-{n}") }],
         "sid": format!("SMOUT{n:030}"),
         "status": "queued",
+        "data": { "guid": format!("BBOUT-{n}") },
     }))
     .into_response()
 }

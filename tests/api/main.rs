@@ -1,5 +1,6 @@
 //! End-to-end tests: the app started on port 0 with a real SQLite file, driven over HTTP.
 
+mod bluebubbles;
 mod chat;
 mod check;
 mod delivery;

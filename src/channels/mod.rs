@@ -6,6 +6,7 @@ pub mod bluebubbles;
 mod limiter;
 mod outbound_http;
 mod signature;
+pub mod telegram;
 pub mod twilio;
 pub mod webchat;
 pub mod whatsapp;
@@ -36,6 +37,7 @@ pub enum ChannelKind {
     Whatsapp,
     TwilioWhatsapp,
     Bluebubbles,
+    Telegram,
 }
 
 impl ChannelKind {
@@ -44,6 +46,7 @@ impl ChannelKind {
         ChannelKind::Whatsapp,
         ChannelKind::TwilioWhatsapp,
         ChannelKind::Bluebubbles,
+        ChannelKind::Telegram,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +55,7 @@ impl ChannelKind {
             ChannelKind::Whatsapp => "whatsapp",
             ChannelKind::TwilioWhatsapp => "twilio_whatsapp",
             ChannelKind::Bluebubbles => "bluebubbles",
+            ChannelKind::Telegram => "telegram",
         }
     }
 
@@ -67,6 +71,7 @@ pub enum ChannelConfig {
     Whatsapp(whatsapp::WhatsappConfig),
     TwilioWhatsapp(twilio::TwilioConfig),
     Bluebubbles(bluebubbles::BlueBubblesConfig),
+    Telegram(telegram::TelegramConfig),
 }
 
 impl ChannelConfig {
@@ -76,6 +81,7 @@ impl ChannelConfig {
             ChannelConfig::Whatsapp(_) => ChannelKind::Whatsapp,
             ChannelConfig::TwilioWhatsapp(_) => ChannelKind::TwilioWhatsapp,
             ChannelConfig::Bluebubbles(_) => ChannelKind::Bluebubbles,
+            ChannelConfig::Telegram(_) => ChannelKind::Telegram,
         }
     }
 }
@@ -120,6 +126,26 @@ impl ChannelConfig {
                 if !matches!(c.method.as_str(), "apple-script" | "private-api") {
                     problems.push(("method", "must be apple-script or private-api".to_string()));
                 }
+            }
+            ChannelConfig::Telegram(c) => {
+                required("bot_token", c.bot_token.expose());
+                urls.push(("api_base", c.api_base.clone()));
+                if !matches!(c.mode.as_str(), "webhook" | "polling") {
+                    problems.push(("mode", "must be webhook or polling".to_string()));
+                }
+                // Telegram accepts 1 to 256 of A-Z, a-z, 0-9, _ and -.
+                let token = c.secret_token.expose();
+                let valid = (1..=256).contains(&token.len())
+                    && token
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !valid {
+                    problems.push((
+                        "secret_token",
+                        "must be 1 to 256 letters, digits, _ or -".to_string(),
+                    ));
+                }
+                rate = Some(c.messages_per_second);
             }
         }
         if let Some(rate) = rate
@@ -370,6 +396,10 @@ impl Registry {
                 }
                 ChannelConfig::TwilioWhatsapp(config) => {
                     let adapter = twilio::Twilio::new(id.clone(), config.clone(), http.clone());
+                    registry.adapters.insert(id.clone(), Arc::new(adapter));
+                }
+                ChannelConfig::Telegram(config) => {
+                    let adapter = telegram::Telegram::new(id.clone(), config.clone(), http.clone());
                     registry.adapters.insert(id.clone(), Arc::new(adapter));
                 }
                 ChannelConfig::Bluebubbles(config) => {

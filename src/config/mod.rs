@@ -319,6 +319,7 @@ fn channel_config(file: &TomlFile<'_>) -> Result<ChannelConfig, Vec<Problem>> {
         Some(ChannelKind::Whatsapp) => typed(file, table, ChannelConfig::Whatsapp),
         Some(ChannelKind::TwilioWhatsapp) => typed(file, table, ChannelConfig::TwilioWhatsapp),
         Some(ChannelKind::Bluebubbles) => typed(file, table, ChannelConfig::Bluebubbles),
+        Some(ChannelKind::Telegram) => typed(file, table, ChannelConfig::Telegram),
         None => Err(vec![
             Problem::new(
                 file.path,

@@ -135,7 +135,7 @@ pub struct Conversation {
 #[async_trait]
 pub trait Inbox: Send + Sync {
     /// Appends events atomically, ignoring ones already seen (by event id, or for messages
-    /// by platform message id). Delivery statuses are applied to their message at once (they
+    /// by platform message id). An edit replaces the content of the customer's message. Delivery statuses are applied to their message at once (they
     /// need no turn); a status for a message not yet marked sent is kept and applied when it
     /// is. Typing signals are not stored.
     async fn ingest(&self, events: &[InboundEvent]) -> Result<IngestOutcome, StoreError>;

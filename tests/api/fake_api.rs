@@ -107,6 +107,18 @@ impl FakeApi {
             .collect()
     }
 
+    /// Telegram Bot API calls: the method and its JSON body.
+    pub fn telegram_calls(&self) -> Vec<(String, serde_json::Value)> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with("/bot"))
+            .map(|r| {
+                let method = r.path.rsplit('/').next().unwrap_or_default().to_string();
+                (method, r.json())
+            })
+            .collect()
+    }
+
     /// The read-and-typing receipts.
     pub fn receipts(&self) -> Vec<serde_json::Value> {
         self.requests()
@@ -133,7 +145,9 @@ async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Respon
     let path = parts.uri.path().to_string();
     let base = state.base.lock().unwrap().clone();
     if parts.method == Method::GET
-        && (path.starts_with("/download/") || path.ends_with("/download"))
+        && (path.starts_with("/download/")
+            || path.ends_with("/download")
+            || path.starts_with("/file/"))
     {
         return ([("content-type", "image/jpeg")], "FAKE-JPEG-BYTES").into_response();
     }
@@ -159,7 +173,27 @@ async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Respon
     if json.get("status").is_some() {
         return axum::Json(serde_json::json!({ "success": true })).into_response();
     }
-    let scripted = state.script.lock().unwrap().pop_front();
+    let telegram = path.starts_with("/bot");
+    // Scripted answers are for sends; typing, callback answers and file lookups always work.
+    let side_call = ["/sendChatAction", "/answerCallbackQuery", "/getFile"]
+        .iter()
+        .any(|m| path.ends_with(m));
+    let scripted = if side_call {
+        None
+    } else {
+        state.script.lock().unwrap().pop_front()
+    };
+    if telegram && scripted.is_none() {
+        let n = state.sent.fetch_add(1, Ordering::SeqCst) + 1;
+        let result = if path.ends_with("/getFile") {
+            serde_json::json!({ "file_id": "f", "file_unique_id": "u", "file_size": 15, "file_path": "photos/file_1.jpg" })
+        } else if path.ends_with("/answerCallbackQuery") || path.ends_with("/sendChatAction") {
+            serde_json::json!(true)
+        } else {
+            serde_json::json!({ "message_id": 7000 + n, "date": 0, "chat": { "id": json.get("chat_id").cloned().unwrap_or_default(), "type": "private" } })
+        };
+        return axum::Json(serde_json::json!({ "ok": true, "result": result })).into_response();
+    }
     if let Some(answer) = scripted {
         let mut response = (
             StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK),

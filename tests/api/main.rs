@@ -11,5 +11,6 @@ mod kill;
 mod lanes;
 mod restart;
 mod store_sqlite;
+mod telegram;
 mod twilio;
 mod whatsapp;

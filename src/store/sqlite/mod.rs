@@ -401,6 +401,21 @@ fn ingest_events(
                     .execute(params![now, seq])?;
                 }
             }
+            EventKind::Edit { target, content } => {
+                outcome.accepted += 1;
+                upsert_conversation(tx, event, &conversation, now)?;
+                // The customer's own message now reads as edited.
+                tx.prepare_cached(
+                    "UPDATE messages SET content = ?1
+                     WHERE channel_id = ?2 AND platform_id = ?3 AND direction = ?4",
+                )?
+                .execute(params![
+                    json(content)?,
+                    event.channel.as_str(),
+                    target.as_str(),
+                    json(&Direction::Inbound)?
+                ])?;
+            }
             _ => {
                 outcome.accepted += 1;
                 upsert_conversation(tx, event, &conversation, now)?;

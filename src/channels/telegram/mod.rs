@@ -1,0 +1,363 @@
+//! Telegram through the Bot API: the webhook with its secret token, updates parsed with
+//! teloxide-core's types, sends paced per chat and overall, 429 retry_after honoured.
+
+mod config;
+mod parse;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+pub use self::config::TelegramConfig;
+pub use self::parse::events as update_events;
+use super::outbound_http::{read_media, request_error, without_url};
+use super::signature::same_secret;
+use super::{
+    Capabilities, ChannelAdapter, ChannelKind, MediaBytes, MediaError, OutboundMessage, ParseError,
+    RateLimiter, SendError, SendReceipt, VerifyError, WebhookRequest,
+};
+use crate::domain::{
+    ChannelId, ContactId, Content, InboundEvent, MediaKind, MediaRef, PlatformMessageId,
+};
+
+pub struct Telegram {
+    id: ChannelId,
+    config: TelegramConfig,
+    http: reqwest::Client,
+    capabilities: Capabilities,
+    overall: RateLimiter,
+    /// When each chat may next be sent to.
+    per_chat: Mutex<HashMap<String, Instant>>,
+    chat_interval: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+struct Answer {
+    ok: bool,
+    #[serde(default)]
+    result: Option<Value>,
+    #[serde(default)]
+    error_code: Option<i64>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    parameters: Option<Parameters>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Parameters {
+    #[serde(default)]
+    retry_after: Option<u64>,
+}
+
+impl Telegram {
+    pub fn new(id: ChannelId, config: TelegramConfig, http: reqwest::Client) -> Self {
+        let chat_interval = Duration::try_from_secs_f64(1.0 / config.messages_per_second_per_chat)
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(60));
+        Self {
+            id,
+            overall: RateLimiter::new(config.messages_per_second),
+            config,
+            http,
+            capabilities: Capabilities {
+                max_buttons: 100,
+                max_list_rows: 100,
+                media: &[MediaKind::Image, MediaKind::Document],
+                reply_window: None,
+                typing: true,
+                read_receipts: false,
+                max_text_chars: 4096,
+                templates: false,
+            },
+            per_chat: Mutex::new(HashMap::new()),
+            chat_interval,
+        }
+    }
+
+    pub fn config(&self) -> &TelegramConfig {
+        &self.config
+    }
+
+    fn method_url(&self, method: &str) -> String {
+        format!(
+            "{}/bot{}/{method}",
+            self.config.api_base.trim_end_matches('/'),
+            self.config.bot_token.expose()
+        )
+    }
+
+    /// Waits for this chat's next slot, then for the bot's overall one.
+    async fn pace(&self, chat: &str) {
+        let slot = {
+            let mut next = self.per_chat.lock().await;
+            let now = Instant::now();
+            next.retain(|_, at| *at > now);
+            let slot = next.get(chat).copied().unwrap_or(now).max(now);
+            next.insert(chat.to_string(), slot + self.chat_interval);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+        self.overall.acquire().await;
+    }
+
+    /// Calls a Bot API method; its `result` on success.
+    pub async fn call(&self, method: &str, body: &Value) -> Result<Value, SendError> {
+        let response = self
+            .http
+            .post(self.method_url(method))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| request_error(&e))?;
+        let status = response.status();
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(_) if status.is_success() => return Ok(Value::Null),
+            Err(e) => return Err(request_error(&e)),
+        };
+        let answer = serde_json::from_slice::<Answer>(&bytes).ok();
+        match answer {
+            Some(answer) if answer.ok => Ok(answer.result.unwrap_or(Value::Null)),
+            Some(answer) => {
+                let reason = answer
+                    .description
+                    .unwrap_or_else(|| format!("HTTP {status}"));
+                let code = answer.error_code.unwrap_or(i64::from(status.as_u16()));
+                if let Some(after) = answer.parameters.and_then(|p| p.retry_after) {
+                    return Err(SendError::RetryAfter {
+                        after: Duration::from_secs(after),
+                        reason,
+                    });
+                }
+                Err(match code {
+                    429 => SendError::RetryAfter {
+                        after: Duration::from_secs(1),
+                        reason,
+                    },
+                    500.. => SendError::Transient { reason },
+                    _ => SendError::Rejected {
+                        code: Some(code.to_string()),
+                        reason,
+                    },
+                })
+            }
+            None if status.is_success() => Ok(Value::Null),
+            None if status.is_server_error() => Err(SendError::Transient {
+                reason: format!("HTTP {status}"),
+            }),
+            None => Err(SendError::Rejected {
+                code: Some(status.as_u16().to_string()),
+                reason: format!("HTTP {status}"),
+            }),
+        }
+    }
+
+    /// The method and body for one piece of content.
+    fn request(
+        chat: i64,
+        content: &Content,
+        reply_to: Option<i32>,
+    ) -> Result<(&'static str, Value), String> {
+        let (method, mut body) = match content {
+            Content::Text { body } => ("sendMessage", json!({ "chat_id": chat, "text": body })),
+            Content::Choices { body, choices, .. } => {
+                // One button per row: titles stay readable on a phone.
+                let keyboard: Vec<Value> = choices
+                    .iter()
+                    .map(|c| json!([{ "text": c.title, "callback_data": c.id }]))
+                    .collect();
+                let mut message = json!({ "chat_id": chat, "text": body });
+                if choices.len() <= 3 && choices.iter().all(|c| c.title.chars().count() <= 20) {
+                    // Short choices side by side, as a row.
+                    let row: Vec<Value> = choices
+                        .iter()
+                        .map(|c| json!({ "text": c.title, "callback_data": c.id }))
+                        .collect();
+                    message["reply_markup"] = json!({ "inline_keyboard": [row] });
+                } else {
+                    message["reply_markup"] = json!({ "inline_keyboard": keyboard });
+                }
+                ("sendMessage", message)
+            }
+            Content::Media {
+                kind,
+                caption,
+                media,
+                ..
+            } => {
+                let (method, field) = match kind {
+                    MediaKind::Image => ("sendPhoto", "photo"),
+                    MediaKind::Audio => ("sendAudio", "audio"),
+                    MediaKind::Video => ("sendVideo", "video"),
+                    MediaKind::Sticker => ("sendSticker", "sticker"),
+                    MediaKind::Document => ("sendDocument", "document"),
+                };
+                let mut body = json!({ "chat_id": chat, field: media.0 });
+                if let Some(caption) = caption {
+                    body["caption"] = json!(caption);
+                }
+                (method, body)
+            }
+            Content::Location {
+                latitude,
+                longitude,
+                ..
+            } => (
+                "sendLocation",
+                json!({ "chat_id": chat, "latitude": latitude, "longitude": longitude }),
+            ),
+            Content::Reaction { target, emoji } => {
+                let message_id = target
+                    .rsplit(':')
+                    .next()
+                    .and_then(|m| m.parse::<i64>().ok())
+                    .ok_or_else(|| "a reaction needs a Telegram message id".to_string())?;
+                (
+                    "setMessageReaction",
+                    json!({
+                        "chat_id": chat,
+                        "message_id": message_id,
+                        "reaction": [{ "type": "emoji", "emoji": emoji }],
+                    }),
+                )
+            }
+            Content::Choice(choice) => (
+                "sendMessage",
+                json!({ "chat_id": chat, "text": choice.title }),
+            ),
+            other => {
+                return Err(format!(
+                    "cannot send {} content on Telegram",
+                    other.kind_name()
+                ));
+            }
+        };
+        if let (Some(reply_to), true) = (reply_to, method != "setMessageReaction") {
+            body["reply_parameters"] =
+                json!({ "message_id": reply_to, "allow_sending_without_reply": true });
+        }
+        Ok((method, body))
+    }
+}
+
+#[async_trait]
+impl ChannelAdapter for Telegram {
+    fn id(&self) -> &ChannelId {
+        &self.id
+    }
+
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Telegram
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    fn verify(&self, request: &WebhookRequest) -> Result<(), VerifyError> {
+        let token = request
+            .header("x-telegram-bot-api-secret-token")
+            .ok_or(VerifyError::Missing("X-Telegram-Bot-Api-Secret-Token"))?;
+        if same_secret(
+            token.as_bytes(),
+            self.config.secret_token.expose().as_bytes(),
+        ) {
+            Ok(())
+        } else {
+            Err(VerifyError::Mismatch)
+        }
+    }
+
+    fn parse(&self, request: &WebhookRequest) -> Result<Vec<InboundEvent>, ParseError> {
+        parse::parse(&self.id, &request.body)
+    }
+
+    async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, SendError> {
+        let chat: i64 = message
+            .contact
+            .as_str()
+            .parse()
+            .map_err(|_| SendError::Rejected {
+                code: None,
+                reason: "the contact is not a Telegram chat id".to_string(),
+            })?;
+        let reply_to = message
+            .reply_to
+            .as_ref()
+            .and_then(|r| r.as_str().rsplit(':').next()?.parse::<i32>().ok());
+        let (method, body) = Self::request(chat, &message.content, reply_to)
+            .map_err(|reason| SendError::Rejected { code: None, reason })?;
+        self.pace(message.contact.as_str()).await;
+        let result = self.call(method, &body).await?;
+        let id = result
+            .get("message_id")
+            .and_then(Value::as_i64)
+            .map(|m| format!("{chat}:{m}"));
+        Ok(SendReceipt {
+            platform_id: id.and_then(|id| PlatformMessageId::parse(id).ok()),
+        })
+    }
+
+    async fn fetch_media(&self, media: &MediaRef) -> Result<MediaBytes, MediaError> {
+        let file = self
+            .call("getFile", &json!({ "file_id": media.0 }))
+            .await
+            .map_err(|e| match e {
+                SendError::Rejected { .. } => MediaError::NotFound,
+                other => MediaError::Failed(other.to_string()),
+            })?;
+        let limit = self.config.media_max_bytes;
+        if file
+            .get("file_size")
+            .and_then(Value::as_u64)
+            .is_some_and(|size| size > limit)
+        {
+            return Err(MediaError::TooLarge { limit });
+        }
+        let path = file
+            .get("file_path")
+            .and_then(Value::as_str)
+            .ok_or(MediaError::NotFound)?;
+        let response = self
+            .http
+            .get(format!(
+                "{}/file/bot{}/{path}",
+                self.config.api_base.trim_end_matches('/'),
+                self.config.bot_token.expose()
+            ))
+            .send()
+            .await
+            .map_err(|e| MediaError::Failed(without_url(&e)))?;
+        read_media(response, limit, None).await
+    }
+
+    /// Typing while the turn runs; for a button tap, the answer that stops its spinner.
+    async fn turn_started(&self, contact: &ContactId, message: &PlatformMessageId) {
+        if let Some(query) = message.as_str().strip_prefix("cbq:")
+            && let Err(e) = self
+                .call(
+                    "answerCallbackQuery",
+                    &json!({ "callback_query_id": query }),
+                )
+                .await
+        {
+            tracing::debug!(channel = %self.id, error = %e, "cannot answer the callback query");
+        }
+        if let Ok(chat) = contact.as_str().parse::<i64>()
+            && let Err(e) = self
+                .call(
+                    "sendChatAction",
+                    &json!({ "chat_id": chat, "action": "typing" }),
+                )
+                .await
+        {
+            tracing::debug!(channel = %self.id, error = %e, "cannot send the typing action");
+        }
+    }
+}

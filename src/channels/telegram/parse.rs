@@ -1,0 +1,240 @@
+//! From a Telegram `Update` (teloxide-core's types) to normalised events. The conversation
+//! is the chat; a message's platform id is `<chat>:<message id>` (ids are per chat).
+
+use teloxide_core::types::{MaybeInaccessibleMessage, Message, ReactionType, Update, UpdateKind};
+
+use super::super::ParseError;
+use crate::domain::{
+    ChannelId, Choice, ContactId, Content, EventId, EventKind, InboundEvent, InboundMessage,
+    MediaKind, MediaRef, PlatformMessageId, now_millis,
+};
+
+/// Our id of a Telegram message.
+pub fn message_id(chat: i64, message: i32) -> String {
+    format!("{chat}:{message}")
+}
+
+pub fn parse(channel: &ChannelId, body: &[u8]) -> Result<Vec<InboundEvent>, ParseError> {
+    let update: Update = serde_json::from_slice(body).map_err(|e| {
+        ParseError(format!(
+            "not a Telegram update ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    Ok(events(channel, &update))
+}
+
+/// The events of one update (shared by the webhook and polling).
+pub fn events(channel: &ChannelId, update: &Update) -> Vec<InboundEvent> {
+    let event_id = format!("u{}", update.id.0);
+    let event = |contact: String, at: i64, kind: EventKind| -> Option<InboundEvent> {
+        Some(InboundEvent {
+            channel: channel.clone(),
+            event_id: EventId::parse(event_id.clone()).ok()?,
+            contact: ContactId::parse(contact).ok()?,
+            aliases: Vec::new(),
+            at,
+            kind,
+        })
+    };
+    let found = match &update.kind {
+        UpdateKind::Message(message) => {
+            let inbound = inbound(message);
+            event(
+                message.chat.id.0.to_string(),
+                message.date.timestamp_millis(),
+                EventKind::Message(inbound),
+            )
+        }
+        UpdateKind::EditedMessage(message) => {
+            let inbound = inbound(message);
+            event(
+                message.chat.id.0.to_string(),
+                message
+                    .edit_date()
+                    .map(|d| d.timestamp_millis())
+                    .unwrap_or_else(now_millis),
+                EventKind::Edit {
+                    target: inbound.platform_id,
+                    content: inbound.content,
+                },
+            )
+        }
+        UpdateKind::CallbackQuery(query) => {
+            let Some(MaybeInaccessibleMessage::Regular(message)) = &query.message else {
+                return Vec::new();
+            };
+            let data = query.data.clone().unwrap_or_default();
+            // The title the customer saw: the button's text on the message they tapped.
+            let title =
+                message
+                    .reply_markup()
+                    .and_then(|markup| {
+                        markup.inline_keyboard.iter().flatten().find_map(|button| {
+                            match &button.kind {
+                                teloxide_core::types::InlineKeyboardButtonKind::CallbackData(d)
+                                    if *d == data =>
+                                {
+                                    Some(button.text.clone())
+                                }
+                                _ => None,
+                            }
+                        })
+                    })
+                    .unwrap_or_else(|| data.clone());
+            let Ok(platform_id) = PlatformMessageId::parse(format!("cbq:{}", query.id.0)) else {
+                return Vec::new();
+            };
+            event(
+                message.chat.id.0.to_string(),
+                now_millis(),
+                EventKind::Message(InboundMessage {
+                    platform_id,
+                    content: Content::Choice(Choice::new(data, title)),
+                    reply_to: PlatformMessageId::parse(message_id(message.chat.id.0, message.id.0))
+                        .ok(),
+                    display_name: Some(query.from.full_name()),
+                }),
+            )
+        }
+        UpdateKind::MessageReaction(reaction) => {
+            let emoji = reaction
+                .new_reaction
+                .iter()
+                .find_map(|r| match r {
+                    ReactionType::Emoji { emoji } => Some(emoji.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let Ok(platform_id) = PlatformMessageId::parse(format!("reaction:{}", update.id.0))
+            else {
+                return Vec::new();
+            };
+            event(
+                reaction.chat.id.0.to_string(),
+                reaction.date.timestamp_millis(),
+                EventKind::Message(InboundMessage {
+                    platform_id,
+                    content: Content::Reaction {
+                        target: message_id(reaction.chat.id.0, reaction.message_id.0),
+                        emoji,
+                    },
+                    reply_to: None,
+                    display_name: reaction.user().map(|u| u.full_name()),
+                }),
+            )
+        }
+        UpdateKind::Error(raw) => {
+            tracing::warn!(%channel, update = update.id.0, "a Telegram update kind we do not know; acknowledged");
+            tracing::debug!(%channel, raw = %raw, "the unknown update");
+            None
+        }
+        _ => {
+            tracing::debug!(%channel, update = update.id.0, "a Telegram update kind we do not use");
+            None
+        }
+    };
+    found.into_iter().collect()
+}
+
+fn inbound(message: &Message) -> InboundMessage {
+    let caption = message.caption().map(str::to_string);
+    let content = if let Some(text) = message.text() {
+        Content::text(text)
+    } else if let Some(photos) = message.photo() {
+        // The largest size the customer sent.
+        match photos.iter().max_by_key(|p| p.width * p.height) {
+            Some(photo) => Content::Media {
+                kind: MediaKind::Image,
+                mime: Some("image/jpeg".to_string()),
+                caption,
+                media: MediaRef(photo.file.id.0.clone()),
+            },
+            None => Content::Unsupported {
+                kind: "photo".to_string(),
+            },
+        }
+    } else if let Some(document) = message.document() {
+        Content::Media {
+            kind: MediaKind::Document,
+            mime: document.mime_type.as_ref().map(|m| m.to_string()),
+            caption: caption.or_else(|| document.file_name.clone()),
+            media: MediaRef(document.file.id.0.clone()),
+        }
+    } else if let Some(location) = message.location() {
+        Content::Location {
+            latitude: location.latitude,
+            longitude: location.longitude,
+            name: None,
+            address: None,
+        }
+    } else {
+        Content::Unsupported {
+            kind: "message".to_string(),
+        }
+    };
+    let chat = message.chat.id.0;
+    InboundMessage {
+        platform_id: PlatformMessageId::parse(message_id(chat, message.id.0))
+            .unwrap_or_else(|_| PlatformMessageId::parse("invalid").expect("a valid literal")),
+        content,
+        reply_to: message
+            .reply_to_message()
+            .and_then(|r| PlatformMessageId::parse(message_id(chat, r.id.0)).ok()),
+        display_name: message.from.as_ref().map(|u| u.full_name()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn channel() -> ChannelId {
+        ChannelId::parse("telegram").unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse(&channel(), &bytes);
+        }
+
+        #[test]
+        fn random_updates_never_panic(
+            update_id in any::<i64>(),
+            kind in prop_oneof![
+                Just("message".to_string()),
+                Just("edited_message".to_string()),
+                Just("callback_query".to_string()),
+                Just("message_reaction".to_string()),
+                "[a-z_]{1,12}",
+            ],
+            chat in any::<i64>(),
+            text in proptest::option::of(".{0,40}"),
+            data in proptest::option::of(".{0,20}"),
+        ) {
+            let message = serde_json::json!({
+                "message_id": 1, "date": 1767226200, "text": text,
+                "chat": { "id": chat, "type": "private" },
+                "from": { "id": 1, "is_bot": false, "first_name": "T" },
+            });
+            let payload = match kind.as_str() {
+                "callback_query" => serde_json::json!({
+                    "id": "q", "from": { "id": 1, "is_bot": false, "first_name": "T" },
+                    "message": message, "chat_instance": "c", "data": data,
+                }),
+                "message_reaction" => serde_json::json!({
+                    "chat": { "id": chat, "type": "private" }, "message_id": 1, "date": 1,
+                    "old_reaction": [], "new_reaction": [{ "type": "emoji", "emoji": text }],
+                }),
+                _ => message,
+            };
+            let body = serde_json::json!({ "update_id": update_id, kind: payload });
+            let _ = parse(&channel(), &serde_json::to_vec(&body).unwrap());
+        }
+    }
+}

@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::channels::telegram::{self, poll::EventSink};
 use crate::channels::{ChannelAdapter, Registry};
 use crate::config::{Config, StoreLocation};
 use crate::delivery::DeliveryWorker;
@@ -142,6 +143,18 @@ impl App {
             );
         }
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+        let pollers: Vec<_> = channels
+            .telegram_pollers()
+            .into_iter()
+            .map(|bot| {
+                let sink: Arc<dyn EventSink> = Arc::new(InboxSink {
+                    store: store.clone(),
+                    inbox_wake: inbox_wake.clone(),
+                    metrics: metrics.clone(),
+                });
+                tokio::spawn(telegram::poll::run(bot, sink, shutdown.clone()))
+            })
+            .collect();
         let task = tokio::spawn(run(
             listener,
             app_router,
@@ -150,6 +163,7 @@ impl App {
             paused,
             shutdown.clone(),
             grace,
+            pollers,
         ));
         Ok(App {
             addr,
@@ -187,6 +201,35 @@ impl App {
             _ = token.cancelled() => {}
         }
         self.wait().await
+    }
+}
+
+/// Stores polled events as the webhook handler stores posted ones.
+struct InboxSink {
+    store: SharedStore,
+    inbox_wake: Arc<Notify>,
+    metrics: Metrics,
+}
+
+#[async_trait::async_trait]
+impl EventSink for InboxSink {
+    async fn accept(&self, events: Vec<InboundEvent>) -> Result<(), String> {
+        let channel = events
+            .first()
+            .map(|e| e.channel.to_string())
+            .unwrap_or_default();
+        let outcome = self
+            .store
+            .ingest(&events)
+            .await
+            .map_err(|e| e.to_string())?;
+        if outcome.accepted > 0 {
+            self.inbox_wake.notify_one();
+        }
+        for _ in 0..outcome.accepted {
+            self.metrics.webhook(&channel, "polled");
+        }
+        Ok(())
     }
 }
 
@@ -230,6 +273,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
 /// Shutdown order: the HTTP server stops taking requests and the orchestrator stops taking
 /// events; lanes finish what they hold; the delivery worker keeps sending until they are done,
 /// then finishes its sends in flight.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     listener: TcpListener,
     app_router: axum::Router,
@@ -238,6 +282,7 @@ async fn run(
     paused: bool,
     shutdown: CancellationToken,
     grace: Duration,
+    pollers: Vec<JoinHandle<()>>,
 ) -> anyhow::Result<()> {
     let delivery_stop = CancellationToken::new();
     let delivery_task = tokio::spawn(delivery.run(delivery_stop.clone()));
@@ -250,6 +295,9 @@ async fn run(
         shutdown.cancel();
     }
     let drained = async {
+        for poller in pollers {
+            let _ = poller.await;
+        }
         if let Some(task) = orchestrator_task
             && let Err(e) = task.await
         {

@@ -10,7 +10,8 @@
 //!   file, line and key.
 //! - [`channels`]: the adapter trait (verify, parse, send, capabilities) and one folder per
 //!   platform: `webchat`, `whatsapp` (Meta's Cloud API), `twilio` (WhatsApp through Twilio),
-//!   `bluebubbles` (iMessage through a BlueBubbles server).
+//!   `bluebubbles` (iMessage through a BlueBubbles server), `telegram` (the Bot API, webhook
+//!   or polling).
 //! - [`store`]: the store traits, their shared test suite, and the SQLite backend.
 //! - [`orchestrator`]: ordered lanes per conversation fed from the inbox, and the responder
 //!   chain (the FAQ matcher, the holding message).

@@ -42,6 +42,27 @@ enum Command {
         #[arg(long, default_value = "concierge.toml")]
         config: PathBuf,
     },
+    /// Telegram tools.
+    Telegram {
+        #[command(subcommand)]
+        command: TelegramCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TelegramCommand {
+    /// Register the webhook (setWebhook, with the channel's secret token and the update kinds
+    /// the gateway uses) and print what Telegram answered.
+    SetWebhook {
+        #[arg(long, default_value = "concierge.toml")]
+        config: PathBuf,
+        /// The channel id (its file name in channels/).
+        #[arg(long)]
+        channel: String,
+        /// The public URL Telegram should call, e.g. https://example.com/webhooks/telegram
+        #[arg(long)]
+        url: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,7 +76,62 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Serve { config } => serve(&config),
+        Command::Telegram {
+            command:
+                TelegramCommand::SetWebhook {
+                    config,
+                    channel,
+                    url,
+                },
+        } => set_webhook(&config, &channel, &url),
     }
+}
+
+fn set_webhook(path: &std::path::Path, channel: &str, url: &str) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(problems) => {
+            for problem in &problems.0 {
+                eprintln!("{problem}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let registry = concierge::channels::Registry::build(&config.channels, &http);
+        let bot = concierge::domain::ChannelId::parse(channel)
+            .ok()
+            .and_then(|id| registry.telegram(&id).cloned());
+        let Some(bot) = bot else {
+            eprintln!(
+                "{}: no Telegram channel `{channel}` in {}",
+                path.display(),
+                config.channels_dir.display()
+            );
+            return ExitCode::FAILURE;
+        };
+        match bot.set_webhook(url).await {
+            Ok(answer) => {
+                println!("Telegram answered: {answer}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("Telegram refused: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

@@ -377,6 +377,7 @@ pub trait ChannelAdapter: Send + Sync {
 pub struct Registry {
     adapters: BTreeMap<ChannelId, Arc<dyn ChannelAdapter>>,
     webchats: BTreeMap<ChannelId, Arc<webchat::Webchat>>,
+    telegrams: BTreeMap<ChannelId, Arc<telegram::Telegram>>,
 }
 
 impl Registry {
@@ -399,8 +400,13 @@ impl Registry {
                     registry.adapters.insert(id.clone(), Arc::new(adapter));
                 }
                 ChannelConfig::Telegram(config) => {
-                    let adapter = telegram::Telegram::new(id.clone(), config.clone(), http.clone());
-                    registry.adapters.insert(id.clone(), Arc::new(adapter));
+                    let adapter = Arc::new(telegram::Telegram::new(
+                        id.clone(),
+                        config.clone(),
+                        http.clone(),
+                    ));
+                    registry.telegrams.insert(id.clone(), adapter.clone());
+                    registry.adapters.insert(id.clone(), adapter);
                 }
                 ChannelConfig::Bluebubbles(config) => {
                     let adapter =
@@ -434,6 +440,19 @@ impl Registry {
     /// The web chat instances, whose page and live stream the HTTP layer serves.
     pub fn webchat(&self, id: &ChannelId) -> Option<&Arc<webchat::Webchat>> {
         self.webchats.get(id)
+    }
+
+    /// The Telegram channels that poll instead of receiving webhooks.
+    pub fn telegram_pollers(&self) -> Vec<Arc<telegram::Telegram>> {
+        self.telegrams
+            .values()
+            .filter(|t| t.config().mode == "polling")
+            .cloned()
+            .collect()
+    }
+
+    pub fn telegram(&self, id: &ChannelId) -> Option<&Arc<telegram::Telegram>> {
+        self.telegrams.get(id)
     }
 
     pub fn first_webchat(&self) -> Option<&Arc<webchat::Webchat>> {

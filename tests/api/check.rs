@@ -80,7 +80,12 @@ fn serve_refuses_to_start_on_a_bad_config() {
 fn the_example_channel_files_pass_with_their_variables_set() {
     let deployment = Deployment::new("");
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/channels");
-    for name in ["whatsapp.toml", "twilio.toml", "imessage.toml"] {
+    for name in [
+        "whatsapp.toml",
+        "twilio.toml",
+        "imessage.toml",
+        "telegram.toml",
+    ] {
         std::fs::copy(
             examples.join(name),
             deployment.path().join("channels").join(name),
@@ -101,6 +106,8 @@ fn the_example_channel_files_pass_with_their_variables_set() {
             "TWILIO_AUTH_TOKEN",
             "BLUEBUBBLES_PASSWORD",
             "BLUEBUBBLES_WEBHOOK_SECRET",
+            "TELEGRAM_BOT_TOKEN",
+            "TELEGRAM_SECRET_TOKEN",
         ] {
             if with_env {
                 command.env(var, "x");
@@ -116,7 +123,7 @@ fn the_example_channel_files_pass_with_their_variables_set() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("4 channel(s)"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("5 channel(s)"));
     let output = run(false);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -47,6 +47,8 @@ struct FakeState {
     script: Mutex<VecDeque<Answer>>,
     sent: AtomicUsize,
     base: Mutex<String>,
+    /// Telegram updates served by getUpdates.
+    updates: Mutex<Vec<serde_json::Value>>,
 }
 
 #[derive(Clone)]
@@ -68,6 +70,11 @@ impl FakeApi {
             let _ = axum::serve(listener, app).await;
         });
         FakeApi { url, state }
+    }
+
+    /// Adds Telegram updates for getUpdates to serve.
+    pub fn push_updates(&self, updates: Vec<serde_json::Value>) {
+        self.state.updates.lock().unwrap().extend(updates);
     }
 
     /// Queues answers for the next message sends.
@@ -174,6 +181,28 @@ async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Respon
         return axum::Json(serde_json::json!({ "success": true })).into_response();
     }
     let telegram = path.starts_with("/bot");
+    if telegram && path.ends_with("/getUpdates") {
+        // Like Telegram: every update from the offset on, until confirmed by a later offset.
+        let offset = json.get("offset").and_then(|o| o.as_i64()).unwrap_or(0);
+        let pending: Vec<serde_json::Value> = state
+            .updates
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|u| u["update_id"].as_i64().unwrap_or(0) >= offset)
+            .cloned()
+            .collect();
+        if pending.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        return axum::Json(serde_json::json!({ "ok": true, "result": pending })).into_response();
+    }
+    if telegram && path.ends_with("/setWebhook") {
+        return axum::Json(
+            serde_json::json!({ "ok": true, "result": true, "description": "Webhook was set" }),
+        )
+        .into_response();
+    }
     // Scripted answers are for sends; typing, callback answers and file lookups always work.
     let side_call = ["/sendChatAction", "/answerCallbackQuery", "/getFile"]
         .iter()

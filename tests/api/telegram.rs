@@ -361,3 +361,122 @@ async fn choices_become_an_inline_keyboard() {
         serde_json::from_slice(&fixture("outbound/telegram_send_message.json")).unwrap();
     assert_eq!(sends[0], expected);
 }
+
+#[tokio::test]
+async fn polling_delivers_updates_into_the_same_conversations_once_each() {
+    let api = FakeApi::start().await;
+    let secret = signatures()["telegram_secret_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deployment = Deployment::new("");
+    std::fs::write(
+        deployment.path().join("channels/telegram.toml"),
+        format!(
+            "kind = \"telegram\"\nbot_token = \"123456:TEST-TOKEN\"\nsecret_token = \"{secret}\"\nmode = \"polling\"\napi_base = \"{}\"\nmessages_per_second_per_chat = 50\n",
+            api.url
+        ),
+    )
+    .unwrap();
+    let text: Value = serde_json::from_slice(&fixture("telegram_text.json")).unwrap();
+    let tap: Value = serde_json::from_slice(&fixture("telegram_callback_query.json")).unwrap();
+    api.push_updates(vec![text, tap]);
+    let app = spawn_in(deployment, Parts::default()).await;
+    let tg = Tg { app, api, secret };
+    // The same update also arrives by webhook: still once.
+    tg.post_fixture("telegram_text.json").await;
+    eventually("both updates stored", || async {
+        tg.messages(CHAT)
+            .await
+            .iter()
+            .filter(|m| m.direction == Direction::Inbound)
+            .count()
+            == 2
+    })
+    .await;
+    // The first gets the holding message; the tap right after does not repeat it.
+    tg.wait_calls("sendMessage", 1).await;
+    let store = tg.app.store().clone();
+    eventually("both processed", || {
+        let store = store.clone();
+        async move { store.pending(0, 10).await.unwrap().is_empty() }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let inbound: Vec<Content> = tg
+        .messages(CHAT)
+        .await
+        .into_iter()
+        .filter(|m| m.direction == Direction::Inbound)
+        .map(|m| m.content)
+        .collect();
+    assert_eq!(
+        inbound,
+        vec![
+            Content::text("Hi! Can you book a table for two at 7pm tonight?"),
+            Content::Choice(Choice::new("confirm_booking_42", "Confirm")),
+        ]
+    );
+    assert_eq!(
+        tg.wait_calls("sendMessage", 1).await.len(),
+        1,
+        "answered once"
+    );
+    // Later polls confirm what was stored: the offset moves past both updates.
+    let polls = tg.wait_calls("getUpdates", 2).await;
+    assert!(polls.iter().any(|p| p["offset"] == 900000006));
+    assert_eq!(polls[0]["allowed_updates"][0], "message");
+}
+
+#[test]
+fn set_webhook_registers_the_url_with_the_secret_token() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let api = runtime.block_on(FakeApi::start());
+    let deployment = Deployment::new("");
+    std::fs::write(
+        deployment.path().join("channels/telegram.toml"),
+        format!(
+            "kind = \"telegram\"\nbot_token = \"123456:TEST-TOKEN\"\nsecret_token = \"fake-secret-token_0001\"\napi_base = \"{}\"\n",
+            api.url
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_concierge"))
+        .args(["telegram", "set-webhook", "--config"])
+        .arg(deployment.config_path())
+        .args([
+            "--channel",
+            "telegram",
+            "--url",
+            "https://example.test/webhooks/telegram",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Telegram answered: true"));
+    let call = api
+        .telegram_calls()
+        .into_iter()
+        .find(|(m, _)| m == "setWebhook")
+        .unwrap()
+        .1;
+    assert_eq!(
+        call,
+        json!({
+            "url": "https://example.test/webhooks/telegram",
+            "secret_token": "fake-secret-token_0001",
+            "allowed_updates": ["message", "edited_message", "callback_query", "message_reaction"],
+        })
+    );
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_concierge"))
+        .args(["telegram", "set-webhook", "--config"])
+        .arg(deployment.config_path())
+        .args(["--channel", "nope", "--url", "https://x"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+}

@@ -3,6 +3,7 @@
 
 mod config;
 mod parse;
+pub mod poll;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -82,6 +83,20 @@ impl Telegram {
 
     pub fn config(&self) -> &TelegramConfig {
         &self.config
+    }
+
+    /// Registers `url` as the bot's webhook with our secret token and the update kinds we
+    /// use; Telegram's answer on success.
+    pub async fn set_webhook(&self, url: &str) -> Result<Value, SendError> {
+        self.call(
+            "setWebhook",
+            &json!({
+                "url": url,
+                "secret_token": self.config.secret_token.expose(),
+                "allowed_updates": poll::ALLOWED_UPDATES,
+            }),
+        )
+        .await
     }
 
     fn method_url(&self, method: &str) -> String {

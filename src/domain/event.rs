@@ -48,6 +48,9 @@ pub enum EventKind {
     },
     /// The customer is typing.
     Typing,
+    /// The customer opened the conversation (Telegram's /start), perhaps from a link that
+    /// says where they came from (the start parameter, kept as the conversation's source).
+    Started { source: Option<String> },
     /// The platform refused one of our messages because the customer service window is closed
     /// (WhatsApp 131047, Twilio 63016): the message is sent again as the channel's
     /// re-engagement template, once.
@@ -61,6 +64,7 @@ impl EventKind {
             EventKind::Edit { .. } => "edit",
             EventKind::Status { .. } => "status",
             EventKind::Typing => "typing",
+            EventKind::Started { .. } => "started",
             EventKind::WindowClosed { .. } => "window_closed",
         }
     }

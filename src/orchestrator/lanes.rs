@@ -361,6 +361,22 @@ impl Lane {
         let message = match &entry.event.kind {
             EventKind::Message(message) => message,
             EventKind::WindowClosed { target } => return self.window_closed(entry, target).await,
+            EventKind::Started { .. } => {
+                // A customer starting over reopens a closed thread; nothing to answer yet.
+                let current = orchestrator.store.thread_state(&entry.conversation).await?;
+                let reopened = current.clone().on_customer_message();
+                let thread = (reopened != current).then_some(ThreadChange {
+                    from: current,
+                    to: reopened,
+                });
+                return Ok((
+                    TurnOutcome {
+                        replies: Vec::new(),
+                        thread,
+                    },
+                    "started",
+                ));
+            }
             // Edits, and anything else that needs no answer, are recorded and done.
             _ => return Ok((TurnOutcome::default(), "none")),
         };

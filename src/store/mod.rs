@@ -130,6 +130,8 @@ pub struct Conversation {
     pub thread: ThreadState,
     pub created_at: Millis,
     pub last_message_at: Millis,
+    /// Where the conversation came from (a Telegram deep link's start parameter).
+    pub source: Option<String>,
 }
 
 #[async_trait]

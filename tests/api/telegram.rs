@@ -132,11 +132,50 @@ async fn fixture_text_is_answered_with_typing_first() {
 }
 
 #[tokio::test]
-async fn fixture_command_start() {
+async fn fixture_command_start_opens_the_conversation_and_keeps_its_source() {
     let tg = start().await;
     tg.post_fixture("telegram_command_start.json").await;
-    let m = tg.first_inbound(CHAT).await;
-    assert_eq!(m.content, Content::text("/start"));
+    let store = tg.app.store().clone();
+    eventually("the conversation exists", || {
+        let store = store.clone();
+        async move {
+            store
+                .conversation(&conversation(CHAT))
+                .await
+                .unwrap()
+                .is_some()
+        }
+    })
+    .await;
+    let opened = store
+        .conversation(&conversation(CHAT))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(opened.source, None);
+    assert!(
+        tg.messages(CHAT).await.is_empty(),
+        "a /start is not a question"
+    );
+    // From a deep link, t.me/bot?start=spring_sale: the parameter is the source.
+    let mut deep: Value = serde_json::from_slice(&fixture("telegram_command_start.json")).unwrap();
+    deep["update_id"] = json!(900000100);
+    deep["message"]["text"] = json!("/start spring_sale");
+    assert_eq!(
+        tg.post_with(serde_json::to_vec(&deep).unwrap(), Some(&tg.secret))
+            .await,
+        200
+    );
+    eventually("the source is kept", || async {
+        store
+            .conversation(&conversation(CHAT))
+            .await
+            .unwrap()
+            .and_then(|c| c.source)
+            .as_deref()
+            == Some("spring_sale")
+    })
+    .await;
 }
 
 #[tokio::test]

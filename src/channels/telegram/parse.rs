@@ -40,6 +40,13 @@ pub fn events(channel: &ChannelId, update: &Update) -> Vec<InboundEvent> {
         })
     };
     let found = match &update.kind {
+        UpdateKind::Message(message) if start_parameter(message).is_some() => event(
+            message.chat.id.0.to_string(),
+            message.date.timestamp_millis(),
+            EventKind::Started {
+                source: start_parameter(message).flatten(),
+            },
+        ),
         UpdateKind::Message(message) => {
             let inbound = inbound(message);
             event(
@@ -137,6 +144,20 @@ pub fn events(channel: &ChannelId, update: &Update) -> Vec<InboundEvent> {
         }
     };
     found.into_iter().collect()
+}
+
+/// For a `/start` command: `Some(parameter)` (the deep link's payload, when any).
+fn start_parameter(message: &Message) -> Option<Option<String>> {
+    let text = message.text()?;
+    let rest = text.strip_prefix("/start")?;
+    // "/start", "/start@our_bot", "/start PAYLOAD"; not "/started".
+    let rest = match rest.split_once(' ') {
+        Some((bot, payload)) if bot.is_empty() || bot.starts_with('@') => payload,
+        None if rest.is_empty() || rest.starts_with('@') => "",
+        _ => return None,
+    };
+    let payload = rest.trim();
+    Some((!payload.is_empty()).then(|| payload.chars().take(256).collect()))
 }
 
 fn inbound(message: &Message) -> InboundMessage {

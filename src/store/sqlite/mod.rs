@@ -401,6 +401,14 @@ fn ingest_events(
                     .execute(params![now, seq])?;
                 }
             }
+            EventKind::Started { source } => {
+                outcome.accepted += 1;
+                upsert_conversation(tx, event, &conversation, now)?;
+                if let Some(source) = source {
+                    tx.prepare_cached("UPDATE conversations SET source = ?1 WHERE id = ?2")?
+                        .execute(params![source, conversation.as_str()])?;
+                }
+            }
             EventKind::Edit { target, content } => {
                 outcome.accepted += 1;
                 upsert_conversation(tx, event, &conversation, now)?;
@@ -798,7 +806,7 @@ impl Conversations for SqliteStore {
         self.read(move |conn| {
             let row = conn
                 .query_row(
-                    "SELECT channel_id, contact_id, thread, created_at, last_message_at
+                    "SELECT channel_id, contact_id, thread, created_at, last_message_at, source
                      FROM conversations WHERE id = ?1",
                     params![id.as_str()],
                     |row| {
@@ -808,11 +816,12 @@ impl Conversations for SqliteStore {
                             row.get::<_, String>(2)?,
                             row.get::<_, i64>(3)?,
                             row.get::<_, i64>(4)?,
+                            row.get::<_, Option<String>>(5)?,
                         ))
                     },
                 )
                 .optional()?;
-            let Some((channel, contact, thread, created_at, last_message_at)) = row else {
+            let Some((channel, contact, thread, created_at, last_message_at, source)) = row else {
                 return Ok(None);
             };
             Ok(Some(Conversation {
@@ -824,6 +833,7 @@ impl Conversations for SqliteStore {
                 thread: parse_json(&thread)?,
                 created_at,
                 last_message_at,
+                source,
             }))
         })
         .await

@@ -11,7 +11,9 @@ CREATE TABLE conversations (
     contact_id TEXT NOT NULL,
     thread TEXT NOT NULL,
     created_at INTEGER NOT NULL,
-    last_message_at INTEGER NOT NULL
+    last_message_at INTEGER NOT NULL,
+    -- Where the conversation came from (a Telegram start parameter), when known.
+    source TEXT
 );
 
 CREATE TABLE contacts (

@@ -250,6 +250,14 @@ impl ChannelHints for AdapterHints {
         tokio::spawn(async move { adapter.turn_started(&contact, &message).await });
     }
 
+    fn received(&self, event: &InboundEvent, message: &PlatformMessageId) {
+        let Some(adapter) = self.channels.adapter(&event.channel).cloned() else {
+            return;
+        };
+        let (contact, message) = (event.contact.clone(), message.clone());
+        tokio::spawn(async move { adapter.received(&contact, &message).await });
+    }
+
     fn max_text_chars(&self, channel: &ChannelId) -> Option<usize> {
         self.channels
             .adapter(channel)

@@ -28,11 +28,14 @@ impl RateLimiter {
         }
     }
 
+    /// Holds every later call back for `duration` (a platform asked the whole sender to wait).
+    pub async fn pause(&self, duration: Duration) {
+        let mut next = self.next.lock().await;
+        *next = (*next).max(Instant::now() + duration);
+    }
+
     /// Waits for this call's slot.
     pub async fn acquire(&self) {
-        if self.interval.is_zero() {
-            return;
-        }
         let slot = {
             // Held only to reserve a slot, never while sleeping.
             let mut next = self.next.lock().await;
@@ -58,5 +61,16 @@ mod tests {
         }
         // Five calls at 10/s: the fifth waits four intervals.
         assert_eq!(start.elapsed(), Duration::from_millis(400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_holds_every_later_call() {
+        let limiter = RateLimiter::new(0.0);
+        let start = Instant::now();
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        limiter.pause(Duration::from_secs(3)).await;
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
     }
 }

@@ -122,6 +122,19 @@ impl ChannelConfig {
             ChannelConfig::Bluebubbles(c) => {
                 required("password", c.password.expose());
                 required("webhook_secret", c.webhook_secret.expose());
+                // It travels in a URL: characters a URL would change are refused.
+                if !c
+                    .webhook_secret
+                    .expose()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+                {
+                    problems.push((
+                        "webhook_secret",
+                        "may hold only letters, digits and - _ . ~ (it travels in a URL)"
+                            .to_string(),
+                    ));
+                }
                 urls.push(("server_url", c.server_url.clone()));
                 if !matches!(c.method.as_str(), "apple-script" | "private-api") {
                     problems.push(("method", "must be apple-script or private-api".to_string()));
@@ -370,6 +383,10 @@ pub trait ChannelAdapter: Send + Sync {
     /// A turn starts on a customer's message: show it read and the bot typing, where the
     /// platform can. Best effort: a failure is logged, never retried.
     async fn turn_started(&self, _contact: &ContactId, _message: &PlatformMessageId) {}
+
+    /// A customer's message is being handled, whoever holds the thread: acknowledge what the
+    /// platform needs acknowledged (a Telegram button tap's spinner). Best effort.
+    async fn received(&self, _contact: &ContactId, _message: &PlatformMessageId) {}
 }
 
 /// The channel instances of a deployment, by id.

@@ -57,6 +57,9 @@ pub trait ChannelHints: Send + Sync {
     /// A turn starts on a customer's message: the channel may show it read and the bot typing.
     fn turn_started(&self, event: &InboundEvent, message: &PlatformMessageId);
 
+    /// A customer's message is handled, whoever holds the thread (a human too).
+    fn received(&self, _event: &InboundEvent, _message: &PlatformMessageId) {}
+
     /// The longest text one message may carry on this channel; longer replies are split
     /// into several, each its own outbox entry (so a retry never repeats a part already sent).
     fn max_text_chars(&self, _channel: &ChannelId) -> Option<usize> {
@@ -384,6 +387,9 @@ impl Lane {
             // A reaction acknowledges; it asks nothing, so nothing answers it.
             return Ok((TurnOutcome::default(), "none"));
         }
+        orchestrator
+            .hints
+            .received(&entry.event, &message.platform_id);
         let current = orchestrator.store.thread_state(&entry.conversation).await?;
         let thread = current.clone().on_customer_message();
         if !thread.bot_may_reply() {

@@ -320,14 +320,15 @@ async fn a_429_with_retry_after_is_honoured_and_the_reply_arrives_once() {
     let tg = start().await;
     let mut too_many: Value =
         serde_json::from_slice(&fixture("outbound/telegram_error_429.json")).unwrap();
-    too_many["parameters"]["retry_after"] = json!(1);
-    too_many["description"] = json!("Too Many Requests: retry after 1");
+    // Three seconds: more than the one-second fallback, so only the header's figure passes.
+    too_many["parameters"]["retry_after"] = json!(3);
+    too_many["description"] = json!("Too Many Requests: retry after 3");
     tg.api.script(vec![answer(429, &too_many.to_string())]);
     let started = std::time::Instant::now();
     tg.post_fixture("telegram_text.json").await;
     let sends = tg.wait_calls("sendMessage", 2).await;
     assert_eq!(sends[0], sends[1], "the same reply, tried again");
-    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(started.elapsed() >= Duration::from_secs(3));
     eventually("sent", || async {
         tg.messages(CHAT)
             .await
@@ -509,6 +510,7 @@ fn set_webhook_registers_the_url_with_the_secret_token() {
             "url": "https://example.test/webhooks/telegram",
             "secret_token": "fake-secret-token_0001",
             "allowed_updates": ["message", "edited_message", "callback_query", "message_reaction"],
+            "max_connections": 1,
         })
     );
     let missing = std::process::Command::new(env!("CARGO_BIN_EXE_concierge"))

@@ -82,9 +82,18 @@ impl BlueBubbles {
             let answer = serde_json::from_slice::<Answer>(&bytes).ok();
             return Ok(answer.and_then(|a| a.data).and_then(|d| d.guid));
         }
+        let text = String::from_utf8_lossy(&bytes);
         let reason = format!("BlueBubbles answered HTTP {status}");
         Err(if status.is_server_error() {
-            SendError::Transient { reason }
+            // The server answers once the Mac has tried: a 500 may come after the message
+            // went out with an error, so a retry must know it may repeat it.
+            SendError::Ambiguous { reason }
+        } else if text.contains("already") {
+            // The same tempGuid is still being sent: wait for it, do not fail it.
+            SendError::RetryAfter {
+                after: std::time::Duration::from_secs(30),
+                reason: format!("{reason}: the same message is still being sent"),
+            }
         } else {
             SendError::Rejected {
                 code: Some(status.as_u16().to_string()),
@@ -184,7 +193,11 @@ impl ChannelAdapter for BlueBubbles {
                 let Some(reaction) = parse::tapback_name(emoji) else {
                     return Err(SendError::Rejected {
                         code: None,
-                        reason: format!("iMessage has no tapback for {emoji}"),
+                        reason: if emoji.is_empty() {
+                            "taking a tapback back is not supported on iMessage".to_string()
+                        } else {
+                            format!("iMessage has no tapback for {emoji}")
+                        },
                     });
                 };
                 self.post(
@@ -211,7 +224,10 @@ impl ChannelAdapter for BlueBubbles {
                     "message": text,
                     "method": self.config.method,
                 });
-                if let Some(reply_to) = &message.reply_to {
+                // Quoting needs the server's Private API; AppleScript cannot quote.
+                if let (Some(reply_to), "private-api") =
+                    (&message.reply_to, self.config.method.as_str())
+                {
                     body["selectedMessageGuid"] = json!(reply_to.as_str());
                 }
                 self.post("message/text", body).await?

@@ -47,6 +47,11 @@ struct Message {
     chats: Vec<Chat>,
     #[serde(default)]
     temp_guid: Option<String>,
+    /// Not 0 for group events (members added, renamed…), which say nothing.
+    #[serde(default)]
+    item_type: Option<i64>,
+    #[serde(default)]
+    group_action_type: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +166,10 @@ fn new_message(channel: &ChannelId, message: Message) -> Result<Vec<InboundEvent
         // Our own send, echoed back by the server: already stored, never answered.
         return Ok(Vec::new());
     }
+    if message.item_type.unwrap_or(0) != 0 || message.group_action_type.unwrap_or(0) != 0 {
+        // A group event (someone added, the chat renamed): nothing to answer.
+        return Ok(Vec::new());
+    }
     let contact = chat(&message).ok_or_else(|| ParseError("a message without a chat".into()))?;
     let at = message.date_created.unwrap_or_else(now_millis);
     let text = message.text.clone().filter(|t| !t.is_empty());
@@ -171,8 +180,9 @@ fn new_message(channel: &ChannelId, message: Message) -> Result<Vec<InboundEvent
         .map(str::to_string);
     let mut contents = Vec::new();
     if let (Some(target), Some(kind)) = (&message.associated_message_guid, &tapback) {
-        // "p:0/<guid>": part 0 of the message reacted to; "-love" removes a love.
-        let target = target.rsplit('/').next().unwrap_or(target).to_string();
+        // "p:0/<guid>" (part 0 of the message) or "bp:<guid>"; "-love" removes a love.
+        let target = target.rsplit('/').next().unwrap_or(target);
+        let target = target.strip_prefix("bp:").unwrap_or(target).to_string();
         let removed = kind.starts_with('-');
         match tapback_emoji(kind.trim_start_matches('-')) {
             Some(emoji) => contents.push(Content::Reaction {

@@ -73,7 +73,8 @@ impl Telegram {
                 reply_window: None,
                 typing: true,
                 read_receipts: false,
-                max_text_chars: 4096,
+                // Telegram counts 4,096 UTF-16 units: a margin for emoji, which take two.
+                max_text_chars: 3000,
                 templates: false,
             },
             per_chat: Mutex::new(HashMap::new()),
@@ -94,6 +95,9 @@ impl Telegram {
                 "url": url,
                 "secret_token": self.config.secret_token.expose(),
                 "allowed_updates": poll::ALLOWED_UPDATES,
+                // One delivery at a time: Telegram's parallel deliveries could swap two
+                // messages of a chat; our acknowledgements take milliseconds.
+                "max_connections": 1,
             }),
         )
         .await
@@ -107,14 +111,20 @@ impl Telegram {
         )
     }
 
-    /// Waits for this chat's next slot, then for the bot's overall one.
+    /// Waits for this chat's next slot, then for the bot's overall one. Groups (negative
+    /// chat ids) get at most 20 messages a minute, as Telegram allows.
     async fn pace(&self, chat: &str) {
+        let interval = if chat.starts_with('-') {
+            self.chat_interval.max(Duration::from_secs(3))
+        } else {
+            self.chat_interval
+        };
         let slot = {
             let mut next = self.per_chat.lock().await;
             let now = Instant::now();
             next.retain(|_, at| *at > now);
             let slot = next.get(chat).copied().unwrap_or(now).max(now);
-            next.insert(chat.to_string(), slot + self.chat_interval);
+            next.insert(chat.to_string(), slot + interval);
             slot
         };
         tokio::time::sleep_until(slot).await;
@@ -123,13 +133,21 @@ impl Telegram {
 
     /// Calls a Bot API method; its `result` on success.
     pub async fn call(&self, method: &str, body: &Value) -> Result<Value, SendError> {
-        let response = self
-            .http
-            .post(self.method_url(method))
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| request_error(&e))?;
+        self.call_within(method, body, None).await
+    }
+
+    /// Calls a method with its own time limit (a long poll outlasts the client's default).
+    pub async fn call_within(
+        &self,
+        method: &str,
+        body: &Value,
+        timeout: Option<Duration>,
+    ) -> Result<Value, SendError> {
+        let mut request = self.http.post(self.method_url(method)).json(body);
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
+        let response = request.send().await.map_err(|e| request_error(&e))?;
         let status = response.status();
         let bytes = match response.bytes().await {
             Ok(bytes) => bytes,
@@ -185,14 +203,14 @@ impl Telegram {
                 // One button per row: titles stay readable on a phone.
                 let keyboard: Vec<Value> = choices
                     .iter()
-                    .map(|c| json!([{ "text": c.title, "callback_data": c.id }]))
+                    .map(|c| json!([{ "text": c.title, "callback_data": callback_data(&c.id) }]))
                     .collect();
                 let mut message = json!({ "chat_id": chat, "text": body });
                 if choices.len() <= 3 && choices.iter().all(|c| c.title.chars().count() <= 20) {
                     // Short choices side by side, as a row.
                     let row: Vec<Value> = choices
                         .iter()
-                        .map(|c| json!({ "text": c.title, "callback_data": c.id }))
+                        .map(|c| json!({ "text": c.title, "callback_data": callback_data(&c.id) }))
                         .collect();
                     message["reply_markup"] = json!({ "inline_keyboard": [row] });
                 } else {
@@ -215,7 +233,7 @@ impl Telegram {
                 };
                 let mut body = json!({ "chat_id": chat, field: media.0 });
                 if let Some(caption) = caption {
-                    body["caption"] = json!(caption);
+                    body["caption"] = json!(caption.chars().take(1024).collect::<String>());
                 }
                 (method, body)
             }
@@ -238,7 +256,12 @@ impl Telegram {
                     json!({
                         "chat_id": chat,
                         "message_id": message_id,
-                        "reaction": [{ "type": "emoji", "emoji": emoji }],
+                        // No emoji takes our reaction back.
+                        "reaction": if emoji.is_empty() {
+                            json!([])
+                        } else {
+                            json!([{ "type": "emoji", "emoji": emoji }])
+                        },
                     }),
                 )
             }
@@ -258,6 +281,20 @@ impl Telegram {
                 json!({ "message_id": reply_to, "allow_sending_without_reply": true });
         }
         Ok((method, body))
+    }
+}
+
+/// Telegram takes 1 to 64 bytes of callback data: longer choice ids are cut at a character
+/// boundary (the button's title still says what was picked).
+fn callback_data(id: &str) -> String {
+    let mut end = id.len().min(64);
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end == 0 {
+        "_".to_string()
+    } else {
+        id[..end].to_string()
     }
 }
 
@@ -309,7 +346,15 @@ impl ChannelAdapter for Telegram {
         let (method, body) = Self::request(chat, &message.content, reply_to)
             .map_err(|reason| SendError::Rejected { code: None, reason })?;
         self.pace(message.contact.as_str()).await;
-        let result = self.call(method, &body).await?;
+        let result = match self.call(method, &body).await {
+            Ok(result) => result,
+            Err(SendError::RetryAfter { after, reason }) => {
+                // A flood limit holds the whole bot back, not only this reply.
+                self.overall.pause(after).await;
+                return Err(SendError::RetryAfter { after, reason });
+            }
+            Err(e) => return Err(e),
+        };
         let id = result
             .get("message_id")
             .and_then(Value::as_i64)
@@ -352,8 +397,8 @@ impl ChannelAdapter for Telegram {
         read_media(response, limit, None).await
     }
 
-    /// Typing while the turn runs; for a button tap, the answer that stops its spinner.
-    async fn turn_started(&self, contact: &ContactId, message: &PlatformMessageId) {
+    /// A button tap is answered at once, whoever holds the thread, so its spinner stops.
+    async fn received(&self, _contact: &ContactId, message: &PlatformMessageId) {
         if let Some(query) = message.as_str().strip_prefix("cbq:")
             && let Err(e) = self
                 .call(
@@ -364,6 +409,10 @@ impl ChannelAdapter for Telegram {
         {
             tracing::debug!(channel = %self.id, error = %e, "cannot answer the callback query");
         }
+    }
+
+    /// Typing while the turn runs.
+    async fn turn_started(&self, contact: &ContactId, _message: &PlatformMessageId) {
         if let Ok(chat) = contact.as_str().parse::<i64>()
             && let Err(e) = self
                 .call(

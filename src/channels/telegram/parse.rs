@@ -1,7 +1,9 @@
 //! From a Telegram `Update` (teloxide-core's types) to normalised events. The conversation
 //! is the chat; a message's platform id is `<chat>:<message id>` (ids are per chat).
 
-use teloxide_core::types::{MaybeInaccessibleMessage, Message, ReactionType, Update, UpdateKind};
+use teloxide_core::types::{
+    MaybeInaccessibleMessage, Message, MessageKind, ReactionType, Update, UpdateKind,
+};
 
 use super::super::ParseError;
 use crate::domain::{
@@ -47,6 +49,11 @@ pub fn events(channel: &ChannelId, update: &Update) -> Vec<InboundEvent> {
                 source: start_parameter(message).flatten(),
             },
         ),
+        UpdateKind::Message(message) if !matches!(message.kind, MessageKind::Common(_)) => {
+            // Service messages (members joined, title changed, pinned…): nothing said.
+            tracing::debug!(%channel, update = update.id.0, "a Telegram service message");
+            None
+        }
         UpdateKind::Message(message) => {
             let inbound = inbound(message);
             event(
@@ -70,14 +77,20 @@ pub fn events(channel: &ChannelId, update: &Update) -> Vec<InboundEvent> {
             )
         }
         UpdateKind::CallbackQuery(query) => {
-            let Some(MaybeInaccessibleMessage::Regular(message)) = &query.message else {
-                return Vec::new();
-            };
             let data = query.data.clone().unwrap_or_default();
+            let (chat, tapped, markup) = match &query.message {
+                Some(MaybeInaccessibleMessage::Regular(message)) => {
+                    (message.chat.id.0, message.id.0, message.reply_markup())
+                }
+                // Too old for Telegram to show us: the tap still counts.
+                Some(MaybeInaccessibleMessage::Inaccessible(message)) => {
+                    (message.chat.id.0, message.message_id.0, None)
+                }
+                None => return Vec::new(),
+            };
             // The title the customer saw: the button's text on the message they tapped.
             let title =
-                message
-                    .reply_markup()
+                markup
                     .and_then(|markup| {
                         markup.inline_keyboard.iter().flatten().find_map(|button| {
                             match &button.kind {
@@ -95,18 +108,19 @@ pub fn events(channel: &ChannelId, update: &Update) -> Vec<InboundEvent> {
                 return Vec::new();
             };
             event(
-                message.chat.id.0.to_string(),
+                chat.to_string(),
                 now_millis(),
                 EventKind::Message(InboundMessage {
                     platform_id,
                     content: Content::Choice(Choice::new(data, title)),
-                    reply_to: PlatformMessageId::parse(message_id(message.chat.id.0, message.id.0))
-                        .ok(),
+                    reply_to: PlatformMessageId::parse(message_id(chat, tapped)).ok(),
                     display_name: Some(query.from.full_name()),
                 }),
             )
         }
         UpdateKind::MessageReaction(reaction) => {
+            // An empty emoji means the reaction was taken back; a custom or paid one is kept
+            // as a marker rather than read as a removal.
             let emoji = reaction
                 .new_reaction
                 .iter()
@@ -114,6 +128,7 @@ pub fn events(channel: &ChannelId, update: &Update) -> Vec<InboundEvent> {
                     ReactionType::Emoji { emoji } => Some(emoji.clone()),
                     _ => None,
                 })
+                .or_else(|| (!reaction.new_reaction.is_empty()).then(|| "★".to_string()))
                 .unwrap_or_default();
             let Ok(platform_id) = PlatformMessageId::parse(format!("reaction:{}", update.id.0))
             else {
@@ -216,6 +231,24 @@ mod tests {
 
     fn channel() -> ChannelId {
         ChannelId::parse("telegram").unwrap()
+    }
+
+    #[test]
+    fn service_messages_say_nothing() {
+        let body = serde_json::json!({
+            "update_id": 1,
+            "message": {
+                "message_id": 9, "date": 1767226200,
+                "chat": { "id": -100123, "type": "supergroup", "title": "Shop" },
+                "from": { "id": 1, "is_bot": false, "first_name": "T" },
+                "new_chat_members": [{ "id": 2, "is_bot": true, "first_name": "Concierge" }]
+            }
+        });
+        assert!(
+            parse(&channel(), &serde_json::to_vec(&body).unwrap())
+                .unwrap()
+                .is_empty()
+        );
     }
 
     proptest! {

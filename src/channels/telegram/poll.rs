@@ -10,6 +10,7 @@ use teloxide_core::types::Update;
 use tokio_util::sync::CancellationToken;
 
 use super::Telegram;
+use crate::channels::SendError;
 use crate::domain::InboundEvent;
 
 /// The update kinds we ask Telegram for (also registered with setWebhook).
@@ -37,15 +38,28 @@ pub async fn run(bot: Arc<Telegram>, sink: Arc<dyn EventSink>, shutdown: Cancell
         if let Some(offset) = offset {
             body["offset"] = json!(offset);
         }
+        // The long poll lasts up to 25 s: its own limit, whatever the client's default.
+        let poll = bot.call_within("getUpdates", &body, Some(Duration::from_secs(35)));
         let answer = tokio::select! {
             _ = shutdown.cancelled() => return,
-            answer = bot.call("getUpdates", &body) => answer,
+            answer = poll => answer,
         };
         let updates = match answer {
             Ok(Value::Array(updates)) => updates,
-            Ok(_) => Vec::new(),
-            Err(e) => {
-                tracing::warn!(channel = %bot.id, error = %e, "getUpdates failed; retrying");
+            failed => {
+                match failed {
+                    Err(SendError::Rejected {
+                        code: Some(code), ..
+                    }) if code == "409" => {
+                        tracing::error!(channel = %bot.id, "Telegram refuses getUpdates while a webhook is set: delete the webhook (deleteWebhook) or use mode = \"webhook\"");
+                    }
+                    Err(e) => {
+                        tracing::warn!(channel = %bot.id, error = %e, "getUpdates failed; retrying")
+                    }
+                    Ok(_) => {
+                        tracing::warn!(channel = %bot.id, "getUpdates answered something else than updates; retrying")
+                    }
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}

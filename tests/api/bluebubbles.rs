@@ -14,7 +14,9 @@ use concierge::orchestrator::{Decision, Responder, ResponderError, Turn};
 use serde_json::{Value, json};
 
 use crate::fake_api::{FakeApi, answer};
-use crate::helpers::{Deployment, TestApp, eventually, spawn_in};
+use crate::helpers::{
+    Deployment, TestApp, eventually, first_reply, spawn_in, until_a_reply_is_sent,
+};
 use crate::whatsapp::fixture;
 
 const CHAT: &str = "iMessage;-;+15550100001";
@@ -240,28 +242,12 @@ async fn with_sent_reply(guid: &str) -> Bb {
     )]);
     bb.post_fixture("bluebubbles_new_message.json").await;
     bb.wait_sends(1).await;
-    let store = bb.app.store().clone();
-    eventually("sent", || {
-        let store = store.clone();
-        async move {
-            store
-                .messages(&conversation(), 0, 10)
-                .await
-                .unwrap()
-                .iter()
-                .any(|m| m.status == DeliveryStatus::Sent)
-        }
-    })
-    .await;
+    until_a_reply_is_sent(bb.app.store(), &conversation()).await;
     bb
 }
 
 async fn reply(bb: &Bb) -> Message {
-    bb.messages()
-        .await
-        .into_iter()
-        .find(|m| m.direction == Direction::Outbound)
-        .unwrap()
+    first_reply(bb.app.store(), &conversation()).await
 }
 
 #[tokio::test]

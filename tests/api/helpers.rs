@@ -258,3 +258,33 @@ where
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// Waits until a reply of the conversation is marked sent.
+pub async fn until_a_reply_is_sent(
+    store: &SharedStore,
+    conversation: &concierge::domain::ConversationId,
+) {
+    eventually("a reply is marked sent", || async {
+        store
+            .messages(conversation, 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.status == concierge::domain::DeliveryStatus::Sent)
+    })
+    .await;
+}
+
+/// The first reply of the conversation.
+pub async fn first_reply(
+    store: &SharedStore,
+    conversation: &concierge::domain::ConversationId,
+) -> concierge::domain::Message {
+    store
+        .messages(conversation, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.direction == concierge::domain::Direction::Outbound)
+        .expect("a reply")
+}

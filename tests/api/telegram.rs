@@ -23,7 +23,22 @@ struct Tg {
 }
 
 async fn start() -> Tg {
-    let api = FakeApi::start().await;
+    start_with(None, "").await
+}
+
+/// A gateway with one Telegram channel on a fake Bot API; `extra` adds keys to its file.
+async fn start_with(
+    responder: Option<std::sync::Arc<dyn concierge::orchestrator::Responder>>,
+    extra: &str,
+) -> Tg {
+    start_on(FakeApi::start().await, responder, extra).await
+}
+
+async fn start_on(
+    api: FakeApi,
+    responder: Option<std::sync::Arc<dyn concierge::orchestrator::Responder>>,
+    extra: &str,
+) -> Tg {
     let secret = signatures()["telegram_secret_token"]
         .as_str()
         .unwrap()
@@ -32,12 +47,19 @@ async fn start() -> Tg {
     std::fs::write(
         deployment.path().join("channels/telegram.toml"),
         format!(
-            "kind = \"telegram\"\nbot_token = \"123456:TEST-TOKEN\"\nsecret_token = \"{secret}\"\napi_base = \"{}\"\nmessages_per_second_per_chat = 50\n",
+            "kind = \"telegram\"\nbot_token = \"123456:TEST-TOKEN\"\nsecret_token = \"{secret}\"\napi_base = \"{}\"\nmessages_per_second_per_chat = 50\n{extra}",
             api.url
         ),
     )
     .unwrap();
-    let app = spawn_in(deployment, Parts::default()).await;
+    let app = spawn_in(
+        deployment,
+        Parts {
+            responder,
+            ..Parts::default()
+        },
+    )
+    .await;
     Tg { app, api, secret }
 }
 
@@ -372,29 +394,7 @@ async fn choices_become_an_inline_keyboard() {
             }))
         }
     }
-    let api = FakeApi::start().await;
-    let secret = signatures()["telegram_secret_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let deployment = Deployment::new("");
-    std::fs::write(
-        deployment.path().join("channels/telegram.toml"),
-        format!(
-            "kind = \"telegram\"\nbot_token = \"123456:TEST-TOKEN\"\nsecret_token = \"{secret}\"\napi_base = \"{}\"\n",
-            api.url
-        ),
-    )
-    .unwrap();
-    let app = spawn_in(
-        deployment,
-        Parts {
-            responder: Some(std::sync::Arc::new(Confirm)),
-            ..Parts::default()
-        },
-    )
-    .await;
-    let tg = Tg { app, api, secret };
+    let tg = start_with(Some(std::sync::Arc::new(Confirm)), "").await;
     tg.post_fixture("telegram_text.json").await;
     let sends = tg.wait_calls("sendMessage", 1).await;
     let expected: Value =
@@ -405,24 +405,10 @@ async fn choices_become_an_inline_keyboard() {
 #[tokio::test]
 async fn polling_delivers_updates_into_the_same_conversations_once_each() {
     let api = FakeApi::start().await;
-    let secret = signatures()["telegram_secret_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let deployment = Deployment::new("");
-    std::fs::write(
-        deployment.path().join("channels/telegram.toml"),
-        format!(
-            "kind = \"telegram\"\nbot_token = \"123456:TEST-TOKEN\"\nsecret_token = \"{secret}\"\nmode = \"polling\"\napi_base = \"{}\"\nmessages_per_second_per_chat = 50\n",
-            api.url
-        ),
-    )
-    .unwrap();
     let text: Value = serde_json::from_slice(&fixture("telegram_text.json")).unwrap();
     let tap: Value = serde_json::from_slice(&fixture("telegram_callback_query.json")).unwrap();
     api.push_updates(vec![text, tap]);
-    let app = spawn_in(deployment, Parts::default()).await;
-    let tg = Tg { app, api, secret };
+    let tg = start_on(api, None, "mode = \"polling\"\n").await;
     // The same update also arrives by webhook: still once.
     tg.post_fixture("telegram_text.json").await;
     eventually("both updates stored", || async {

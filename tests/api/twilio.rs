@@ -10,7 +10,9 @@ use concierge::domain::{
 };
 
 use crate::fake_api::{FakeApi, answer};
-use crate::helpers::{Deployment, TestApp, eventually, spawn_in};
+use crate::helpers::{
+    Deployment, TestApp, eventually, first_reply, spawn_in, until_a_reply_is_sent,
+};
 use crate::whatsapp::{fixture, signatures};
 
 const CUSTOMER: &str = "15550100001";
@@ -272,28 +274,12 @@ async fn with_sent_reply(sid: &str) -> Tw {
     tw.post_form("MessageSid=SMin1&From=whatsapp%3A%2B15550100001&WaId=15550100001&Body=What+are+your+opening+hours%3F&NumMedia=0")
         .await;
     tw.wait_forms(1).await;
-    let store = tw.app.store().clone();
-    eventually("sent", || {
-        let store = store.clone();
-        async move {
-            store
-                .messages(&conversation(), 0, 10)
-                .await
-                .unwrap()
-                .iter()
-                .any(|m| m.status == DeliveryStatus::Sent)
-        }
-    })
-    .await;
+    until_a_reply_is_sent(tw.app.store(), &conversation()).await;
     tw
 }
 
 async fn reply(tw: &Tw) -> Message {
-    tw.messages()
-        .await
-        .into_iter()
-        .find(|m| m.direction == Direction::Outbound)
-        .unwrap()
+    first_reply(tw.app.store(), &conversation()).await
 }
 
 #[tokio::test]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use concierge::app::Parts;
 use concierge::domain::{
-    Author, ChannelId, ContactId, Content, ConversationId, DeliveryStatus, Direction, MediaKind,
-    MediaRef, Message,
+    Author, ChannelId, ContactId, Content, ConversationId, DeliveryStatus, MediaKind, MediaRef,
+    Message,
 };
 use concierge::orchestrator::{Decision, Responder, ResponderError, Turn};
 use serde_json::{Value, json};
@@ -87,23 +87,7 @@ impl Bb {
     }
 
     async fn first_inbound(&self) -> Message {
-        let store = self.app.store().clone();
-        eventually("stored", || {
-            let store = store.clone();
-            async move {
-                !store
-                    .messages(&conversation(), 0, 1)
-                    .await
-                    .unwrap()
-                    .is_empty()
-            }
-        })
-        .await;
-        self.messages()
-            .await
-            .into_iter()
-            .find(|m| m.direction == Direction::Inbound)
-            .unwrap()
+        crate::helpers::first_inbound(self.app.store(), &conversation()).await
     }
 
     async fn wait_sends(&self, n: usize) -> Vec<(String, Value)> {

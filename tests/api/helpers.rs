@@ -288,3 +288,24 @@ pub async fn first_reply(
         .find(|m| m.direction == concierge::domain::Direction::Outbound)
         .expect("a reply")
 }
+
+/// Waits for the conversation's first message from the customer, and returns it.
+pub async fn first_inbound(
+    store: &SharedStore,
+    conversation: &concierge::domain::ConversationId,
+) -> concierge::domain::Message {
+    let mut found = None;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while found.is_none() && tokio::time::Instant::now() < deadline {
+        found = store
+            .messages(conversation, 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.direction == concierge::domain::Direction::Inbound);
+        if found.is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    found.expect("the customer's message is stored")
+}

@@ -96,18 +96,7 @@ impl Tg {
     }
 
     async fn first_inbound(&self, chat: &str) -> Message {
-        let store = self.app.store().clone();
-        let id = conversation(chat);
-        eventually("stored", || {
-            let (store, id) = (store.clone(), id.clone());
-            async move { !store.messages(&id, 0, 1).await.unwrap().is_empty() }
-        })
-        .await;
-        self.messages(chat)
-            .await
-            .into_iter()
-            .find(|m| m.direction == Direction::Inbound)
-            .unwrap()
+        crate::helpers::first_inbound(self.app.store(), &conversation(chat)).await
     }
 
     async fn wait_calls(&self, method: &str, n: usize) -> Vec<Value> {

@@ -134,23 +134,7 @@ impl Tw {
     }
 
     async fn first_inbound(&self) -> Message {
-        let store = self.app.store().clone();
-        eventually("stored", || {
-            let store = store.clone();
-            async move {
-                !store
-                    .messages(&conversation(), 0, 1)
-                    .await
-                    .unwrap()
-                    .is_empty()
-            }
-        })
-        .await;
-        self.messages()
-            .await
-            .into_iter()
-            .find(|m| m.direction == Direction::Inbound)
-            .unwrap()
+        crate::helpers::first_inbound(self.app.store(), &conversation()).await
     }
 
     async fn wait_forms(&self, n: usize) -> Vec<Vec<(String, String)>> {

@@ -258,6 +258,12 @@ impl ChannelHints for AdapterHints {
         tokio::spawn(async move { adapter.received(&contact, &message).await });
     }
 
+    fn media_captions(&self, channel: &ChannelId) -> bool {
+        self.channels
+            .adapter(channel)
+            .is_none_or(|adapter| adapter.capabilities().media_captions)
+    }
+
     fn max_text_chars(&self, channel: &ChannelId) -> Option<usize> {
         self.channels
             .adapter(channel)

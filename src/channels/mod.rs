@@ -196,6 +196,9 @@ pub struct Capabilities {
     pub max_text_chars: usize,
     /// Platform-approved templates can be sent.
     pub templates: bool,
+    /// A media message can carry a caption; where it cannot, the caption goes as a text of
+    /// its own (its own outbox entry, so neither part is ever sent twice).
+    pub media_captions: bool,
 }
 
 /// The events of one delivery status report: the status, and when the platform says the

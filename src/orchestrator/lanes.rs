@@ -65,6 +65,11 @@ pub trait ChannelHints: Send + Sync {
     fn max_text_chars(&self, _channel: &ChannelId) -> Option<usize> {
         None
     }
+
+    /// Whether a media message can carry its caption on this channel.
+    fn media_captions(&self, _channel: &ChannelId) -> bool {
+        true
+    }
 }
 
 /// Hints that go nowhere.
@@ -422,6 +427,7 @@ impl Lane {
         };
         let quote = decision.quote;
         let limit = orchestrator.hints.max_text_chars(&entry.event.channel);
+        let captions = orchestrator.hints.media_captions(&entry.event.channel);
         let mut replies = Vec::new();
         for (i, (author, content)) in decision.replies.into_iter().enumerate() {
             let parts = match (&content, limit) {
@@ -431,6 +437,23 @@ impl Lane {
                         .map(Content::text)
                         .collect()
                 }
+                (
+                    Content::Media {
+                        kind,
+                        mime,
+                        caption: Some(caption),
+                        media,
+                    },
+                    _,
+                ) if !captions => vec![
+                    Content::Media {
+                        kind: *kind,
+                        mime: mime.clone(),
+                        caption: None,
+                        media: media.clone(),
+                    },
+                    Content::text(caption.clone()),
+                ],
                 _ => vec![content],
             };
             for (part, content) in parts.into_iter().enumerate() {

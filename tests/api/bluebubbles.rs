@@ -347,3 +347,74 @@ async fn sends_match_the_servers_shapes() {
         serde_json::from_slice(&fixture("outbound/bluebubbles_send_reaction.json")).unwrap();
     assert_eq!(body, &expected);
 }
+
+/// Answers with a photo from a public URL, captioned.
+struct Photo {
+    url: String,
+}
+
+#[async_trait]
+impl Responder for Photo {
+    async fn respond(&self, _turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
+        Ok(Some(Decision {
+            by: "test",
+            replies: vec![(
+                Author::Agent("test".into()),
+                Content::Media {
+                    kind: MediaKind::Image,
+                    mime: None,
+                    caption: Some("Menu (fake)".into()),
+                    media: MediaRef(self.url.clone()),
+                },
+            )],
+            thread: None,
+            quote: false,
+        }))
+    }
+}
+
+#[tokio::test]
+async fn a_photo_is_uploaded_as_an_attachment_and_its_caption_follows_as_a_text() {
+    // The photo is served by the same fake; its URL is known once the fake runs.
+    let server = FakeApi::start().await;
+    let photo = Arc::new(Photo {
+        url: format!("{}/download/menu.jpg?sig=1", server.url),
+    });
+    let deployment = Deployment::new("");
+    std::fs::write(
+        deployment.path().join("channels/imessage.toml"),
+        format!(
+            "kind = \"bluebubbles\"\nserver_url = \"{}\"\npassword = \"bb-password\"\nwebhook_secret = \"{SECRET}\"\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    let app = spawn_in(
+        deployment,
+        Parts {
+            responder: Some(photo),
+            ..Parts::default()
+        },
+    )
+    .await;
+    let bb = Bb { app, server };
+    bb.post_fixture("bluebubbles_new_message.json").await;
+    let sends = bb.wait_sends(2).await;
+    assert_eq!(sends[0].0, "/api/v1/message/attachment");
+    assert_eq!(sends[1].0, "/api/v1/message/text");
+    assert_eq!(sends[1].1["message"], "Menu (fake)");
+    let upload = bb
+        .server
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/api/v1/message/attachment")
+        .unwrap();
+    let body = String::from_utf8_lossy(&upload.body);
+    assert!(body.contains("FAKE-JPEG-BYTES"), "{body}");
+    assert!(
+        body.contains("name=\"chatGuid\"") && body.contains(CHAT),
+        "{body}"
+    );
+    assert!(body.contains("filename=\"menu.jpg\""), "{body}");
+    assert!(body.contains("name=\"tempGuid\"\r\n\r\ntemp-"), "{body}");
+}

@@ -40,6 +40,7 @@ impl FakePlatform {
                 read_receipts: false,
                 max_text_chars: 1000,
                 templates: false,
+                media_captions: false,
             },
             script: Mutex::new(script.into()),
             sends: Mutex::new(Vec::new()),

@@ -16,7 +16,9 @@ use super::{
     Capabilities, ChannelAdapter, ChannelKind, MediaBytes, MediaError, OutboundMessage, ParseError,
     SendError, SendReceipt, VerifyError, WebhookRequest,
 };
-use crate::domain::{ChannelId, ContactId, Content, InboundEvent, MediaRef, PlatformMessageId};
+use crate::domain::{
+    ChannelId, ContactId, Content, InboundEvent, MediaKind, MediaRef, PlatformMessageId,
+};
 
 pub struct BlueBubbles {
     id: ChannelId,
@@ -46,12 +48,18 @@ impl BlueBubbles {
             capabilities: Capabilities {
                 max_buttons: 0,
                 max_list_rows: 0,
-                media: &[],
+                media: &[
+                    MediaKind::Image,
+                    MediaKind::Audio,
+                    MediaKind::Video,
+                    MediaKind::Document,
+                ],
                 reply_window: None,
                 typing: true,
                 read_receipts: true,
                 max_text_chars: 10_000,
                 templates: false,
+                media_captions: false,
             },
         }
     }
@@ -64,11 +72,60 @@ impl BlueBubbles {
     }
 
     async fn post(&self, path: &str, body: serde_json::Value) -> Result<Option<String>, SendError> {
-        let response = self
+        let request = self.http.post(self.url(path)).json(&body);
+        self.answer(request).await
+    }
+
+    /// Sends a file from a public URL as an attachment (the server takes an upload).
+    async fn post_attachment(
+        &self,
+        chat: &str,
+        temp_guid: &str,
+        url: &str,
+    ) -> Result<Option<String>, SendError> {
+        let download = self
             .http
-            .post(self.url(path))
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| request_error(&e))?;
+        let file = read_media(download, self.config.media_max_bytes, None)
+            .await
+            .map_err(|e| SendError::Rejected {
+                code: None,
+                reason: format!("cannot fetch the attachment to send: {e}"),
+            })?;
+        let name = url
+            .split(['?', '#'])
+            .next()
+            .and_then(|path| path.rsplit('/').next())
+            .filter(|name| !name.is_empty())
+            .unwrap_or("attachment")
+            .to_string();
+        let mut part = reqwest::multipart::Part::bytes(file.bytes.to_vec()).file_name(name.clone());
+        if let Some(mime) = &file.mime {
+            part = part.mime_str(mime).map_err(|e| SendError::Rejected {
+                code: None,
+                reason: format!("the attachment's type is not valid: {e}"),
+            })?;
+        }
+        let form = reqwest::multipart::Form::new()
+            .text("chatGuid", chat.to_string())
+            .text("tempGuid", temp_guid.to_string())
+            .text("name", name)
+            .text("method", self.config.method.clone())
+            .part("attachment", part);
+        let request = self
+            .http
+            .post(self.url("message/attachment"))
+            .multipart(form);
+        self.answer(request).await
+    }
+
+    /// Sends a call to the server with its password, and reads its answer.
+    async fn answer(&self, request: reqwest::RequestBuilder) -> Result<Option<String>, SendError> {
+        let response = request
             .query(&[("password", self.config.password.expose())])
-            .json(&body)
             .send()
             .await
             .map_err(|e| request_error(&e))?;
@@ -113,13 +170,6 @@ impl BlueBubbles {
                 }
                 Some(lines.join("\n"))
             }
-            Content::Media { caption, media, .. } if media.0.starts_with("http") => Some(
-                [caption.as_deref(), Some(media.0.as_str())]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            ),
             Content::Location {
                 latitude,
                 longitude,
@@ -210,6 +260,15 @@ impl ChannelAdapter for BlueBubbles {
                     }),
                 )
                 .await?
+            }
+            Content::Media { media, .. } => {
+                if !(media.0.starts_with("https://") || media.0.starts_with("http://")) {
+                    return Err(SendError::Rejected {
+                        code: None,
+                        reason: "iMessage attachments are sent from a public URL".to_string(),
+                    });
+                }
+                self.post_attachment(chat, &temp_guid, &media.0).await?
             }
             content => {
                 let Some(text) = Self::text_of(content) else {

@@ -76,6 +76,7 @@ impl Telegram {
                 // Telegram counts 4,096 UTF-16 units: a margin for emoji, which take two.
                 max_text_chars: 3000,
                 templates: false,
+                media_captions: true,
             },
             per_chat: Mutex::new(HashMap::new()),
             chat_interval,

@@ -76,6 +76,7 @@ impl Twilio {
                 read_receipts: true,
                 max_text_chars: MAX_BODY,
                 templates: true,
+                media_captions: true,
             },
             limiter,
             window: ReplyWindow::new(REPLY_WINDOW),

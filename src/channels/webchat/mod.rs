@@ -48,6 +48,7 @@ impl Webchat {
                 read_receipts: false,
                 max_text_chars: 4096,
                 templates: false,
+                media_captions: false,
             },
             hub: Arc::new(Hub::default()),
         }

@@ -64,6 +64,7 @@ impl Whatsapp {
                 read_receipts: true,
                 max_text_chars: render::MAX_TEXT,
                 templates: true,
+                media_captions: true,
             },
             limiter,
             window: ReplyWindow::new(REPLY_WINDOW),

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use concierge::app::Parts;
 use concierge::domain::{
     Author, ChannelId, ContactId, Content, ConversationId, DeliveryStatus, MediaKind, MediaRef,
     Message,
@@ -14,9 +13,7 @@ use concierge::orchestrator::{Decision, Responder, ResponderError, Turn};
 use serde_json::{Value, json};
 
 use crate::fake_api::{FakeApi, answer};
-use crate::helpers::{
-    Deployment, TestApp, eventually, first_reply, spawn_in, until_a_reply_is_sent,
-};
+use crate::helpers::{TestApp, eventually, first_reply, spawn_with_channel, until_a_reply_is_sent};
 use crate::whatsapp::fixture;
 
 const CHAT: &str = "iMessage;-;+15550100001";
@@ -29,21 +26,13 @@ struct Bb {
 
 async fn start(responder: Option<Arc<dyn Responder>>) -> Bb {
     let server = FakeApi::start().await;
-    let deployment = Deployment::new("");
-    std::fs::write(
-        deployment.path().join("channels/imessage.toml"),
+    let app = spawn_with_channel(
+        "imessage.toml",
         format!(
             "kind = \"bluebubbles\"\nserver_url = \"{}\"\npassword = \"bb-password\"\nwebhook_secret = \"{SECRET}\"\n",
             server.url
         ),
-    )
-    .unwrap();
-    let app = spawn_in(
-        deployment,
-        Parts {
-            responder,
-            ..Parts::default()
-        },
+        responder,
     )
     .await;
     Bb { app, server }
@@ -380,21 +369,13 @@ async fn a_photo_is_uploaded_as_an_attachment_and_its_caption_follows_as_a_text(
     let photo = Arc::new(Photo {
         url: format!("{}/download/menu.jpg?sig=1", server.url),
     });
-    let deployment = Deployment::new("");
-    std::fs::write(
-        deployment.path().join("channels/imessage.toml"),
+    let app = spawn_with_channel(
+        "imessage.toml",
         format!(
             "kind = \"bluebubbles\"\nserver_url = \"{}\"\npassword = \"bb-password\"\nwebhook_secret = \"{SECRET}\"\n",
             server.url
         ),
-    )
-    .unwrap();
-    let app = spawn_in(
-        deployment,
-        Parts {
-            responder: Some(photo),
-            ..Parts::default()
-        },
+        Some(photo),
     )
     .await;
     let bb = Bb { app, server };

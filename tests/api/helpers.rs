@@ -108,6 +108,25 @@ pub async fn spawn_with_responder(responder: Arc<dyn Responder>) -> TestApp {
     .await
 }
 
+/// A gateway with one more channel, `channels/<file>` holding `body`, and an optional
+/// responder in place of the configured chain.
+pub async fn spawn_with_channel(
+    file: &str,
+    body: String,
+    responder: Option<Arc<dyn Responder>>,
+) -> TestApp {
+    let deployment = Deployment::new("");
+    std::fs::write(deployment.path().join("channels").join(file), body).expect("channel file");
+    spawn_in(
+        deployment,
+        Parts {
+            responder,
+            ..Parts::default()
+        },
+    )
+    .await
+}
+
 pub async fn spawn_in(deployment: Deployment, parts: Parts) -> TestApp {
     init();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use concierge::app::Parts;
 use concierge::domain::{
     ChannelId, Choice, ContactId, Content, ConversationId, DeliveryStatus, Direction, MediaKind,
     MediaRef, Message,
@@ -11,7 +10,7 @@ use concierge::domain::{
 use serde_json::{Value, json};
 
 use crate::fake_api::{FakeApi, answer};
-use crate::helpers::{Deployment, TestApp, eventually, spawn_in};
+use crate::helpers::{Deployment, TestApp, eventually, spawn_with_channel};
 use crate::whatsapp::{fixture, signatures};
 
 const CHAT: &str = "1000000001";
@@ -43,21 +42,13 @@ async fn start_on(
         .as_str()
         .unwrap()
         .to_string();
-    let deployment = Deployment::new("");
-    std::fs::write(
-        deployment.path().join("channels/telegram.toml"),
+    let app = spawn_with_channel(
+        "telegram.toml",
         format!(
             "kind = \"telegram\"\nbot_token = \"123456:TEST-TOKEN\"\nsecret_token = \"{secret}\"\napi_base = \"{}\"\nmessages_per_second_per_chat = 50\n{extra}",
             api.url
         ),
-    )
-    .unwrap();
-    let app = spawn_in(
-        deployment,
-        Parts {
-            responder,
-            ..Parts::default()
-        },
+        responder,
     )
     .await;
     Tg { app, api, secret }

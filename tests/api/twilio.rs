@@ -3,16 +3,13 @@
 
 use std::time::Duration;
 
-use concierge::app::Parts;
 use concierge::domain::{
     ChannelId, Choice, ContactId, Content, ConversationId, DeliveryStatus, Direction, MediaKind,
     MediaRef, Message,
 };
 
 use crate::fake_api::{FakeApi, answer};
-use crate::helpers::{
-    Deployment, TestApp, eventually, first_reply, spawn_in, until_a_reply_is_sent,
-};
+use crate::helpers::{TestApp, eventually, first_reply, spawn_with_channel, until_a_reply_is_sent};
 use crate::whatsapp::{fixture, signatures};
 
 const CUSTOMER: &str = "15550100001";
@@ -42,26 +39,18 @@ async fn start_with(
         .as_str()
         .unwrap()
         .to_string();
-    let deployment = Deployment::new("");
     let template = if template {
         "reengagement_template = { content_sid = \"HXfa4efa4efa4efa4efa4efa4efa4efa4e\", variables = { \"1\" = \"Maison Lumière\" } }\n"
     } else {
         ""
     };
-    std::fs::write(
-        deployment.path().join("channels/twilio.toml"),
+    let app = spawn_with_channel(
+        "twilio.toml",
         format!(
             "kind = \"twilio_whatsapp\"\naccount_sid = \"ACfa4efa4efa4efa4efa4efa4efa4efa4e\"\nauth_token = \"{token}\"\nfrom = \"whatsapp:+15550100000\"\npublic_url = \"{url}\"\napi_base = \"{}\"\nmessaging_api_base = \"{}\"\n{template}",
             api.url, api.url
         ),
-    )
-    .unwrap();
-    let app = spawn_in(
-        deployment,
-        Parts {
-            responder,
-            ..Parts::default()
-        },
+        responder,
     )
     .await;
     Tw {

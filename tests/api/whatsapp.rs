@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use concierge::app::Parts;
 use concierge::domain::{
     Author, ChannelId, Choice, ContactId, Content, ConversationId, DeliveryStatus, Direction,
     MediaKind, MediaRef, Message,
@@ -17,7 +16,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::fake_api::{Answer, FakeApi, answer};
-use crate::helpers::{Deployment, TestApp, eventually, spawn_in};
+use crate::helpers::{TestApp, eventually, spawn_with_channel};
 
 const SECRET: &str = "fake-app-secret-0001";
 const VERIFY_TOKEN: &str = "fake-verify-token-0001";
@@ -48,26 +47,18 @@ struct Wa {
 
 async fn start_with(template: bool, responder: Option<Arc<dyn Responder>>) -> Wa {
     let graph = FakeApi::start().await;
-    let deployment = Deployment::new("");
     let template = if template {
         "reengagement_template = { name = \"reconnect_fake\", language = \"en_US\", params = [\"Maison Lumière\"] }\n"
     } else {
         ""
     };
-    std::fs::write(
-        deployment.path().join("channels/whatsapp.toml"),
+    let app = spawn_with_channel(
+        "whatsapp.toml",
         format!(
             "kind = \"whatsapp\"\nphone_number_id = \"100000000000001\"\naccess_token = \"test-access-token\"\napp_secret = \"{SECRET}\"\nverify_token = \"{VERIFY_TOKEN}\"\napi_base = \"{}/v23.0\"\n{template}",
             graph.url
         ),
-    )
-    .unwrap();
-    let app = spawn_in(
-        deployment,
-        Parts {
-            responder,
-            ..Parts::default()
-        },
+        responder,
     )
     .await;
     Wa { app, graph }

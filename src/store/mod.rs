@@ -26,8 +26,8 @@ use crate::domain::{
 pub type SharedStore = Arc<dyn Store>;
 
 /// Everything a backend provides.
-pub trait Store: Inbox + Outbox + Conversations {}
-impl<T: Inbox + Outbox + Conversations> Store for T {}
+pub trait Store: Inbox + Outbox + Conversations + Journal {}
+impl<T: Inbox + Outbox + Conversations + Journal> Store for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -82,6 +82,84 @@ pub struct TurnOutcome {
     pub replies: Vec<NewReply>,
     /// The thread state change the turn decided, when it decided one.
     pub thread: Option<ThreadChange>,
+    /// Earlier inbox events of the same conversation answered by this same turn (a burst of
+    /// messages): marked done with it.
+    pub absorbed: Vec<i64>,
+    /// Internal notes: the agents' audit trail, never sent to the customer.
+    pub notes: Vec<NewNote>,
+    /// A request for a human, recorded only if the thread change that queues it applies.
+    pub handoff: Option<NewHandoff>,
+    /// What the turn's LLM calls cost.
+    pub usage: Option<TurnUsage>,
+}
+
+/// An internal note, written by an agent or by the gateway about an agent's work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNote {
+    /// Who wrote it: an agent's name, or `gateway`.
+    pub author: String,
+    pub body: String,
+}
+
+/// A stored internal note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub seq: i64,
+    pub conversation: ConversationId,
+    pub author: String,
+    pub body: String,
+    pub created_at: Millis,
+}
+
+/// A request for a human concierge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewHandoff {
+    /// The id the queued thread state refers to.
+    pub id: String,
+    pub reason: String,
+    pub priority: Option<String>,
+    pub team: Option<String>,
+    /// The agent (or `gateway`) that asked.
+    pub requested_by: String,
+}
+
+/// A stored handoff request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handoff {
+    pub id: String,
+    pub conversation: ConversationId,
+    pub reason: String,
+    pub priority: Option<String>,
+    pub team: Option<String>,
+    pub requested_by: String,
+    pub created_at: Millis,
+}
+
+/// Tokens spent by LLM calls, for one turn or summed over a conversation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TurnUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub llm_calls: u64,
+}
+
+impl TurnUsage {
+    pub fn add(&mut self, other: TurnUsage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.llm_calls += other.llm_calls;
+    }
+
+    pub fn total_tokens(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+}
+
+/// A rolling summary of a conversation's older messages, those with `seq <= upto_seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub text: String,
+    pub upto_seq: i64,
 }
 
 /// A thread state change made from a state the turn read. It applies only if the thread is
@@ -147,7 +225,9 @@ pub trait Inbox: Send + Sync {
     /// logged, and not returned, so it cannot stall the inbox.
     async fn pending(&self, after: i64, limit: usize) -> Result<Vec<InboxEntry>, StoreError>;
 
-    /// Marks one inbox event done together with its replies and thread state.
+    /// Marks one inbox event (and the ones it absorbed) done together with its replies,
+    /// thread state, notes, handoff and usage. Replies are checked against the thread state
+    /// the turn was decided from: a turn that hands the thread to the queue still says so.
     async fn complete(&self, seq: i64, outcome: TurnOutcome) -> Result<Completion, StoreError>;
 }
 
@@ -255,4 +335,23 @@ pub trait Conversations: Send + Sync {
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// What the agents leave beside a conversation: notes, handoff requests, token usage and the
+/// rolling summary of its history.
+#[async_trait]
+pub trait Journal: Send + Sync {
+    /// The internal notes of a conversation, oldest first.
+    async fn notes(&self, id: &ConversationId) -> Result<Vec<Note>, StoreError>;
+
+    /// The handoff requests of a conversation, oldest first.
+    async fn handoffs(&self, id: &ConversationId) -> Result<Vec<Handoff>, StoreError>;
+
+    /// The tokens spent on a conversation so far.
+    async fn usage(&self, id: &ConversationId) -> Result<TurnUsage, StoreError>;
+
+    async fn summary(&self, id: &ConversationId) -> Result<Option<Summary>, StoreError>;
+
+    /// Replaces the summary, unless the stored one already covers more messages.
+    async fn set_summary(&self, id: &ConversationId, summary: Summary) -> Result<(), StoreError>;
 }

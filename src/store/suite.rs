@@ -6,7 +6,10 @@ use crate::domain::{
     Author, ChannelId, Choice, ContactId, Content, ConversationId, DeliveryStatus, Direction,
     EventId, EventKind, InboundEvent, InboundMessage, PlatformMessageId, ThreadState, now_millis,
 };
-use crate::store::{NewReply, SharedStore, StoreError, ThreadChange, TurnOutcome};
+use crate::store::{
+    NewHandoff, NewNote, NewReply, SharedStore, StoreError, Summary, ThreadChange, TurnOutcome,
+    TurnUsage,
+};
 
 /// Expands into one `#[tokio::test]` per suite check, each on a fresh store from `$factory`:
 /// an async function returning a [`SharedStore`] and a guard kept alive for the test (the
@@ -40,6 +43,8 @@ macro_rules! store_suite {
             the_same_message_under_a_new_event_id_is_not_answered_twice,
             a_reengagement_reply_is_known_as_one,
             a_person_stays_one_contact_whichever_id_comes,
+            a_burst_is_completed_with_its_notes_and_usage,
+            a_summary_only_moves_forward,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
@@ -92,7 +97,7 @@ fn reply(key: &str, text: &str) -> NewReply {
 fn outcome(replies: Vec<NewReply>) -> TurnOutcome {
     TurnOutcome {
         replies,
-        thread: None,
+        ..TurnOutcome::default()
     }
 }
 
@@ -290,7 +295,9 @@ pub async fn a_human_thread_refuses_automated_replies(store: SharedStore) {
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].message.author, Author::Concierge("lea".into()));
 
-    // A thread moved to the queue inside the same turn refuses the bot's reply too.
+    // The turn that queues the thread for a human still tells the customer so (its reply is
+    // judged by the state it was decided from); the handoff is recorded with it. The next
+    // turn is refused.
     let event = text_event("bob", "e2", "help");
     store.ingest(std::slice::from_ref(&event)).await.unwrap();
     let seq = store.pending(0, 10).await.unwrap()[0].seq;
@@ -298,22 +305,44 @@ pub async fn a_human_thread_refuses_automated_replies(store: SharedStore) {
         .complete(
             seq,
             TurnOutcome {
-                replies: vec![reply("k-bob", "bot")],
+                replies: vec![reply("k-bob", "a colleague will answer")],
                 thread: Some(ThreadChange {
                     from: ThreadState::initial(),
                     to: ThreadState::Queued {
                         handoff: "h1".to_string(),
                     },
                 }),
+                handoff: Some(NewHandoff {
+                    id: "h1".to_string(),
+                    reason: "asked for a person".to_string(),
+                    priority: Some("high".to_string()),
+                    team: None,
+                    requested_by: "front_desk".to_string(),
+                }),
+                ..TurnOutcome::default()
             },
         )
         .await
         .unwrap();
-    assert_eq!((done.refused, done.queued.len()), (1, 0));
+    assert_eq!((done.refused, done.queued.len()), (0, 1));
     assert!(matches!(
         store.thread_state(&event.conversation()).await.unwrap(),
         ThreadState::Queued { .. }
     ));
+    let handoffs = store.handoffs(&event.conversation()).await.unwrap();
+    assert_eq!(handoffs.len(), 1);
+    assert_eq!(
+        (handoffs[0].reason.as_str(), handoffs[0].priority.as_deref()),
+        ("asked for a person", Some("high"))
+    );
+    let event = text_event("bob", "e3", "hello?");
+    store.ingest(std::slice::from_ref(&event)).await.unwrap();
+    let seq = store.pending(0, 10).await.unwrap()[0].seq;
+    let done = store
+        .complete(seq, outcome(vec![reply("k-bob-2", "bot")]))
+        .await
+        .unwrap();
+    assert_eq!((done.refused, done.queued.len()), (1, 0));
 }
 
 pub async fn claims_hand_out_one_head_per_conversation_in_order(store: SharedStore) {
@@ -568,6 +597,7 @@ pub async fn thread_state_defaults_and_transitions(store: SharedStore) {
                     from: ThreadState::Closed,
                     to: ThreadState::initial(),
                 }),
+                ..TurnOutcome::default()
             },
         )
         .await
@@ -637,6 +667,7 @@ pub async fn a_turn_does_not_undo_a_takeover_that_happened_meanwhile(store: Shar
                     from: ThreadState::Closed,
                     to: ThreadState::initial(),
                 }),
+                ..TurnOutcome::default()
             },
         )
         .await
@@ -776,4 +807,90 @@ pub async fn a_person_stays_one_contact_whichever_id_comes(store: SharedStore) {
         .unwrap();
     let messages = store.messages(&first.conversation(), 0, 10).await.unwrap();
     assert_eq!(messages.len(), 2);
+}
+
+pub async fn a_burst_is_completed_with_its_notes_and_usage(store: SharedStore) {
+    let events = [
+        text_event("ann", "b1", "hi"),
+        text_event("ann", "b2", "my order"),
+        text_event("ann", "b3", "is late"),
+    ];
+    store.ingest(&events).await.unwrap();
+    let pending = store.pending(0, 10).await.unwrap();
+    assert_eq!(pending.len(), 3);
+    let conversation = pending[0].conversation.clone();
+    let usage = TurnUsage {
+        input_tokens: 120,
+        output_tokens: 30,
+        llm_calls: 2,
+    };
+    let done = store
+        .complete(
+            pending[2].seq,
+            TurnOutcome {
+                replies: vec![reply("k-burst", "one answer")],
+                absorbed: vec![pending[0].seq, pending[1].seq],
+                notes: vec![NewNote {
+                    author: "front_desk".to_string(),
+                    body: "asked orders: where is ML-1?".to_string(),
+                }],
+                usage: Some(usage),
+                ..TurnOutcome::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.queued.len(), 1);
+    assert!(store.pending(0, 10).await.unwrap().is_empty());
+    let notes = store.notes(&conversation).await.unwrap();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].author, "front_desk");
+    // Notes never show up among the conversation's messages.
+    let messages = store.recent_messages(&conversation, 10).await.unwrap();
+    assert_eq!(messages.len(), 4);
+    assert_eq!(store.usage(&conversation).await.unwrap(), usage);
+    // A replay of the same completion writes nothing more.
+    let again = store
+        .complete(
+            pending[2].seq,
+            TurnOutcome {
+                notes: vec![NewNote {
+                    author: "x".to_string(),
+                    body: "y".to_string(),
+                }],
+                usage: Some(usage),
+                ..TurnOutcome::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(again.already_done);
+    assert_eq!(store.notes(&conversation).await.unwrap().len(), 1);
+    assert_eq!(store.usage(&conversation).await.unwrap(), usage);
+}
+
+pub async fn a_summary_only_moves_forward(store: SharedStore) {
+    let event = text_event("sam", "s1", "hello");
+    store.ingest(std::slice::from_ref(&event)).await.unwrap();
+    let conversation = event.conversation();
+    assert_eq!(store.summary(&conversation).await.unwrap(), None);
+    let newer = Summary {
+        text: "asked about ML-1".to_string(),
+        upto_seq: 10,
+    };
+    store
+        .set_summary(&conversation, newer.clone())
+        .await
+        .unwrap();
+    store
+        .set_summary(
+            &conversation,
+            Summary {
+                text: "older".to_string(),
+                upto_seq: 5,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.summary(&conversation).await.unwrap(), Some(newer));
 }

@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 
 use self::rows::{MESSAGE_COLUMNS, json, message_from_row, parse_json};
 use super::{
-    Completion, Conversation, Conversations, Inbox, InboxEntry, IngestOutcome, Outbox, OutboxEntry,
-    StoreError, TurnOutcome,
+    Completion, Conversation, Conversations, Handoff, Inbox, InboxEntry, IngestOutcome, Journal,
+    Note, Outbox, OutboxEntry, StoreError, Summary, TurnOutcome, TurnUsage,
 };
 use crate::config::SyncMode;
 use crate::domain::{
@@ -531,7 +531,7 @@ impl Inbox for SqliteStore {
                 let current: ThreadState = parse_json(&thread)?;
                 // Compare-and-set: a change decided from a state that no longer holds (a
                 // concierge took the thread meanwhile) is not applied.
-                let thread = match outcome.thread {
+                let applied = match &outcome.thread {
                     Some(change) if change.from == current => {
                         if change.to != current {
                             tx.execute(
@@ -539,10 +539,52 @@ impl Inbox for SqliteStore {
                                 params![json(&change.to)?, conversation],
                             )?;
                         }
-                        change.to
+                        true
                     }
-                    _ => current,
+                    _ => false,
                 };
+                // Replies are judged by the state the turn was decided from (the current
+                // one when the change applied): a turn that queues the thread for a human
+                // still tells the customer so; a takeover meanwhile silences it.
+                let thread = &current;
+                if applied && let Some(handoff) = &outcome.handoff {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO handoffs (id, conversation_id, reason, priority, team,
+                             requested_by, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![
+                            handoff.id,
+                            conversation,
+                            handoff.reason,
+                            handoff.priority,
+                            handoff.team,
+                            handoff.requested_by,
+                            now
+                        ],
+                    )?;
+                }
+                for note in &outcome.notes {
+                    tx.execute(
+                        "INSERT INTO notes (conversation_id, author, body, created_at)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![conversation, note.author, note.body, now],
+                    )?;
+                }
+                if let Some(usage) = outcome.usage.filter(|u| u.llm_calls > 0) {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO llm_usage (inbox_seq, conversation_id, input_tokens,
+                             output_tokens, llm_calls, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![
+                            seq,
+                            conversation,
+                            usage.input_tokens as i64,
+                            usage.output_tokens as i64,
+                            usage.llm_calls as i64,
+                            now
+                        ],
+                    )?;
+                }
                 let conversation_id = ConversationId::parse(conversation.clone())
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 let channel =
@@ -581,6 +623,15 @@ impl Inbox for SqliteStore {
                     )?;
                     completion.queued.push(id);
                 }
+            }
+            for absorbed in &outcome.absorbed {
+                // Only events of the same conversation: a caller's mistake cannot close
+                // another conversation's work.
+                tx.execute(
+                    "UPDATE inbox SET done_at = ?1
+                     WHERE seq = ?2 AND conversation_id = ?3 AND done_at IS NULL",
+                    params![now, absorbed, conversation],
+                )?;
             }
             tx.execute(
                 "UPDATE inbox SET done_at = ?1 WHERE seq = ?2",
@@ -992,5 +1043,105 @@ impl Conversations for SqliteStore {
         self.read(|conn| Ok(conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))?))
             .await
             .map(|_| ())
+    }
+}
+
+#[async_trait]
+impl Journal for SqliteStore {
+    async fn notes(&self, id: &ConversationId) -> Result<Vec<Note>, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, author, body, created_at FROM notes
+                 WHERE conversation_id = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map(params![id.as_str()], |row| {
+                Ok(Note {
+                    seq: row.get(0)?,
+                    conversation: id.clone(),
+                    author: row.get(1)?,
+                    body: row.get(2)?,
+                    created_at: row.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn handoffs(&self, id: &ConversationId) -> Result<Vec<Handoff>, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, reason, priority, team, requested_by, created_at FROM handoffs
+                 WHERE conversation_id = ?1 ORDER BY created_at, rowid",
+            )?;
+            let rows = stmt.query_map(params![id.as_str()], |row| {
+                Ok(Handoff {
+                    id: row.get(0)?,
+                    conversation: id.clone(),
+                    reason: row.get(1)?,
+                    priority: row.get(2)?,
+                    team: row.get(3)?,
+                    requested_by: row.get(4)?,
+                    created_at: row.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn usage(&self, id: &ConversationId) -> Result<TurnUsage, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
+                            COALESCE(SUM(llm_calls), 0)
+                     FROM llm_usage WHERE conversation_id = ?1",
+                )?
+                .query_row(params![id.as_str()], |row| {
+                    Ok(TurnUsage {
+                        input_tokens: row.get::<_, i64>(0)?.max(0) as u64,
+                        output_tokens: row.get::<_, i64>(1)?.max(0) as u64,
+                        llm_calls: row.get::<_, i64>(2)?.max(0) as u64,
+                    })
+                })?)
+        })
+        .await
+    }
+
+    async fn summary(&self, id: &ConversationId) -> Result<Option<Summary>, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT body, upto_seq FROM summaries WHERE conversation_id = ?1")?
+                .query_row(params![id.as_str()], |row| {
+                    Ok(Summary {
+                        text: row.get(0)?,
+                        upto_seq: row.get(1)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn set_summary(&self, id: &ConversationId, summary: Summary) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO summaries (conversation_id, body, upto_seq, updated_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (conversation_id) DO UPDATE
+                 SET body = excluded.body, upto_seq = excluded.upto_seq,
+                     updated_at = excluded.updated_at
+                 WHERE excluded.upto_seq > summaries.upto_seq",
+                params![id.as_str(), summary.text, summary.upto_seq, now_millis()],
+            )?;
+            Ok(())
+        })
+        .await
     }
 }

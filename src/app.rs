@@ -12,6 +12,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::agents::genai_client::GenaiClient;
+use crate::agents::{AgentRuntime, Limits, MerchantTools, Retrying};
 use crate::channels::telegram::{self, poll::EventSink};
 use crate::channels::{ChannelAdapter, Registry};
 use crate::config::{Config, StoreLocation};
@@ -19,7 +21,8 @@ use crate::delivery::DeliveryWorker;
 use crate::domain::{ChannelId, InboundEvent, PlatformMessageId};
 use crate::http::{AppState, HttpLimits, router};
 use crate::orchestrator::{
-    ChannelHints, FaqResponder, HoldingResponder, Orchestrator, Responder, ResponderChain,
+    AgentResponder, AgentSettings, ChannelHints, ChannelProfile, FaqResponder, HoldingResponder,
+    Orchestrator, Responder, ResponderChain,
 };
 use crate::store::SharedStore;
 use crate::store::sqlite::SqliteStore;
@@ -79,18 +82,38 @@ impl App {
         let shutdown = CancellationToken::new();
         let settings = &config.settings;
 
+        let hints: Arc<dyn ChannelHints> = Arc::new(AdapterHints {
+            channels: channels.clone(),
+        });
+        let holding = Arc::new(HoldingResponder::new(
+            settings.responder.holding.clone(),
+            settings.responder.holding_repeat_secs,
+        ));
+        let agents = agent_runtime(&config, &http)?;
         let responder: Arc<dyn Responder> = match parts.responder {
             Some(responder) => responder,
-            None => Arc::new(ResponderChain::new(vec![
-                Box::new(FaqResponder::new(
+            None => {
+                let mut steps: Vec<Box<dyn Responder>> = vec![Box::new(FaqResponder::new(
                     config.faq.clone(),
                     settings.faq.threshold,
-                )),
-                Box::new(HoldingResponder::new(
-                    settings.responder.holding.clone(),
-                    settings.responder.holding_repeat_secs,
-                )),
-            ])),
+                ))];
+                if let Some(runtime) = agents {
+                    steps.push(Box::new(AgentResponder::new(
+                        runtime,
+                        AgentSettings {
+                            merchant: settings.merchant.name.clone(),
+                            business_hours: settings.merchant.business_hours.clone(),
+                            timezone: config.timezone.clone(),
+                            history_messages: settings.agents.history_messages,
+                            redact_pii: settings.agents.redact_pii,
+                        },
+                        hints.clone(),
+                        holding.clone(),
+                    )));
+                }
+                steps.push(Box::new(SharedResponder(holding.clone())));
+                Arc::new(ResponderChain::new(steps))
+            }
         };
         let orchestrator = Orchestrator::new(
             store.clone(),
@@ -98,11 +121,10 @@ impl App {
             inbox_wake.clone(),
             outbox_wake.clone(),
             settings.orchestrator.max_parallel_lanes,
-            Arc::new(AdapterHints {
-                channels: channels.clone(),
-            }),
+            hints,
             metrics.clone(),
-        );
+        )
+        .with_burst_window(settings.orchestrator.burst_window_ms);
         let delivery = DeliveryWorker::new(
             store.clone(),
             channels.clone(),
@@ -130,11 +152,17 @@ impl App {
             faq_entries = config.faq.entries().len(),
             "Concierge is listening"
         );
-        if !config.agent_files.is_empty() {
-            tracing::info!(
-                files = config.agent_files.len(),
-                "no [llm] is configured: answering from the FAQ tier only"
-            );
+        match &settings.llm {
+            Some(llm) => tracing::info!(
+                provider = ?llm.provider,
+                model = %llm.model,
+                agents = config.agent_files.len(),
+                tools = settings.tools.len(),
+                "agents answer what the FAQ tier cannot"
+            ),
+            None => tracing::info!(
+                "no [llm] is configured: answering from the FAQ tier only (add an [llm] section to concierge.toml for the agents)"
+            ),
         }
         let paused = settings.orchestrator.paused;
         if paused {
@@ -204,6 +232,42 @@ impl App {
     }
 }
 
+/// The agents' runtime, when an `[llm]` is configured.
+fn agent_runtime(
+    config: &Config,
+    http: &reqwest::Client,
+) -> anyhow::Result<Option<Arc<AgentRuntime>>> {
+    let settings = &config.settings;
+    let (Some(llm), Some(agents)) = (&settings.llm, &config.agents) else {
+        return Ok(None);
+    };
+    let client = GenaiClient::new(llm).context("building the LLM client")?;
+    let client = Retrying::new(client, llm.max_retries, Duration::from_millis(500));
+    Ok(Some(Arc::new(AgentRuntime {
+        agents: agents.clone(),
+        tools: MerchantTools::new(&settings.tools, http.clone()),
+        llm: Arc::new(client),
+        limits: Limits {
+            max_tool_rounds: settings.agents.max_tool_rounds,
+            max_ask_depth: settings.agents.max_ask_depth,
+            turn_token_budget: settings.agents.turn_token_budget,
+        },
+    })))
+}
+
+/// A responder shared with another owner (the holding message, also used by the agents).
+struct SharedResponder<R>(Arc<R>);
+
+#[async_trait::async_trait]
+impl<R: Responder> Responder for SharedResponder<R> {
+    async fn respond(
+        &self,
+        turn: &crate::orchestrator::Turn<'_>,
+    ) -> Result<Option<crate::orchestrator::Decision>, crate::orchestrator::ResponderError> {
+        self.0.respond(turn).await
+    }
+}
+
 /// Stores polled events as the webhook handler stores posted ones.
 struct InboxSink {
     store: SharedStore,
@@ -269,6 +333,27 @@ impl ChannelHints for AdapterHints {
             .adapter(channel)
             .map(|adapter| adapter.capabilities().max_text_chars)
             .filter(|limit| *limit > 0)
+    }
+
+    fn profile(&self, channel: &ChannelId) -> ChannelProfile {
+        let Some(adapter) = self.channels.adapter(channel) else {
+            return ChannelProfile::default();
+        };
+        let caps = adapter.capabilities();
+        ChannelProfile {
+            kind: adapter.kind().name().to_string(),
+            buttons: caps.max_buttons,
+            list_rows: caps.max_list_rows,
+            media: !caps.media.is_empty(),
+            max_text_chars: Some(caps.max_text_chars).filter(|n| *n > 0),
+        }
+    }
+
+    fn phone(&self, event: &InboundEvent) -> Option<String> {
+        let adapter = self.channels.adapter(&event.channel)?;
+        adapter
+            .kind()
+            .verified_phone(&event.contact, &event.aliases)
     }
 }
 

@@ -1,5 +1,5 @@
 //! Concierge: a gateway for conversational commerce. Customers write from a chat app; the
-//! gateway stores each message durably, answers it (the FAQ tier today, LLM agents and human
+//! gateway stores each message durably, answers it (the FAQ tier, then LLM agents; human
 //! concierges later), and delivers each reply once, in order, per conversation.
 //!
 //! # Layout
@@ -13,17 +13,22 @@
 //!   `bluebubbles` (iMessage through a BlueBubbles server), `telegram` (the Bot API, webhook
 //!   or polling).
 //! - [`store`]: the store traits, their shared test suite, and the SQLite backend.
-//! - [`orchestrator`]: ordered lanes per conversation fed from the inbox, and the responder
-//!   chain (the FAQ matcher, the holding message).
+//! - [`agents`]: agent definitions from `prompts/`, the LLM client trait (on `genai`), the
+//!   merchant's HTTP tools, PII masking, and the runner that works a turn (tool loop,
+//!   `ask_agent`, `offer_choices`, `handoff_to_human`, limits, internal notes).
+//! - [`orchestrator`]: ordered lanes per conversation fed from the inbox (bursts of messages
+//!   answered in one turn), and the responder chain (FAQ, agents, the holding message).
 //! - [`delivery`]: the outbox worker: send, retry with backoff, give up with a reason.
 //! - [`http`]: the router: webhooks, health, metrics, the web chat page and its stream.
 //! - [`app`]: builds the parts from the configuration and runs them until shutdown.
 //! - [`telemetry`]: logs and the Prometheus metrics.
 
+pub mod agents;
 pub mod app;
 pub mod channels;
 pub mod config;
 pub mod delivery;
+pub mod demo_shop;
 pub mod domain;
 pub mod http;
 pub mod orchestrator;

@@ -42,6 +42,19 @@ enum Command {
         #[arg(long, default_value = "concierge.toml")]
         config: PathBuf,
     },
+    /// Serve the demo merchant backend (catalogue, stock, orders by customer phone) that the
+    /// default concierge.toml's tools call.
+    DemoShop {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        bind: std::net::SocketAddr,
+        /// The shop's data.
+        #[arg(long, default_value = "examples/demo-shop.json")]
+        data: PathBuf,
+        /// The bearer token the gateway's tool calls carry (DEMO_SHOP_TOKEN, as in
+        /// concierge.toml); `--token ''` accepts any caller.
+        #[arg(long, env = "DEMO_SHOP_TOKEN", default_value = "demo-shop-token")]
+        token: String,
+    },
     /// Telegram tools.
     Telegram {
         #[command(subcommand)]
@@ -76,6 +89,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Serve { config } => serve(&config),
+        Command::DemoShop { bind, data, token } => demo_shop(bind, &data, token),
         Command::Telegram {
             command:
                 TelegramCommand::SetWebhook {
@@ -85,6 +99,51 @@ fn main() -> ExitCode {
                 },
         } => set_webhook(&config, &channel, &url),
     }
+}
+
+fn demo_shop(bind: std::net::SocketAddr, data: &std::path::Path, token: String) -> ExitCode {
+    let shop = match concierge::demo_shop::Shop::load(data) {
+        Ok(shop) => std::sync::Arc::new(shop),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(bind).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("cannot listen on {bind}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let token = Some(token).filter(|t| !t.is_empty());
+        tracing::info!(%bind, data = %data.display(), "the demo shop is serving");
+        let app = concierge::demo_shop::router(shop, token);
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        match axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("the demo shop stopped: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn set_webhook(path: &std::path::Path, channel: &str, url: &str) -> ExitCode {
@@ -137,11 +196,27 @@ fn set_webhook(path: &std::path::Path, channel: &str, url: &str) -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            let agents: Vec<&str> = config
+                .agents
+                .as_ref()
+                .map(|a| a.names().collect())
+                .unwrap_or_default();
             println!(
-                "{}: ok ({} channel(s), {} FAQ entries)",
+                "{}: ok ({} channel(s), {} FAQ entries, {} agent(s){}, {} tool(s), {})",
                 path.display(),
                 config.channels.len(),
-                config.faq.entries().len()
+                config.faq.entries().len(),
+                agents.len(),
+                if agents.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", agents.join(", "))
+                },
+                config.settings.tools.len(),
+                match &config.settings.llm {
+                    Some(llm) => format!("LLM {:?} {}", llm.provider, llm.model),
+                    None => "no [llm]: FAQ only".to_string(),
+                }
             );
             ExitCode::SUCCESS
         }

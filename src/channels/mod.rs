@@ -4,7 +4,7 @@
 
 pub mod bluebubbles;
 mod limiter;
-mod outbound_http;
+pub(crate) mod outbound_http;
 mod signature;
 pub mod telegram;
 pub mod twilio;
@@ -48,6 +48,30 @@ impl ChannelKind {
         ChannelKind::Bluebubbles,
         ChannelKind::Telegram,
     ];
+
+    /// The customer's phone number in E.164, when this kind of channel identifies customers
+    /// by it (the platform vouches for it: the customer cannot type another one).
+    pub fn verified_phone(self, contact: &ContactId, aliases: &[ContactId]) -> Option<String> {
+        let e164 = |digits: &str| {
+            let ok = (6..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
+            ok.then(|| format!("+{digits}"))
+        };
+        let ids = std::iter::once(contact)
+            .chain(aliases.iter())
+            .map(ContactId::as_str);
+        match self {
+            ChannelKind::Whatsapp => ids.into_iter().find_map(e164),
+            ChannelKind::TwilioWhatsapp => ids.into_iter().find_map(|id| {
+                let id = id.strip_prefix("whatsapp:").unwrap_or(id);
+                e164(id.strip_prefix('+').unwrap_or(id))
+            }),
+            ChannelKind::Bluebubbles => ids.into_iter().find_map(|id| {
+                let handle = id.rsplit(';').next().unwrap_or(id);
+                handle.strip_prefix('+').and_then(e164)
+            }),
+            ChannelKind::Telegram | ChannelKind::Webchat => None,
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {

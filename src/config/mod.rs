@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use self::model::{
-    DeliveryConfig, FaqConfig, FileConfig, OrchestratorConfig, PathsConfig, ResponderConfig,
-    ServerConfig, StoreConfig, SyncMode,
+    AgentsConfig, DeliveryConfig, FaqConfig, FileConfig, LlmConfig, LlmProvider, MerchantConfig,
+    OrchestratorConfig, PathsConfig, ResponderConfig, ServerConfig, StoreConfig, SyncMode,
+    ToolConfig,
 };
 pub use self::problem::{Problem, Problems};
 pub use self::secret::Secret;
@@ -38,6 +39,10 @@ pub struct Config {
     pub faq: FaqIndex,
     /// Agent files found in prompts/ (used once an `[llm]` is configured).
     pub agent_files: Vec<PathBuf>,
+    /// The agents, checked against each other and the tools (none without agent files).
+    pub agents: Option<std::sync::Arc<crate::agents::AgentSet>>,
+    /// The merchant's time zone.
+    pub timezone: jiff::tz::TimeZone,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,10 +195,89 @@ impl Config {
         } else {
             FaqIndex::default()
         };
-        let agent_files = list_files(&prompts_dir, "md")
+        let agent_files: Vec<PathBuf> = list_files(&prompts_dir, "md")
             .into_iter()
             .filter(|p| p != &faq_path)
             .collect();
+
+        if let Some(llm) = &settings.llm {
+            let base = llm.base_url.as_deref().map(str::trim).unwrap_or_default();
+            if llm.provider == LlmProvider::OpenaiCompatible && base.is_empty() {
+                problems.push(key_problem(
+                    "llm.base_url",
+                    "is required for openai_compatible: the server's URL, like http://localhost:8000/v1".into(),
+                ));
+            }
+            if !base.is_empty()
+                && !reqwest::Url::parse(base).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            {
+                problems.push(key_problem(
+                    "llm.base_url",
+                    format!("`{base}` is not an http(s) URL"),
+                ));
+            }
+            let needs_key = matches!(llm.provider, LlmProvider::Openai | LlmProvider::Anthropic);
+            if needs_key && llm.api_key.as_ref().is_none_or(|k| k.is_empty()) {
+                problems.push(key_problem(
+                    "llm.api_key",
+                    "is required for this provider: set it to \"${VAR}\" and export the key".into(),
+                ));
+            }
+            if llm.model.trim().is_empty() {
+                problems.push(key_problem("llm.model", "is empty".into()));
+            }
+            if llm.timeout_secs == 0 {
+                problems.push(key_problem("llm.timeout_secs", "must be above 0".into()));
+            }
+        }
+        for (key, message) in crate::agents::tools::check(&settings.tools) {
+            problems.push(key_problem(&key, message));
+        }
+        if settings.agents.max_tool_rounds == 0 {
+            problems.push(key_problem(
+                "agents.max_tool_rounds",
+                "must be above 0".into(),
+            ));
+        }
+        if settings.agents.history_messages == 0 {
+            problems.push(key_problem(
+                "agents.history_messages",
+                "must be above 0".into(),
+            ));
+        }
+        let timezone = match jiff::tz::TimeZone::get(&settings.merchant.timezone) {
+            Ok(tz) => tz,
+            Err(e) => {
+                problems.push(key_problem(
+                    "merchant.timezone",
+                    format!(
+                        "`{}` is not a known time zone (like Europe/Paris): {e}",
+                        settings.merchant.timezone
+                    ),
+                ));
+                jiff::tz::TimeZone::UTC
+            }
+        };
+        let tool_names = settings.tools.iter().map(|t| t.name.clone()).collect();
+        let agents = if agent_files.is_empty() {
+            if settings.llm.is_some() {
+                problems.push(Problem::new(
+                    &prompts_dir,
+                    "[llm] is configured but there is no agent: add an agent file such as front_desk.md with `entry = true`",
+                ));
+            }
+            None
+        } else {
+            match crate::agents::AgentSet::load(&agent_files, &tool_names) {
+                Ok(set) => Some(std::sync::Arc::new(set)),
+                Err(found) => {
+                    for p in found {
+                        problems.push(p);
+                    }
+                    None
+                }
+            }
+        };
 
         if problems.is_empty() {
             Ok(Config {
@@ -206,6 +290,8 @@ impl Config {
                 channels,
                 faq,
                 agent_files,
+                agents,
+                timezone,
             })
         } else {
             Err(problems)

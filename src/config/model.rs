@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::Secret;
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -22,6 +24,15 @@ pub struct FileConfig {
     pub orchestrator: OrchestratorConfig,
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// The LLM provider; without it the gateway answers from the FAQ only.
+    pub llm: Option<LlmConfig>,
+    #[serde(default)]
+    pub agents: AgentsConfig,
+    #[serde(default)]
+    pub merchant: MerchantConfig,
+    /// The merchant's HTTP tools the agents may call.
+    #[serde(default)]
+    pub tools: Vec<ToolConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +147,10 @@ pub struct OrchestratorConfig {
     /// Start with processing paused: webhooks are stored and acknowledged, nothing is
     /// answered until the gateway is restarted without it (for maintenance and tests).
     pub paused: bool,
+    /// Customer messages that arrive within this many milliseconds of the previous one are
+    /// answered together, in one turn (customers often write in several short messages).
+    /// 0 answers each message on its own.
+    pub burst_window_ms: u64,
 }
 
 impl Default for OrchestratorConfig {
@@ -143,8 +158,135 @@ impl Default for OrchestratorConfig {
         Self {
             max_parallel_lanes: 256,
             paused: false,
+            burst_window_ms: 1000,
         }
     }
+}
+
+/// The LLM provider the agents call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    pub provider: LlmProvider,
+    pub model: String,
+    /// The API's base URL (`…/v1` for OpenAI and Anthropic, the server root for Ollama), with
+    /// or without a trailing slash; required for `openai_compatible`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// One call's time limit, retries not included.
+    #[serde(default = "default_llm_timeout")]
+    pub timeout_secs: u64,
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+    /// How many times a call refused with 429 or a 5xx is tried again.
+    #[serde(default = "default_llm_retries")]
+    pub max_retries: u32,
+}
+
+fn default_llm_timeout() -> u64 {
+    30
+}
+fn default_max_tokens() -> u32 {
+    1024
+}
+fn default_llm_retries() -> u32 {
+    2
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LlmProvider {
+    Openai,
+    Anthropic,
+    Ollama,
+    /// Any server speaking OpenAI's `/chat/completions` (vLLM, llama.cpp, LM Studio…).
+    OpenaiCompatible,
+}
+
+/// How agents work a turn.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// How many of the latest messages an agent reads; older ones are folded into a summary.
+    pub history_messages: usize,
+    /// The most LLM calls one agent makes in a turn (each tool round is one).
+    pub max_tool_rounds: usize,
+    /// How deep `ask_agent` may nest (the front desk asking orders is depth 1).
+    pub max_ask_depth: usize,
+    /// The most tokens one customer turn may spend, all agents together; past it the
+    /// conversation goes to a human.
+    pub turn_token_budget: u64,
+    /// Mask phone numbers, e-mail addresses and card numbers before text reaches the LLM.
+    pub redact_pii: bool,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self {
+            history_messages: 20,
+            max_tool_rounds: 6,
+            max_ask_depth: 2,
+            turn_token_budget: 60_000,
+            redact_pii: false,
+        }
+    }
+}
+
+/// The merchant, as the agents' prompts speak of it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MerchantConfig {
+    pub name: String,
+    /// An IANA time zone (`Europe/Paris`): the agents' idea of "now".
+    pub timezone: String,
+    /// Free text the agents may quote.
+    pub business_hours: String,
+}
+
+impl Default for MerchantConfig {
+    fn default() -> Self {
+        Self {
+            name: "our shop".to_string(),
+            timezone: "UTC".to_string(),
+            business_hours: String::new(),
+        }
+    }
+}
+
+/// A merchant HTTP tool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolConfig {
+    pub name: String,
+    /// What the tool does, for the LLM.
+    pub description: String,
+    /// The JSON Schema of the arguments (an object schema).
+    #[serde(default)]
+    pub parameters: Option<toml::Table>,
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// `{name}` placeholders take the argument of that name, URL-encoded; other arguments go
+    /// in the query string (GET, DELETE) or a JSON body.
+    pub url: String,
+    /// Extra headers (credentials as `${VAR}`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    #[serde(default = "default_tool_timeout")]
+    pub timeout_secs: u64,
+    #[serde(default = "default_tool_max_response")]
+    pub max_response_bytes: usize,
+}
+
+fn default_method() -> String {
+    "GET".to_string()
+}
+fn default_tool_timeout() -> u64 {
+    10
+}
+fn default_tool_max_response() -> usize {
+    64 * 1024
 }
 
 #[derive(Debug, Clone, Deserialize)]

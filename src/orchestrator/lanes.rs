@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::responder::{Responder, Turn};
 use crate::domain::{
-    ChannelId, Content, ConversationId, Direction, EventKind, InboundEvent, PlatformMessageId,
-    now_millis, split_text,
+    ChannelId, Content, ConversationId, Direction, EventKind, InboundEvent, InboundMessage,
+    PlatformMessageId, now_millis, split_text,
 };
 use crate::store::{InboxEntry, NewReply, SharedStore, ThreadChange, TurnOutcome};
 use crate::telemetry::Metrics;
@@ -28,6 +28,10 @@ const POLL: Duration = Duration::from_secs(1);
 /// The most inbox events held in memory between the inbox and the lanes; past it the
 /// dispatcher waits for lanes to finish some, and the rest of a backlog stays in the store.
 const IN_MEMORY: usize = 4096;
+/// The most messages one burst gathers, and the longest it lasts in windows: a customer who
+/// never stops typing still gets answers.
+const MAX_BURST: usize = 20;
+const MAX_BURST_WINDOWS: i64 = 10;
 
 /// An inbox event on its way through a lane, holding its place in the in-memory budget.
 struct Queued {
@@ -49,6 +53,8 @@ pub struct Orchestrator {
     permits: Arc<Semaphore>,
     hints: Arc<dyn ChannelHints>,
     metrics: Metrics,
+    /// See [`crate::config::OrchestratorConfig::burst_window_ms`].
+    burst_window_ms: i64,
 }
 
 /// What the lanes may ask of a conversation's channel without knowing which platform it is.
@@ -70,6 +76,26 @@ pub trait ChannelHints: Send + Sync {
     fn media_captions(&self, _channel: &ChannelId) -> bool {
         true
     }
+
+    /// What the channel can show, for the agents' prompts.
+    fn profile(&self, _channel: &ChannelId) -> ChannelProfile {
+        ChannelProfile::default()
+    }
+
+    /// The customer's phone number (E.164) when the channel vouches for it.
+    fn phone(&self, _event: &InboundEvent) -> Option<String> {
+        None
+    }
+}
+
+/// What a channel can show, told to the agents without naming the platform's API.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelProfile {
+    pub kind: String,
+    pub buttons: usize,
+    pub list_rows: usize,
+    pub media: bool,
+    pub max_text_chars: Option<usize>,
 }
 
 /// Hints that go nowhere.
@@ -97,7 +123,14 @@ impl Orchestrator {
             permits: Arc::new(Semaphore::new(max_parallel.max(1))),
             hints,
             metrics,
+            burst_window_ms: 0,
         }
+    }
+
+    /// Answers customer messages that arrive within `ms` of each other in one turn.
+    pub fn with_burst_window(mut self, ms: u64) -> Self {
+        self.burst_window_ms = i64::try_from(ms).unwrap_or(i64::MAX / 4);
+        self
     }
 
     /// Runs until `shutdown` fires, then lets every lane finish the events it holds.
@@ -205,23 +238,77 @@ struct Lane {
     shutdown: CancellationToken,
 }
 
+/// A customer message that may start or join a burst (a reaction asks nothing: it does not).
+fn burstable(entry: &InboxEntry) -> bool {
+    matches!(&entry.event.kind, EventKind::Message(m) if !matches!(m.content, Content::Reaction { .. }))
+}
+
 impl Lane {
-    async fn run(mut self) {
+    /// The next event for this lane, or `None` when it ran dry (the lane then ends).
+    fn next(&mut self) -> Option<Queued> {
+        if let Ok(queued) = self.receiver.try_recv() {
+            return Some(queued);
+        }
+        let mut map = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        match self.receiver.try_recv() {
+            Ok(queued) => Some(queued),
+            Err(_) => {
+                map.remove(&self.conversation);
+                None
+            }
+        }
+    }
+
+    /// Gathers the customer messages that follow `first` within the burst window: each one
+    /// arriving within the window of the one before. Returns the burst and the first event
+    /// that does not belong to it.
+    async fn gather(&mut self, first: Queued) -> (Vec<Queued>, Option<Queued>) {
+        let window = self.orchestrator.burst_window_ms;
+        let mut burst = vec![first];
+        if window == 0 || !burstable(&burst[0].entry) {
+            return (burst, None);
+        }
+        let started = burst[0].entry.received_at;
         loop {
-            let queued = match self.receiver.try_recv() {
-                Ok(queued) => queued,
-                Err(_) => {
-                    let mut map = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-                    match self.receiver.try_recv() {
-                        Ok(queued) => queued,
-                        Err(_) => {
-                            map.remove(&self.conversation);
-                            return;
-                        }
-                    }
-                }
+            let last = burst[burst.len() - 1].entry.received_at;
+            if burst.len() >= MAX_BURST || last - started >= window * MAX_BURST_WINDOWS {
+                return (burst, None);
+            }
+            let wait_ms = (last + window - now_millis()).max(0);
+            let next = match self.receiver.try_recv() {
+                Ok(next) => Some(next),
+                Err(_) if wait_ms == 0 => None,
+                Err(_) => tokio::select! {
+                    next = self.receiver.recv() => next,
+                    _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => None,
+                    _ = self.shutdown.cancelled() => None,
+                },
             };
-            if !self.handle(queued.entry).await {
+            let Some(next) = next else {
+                return (burst, None);
+            };
+            if burstable(&next.entry) && next.entry.received_at - last <= window {
+                burst.push(next);
+            } else {
+                return (burst, Some(next));
+            }
+        }
+    }
+
+    async fn run(mut self) {
+        let mut held: Option<Queued> = None;
+        loop {
+            let first = match held.take() {
+                Some(queued) => queued,
+                None => match self.next() {
+                    Some(queued) => queued,
+                    None => return,
+                },
+            };
+            let (burst, after) = self.gather(first).await;
+            held = after;
+            let entries: Vec<InboxEntry> = burst.into_iter().map(|q| q.entry).collect();
+            if !self.handle(entries).await {
                 // Stopping before this event was completed: the events after it must not run
                 // ahead of it. They all stay unfinished in the inbox for the next start.
                 let mut map = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
@@ -231,15 +318,18 @@ impl Lane {
         }
     }
 
-    /// Handles one event until it is completed in the store; returns false if shutdown came
-    /// first. A store failure is retried: the lane must not skip ahead, or order would break.
-    /// The parallelism permit is held only while working, not while waiting to retry.
-    #[tracing::instrument(name = "turn", skip_all, fields(conversation = %self.conversation, seq = entry.seq))]
-    async fn handle(&self, entry: InboxEntry) -> bool {
+    /// Handles one event (or a burst of messages) until it is completed in the store; returns
+    /// false if shutdown came first. A store failure is retried: the lane must not skip
+    /// ahead, or order would break. The parallelism permit is held only while working, not
+    /// while waiting to retry.
+    #[tracing::instrument(name = "turn", skip_all, fields(conversation = %self.conversation, seq = burst.last().map(|e| e.seq), burst = burst.len()))]
+    async fn handle(&self, burst: Vec<InboxEntry>) -> bool {
         let orchestrator = &self.orchestrator;
         let started = Instant::now();
-        let lag_ms = now_millis() - entry.received_at;
-        orchestrator.metrics.inbox_lag(lag_ms as f64 / 1000.0);
+        if let Some(first) = burst.first() {
+            let lag_ms = now_millis() - first.received_at;
+            orchestrator.metrics.inbox_lag(lag_ms as f64 / 1000.0);
+        }
         let mut backoff = Duration::from_millis(100);
         loop {
             let permit = tokio::select! {
@@ -250,7 +340,7 @@ impl Lane {
                 return false;
             };
             orchestrator.metrics.lanes_active(1);
-            let attempt = self.attempt(&entry, started).await;
+            let attempt = self.attempt(&burst, started).await;
             orchestrator.metrics.lanes_active(-1);
             if attempt {
                 return true;
@@ -265,14 +355,17 @@ impl Lane {
     }
 
     /// One try at deciding and completing an event; false when it must be tried again.
-    async fn attempt(&self, entry: &InboxEntry, started: Instant) -> bool {
+    async fn attempt(&self, burst: &[InboxEntry], started: Instant) -> bool {
         let orchestrator = &self.orchestrator;
+        let Some(entry) = burst.last() else {
+            return true;
+        };
         // A panicking responder is a bug; it must not kill the lane (the events queued behind
         // it would then run out of order). The event is completed without replies.
-        let decided = std::panic::AssertUnwindSafe(self.decide(entry))
+        let decided = std::panic::AssertUnwindSafe(self.decide(burst))
             .catch_unwind()
             .await;
-        let (outcome, by) = match decided {
+        let (mut outcome, by) = match decided {
             Ok(Ok(decided)) => decided,
             Ok(Err(super::ResponderError::NotYet(why))) => {
                 tracing::debug!(why, "the turn waits");
@@ -287,6 +380,7 @@ impl Lane {
                 (TurnOutcome::default(), "panic")
             }
         };
+        outcome.absorbed = burst[..burst.len() - 1].iter().map(|e| e.seq).collect();
         match orchestrator.store.complete(entry.seq, outcome).await {
             Ok(completion) => {
                 if completion.refused > 0 {
@@ -355,7 +449,7 @@ impl Lane {
         Ok((
             TurnOutcome {
                 replies: vec![reply],
-                thread: None,
+                ..TurnOutcome::default()
             },
             "window_closed",
         ))
@@ -363,9 +457,12 @@ impl Lane {
 
     async fn decide(
         &self,
-        entry: &InboxEntry,
+        burst: &[InboxEntry],
     ) -> Result<(TurnOutcome, &'static str), super::ResponderError> {
         let orchestrator = &self.orchestrator;
+        let Some(entry) = burst.last() else {
+            return Ok((TurnOutcome::default(), "none"));
+        };
         let message = match &entry.event.kind {
             EventKind::Message(message) => message,
             EventKind::WindowClosed { target } => return self.window_closed(entry, target).await,
@@ -379,8 +476,8 @@ impl Lane {
                 });
                 return Ok((
                     TurnOutcome {
-                        replies: Vec::new(),
                         thread,
+                        ..TurnOutcome::default()
                     },
                     "started",
                 ));
@@ -392,9 +489,18 @@ impl Lane {
             // A reaction acknowledges; it asks nothing, so nothing answers it.
             return Ok((TurnOutcome::default(), "none"));
         }
-        orchestrator
-            .hints
-            .received(&entry.event, &message.platform_id);
+        let messages: Vec<&InboundMessage> = burst
+            .iter()
+            .filter_map(|e| match &e.event.kind {
+                EventKind::Message(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        for e in burst {
+            if let EventKind::Message(m) = &e.event.kind {
+                orchestrator.hints.received(&e.event, &m.platform_id);
+            }
+        }
         let current = orchestrator.store.thread_state(&entry.conversation).await?;
         let thread = current.clone().on_customer_message();
         if !thread.bot_may_reply() {
@@ -407,6 +513,7 @@ impl Lane {
         let turn = Turn {
             entry,
             message,
+            messages: &messages,
             thread: &thread,
             store: &orchestrator.store,
             now: now_millis(),
@@ -419,8 +526,8 @@ impl Lane {
         let Some(decision) = decision else {
             return Ok((
                 TurnOutcome {
-                    replies: Vec::new(),
                     thread: changed,
+                    ..TurnOutcome::default()
                 },
                 "none",
             ));
@@ -478,6 +585,10 @@ impl Lane {
                     .thread
                     .map(|to| ThreadChange { from: current, to })
                     .or(changed),
+                absorbed: Vec::new(),
+                notes: decision.notes,
+                handoff: decision.handoff,
+                usage: decision.usage,
             },
             decision.by,
         ))

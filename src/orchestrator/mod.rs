@@ -2,11 +2,13 @@
 //! each event completed in one store transaction with the replies it produced. It knows no
 //! platform and no HTTP; it sees the store and the responder chain.
 
+mod agent_step;
 pub mod faq;
 mod lanes;
 mod responder;
 
-pub use self::lanes::{ChannelHints, NoHints, Orchestrator};
+pub use self::agent_step::{AgentResponder, AgentSettings};
+pub use self::lanes::{ChannelHints, ChannelProfile, NoHints, Orchestrator};
 pub use self::responder::{
     Decision, FaqResponder, HoldingResponder, Responder, ResponderChain, ResponderError, Turn,
 };

@@ -7,20 +7,31 @@ use async_trait::async_trait;
 
 use super::faq::{FaqIndex, Lang, detect_language};
 use crate::domain::{Author, Content, Direction, InboundMessage, Millis, ThreadState};
-use crate::store::{InboxEntry, SharedStore, StoreError};
+use crate::store::{InboxEntry, NewHandoff, NewNote, SharedStore, StoreError, TurnUsage};
 
-/// One customer message to answer, with what a responder may need to know.
+/// The customer's messages to answer (one, or a burst written in quick succession), with
+/// what a responder may need to know.
 pub struct Turn<'a> {
+    /// The last message's inbox entry: the one the turn answers.
     pub entry: &'a InboxEntry,
+    /// The last message.
     pub message: &'a InboundMessage,
+    /// Every message of the burst, oldest first, the last one included.
+    pub messages: &'a [&'a InboundMessage],
     pub thread: &'a ThreadState,
     pub store: &'a SharedStore,
     pub now: Millis,
 }
 
 impl Turn<'_> {
-    pub fn text(&self) -> Option<&str> {
-        self.message.content.plain_text()
+    /// The text of the turn: the burst's texts, one per line.
+    pub fn text(&self) -> Option<String> {
+        let texts: Vec<&str> = self
+            .messages
+            .iter()
+            .filter_map(|m| m.content.plain_text())
+            .collect();
+        (!texts.is_empty()).then(|| texts.join("\n"))
     }
 }
 
@@ -34,6 +45,25 @@ pub struct Decision {
     /// Quote the customer's message in the first reply (where the channel can), for an
     /// answer that would otherwise be ambiguous after later messages.
     pub quote: bool,
+    /// Internal notes to keep with the conversation.
+    pub notes: Vec<NewNote>,
+    /// A request for a human; `thread` then says `Queued` with the same id.
+    pub handoff: Option<NewHandoff>,
+    pub usage: Option<TurnUsage>,
+}
+
+impl Decision {
+    pub fn new(by: &'static str, replies: Vec<(Author, Content)>) -> Self {
+        Self {
+            by,
+            replies,
+            thread: None,
+            quote: false,
+            notes: Vec::new(),
+            handoff: None,
+            usage: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +122,7 @@ impl Responder for FaqResponder {
         let Some(text) = turn.text() else {
             return Ok(None);
         };
-        let Some(found) = self.index.best_match(text) else {
+        let Some(found) = self.index.best_match(&text) else {
             return Ok(None);
         };
         tracing::debug!(
@@ -104,15 +134,13 @@ impl Responder for FaqResponder {
         if found.confidence < self.threshold {
             return Ok(None);
         }
-        Ok(Some(Decision {
-            by: "faq",
-            replies: vec![(
+        Ok(Some(Decision::new(
+            "faq",
+            vec![(
                 Author::Agent("faq".to_string()),
                 Content::text(found.entry.answer.clone()),
             )],
-            thread: None,
-            quote: false,
-        }))
+        )))
     }
 }
 
@@ -132,7 +160,8 @@ impl HoldingResponder {
         }
     }
 
-    fn message_for(&self, text: Option<&str>) -> String {
+    /// The holding message in the language of `text`.
+    pub fn message_for(&self, text: Option<&str>) -> String {
         let lang = match text.and_then(detect_language) {
             Some(Lang::Fr) => "fr",
             _ => "en",
@@ -161,18 +190,14 @@ impl Responder for HoldingResponder {
             m.author == Author::System && turn.now - m.created_at < self.repeat_after_ms
         });
         if said_recently {
-            return Ok(Some(Decision {
-                by: "holding_repeat_suppressed",
-                replies: Vec::new(),
-                thread: None,
-                quote: false,
-            }));
+            return Ok(Some(Decision::new("holding_repeat_suppressed", Vec::new())));
         }
-        Ok(Some(Decision {
-            by: "holding",
-            replies: vec![(Author::System, Content::text(self.message_for(turn.text())))],
-            thread: None,
-            quote: false,
-        }))
+        Ok(Some(Decision::new(
+            "holding",
+            vec![(
+                Author::System,
+                Content::text(self.message_for(turn.text().as_deref())),
+            )],
+        )))
     }
 }

@@ -283,7 +283,7 @@ struct TextOrTapback;
 #[async_trait]
 impl Responder for TextOrTapback {
     async fn respond(&self, turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
-        let content = if turn.text() == Some("react") {
+        let content = if turn.text().as_deref() == Some("react") {
             Content::Reaction {
                 target: "FAKE0000-0000-4000-8000-000000000001".into(),
                 emoji: "👍".into(),
@@ -296,6 +296,9 @@ impl Responder for TextOrTapback {
             replies: vec![(Author::Agent("test".into()), content)],
             thread: None,
             quote: false,
+            notes: Vec::new(),
+            handoff: None,
+            usage: None,
         }))
     }
 }
@@ -358,6 +361,9 @@ impl Responder for Photo {
             )],
             thread: None,
             quote: false,
+            notes: Vec::new(),
+            handoff: None,
+            usage: None,
         }))
     }
 }

@@ -64,7 +64,19 @@ impl Deployment {
     }
 
     /// Rewrites concierge.toml with `extra` appended to the server and store sections.
+    /// Each message is answered on its own unless `extra` sets a burst window.
     pub fn write_main(&self, extra: &str) {
+        let extra = if extra.contains("burst_window_ms") {
+            extra.to_string()
+        } else if extra.contains("[orchestrator]\n") {
+            extra.replacen(
+                "[orchestrator]\n",
+                "[orchestrator]\nburst_window_ms = 0\n",
+                1,
+            )
+        } else {
+            format!("[orchestrator]\nburst_window_ms = 0\n\n{extra}")
+        };
         let main = format!(
             "[server]\nbind = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n\n[store]\nurl = \"sqlite:data/test.db\"\nsync = \"normal\"\n\n{extra}\n"
         );

@@ -49,6 +49,9 @@ impl Responder for Recorder {
             )],
             thread: None,
             quote: false,
+            notes: Vec::new(),
+            handoff: None,
+            usage: None,
         }))
     }
 }
@@ -100,7 +103,7 @@ struct Gate {
 #[async_trait]
 impl Responder for Gate {
     async fn respond(&self, turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
-        match turn.text() {
+        match turn.text().as_deref() {
             Some("A") => {
                 let overlapped = tokio::time::timeout(PATIENCE, self.b_started.notified())
                     .await
@@ -118,6 +121,9 @@ impl Responder for Gate {
             )],
             thread: None,
             quote: false,
+            notes: Vec::new(),
+            handoff: None,
+            usage: None,
         }))
     }
 }

@@ -1,10 +1,12 @@
 //! End-to-end tests: the app started on port 0 with a real SQLite file, driven over HTTP.
 
+mod agents;
 mod bluebubbles;
 mod chat;
 mod check;
 mod delivery;
 mod fake_api;
+mod fake_llm;
 mod helpers;
 mod ingest;
 mod kill;

@@ -371,6 +371,9 @@ async fn choices_become_an_inline_keyboard() {
                 )],
                 thread: None,
                 quote: false,
+                notes: Vec::new(),
+                handoff: None,
+                usage: None,
             }))
         }
     }

@@ -409,7 +409,7 @@ impl concierge::orchestrator::Responder for Kinds {
         turn: &concierge::orchestrator::Turn<'_>,
     ) -> Result<Option<concierge::orchestrator::Decision>, concierge::orchestrator::ResponderError>
     {
-        let content = match turn.text().unwrap_or_default() {
+        let content = match turn.text().unwrap_or_default().as_str() {
             "buttons" => Content::Choices {
                 body: "Shall I confirm your table?".into(),
                 choices: vec![
@@ -444,6 +444,9 @@ impl concierge::orchestrator::Responder for Kinds {
             replies: vec![(concierge::domain::Author::Agent("test".into()), content)],
             thread: None,
             quote: false,
+            notes: Vec::new(),
+            handoff: None,
+            usage: None,
         }))
     }
 }

@@ -462,7 +462,7 @@ impl Responder for Shapes {
     async fn respond(&self, turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
         let text = turn.text().unwrap_or_default();
         let mut quote = false;
-        let content = match text {
+        let content = match text.as_str() {
             "text" => Content::text("Your table for 2 at 7:00 PM is confirmed."),
             "context" => {
                 quote = true;
@@ -516,6 +516,9 @@ impl Responder for Shapes {
             replies: vec![(Author::Agent("test".into()), content)],
             thread: None,
             quote,
+            notes: Vec::new(),
+            handoff: None,
+            usage: None,
         }))
     }
 }

@@ -1,0 +1,461 @@
+//! Agents as files: `prompts/<name>.md` holds TOML front matter between `+++` lines and the
+//! system prompt as a minijinja template. Loading checks every agent against the others and
+//! against the declared tools, and renders each template once with sample values.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problem;
+
+/// The tools every agent has, whatever its front matter says.
+pub const HANDOFF_TOOL: &str = "handoff_to_human";
+pub const CHOICES_TOOL: &str = "offer_choices";
+/// Given to agents whose front matter lists agents they may ask.
+pub const ASK_TOOL: &str = "ask_agent";
+
+pub fn is_builtin(tool: &str) -> bool {
+    matches!(tool, HANDOFF_TOOL | CHOICES_TOOL | ASK_TOOL)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FrontMatter {
+    name: Option<String>,
+    description: String,
+    #[serde(default)]
+    entry: bool,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    tools: Vec<String>,
+    #[serde(default)]
+    ask: Vec<String>,
+}
+
+/// One agent, as its file declares it.
+#[derive(Debug, Clone)]
+pub struct AgentDef {
+    pub name: String,
+    pub description: String,
+    pub entry: bool,
+    pub model: Option<String>,
+    pub temperature: Option<f64>,
+    /// Merchant tools it may call (the built-ins are not listed here).
+    pub tools: Vec<String>,
+    /// Agents it may ask.
+    pub ask: Vec<String>,
+    pub file: PathBuf,
+}
+
+/// What a system prompt template may use.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptContext {
+    pub merchant: String,
+    pub agent: String,
+    /// The merchant's local date and time, readable.
+    pub now: String,
+    pub business_hours: String,
+    pub customer: CustomerContext,
+    pub channel: ChannelContext,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CustomerContext {
+    pub name: Option<String>,
+    /// Whether the chat app vouches for the customer's phone number.
+    pub phone_verified: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelContext {
+    pub kind: String,
+    pub buttons: usize,
+    pub list_rows: usize,
+    pub media: bool,
+    pub max_text_chars: Option<usize>,
+}
+
+impl PromptContext {
+    /// Values to render a template with at check time.
+    fn samples(agent: &str) -> [PromptContext; 2] {
+        let with_name = PromptContext {
+            merchant: "Sample Shop".into(),
+            agent: agent.into(),
+            now: "Tuesday 24 November 2026, 14:05".into(),
+            business_hours: "Tuesday to Saturday, 10:30 to 19:00".into(),
+            customer: CustomerContext {
+                name: Some("Claire".into()),
+                phone_verified: true,
+            },
+            channel: ChannelContext {
+                kind: "whatsapp".into(),
+                buttons: 3,
+                list_rows: 10,
+                media: true,
+                max_text_chars: Some(4096),
+            },
+        };
+        let mut without = with_name.clone();
+        without.customer = CustomerContext {
+            name: None,
+            phone_verified: false,
+        };
+        without.channel = ChannelContext {
+            kind: "webchat".into(),
+            buttons: 0,
+            list_rows: 0,
+            media: false,
+            max_text_chars: None,
+        };
+        [with_name, without]
+    }
+}
+
+/// Every agent of a deployment, with their compiled templates.
+#[derive(Debug)]
+pub struct AgentSet {
+    agents: BTreeMap<String, AgentDef>,
+    entry: String,
+    templates: Environment<'static>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot render the prompt of agent `{agent}`: {detail}")]
+pub struct RenderError {
+    pub agent: String,
+    pub detail: String,
+}
+
+impl AgentSet {
+    /// Reads and checks agent files; `tools` are the merchant tools declared in
+    /// concierge.toml. Returns every problem found, each with its file.
+    pub fn load(files: &[PathBuf], tools: &BTreeSet<String>) -> Result<AgentSet, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut agents = BTreeMap::new();
+        let mut templates = Environment::new();
+        templates.set_undefined_behavior(UndefinedBehavior::Strict);
+        templates.set_keep_trailing_newline(true);
+        for file in files {
+            match read_agent(file) {
+                Ok((def, body)) => {
+                    if let Err(e) = templates.add_template_owned(def.name.clone(), body) {
+                        problems.push(
+                            Problem::new(file, format!("the prompt template does not parse: {e}"))
+                                .at_line(e.line().map(|l| l + body_offset(file))),
+                        );
+                    }
+                    if agents.contains_key(&def.name) {
+                        problems.push(Problem::new(
+                            file,
+                            format!("a second agent named `{}`", def.name),
+                        ));
+                    }
+                    agents.insert(def.name.clone(), def);
+                }
+                Err(p) => problems.push(p),
+            }
+        }
+        for def in agents.values() {
+            for tool in &def.tools {
+                if !tools.contains(tool) && !is_builtin(tool) {
+                    problems.push(Problem::new(
+                        &def.file,
+                        format!(
+                            "agent `{}` names tool `{tool}`, which is neither declared in concierge.toml ([[tools]]) nor built in ({HANDOFF_TOOL}, {CHOICES_TOOL}, {ASK_TOOL})",
+                            def.name
+                        ),
+                    ).at_key("tools"));
+                }
+            }
+            for other in &def.ask {
+                if other == &def.name {
+                    problems.push(
+                        Problem::new(
+                            &def.file,
+                            format!("agent `{}` lists itself in `ask`", def.name),
+                        )
+                        .at_key("ask"),
+                    );
+                } else if !agents.contains_key(other) {
+                    problems.push(
+                        Problem::new(
+                            &def.file,
+                            format!(
+                                "agent `{}` may ask `{other}`, but there is no prompts/{other}.md",
+                                def.name
+                            ),
+                        )
+                        .at_key("ask"),
+                    );
+                }
+            }
+        }
+        let entries: Vec<&AgentDef> = agents.values().filter(|d| d.entry).collect();
+        let entry = match entries.as_slice() {
+            [one] => one.name.clone(),
+            [] => {
+                if let Some(first) = agents.values().next() {
+                    problems.push(Problem::new(
+                        &first.file,
+                        "no agent has `entry = true`: mark the front desk, the agent that answers customers first",
+                    ));
+                }
+                String::new()
+            }
+            several => {
+                for def in several {
+                    problems.push(
+                        Problem::new(
+                            &def.file,
+                            format!(
+                                "{} agents have `entry = true`; only one may answer customers first",
+                                several.len()
+                            ),
+                        )
+                        .at_key("entry"),
+                    );
+                }
+                String::new()
+            }
+        };
+        let set = AgentSet {
+            agents,
+            entry,
+            templates,
+        };
+        if problems.is_empty() {
+            for def in set.agents.values() {
+                for sample in PromptContext::samples(&def.name) {
+                    if let Err(e) = set.render(&def.name, &sample) {
+                        problems.push(Problem::new(
+                            &def.file,
+                            format!("the prompt template does not render: {}", e.detail),
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(set)
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty()
+    }
+
+    /// The agent that answers customers first.
+    pub fn entry(&self) -> Option<&AgentDef> {
+        self.agents.get(&self.entry)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&AgentDef> {
+        self.agents.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.agents.keys().map(String::as_str)
+    }
+
+    /// The system prompt of an agent for one turn.
+    pub fn render(&self, agent: &str, context: &PromptContext) -> Result<String, RenderError> {
+        let error = |detail: String| RenderError {
+            agent: agent.to_string(),
+            detail,
+        };
+        let template = self
+            .templates
+            .get_template(agent)
+            .map_err(|e| error(e.to_string()))?;
+        template.render(context).map_err(|e| {
+            let mut detail = e.to_string();
+            if let Some(line) = e.line() {
+                detail.push_str(&format!(" (template line {line})"));
+            }
+            error(detail)
+        })
+    }
+}
+
+/// The number of lines before the template's first line (front matter and its fences).
+fn body_offset(file: &Path) -> usize {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| split_front_matter(&text).map(|(_, _, offset)| offset))
+        .unwrap_or(0)
+}
+
+/// Splits `+++` front matter from the body: (front matter, body, lines before the body).
+fn split_front_matter(text: &str) -> Option<(&str, &str, usize)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let rest = text
+        .strip_prefix("+++\n")
+        .or_else(|| text.strip_prefix("+++\r\n"))?;
+    let mut offset = 0;
+    let mut line_start = 0;
+    for line in rest.split_inclusive('\n') {
+        offset += 1;
+        if line.trim_end() == "+++" {
+            let front = &rest[..line_start];
+            let body = &rest[line_start + line.len()..];
+            return Some((front, body, offset + 1));
+        }
+        line_start += line.len();
+    }
+    None
+}
+
+fn read_agent(file: &Path) -> Result<(AgentDef, String), Problem> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Problem::new(file, format!("cannot read the file: {e}")))?;
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Some((front, body, _)) = split_front_matter(&text) else {
+        let hint = if text.starts_with("---") {
+            " (front matter here is TOML between `+++` lines, not YAML between `---`)"
+        } else {
+            ""
+        };
+        return Err(Problem::new(
+            file,
+            format!("an agent file starts with front matter between two `+++` lines{hint}"),
+        )
+        .at_line(Some(1)));
+    };
+    let matter: FrontMatter = toml::from_str(front).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| front[..span.start.min(front.len())].lines().count().max(1) + 1);
+        Problem::new(file, format!("front matter: {}", e.message().trim_end())).at_line(line)
+    })?;
+    let name = matter.name.unwrap_or_else(|| stem.clone());
+    if name != stem {
+        return Err(Problem::new(
+            file,
+            format!("the agent is named `{name}` but its file is {stem}.md: they must match"),
+        )
+        .at_key("name"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        || name.is_empty()
+    {
+        return Err(Problem::new(
+            file,
+            format!("`{name}` is not a valid agent name (lowercase letters, digits, - and _)"),
+        ));
+    }
+    if matter.description.trim().is_empty() {
+        return Err(Problem::new(
+            file,
+            "the description is empty: other agents read it to decide when to ask this one",
+        )
+        .at_key("description"));
+    }
+    if let Some(t) = matter.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(
+            Problem::new(file, format!("temperature {t} is not between 0 and 2"))
+                .at_key("temperature"),
+        );
+    }
+    let tools = matter.tools.into_iter().filter(|t| t != ASK_TOOL).collect();
+    Ok((
+        AgentDef {
+            name,
+            description: matter.description.trim().to_string(),
+            entry: matter.entry,
+            model: matter.model,
+            temperature: matter.temperature,
+            tools,
+            ask: matter.ask,
+            file: file.to_path_buf(),
+        },
+        body.to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(format!("{name}.md"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn tools() -> BTreeSet<String> {
+        ["lookup_order".to_string()].into_iter().collect()
+    }
+
+    #[test]
+    fn loads_and_renders_an_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write(
+            dir.path(),
+            "front_desk",
+            "+++\ndescription = \"greets\"\nentry = true\ntools = [\"lookup_order\"]\nask = [\"orders\"]\n+++\nYou work for {{ merchant }}.{% if customer.name %} The customer is {{ customer.name }}.{% endif %}\n",
+        );
+        let b = write(
+            dir.path(),
+            "orders",
+            "+++\ndescription = \"orders\"\n+++\nOrders of {{ merchant }} at {{ now }}.\n",
+        );
+        let set = AgentSet::load(&[a, b], &tools()).unwrap();
+        assert_eq!(set.entry().unwrap().name, "front_desk");
+        let [sample, _] = PromptContext::samples("front_desk");
+        assert_eq!(
+            set.render("front_desk", &sample).unwrap(),
+            "You work for Sample Shop. The customer is Claire.\n"
+        );
+    }
+
+    #[test]
+    fn reports_missing_tools_agents_and_bad_templates() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write(
+            dir.path(),
+            "front_desk",
+            "+++\ndescription = \"greets\"\nentry = true\ntools = [\"refund_everything\"]\nask = [\"ghost\"]\n+++\nHello\n",
+        );
+        let problems = AgentSet::load(&[a], &tools()).unwrap_err();
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert!(
+            text.iter().any(|t| t.contains("refund_everything")),
+            "{text:?}"
+        );
+        assert!(text.iter().any(|t| t.contains("ghost")), "{text:?}");
+
+        let b = write(
+            dir.path(),
+            "front_desk",
+            "+++\ndescription = \"greets\"\nentry = true\n+++\nHello {{ custmer.name }}\n",
+        );
+        let problems = AgentSet::load(&[b], &tools()).unwrap_err();
+        assert!(
+            problems[0].to_string().contains("does not render"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn yaml_front_matter_gets_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write(dir.path(), "x", "---\nname: x\n---\nHi\n");
+        let problems = AgentSet::load(&[a], &tools()).unwrap_err();
+        assert!(problems[0].to_string().contains("+++"));
+    }
+}

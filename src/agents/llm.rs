@@ -1,0 +1,207 @@
+//! The LLM client trait the agents call, its request and reply shapes, and the retry policy
+//! around any client: calls refused with 429 or a 5xx are tried again with backoff.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+/// One chat completion request: a system prompt, the conversation so far, the tools.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmRequest {
+    /// A model other than the client's default (an agent's override).
+    pub model: Option<String>,
+    pub system: String,
+    pub messages: Vec<LlmMessage>,
+    pub tools: Vec<ToolSpec>,
+    pub temperature: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LlmMessage {
+    User(String),
+    Assistant {
+        text: Option<String>,
+        tool_calls: Vec<ToolCall>,
+    },
+    ToolResult {
+        call_id: String,
+        content: String,
+    },
+}
+
+/// A tool the model may call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// The JSON Schema of its arguments.
+    pub parameters: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: Value,
+}
+
+/// What the model answered.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LlmReply {
+    pub text: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LlmError {
+    #[error("the LLM did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The provider answered with an error status.
+    #[error("the LLM provider answered {status}: {detail}")]
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+        detail: String,
+    },
+    /// The provider could not be reached.
+    #[error("cannot reach the LLM provider: {0}")]
+    Transport(String),
+    /// The answer could not be understood (a malformed tool call, say).
+    #[error("the LLM's answer could not be read: {0}")]
+    Malformed(String),
+}
+
+impl LlmError {
+    /// Whether trying again may help: rate limits and server errors.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            LlmError::Status { status, .. } => *status == 429 || *status >= 500,
+            LlmError::Transport(_) => true,
+            _ => false,
+        }
+    }
+}
+
+#[async_trait]
+pub trait LlmClient: Send + Sync {
+    async fn chat(&self, request: &LlmRequest) -> Result<LlmReply, LlmError>;
+}
+
+/// Tries a client again on 429, 5xx and connection failures: `max_retries` more times, waiting
+/// `initial` then twice as long each time, or what the provider's `Retry-After` asks (capped).
+pub struct Retrying<C> {
+    inner: C,
+    max_retries: u32,
+    initial: Duration,
+}
+
+/// No wait between two attempts is longer than this, whatever the provider asks.
+const MAX_WAIT: Duration = Duration::from_secs(20);
+
+impl<C> Retrying<C> {
+    pub fn new(inner: C, max_retries: u32, initial: Duration) -> Self {
+        Self {
+            inner,
+            max_retries,
+            initial,
+        }
+    }
+}
+
+#[async_trait]
+impl<C: LlmClient> LlmClient for Retrying<C> {
+    async fn chat(&self, request: &LlmRequest) -> Result<LlmReply, LlmError> {
+        let mut wait = self.initial;
+        let mut attempt = 0;
+        loop {
+            match self.inner.chat(request).await {
+                Err(e) if e.is_retryable() && attempt < self.max_retries => {
+                    attempt += 1;
+                    let asked = match &e {
+                        LlmError::Status { retry_after, .. } => *retry_after,
+                        _ => None,
+                    };
+                    let pause = asked.unwrap_or(wait).min(MAX_WAIT);
+                    tracing::info!(error = %e, attempt, wait_ms = pause.as_millis() as u64, "LLM call refused; trying again");
+                    tokio::time::sleep(pause).await;
+                    wait = (wait * 2).min(MAX_WAIT);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    struct Scripted(Mutex<Vec<Result<LlmReply, LlmError>>>);
+
+    #[async_trait]
+    impl LlmClient for Scripted {
+        async fn chat(&self, _request: &LlmRequest) -> Result<LlmReply, LlmError> {
+            let mut answers = self.0.lock().unwrap();
+            answers.remove(0)
+        }
+    }
+
+    fn request() -> LlmRequest {
+        LlmRequest {
+            model: None,
+            system: "s".into(),
+            messages: vec![LlmMessage::User("hi".into())],
+            tools: vec![],
+            temperature: None,
+        }
+    }
+
+    fn status(status: u16) -> Result<LlmReply, LlmError> {
+        Err(LlmError::Status {
+            status,
+            retry_after: None,
+            detail: String::new(),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_rate_limits_and_server_errors_then_answers() {
+        let ok = LlmReply {
+            text: Some("hello".into()),
+            ..LlmReply::default()
+        };
+        let client = Retrying::new(
+            Scripted(Mutex::new(vec![status(429), status(503), Ok(ok.clone())])),
+            2,
+            Duration::from_millis(100),
+        );
+        assert_eq!(client.chat(&request()).await.unwrap(), ok);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_after_the_retries_and_never_retries_a_client_error() {
+        let client = Retrying::new(
+            Scripted(Mutex::new(vec![status(500), status(500), status(500)])),
+            1,
+            Duration::from_millis(100),
+        );
+        assert!(matches!(
+            client.chat(&request()).await,
+            Err(LlmError::Status { status: 500, .. })
+        ));
+        let client = Retrying::new(
+            Scripted(Mutex::new(vec![status(400), Ok(LlmReply::default())])),
+            3,
+            Duration::from_millis(100),
+        );
+        assert!(matches!(
+            client.chat(&request()).await,
+            Err(LlmError::Status { status: 400, .. })
+        ));
+    }
+}

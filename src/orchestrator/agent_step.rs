@@ -1,0 +1,375 @@
+//! The agents' step of the responder chain: builds the turn's context (history, rolling
+//! summary, who the customer is, what the channel can show), runs the entry agent, and turns
+//! its outcome into a decision. When the agents cannot answer, the customer gets the holding
+//! reply and the thread goes to a human with the reason "agent unavailable".
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::lanes::ChannelHints;
+use super::responder::{Decision, HoldingResponder, Responder, ResponderError, Turn};
+use crate::agents::{
+    AgentReply, AgentRuntime, ChannelContext, CustomerContext, Identity, LlmMessage, PromptContext,
+    Redactor, TurnInput,
+};
+use crate::domain::{Author, Choice, Content, Message, ThreadState};
+use crate::store::{NewHandoff, NewNote, Summary, TurnUsage};
+
+/// The handoff reason when the agents fail.
+pub const AGENT_UNAVAILABLE: &str = "agent unavailable";
+
+/// The deployment's settings the agent step reads.
+pub struct AgentSettings {
+    pub merchant: String,
+    pub business_hours: String,
+    pub timezone: jiff::tz::TimeZone,
+    /// How many of the latest messages the agents read.
+    pub history_messages: usize,
+    pub redact_pii: bool,
+}
+
+pub struct AgentResponder {
+    runtime: Arc<AgentRuntime>,
+    settings: AgentSettings,
+    hints: Arc<dyn ChannelHints>,
+    holding: Arc<HoldingResponder>,
+}
+
+impl AgentResponder {
+    pub fn new(
+        runtime: Arc<AgentRuntime>,
+        settings: AgentSettings,
+        hints: Arc<dyn ChannelHints>,
+        holding: Arc<HoldingResponder>,
+    ) -> Self {
+        Self {
+            runtime,
+            settings,
+            hints,
+            holding,
+        }
+    }
+
+    fn now(&self) -> String {
+        let now = jiff::Timestamp::now().to_zoned(self.settings.timezone.clone());
+        now.strftime("%A %-d %B %Y, %H:%M (%Z)").to_string()
+    }
+
+    /// The messages the agents read, oldest first, ending with the turn's last message; the
+    /// ones that fall out of the window are folded into the rolling summary first.
+    async fn history(
+        &self,
+        turn: &Turn<'_>,
+        redactor: &mut Redactor,
+        usage: &mut TurnUsage,
+    ) -> Result<(Vec<LlmMessage>, Option<String>), ResponderError> {
+        let conversation = &turn.entry.conversation;
+        let window = self.settings.history_messages.max(1);
+        let summary = turn.store.summary(conversation).await?;
+        let upto = summary.as_ref().map_or(0, |s| s.upto_seq);
+        let mut recent: Vec<Message> = turn
+            .store
+            .recent_messages(conversation, window * 2 + 16)
+            .await?
+            .into_iter()
+            .filter(|m| m.seq > upto)
+            .collect();
+        // Messages that came after this turn's own belong to the next turn.
+        if let Some(id) = turn.entry.message
+            && let Some(at) = recent.iter().position(|m| m.id == id)
+        {
+            recent.truncate(at + 1);
+        }
+        let mut summary_text = summary.map(|s| s.text);
+        if recent.len() > window {
+            let fold: Vec<Message> = recent.drain(..recent.len() - window).collect();
+            let transcript: Vec<String> = fold
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}: {}",
+                        speaker(&m.author),
+                        self.mask(redactor, &describe(&m.content))
+                    )
+                })
+                .collect();
+            match self
+                .runtime
+                .summarize(summary_text.as_deref(), &transcript.join("\n"))
+                .await
+            {
+                Ok((text, input, output)) => {
+                    usage.add(TurnUsage {
+                        input_tokens: input,
+                        output_tokens: output,
+                        llm_calls: 1,
+                    });
+                    if let Some(last) = fold.last() {
+                        turn.store
+                            .set_summary(
+                                conversation,
+                                Summary {
+                                    text: text.clone(),
+                                    upto_seq: last.seq,
+                                },
+                            )
+                            .await?;
+                    }
+                    summary_text = Some(text);
+                }
+                Err(e) => {
+                    // Not fatal: the agents answer from the window alone.
+                    tracing::warn!(error = %e, "cannot update the conversation summary");
+                }
+            }
+        }
+        let mut messages: Vec<LlmMessage> = Vec::new();
+        for m in &recent {
+            let text = describe(&m.content);
+            match &m.author {
+                Author::Customer => {
+                    let text = self.mask(redactor, &text);
+                    match messages.last_mut() {
+                        Some(LlmMessage::User(previous)) => {
+                            previous.push('\n');
+                            previous.push_str(&text);
+                        }
+                        _ => messages.push(LlmMessage::User(text)),
+                    }
+                }
+                author => {
+                    let text = match author {
+                        Author::Concierge(name) => format!("({name}, from our team) {text}"),
+                        _ => text,
+                    };
+                    let text = self.mask(redactor, &text);
+                    match messages.last_mut() {
+                        Some(LlmMessage::Assistant {
+                            text: Some(previous),
+                            tool_calls,
+                        }) if tool_calls.is_empty() => {
+                            previous.push('\n');
+                            previous.push_str(&text);
+                        }
+                        _ => messages.push(LlmMessage::Assistant {
+                            text: Some(text),
+                            tool_calls: Vec::new(),
+                        }),
+                    }
+                }
+            }
+        }
+        // A conversation opens with the customer for every provider.
+        while matches!(messages.first(), Some(LlmMessage::Assistant { .. })) {
+            messages.remove(0);
+        }
+        if messages.is_empty()
+            && let Some(text) = turn.text()
+        {
+            messages.push(LlmMessage::User(self.mask(redactor, &text)));
+        }
+        Ok((messages, summary_text))
+    }
+
+    /// Masks personal data when the deployment asks for it.
+    fn mask(&self, redactor: &mut Redactor, text: &str) -> String {
+        if self.settings.redact_pii {
+            redactor.mask(text)
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn holding_text(&self, turn: &Turn<'_>) -> String {
+        self.holding.message_for(turn.text().as_deref())
+    }
+}
+
+fn speaker(author: &Author) -> String {
+    match author {
+        Author::Customer => "Customer".to_string(),
+        Author::Agent(name) => format!("Assistant ({name})"),
+        Author::Concierge(name) => format!("Concierge ({name})"),
+        Author::System => "Assistant".to_string(),
+    }
+}
+
+/// A message as text an LLM can read.
+fn describe(content: &Content) -> String {
+    match content {
+        Content::Text { body } => body.clone(),
+        Content::Media { kind, caption, .. } => match caption {
+            Some(caption) => format!("[{kind:?} attached] {caption}").to_lowercase_first(),
+            None => format!("[{kind:?} attached]").to_lowercase_first(),
+        },
+        Content::Location {
+            latitude,
+            longitude,
+            name,
+            address,
+        } => {
+            let place = [name.as_deref(), address.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("[location {latitude:.5}, {longitude:.5}] {place}")
+                .trim_end()
+                .to_string()
+        }
+        Content::Choice(choice) => format!("[picked] {}", choice.title),
+        Content::Choices { body, choices, .. } => {
+            let options: Vec<&str> = choices.iter().map(|c| c.title.as_str()).collect();
+            format!("{body}\n[options: {}]", options.join(" | "))
+        }
+        Content::Reaction { emoji, .. } => format!("[reacted {emoji}]"),
+        Content::Template { name, .. } => format!("[template {name}]"),
+        Content::Unsupported { kind } => format!("[a {kind} message the gateway cannot read]"),
+    }
+}
+
+trait LowercaseFirst {
+    fn to_lowercase_first(self) -> String;
+}
+
+impl LowercaseFirst for String {
+    /// `[Image attached]` reads better as `[image attached]`.
+    fn to_lowercase_first(self) -> String {
+        let mut chars = self.chars();
+        match (chars.next(), chars.next()) {
+            (Some('['), Some(c)) => format!("[{}{}", c.to_lowercase(), &self[1 + c.len_utf8()..]),
+            _ => self,
+        }
+    }
+}
+
+fn handoff_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+#[async_trait]
+impl Responder for AgentResponder {
+    async fn respond(&self, turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
+        let event = &turn.entry.event;
+        let mut usage = TurnUsage::default();
+        let mut redactor = Redactor::new();
+        let redact = self.settings.redact_pii;
+        let (history, summary) = self.history(turn, &mut redactor, &mut usage).await?;
+        let profile = self.hints.profile(&event.channel);
+        let phone = self.hints.phone(event);
+        let context = PromptContext {
+            merchant: self.settings.merchant.clone(),
+            agent: String::new(),
+            now: self.now(),
+            business_hours: self.settings.business_hours.clone(),
+            customer: CustomerContext {
+                name: turn.message.display_name.clone(),
+                phone_verified: phone.is_some(),
+            },
+            channel: ChannelContext {
+                kind: profile.kind.clone(),
+                buttons: profile.buttons,
+                list_rows: profile.list_rows,
+                media: profile.media,
+                max_text_chars: profile.max_text_chars,
+            },
+        };
+        let input = TurnInput {
+            identity: Identity {
+                channel: event.channel.clone(),
+                contact: event.contact.clone(),
+                conversation: turn.entry.conversation.clone(),
+                phone,
+            },
+            context,
+            history,
+            summary,
+            redactor,
+            redact_pii: redact,
+        };
+        let result = self.runtime.run_turn(&input).await;
+        usage.add(TurnUsage {
+            input_tokens: result.input_tokens,
+            output_tokens: result.output_tokens,
+            llm_calls: result.llm_calls,
+        });
+        let notes: Vec<NewNote> = result
+            .notes
+            .iter()
+            .map(|(author, body)| NewNote {
+                author: author.clone(),
+                body: body.clone(),
+            })
+            .collect();
+        let author = Author::Agent(if result.agent.is_empty() {
+            "agent".to_string()
+        } else {
+            result.agent.clone()
+        });
+        let mut decision = Decision::new("agent", Vec::new());
+        decision.notes = notes;
+        decision.usage = Some(usage);
+        let handoff = match (&result.failure, &result.handoff) {
+            (Some(failure), _) => {
+                tracing::warn!(error = %failure, "the agents could not answer; handing the conversation to a human");
+                decision.by = "agent_failed";
+                Some(NewHandoff {
+                    id: handoff_id(),
+                    reason: AGENT_UNAVAILABLE.to_string(),
+                    priority: Some("high".to_string()),
+                    team: None,
+                    requested_by: "gateway".to_string(),
+                })
+            }
+            (None, Some(request)) => {
+                decision.by = "agent_handoff";
+                Some(NewHandoff {
+                    id: handoff_id(),
+                    reason: request.reason.clone(),
+                    priority: request.priority.clone(),
+                    team: request.team.clone(),
+                    requested_by: request.requested_by.clone(),
+                })
+            }
+            (None, None) => None,
+        };
+        if result.failure.is_none() {
+            for reply in &result.replies {
+                let content = match reply {
+                    AgentReply::Text(text) => Content::text(text.clone()),
+                    AgentReply::Choices { text, options } => Content::Choices {
+                        body: text.clone(),
+                        choices: options
+                            .iter()
+                            .enumerate()
+                            .map(|(i, title)| Choice {
+                                id: format!("option-{}", i + 1),
+                                title: title.clone(),
+                                description: None,
+                                section: None,
+                            })
+                            .collect(),
+                        header: None,
+                        footer: None,
+                        button: None,
+                    },
+                };
+                decision.replies.push((author.clone(), content));
+            }
+        }
+        if let Some(handoff) = handoff {
+            if decision.replies.is_empty() {
+                // Never silence: the customer hears that a person is coming.
+                decision
+                    .replies
+                    .push((Author::System, Content::text(self.holding_text(turn))));
+            }
+            decision.thread = Some(ThreadState::Queued {
+                handoff: handoff.id.clone(),
+            });
+            decision.handoff = Some(handoff);
+        }
+        Ok(Some(decision))
+    }
+}

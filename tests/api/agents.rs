@@ -709,3 +709,90 @@ async fn older_messages_are_folded_into_a_rolling_summary() {
     let summary = a.app.store().summary(&conversation).await.unwrap().unwrap();
     assert_eq!(summary.text, "The customer greeted us.");
 }
+
+/// The repository's own deployment: its prompts, its tools, the demo shop behind them.
+async fn start_demo() -> Agents {
+    let llm = FakeLlm::start().await;
+    let graph = FakeApi::start().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shop = concierge::demo_shop::Shop::load(&root.join("examples/demo-shop.json")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shop_url = format!("http://{}", listener.local_addr().unwrap());
+    let router = concierge::demo_shop::router(
+        std::sync::Arc::new(shop),
+        Some("demo-shop-token".to_string()),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let deployment = Deployment::new("");
+    let main = std::fs::read_to_string(root.join("concierge.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("http://127.0.0.1:8081", &shop_url);
+    std::fs::write(
+        deployment.config_path(),
+        format!(
+            "{main}\n[llm]\nprovider = \"openai_compatible\"\nmodel = \"local\"\nbase_url = \"{}/v1\"\n",
+            llm.url
+        ),
+    )
+    .unwrap();
+    for entry in std::fs::read_dir(root.join("prompts")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, deployment.path().join("prompts").join(path.file_name().unwrap()))
+            .unwrap();
+    }
+    std::fs::write(
+        deployment.path().join("channels/whatsapp.toml"),
+        format!(
+            "kind = \"whatsapp\"\nphone_number_id = \"100000000000001\"\naccess_token = \"t\"\napp_secret = \"{WA_SECRET}\"\nverify_token = \"v\"\napi_base = \"{}/v23.0\"\n",
+            graph.url
+        ),
+    )
+    .unwrap();
+    let app = spawn_in(deployment, concierge::app::Parts::default()).await;
+    Agents {
+        app,
+        llm,
+        shop: FakeShop::start().await,
+        graph,
+    }
+}
+
+#[tokio::test]
+async fn the_shipped_agents_work_the_demo_shop_end_to_end() {
+    let a = start_demo().await;
+    a.llm.script(vec![
+        tool(
+            "ask_agent",
+            json!({ "agent": "orders", "question": "What are this customer's recent orders?" }),
+        ),
+        tool("list_my_orders", json!({})),
+        text("Claire has ML-10421 (shipped, Colissimo 6A12345678901) and ML-10388 (delivered)."),
+        text("Bonjour Claire ! Votre commande ML-10421 est en route avec Colissimo."),
+    ]);
+    a.whatsapp("wamid.E1", "Bonjour, ma commande est-elle partie ?").await;
+    let sends = a.sends(1).await;
+    assert_eq!(
+        sends[0]["text"]["body"],
+        "Bonjour Claire ! Votre commande ML-10421 est en route avec Colissimo."
+    );
+    let llm = a.llm.calls();
+    assert_eq!(llm.len(), 4);
+    // The shipped prompts rendered with the merchant's details and the channel.
+    assert!(llm[0].system().contains("Maison Lumière"), "{}", llm[0].system());
+    assert!(llm[1].tool_names().contains(&"list_my_orders".to_string()));
+    // The demo shop answered the orders agent with this customer's orders only.
+    let result = llm[2].body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(result.contains("ML-10421") && result.contains("ML-10388"), "{result}");
+    assert!(!result.contains("ML-10433"), "{result}");
+}

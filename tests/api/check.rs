@@ -136,3 +136,46 @@ fn the_example_channel_files_pass_with_their_variables_set() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_agent_naming_a_missing_tool_or_agent_fails_naming_the_file() {
+    let deployment = Deployment::new(
+        "[llm]\nprovider = \"ollama\"\nmodel = \"llama3.1\"\n\n[[tools]]\nname = \"order_status\"\ndescription = \"An order.\"\nurl = \"http://127.0.0.1:1/orders/{order_id}\"\nparameters = { type = \"object\", properties = { order_id = { type = \"string\" } } }\n",
+    );
+    let prompts = deployment.path().join("prompts");
+    std::fs::write(
+        prompts.join("front_desk.md"),
+        "+++\ndescription = \"Front desk.\"\nentry = true\ntools = [\"order_status\", \"refund_everything\"]\nask = [\"billing\"]\n+++\nYou work for {{ merchant }}.\n",
+    )
+    .unwrap();
+    let output = check(deployment.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("prompts/front_desk.md"), "{stderr}");
+    assert!(stderr.contains("`refund_everything`"), "{stderr}");
+    assert!(stderr.contains("`billing`"), "{stderr}");
+    assert!(!stderr.contains("`order_status`"), "{stderr}");
+
+    // Fixed, the same deployment passes and lists its agents.
+    std::fs::write(
+        prompts.join("front_desk.md"),
+        "+++\ndescription = \"Front desk.\"\nentry = true\ntools = [\"order_status\"]\n+++\nYou work for {{ merchant }}.\n",
+    )
+    .unwrap();
+    let output = check(deployment.path());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("1 agent(s): front_desk"), "{stdout}");
+}
+
+#[test]
+fn a_tool_url_placeholder_without_its_argument_fails_naming_the_key() {
+    let deployment = Deployment::new(
+        "[[tools]]\nname = \"order_status\"\ndescription = \"An order.\"\nurl = \"http://127.0.0.1:1/orders/{id}\"\n",
+    );
+    let output = check(deployment.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("tools[0].url"), "{stderr}");
+    assert!(stderr.contains("{id}"), "{stderr}");
+}

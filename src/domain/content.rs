@@ -65,6 +65,16 @@ pub enum Content {
     },
 }
 
+/// A location's name and address as one label (`Maison Lumière, 14 rue Auguste Comte`).
+pub fn place_label(name: Option<&str>, address: Option<&str>) -> String {
+    [name, address]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Content {
     pub fn text(body: impl Into<String>) -> Self {
         Content::Text { body: body.into() }

@@ -13,7 +13,7 @@ use crate::agents::{
     AgentReply, AgentRuntime, ChannelContext, CustomerContext, Identity, LlmMessage, PromptContext,
     Redactor, TurnInput,
 };
-use crate::domain::{Author, Choice, Content, Message, ThreadState};
+use crate::domain::{Author, Choice, Content, Direction, Message, ThreadState};
 use crate::store::{NewHandoff, NewNote, Summary, TurnUsage};
 
 /// The handoff reason when the agents fail.
@@ -75,12 +75,23 @@ impl AgentResponder {
             .into_iter()
             .filter(|m| m.seq > upto)
             .collect();
-        // Messages that came after this turn's own belong to the next turn.
-        if let Some(id) = turn.entry.message
-            && let Some(at) = recent.iter().position(|m| m.id == id)
+        // Customer messages that came after this turn's own belong to the next turn; the
+        // turn's own messages go last, after any reply sent while they were being written.
+        let own: Vec<_> = turn.burst.iter().filter_map(|e| e.message).collect();
+        if let Some(at) = turn
+            .entry
+            .message
+            .and_then(|id| recent.iter().position(|m| m.id == id))
         {
-            recent.truncate(at + 1);
+            let mut index = 0;
+            recent.retain(|m| {
+                index += 1;
+                index <= at + 1 || m.direction == Direction::Outbound
+            });
         }
+        let (mut recent, burst): (Vec<Message>, Vec<Message>) =
+            recent.into_iter().partition(|m| !own.contains(&m.id));
+        recent.extend(burst);
         let mut summary_text = summary.map(|s| s.text);
         if recent.len() > window {
             let fold: Vec<Message> = recent.drain(..recent.len() - window).collect();
@@ -209,11 +220,7 @@ fn describe(content: &Content) -> String {
             name,
             address,
         } => {
-            let place = [name.as_deref(), address.as_deref()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(", ");
+            let place = crate::domain::place_label(name.as_deref(), address.as_deref());
             format!("[location {latitude:.5}, {longitude:.5}] {place}")
                 .trim_end()
                 .to_string()

@@ -514,6 +514,7 @@ impl Lane {
             entry,
             message,
             messages: &messages,
+            burst,
             thread: &thread,
             store: &orchestrator.store,
             now: now_millis(),

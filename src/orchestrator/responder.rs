@@ -18,6 +18,8 @@ pub struct Turn<'a> {
     pub message: &'a InboundMessage,
     /// Every message of the burst, oldest first, the last one included.
     pub messages: &'a [&'a InboundMessage],
+    /// The inbox entries of the burst, oldest first, `entry` last.
+    pub burst: &'a [InboxEntry],
     pub thread: &'a ThreadState,
     pub store: &'a SharedStore,
     pub now: Millis,

@@ -68,6 +68,18 @@ parameters = {{ type = "object", properties = {{ order_id = {{ type = "string" }
     let prompts = deployment.path().join("prompts");
     std::fs::write(prompts.join("front_desk.md"), FRONT_DESK).unwrap();
     std::fs::write(prompts.join("orders.md"), ORDERS).unwrap();
+    write_whatsapp_channel(&deployment, &graph);
+    let app = spawn_in(deployment, concierge::app::Parts::default()).await;
+    Agents {
+        app,
+        llm,
+        shop,
+        graph,
+    }
+}
+
+/// A WhatsApp channel whose Graph API is `graph`.
+fn write_whatsapp_channel(deployment: &Deployment, graph: &FakeApi) {
     std::fs::write(
         deployment.path().join("channels/whatsapp.toml"),
         format!(
@@ -76,13 +88,6 @@ parameters = {{ type = "object", properties = {{ order_id = {{ type = "string" }
         ),
     )
     .unwrap();
-    let app = spawn_in(deployment, concierge::app::Parts::default()).await;
-    Agents {
-        app,
-        llm,
-        shop,
-        graph,
-    }
 }
 
 fn wa_conversation() -> ConversationId {
@@ -740,17 +745,16 @@ async fn start_demo() -> Agents {
     .unwrap();
     for entry in std::fs::read_dir(root.join("prompts")).unwrap() {
         let path = entry.unwrap().path();
-        std::fs::copy(&path, deployment.path().join("prompts").join(path.file_name().unwrap()))
-            .unwrap();
+        std::fs::copy(
+            &path,
+            deployment
+                .path()
+                .join("prompts")
+                .join(path.file_name().unwrap()),
+        )
+        .unwrap();
     }
-    std::fs::write(
-        deployment.path().join("channels/whatsapp.toml"),
-        format!(
-            "kind = \"whatsapp\"\nphone_number_id = \"100000000000001\"\naccess_token = \"t\"\napp_secret = \"{WA_SECRET}\"\nverify_token = \"v\"\napi_base = \"{}/v23.0\"\n",
-            graph.url
-        ),
-    )
-    .unwrap();
+    write_whatsapp_channel(&deployment, &graph);
     let app = spawn_in(deployment, concierge::app::Parts::default()).await;
     Agents {
         app,
@@ -772,7 +776,8 @@ async fn the_shipped_agents_work_the_demo_shop_end_to_end() {
         text("Claire has ML-10421 (shipped, Colissimo 6A12345678901) and ML-10388 (delivered)."),
         text("Bonjour Claire ! Votre commande ML-10421 est en route avec Colissimo."),
     ]);
-    a.whatsapp("wamid.E1", "Bonjour, ma commande est-elle partie ?").await;
+    a.whatsapp("wamid.E1", "Bonjour, ma commande est-elle partie ?")
+        .await;
     let sends = a.sends(1).await;
     assert_eq!(
         sends[0]["text"]["body"],
@@ -781,7 +786,11 @@ async fn the_shipped_agents_work_the_demo_shop_end_to_end() {
     let llm = a.llm.calls();
     assert_eq!(llm.len(), 4);
     // The shipped prompts rendered with the merchant's details and the channel.
-    assert!(llm[0].system().contains("Maison Lumière"), "{}", llm[0].system());
+    assert!(
+        llm[0].system().contains("Maison Lumière"),
+        "{}",
+        llm[0].system()
+    );
     assert!(llm[1].tool_names().contains(&"list_my_orders".to_string()));
     // The demo shop answered the orders agent with this customer's orders only.
     let result = llm[2].body["messages"]
@@ -793,6 +802,72 @@ async fn the_shipped_agents_work_the_demo_shop_end_to_end() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(result.contains("ML-10421") && result.contains("ML-10388"), "{result}");
+    assert!(
+        result.contains("ML-10421") && result.contains("ML-10388"),
+        "{result}"
+    );
     assert!(!result.contains("ML-10433"), "{result}");
+}
+
+#[tokio::test]
+async fn a_message_written_during_a_turn_is_answered_next_with_both_in_context() {
+    let a = start("openai", "[orchestrator]\nburst_window_ms = 100\n").await;
+    a.llm.script(vec![
+        Step::Delay(
+            Duration::from_millis(800),
+            Box::new(text("We have it in 180 g and 300 g.")),
+        ),
+        text("The 300 g burns for about 45 hours."),
+    ]);
+    let key = visitor_key("during");
+    let conversation = web_conversation(&key);
+    a.web(&key, "w1", "Is the Figuier candle available?").await;
+    // Written while the first turn waits for the model.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    a.web(&key, "w2", "And how long does the big one burn?")
+        .await;
+    let replies = a.replies(&conversation, 2).await;
+    assert_eq!(body_text(&replies[0]), "We have it in 180 g and 300 g.");
+    assert_eq!(
+        body_text(&replies[1]),
+        "The 300 g burns for about 45 hours."
+    );
+    let calls = a.llm.calls();
+    assert_eq!(calls.len(), 2);
+    // The first turn did not see the later message; the second sees the whole exchange.
+    assert!(
+        !calls[0]
+            .body
+            .to_string()
+            .contains("how long does the big one burn")
+    );
+    let roles: Vec<(String, String)> = calls[1].body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_string(),
+                m["content"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            (
+                "user".to_string(),
+                "Is the Figuier candle available?".to_string()
+            ),
+            (
+                "assistant".to_string(),
+                "We have it in 180 g and 300 g.".to_string()
+            ),
+            (
+                "user".to_string(),
+                "And how long does the big one burn?".to_string()
+            ),
+        ]
+    );
 }

@@ -164,7 +164,11 @@ fn an_agent_naming_a_missing_tool_or_agent_fails_naming_the_file() {
     .unwrap();
     let output = check(deployment.path());
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("1 agent(s): front_desk"), "{stdout}");
 }
 

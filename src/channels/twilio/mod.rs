@@ -143,11 +143,7 @@ impl Twilio {
                 name,
                 address,
             } => {
-                let label = [name.as_deref(), address.as_deref()]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let label = crate::domain::place_label(name.as_deref(), address.as_deref());
                 fields.push((
                     "Body".into(),
                     format!("{label}\nhttps://maps.google.com/?q={latitude},{longitude}")

@@ -129,10 +129,7 @@ fn from_genai_error(e: genai::Error) -> LlmError {
     if let Some(status) = e.status() {
         let retry_after = e
             .headers()
-            .and_then(|h| h.get("retry-after"))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(crate::channels::outbound_http::retry_after);
         return LlmError::Status {
             status: status.as_u16(),
             retry_after,
@@ -149,15 +146,8 @@ fn from_genai_error(e: genai::Error) -> LlmError {
 
 /// Error texts can carry whole request payloads: keep logs and notes short.
 fn short(text: &str) -> String {
-    const MAX: usize = 300;
     let first = text.lines().take(3).collect::<Vec<_>>().join(" ");
-    if first.chars().count() <= MAX {
-        first
-    } else {
-        let mut cut: String = first.chars().take(MAX).collect();
-        cut.push('…');
-        cut
-    }
+    crate::domain::clip_text(&first, 300)
 }
 
 #[async_trait]

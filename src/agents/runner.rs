@@ -14,6 +14,7 @@ use super::definition::{
 use super::llm::{LlmClient, LlmError, LlmMessage, LlmRequest, ToolCall, ToolSpec};
 use super::redact::Redactor;
 use super::tools::{Identity, MerchantTools};
+use crate::domain::clip_text;
 
 /// The most options `offer_choices` may show.
 const MAX_CHOICES: usize = 10;
@@ -340,7 +341,7 @@ impl AgentRuntime {
                                         "called {tool} {} → {}: {}",
                                         args,
                                         if output.ok { "ok" } else { "error" },
-                                        clip(&output.content, 500)
+                                        clip_text(&output.content, 500)
                                     ),
                                 );
                                 if state.input.redact_pii {
@@ -521,15 +522,5 @@ impl AgentRuntime {
             .filter(|t| !t.trim().is_empty())
             .ok_or_else(|| LlmError::Malformed("an empty summary".to_string()))?;
         Ok((summary, reply.input_tokens, reply.output_tokens))
-    }
-}
-
-fn clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        let mut cut: String = text.chars().take(max).collect();
-        cut.push('…');
-        cut
     }
 }

@@ -65,6 +65,16 @@ pub enum Content {
     },
 }
 
+/// Cuts a text to `max` characters, marking the cut with an ellipsis (counted in `max`).
+pub fn clip_text(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
 /// A location's name and address as one label (`Maison Lumière, 14 rue Auguste Comte`).
 pub fn place_label(name: Option<&str>, address: Option<&str>) -> String {
     [name, address]
@@ -170,6 +180,19 @@ pub enum MediaKind {
     Video,
     Document,
     Sticker,
+}
+
+impl MediaKind {
+    /// The kind's name, as it is serialised (`image`, `audio`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            MediaKind::Image => "image",
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+            MediaKind::Document => "document",
+            MediaKind::Sticker => "sticker",
+        }
+    }
 }
 
 /// A reference the channel adapter that produced it can resolve into bytes on demand.

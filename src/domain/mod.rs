@@ -7,7 +7,7 @@ mod ids;
 mod message;
 mod thread;
 
-pub use content::{Choice, Content, MediaKind, MediaRef, place_label, split_text};
+pub use content::{Choice, Content, MediaKind, MediaRef, clip_text, place_label, split_text};
 pub use event::{EventKind, InboundEvent, InboundMessage};
 pub use ids::{
     ChannelId, ContactId, ConversationId, EventId, IdError, MessageId, PlatformMessageId,

@@ -211,8 +211,8 @@ fn describe(content: &Content) -> String {
     match content {
         Content::Text { body } => body.clone(),
         Content::Media { kind, caption, .. } => match caption {
-            Some(caption) => format!("[{kind:?} attached] {caption}").to_lowercase_first(),
-            None => format!("[{kind:?} attached]").to_lowercase_first(),
+            Some(caption) => format!("[{} attached] {caption}", kind.name()),
+            None => format!("[{} attached]", kind.name()),
         },
         Content::Location {
             latitude,
@@ -233,21 +233,6 @@ fn describe(content: &Content) -> String {
         Content::Reaction { emoji, .. } => format!("[reacted {emoji}]"),
         Content::Template { name, .. } => format!("[template {name}]"),
         Content::Unsupported { kind } => format!("[a {kind} message the gateway cannot read]"),
-    }
-}
-
-trait LowercaseFirst {
-    fn to_lowercase_first(self) -> String;
-}
-
-impl LowercaseFirst for String {
-    /// `[Image attached]` reads better as `[image attached]`.
-    fn to_lowercase_first(self) -> String {
-        let mut chars = self.chars();
-        match (chars.next(), chars.next()) {
-            (Some('['), Some(c)) => format!("[{}{}", c.to_lowercase(), &self[1 + c.len_utf8()..]),
-            _ => self,
-        }
     }
 }
 

@@ -268,12 +268,7 @@ impl Twilio {
 }
 
 fn clip(text: &str) -> String {
-    if text.chars().count() <= MAX_BODY {
-        return text.to_string();
-    }
-    let mut out: String = text.chars().take(MAX_BODY - 1).collect();
-    out.push('…');
-    out
+    crate::domain::clip_text(text, MAX_BODY)
 }
 
 fn receipt(sid: Option<String>) -> SendReceipt {

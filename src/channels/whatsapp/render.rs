@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::domain::{Choice, Content, MediaKind, split_text};
+use crate::domain::{Choice, Content, MediaKind, clip_text, split_text};
 
 pub const MAX_BUTTONS: usize = 3;
 pub const MAX_BUTTON_TITLE: usize = 20;
@@ -16,16 +16,6 @@ const MAX_HEADER: usize = 60;
 const MAX_FOOTER: usize = 60;
 const MAX_INTERACTIVE_BODY: usize = 1024;
 pub const MAX_TEXT: usize = 4096;
-
-/// Cuts a text to `max` characters, marking the cut with an ellipsis.
-fn clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
 
 /// The recipient fields: a phone number goes in `to`, a business-scoped user id in
 /// `recipient`.
@@ -67,13 +57,7 @@ pub fn bodies(
             media,
             ..
         } => {
-            let kind_name = match kind {
-                MediaKind::Image => "image",
-                MediaKind::Audio => "audio",
-                MediaKind::Video => "video",
-                MediaKind::Document => "document",
-                MediaKind::Sticker => "sticker",
-            };
+            let kind_name = kind.name();
             let mut object = serde_json::Map::new();
             if media.0.starts_with("https://") || media.0.starts_with("http://") {
                 object.insert("link".into(), json!(media.0));
@@ -85,7 +69,7 @@ pub fn bodies(
                 MediaKind::Image | MediaKind::Video | MediaKind::Document
             );
             if let (true, Some(caption)) = (captioned, caption) {
-                object.insert("caption".into(), json!(clip(caption, 1024)));
+                object.insert("caption".into(), json!(clip_text(caption, 1024)));
             }
             vec![json!({ "type": kind_name, kind_name: Value::Object(object) })]
         }
@@ -182,7 +166,7 @@ fn choices_body(
         for (i, choice) in choices.iter().enumerate() {
             lines.push(format!("{}. {}", i + 1, choice.title));
         }
-        return text(&clip(&lines.join("\n"), MAX_TEXT));
+        return text(&clip_text(&lines.join("\n"), MAX_TEXT));
     }
     let mut interactive = if fits_buttons {
         let buttons: Vec<Value> = choices
@@ -191,20 +175,21 @@ fn choices_body(
             .collect();
         json!({
             "type": "button",
-            "body": { "text": clip(body, MAX_INTERACTIVE_BODY) },
+            "body": { "text": clip_text(body, MAX_INTERACTIVE_BODY) },
             "action": { "buttons": buttons },
         })
     } else {
         // Rows grouped by section, in the order sections first appear.
         let mut sections: Vec<(String, Vec<Value>)> = Vec::new();
         for choice in choices {
-            let title = clip(
+            let title = clip_text(
                 choice.section.as_deref().unwrap_or_default(),
                 MAX_SECTION_TITLE,
             );
-            let mut row = json!({ "id": choice.id, "title": clip(&choice.title, MAX_ROW_TITLE) });
+            let mut row =
+                json!({ "id": choice.id, "title": clip_text(&choice.title, MAX_ROW_TITLE) });
             if let Some(description) = &choice.description {
-                row["description"] = json!(clip(description, MAX_ROW_DESCRIPTION));
+                row["description"] = json!(clip_text(description, MAX_ROW_DESCRIPTION));
             }
             match sections.iter_mut().find(|(t, _)| *t == title) {
                 Some((_, rows)) => rows.push(row),
@@ -227,18 +212,18 @@ fn choices_body(
             .collect();
         json!({
             "type": "list",
-            "body": { "text": clip(body, MAX_INTERACTIVE_BODY) },
+            "body": { "text": clip_text(body, MAX_INTERACTIVE_BODY) },
             "action": {
-                "button": clip(button.unwrap_or("Choose"), MAX_BUTTON_TITLE),
+                "button": clip_text(button.unwrap_or("Choose"), MAX_BUTTON_TITLE),
                 "sections": sections,
             },
         })
     };
     if let Some(header) = header {
-        interactive["header"] = json!({ "type": "text", "text": clip(header, MAX_HEADER) });
+        interactive["header"] = json!({ "type": "text", "text": clip_text(header, MAX_HEADER) });
     }
     if let Some(footer) = footer {
-        interactive["footer"] = json!({ "text": clip(footer, MAX_FOOTER) });
+        interactive["footer"] = json!({ "text": clip_text(footer, MAX_FOOTER) });
     }
     json!({ "type": "interactive", "interactive": interactive })
 }

@@ -19,10 +19,12 @@ use crate::channels::{ChannelAdapter, Registry};
 use crate::config::{Config, StoreLocation};
 use crate::delivery::DeliveryWorker;
 use crate::domain::{ChannelId, InboundEvent, PlatformMessageId};
+use crate::handoff::keywords::Keywords;
+use crate::handoff::{Bus, Desk};
 use crate::http::{AppState, HttpLimits, router};
 use crate::orchestrator::{
     AgentResponder, AgentSettings, ChannelHints, ChannelProfile, FaqResponder, HoldingResponder,
-    Orchestrator, Responder, ResponderChain,
+    Orchestrator, Responder, ResponderChain, TriggerResponder,
 };
 use crate::store::SharedStore;
 use crate::store::sqlite::SqliteStore;
@@ -90,13 +92,25 @@ impl App {
             settings.responder.holding_repeat_secs,
         ));
         let agents = agent_runtime(&config, &http)?;
+        let desk = Arc::new(Desk::new(
+            &config,
+            store.clone(),
+            Bus::new(),
+            agents.clone(),
+        ));
         let responder: Arc<dyn Responder> = match parts.responder {
             Some(responder) => responder,
             None => {
-                let mut steps: Vec<Box<dyn Responder>> = vec![Box::new(FaqResponder::new(
-                    config.faq.clone(),
-                    settings.faq.threshold,
-                ))];
+                let mut steps: Vec<Box<dyn Responder>> = vec![
+                    Box::new(TriggerResponder::new(
+                        Keywords::new(&settings.queue.keywords),
+                        settings.queue.max_bot_turns,
+                    )),
+                    Box::new(FaqResponder::new(
+                        config.faq.clone(),
+                        settings.faq.threshold,
+                    )),
+                ];
                 if let Some(runtime) = agents {
                     steps.push(Box::new(AgentResponder::new(
                         runtime,
@@ -124,7 +138,8 @@ impl App {
             hints,
             metrics.clone(),
         )
-        .with_burst_window(settings.orchestrator.burst_window_ms);
+        .with_burst_window(settings.orchestrator.burst_window_ms)
+        .with_desk(desk.clone());
         let delivery = DeliveryWorker::new(
             store.clone(),
             channels.clone(),
@@ -137,6 +152,8 @@ impl App {
                 store: store.clone(),
                 channels: channels.clone(),
                 inbox_wake: inbox_wake.clone(),
+                outbox_wake: outbox_wake.clone(),
+                desk: desk.clone(),
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
             },
@@ -183,6 +200,13 @@ impl App {
                 tokio::spawn(telegram::poll::run(bot, sink, shutdown.clone()))
             })
             .collect();
+        let queue_clock = tokio::spawn(crate::handoff::worker::run(
+            desk.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        let mut pollers = pollers;
+        pollers.push(queue_clock);
         let task = tokio::spawn(run(
             listener,
             app_router,

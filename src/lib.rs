@@ -18,6 +18,9 @@
 //!   `ask_agent`, `offer_choices`, `handoff_to_human`, limits, internal notes).
 //! - [`orchestrator`]: ordered lanes per conversation fed from the inbox (bursts of messages
 //!   answered in one turn), and the responder chain (FAQ, agents, the holding message).
+//! - [`handoff`]: the human side: teams and hours, the queue's policy (team, priority, SLA,
+//!   expected wait, offers), the handoff brief, concierges' actions (claim, release,
+//!   resolve, transfer, reply, note), tokens and team scoping, live console events.
 //! - [`delivery`]: the outbox worker: send, retry with backoff, give up with a reason.
 //! - [`http`]: the router: webhooks, health, metrics, the web chat page and its stream.
 //! - [`app`]: builds the parts from the configuration and runs them until shutdown.
@@ -30,6 +33,7 @@ pub mod config;
 pub mod delivery;
 pub mod demo_shop;
 pub mod domain;
+pub mod handoff;
 pub mod http;
 pub mod orchestrator;
 pub mod store;

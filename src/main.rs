@@ -60,6 +60,23 @@ enum Command {
         #[command(subcommand)]
         command: TelegramCommand,
     },
+    /// Concierges' API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token for a concierge of concierge.toml and print it once (the store keeps
+    /// only its hash).
+    Create {
+        /// The concierge's `name` in a [[concierges]] table.
+        name: String,
+        #[arg(long, default_value = "concierge.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -98,7 +115,66 @@ fn main() -> ExitCode {
                     url,
                 },
         } => set_webhook(&config, &channel, &url),
+        Command::Token {
+            command: TokenCommand::Create { name, config },
+        } => create_token(&config, &name),
     }
+}
+
+fn create_token(path: &std::path::Path, name: &str) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(problems) => {
+            for problem in &problems.0 {
+                eprintln!("{problem}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if !config.settings.concierges.iter().any(|c| c.name == name) {
+        let known: Vec<&str> = config
+            .settings
+            .concierges
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        eprintln!(
+            "{}: no concierge `{name}` in [[concierges]] (known: {})",
+            path.display(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+        return ExitCode::FAILURE;
+    }
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    runtime.block_on(async {
+        let store = match concierge::app::open_store(&config).await {
+            Ok(store) => store,
+            Err(e) => {
+                eprintln!("{e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match concierge::handoff::access::issue(store.as_ref(), name).await {
+            Ok(token) => {
+                println!("{token}");
+                eprintln!(
+                    "A token for {name}; it is shown only this once (the store keeps its hash)."
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot keep the token: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 /// The async runtime a command runs on, or the exit code when it cannot start.

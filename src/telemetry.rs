@@ -69,6 +69,10 @@ struct Inner {
     inbox_lag_seconds: Histogram,
     lanes_active: Gauge,
     replies_refused: Counter,
+    queue_waiting: Gauge,
+    queue_owned: Gauge,
+    handoffs: Counter,
+    sla_breaches: Counter,
 }
 
 impl Default for Metrics {
@@ -121,8 +125,32 @@ impl Metrics {
             "Automated replies refused because a human or the queue holds the thread",
             replies_refused.clone(),
         );
+        let queue_waiting = Gauge::default();
+        registry.register(
+            "queue_waiting",
+            "Threads waiting in the handoff queue",
+            queue_waiting.clone(),
+        );
+        let queue_owned = Gauge::default();
+        registry.register(
+            "queue_owned",
+            "Threads owned by a concierge",
+            queue_owned.clone(),
+        );
+        let handoffs = Counter::default();
+        registry.register("handoffs", "Threads handed to the queue", handoffs.clone());
+        let sla_breaches = Counter::default();
+        registry.register(
+            "sla_breaches",
+            "Handoffs whose first-response SLA ran out",
+            sla_breaches.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
+                queue_waiting,
+                queue_owned,
+                handoffs,
+                sla_breaches,
                 registry,
                 webhooks,
                 turns,
@@ -185,6 +213,19 @@ impl Metrics {
 
     pub fn replies_refused(&self, n: u64) {
         self.inner.replies_refused.inc_by(n);
+    }
+
+    pub fn queue_sizes(&self, waiting: i64, owned: i64) {
+        self.inner.queue_waiting.set(waiting);
+        self.inner.queue_owned.set(owned);
+    }
+
+    pub fn handoff(&self) {
+        self.inner.handoffs.inc();
+    }
+
+    pub fn sla_breached(&self) {
+        self.inner.sla_breaches.inc();
     }
 
     /// The Prometheus text exposition of every metric.

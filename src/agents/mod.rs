@@ -12,6 +12,7 @@ pub use self::definition::{AgentDef, AgentSet, ChannelContext, CustomerContext, 
 pub use self::llm::{LlmClient, LlmError, LlmMessage, LlmReply, LlmRequest, Retrying};
 pub use self::redact::Redactor;
 pub use self::runner::{
-    AgentFailure, AgentReply, AgentRuntime, HandoffRequest, Limits, TurnInput, TurnResult,
+    AgentFailure, AgentReply, AgentRuntime, BriefDraft, HandoffRequest, Limits, TurnInput,
+    TurnResult,
 };
 pub use self::tools::{Identity, MerchantTools};

@@ -42,6 +42,8 @@ pub struct TurnInput {
     /// The conversation so far, the customer's new messages last (already masked).
     pub history: Vec<LlmMessage>,
     pub summary: Option<String>,
+    /// The note a concierge left when handing the conversation back to the bot.
+    pub team_note: Option<String>,
     /// The masks applied to the history; tool answers are masked too when `redact_pii`.
     pub redactor: Redactor,
     pub redact_pii: bool,
@@ -264,6 +266,10 @@ impl AgentRuntime {
                 if let Some(summary) = &state.input.summary {
                     system.push_str("\n\nSummary of the earlier conversation:\n");
                     system.push_str(summary);
+                }
+                if let Some(note) = &state.input.team_note {
+                    system.push_str("\n\nA member of our team handled this conversation and handed it back to you with this note; take it into account and continue from there:\n");
+                    system.push_str(note);
                 }
             } else {
                 system.push_str(&format!(
@@ -489,6 +495,19 @@ impl AgentRuntime {
     }
 }
 
+/// The instructions for the LLM part of a handoff brief.
+const BRIEF_PROMPT: &str = "A customer service chat is being handed to a human colleague. Write their brief as one JSON object and nothing else, with these keys: \"summary\" (at most 80 words: who the customer is, what happened, what is still open), \"intent\" (what the customer wants, in a few words), \"mood\" (one or two words, like calm, impatient, upset), \"suggested_replies\" (two or three short first replies the colleague could send, in the customer's language, friendly, consistent with the facts found; never promise what was not checked). Write the summary in English.";
+
+/// The LLM's part of a handoff brief.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(default)]
+pub struct BriefDraft {
+    pub summary: Option<String>,
+    pub intent: Option<String>,
+    pub mood: Option<String>,
+    pub suggested_replies: Vec<String>,
+}
+
 /// The instructions for folding older messages into the rolling summary.
 const SUMMARY_PROMPT: &str = "You keep the running summary of a customer service chat for the colleagues who will continue it. Rewrite the summary so that it also covers the new messages: who the customer is, what they asked, order numbers and products mentioned, what was checked or promised, and what is still open. At most 150 words, plain sentences, in the customer's language. Answer with the summary only.";
 
@@ -522,5 +541,43 @@ impl AgentRuntime {
             .filter(|t| !t.trim().is_empty())
             .ok_or_else(|| LlmError::Malformed("an empty summary".to_string()))?;
         Ok((summary, reply.input_tokens, reply.output_tokens))
+    }
+
+    /// The LLM's part of a handoff brief, from the transcript and what the agents tried.
+    pub async fn brief(
+        &self,
+        reason: &str,
+        transcript: &str,
+        tried: &str,
+    ) -> Result<(BriefDraft, u64, u64), LlmError> {
+        let text = format!(
+            "Reason for the handoff: {reason}\n\nConversation:\n{transcript}\n\nWhat the assistants looked up:\n{}",
+            if tried.is_empty() { "(nothing)" } else { tried }
+        );
+        let reply = self
+            .llm
+            .chat(&LlmRequest {
+                model: None,
+                system: BRIEF_PROMPT.to_string(),
+                messages: vec![LlmMessage::User(text)],
+                tools: Vec::new(),
+                temperature: Some(0.0),
+            })
+            .await?;
+        let body = reply.text.unwrap_or_default();
+        // Models wrap JSON in prose or code fences now and then: take the outermost object.
+        let json = match (body.find('{'), body.rfind('}')) {
+            (Some(start), Some(end)) if end > start => &body[start..=end],
+            _ => {
+                return Err(LlmError::Malformed(
+                    "the brief is not a JSON object".to_string(),
+                ));
+            }
+        };
+        let mut draft: BriefDraft = serde_json::from_str(json)
+            .map_err(|e| LlmError::Malformed(format!("the brief: {e}")))?;
+        draft.suggested_replies.retain(|r| !r.trim().is_empty());
+        draft.suggested_replies.truncate(3);
+        Ok((draft, reply.input_tokens, reply.output_tokens))
     }
 }

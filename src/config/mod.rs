@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use self::model::{
-    AgentsConfig, DeliveryConfig, FaqConfig, FileConfig, LlmConfig, LlmProvider, MerchantConfig,
-    OrchestratorConfig, PathsConfig, ResponderConfig, ServerConfig, StoreConfig, SyncMode,
-    ToolConfig,
+    AgentsConfig, ConciergeConfig, ConciergeRole, DeliveryConfig, FaqConfig, FileConfig, LlmConfig,
+    LlmProvider, MerchantConfig, OrchestratorConfig, PathsConfig, QueueConfig, ResponderConfig,
+    ServerConfig, StoreConfig, SyncMode, TeamConfig, ToolConfig,
 };
 pub use self::problem::{Problem, Problems};
 pub use self::secret::Secret;
@@ -245,6 +245,9 @@ impl Config {
                 "must be above 0".into(),
             ));
         }
+        for (key, message) in check_queue(&settings) {
+            problems.push(key_problem(&key, message));
+        }
         let timezone = match jiff::tz::TimeZone::get(&settings.merchant.timezone) {
             Ok(tz) => tz,
             Err(e) => {
@@ -297,6 +300,97 @@ impl Config {
             Err(problems)
         }
     }
+}
+
+/// The queue's teams and concierges, checked against each other.
+fn check_queue(settings: &FileConfig) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let queue = &settings.queue;
+    let mut teams: Vec<&str> = Vec::new();
+    for (i, team) in settings.teams.iter().enumerate() {
+        let key = |k: &str| format!("teams[{i}].{k}");
+        if team.name.trim().is_empty() {
+            found.push((key("name"), "is empty".to_string()));
+        } else if teams.contains(&team.name.as_str()) {
+            found.push((
+                key("name"),
+                format!("team `{}` is declared twice", team.name),
+            ));
+        }
+        teams.push(&team.name);
+        if let Err(e) = crate::handoff::Hours::parse(&team.hours) {
+            found.push((key("hours"), e));
+        }
+        if team.sla_secs == Some(0) {
+            found.push((key("sla_secs"), "must be above 0".to_string()));
+        }
+    }
+    if !settings.teams.is_empty() && !teams.contains(&queue.default_team.as_str()) {
+        found.push((
+            "queue.default_team".to_string(),
+            format!(
+                "`{}` is not one of the [[teams]] ({})",
+                queue.default_team,
+                teams.join(", ")
+            ),
+        ));
+    }
+    if settings.teams.is_empty() {
+        teams.push(&queue.default_team);
+    }
+    if queue.sla_secs == 0 {
+        found.push(("queue.sla_secs".to_string(), "must be above 0".to_string()));
+    }
+    for (name, map) in [
+        ("acknowledgement", &queue.acknowledgement),
+        ("out_of_hours", &queue.out_of_hours),
+    ] {
+        if !map.contains_key("en") {
+            found.push((
+                format!("queue.{name}"),
+                "needs an `en` text (the fallback language)".to_string(),
+            ));
+        }
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (i, concierge) in settings.concierges.iter().enumerate() {
+        let key = |k: &str| format!("concierges[{i}].{k}");
+        let valid = !concierge.name.is_empty()
+            && concierge
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+        if !valid {
+            found.push((
+                key("name"),
+                format!("`{}`: use letters, digits, `-`, `_` or `.`", concierge.name),
+            ));
+        } else if names.contains(&concierge.name.as_str()) {
+            found.push((
+                key("name"),
+                format!("`{}` is declared twice", concierge.name),
+            ));
+        }
+        names.push(&concierge.name);
+        for team in &concierge.teams {
+            if !teams.contains(&team.as_str()) {
+                found.push((
+                    key("teams"),
+                    format!("`{team}` is not a team ({})", teams.join(", ")),
+                ));
+            }
+        }
+        if concierge.teams.is_empty() && concierge.role == ConciergeRole::Concierge {
+            found.push((
+                key("teams"),
+                "a concierge needs at least one team (only an admin sees every team)".to_string(),
+            ));
+        }
+        if concierge.capacity == 0 {
+            found.push((key("capacity"), "must be above 0".to_string()));
+        }
+    }
+    found
 }
 
 fn resolve(root: &Path, path: &str) -> PathBuf {

@@ -33,6 +33,14 @@ pub struct FileConfig {
     /// The merchant's HTTP tools the agents may call.
     #[serde(default)]
     pub tools: Vec<ToolConfig>,
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// The teams (skills) handoffs are queued for; one always-open team when none is given.
+    #[serde(default)]
+    pub teams: Vec<TeamConfig>,
+    /// The people who take threads over from the console.
+    #[serde(default)]
+    pub concierges: Vec<ConciergeConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -314,4 +322,151 @@ impl Default for DeliveryConfig {
             send_timeout_secs: 30,
         }
     }
+}
+
+/// The handoff queue: how threads reach a person.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// The team a handoff goes to when it names none (or one that does not exist).
+    pub default_team: String,
+    /// The first-response SLA, in seconds from the handoff (counted from the opening
+    /// when queued out of hours); a team may set its own.
+    pub sla_secs: u64,
+    /// How long a thread offered to a concierge waits for them before it is offered to the
+    /// next one.
+    pub offer_secs: u64,
+    /// How long one thread takes a concierge, for the expected wait told to the customer.
+    pub minutes_per_thread: u64,
+    /// A thread the bot has answered this many customer turns in a row, with no person
+    /// involved, goes to the queue ("no progress"). 0: never.
+    pub max_bot_turns: usize,
+    /// Words and phrases, per language, with which a customer asks for a person: a safety
+    /// net that works without an LLM. Matched on whole words, accents and case ignored.
+    pub keywords: BTreeMap<String, Vec<String>>,
+    /// The acknowledgement sent when a thread is queued, per language; `{wait}` is the
+    /// expected wait.
+    pub acknowledgement: BTreeMap<String, String>,
+    /// Added to the holding reply when a thread is queued, per language.
+    pub expected_wait: BTreeMap<String, String>,
+    /// Sent instead when the team is closed; `{opens}` is when it opens next.
+    pub out_of_hours: BTreeMap<String, String>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        let words = |list: &[&str]| list.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let mut keywords = BTreeMap::new();
+        keywords.insert(
+            "en".to_string(),
+            words(&[
+                "human",
+                "a person",
+                "real person",
+                "someone real",
+                "talk to someone",
+                "speak to someone",
+                "speak to a person",
+                "operator",
+                "representative",
+                "customer service",
+                "live agent",
+                "human agent",
+                "real agent",
+            ]),
+        );
+        keywords.insert(
+            "fr".to_string(),
+            words(&[
+                "humain",
+                "une personne",
+                "vraie personne",
+                "personne reelle",
+                "conseiller",
+                "conseillere",
+                "parler a quelqu'un",
+                "un agent",
+                "service client",
+                "operateur",
+            ]),
+        );
+        let mut acknowledgement = BTreeMap::new();
+        acknowledgement.insert(
+            "en".to_string(),
+            "Thank you! A member of our team will take over this conversation here. Expected wait: {wait}.".to_string(),
+        );
+        acknowledgement.insert(
+            "fr".to_string(),
+            "Merci ! Un membre de notre équipe va reprendre cette conversation ici. Attente estimée : {wait}.".to_string(),
+        );
+        let mut expected_wait = BTreeMap::new();
+        expected_wait.insert("en".to_string(), "Expected wait: {wait}.".to_string());
+        expected_wait.insert("fr".to_string(), "Attente estimée : {wait}.".to_string());
+        let mut out_of_hours = BTreeMap::new();
+        out_of_hours.insert(
+            "en".to_string(),
+            "Thank you! Our team is away right now; a member of the team will answer here from {opens}.".to_string(),
+        );
+        out_of_hours.insert(
+            "fr".to_string(),
+            "Merci ! Notre équipe est absente pour le moment ; un de nos conseillers vous répondra ici à partir de {opens}.".to_string(),
+        );
+        Self {
+            default_team: "support".to_string(),
+            sla_secs: 300,
+            offer_secs: 30,
+            minutes_per_thread: 5,
+            max_bot_turns: 0,
+            keywords,
+            acknowledgement,
+            expected_wait,
+            out_of_hours,
+        }
+    }
+}
+
+/// A team of concierges (a skill).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamConfig {
+    pub name: String,
+    /// When the team answers, in the merchant's time zone: `mon-fri 09:00-18:00; sat
+    /// 10:00-13:00`. Empty: always.
+    #[serde(default)]
+    pub hours: String,
+    /// The team's first-response SLA in seconds; `[queue] sla_secs` when not set.
+    pub sla_secs: Option<u64>,
+    /// The team's own out-of-hours message, per language.
+    #[serde(default)]
+    pub out_of_hours: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConciergeRole {
+    Concierge,
+    Admin,
+}
+
+/// A person who takes threads over.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConciergeConfig {
+    pub name: String,
+    /// The teams whose threads they see and take; all of them for an admin when empty.
+    #[serde(default)]
+    pub teams: Vec<String>,
+    #[serde(default = "default_role")]
+    pub role: ConciergeRole,
+    /// How many threads they may own at once before no more are offered to them.
+    #[serde(default = "default_capacity")]
+    pub capacity: usize,
+}
+
+fn default_role() -> ConciergeRole {
+    ConciergeRole::Concierge
+}
+
+fn default_capacity() -> usize {
+    5
 }

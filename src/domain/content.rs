@@ -102,6 +102,36 @@ impl Content {
         }
     }
 
+    /// The content as one line of text a person or an LLM can read.
+    pub fn describe(&self) -> String {
+        match self {
+            Content::Text { body } => body.clone(),
+            Content::Media { kind, caption, .. } => match caption {
+                Some(caption) => format!("[{} attached] {caption}", kind.name()),
+                None => format!("[{} attached]", kind.name()),
+            },
+            Content::Location {
+                latitude,
+                longitude,
+                name,
+                address,
+            } => {
+                let place = place_label(name.as_deref(), address.as_deref());
+                format!("[location {latitude:.5}, {longitude:.5}] {place}")
+                    .trim_end()
+                    .to_string()
+            }
+            Content::Choice(choice) => format!("[picked] {}", choice.title),
+            Content::Choices { body, choices, .. } => {
+                let options: Vec<&str> = choices.iter().map(|c| c.title.as_str()).collect();
+                format!("{body}\n[options: {}]", options.join(" | "))
+            }
+            Content::Reaction { emoji, .. } => format!("[reacted {emoji}]"),
+            Content::Template { name, .. } => format!("[template {name}]"),
+            Content::Unsupported { kind } => format!("[a {kind} message the gateway cannot read]"),
+        }
+    }
+
     /// Whether this is a platform-approved template (allowed outside a reply window).
     pub fn is_template(&self) -> bool {
         matches!(self, Content::Template { .. })

@@ -1,7 +1,9 @@
-//! The one HTTP port: webhooks, health, metrics and the web chat page. Handlers verify,
-//! store and answer; they never wait on a responder or a send.
+//! The one HTTP port: webhooks, health, metrics, the web chat page, the concierge API and
+//! its console. Handlers verify, store and answer; they never wait on a responder or a send.
 
+mod api;
 mod chat;
+mod console;
 mod health;
 mod webhooks;
 
@@ -10,12 +12,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::channels::Registry;
+use crate::handoff::Desk;
 use crate::store::SharedStore;
 use crate::telemetry::Metrics;
 
@@ -25,6 +28,9 @@ pub struct AppState {
     pub store: SharedStore,
     pub channels: Registry,
     pub inbox_wake: Arc<Notify>,
+    /// Rung when a concierge's reply is queued.
+    pub outbox_wake: Arc<Notify>,
+    pub desk: Arc<Desk>,
     pub metrics: Metrics,
     /// Fires at shutdown, so long-lived streams end and the server can drain.
     pub shutdown: CancellationToken,
@@ -33,6 +39,25 @@ pub struct AppState {
 pub struct HttpLimits {
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
+}
+
+fn api_routes() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(api::openapi))
+        .route("/me", get(api::me))
+        .route("/me/status", post(api::set_status))
+        .route("/teams", get(api::teams))
+        .route("/concierges", get(api::concierges))
+        .route("/queue", get(api::queue))
+        .route("/audit", get(api::audit))
+        .route("/events", get(api::events))
+        .route("/conversations/{id}", get(api::conversation))
+        .route("/conversations/{id}/claim", post(api::claim))
+        .route("/conversations/{id}/release", post(api::release))
+        .route("/conversations/{id}/resolve", post(api::resolve))
+        .route("/conversations/{id}/transfer", post(api::transfer))
+        .route("/conversations/{id}/messages", post(api::reply))
+        .route("/conversations/{id}/notes", post(api::note))
 }
 
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
@@ -51,6 +76,8 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/chat", get(chat::default_page))
         .route("/chat/{channel_id}", get(chat::page))
         .route("/chat/{channel_id}/events", get(chat::events))
+        .route("/console", get(console::page))
+        .nest("/api/v1", api_routes())
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             http::StatusCode::REQUEST_TIMEOUT,

@@ -101,7 +101,7 @@ impl AgentResponder {
                     format!(
                         "{}: {}",
                         speaker(&m.author),
-                        self.mask(redactor, &describe(&m.content))
+                        self.mask(redactor, &m.content.describe())
                     )
                 })
                 .collect();
@@ -137,7 +137,7 @@ impl AgentResponder {
         }
         let mut messages: Vec<LlmMessage> = Vec::new();
         for m in &recent {
-            let text = describe(&m.content);
+            let text = m.content.describe();
             match &m.author {
                 Author::Customer => {
                     let text = self.mask(redactor, &text);
@@ -206,36 +206,6 @@ fn speaker(author: &Author) -> String {
     }
 }
 
-/// A message as text an LLM can read.
-fn describe(content: &Content) -> String {
-    match content {
-        Content::Text { body } => body.clone(),
-        Content::Media { kind, caption, .. } => match caption {
-            Some(caption) => format!("[{} attached] {caption}", kind.name()),
-            None => format!("[{} attached]", kind.name()),
-        },
-        Content::Location {
-            latitude,
-            longitude,
-            name,
-            address,
-        } => {
-            let place = crate::domain::place_label(name.as_deref(), address.as_deref());
-            format!("[location {latitude:.5}, {longitude:.5}] {place}")
-                .trim_end()
-                .to_string()
-        }
-        Content::Choice(choice) => format!("[picked] {}", choice.title),
-        Content::Choices { body, choices, .. } => {
-            let options: Vec<&str> = choices.iter().map(|c| c.title.as_str()).collect();
-            format!("{body}\n[options: {}]", options.join(" | "))
-        }
-        Content::Reaction { emoji, .. } => format!("[reacted {emoji}]"),
-        Content::Template { name, .. } => format!("[template {name}]"),
-        Content::Unsupported { kind } => format!("[a {kind} message the gateway cannot read]"),
-    }
-}
-
 fn handoff_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
@@ -267,7 +237,18 @@ impl Responder for AgentResponder {
                 max_text_chars: profile.max_text_chars,
             },
         };
+        // A concierge who handed the thread back left a note for the agents.
+        let team_note = turn
+            .store
+            .handoffs(&turn.entry.conversation)
+            .await?
+            .into_iter()
+            .next_back()
+            .filter(|h| h.outcome.as_deref() == Some("released"))
+            .and_then(|h| h.release_note);
+        let team_note = team_note.map(|n| self.mask(&mut redactor, &n));
         let input = TurnInput {
+            team_note,
             identity: Identity {
                 channel: event.channel.clone(),
                 contact: event.contact.clone(),
@@ -312,6 +293,7 @@ impl Responder for AgentResponder {
                     priority: Some("high".to_string()),
                     team: None,
                     requested_by: "gateway".to_string(),
+                    ..NewHandoff::default()
                 })
             }
             (None, Some(request)) => {
@@ -322,6 +304,7 @@ impl Responder for AgentResponder {
                     priority: request.priority.clone(),
                     team: request.team.clone(),
                     requested_by: request.requested_by.clone(),
+                    ..NewHandoff::default()
                 })
             }
             (None, None) => None,

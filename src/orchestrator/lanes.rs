@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use super::responder::{Responder, Turn};
 use crate::domain::{
     ChannelId, Content, ConversationId, Direction, EventKind, InboundEvent, InboundMessage,
-    PlatformMessageId, now_millis, split_text,
+    PlatformMessageId, ThreadState, now_millis, split_text,
 };
+use crate::handoff::{ConsoleEvent, Desk, Draft, EventKind as ConsoleKind};
 use crate::store::{InboxEntry, NewReply, SharedStore, ThreadChange, TurnOutcome};
 use crate::telemetry::Metrics;
 
@@ -55,6 +56,9 @@ pub struct Orchestrator {
     metrics: Metrics,
     /// See [`crate::config::OrchestratorConfig::burst_window_ms`].
     burst_window_ms: i64,
+    /// The handoff desk: completes handoffs (team, SLA, brief, acknowledgement) and tells
+    /// the consoles about them and about customer messages in held threads.
+    desk: Option<Arc<Desk>>,
 }
 
 /// What the lanes may ask of a conversation's channel without knowing which platform it is.
@@ -124,7 +128,14 @@ impl Orchestrator {
             hints,
             metrics,
             burst_window_ms: 0,
+            desk: None,
         }
+    }
+
+    /// Hands handoffs to the desk.
+    pub fn with_desk(mut self, desk: Arc<Desk>) -> Self {
+        self.desk = Some(desk);
+        self
     }
 
     /// Answers customer messages that arrive within `ms` of each other in one turn.
@@ -381,8 +392,21 @@ impl Lane {
             }
         };
         outcome.absorbed = burst[..burst.len() - 1].iter().map(|e| e.seq).collect();
+        let handoff = outcome
+            .handoff
+            .as_ref()
+            .map(|h| (h.team.clone(), h.priority.clone()));
         match orchestrator.store.complete(entry.seq, outcome).await {
             Ok(completion) => {
+                if completion.thread_changed
+                    && let (Some((team, priority)), Some(desk)) = (handoff, &orchestrator.desk)
+                {
+                    orchestrator.metrics.handoff();
+                    let mut event =
+                        ConsoleEvent::new(ConsoleKind::Handoff, entry.conversation.clone(), team);
+                    event.priority = priority;
+                    desk.events.publish(event);
+                }
                 if completion.refused > 0 {
                     orchestrator
                         .metrics
@@ -504,7 +528,30 @@ impl Lane {
         let current = orchestrator.store.thread_state(&entry.conversation).await?;
         let thread = current.clone().on_customer_message();
         if !thread.bot_may_reply() {
-            // A human or the queue holds the thread: the bot stays silent.
+            // A human or the queue holds the thread: the bot stays silent; the consoles hear
+            // the customer.
+            if let Some(desk) = &orchestrator.desk {
+                let team = orchestrator
+                    .store
+                    .handoffs(&entry.conversation)
+                    .await?
+                    .into_iter()
+                    .rev()
+                    .find(|h| h.is_open())
+                    .and_then(|h| h.team);
+                for m in &messages {
+                    let mut event = ConsoleEvent::new(
+                        ConsoleKind::Message,
+                        entry.conversation.clone(),
+                        team.clone(),
+                    );
+                    event.text = Some(crate::domain::clip_text(&m.content.describe(), 500));
+                    if let ThreadState::Human { concierge } = &thread {
+                        event.concierge = Some(concierge.clone());
+                    }
+                    desk.events.publish(event);
+                }
+            }
             return Ok((TurnOutcome::default(), "silent"));
         }
         orchestrator
@@ -519,7 +566,28 @@ impl Lane {
             store: &orchestrator.store,
             now: now_millis(),
         };
-        let decision = orchestrator.responder.respond(&turn).await?;
+        let mut decision = orchestrator.responder.respond(&turn).await?;
+        if let (Some(decision), Some(desk)) = (decision.as_mut(), &orchestrator.desk)
+            && let Some(handoff) = decision.handoff.as_mut()
+        {
+            let text = turn.text();
+            let spent = desk
+                .prepare(Draft {
+                    conversation: &entry.conversation,
+                    text: text.as_deref(),
+                    handoff,
+                    replies: &mut decision.replies,
+                    notes: &mut decision.notes,
+                    llm_down: decision.by == "agent_failed",
+                })
+                .await?;
+            if spent.llm_calls > 0 {
+                decision
+                    .usage
+                    .get_or_insert_with(Default::default)
+                    .add(spent);
+            }
+        }
         let changed = (thread != current).then(|| ThreadChange {
             from: current.clone(),
             to: thread.clone(),

@@ -6,9 +6,11 @@ mod agent_step;
 pub mod faq;
 mod lanes;
 mod responder;
+mod triggers;
 
 pub use self::agent_step::{AgentResponder, AgentSettings};
 pub use self::lanes::{ChannelHints, ChannelProfile, NoHints, Orchestrator};
 pub use self::responder::{
     Decision, FaqResponder, HoldingResponder, Responder, ResponderChain, ResponderError, Turn,
 };
+pub use self::triggers::{ASKED_FOR_A_PERSON, TriggerResponder};

@@ -1,5 +1,5 @@
-//! The responder chain: each step may answer a turn or pass it on. For now the FAQ tier,
-//! then the holding message; the agents and the handoff plug in between them later.
+//! The responder chain: each step may answer a turn or pass it on: the handoff triggers,
+//! the FAQ tier, the agents, and last the holding reply, which hands the thread to a person.
 
 use std::collections::BTreeMap;
 
@@ -146,12 +146,18 @@ impl Responder for FaqResponder {
     }
 }
 
-/// The polite last resort: tells the customer a person will answer, in their language, and
-/// does not repeat itself to a customer who keeps writing.
+/// The last resort: a person will answer. The thread goes to the handoff queue (with no LLM
+/// configured, Concierge is then a shared team inbox) and the customer is told so in their
+/// language (the desk adds the expected wait). A customer who keeps writing to a thread the
+/// queue holds hears nothing more from the bot; one whose thread is back with the bot hears
+/// it again, but not twice within `repeat_after`.
 pub struct HoldingResponder {
     messages: BTreeMap<String, String>,
     repeat_after_ms: i64,
 }
+
+/// The handoff reason when nothing automated could answer.
+pub const NO_AUTOMATED_ANSWER: &str = "no automated answer";
 
 impl HoldingResponder {
     pub fn new(messages: BTreeMap<String, String>, repeat_after_secs: u64) -> Self {
@@ -191,15 +197,28 @@ impl Responder for HoldingResponder {
         let said_recently = last_outbound.is_some_and(|m| {
             m.author == Author::System && turn.now - m.created_at < self.repeat_after_ms
         });
-        if said_recently {
-            return Ok(Some(Decision::new("holding_repeat_suppressed", Vec::new())));
-        }
-        Ok(Some(Decision::new(
-            "holding",
-            vec![(
-                Author::System,
-                Content::text(self.message_for(turn.text().as_deref())),
-            )],
-        )))
+        let mut decision = if said_recently {
+            Decision::new("holding_repeat_suppressed", Vec::new())
+        } else {
+            Decision::new(
+                "holding",
+                vec![(
+                    Author::System,
+                    Content::text(self.message_for(turn.text().as_deref())),
+                )],
+            )
+        };
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        decision.thread = Some(ThreadState::Queued {
+            handoff: id.clone(),
+        });
+        decision.handoff = Some(NewHandoff {
+            id,
+            reason: NO_AUTOMATED_ANSWER.to_string(),
+            priority: Some("normal".to_string()),
+            requested_by: "gateway".to_string(),
+            ..NewHandoff::default()
+        });
+        Ok(Some(decision))
     }
 }

@@ -26,8 +26,8 @@ use crate::domain::{
 pub type SharedStore = Arc<dyn Store>;
 
 /// Everything a backend provides.
-pub trait Store: Inbox + Outbox + Conversations + Journal {}
-impl<T: Inbox + Outbox + Conversations + Journal> Store for T {}
+pub trait Store: Inbox + Outbox + Conversations + Journal + Queue {}
+impl<T: Inbox + Outbox + Conversations + Journal + Queue> Store for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -112,18 +112,22 @@ pub struct Note {
 }
 
 /// A request for a human concierge.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewHandoff {
     /// The id the queued thread state refers to.
     pub id: String,
     pub reason: String,
     pub priority: Option<String>,
     pub team: Option<String>,
-    /// The agent (or `gateway`) that asked.
+    /// The agent (or `gateway`, or a concierge) that asked.
     pub requested_by: String,
+    /// The handoff brief, as JSON (see `crate::handoff::Brief`).
+    pub brief: Option<String>,
+    /// When the first-response SLA runs out.
+    pub sla_due_at: Option<Millis>,
 }
 
-/// A stored handoff request.
+/// A stored handoff: the request, and how the queue dealt with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handoff {
     pub id: String,
@@ -133,6 +137,112 @@ pub struct Handoff {
     pub team: Option<String>,
     pub requested_by: String,
     pub created_at: Millis,
+    pub brief: Option<String>,
+    pub sla_due_at: Option<Millis>,
+    /// When the SLA ran out without a first response (the priority was raised then).
+    pub breached_at: Option<Millis>,
+    pub claimed_by: Option<String>,
+    pub claimed_at: Option<Millis>,
+    /// When a concierge first answered the customer.
+    pub first_response_at: Option<Millis>,
+    /// The concierge the queue offered the thread to, until `offer_until`.
+    pub offered_to: Option<String>,
+    pub offer_until: Option<Millis>,
+    /// When it ended (released to the bot or resolved), and how.
+    pub closed_at: Option<Millis>,
+    pub outcome: Option<String>,
+    /// The concierge's note for the bot, when released.
+    pub release_note: Option<String>,
+}
+
+impl Handoff {
+    /// Whether the handoff is still open (the thread queued or owned by a person).
+    pub fn is_open(&self) -> bool {
+        self.closed_at.is_none()
+    }
+}
+
+/// A thread held by the queue or a concierge, with what the queue shows of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueEntry {
+    pub conversation: Conversation,
+    pub contact_name: Option<String>,
+    /// The open handoff (none for a thread taken over before any handoff was recorded).
+    pub handoff: Option<Handoff>,
+    /// The customer's latest message.
+    pub last_inbound: Option<Message>,
+}
+
+/// What a thread move does to the conversation's open handoff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandoffChange {
+    None,
+    /// Records a new handoff (a proactive takeover, or one the console opened).
+    Open(NewHandoff),
+    /// Ends the open handoff: `released` (back to the bot, with an optional note for it) or
+    /// `resolved`.
+    Close {
+        outcome: String,
+        note: Option<String>,
+    },
+    /// Puts the open handoff back in the queue, for another team when given; its offer and
+    /// owner are cleared.
+    Requeue {
+        team: Option<String>,
+    },
+}
+
+/// An audit record: who did what, to which conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAudit {
+    pub actor: String,
+    pub action: String,
+    pub conversation: Option<ConversationId>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub at: Millis,
+    pub actor: String,
+    pub action: String,
+    pub conversation: Option<String>,
+    pub detail: String,
+}
+
+/// A thread state change made outside a turn (by a concierge or the queue), applied only if
+/// the thread is still in `from`: two concierges claiming at once cannot both win.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadMove {
+    pub conversation: ConversationId,
+    pub from: ThreadState,
+    pub to: ThreadState,
+    pub handoff: HandoffChange,
+    pub note: Option<NewNote>,
+    pub audit: NewAudit,
+}
+
+/// A handoff whose first-response SLA ran out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaBreach {
+    pub handoff: String,
+    pub conversation: ConversationId,
+    pub team: Option<String>,
+    /// The raised priority.
+    pub priority: String,
+}
+
+/// A concierge's availability.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    pub concierge: String,
+    /// `online` or `away`.
+    pub status: String,
+    /// When their console was last connected.
+    pub seen_at: Millis,
+    /// When they last took a thread (or came online): the longest idle is offered first.
+    pub idle_since: Millis,
 }
 
 /// Tokens spent by LLM calls, for one turn or summed over a conversation.
@@ -174,6 +284,8 @@ pub struct ThreadChange {
 /// What `complete` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Completion {
+    /// Whether the turn's thread change applied (and with it, its handoff).
+    pub thread_changed: bool,
     /// The replies queued in the outbox (new ones only).
     pub queued: Vec<MessageId>,
     /// Automated replies refused because a human or the queue holds the thread.
@@ -354,4 +466,71 @@ pub trait Journal: Send + Sync {
 
     /// Replaces the summary, unless the stored one already covers more messages.
     async fn set_summary(&self, id: &ConversationId, summary: Summary) -> Result<(), StoreError>;
+}
+
+/// The handoff queue and the people who work it: thread moves, concierge replies, SLA,
+/// offers, tokens, presence and the audit log.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Every conversation held by the queue or a concierge, with its open handoff.
+    async fn queue(&self) -> Result<Vec<QueueEntry>, StoreError>;
+
+    /// Applies a thread move if the thread is still in `move.from`, with its handoff change,
+    /// note and audit record, in one transaction. A move to `Human` records the claim on the
+    /// open handoff. Returns whether it applied.
+    async fn move_thread(&self, change: ThreadMove) -> Result<bool, StoreError>;
+
+    /// A concierge's replies: queued in the outbox only while `concierge` owns the thread,
+    /// in the same transaction as the check. `None` when they do not own it.
+    async fn concierge_reply(
+        &self,
+        conversation: &ConversationId,
+        concierge: &str,
+        replies: Vec<NewReply>,
+        audit: NewAudit,
+    ) -> Result<Option<Vec<MessageId>>, StoreError>;
+
+    /// An internal note written by a concierge.
+    async fn add_note(
+        &self,
+        conversation: &ConversationId,
+        note: NewNote,
+        audit: NewAudit,
+    ) -> Result<(), StoreError>;
+
+    /// Marks every open handoff whose first-response SLA ran out at `now` as breached, raising
+    /// its priority one step; each is returned once.
+    async fn sla_breaches(&self, now: Millis) -> Result<Vec<SlaBreach>, StoreError>;
+
+    /// Offers a queued handoff to a concierge until `until`, unless it is no longer queued or
+    /// a live offer stands. Returns whether the offer was made.
+    async fn offer(
+        &self,
+        handoff: &str,
+        concierge: &str,
+        now: Millis,
+        until: Millis,
+    ) -> Result<bool, StoreError>;
+
+    /// Keeps the hash of a concierge's API token.
+    async fn add_token(&self, hash: &str, concierge: &str) -> Result<(), StoreError>;
+
+    /// The concierge a token hash belongs to.
+    async fn token_owner(&self, hash: &str) -> Result<Option<String>, StoreError>;
+
+    /// Sets a concierge's status (`online`, `away`) or, with `None`, only notes that their
+    /// console is connected.
+    async fn touch_presence(
+        &self,
+        concierge: &str,
+        status: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    async fn presence(&self) -> Result<Vec<Presence>, StoreError>;
+
+    async fn audit(&self, entry: NewAudit) -> Result<(), StoreError>;
+
+    /// The latest audit records, newest first.
+    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
 }

@@ -318,6 +318,7 @@ pub async fn a_human_thread_refuses_automated_replies(store: SharedStore) {
                     priority: Some("high".to_string()),
                     team: None,
                     requested_by: "front_desk".to_string(),
+                    ..NewHandoff::default()
                 }),
                 ..TurnOutcome::default()
             },

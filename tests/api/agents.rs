@@ -597,7 +597,11 @@ async fn the_faq_answers_without_an_llm_call() {
 
 #[tokio::test]
 async fn an_agent_offers_choices_and_hands_off_with_its_reason() {
-    let a = start("openai", "").await;
+    let a = start(
+        "openai",
+        "[[teams]]\nname = \"support\"\n\n[[teams]]\nname = \"atelier\"\n",
+    )
+    .await;
     a.llm.script(vec![
         tool(
             "offer_choices",

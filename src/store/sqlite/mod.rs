@@ -2,6 +2,7 @@
 //! connection thread (tokio-rusqlite). SQLite serialises writers anyway; one connection keeps
 //! every transaction short and ordered, and needs no pool.
 
+mod queue;
 mod rows;
 mod schema;
 mod writer;
@@ -309,6 +310,49 @@ fn insert_message(
     Ok(inserted > 0)
 }
 
+/// Puts one reply in the outbox with its message; `None` when its idempotency key was
+/// already used (a replayed turn or request).
+fn queue_reply(
+    tx: &rusqlite::Connection,
+    conversation: &ConversationId,
+    channel: &ChannelId,
+    contact: &ContactId,
+    reply: &super::NewReply,
+    now: Millis,
+) -> Result<Option<MessageId>, StoreError> {
+    let id = MessageId::new();
+    let inserted = tx.execute(
+        "INSERT OR IGNORE INTO outbox (idempotency_key, message_id, conversation_id, state,
+             next_attempt_at, created_at, reengage)
+         VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5)",
+        params![
+            reply.idempotency_key,
+            id.to_string(),
+            conversation.as_str(),
+            now,
+            reply.reengage
+        ],
+    )?;
+    if inserted == 0 {
+        return Ok(None);
+    }
+    insert_message(
+        tx,
+        id,
+        conversation,
+        channel,
+        contact,
+        None,
+        Direction::Outbound,
+        &reply.author,
+        &reply.content,
+        reply.reply_to.as_ref(),
+        now,
+        &DeliveryStatus::Pending,
+    )?;
+    Ok(Some(id))
+}
+
 /// Appends one webhook's events; the caller holds the transaction (or savepoint).
 fn ingest_events(
     tx: &rusqlite::Connection,
@@ -547,21 +591,9 @@ impl Inbox for SqliteStore {
                 // one when the change applied): a turn that queues the thread for a human
                 // still tells the customer so; a takeover meanwhile silences it.
                 let thread = &current;
+                completion.thread_changed = applied && outcome.thread.is_some();
                 if applied && let Some(handoff) = &outcome.handoff {
-                    tx.execute(
-                        "INSERT OR IGNORE INTO handoffs (id, conversation_id, reason, priority, team,
-                             requested_by, created_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![
-                            handoff.id,
-                            conversation,
-                            handoff.reason,
-                            handoff.priority,
-                            handoff.team,
-                            handoff.requested_by,
-                            now
-                        ],
-                    )?;
+                    queue::insert_handoff(tx, &conversation, handoff, now)?;
                 }
                 for note in &outcome.notes {
                     tx.execute(
@@ -597,31 +629,11 @@ impl Inbox for SqliteStore {
                         completion.refused += 1;
                         continue;
                     }
-                    let id = MessageId::new();
-                    let inserted = tx.execute(
-                        "INSERT OR IGNORE INTO outbox (idempotency_key, message_id, conversation_id, state,
-                             next_attempt_at, created_at, reengage)
-                         VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5)",
-                        params![reply.idempotency_key, id.to_string(), conversation, now, reply.reengage],
-                    )?;
-                    if inserted == 0 {
-                        continue;
+                    if let Some(id) =
+                        queue_reply(tx, &conversation_id, &channel, &contact, reply, now)?
+                    {
+                        completion.queued.push(id);
                     }
-                    insert_message(
-                        tx,
-                        id,
-                        &conversation_id,
-                        &channel,
-                        &contact,
-                        None,
-                        Direction::Outbound,
-                        &reply.author,
-                        &reply.content,
-                        reply.reply_to.as_ref(),
-                        now,
-                        &DeliveryStatus::Pending,
-                    )?;
-                    completion.queued.push(id);
                 }
             }
             for absorbed in &outcome.absorbed {
@@ -1072,22 +1084,12 @@ impl Journal for SqliteStore {
     async fn handoffs(&self, id: &ConversationId) -> Result<Vec<Handoff>, StoreError> {
         let id = id.clone();
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, reason, priority, team, requested_by, created_at FROM handoffs
-                 WHERE conversation_id = ?1 ORDER BY created_at, rowid",
-            )?;
-            let rows = stmt.query_map(params![id.as_str()], |row| {
-                Ok(Handoff {
-                    id: row.get(0)?,
-                    conversation: id.clone(),
-                    reason: row.get(1)?,
-                    priority: row.get(2)?,
-                    team: row.get(3)?,
-                    requested_by: row.get(4)?,
-                    created_at: row.get(5)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {} FROM handoffs h WHERE h.conversation_id = ?1 ORDER BY h.created_at, h.rowid",
+                queue::HANDOFF_COLUMNS
+            ))?;
+            let rows = stmt.query_map(params![id.as_str()], |row| queue::handoff_from_row(row, 0))?;
+            rows.map(|r| r?).collect()
         })
         .await
     }

@@ -1,0 +1,433 @@
+//! What a concierge does to a thread: claim, release, resolve, transfer, reply, note. Each
+//! checks who may, then makes one atomic move in the store (so two concierges claiming at
+//! once cannot both win), records it in the audit log and tells the consoles.
+
+use crate::domain::{Author, Choice, Content, ConversationId, MessageId, ThreadState, split_text};
+use crate::store::{
+    Conversation, Handoff, HandoffChange, NewAudit, NewHandoff, NewNote, NewReply, StoreError,
+    ThreadMove,
+};
+
+use super::{Caller, ConsoleEvent, Desk, EventKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("no such conversation")]
+    NotFound,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A thread as an action sees it.
+pub struct Thread {
+    pub conversation: Conversation,
+    /// The open handoff, if any.
+    pub handoff: Option<Handoff>,
+    pub handoffs: Vec<Handoff>,
+}
+
+impl Thread {
+    pub fn team(&self) -> Option<&str> {
+        self.handoff.as_ref().and_then(|h| h.team.as_deref())
+    }
+}
+
+fn owner(thread: &ThreadState) -> Option<&str> {
+    match thread {
+        ThreadState::Human { concierge } => Some(concierge),
+        _ => None,
+    }
+}
+
+impl Desk {
+    /// The thread, when the caller may see it.
+    pub async fn thread(
+        &self,
+        caller: &Caller,
+        id: &ConversationId,
+    ) -> Result<Thread, ActionError> {
+        let conversation = self
+            .store
+            .conversation(id)
+            .await?
+            .ok_or(ActionError::NotFound)?;
+        let handoffs = self.store.handoffs(id).await?;
+        let handoff = handoffs.iter().rev().find(|h| h.is_open()).cloned();
+        let thread = Thread {
+            conversation,
+            handoff,
+            handoffs,
+        };
+        if !caller.may_see(thread.team()) {
+            return Err(ActionError::Forbidden(format!(
+                "this conversation is queued for team `{}`, outside your teams",
+                thread.team().unwrap_or_default()
+            )));
+        }
+        Ok(thread)
+    }
+
+    fn audit(caller: &Caller, action: &str, id: &ConversationId, detail: String) -> NewAudit {
+        NewAudit {
+            actor: caller.name.clone(),
+            action: action.to_string(),
+            conversation: Some(id.clone()),
+            detail,
+        }
+    }
+
+    async fn apply(&self, change: ThreadMove) -> Result<(), ActionError> {
+        if self.store.move_thread(change).await? {
+            Ok(())
+        } else {
+            Err(ActionError::Conflict(
+                "the thread changed meanwhile; reload and try again".to_string(),
+            ))
+        }
+    }
+
+    fn publish(&self, kind: EventKind, id: &ConversationId, team: Option<&str>, who: &str) {
+        self.events
+            .publish(ConsoleEvent::new(kind, id.clone(), team.map(str::to_string)).by(who));
+    }
+
+    /// Takes the thread: from the queue, or (proactively) from the bot.
+    pub async fn claim(&self, caller: &Caller, id: &ConversationId) -> Result<(), ActionError> {
+        let thread = self.thread(caller, id).await?;
+        let from = thread.conversation.thread.clone();
+        let me = ThreadState::Human {
+            concierge: caller.name.clone(),
+        };
+        let (handoff, team) = match &from {
+            ThreadState::Human { concierge } if *concierge == caller.name => return Ok(()),
+            ThreadState::Human { concierge } => {
+                return Err(ActionError::Conflict(format!(
+                    "already claimed by {concierge}"
+                )));
+            }
+            ThreadState::Queued { .. } => (HandoffChange::None, thread.team().map(str::to_string)),
+            ThreadState::Bot { .. } | ThreadState::Closed => {
+                let team = caller
+                    .teams
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| self.settings.default_team.clone());
+                (
+                    HandoffChange::Open(NewHandoff {
+                        id: uuid::Uuid::now_v7().simple().to_string(),
+                        reason: format!("taken over by {}", caller.name),
+                        priority: Some("normal".to_string()),
+                        team: Some(team.clone()),
+                        requested_by: caller.name.clone(),
+                        ..NewHandoff::default()
+                    }),
+                    Some(team),
+                )
+            }
+        };
+        self.apply(ThreadMove {
+            conversation: id.clone(),
+            from: from.clone(),
+            to: me,
+            handoff,
+            note: None,
+            audit: Self::audit(caller, "claim", id, format!("from {}", from.name())),
+        })
+        .await
+        .map_err(|e| match e {
+            ActionError::Conflict(_) => {
+                ActionError::Conflict("someone else claimed it first".to_string())
+            }
+            other => other,
+        })?;
+        self.publish(EventKind::Claimed, id, team.as_deref(), &caller.name);
+        Ok(())
+    }
+
+    /// Hands the thread back to the bot, with a note the entry agent reads.
+    pub async fn release(
+        &self,
+        caller: &Caller,
+        id: &ConversationId,
+        note: Option<String>,
+    ) -> Result<(), ActionError> {
+        let thread = self.thread(caller, id).await?;
+        let from = thread.conversation.thread.clone();
+        self.may_act(caller, &from)?;
+        let note = note.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+        self.apply(ThreadMove {
+            conversation: id.clone(),
+            from,
+            to: ThreadState::Bot {
+                agent: self.entry_agent.clone(),
+            },
+            handoff: HandoffChange::Close {
+                outcome: "released".to_string(),
+                note: note.clone(),
+            },
+            note: Some(NewNote {
+                author: caller.name.clone(),
+                body: match &note {
+                    Some(n) => format!("released to the bot: {n}"),
+                    None => "released to the bot".to_string(),
+                },
+            }),
+            audit: Self::audit(caller, "release", id, note.unwrap_or_default()),
+        })
+        .await?;
+        self.publish(EventKind::Released, id, thread.team(), &caller.name);
+        Ok(())
+    }
+
+    /// Closes the thread; the customer's next message opens it again with the bot.
+    pub async fn resolve(&self, caller: &Caller, id: &ConversationId) -> Result<(), ActionError> {
+        let thread = self.thread(caller, id).await?;
+        let from = thread.conversation.thread.clone();
+        if !matches!(from, ThreadState::Queued { .. }) {
+            self.may_act(caller, &from)?;
+        }
+        self.apply(ThreadMove {
+            conversation: id.clone(),
+            from,
+            to: ThreadState::Closed,
+            handoff: HandoffChange::Close {
+                outcome: "resolved".to_string(),
+                note: None,
+            },
+            note: None,
+            audit: Self::audit(caller, "resolve", id, String::new()),
+        })
+        .await?;
+        self.publish(EventKind::Resolved, id, thread.team(), &caller.name);
+        Ok(())
+    }
+
+    /// Moves the thread to another team's queue, or straight to another concierge.
+    pub async fn transfer(
+        &self,
+        caller: &Caller,
+        id: &ConversationId,
+        team: Option<String>,
+        concierge: Option<String>,
+    ) -> Result<(), ActionError> {
+        let thread = self.thread(caller, id).await?;
+        let from = thread.conversation.thread.clone();
+        if !matches!(from, ThreadState::Queued { .. }) {
+            self.may_act(caller, &from)?;
+        }
+        let (to, change, new_team, who) = match (team, concierge) {
+            (_, Some(target)) => {
+                let Some(target_caller) = self.caller(&target) else {
+                    return Err(ActionError::Invalid(format!(
+                        "no concierge named `{target}`"
+                    )));
+                };
+                if !target_caller.may_see(thread.team()) {
+                    return Err(ActionError::Invalid(format!(
+                        "{target} is not in team `{}`",
+                        thread.team().unwrap_or_default()
+                    )));
+                }
+                (
+                    ThreadState::Human {
+                        concierge: target.clone(),
+                    },
+                    HandoffChange::None,
+                    thread.team().map(str::to_string),
+                    target,
+                )
+            }
+            (Some(team), None) => {
+                if !self.teams.iter().any(|t| t.name == team) {
+                    return Err(ActionError::Invalid(format!("no team named `{team}`")));
+                }
+                let (queued, change) = match &thread.handoff {
+                    Some(h) => (
+                        h.id.clone(),
+                        HandoffChange::Requeue {
+                            team: Some(team.clone()),
+                        },
+                    ),
+                    None => {
+                        let id = uuid::Uuid::now_v7().simple().to_string();
+                        let handoff = NewHandoff {
+                            id: id.clone(),
+                            reason: format!("transferred by {}", caller.name),
+                            priority: Some("normal".to_string()),
+                            team: Some(team.clone()),
+                            requested_by: caller.name.clone(),
+                            ..NewHandoff::default()
+                        };
+                        (id, HandoffChange::Open(handoff))
+                    }
+                };
+                (
+                    ThreadState::Queued { handoff: queued },
+                    change,
+                    Some(team),
+                    caller.name.clone(),
+                )
+            }
+            (None, None) => {
+                return Err(ActionError::Invalid(
+                    "give a team or a concierge".to_string(),
+                ));
+            }
+        };
+        self.apply(ThreadMove {
+            conversation: id.clone(),
+            from,
+            to: to.clone(),
+            handoff: change,
+            note: None,
+            audit: Self::audit(
+                caller,
+                "transfer",
+                id,
+                match &to {
+                    ThreadState::Human { concierge } => format!("to concierge {concierge}"),
+                    _ => format!("to team {}", new_team.clone().unwrap_or_default()),
+                },
+            ),
+        })
+        .await?;
+        let mut event = ConsoleEvent::new(EventKind::Transferred, id.clone(), new_team).by(who);
+        if matches!(to, ThreadState::Queued { .. }) {
+            event.concierge = None;
+        }
+        self.events.publish(event);
+        Ok(())
+    }
+
+    /// A reply to the customer, through the conversation's channel and outbox. Replying to a
+    /// thread still waiting in the queue claims it first.
+    pub async fn reply(
+        &self,
+        caller: &Caller,
+        id: &ConversationId,
+        text: &str,
+        choices: &[String],
+        request_key: &str,
+        max_text_chars: Option<usize>,
+    ) -> Result<Vec<MessageId>, ActionError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(ActionError::Invalid("the reply is empty".to_string()));
+        }
+        if choices.len() > 10 || choices.iter().any(|c| c.trim().is_empty()) {
+            return Err(ActionError::Invalid(
+                "at most 10 choices, none empty".to_string(),
+            ));
+        }
+        let thread = self.thread(caller, id).await?;
+        match &thread.conversation.thread {
+            ThreadState::Human { concierge } if *concierge == caller.name => {}
+            ThreadState::Queued { .. } => self.claim(caller, id).await?,
+            ThreadState::Human { concierge } => {
+                return Err(ActionError::Conflict(format!(
+                    "{concierge} owns this thread"
+                )));
+            }
+            _ => {
+                return Err(ActionError::Conflict(
+                    "the bot holds this thread: claim it first".to_string(),
+                ));
+            }
+        }
+        let author = Author::Concierge(caller.name.clone());
+        let contents: Vec<Content> = if choices.is_empty() {
+            match max_text_chars {
+                Some(limit) if text.chars().count() > limit => split_text(text, limit)
+                    .into_iter()
+                    .map(Content::text)
+                    .collect(),
+                _ => vec![Content::text(text)],
+            }
+        } else {
+            vec![Content::Choices {
+                body: text.to_string(),
+                choices: choices
+                    .iter()
+                    .enumerate()
+                    .map(|(i, title)| Choice::new(format!("option-{}", i + 1), title.trim()))
+                    .collect(),
+                header: None,
+                footer: None,
+                button: None,
+            }]
+        };
+        let replies = contents
+            .into_iter()
+            .enumerate()
+            .map(|(part, content)| NewReply {
+                idempotency_key: format!("concierge:{id}:{request_key}:{part}"),
+                author: author.clone(),
+                content,
+                reply_to: None,
+                reengage: false,
+            })
+            .collect();
+        let queued = self
+            .store
+            .concierge_reply(
+                id,
+                &caller.name,
+                replies,
+                Self::audit(
+                    caller,
+                    "reply",
+                    id,
+                    format!("{} characters", text.chars().count()),
+                ),
+            )
+            .await?
+            .ok_or_else(|| {
+                ActionError::Conflict("the thread changed owner meanwhile".to_string())
+            })?;
+        Ok(queued)
+    }
+
+    /// An internal note; the customer never sees it.
+    pub async fn note(
+        &self,
+        caller: &Caller,
+        id: &ConversationId,
+        text: &str,
+    ) -> Result<(), ActionError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(ActionError::Invalid("the note is empty".to_string()));
+        }
+        self.thread(caller, id).await?;
+        self.store
+            .add_note(
+                id,
+                NewNote {
+                    author: caller.name.clone(),
+                    body: text.to_string(),
+                },
+                Self::audit(caller, "note", id, String::new()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Only the owner (or an admin) releases, resolves or transfers an owned thread.
+    fn may_act(&self, caller: &Caller, from: &ThreadState) -> Result<(), ActionError> {
+        match owner(from) {
+            Some(owner) if owner == caller.name || caller.admin => Ok(()),
+            Some(owner) => Err(ActionError::Conflict(format!("{owner} owns this thread"))),
+            None if matches!(from, ThreadState::Queued { .. }) && caller.admin => Ok(()),
+            None => Err(ActionError::Conflict(format!(
+                "the thread is {}, not owned by a concierge",
+                from.name()
+            ))),
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Handoff triggers that need no LLM, tried before any other responder: the customer asking
+//! for a person (configured phrases per language), and a bot that has answered too many
+//! turns in a row without a person involved.
+
+use async_trait::async_trait;
+
+use super::responder::{Decision, Responder, ResponderError, Turn};
+use crate::domain::Direction;
+use crate::handoff::keywords::Keywords;
+use crate::store::NewHandoff;
+
+/// The handoff reason when the customer asks for a person.
+pub const ASKED_FOR_A_PERSON: &str = "the customer asked for a person";
+
+pub struct TriggerResponder {
+    keywords: Keywords,
+    /// 0: no limit.
+    max_bot_turns: usize,
+}
+
+impl TriggerResponder {
+    pub fn new(keywords: Keywords, max_bot_turns: usize) -> Self {
+        Self {
+            keywords,
+            max_bot_turns,
+        }
+    }
+
+    fn handoff(reason: String, priority: &str) -> Decision {
+        let mut decision = Decision::new("handoff_trigger", Vec::new());
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        decision.thread = Some(crate::domain::ThreadState::Queued {
+            handoff: id.clone(),
+        });
+        decision.handoff = Some(NewHandoff {
+            id,
+            reason,
+            priority: Some(priority.to_string()),
+            requested_by: "gateway".to_string(),
+            ..NewHandoff::default()
+        });
+        decision
+    }
+
+    /// Customer turns since a person last had the thread (or since it began).
+    async fn bot_turns(&self, turn: &Turn<'_>) -> Result<usize, ResponderError> {
+        let conversation = &turn.entry.conversation;
+        let since = turn
+            .store
+            .handoffs(conversation)
+            .await?
+            .iter()
+            .map(|h| h.closed_at.unwrap_or(h.created_at))
+            .max()
+            .unwrap_or(0);
+        let recent = turn
+            .store
+            .recent_messages(conversation, self.max_bot_turns * 4 + 8)
+            .await?;
+        // A burst of customer messages is one turn: count the bot's answers, plus this turn.
+        let answered = recent
+            .iter()
+            .filter(|m| m.created_at > since && m.direction == Direction::Outbound)
+            .filter(|m| matches!(m.author, crate::domain::Author::Agent(_)))
+            .count();
+        Ok(answered + 1)
+    }
+}
+
+#[async_trait]
+impl Responder for TriggerResponder {
+    async fn respond(&self, turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
+        if let Some(text) = turn.text()
+            && let Some(phrase) = self.keywords.find(&text)
+        {
+            tracing::debug!(phrase, "the customer asked for a person");
+            return Ok(Some(Self::handoff(
+                ASKED_FOR_A_PERSON.to_string(),
+                "normal",
+            )));
+        }
+        if self.max_bot_turns > 0 {
+            let turns = self.bot_turns(turn).await?;
+            if turns > self.max_bot_turns {
+                return Ok(Some(Self::handoff(
+                    format!("no resolution after {} bot turns", self.max_bot_turns),
+                    "normal",
+                )));
+            }
+        }
+        Ok(None)
+    }
+}

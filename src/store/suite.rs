@@ -7,8 +7,8 @@ use crate::domain::{
     EventId, EventKind, InboundEvent, InboundMessage, PlatformMessageId, ThreadState, now_millis,
 };
 use crate::store::{
-    NewHandoff, NewNote, NewReply, SharedStore, StoreError, Summary, ThreadChange, TurnOutcome,
-    TurnUsage,
+    HandoffChange, NewAudit, NewHandoff, NewNote, NewReply, SharedStore, StoreError, Summary,
+    ThreadChange, ThreadMove, TurnOutcome, TurnUsage,
 };
 
 /// Expands into one `#[tokio::test]` per suite check, each on a fresh store from `$factory`:
@@ -45,6 +45,9 @@ macro_rules! store_suite {
             a_person_stays_one_contact_whichever_id_comes,
             a_burst_is_completed_with_its_notes_and_usage,
             a_summary_only_moves_forward,
+            the_queue_moves_threads_atomically,
+            only_the_owner_replies_and_the_sla_breaches_once,
+            tokens_presence_and_audit,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
@@ -894,4 +897,273 @@ pub async fn a_summary_only_moves_forward(store: SharedStore) {
         .await
         .unwrap();
     assert_eq!(store.summary(&conversation).await.unwrap(), Some(newer));
+}
+
+/// A conversation queued for a person through a turn, as the desk queues one.
+async fn queued(store: &SharedStore, who: &str, sla_due_at: Option<i64>) -> ConversationId {
+    let event = text_event(who, &format!("{who}-q"), "a person please");
+    store.ingest(std::slice::from_ref(&event)).await.unwrap();
+    let seq = store.pending(0, 100).await.unwrap().last().unwrap().seq;
+    let handoff = format!("h-{who}");
+    let done = store
+        .complete(
+            seq,
+            TurnOutcome {
+                thread: Some(ThreadChange {
+                    from: ThreadState::initial(),
+                    to: ThreadState::Queued {
+                        handoff: handoff.clone(),
+                    },
+                }),
+                handoff: Some(NewHandoff {
+                    id: handoff,
+                    reason: "asked for a person".to_string(),
+                    priority: Some("normal".to_string()),
+                    team: Some("support".to_string()),
+                    requested_by: "gateway".to_string(),
+                    brief: Some("{\"reason\":\"asked for a person\"}".to_string()),
+                    sla_due_at,
+                }),
+                ..TurnOutcome::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(done.thread_changed);
+    event.conversation()
+}
+
+fn audit(actor: &str, action: &str, conversation: &ConversationId) -> NewAudit {
+    NewAudit {
+        actor: actor.to_string(),
+        action: action.to_string(),
+        conversation: Some(conversation.clone()),
+        detail: String::new(),
+    }
+}
+
+fn claim(conversation: &ConversationId, from: ThreadState, who: &str) -> ThreadMove {
+    ThreadMove {
+        conversation: conversation.clone(),
+        from,
+        to: ThreadState::Human {
+            concierge: who.to_string(),
+        },
+        handoff: HandoffChange::None,
+        note: None,
+        audit: audit(who, "claim", conversation),
+    }
+}
+
+pub async fn the_queue_moves_threads_atomically(store: SharedStore) {
+    let conversation = queued(&store, "quinn", None).await;
+    let queue = store.queue().await.unwrap();
+    assert_eq!(queue.len(), 1);
+    let handoff = queue[0].handoff.clone().expect("the open handoff");
+    assert_eq!(handoff.team.as_deref(), Some("support"));
+    assert!(handoff.brief.is_some());
+    assert_eq!(
+        queue[0].last_inbound.as_ref().unwrap().content,
+        Content::text("a person please")
+    );
+    let from = queue[0].conversation.thread.clone();
+
+    // Two claims from the same state, at once: exactly one applies.
+    let (a, b) = tokio::join!(
+        store.move_thread(claim(&conversation, from.clone(), "ana")),
+        store.move_thread(claim(&conversation, from.clone(), "ben"))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a ^ b, "exactly one claim wins ({a}, {b})");
+    let winner = if a { "ana" } else { "ben" };
+    let handoffs = store.handoffs(&conversation).await.unwrap();
+    assert_eq!(handoffs[0].claimed_by.as_deref(), Some(winner));
+    assert!(handoffs[0].claimed_at.is_some());
+
+    // Released with a note: the handoff is closed and the thread leaves the queue.
+    let released = store
+        .move_thread(ThreadMove {
+            conversation: conversation.clone(),
+            from: ThreadState::Human {
+                concierge: winner.to_string(),
+            },
+            to: ThreadState::initial(),
+            handoff: HandoffChange::Close {
+                outcome: "released".to_string(),
+                note: Some("refund done".to_string()),
+            },
+            note: Some(NewNote {
+                author: winner.to_string(),
+                body: "released".to_string(),
+            }),
+            audit: audit(winner, "release", &conversation),
+        })
+        .await
+        .unwrap();
+    assert!(released);
+    assert!(store.queue().await.unwrap().is_empty());
+    let handoffs = store.handoffs(&conversation).await.unwrap();
+    assert!(!handoffs[0].is_open());
+    assert_eq!(handoffs[0].outcome.as_deref(), Some("released"));
+    assert_eq!(handoffs[0].release_note.as_deref(), Some("refund done"));
+    assert_eq!(store.notes(&conversation).await.unwrap().len(), 1);
+    // A stale move does nothing.
+    assert!(
+        !store
+            .move_thread(claim(&conversation, from, "ana"))
+            .await
+            .unwrap()
+    );
+}
+
+pub async fn only_the_owner_replies_and_the_sla_breaches_once(store: SharedStore) {
+    let conversation = queued(&store, "rita", Some(now_millis() - 1)).await;
+    let concierge_reply = |key: &str| NewReply {
+        idempotency_key: key.to_string(),
+        author: Author::Concierge("ana".to_string()),
+        content: Content::text("hello, Ana here"),
+        reply_to: None,
+        reengage: false,
+    };
+    // Not hers yet: refused, nothing queued.
+    let refused = store
+        .concierge_reply(
+            &conversation,
+            "ana",
+            vec![concierge_reply("c1")],
+            audit("ana", "reply", &conversation),
+        )
+        .await
+        .unwrap();
+    assert!(refused.is_none());
+
+    let breaches = store.sla_breaches(now_millis()).await.unwrap();
+    assert_eq!(breaches.len(), 1);
+    assert_eq!(breaches[0].priority, "high");
+    assert!(
+        store.sla_breaches(now_millis()).await.unwrap().is_empty(),
+        "once"
+    );
+
+    // Offered to ana: a second offer while hers stands is refused.
+    let handoff = store.queue().await.unwrap()[0].handoff.clone().unwrap();
+    let now = now_millis();
+    assert!(
+        store
+            .offer(&handoff.id, "ana", now, now + 30_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .offer(&handoff.id, "ben", now, now + 30_000)
+            .await
+            .unwrap()
+    );
+
+    let from = store.thread_state(&conversation).await.unwrap();
+    assert!(
+        store
+            .move_thread(claim(&conversation, from, "ana"))
+            .await
+            .unwrap()
+    );
+    let queued = store
+        .concierge_reply(
+            &conversation,
+            "ana",
+            vec![concierge_reply("c1")],
+            audit("ana", "reply", &conversation),
+        )
+        .await
+        .unwrap()
+        .expect("the owner replies");
+    assert_eq!(queued.len(), 1);
+    // The same request again is not queued twice; ben, not the owner, is refused.
+    let again = store
+        .concierge_reply(
+            &conversation,
+            "ana",
+            vec![concierge_reply("c1")],
+            audit("ana", "reply", &conversation),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(again.is_empty());
+    assert!(
+        store
+            .concierge_reply(
+                &conversation,
+                "ben",
+                vec![concierge_reply("c2")],
+                audit("ben", "reply", &conversation)
+            )
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let handoffs = store.handoffs(&conversation).await.unwrap();
+    assert!(handoffs[0].first_response_at.is_some());
+    assert!(handoffs[0].offered_to.is_none(), "a claim clears the offer");
+    let claimed = store.claim_due(now_millis(), 10, 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].message.author, Author::Concierge("ana".into()));
+    // Agents still cannot speak in her thread.
+    let event = text_event("rita", "rita-2", "thanks");
+    store.ingest(std::slice::from_ref(&event)).await.unwrap();
+    let seq = store.pending(0, 10).await.unwrap()[0].seq;
+    let done = store
+        .complete(seq, outcome(vec![reply("k-rita", "bot")]))
+        .await
+        .unwrap();
+    assert_eq!((done.refused, done.queued.len()), (1, 0));
+}
+
+pub async fn tokens_presence_and_audit(store: SharedStore) {
+    store.add_token("hash-1", "ana").await.unwrap();
+    assert_eq!(
+        store.token_owner("hash-1").await.unwrap().as_deref(),
+        Some("ana")
+    );
+    assert_eq!(store.token_owner("hash-2").await.unwrap(), None);
+
+    store
+        .touch_presence("ana", Some("online"), 1000)
+        .await
+        .unwrap();
+    store.touch_presence("ana", None, 5000).await.unwrap();
+    store
+        .touch_presence("ana", Some("online"), 6000)
+        .await
+        .unwrap();
+    let presence = store.presence().await.unwrap();
+    assert_eq!(presence.len(), 1);
+    assert_eq!(
+        (presence[0].seen_at, presence[0].idle_since),
+        (6000, 1000),
+        "staying online keeps the idle clock"
+    );
+    store
+        .touch_presence("ana", Some("away"), 7000)
+        .await
+        .unwrap();
+    assert_eq!(store.presence().await.unwrap()[0].status, "away");
+
+    let conversation = ConversationId::derive(&channel(), &contact("zed"));
+    store
+        .audit(audit("boss", "resolve", &conversation))
+        .await
+        .unwrap();
+    store
+        .audit(audit("ana", "claim", &conversation))
+        .await
+        .unwrap();
+    let log = store.audit_log(10).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(
+        (log[0].actor.as_str(), log[0].action.as_str()),
+        ("ana", "claim"),
+        "newest first"
+    );
 }

@@ -21,14 +21,14 @@ const PHONE: &str = "33612345678";
 const FRONT_DESK: &str = "+++\ndescription = \"The front desk: greets customers and finds who can help.\"\nentry = true\ntools = [\"order_status\"]\nask = [\"orders\"]\n+++\nYou are the front desk of {{ merchant }}, on {{ channel.kind }}.{% if customer.name %} The customer is {{ customer.name }}.{% endif %}\n";
 const ORDERS: &str = "+++\ndescription = \"Knows every order: status, delivery, tracking.\"\ntools = [\"order_status\"]\nask = [\"front_desk\"]\n+++\nYou are the orders desk of {{ merchant }}.\n";
 
-struct Agents {
-    app: TestApp,
-    llm: FakeLlm,
-    shop: FakeShop,
-    graph: FakeApi,
+pub(crate) struct Agents {
+    pub(crate) app: TestApp,
+    pub(crate) llm: FakeLlm,
+    pub(crate) shop: FakeShop,
+    pub(crate) graph: FakeApi,
 }
 
-async fn start(provider: &str, extra: &str) -> Agents {
+pub(crate) async fn start(provider: &str, extra: &str) -> Agents {
     let llm = FakeLlm::start().await;
     let shop = FakeShop::start().await;
     let graph = FakeApi::start().await;
@@ -90,7 +90,7 @@ fn write_whatsapp_channel(deployment: &Deployment, graph: &FakeApi) {
     .unwrap();
 }
 
-fn wa_conversation() -> ConversationId {
+pub(crate) fn wa_conversation() -> ConversationId {
     ConversationId::derive(
         &ChannelId::parse("whatsapp").unwrap(),
         &ContactId::parse(PHONE).unwrap(),
@@ -105,7 +105,7 @@ fn web_conversation(key: &str) -> ConversationId {
 
 impl Agents {
     /// A WhatsApp text from the verified customer.
-    async fn whatsapp(&self, wamid: &str, body: &str) {
+    pub(crate) async fn whatsapp(&self, wamid: &str, body: &str) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -143,7 +143,7 @@ impl Agents {
     }
 
     /// Waits until `n` replies of the conversation are queued, and returns every message.
-    async fn replies(&self, conversation: &ConversationId, n: usize) -> Vec<Message> {
+    pub(crate) async fn replies(&self, conversation: &ConversationId, n: usize) -> Vec<Message> {
         let store = self.app.store().clone();
         eventually("the replies are queued", || {
             let store = store.clone();
@@ -171,7 +171,7 @@ impl Agents {
     }
 
     /// Waits until the Graph API got `n` message sends.
-    async fn sends(&self, n: usize) -> Vec<Value> {
+    pub(crate) async fn sends(&self, n: usize) -> Vec<Value> {
         let graph = self.graph.clone();
         eventually("the replies reach WhatsApp", || {
             let graph = graph.clone();
@@ -182,7 +182,7 @@ impl Agents {
     }
 }
 
-fn body_text(message: &Message) -> String {
+pub(crate) fn body_text(message: &Message) -> String {
     match &message.content {
         Content::Text { body } => body.clone(),
         Content::Choices { body, .. } => body.clone(),

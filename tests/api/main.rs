@@ -7,6 +7,7 @@ mod check;
 mod delivery;
 mod fake_api;
 mod fake_llm;
+mod handoff;
 mod helpers;
 mod ingest;
 mod kill;

@@ -4,6 +4,7 @@ mod agents;
 mod bluebubbles;
 mod chat;
 mod check;
+mod console;
 mod delivery;
 mod fake_api;
 mod fake_llm;

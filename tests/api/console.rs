@@ -1,0 +1,279 @@
+//! The console in a real headless Chromium, driven over WebDriver (chromedriver, spoken to
+//! with plain HTTP): sign in, see a handoff appear live, claim it, reply, and the reply
+//! reaches the fake WhatsApp API. A screenshot is kept in target/test-artifacts/.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them
+//! the test says so and passes, unless CONCIERGE_REQUIRE_BROWSER=1 (set by `.ci/run`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::agents::{start, wa_conversation};
+use crate::fake_llm::text;
+use crate::handoff::Api;
+use crate::helpers::PATIENCE;
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+struct Driver {
+    process: Child,
+    base: String,
+    session: String,
+    client: reqwest::Client,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn find_binary(candidates: &[&str]) -> Option<PathBuf> {
+    candidates.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+impl Driver {
+    async fn start(chromium: &Path, chromedriver: &Path) -> Driver {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let process = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Ok(r) = client.get(format!("{base}/status")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chromedriver never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let args = vec![
+            "--headless".to_string(),
+            "--no-sandbox".to_string(),
+            "--disable-gpu".to_string(),
+            "--disable-background-networking".to_string(),
+            "--disable-dev-shm-usage".to_string(),
+            "--disable-quic".to_string(),
+            "--no-first-run".to_string(),
+            "--disable-component-update".to_string(),
+            "--disable-sync".to_string(),
+            "--window-size=1400,900".to_string(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let session: Value = client
+            .post(format!("{base}/session"))
+            .json(&json!({ "capabilities": { "alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": { "binary": chromium, "args": args }
+            }}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = session["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {session}"))
+            .to_string();
+        Driver {
+            process,
+            base,
+            session,
+            client,
+            _profile: profile,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let mut request = self.client.request(method, url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer: Value = request.send().await.unwrap().json().await.unwrap();
+        let value = answer["value"].clone();
+        if let Some(error) = value.get("error").and_then(Value::as_str) {
+            panic!("WebDriver {path}: {error}: {}", value["message"]);
+        }
+        value
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let found = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({ "using": "css selector", "value": css })),
+            )
+            .await;
+        found[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
+            .to_string()
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    async fn script(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .await
+    }
+
+    /// Waits until the script returns true.
+    async fn until(&self, what: &str, script: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if self.script(script).await == Value::Bool(true) {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let body = self.script("return document.body.innerText").await;
+                panic!("the console never showed: {what}\n{body}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn screenshot(&self, path: &Path) {
+        let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_concierge_signs_in_sees_a_handoff_live_claims_it_and_replies() {
+    let chromium = find_binary(&["/usr/bin/chromium", "/usr/bin/chromium-browser"]);
+    let chromedriver = find_binary(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]);
+    let (Some(chromium), Some(chromedriver)) = (chromium, chromedriver) else {
+        if std::env::var("CONCIERGE_REQUIRE_BROWSER").as_deref() == Ok("1") {
+            panic!(
+                "chromium and chromedriver are required (apt-get install chromium chromium-driver)"
+            );
+        }
+        eprintln!("SKIPPED: the console browser test needs chromium and chromium-driver");
+        return;
+    };
+    let a = start(
+        "openai",
+        "[[teams]]\nname = \"support\"\n\n[[concierges]]\nname = \"ana\"\nteams = [\"support\"]\n",
+    )
+    .await;
+    let ana = Api::new(&a, "ana").await;
+    let driver = Driver::start(&chromium, &chromedriver).await;
+
+    driver.goto(&a.app.url("/console")).await;
+    driver.type_into("#token", &ana.token).await;
+    driver.click("#sign-in").await;
+    driver
+        .until(
+            "signed in and live",
+            "return !document.getElementById('app').hidden && document.getElementById('connection').textContent.trim() === 'live'",
+        )
+        .await;
+
+    // A customer asks for a person: the handoff appears without a reload.
+    a.llm.script(vec![text(
+        r#"{"summary": "Claire asks about engraving a candle for a gift.", "intent": "custom engraving",
+            "mood": "calm", "suggested_replies": ["Hello Claire, we can engrave up to 20 characters. What name would you like?"]}"#,
+    )]);
+    a.whatsapp("wamid.C1", "Can I talk to a person about an engraving?")
+        .await;
+    let conversation = wa_conversation();
+    let item = format!(".queue-item[data-conversation='{conversation}']");
+    driver
+        .until(
+            "the handoff in the queue",
+            &format!("return document.querySelector(\"{item}\") !== null"),
+        )
+        .await;
+    driver.click(&item).await;
+    driver
+        .until(
+            "the thread and its brief",
+            "return !document.getElementById('thread').hidden && document.querySelector('button.suggestion') !== null",
+        )
+        .await;
+    driver.click("#claim").await;
+    driver
+        .until(
+            "claimed",
+            "return document.getElementById('thread-state').textContent.includes('human')",
+        )
+        .await;
+
+    // One click puts the suggested reply in the box; send it.
+    driver.click("button.suggestion").await;
+    driver.click("#send").await;
+    let graph = a.graph.clone();
+    crate::helpers::eventually("the reply reaches WhatsApp", || {
+        let graph = graph.clone();
+        async move {
+            graph.sends().iter().any(|s| {
+                s["text"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains("engrave up to 20 characters"))
+            })
+        }
+    })
+    .await;
+    driver
+        .until(
+            "the reply in the history",
+            "return [...document.querySelectorAll('#history .msg.out')].some(m => m.textContent.includes('engrave up to 20'))",
+        )
+        .await;
+    let artifact = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts/console.png");
+    driver.screenshot(&artifact).await;
+    assert!(std::fs::metadata(&artifact).unwrap().len() > 10_000);
+}

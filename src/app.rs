@@ -146,7 +146,8 @@ impl App {
             outbox_wake.clone(),
             &settings.delivery,
             metrics.clone(),
-        );
+        )
+        .with_events(desk.events.clone());
         let app_router = router(
             AppState {
                 store: store.clone(),

@@ -277,7 +277,7 @@ fn check(path: &std::path::Path) -> ExitCode {
                 .map(|a| a.names().collect())
                 .unwrap_or_default();
             println!(
-                "{}: ok ({} channel(s), {} FAQ entries, {} agent(s){}, {} tool(s), {})",
+                "{}: ok ({} channel(s), {} FAQ entries, {} agent(s){}, {} tool(s), {}, {} team(s), {} concierge(s))",
                 path.display(),
                 config.channels.len(),
                 config.faq.entries().len(),
@@ -291,7 +291,9 @@ fn check(path: &std::path::Path) -> ExitCode {
                 match &config.settings.llm {
                     Some(llm) => format!("LLM {:?} {}", llm.provider, llm.model),
                     None => "no [llm]: FAQ only".to_string(),
-                }
+                },
+                config.settings.teams.len().max(1),
+                config.settings.concierges.len(),
             );
             ExitCode::SUCCESS
         }

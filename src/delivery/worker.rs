@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use super::Backoff;
 use crate::channels::{OutboundMessage, Registry, SendError};
 use crate::config::DeliveryConfig;
-use crate::domain::now_millis;
+use crate::domain::{Author, now_millis};
+use crate::handoff::{Bus, ConsoleEvent, EventKind as ConsoleKind};
 use crate::store::{OutboxEntry, SharedStore};
 use crate::telemetry::Metrics;
 
@@ -27,6 +28,8 @@ pub struct DeliveryWorker {
     send_timeout: Duration,
     max_in_flight: usize,
     metrics: Metrics,
+    /// Tells the consoles how a concierge's reply fared.
+    events: Option<Bus>,
 }
 
 impl DeliveryWorker {
@@ -50,7 +53,34 @@ impl DeliveryWorker {
             send_timeout: Duration::from_secs(config.send_timeout_secs.max(1)),
             max_in_flight: config.max_in_flight.max(1),
             metrics,
+            events: None,
         }
+    }
+
+    /// Publishes the outcome of concierges' replies to the consoles.
+    pub fn with_events(mut self, events: Bus) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// A concierge's reply was sent or failed: their console hears it.
+    async fn tell_console(&self, entry: &OutboxEntry, status: &str) {
+        let Some(events) = &self.events else {
+            return;
+        };
+        let Author::Concierge(name) = &entry.message.author else {
+            return;
+        };
+        let conversation = &entry.message.conversation;
+        let team = match self.store.handoffs(conversation).await {
+            Ok(handoffs) => handoffs.into_iter().rev().find_map(|h| h.team),
+            Err(_) => return,
+        };
+        let mut event =
+            ConsoleEvent::new(ConsoleKind::Delivery, conversation.clone(), team).by(name.clone());
+        event.status = Some(status.to_string());
+        event.message_id = Some(entry.message.id.to_string());
+        events.publish(event);
     }
 
     /// A claim outlives one attempt comfortably; it only runs out when the gateway died.
@@ -192,6 +222,7 @@ impl DeliveryWorker {
                         .mark_sent(entry.id, receipt.platform_id.clone(), now)
                 })
                 .await;
+                self.tell_console(&entry, "sent").await;
             }
             Err(SendError::Rejected { code, reason }) => {
                 tracing::warn!(%channel, ?code, %reason, "the platform refused the reply");
@@ -231,6 +262,7 @@ impl DeliveryWorker {
                 .mark_failed(entry.id, code.clone(), reason, now_millis())
         })
         .await;
+        self.tell_console(entry, "failed").await;
     }
 
     /// Writes an outcome, retrying a few times: losing the record of a send that the

@@ -183,3 +183,18 @@ fn a_tool_url_placeholder_without_its_argument_fails_naming_the_key() {
     assert!(stderr.contains("tools[0].url"), "{stderr}");
     assert!(stderr.contains("{id}"), "{stderr}");
 }
+
+#[test]
+fn queue_mistakes_fail_naming_file_and_key() {
+    let deployment = Deployment::new(
+        "[[teams]]\nname = \"support\"\nhours = \"mon-fry 09:00-18:00\"\n\n[[concierges]]\nname = \"ana\"\nteams = [\"billing\"]\n",
+    );
+    let output = check(deployment.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("concierge.toml"), "{stderr}");
+    assert!(stderr.contains("teams[0].hours"), "{stderr}");
+    assert!(stderr.contains("`fry` is not a day"), "{stderr}");
+    assert!(stderr.contains("concierges[0].teams"), "{stderr}");
+    assert!(stderr.contains("`billing` is not a team"), "{stderr}");
+}

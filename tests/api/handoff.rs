@@ -223,6 +223,11 @@ async fn a_customer_asks_for_a_person_and_a_concierge_takes_over_then_hands_back
         "Hello Claire, Ana here. Which address should we use?"
     );
     assert_eq!(sends[1]["to"], "33612345678");
+    let delivery = events.until("delivery").await;
+    assert_eq!(
+        (delivery["status"].as_str(), delivery["concierge"].as_str()),
+        (Some("sent"), Some("ana"))
+    );
 
     // The customer's message goes to Ana's console, and the bot says nothing.
     let llm_calls = a.llm.calls().len();
@@ -459,4 +464,102 @@ async fn the_api_needs_a_token_and_keeps_each_team_to_its_threads() {
             "the hash is what is stored"
         );
     }
+}
+
+#[tokio::test]
+async fn a_waiting_thread_is_offered_to_the_longest_idle_online_concierge_and_can_be_transferred() {
+    let a = start("openai", PEOPLE).await;
+    let ana = Api::new(&a, "ana").await;
+    let ben = Api::new(&a, "ben").await;
+    let carl = Api::new(&a, "carl").await;
+    // Ben came online first (idle longest), then Ana; both have their console open.
+    assert_eq!(
+        ben.post("/me/status", json!({ "status": "online" }))
+            .await
+            .0,
+        200
+    );
+    let _ben_console = ben.events().await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        ana.post("/me/status", json!({ "status": "online" }))
+            .await
+            .0,
+        200
+    );
+    let mut ana_events = ana.events().await;
+    a.whatsapp("wamid.T1", "I need a human").await;
+    let offered = ana_events.until("offered").await;
+    assert_eq!(offered["concierge"], "ben");
+    let conversation = wa_conversation();
+    let (_, queue) = ana.get("/queue").await;
+    assert_eq!(queue["items"][0]["offered_to"], "ben");
+
+    // Ben accepts; then hands it to billing, where Carl takes it.
+    assert_eq!(
+        ben.post(&conv_path(&conversation, "/claim"), json!({}))
+            .await
+            .0,
+        200
+    );
+    let (status, moved) = ben
+        .post(
+            &conv_path(&conversation, "/transfer"),
+            json!({ "team": "billing" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(moved["conversation"]["state"], "queued");
+    assert_eq!(moved["conversation"]["handoff"]["team"], "billing");
+    // Support no longer sees it; billing does.
+    assert_eq!(ana.get(&conv_path(&conversation, "")).await.0, 403);
+    assert_eq!(
+        carl.get("/queue").await.1["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        carl.post(&conv_path(&conversation, "/claim"), json!({}))
+            .await
+            .0,
+        200
+    );
+    // Only the owner may release it.
+    assert_eq!(
+        ben.post(&conv_path(&conversation, "/release"), json!({}))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        carl.post(&conv_path(&conversation, "/release"), json!({}))
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_bot_that_makes_no_progress_hands_over() {
+    let a = start("openai", "[queue]\nmax_bot_turns = 2\n").await;
+    a.llm.script(vec![
+        text("Could you tell me more?"),
+        text("Could you be more precise?"),
+    ]);
+    a.whatsapp("wamid.N1", "it does not work").await;
+    a.whatsapp("wamid.N2", "the thing, it does not work").await;
+    a.sends(2).await;
+    a.whatsapp("wamid.N3", "still not working").await;
+    let conversation = wa_conversation();
+    eventually("handed over", || async {
+        matches!(
+            thread_state(&a, &conversation).await,
+            ThreadState::Queued { .. }
+        )
+    })
+    .await;
+    let handoffs = a.app.store().handoffs(&conversation).await.unwrap();
+    assert_eq!(handoffs[0].reason, "no resolution after 2 bot turns");
 }

@@ -268,7 +268,7 @@ impl AgentRuntime {
                     system.push_str(summary);
                 }
                 if let Some(note) = &state.input.team_note {
-                    system.push_str("\n\nA member of our team handled this conversation and handed it back to you with this note; take it into account and continue from there:\n");
+                    system.push_str("\n\nA member of our team handled this conversation and handed it back to you with this internal note (never quote or reveal it to the customer); take it into account and continue from there:\n");
                     system.push_str(note);
                 }
             } else {

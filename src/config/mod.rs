@@ -321,8 +321,11 @@ fn check_queue(settings: &FileConfig) -> Vec<(String, String)> {
         if let Err(e) = crate::handoff::Hours::parse(&team.hours) {
             found.push((key("hours"), e));
         }
-        if team.sla_secs == Some(0) {
-            found.push((key("sla_secs"), "must be above 0".to_string()));
+        if team.sla_secs == Some(0) || team.sla_secs.is_some_and(|s| s > 7 * 24 * 3600) {
+            found.push((
+                key("sla_secs"),
+                "must be between 1 and 604800 (a week)".to_string(),
+            ));
         }
     }
     if !settings.teams.is_empty() && !teams.contains(&queue.default_team.as_str()) {
@@ -337,6 +340,22 @@ fn check_queue(settings: &FileConfig) -> Vec<(String, String)> {
     }
     if settings.teams.is_empty() {
         teams.push(&queue.default_team);
+    }
+    // Bounds keep every deadline computed from these far from overflowing.
+    const WEEK: u64 = 7 * 24 * 3600;
+    for (key, value, max) in [
+        ("queue.sla_secs", queue.sla_secs, WEEK),
+        ("queue.offer_secs", queue.offer_secs, 3600),
+        (
+            "queue.minutes_per_thread",
+            queue.minutes_per_thread,
+            24 * 60,
+        ),
+        ("queue.max_bot_turns", queue.max_bot_turns as u64, 1000),
+    ] {
+        if value > max {
+            found.push((key.to_string(), format!("must be at most {max}")));
+        }
     }
     if queue.sla_secs == 0 {
         found.push(("queue.sla_secs".to_string(), "must be above 0".to_string()));
@@ -386,8 +405,8 @@ fn check_queue(settings: &FileConfig) -> Vec<(String, String)> {
                 "a concierge needs at least one team (only an admin sees every team)".to_string(),
             ));
         }
-        if concierge.capacity == 0 {
-            found.push((key("capacity"), "must be above 0".to_string()));
+        if concierge.capacity == 0 || concierge.capacity > 1000 {
+            found.push((key("capacity"), "must be between 1 and 1000".to_string()));
         }
     }
     found

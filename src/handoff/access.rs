@@ -54,15 +54,16 @@ impl Caller {
         }
     }
 
-    /// Whether they may see and act on a thread queued for `team` (none: never handed off,
-    /// visible to every concierge).
+    /// Whether they may see and act on a thread of `team`: the team of its latest handoff,
+    /// open or closed (none: never handed off, visible to every concierge so that any of
+    /// them may take it over). An admin's `teams`, when given, narrow what they see.
     pub fn may_see(&self, team: Option<&str>) -> bool {
         if self.admin && self.teams.is_empty() {
             return true;
         }
         match team {
             None => true,
-            Some(team) => self.admin || self.teams.iter().any(|t| t == team),
+            Some(team) => self.teams.iter().any(|t| t == team),
         }
     }
 
@@ -102,5 +103,11 @@ mod tests {
             ..ana.clone()
         };
         assert!(boss.may_see(Some("billing")));
+        let narrowed = Caller {
+            admin: true,
+            teams: vec!["support".into()],
+            ..ana.clone()
+        };
+        assert!(!narrowed.may_see(Some("billing")));
     }
 }

@@ -33,8 +33,13 @@ pub struct Thread {
 }
 
 impl Thread {
+    /// The team the thread belongs to: its open handoff's, else its latest handoff's (a
+    /// resolved thread stays with the team that handled it).
     pub fn team(&self) -> Option<&str> {
-        self.handoff.as_ref().and_then(|h| h.team.as_deref())
+        self.handoff
+            .as_ref()
+            .or(self.handoffs.last())
+            .and_then(|h| h.team.as_deref())
     }
 }
 
@@ -244,14 +249,18 @@ impl Desk {
                 )
             }
             (Some(team), None) => {
-                if !self.teams.iter().any(|t| t.name == team) {
+                let Some(target) = self.teams.iter().find(|t| t.name == team) else {
                     return Err(ActionError::Invalid(format!("no team named `{team}`")));
-                }
+                };
+                // The new team's first-response clock starts now (or at its opening).
+                let now = crate::domain::now_millis();
+                let sla_due_at = self.opens_at(target, now).saturating_add(target.sla_ms);
                 let (queued, change) = match &thread.handoff {
                     Some(h) => (
                         h.id.clone(),
                         HandoffChange::Requeue {
                             team: Some(team.clone()),
+                            sla_due_at: Some(sla_due_at),
                         },
                     ),
                     None => {
@@ -262,6 +271,7 @@ impl Desk {
                             priority: Some("normal".to_string()),
                             team: Some(team.clone()),
                             requested_by: caller.name.clone(),
+                            sla_due_at: Some(sla_due_at),
                             ..NewHandoff::default()
                         };
                         (id, HandoffChange::Open(handoff))
@@ -297,9 +307,19 @@ impl Desk {
             ),
         })
         .await?;
-        let mut event = ConsoleEvent::new(EventKind::Transferred, id.clone(), new_team).by(who);
+        let mut event =
+            ConsoleEvent::new(EventKind::Transferred, id.clone(), new_team.clone()).by(who);
         if matches!(to, ThreadState::Queued { .. }) {
             event.concierge = None;
+        }
+        // The team it left hears of it too, so their consoles drop it.
+        if let Some(old) = thread
+            .team()
+            .filter(|old| Some(*old) != new_team.as_deref())
+        {
+            let mut left = event.clone();
+            left.team = Some(old.to_string());
+            self.events.publish(left);
         }
         self.events.publish(event);
         Ok(())

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::agents::AgentRuntime;
+use crate::agents::{AgentRuntime, Redactor};
 use crate::domain::{Author, ConversationId, Direction, clip_text};
 use crate::store::{NewNote, SharedStore, StoreError, TurnUsage};
 
@@ -40,6 +40,21 @@ fn speaker(author: &Author) -> String {
     }
 }
 
+impl Brief {
+    /// The brief from the handoff's reason and this turn's notes alone (when the history
+    /// cannot be read).
+    pub fn structured(reason: &str, notes: &[NewNote]) -> Brief {
+        let (tried, facts) = tried_and_facts(notes);
+        Brief {
+            reason: reason.to_string(),
+            tried,
+            facts,
+            written_by: "gateway".to_string(),
+            ..Brief::default()
+        }
+    }
+}
+
 /// Splits the agents' notes into what was tried and the facts found.
 fn tried_and_facts(notes: &[NewNote]) -> (Vec<String>, Vec<String>) {
     let (mut tried, mut facts) = (Vec::new(), Vec::new());
@@ -67,6 +82,7 @@ fn tried_and_facts(notes: &[NewNote]) -> (Vec<String>, Vec<String>) {
 pub async fn write(
     store: &SharedStore,
     llm: Option<&AgentRuntime>,
+    redact_pii: bool,
     conversation: &ConversationId,
     reason: &str,
     notes: &[NewNote],
@@ -118,11 +134,30 @@ pub async fn write(
     };
     let mut usage = TurnUsage::default();
     if let Some(runtime) = llm {
-        match runtime
-            .brief(reason, &lines.join("\n"), &brief.tried.join("\n"))
-            .await
-        {
-            Ok((draft, input, output)) => {
+        // With `redact_pii`, the LLM reads masked text; the brief, for concierges, is restored.
+        let mut redactor = Redactor::new();
+        let mut mask = |text: String| {
+            if redact_pii {
+                redactor.mask(&text)
+            } else {
+                text
+            }
+        };
+        let transcript = mask(lines.join("\n"));
+        let tried = mask(brief.tried.join("\n"));
+        let restore = |text: String| {
+            if redact_pii {
+                redactor.restore(&text)
+            } else {
+                text
+            }
+        };
+        match runtime.brief(reason, &transcript, &tried).await {
+            Ok((mut draft, input, output)) => {
+                draft.summary = draft.summary.map(restore);
+                draft.intent = draft.intent.map(restore);
+                draft.suggested_replies =
+                    draft.suggested_replies.into_iter().map(restore).collect();
                 usage.add(TurnUsage {
                     input_tokens: input,
                     output_tokens: output,

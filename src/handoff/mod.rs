@@ -63,6 +63,8 @@ pub struct Desk {
     briefs: Option<Arc<AgentRuntime>>,
     /// The agent a released thread goes back to.
     pub entry_agent: String,
+    /// Mask personal data before the brief's transcript goes to the LLM.
+    redact_pii: bool,
 }
 
 /// A handoff being decided in a turn, for the desk to complete.
@@ -75,7 +77,12 @@ pub struct Draft<'a> {
     pub notes: &'a mut Vec<NewNote>,
     /// The agents failed this turn: do not ask the LLM for the brief.
     pub llm_down: bool,
+    /// The customer was just told a person is coming: no acknowledgement this time.
+    pub quiet: bool,
 }
+
+/// The longest a handoff turn waits for the brief's LLM part.
+const BRIEF_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn secs_to_ms(secs: u64) -> i64 {
     i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX / 4)
@@ -86,6 +93,20 @@ fn lang_of(text: Option<&str>) -> &'static str {
         Some(Lang::Fr) => "fr",
         _ => "en",
     }
+}
+
+/// A team's text in the customer's language, else the default one in it, else English.
+fn pick2(
+    team: &BTreeMap<String, String>,
+    default: &BTreeMap<String, String>,
+    lang: &str,
+) -> String {
+    team.get(lang)
+        .or_else(|| default.get(lang))
+        .or_else(|| team.get("en"))
+        .or_else(|| default.get("en"))
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn pick<'a>(map: &'a BTreeMap<String, String>, lang: &str) -> Option<&'a String> {
@@ -141,6 +162,7 @@ impl Desk {
             events,
             briefs,
             entry_agent,
+            redact_pii: config.settings.agents.redact_pii,
         }
     }
 
@@ -170,7 +192,7 @@ impl Desk {
     /// Completes a handoff decided in a turn: its team, priority and SLA, its brief, and the
     /// acknowledgement the customer gets (with the expected wait, or the out-of-hours
     /// message). Returns the tokens the brief cost.
-    pub async fn prepare(&self, draft: Draft<'_>) -> Result<TurnUsage, StoreError> {
+    pub async fn prepare(&self, draft: Draft<'_>) -> TurnUsage {
         let now = now_millis();
         let requested = draft.handoff.team.clone();
         let team = self.team(requested.as_deref()).clone();
@@ -193,32 +215,66 @@ impl Desk {
             .unwrap_or_else(|| "normal".to_string());
         draft.handoff.priority = Some(priority);
         let opens = self.opens_at(&team, now);
-        draft.handoff.sla_due_at = Some(opens + team.sla_ms);
+        draft.handoff.sla_due_at = Some(opens.saturating_add(team.sla_ms));
 
-        let (brief, usage) = brief::write(
-            &self.store,
-            self.briefs.as_deref().filter(|_| !draft.llm_down),
-            draft.conversation,
-            &draft.handoff.reason,
-            draft.notes,
+        // The brief never holds the turn up for long, nor fails it: the LLM part has a
+        // deadline, and without the store or the LLM the brief keeps what it has.
+        let llm = self.briefs.as_deref().filter(|_| !draft.llm_down);
+        let written = tokio::time::timeout(
+            BRIEF_DEADLINE,
+            brief::write(
+                &self.store,
+                llm,
+                self.redact_pii,
+                draft.conversation,
+                &draft.handoff.reason,
+                draft.notes,
+            ),
         )
-        .await?;
+        .await;
+        let (brief, usage) = match written {
+            Ok(Ok(written)) => written,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the conversation for the handoff brief");
+                (
+                    Brief::structured(&draft.handoff.reason, draft.notes),
+                    TurnUsage::default(),
+                )
+            }
+            Err(_) => {
+                tracing::warn!("the handoff brief took too long; keeping its structured part");
+                (
+                    Brief::structured(&draft.handoff.reason, draft.notes),
+                    TurnUsage::default(),
+                )
+            }
+        };
         draft.handoff.brief = serde_json::to_string(&brief).ok();
 
+        if draft.quiet {
+            // The customer heard a person is coming moments ago: no second acknowledgement.
+            return usage;
+        }
         let lang = lang_of(draft.text);
         if opens > now {
             // Out of hours: the holding text would promise an answer soon; this one says when.
             draft
                 .replies
                 .retain(|(author, _)| *author != Author::System);
-            let template = pick(&team.out_of_hours, lang)
-                .or_else(|| pick(&self.settings.out_of_hours, lang))
-                .cloned()
-                .unwrap_or_default();
+            let template = pick2(&team.out_of_hours, &self.settings.out_of_hours, lang);
             let text = template.replace("{opens}", &self.describe_opening(opens, now, lang));
-            draft.replies.push((Author::System, Content::text(text)));
+            if !text.trim().is_empty() {
+                draft.replies.push((Author::System, Content::text(text)));
+            }
         } else {
-            let wait = describe_wait(self.expected_wait(&team, now).await?, lang);
+            let wait = match self.expected_wait(&team, now).await {
+                Ok(wait) => wait,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot estimate the wait; telling the SLA");
+                    team.sla_ms
+                }
+            };
+            let wait = describe_wait(wait, lang);
             // A holding reply already says a person will answer: the wait is added to it.
             let holding = draft
                 .replies
@@ -231,7 +287,7 @@ impl Desk {
                         .cloned()
                         .unwrap_or_default()
                         .replace("{wait}", &wait);
-                    if !line.is_empty() {
+                    if !line.trim().is_empty() {
                         body.push(' ');
                         body.push_str(&line);
                     }
@@ -241,11 +297,13 @@ impl Desk {
                         .cloned()
                         .unwrap_or_default()
                         .replace("{wait}", &wait);
-                    draft.replies.push((Author::System, Content::text(text)));
+                    if !text.trim().is_empty() {
+                        draft.replies.push((Author::System, Content::text(text)));
+                    }
                 }
             }
         }
-        Ok(usage)
+        usage
     }
 
     /// When the team next answers: `now` when open.
@@ -269,7 +327,8 @@ impl Desk {
         let ahead = queue
             .iter()
             .filter(|e| {
-                e.conversation.thread.name() == "queued" && entry_team(e) == Some(&team.name)
+                e.conversation.thread.name() == "queued"
+                    && self.team(entry_team(e).map(String::as_str)).name == team.name
             })
             .count() as i64;
         let mut online = 0i64;
@@ -283,7 +342,7 @@ impl Desk {
             }
             online += 1;
             let owned = owned_by(&queue, &concierge.name) as i64;
-            free += (concierge.capacity as i64 - owned).max(0);
+            free += (i64::try_from(concierge.capacity).unwrap_or(i64::MAX / 4) - owned).max(0);
         }
         let per_thread = secs_to_ms(self.settings.minutes_per_thread.saturating_mul(60));
         if online == 0 {
@@ -292,7 +351,7 @@ impl Desk {
         if free > ahead {
             return Ok(60_000);
         }
-        Ok(((ahead - free) / online + 1) * per_thread)
+        Ok(((ahead - free) / online + 1).saturating_mul(per_thread))
     }
 
     fn describe_opening(&self, opens: Millis, now: Millis, lang: &str) -> String {

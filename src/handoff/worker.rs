@@ -87,10 +87,9 @@ async fn offer_waiting(desk: &Desk, metrics: &Metrics, now: i64) -> Result<(), S
         })
         .collect();
     for (entry, handoff) in waiting {
-        let Some(team_name) = entry_team(entry) else {
-            continue;
-        };
-        let team = desk.team(Some(team_name));
+        // A handoff with no team, or one no longer configured, waits for the default team.
+        let team = desk.team(entry_team(entry).map(String::as_str));
+        let team_name = &team.name;
         if !desk.is_open(team, now) {
             continue;
         }
@@ -116,7 +115,9 @@ async fn offer_waiting(desk: &Desk, metrics: &Metrics, now: i64) -> Result<(), S
         let Some((concierge, _)) = best else {
             continue;
         };
-        let until = now + (desk.settings.offer_secs.max(1) as i64) * 1000;
+        let offer_ms = i64::try_from(desk.settings.offer_secs.max(1).saturating_mul(1000))
+            .unwrap_or(i64::MAX / 4);
+        let until = now.saturating_add(offer_ms);
         if desk
             .store
             .offer(&handoff.id, &concierge.name, now, until)

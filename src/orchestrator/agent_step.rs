@@ -16,6 +16,9 @@ use crate::agents::{
 use crate::domain::{Author, Choice, Content, Direction, Message, ThreadState};
 use crate::store::{NewHandoff, NewNote, Summary, TurnUsage};
 
+/// How long after a release its note is given to the agents.
+const RELEASE_NOTE_TTL_MS: i64 = 24 * 3600 * 1000;
+
 /// The handoff reason when the agents fail.
 pub const AGENT_UNAVAILABLE: &str = "agent unavailable";
 
@@ -245,6 +248,10 @@ impl Responder for AgentResponder {
             .into_iter()
             .next_back()
             .filter(|h| h.outcome.as_deref() == Some("released"))
+            .filter(|h| {
+                h.closed_at
+                    .is_some_and(|at| turn.now - at < RELEASE_NOTE_TTL_MS)
+            })
             .and_then(|h| h.release_note);
         let team_note = team_note.map(|n| self.mask(&mut redactor, &n));
         let input = TurnInput {

@@ -579,8 +579,9 @@ impl Lane {
                     replies: &mut decision.replies,
                     notes: &mut decision.notes,
                     llm_down: decision.by == "agent_failed",
+                    quiet: decision.by == "holding_repeat_suppressed",
                 })
-                .await?;
+                .await;
             if spent.llm_calls > 0 {
                 decision
                     .usage

@@ -55,15 +55,21 @@ impl TriggerResponder {
             .unwrap_or(0);
         let recent = turn
             .store
-            .recent_messages(conversation, self.max_bot_turns * 4 + 8)
+            .recent_messages(
+                conversation,
+                self.max_bot_turns.saturating_mul(4).saturating_add(8),
+            )
             .await?;
-        // A burst of customer messages is one turn: count the bot's answers, plus this turn.
-        let answered = recent
+        // One turn's replies (parts of a long answer, text then choices) are written together,
+        // with one timestamp: count the bot's answering turns, plus this one.
+        let mut turns: Vec<i64> = recent
             .iter()
             .filter(|m| m.created_at > since && m.direction == Direction::Outbound)
             .filter(|m| matches!(m.author, crate::domain::Author::Agent(_)))
-            .count();
-        Ok(answered + 1)
+            .map(|m| m.created_at)
+            .collect();
+        turns.dedup();
+        Ok(turns.len() + 1)
     }
 }
 

@@ -186,9 +186,10 @@ pub enum HandoffChange {
         note: Option<String>,
     },
     /// Puts the open handoff back in the queue, for another team when given; its offer and
-    /// owner are cleared.
+    /// owner are cleared, and its first-response SLA starts again with `sla_due_at`.
     Requeue {
         team: Option<String>,
+        sla_due_at: Option<Millis>,
     },
 }
 
@@ -477,7 +478,8 @@ pub trait Queue: Send + Sync {
 
     /// Applies a thread move if the thread is still in `move.from`, with its handoff change,
     /// note and audit record, in one transaction. A move to `Human` records the claim on the
-    /// open handoff. Returns whether it applied.
+    /// open handoff. A move to `Queued` or `Human` cancels the agents' replies still waiting
+    /// in the outbox (one already in flight cannot be recalled). Returns whether it applied.
     async fn move_thread(&self, change: ThreadMove) -> Result<bool, StoreError>;
 
     /// A concierge's replies: queued in the outbox only while `concierge` owns the thread,

@@ -48,6 +48,7 @@ macro_rules! store_suite {
             the_queue_moves_threads_atomically,
             only_the_owner_replies_and_the_sla_breaches_once,
             tokens_presence_and_audit,
+            a_takeover_cancels_the_agents_replies_not_yet_sent,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
@@ -1165,5 +1166,49 @@ pub async fn tokens_presence_and_audit(store: SharedStore) {
         (log[0].actor.as_str(), log[0].action.as_str()),
         ("ana", "claim"),
         "newest first"
+    );
+}
+
+pub async fn a_takeover_cancels_the_agents_replies_not_yet_sent(store: SharedStore) {
+    let event = text_event("tara", "t1", "hello");
+    turn(&store, event.clone(), vec![reply("t1-0", "bot answer")]).await;
+    let conversation = event.conversation();
+    let taken = store
+        .move_thread(ThreadMove {
+            handoff: HandoffChange::Open(NewHandoff {
+                id: "h-tara".to_string(),
+                reason: "taken over by ana".to_string(),
+                requested_by: "ana".to_string(),
+                ..NewHandoff::default()
+            }),
+            ..claim(&conversation, ThreadState::initial(), "ana")
+        })
+        .await
+        .unwrap();
+    assert!(taken);
+    assert!(
+        store
+            .claim_due(now_millis(), 10, 60_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let out: Vec<_> = store
+        .messages(&conversation, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.direction == Direction::Outbound)
+        .collect();
+    assert!(
+        matches!(out[0].status, DeliveryStatus::Failed { .. }),
+        "{:?}",
+        out[0].status
+    );
+    assert_eq!(
+        store.handoffs(&conversation).await.unwrap()[0]
+            .claimed_by
+            .as_deref(),
+        Some("ana")
     );
 }

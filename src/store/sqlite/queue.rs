@@ -88,6 +88,41 @@ pub fn insert_handoff(
     Ok(())
 }
 
+/// Cancels the agents' replies of a conversation still waiting in the outbox: a person holds
+/// the thread now.
+fn cancel_agent_replies(
+    tx: &rusqlite::Connection,
+    conversation: &str,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let reason = "cancelled: a person took the thread over before it was sent";
+    let failed = crate::domain::DeliveryStatus::Failed {
+        code: None,
+        reason: reason.to_string(),
+    };
+    let ids: Vec<String> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT o.message_id FROM outbox o JOIN messages m ON m.id = o.message_id
+             WHERE o.conversation_id = ?1 AND o.state = 'pending'
+               AND json_extract(m.author, '$.kind') = 'agent'",
+        )?;
+        stmt.query_map(params![conversation], |row| row.get(0))?
+            .collect::<Result<_, _>>()?
+    };
+    for id in ids {
+        tx.execute(
+            "UPDATE outbox SET state = 'failed', finished_at = ?1, last_error = ?2
+             WHERE message_id = ?3 AND state = 'pending'",
+            params![now, reason, id],
+        )?;
+        tx.execute(
+            "UPDATE messages SET status = ?1, status_rank = ?2 WHERE id = ?3 AND status_rank < ?2",
+            params![json(&failed)?, failed.rank(), id],
+        )?;
+    }
+    Ok(())
+}
+
 fn insert_audit(
     tx: &rusqlite::Connection,
     entry: &NewAudit,
@@ -233,14 +268,18 @@ impl Queue for SqliteStore {
                         params![now, outcome, note, conversation],
                     )?;
                 }
-                HandoffChange::Requeue { team } => {
+                HandoffChange::Requeue { team, sla_due_at } => {
                     tx.execute(
                         "UPDATE handoffs SET team = COALESCE(?1, team), claimed_by = NULL,
-                             offered_to = NULL, offer_until = NULL
-                         WHERE conversation_id = ?2 AND closed_at IS NULL",
-                        params![team, conversation],
+                             offered_to = NULL, offer_until = NULL, sla_due_at = ?2,
+                             breached_at = NULL, first_response_at = NULL
+                         WHERE conversation_id = ?3 AND closed_at IS NULL",
+                        params![team, sla_due_at, conversation],
                     )?;
                 }
+            }
+            if !change.to.bot_may_reply() {
+                cancel_agent_replies(tx, conversation, now)?;
             }
             if let ThreadState::Human { concierge } = &change.to {
                 tx.execute(

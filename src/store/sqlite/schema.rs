@@ -159,6 +159,13 @@ ALTER TABLE handoffs ADD COLUMN release_note TEXT;
 UPDATE handoffs SET closed_at = created_at, outcome = 'released'
  WHERE conversation_id NOT IN (
      SELECT id FROM conversations WHERE json_extract(thread, '$.state') IN ('queued', 'human'));
+-- One open handoff per conversation: the newest.
+UPDATE handoffs SET closed_at = created_at, outcome = 'superseded'
+ WHERE closed_at IS NULL AND EXISTS (
+     SELECT 1 FROM handoffs newer
+      WHERE newer.conversation_id = handoffs.conversation_id AND newer.closed_at IS NULL
+        AND (newer.created_at > handoffs.created_at
+             OR (newer.created_at = handoffs.created_at AND newer.rowid > handoffs.rowid)));
 CREATE INDEX handoffs_open ON handoffs (conversation_id) WHERE closed_at IS NULL;
 CREATE INDEX handoffs_sla ON handoffs (sla_due_at)
     WHERE closed_at IS NULL AND first_response_at IS NULL AND breached_at IS NULL;

@@ -77,6 +77,12 @@ enum TokenCommand {
         #[arg(long, default_value = "concierge.toml")]
         config: PathBuf,
     },
+    /// Revoke every token of a concierge (they are signed out at their next request).
+    Revoke {
+        name: String,
+        #[arg(long, default_value = "concierge.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -118,7 +124,45 @@ fn main() -> ExitCode {
         Command::Token {
             command: TokenCommand::Create { name, config },
         } => create_token(&config, &name),
+        Command::Token {
+            command: TokenCommand::Revoke { name, config },
+        } => revoke_tokens(&config, &name),
     }
+}
+
+fn revoke_tokens(path: &std::path::Path, name: &str) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(problems) => {
+            for problem in &problems.0 {
+                eprintln!("{problem}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    runtime.block_on(async {
+        let store = match concierge::app::open_store(&config).await {
+            Ok(store) => store,
+            Err(e) => {
+                eprintln!("{e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match store.revoke_tokens(name).await {
+            Ok(n) => {
+                println!("revoked {n} token(s) of {name}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot revoke: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn create_token(path: &std::path::Path, name: &str) -> ExitCode {

@@ -520,6 +520,9 @@ pub trait Queue: Send + Sync {
     /// The concierge a token hash belongs to.
     async fn token_owner(&self, hash: &str) -> Result<Option<String>, StoreError>;
 
+    /// Revokes every token of a concierge; returns how many there were.
+    async fn revoke_tokens(&self, concierge: &str) -> Result<usize, StoreError>;
+
     /// Sets a concierge's status (`online`, `away`) or, with `None`, only notes that their
     /// console is connected.
     async fn touch_presence(

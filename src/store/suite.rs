@@ -1128,6 +1128,14 @@ pub async fn tokens_presence_and_audit(store: SharedStore) {
         Some("ana")
     );
     assert_eq!(store.token_owner("hash-2").await.unwrap(), None);
+    store.add_token("hash-3", "ana").await.unwrap();
+    store.add_token("hash-4", "ben").await.unwrap();
+    assert_eq!(store.revoke_tokens("ana").await.unwrap(), 2);
+    assert_eq!(store.token_owner("hash-1").await.unwrap(), None);
+    assert_eq!(
+        store.token_owner("hash-4").await.unwrap().as_deref(),
+        Some("ben")
+    );
 
     store
         .touch_presence("ana", Some("online"), 1000)

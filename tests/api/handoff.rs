@@ -428,6 +428,9 @@ async fn the_api_needs_a_token_and_keeps_each_team_to_its_threads() {
         .0,
         403
     );
+    // A revoked token is refused at once.
+    a.app.store().revoke_tokens("carl").await.unwrap();
+    assert_eq!(carl.get("/queue").await.0, 401);
     // Ana (support) and the admin do.
     assert_eq!(
         ana.get("/queue").await.1["items"].as_array().unwrap().len(),
@@ -456,6 +459,9 @@ async fn the_api_needs_a_token_and_keeps_each_team_to_its_threads() {
         for file in [&db, &wal] {
             assert!(!file.windows(needle.len()).any(|w| w == needle));
         }
+    }
+    // The live ones are found by their hash, which is what the file holds.
+    for token in [&ana.token, &boss.token] {
         let hash = access::hash_token(token);
         assert!(a.app.store().token_owner(&hash).await.unwrap().is_some());
         let hex = hash.as_bytes();

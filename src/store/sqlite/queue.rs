@@ -444,6 +444,17 @@ impl Queue for SqliteStore {
         .await
     }
 
+    async fn revoke_tokens(&self, concierge: &str) -> Result<usize, StoreError> {
+        let concierge = concierge.to_string();
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "DELETE FROM concierge_tokens WHERE concierge = ?1",
+                params![concierge],
+            )?)
+        })
+        .await
+    }
+
     async fn touch_presence(
         &self,
         concierge: &str,

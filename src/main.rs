@@ -130,28 +130,43 @@ fn main() -> ExitCode {
     }
 }
 
-fn revoke_tokens(path: &std::path::Path, name: &str) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(config) => config,
-        Err(problems) => {
-            for problem in &problems.0 {
-                eprintln!("{problem}");
-            }
-            return ExitCode::FAILURE;
+/// Reads the configuration, printing every problem.
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|problems| {
+        for problem in &problems.0 {
+            eprintln!("{problem}");
         }
-    };
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs a command's work with the configured store, on its own runtime.
+fn with_store<F, Fut>(config: &Config, work: F) -> ExitCode
+where
+    F: FnOnce(concierge::store::SharedStore) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
     runtime.block_on(async {
-        let store = match concierge::app::open_store(&config).await {
-            Ok(store) => store,
+        match concierge::app::open_store(config).await {
+            Ok(store) => work(store).await,
             Err(e) => {
                 eprintln!("{e:#}");
-                return ExitCode::FAILURE;
+                ExitCode::FAILURE
             }
-        };
+        }
+    })
+}
+
+fn revoke_tokens(path: &std::path::Path, name: &str) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    with_store(&config, |store| async move {
         match store.revoke_tokens(name).await {
             Ok(n) => {
                 println!("revoked {n} token(s) of {name}");
@@ -166,14 +181,9 @@ fn revoke_tokens(path: &std::path::Path, name: &str) -> ExitCode {
 }
 
 fn create_token(path: &std::path::Path, name: &str) -> ExitCode {
-    let config = match Config::load(path) {
+    let config = match load(path) {
         Ok(config) => config,
-        Err(problems) => {
-            for problem in &problems.0 {
-                eprintln!("{problem}");
-            }
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     if !config.settings.concierges.iter().any(|c| c.name == name) {
         let known: Vec<&str> = config
@@ -193,18 +203,7 @@ fn create_token(path: &std::path::Path, name: &str) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    runtime.block_on(async {
-        let store = match concierge::app::open_store(&config).await {
-            Ok(store) => store,
-            Err(e) => {
-                eprintln!("{e:#}");
-                return ExitCode::FAILURE;
-            }
-        };
+    with_store(&config, |store| async move {
         match concierge::handoff::access::issue(store.as_ref(), name).await {
             Ok(token) => {
                 println!("{token}");
@@ -272,14 +271,9 @@ fn demo_shop(bind: std::net::SocketAddr, data: &std::path::Path, token: String) 
 }
 
 fn set_webhook(path: &std::path::Path, channel: &str, url: &str) -> ExitCode {
-    let config = match Config::load(path) {
+    let config = match load(path) {
         Ok(config) => config,
-        Err(problems) => {
-            for problem in &problems.0 {
-                eprintln!("{problem}");
-            }
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let runtime = match runtime() {
         Ok(runtime) => runtime,

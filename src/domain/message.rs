@@ -20,6 +20,18 @@ pub enum Author {
     System,
 }
 
+impl Author {
+    /// Who spoke, as a transcript line names them.
+    pub fn speaker(&self) -> String {
+        match self {
+            Author::Customer => "Customer".to_string(),
+            Author::Agent(name) => format!("Assistant ({name})"),
+            Author::Concierge(name) => format!("Concierge ({name})"),
+            Author::System => "Assistant".to_string(),
+        }
+    }
+}
+
 /// How far an outbound message got. It only moves forward: `pending < sent < delivered <
 /// read`; `failed` is final and may replace any state but `read` (a platform can report a
 /// failure after `sent`, never after the customer read it).

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::agents::{AgentRuntime, Redactor};
-use crate::domain::{Author, ConversationId, Direction, clip_text};
+use crate::domain::{ConversationId, Direction, clip_text};
 use crate::store::{NewNote, SharedStore, StoreError, TurnUsage};
 
 /// How many of the latest messages the brief quotes.
@@ -29,15 +29,6 @@ pub struct Brief {
     pub suggested_replies: Vec<String>,
     /// `llm` when the narrative part was written, `gateway` for the structured part alone.
     pub written_by: String,
-}
-
-fn speaker(author: &Author) -> String {
-    match author {
-        Author::Customer => "Customer".to_string(),
-        Author::Agent(name) => format!("Assistant ({name})"),
-        Author::Concierge(name) => format!("Concierge ({name})"),
-        Author::System => "Assistant".to_string(),
-    }
 }
 
 impl Brief {
@@ -113,7 +104,7 @@ pub async fn write(
         .map(|m| {
             format!(
                 "{}: {}",
-                speaker(&m.author),
+                m.author.speaker(),
                 clip_text(&m.content.describe(), 300)
             )
         })

@@ -396,12 +396,7 @@ pub async fn conversation(
         .iter()
         .rev()
         .find(|m| m.direction == Direction::Inbound);
-    let name = store
-        .queue()
-        .await?
-        .into_iter()
-        .find(|e| e.conversation.id == id)
-        .and_then(|e| e.contact_name);
+    let name = store.contact_name(&id).await?;
     let item = item_view(
         &state,
         &thread.conversation,

@@ -103,7 +103,7 @@ impl AgentResponder {
                 .map(|m| {
                     format!(
                         "{}: {}",
-                        speaker(&m.author),
+                        m.author.speaker(),
                         self.mask(redactor, &m.content.describe())
                     )
                 })
@@ -197,15 +197,6 @@ impl AgentResponder {
 
     fn holding_text(&self, turn: &Turn<'_>) -> String {
         self.holding.message_for(turn.text().as_deref())
-    }
-}
-
-fn speaker(author: &Author) -> String {
-    match author {
-        Author::Customer => "Customer".to_string(),
-        Author::Agent(name) => format!("Assistant ({name})"),
-        Author::Concierge(name) => format!("Concierge ({name})"),
-        Author::System => "Assistant".to_string(),
     }
 }
 

@@ -476,6 +476,12 @@ pub trait Queue: Send + Sync {
     /// Every conversation held by the queue or a concierge, with its open handoff.
     async fn queue(&self) -> Result<Vec<QueueEntry>, StoreError>;
 
+    /// The name the customer of a conversation goes by, when the platform told it.
+    async fn contact_name(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<Option<String>, StoreError>;
+
     /// Applies a thread move if the thread is still in `move.from`, with its handoff change,
     /// note and audit record, in one transaction. A move to `Human` records the claim on the
     /// open handoff. A move to `Queued` or `Human` cancels the agents' replies still waiting

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
-use super::rows::{MESSAGE_COLUMNS, json, message_from_row, parse_json};
+use super::rows::{MESSAGE_COLUMNS, corrupt, json, message_from_row, parse_json};
 use super::{SqliteStore, queue_reply};
 use crate::domain::{
     ChannelId, ContactId, ConversationId, MessageId, Millis, ThreadState, now_millis,
@@ -20,10 +20,6 @@ pub const HANDOFF_COLUMNS: &str = "h.id, h.conversation_id, h.reason, h.priority
      h.requested_by, h.created_at, h.brief, h.sla_due_at, h.breached_at, h.claimed_by, \
      h.claimed_at, h.first_response_at, h.offered_to, h.offer_until, h.closed_at, h.outcome, \
      h.release_note";
-
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
 
 /// Reads a handoff starting at column `start`.
 pub fn handoff_from_row(
@@ -231,6 +227,25 @@ impl Queue for SqliteStore {
                     .transpose()?;
             }
             Ok(entries)
+        })
+        .await
+    }
+
+    async fn contact_name(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<Option<String>, StoreError> {
+        let conversation = conversation.clone();
+        self.read(move |conn| {
+            let name: Option<Option<String>> = conn
+                .prepare_cached(
+                    "SELECT k.display_name FROM conversations c
+                     JOIN contacts k ON k.channel_id = c.channel_id AND k.contact_id = c.contact_id
+                     WHERE c.id = ?1",
+                )?
+                .query_row(params![conversation.as_str()], |row| row.get(0))
+                .optional()?;
+            Ok(name.flatten())
         })
         .await
     }

@@ -27,6 +27,7 @@ use crate::orchestrator::{
     Orchestrator, Responder, ResponderChain, TriggerResponder,
 };
 use crate::store::SharedStore;
+use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::sqlite::SqliteStore;
 use crate::telemetry::Metrics;
 
@@ -95,7 +96,7 @@ impl App {
         let desk = Arc::new(Desk::new(
             &config,
             store.clone(),
-            Bus::new(),
+            Bus::shared(store.fanout()),
             agents.clone(),
         ));
         let responder: Arc<dyn Responder> = match parts.responder {
@@ -389,6 +390,25 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
                 .await
                 .with_context(|| format!("opening the store {}", path.display()))?;
             tracing::info!(path = %path.display(), "store: SQLite");
+            Ok(Arc::new(store))
+        }
+        StoreLocation::Redis(url) => {
+            let settings = &config.settings.store;
+            let store = RedisStore::open(RedisSettings {
+                url: url.clone(),
+                prefix: settings.prefix.clone(),
+                partitions: settings.partitions,
+                takeover_ms: settings.takeover_ms,
+                dedupe_ttl_secs: settings.dedupe_ttl_secs,
+            })
+            .await
+            .with_context(|| format!("opening the store {}", crate::store::redis::redact(url)))?;
+            tracing::info!(
+                url = %crate::store::redis::redact(url),
+                prefix = %settings.prefix,
+                instance = store.instance(),
+                "store: Redis"
+            );
             Ok(Arc::new(store))
         }
     }

@@ -48,6 +48,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreLocation {
     Sqlite(PathBuf),
+    /// A Redis URL (`redis://` or `rediss://`), with its settings in `[store]`.
+    Redis(String),
 }
 
 impl Config {
@@ -126,17 +128,62 @@ impl Config {
                 let rest = rest.strip_prefix("//").unwrap_or(rest);
                 StoreLocation::Sqlite(resolve(&root, rest))
             }
+            Some(("redis" | "rediss", _)) => match redis::parse_redis_url(&settings.store.url) {
+                Some(_) => StoreLocation::Redis(settings.store.url.clone()),
+                None => {
+                    problems.push(key_problem(
+                        "store.url",
+                        "is not a Redis URL like redis://127.0.0.1:6379/0".into(),
+                    ));
+                    StoreLocation::Redis(settings.store.url.clone())
+                }
+            },
             _ => {
                 problems.push(key_problem(
                     "store.url",
                     format!(
-                        "`{}` is not a store this build supports; use sqlite:PATH",
+                        "`{}` is not a store this build supports; use sqlite:PATH or redis://HOST:PORT/DB",
                         settings.store.url
                     ),
                 ));
                 StoreLocation::Sqlite(root.join("data/concierge.db"))
             }
         };
+
+        let store_settings = &settings.store;
+        let prefix_ok = !store_settings.prefix.is_empty()
+            && store_settings.prefix.len() <= 64
+            && store_settings
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !prefix_ok {
+            problems.push(key_problem(
+                "store.prefix",
+                "must be 1 to 64 letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        if !(1..=1024).contains(&store_settings.partitions) {
+            problems.push(key_problem(
+                "store.partitions",
+                format!("{} is not between 1 and 1024", store_settings.partitions),
+            ));
+        }
+        if !(1_000..=600_000).contains(&store_settings.takeover_ms) {
+            problems.push(key_problem(
+                "store.takeover_ms",
+                format!(
+                    "{} is not between 1000 and 600000",
+                    store_settings.takeover_ms
+                ),
+            ));
+        }
+        if store_settings.dedupe_ttl_secs < 3600 {
+            problems.push(key_problem(
+                "store.dedupe_ttl_secs",
+                "must be at least 3600: platforms retry a webhook for hours".into(),
+            ));
+        }
 
         if !(0.0..=1.0).contains(&settings.faq.threshold) {
             problems.push(key_problem(

@@ -70,11 +70,22 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `sqlite:PATH` (relative to the folder of concierge.toml) for the embedded store.
+    /// `sqlite:PATH` (relative to the folder of concierge.toml) for the embedded store;
+    /// `redis://HOST:PORT/DB` (or `rediss://` for TLS) for several instances sharing one Redis.
     pub url: String,
     /// SQLite `synchronous`: `full` makes every acknowledged webhook survive a power cut;
     /// `normal` survives a crash of the process (not of the machine) and is faster.
     pub sync: SyncMode,
+    /// Redis: every key starts with `PREFIX:`, so several deployments can share a server.
+    pub prefix: String,
+    /// Redis: how many inbox partitions the conversations are spread over. Each partition is
+    /// worked by one instance at a time; fixed for the life of a deployment's keys.
+    pub partitions: u16,
+    /// Redis: how long an instance's hold on its inbox partitions lasts without renewal. A
+    /// dead instance's work is taken over after this long.
+    pub takeover_ms: u64,
+    /// Redis: how long a webhook's event id is remembered to drop platform retries.
+    pub dedupe_ttl_secs: u64,
 }
 
 impl Default for StoreConfig {
@@ -82,6 +93,10 @@ impl Default for StoreConfig {
         Self {
             url: "sqlite:data/concierge.db".to_string(),
             sync: SyncMode::Full,
+            prefix: "concierge".to_string(),
+            partitions: 16,
+            takeover_ms: 10_000,
+            dedupe_ttl_secs: 7 * 24 * 3600,
         }
     }
 }

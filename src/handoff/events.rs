@@ -1,14 +1,19 @@
 //! Live events for the console: a new handoff, a customer message, a claim, a release, an
-//! SLA breach, a delivery status. One in-process bus; every `/api/v1/events` stream
-//! subscribes and keeps what its caller may see.
+//! SLA breach, a delivery status. Every `/api/v1/events` stream subscribes to the bus and
+//! keeps what its caller may see. With a shared store, the bus spans the instances: events go
+//! out through the store's fanout and every instance (this one too) hears them from there.
 
-use serde::Serialize;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+
+use crate::store::Fanout;
 
 use crate::domain::{ConversationId, Millis, now_millis};
 
 /// What happened, as the console's event stream names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Handoff,
@@ -39,7 +44,7 @@ impl EventKind {
 }
 
 /// One console event.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConsoleEvent {
     #[serde(rename = "type")]
     pub kind: EventKind,
@@ -83,6 +88,8 @@ impl ConsoleEvent {
 #[derive(Clone)]
 pub struct Bus {
     sender: broadcast::Sender<ConsoleEvent>,
+    /// Between instances, when the store is shared.
+    fanout: Option<Arc<dyn Fanout>>,
 }
 
 impl Default for Bus {
@@ -95,11 +102,52 @@ impl Bus {
     pub fn new() -> Self {
         Self {
             sender: broadcast::channel(1024).0,
+            fanout: None,
         }
     }
 
+    /// A bus across the instances sharing the store (in-process without a fanout). Must be
+    /// called within a Tokio runtime: a task relays what the fanout hears to this process's
+    /// subscribers.
+    pub fn shared(fanout: Option<Arc<dyn Fanout>>) -> Self {
+        let Some(fanout) = fanout else {
+            return Self::new();
+        };
+        let bus = Self {
+            sender: broadcast::channel(1024).0,
+            fanout: Some(fanout.clone()),
+        };
+        let sender = bus.sender.clone();
+        let mut heard = fanout.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match heard.recv().await {
+                    Ok(payload) => match serde_json::from_str::<ConsoleEvent>(&payload) {
+                        Ok(event) => {
+                            let _ = sender.send(event);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "an unreadable console event"),
+                    },
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "console events dropped: too many at once");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        bus
+    }
+
     pub fn publish(&self, event: ConsoleEvent) {
-        let _ = self.sender.send(event);
+        match &self.fanout {
+            Some(fanout) => match serde_json::to_string(&event) {
+                Ok(payload) => fanout.publish(payload),
+                Err(e) => tracing::warn!(error = %e, "a console event could not be encoded"),
+            },
+            None => {
+                let _ = self.sender.send(event);
+            }
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<ConsoleEvent> {

@@ -17,7 +17,7 @@ use crate::domain::{
     PlatformMessageId, ThreadState, now_millis, split_text,
 };
 use crate::handoff::{ConsoleEvent, Desk, Draft, EventKind as ConsoleKind};
-use crate::store::{InboxEntry, NewReply, SharedStore, ThreadChange, TurnOutcome};
+use crate::store::{InboxEntry, NewReply, SharedStore, StoreError, ThreadChange, TurnOutcome};
 use crate::telemetry::Metrics;
 
 /// How long a window-closed report waits for the record of the send it refers to.
@@ -151,6 +151,8 @@ impl Orchestrator {
         let mut tasks = JoinSet::new();
         // Everything up to `cursor` has been handed to a lane in this run.
         let mut cursor = 0i64;
+        // Rung when another instance sharing the store appended events for this one.
+        let remote = self.store.inbox_signal();
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -164,7 +166,7 @@ impl Orchestrator {
                 }
                 continue;
             }
-            let page = match self.store.pending(cursor, room).await {
+            let page = match self.store.take(cursor, room).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the inbox; retrying");
@@ -194,9 +196,16 @@ impl Orchestrator {
             if full {
                 continue;
             }
+            let remote_wake = async {
+                match &remote {
+                    Some(remote) => remote.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.inbox_wake.notified() => {}
+                _ = remote_wake => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
         }
@@ -205,6 +214,8 @@ impl Orchestrator {
                 tracing::error!(error = %e, "a lane stopped abnormally");
             }
         }
+        // What is left unfinished goes to another instance now rather than after a lease.
+        self.store.release_inbox().await;
     }
 
     fn dispatch(
@@ -239,6 +250,15 @@ impl Orchestrator {
         };
         tasks.spawn(lane.run());
     }
+}
+
+/// How one try at a turn ended.
+enum Attempt {
+    Done,
+    /// Worth another try (a store hiccup, a responder not ready).
+    Again,
+    /// The event belongs to another instance now.
+    Moved,
 }
 
 struct Lane {
@@ -353,8 +373,10 @@ impl Lane {
             orchestrator.metrics.lanes_active(1);
             let attempt = self.attempt(&burst, started).await;
             orchestrator.metrics.lanes_active(-1);
-            if attempt {
-                return true;
+            match attempt {
+                Attempt::Done => return true,
+                Attempt::Moved => return false,
+                Attempt::Again => {}
             }
             drop(_permit);
             tokio::select! {
@@ -365,11 +387,11 @@ impl Lane {
         }
     }
 
-    /// One try at deciding and completing an event; false when it must be tried again.
-    async fn attempt(&self, burst: &[InboxEntry], started: Instant) -> bool {
+    /// One try at deciding and completing an event.
+    async fn attempt(&self, burst: &[InboxEntry], started: Instant) -> Attempt {
         let orchestrator = &self.orchestrator;
         let Some(entry) = burst.last() else {
-            return true;
+            return Attempt::Done;
         };
         // A panicking responder is a bug; it must not kill the lane (the events queued behind
         // it would then run out of order). The event is completed without replies.
@@ -380,11 +402,11 @@ impl Lane {
             Ok(Ok(decided)) => decided,
             Ok(Err(super::ResponderError::NotYet(why))) => {
                 tracing::debug!(why, "the turn waits");
-                return false;
+                return Attempt::Again;
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot decide the turn; retrying");
-                return false;
+                return Attempt::Again;
             }
             Err(_) => {
                 tracing::error!("the responder panicked; the event is completed without a reply");
@@ -423,11 +445,17 @@ impl Lane {
                     .metrics
                     .turn(by, started.elapsed().as_secs_f64());
                 tracing::debug!(by, replies = completion.queued.len(), "turn done");
-                true
+                Attempt::Done
+            }
+            Err(StoreError::Moved(why)) => {
+                // Another instance holds this conversation's partition now: it does this
+                // event and the ones behind it; this lane lets them go.
+                tracing::info!(%why, "the conversation moved to another instance");
+                Attempt::Moved
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot complete the turn; retrying");
-                false
+                Attempt::Again
             }
         }
     }

@@ -10,12 +10,14 @@
 //!   the order they were decided; an entry marked sent is never handed out again.
 //! - Delivery status only moves forward.
 
+pub mod redis;
 pub mod sqlite;
 pub mod suite;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::sync::{Notify, broadcast};
 
 use crate::domain::{
     Author, ChannelId, ContactId, Content, ConversationId, DeliveryStatus, InboundEvent, Message,
@@ -26,8 +28,8 @@ use crate::domain::{
 pub type SharedStore = Arc<dyn Store>;
 
 /// Everything a backend provides.
-pub trait Store: Inbox + Outbox + Conversations + Journal + Queue {}
-impl<T: Inbox + Outbox + Conversations + Journal + Queue> Store for T {}
+pub trait Store: Inbox + Outbox + Conversations + Journal + Queue + Instances {}
+impl<T: Inbox + Outbox + Conversations + Journal + Queue + Instances> Store for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -39,6 +41,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("not found: {0}")]
     NotFound(String),
+    /// The inbox event belongs to another instance now (this one lost its partition): the
+    /// work on it is dropped here, and its new holder does it.
+    #[error("moved to another instance: {0}")]
+    Moved(String),
 }
 
 /// What `ingest` did with a batch of events.
@@ -338,6 +344,14 @@ pub trait Inbox: Send + Sync {
     /// logged, and not returned, so it cannot stall the inbox.
     async fn pending(&self, after: i64, limit: usize) -> Result<Vec<InboxEntry>, StoreError>;
 
+    /// The inbox events this process should handle next, oldest first within each
+    /// conversation, each handed out once per run. The embedded store has one process: it
+    /// reads past `after` like `pending`. A shared store hands out the events of the
+    /// partitions this instance holds (and ignores `after`).
+    async fn take(&self, after: i64, limit: usize) -> Result<Vec<InboxEntry>, StoreError> {
+        self.pending(after, limit).await
+    }
+
     /// Marks one inbox event (and the ones it absorbed) done together with its replies,
     /// thread state, notes, handoff and usage. Replies are checked against the thread state
     /// the turn was decided from: a turn that hands the thread to the queue still says so.
@@ -391,8 +405,10 @@ pub trait Outbox: Send + Sync {
     /// refusal of it must not queue another).
     async fn is_reengagement(&self, message: MessageId) -> Result<bool, StoreError>;
 
-    /// Releases the leases of a previous run of this same process (single-instance startup):
-    /// returns how many entries were in flight when it stopped.
+    /// Releases the delivery leases this gateway holds: for the embedded store, those of its
+    /// previous run (single-instance startup); for a shared store, those this instance took
+    /// (another instance's leases run out by themselves, their entries then handed out again
+    /// marked `maybe_sent`). Returns how many entries were in flight.
     async fn release_leases(&self) -> Result<usize, StoreError>;
 }
 
@@ -448,6 +464,31 @@ pub trait Conversations: Send + Sync {
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// What instances sharing one store say to each other. The embedded store has one instance:
+/// none of it applies.
+#[async_trait]
+pub trait Instances: Send + Sync {
+    /// Rung when another instance appended inbox events this one should take.
+    fn inbox_signal(&self) -> Option<Arc<Notify>> {
+        None
+    }
+
+    /// Console events between instances.
+    fn fanout(&self) -> Option<Arc<dyn Fanout>> {
+        None
+    }
+
+    /// Hands back this instance's share of the inbox when it stops, so another takes it
+    /// over at once instead of after the lease runs out.
+    async fn release_inbox(&self) {}
+}
+
+/// A channel every instance hears, itself included.
+pub trait Fanout: Send + Sync {
+    fn publish(&self, payload: String);
+    fn subscribe(&self) -> broadcast::Receiver<String>;
 }
 
 /// What the agents leave beside a conversation: notes, handoff requests, token usage and the

@@ -13,11 +13,18 @@ use crate::store::{
 
 /// Expands into one `#[tokio::test]` per suite check, each on a fresh store from `$factory`:
 /// an async function returning a [`SharedStore`] and a guard kept alive for the test (the
-/// temporary folder, say).
+/// temporary folder, say). With `optional`, the factory returns an `Option` of that, and a
+/// check with no store (no server to test against) returns at once: the factory says why.
 #[macro_export]
 macro_rules! store_suite {
+    (optional $factory:path) => {
+        $crate::store_suite!(@names @optional $factory);
+    };
     ($factory:path) => {
-        $crate::store_suite!(@tests $factory;
+        $crate::store_suite!(@names @always $factory);
+    };
+    (@names @$mode:ident $factory:path) => {
+        $crate::store_suite!(@tests $mode $factory;
             ingest_dedupes_on_channel_and_event_id,
             ingest_stores_the_customer_message,
             pending_follows_inbox_order,
@@ -51,11 +58,22 @@ macro_rules! store_suite {
             a_takeover_cancels_the_agents_replies_not_yet_sent,
         );
     };
-    (@tests $factory:path; $($name:ident),* $(,)?) => {
+    (@tests always $factory:path; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $name() {
                 let (store, _guard) = $factory().await;
+                $crate::store::suite::$name(store).await;
+            }
+        )*
+    };
+    (@tests optional $factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let Some((store, _guard)) = $factory(stringify!($name)).await else {
+                    return;
+                };
                 $crate::store::suite::$name(store).await;
             }
         )*

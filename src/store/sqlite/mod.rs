@@ -477,6 +477,8 @@ fn ingest_events(
     Ok(outcome)
 }
 
+impl super::Instances for SqliteStore {}
+
 #[async_trait]
 impl Inbox for SqliteStore {
     async fn ingest(&self, events: &[InboundEvent]) -> Result<IngestOutcome, StoreError> {

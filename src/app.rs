@@ -80,6 +80,12 @@ impl App {
         for adapter in parts.adapters {
             channels.insert(adapter);
         }
+        if let Some(fanout) = store.fanout() {
+            // Visitors' pages may be connected to any instance.
+            for webchat in channels.webchats() {
+                webchat.hub().connect(fanout.clone());
+            }
+        }
         let inbox_wake = Arc::new(Notify::new());
         let outbox_wake = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();

@@ -12,7 +12,8 @@
 //!   platform: `webchat`, `whatsapp` (Meta's Cloud API), `twilio` (WhatsApp through Twilio),
 //!   `bluebubbles` (iMessage through a BlueBubbles server), `telegram` (the Bot API, webhook
 //!   or polling).
-//! - [`store`]: the store traits, their shared test suite, and the SQLite backend.
+//! - [`store`]: the store traits, their shared test suite, the SQLite backend (one machine)
+//!   and the Redis backend (several instances: partitioned inbox streams, fenced leases, Lua).
 //! - [`agents`]: agent definitions from `prompts/`, the LLM client trait (on `genai`), the
 //!   merchant's HTTP tools, PII masking, and the runner that works a turn (tool loop,
 //!   `ask_agent`, `offer_choices`, `handoff_to_human`, limits, internal notes).

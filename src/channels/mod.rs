@@ -486,6 +486,11 @@ impl Registry {
         self.webchats.get(id)
     }
 
+    /// Every web chat instance.
+    pub fn webchats(&self) -> impl Iterator<Item = &Arc<webchat::Webchat>> {
+        self.webchats.values()
+    }
+
     /// The Telegram channels that poll instead of receiving webhooks.
     pub fn telegram_pollers(&self) -> Vec<Arc<telegram::Telegram>> {
         self.telegrams

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::store::Fanout;
+use crate::store::{Fanout, Topic};
 
 use crate::domain::{ConversationId, Millis, now_millis};
 
@@ -118,7 +118,7 @@ impl Bus {
             fanout: Some(fanout.clone()),
         };
         let sender = bus.sender.clone();
-        let mut heard = fanout.subscribe();
+        let mut heard = fanout.subscribe(Topic::Console);
         tokio::spawn(async move {
             loop {
                 match heard.recv().await {
@@ -141,7 +141,7 @@ impl Bus {
     pub fn publish(&self, event: ConsoleEvent) {
         match &self.fanout {
             Some(fanout) => match serde_json::to_string(&event) {
-                Ok(payload) => fanout.publish(payload),
+                Ok(payload) => fanout.publish(Topic::Console, payload),
                 Err(e) => tracing::warn!(error = %e, "a console event could not be encoded"),
             },
             None => {

@@ -485,10 +485,30 @@ pub trait Instances: Send + Sync {
     async fn release_inbox(&self) {}
 }
 
-/// A channel every instance hears, itself included.
+/// Channels every instance hears, itself included: one per [`Topic`].
 pub trait Fanout: Send + Sync {
-    fn publish(&self, payload: String);
-    fn subscribe(&self) -> broadcast::Receiver<String>;
+    fn publish(&self, topic: Topic, payload: String);
+    fn subscribe(&self, topic: Topic) -> broadcast::Receiver<String>;
+}
+
+/// What goes through a [`Fanout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Console events (`crate::handoff::ConsoleEvent`).
+    Console,
+    /// Web chat pushes to visitors' open pages.
+    Chat,
+}
+
+impl Topic {
+    pub const ALL: [Topic; 2] = [Topic::Console, Topic::Chat];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Topic::Console => "console",
+            Topic::Chat => "chat",
+        }
+    }
 }
 
 /// What the agents leave beside a conversation: notes, handoff requests, token usage and the

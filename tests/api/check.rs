@@ -198,3 +198,34 @@ fn queue_mistakes_fail_naming_file_and_key() {
     assert!(stderr.contains("concierges[0].teams"), "{stderr}");
     assert!(stderr.contains("`billing` is not a team"), "{stderr}");
 }
+
+#[test]
+fn redis_store_mistakes_fail_naming_file_and_key() {
+    let deployment = Deployment::new("");
+    std::fs::write(
+        deployment.config_path(),
+        "[store]\nurl = \"redis://127.0.0.1:6379/0\"\nprefix = \"has space\"\npartitions = 0\ntakeover_ms = 10\n",
+    )
+    .expect("concierge.toml");
+    let output = check(deployment.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("concierge.toml"), "{stderr}");
+    for key in ["store.prefix", "store.partitions", "store.takeover_ms"] {
+        assert!(stderr.contains(key), "{key} in {stderr}");
+    }
+    // A well-formed Redis URL itself is accepted.
+    assert!(!stderr.contains("store.url"), "{stderr}");
+
+    std::fs::write(
+        deployment.config_path(),
+        "[store]\nurl = \"redis://127.0.0.1:6379/0\"\nprefix = \"shop-eu\"\n",
+    )
+    .expect("concierge.toml");
+    let output = check(deployment.path());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

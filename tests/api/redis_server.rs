@@ -58,15 +58,6 @@ impl Drop for Cleanup {
     }
 }
 
-impl TestRedis {
-    /// The `[store]` section of a concierge.toml for this Redis.
-    pub fn store_toml(&self, takeover_ms: u64) -> String {
-        format!(
-            "[store]\nurl = \"{}\"\nprefix = \"{}\"\ntakeover_ms = {takeover_ms}\n",
-            self.url, self.prefix
-        )
-    }
-}
 
 fn fresh_prefix() -> String {
     format!("t{}", uuid::Uuid::new_v4().simple())

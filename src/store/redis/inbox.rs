@@ -41,7 +41,6 @@ struct State {
 
 #[derive(Debug, Clone, Copy)]
 struct Held {
-    epoch: i64,
     /// Just acquired: its pending entries (a previous holder's) come first.
     fresh: bool,
     /// Being handed to another instance: no new reads; released once its events are done.
@@ -109,8 +108,6 @@ impl RedisStore {
                 );
                 state.held.remove(part);
             }
-            let lost: HashSet<u16> = lost.into_iter().collect();
-            state.inflight.retain(|_, part| !lost.contains(part));
             // Hand over what is above this instance's share: drain first, release when done.
             let active: Vec<u16> = state
                 .held
@@ -172,20 +169,15 @@ impl RedisStore {
                 )
                 .await?;
             let mut state = self.inner.partitions.lock();
-            for pair in answer.chunks(2) {
-                if let [part, epoch] = pair
-                    && let (Ok(part), Ok(epoch)) = (part.parse::<u16>(), epoch.parse::<i64>())
-                {
-                    tracing::info!(partition = part, epoch, "took an inbox partition");
-                    state.held.insert(
-                        part,
-                        Held {
-                            epoch,
-                            fresh: true,
-                            draining: None,
-                        },
-                    );
-                }
+            for part in answer.iter().filter_map(|p| p.parse::<u16>().ok()) {
+                tracing::info!(partition = part, "took an inbox partition");
+                state.held.insert(
+                    part,
+                    Held {
+                        fresh: true,
+                        draining: None,
+                    },
+                );
             }
         }
         Ok(())
@@ -251,14 +243,14 @@ impl RedisStore {
         seq: i64,
         outcome: TurnOutcome,
     ) -> Result<Completion, StoreError> {
-        self.run_complete(seq, outcome, None).await
+        self.run_complete(seq, outcome, false).await
     }
 
     async fn run_complete(
         &self,
         seq: i64,
         outcome: TurnOutcome,
-        fence: Option<(u16, i64)>,
+        fenced: bool,
     ) -> Result<Completion, StoreError> {
         let now = now_millis();
         let thread = match &outcome.thread {
@@ -288,15 +280,12 @@ impl RedisStore {
             .map(|n| json!({"author": n.author, "body": n.body}))
             .collect();
         let replies = replies_json(&outcome.replies)?;
-        let fence = match fence {
-            Some((part, epoch)) => json!({"part": part, "epoch": epoch}),
-            None => Json::Null,
-        };
         let answer = self
             .op(
                 "complete",
                 json!({
-                    "seq": seq, "now": now, "fence": fence, "thread": thread, "handoff": handoff,
+                    "seq": seq, "now": now, "fenced": fenced, "owner": self.instance(),
+                    "thread": thread, "handoff": handoff,
                     "notes": notes, "usage": usage, "replies": replies,
                     "absorbed": outcome.absorbed, "pending": status_json(&DeliveryStatus::Pending)?,
                 }),
@@ -304,6 +293,13 @@ impl RedisStore {
             .await?;
         {
             let mut state = self.inner.partitions.lock();
+            if status(&answer) == "moved" {
+                // Every lane holding events of this partition drops them when it learns it
+                // (as this one does now): none of them is in hand here any more.
+                if let Some(part) = state.inflight.get(&seq).copied() {
+                    state.inflight.retain(|_, p| *p != part);
+                }
+            }
             state.inflight.remove(&seq);
             for other in &outcome.absorbed {
                 state.inflight.remove(other);
@@ -325,7 +321,7 @@ impl RedisStore {
                 ..Completion::default()
             }),
             "moved" => Err(StoreError::Moved(format!(
-                "inbox entry {seq}: its partition has a new holder"
+                "inbox entry {seq}: this instance no longer holds its partition"
             ))),
             "missing" => Err(StoreError::NotFound(format!("inbox entry {seq}"))),
             other => Err(StoreError::Corrupt(format!("complete answered `{other}`"))),
@@ -525,7 +521,13 @@ impl Inbox for RedisStore {
             if room == 0 {
                 break;
             }
-            let (seqs, all) = self.take_over(part, room).await?;
+            let (mut seqs, all) = self.take_over(part, room).await?;
+            // A partition this instance lost and took back: what its lanes still hold is
+            // not handed out twice.
+            {
+                let state = self.inner.partitions.lock();
+                seqs.retain(|seq| !state.inflight.contains_key(seq));
+            }
             if !seqs.is_empty() {
                 tracing::info!(
                     partition = part,
@@ -608,22 +610,9 @@ impl Inbox for RedisStore {
     }
 
     async fn complete(&self, seq: i64, outcome: TurnOutcome) -> Result<Completion, StoreError> {
-        let fence = {
-            let mut state = self.inner.partitions.lock();
-            match state.inflight.get(&seq).copied() {
-                Some(part) => match state.held.get(&part) {
-                    Some(held) => Some((part, held.epoch)),
-                    None => {
-                        state.inflight.remove(&seq);
-                        return Err(StoreError::Moved(format!(
-                            "inbox entry {seq}: this instance no longer holds partition {part}"
-                        )));
-                    }
-                },
-                None => None,
-            }
-        };
-        self.run_complete(seq, outcome, fence).await
+        // Events this instance took are completed only while it holds their partition.
+        let fenced = self.inner.partitions.lock().inflight.contains_key(&seq);
+        self.run_complete(seq, outcome, fenced).await
     }
 }
 

@@ -54,7 +54,7 @@ use redis::{AsyncCommands, Script};
 use serde_json::json;
 use tokio::sync::{Notify, broadcast};
 
-use super::{Fanout, Handoff, Instances, StoreError};
+use super::{Fanout, Handoff, Instances, StoreError, Topic};
 use crate::domain::{ConversationId, Message, MessageId, PlatformMessageId, ThreadState};
 
 /// What `[store]` says about the Redis backend.
@@ -84,7 +84,8 @@ struct Inner {
     partitions: inbox::Partitions,
     /// Rung when an instance appended an inbox event to a partition this one holds.
     wake: Arc<Notify>,
-    events: broadcast::Sender<String>,
+    /// What the fanout heard, per topic.
+    topics: HashMap<Topic, broadcast::Sender<String>>,
     listening: Mutex<bool>,
 }
 
@@ -122,7 +123,10 @@ impl RedisStore {
                 script: Script::new(include_str!("store.lua")),
                 instance,
                 wake: Arc::new(Notify::new()),
-                events: broadcast::channel(1024).0,
+                topics: Topic::ALL
+                    .into_iter()
+                    .map(|t| (t, broadcast::channel(1024).0))
+                    .collect(),
                 listening: Mutex::new(false),
             }),
         };
@@ -202,11 +206,16 @@ impl RedisStore {
         let store = self.clone();
         tokio::spawn(async move {
             let wake_channel = store.key(&["wake"]);
-            let events_channel = store.key(&["events"]);
+            let mut channels = vec![wake_channel.clone()];
+            let topics: HashMap<String, Topic> = Topic::ALL
+                .into_iter()
+                .map(|t| (store.key(&["fan", t.name()]), t))
+                .collect();
+            channels.extend(topics.keys().cloned());
             loop {
                 match store.inner.client.get_async_pubsub().await {
                     Ok(mut pubsub) => {
-                        if let Err(e) = pubsub.subscribe(&[&wake_channel, &events_channel]).await {
+                        if let Err(e) = pubsub.subscribe(&channels).await {
                             tracing::warn!(error = %e, "cannot subscribe to Redis; retrying");
                         } else {
                             // Whatever happened while we were away: look at the inbox.
@@ -216,15 +225,18 @@ impl RedisStore {
                                 let Ok(payload) = message.get_payload::<String>() else {
                                     continue;
                                 };
-                                if message.get_channel_name() == wake_channel {
+                                let channel = message.get_channel_name();
+                                if channel == wake_channel {
                                     let held = payload
                                         .parse::<u16>()
                                         .is_ok_and(|p| store.inner.partitions.holds(p));
                                     if held {
                                         store.inner.wake.notify_one();
                                     }
-                                } else {
-                                    let _ = store.inner.events.send(payload);
+                                } else if let Some(sender) =
+                                    topics.get(channel).and_then(|t| store.inner.topics.get(t))
+                                {
+                                    let _ = sender.send(payload);
                                 }
                             }
                             tracing::warn!("the Redis subscription ended; reconnecting");
@@ -256,19 +268,22 @@ impl Instances for RedisStore {
 }
 
 impl Fanout for RedisStore {
-    fn publish(&self, payload: String) {
+    fn publish(&self, topic: Topic, payload: String) {
         let mut conn = self.conn();
-        let channel = self.key(&["events"]);
+        let channel = self.key(&["fan", topic.name()]);
         tokio::spawn(async move {
             let sent: Result<i64, _> = conn.publish(&channel, payload).await;
             if let Err(e) = sent {
-                tracing::warn!(error = %e, "a console event could not be published");
+                tracing::warn!(error = %e, topic = topic.name(), "a live event could not be published");
             }
         });
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<String> {
-        self.inner.events.subscribe()
+    fn subscribe(&self, topic: Topic) -> broadcast::Receiver<String> {
+        match self.inner.topics.get(&topic) {
+            Some(sender) => sender.subscribe(),
+            None => broadcast::channel(1).1,
+        }
     }
 }
 

@@ -353,10 +353,10 @@ function ops.complete()
     if seq <= last then return {'done'} end
     return {'missing'}
   end
-  if nn(a.fence) then
-    -- Fencing: only the holder of the partition's current epoch may complete its events.
-    local epoch = redis.call('GET', k('epoch', a.fence.part))
-    if epoch == false or tonumber(epoch) ~= a.fence.epoch then return {'moved'} end
+  if a.fenced then
+    -- Fencing: only the instance holding the event's partition now may complete it.
+    local part = hget(k('ev', seq), 'part')
+    if part and redis.call('GET', k('lease', part)) ~= a.owner then return {'moved'} end
   end
   local now = a.now
   local ckey = k('conv', conv)
@@ -659,17 +659,16 @@ function ops.touch_presence()
   return {'ok'}
 end
 
--- Inbox partitions: an instance holds a partition by a lease; every new holder gets a new
--- epoch, and only the holder of the current epoch may complete the partition's events.
+-- Inbox partitions: an instance holds a partition by a lease, and only the holder may
+-- complete the partition's events (checked in `complete`).
 function ops.acquire()
   local out = {}
   for _, part in ipairs(a.parts) do
-    if #out >= 2 * a.max then break end
+    if #out >= a.max then break end
     local lease = k('lease', part)
     if redis.call('SET', lease, a.owner, 'NX', 'PX', a.ttl) then
       pcall(redis.call, 'XGROUP', 'CREATE', k('in', part), GROUP, '0', 'MKSTREAM')
       out[#out + 1] = s(part)
-      out[#out + 1] = s(redis.call('INCR', k('epoch', part)))
     end
   end
   return out

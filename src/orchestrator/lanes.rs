@@ -243,6 +243,7 @@ impl Orchestrator {
         drop(map);
         let lane = Lane {
             conversation,
+            done_upto: 0,
             receiver,
             lanes: lanes.clone(),
             orchestrator: self.clone(),
@@ -263,6 +264,9 @@ enum Attempt {
 
 struct Lane {
     conversation: ConversationId,
+    /// The newest inbox event this lane completed: a copy of an event at or before it (a
+    /// shared store handing an event out again after a partition changed hands) is skipped.
+    done_upto: i64,
     receiver: mpsc::UnboundedReceiver<Queued>,
     lanes: LaneMap,
     orchestrator: Orchestrator,
@@ -318,6 +322,9 @@ impl Lane {
             let Some(next) = next else {
                 return (burst, None);
             };
+            if next.entry.seq <= self.done_upto {
+                continue;
+            }
             if burstable(&next.entry) && next.entry.received_at - last <= window {
                 burst.push(next);
             } else {
@@ -336,10 +343,16 @@ impl Lane {
                     None => return,
                 },
             };
+            if first.entry.seq <= self.done_upto {
+                continue;
+            }
             let (burst, after) = self.gather(first).await;
             held = after;
             let entries: Vec<InboxEntry> = burst.into_iter().map(|q| q.entry).collect();
-            if !self.handle(entries).await {
+            let last = entries.last().map_or(0, |e| e.seq);
+            if self.handle(entries).await {
+                self.done_upto = self.done_upto.max(last);
+            } else {
                 // Stopping before this event was completed: the events after it must not run
                 // ahead of it. They all stay unfinished in the inbox for the next start.
                 let mut map = self.lanes.lock().unwrap_or_else(|e| e.into_inner());

@@ -58,7 +58,6 @@ impl Drop for Cleanup {
     }
 }
 
-
 fn fresh_prefix() -> String {
     format!("t{}", uuid::Uuid::new_v4().simple())
 }

@@ -85,6 +85,16 @@ async fn a_stalled_instance_is_fenced_and_its_pending_work_taken_over_in_order()
         "the work A left comes before the newer message"
     );
 
+    // A wakes up and reads again: it no longer holds the partition, so it reads nothing of
+    // it (the read checks the lease), and B gets the newer message.
+    b.ingest(&[text_event("ana", "e3", "third")]).await.unwrap();
+    assert!(
+        a.take(0, 10).await.unwrap().is_empty(),
+        "A reads nothing it lost"
+    );
+    let later = b.take(0, 10).await.unwrap();
+    assert_eq!(later.len(), 1, "B reads e3");
+
     let late = a
         .complete(
             e1,
@@ -115,7 +125,11 @@ async fn a_stalled_instance_is_fenced_and_its_pending_work_taken_over_in_order()
         claimed[0].message.content,
         concierge::domain::Content::text("from B")
     );
-    assert_eq!(a.pending(0, 10).await.unwrap().len(), 1, "e2 still to do");
+    assert_eq!(
+        a.pending(0, 10).await.unwrap().len(),
+        2,
+        "e2 and e3 still to do"
+    );
 }
 
 /// An instance that stops hands its partitions back at once, with the events it took and

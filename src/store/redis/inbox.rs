@@ -7,9 +7,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
-use redis::streams::{
-    StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOptions, StreamReadReply,
-};
 use serde_json::{Value as Json, json};
 
 use super::{Fields, RedisStore, corrupt, field, hashes, number, status, thread_json};
@@ -18,7 +15,6 @@ use crate::domain::{
 };
 use crate::store::{Completion, Inbox, InboxEntry, IngestOutcome, StoreError, TurnOutcome};
 
-const GROUP: &str = "workers";
 /// How many times an ingest is retried when a contact's aliases changed under it.
 const INGEST_TRIES: usize = 3;
 
@@ -33,16 +29,19 @@ struct State {
     started: bool,
     stopping: bool,
     held: BTreeMap<u16, Held>,
-    /// Events handed out by `take`, by inbox seq, with their partition.
-    inflight: HashMap<i64, u16>,
+    /// Events handed out by `take` and not completed, by inbox seq: their partition and
+    /// stream entry id.
+    inflight: HashMap<i64, (u16, String)>,
     /// Where the next stream read starts, so every partition gets its turn.
     rotation: usize,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Held {
     /// Just acquired: its pending entries (a previous holder's) come first.
     fresh: bool,
+    /// Where claiming those pending entries goes on from.
+    resume: String,
     /// Being handed to another instance: no new reads; released once its events are done.
     draining: Option<Instant>,
 }
@@ -68,10 +67,6 @@ pub(super) fn partition(conversation: &ConversationId, partitions: u16) -> u16 {
 impl RedisStore {
     fn ttl_ms(&self) -> u64 {
         self.inner.settings.takeover_ms
-    }
-
-    fn stream(&self, part: u16) -> String {
-        self.key(&["in", &part.to_string()])
     }
 
     /// Renews, rebalances and acquires partitions. Run every third of the lease.
@@ -122,7 +117,7 @@ impl RedisStore {
                     }
                 }
             }
-            let busy: HashSet<u16> = state.inflight.values().copied().collect();
+            let busy: HashSet<u16> = state.inflight.values().map(|(p, _)| *p).collect();
             let patience = Duration::from_millis(self.ttl_ms());
             let release: Vec<u16> = state
                 .held
@@ -168,13 +163,24 @@ impl RedisStore {
                     json!({"parts": candidates, "owner": self.instance(), "ttl": self.ttl_ms(), "max": wanted}),
                 )
                 .await?;
+            let acquired: Vec<u16> = answer.iter().filter_map(|p| p.parse().ok()).collect();
+            if self.inner.partitions.lock().stopping {
+                // Stopped meanwhile: hand them straight back.
+                self.op(
+                    "release",
+                    json!({"parts": acquired, "owner": self.instance(), "leaving": true}),
+                )
+                .await?;
+                return Ok(());
+            }
             let mut state = self.inner.partitions.lock();
-            for part in answer.iter().filter_map(|p| p.parse::<u16>().ok()) {
+            for part in acquired {
                 tracing::info!(partition = part, "took an inbox partition");
                 state.held.insert(
                     part,
                     Held {
                         fresh: true,
+                        resume: "0-0".to_string(),
                         draining: None,
                     },
                 );
@@ -223,6 +229,7 @@ impl RedisStore {
         for (seq, fields) in seqs.into_iter().zip(rows) {
             if fields.is_empty() {
                 // Completed meanwhile.
+                self.inner.partitions.lock().inflight.remove(&seq);
                 continue;
             }
             match entry_from(seq, &fields) {
@@ -243,14 +250,14 @@ impl RedisStore {
         seq: i64,
         outcome: TurnOutcome,
     ) -> Result<Completion, StoreError> {
-        self.run_complete(seq, outcome, false).await
+        self.run_complete(seq, outcome, None).await
     }
 
     async fn run_complete(
         &self,
         seq: i64,
         outcome: TurnOutcome,
-        fenced: bool,
+        fence: Option<String>,
     ) -> Result<Completion, StoreError> {
         let now = now_millis();
         let thread = match &outcome.thread {
@@ -284,7 +291,8 @@ impl RedisStore {
             .op(
                 "complete",
                 json!({
-                    "seq": seq, "now": now, "fenced": fenced, "owner": self.instance(),
+                    "seq": seq, "now": now, "fenced": fence.is_some(), "xid": fence,
+                    "owner": self.instance(),
                     "thread": thread, "handoff": handoff,
                     "notes": notes, "usage": usage, "replies": replies,
                     "absorbed": outcome.absorbed, "pending": status_json(&DeliveryStatus::Pending)?,
@@ -296,8 +304,8 @@ impl RedisStore {
             if status(&answer) == "moved" {
                 // Every lane holding events of this partition drops them when it learns it
                 // (as this one does now): none of them is in hand here any more.
-                if let Some(part) = state.inflight.get(&seq).copied() {
-                    state.inflight.retain(|_, p| *p != part);
+                if let Some((part, _)) = state.inflight.get(&seq).cloned() {
+                    state.inflight.retain(|_, (p, _)| *p != part);
                 }
             }
             state.inflight.remove(&seq);
@@ -328,39 +336,167 @@ impl RedisStore {
         }
     }
 
-    /// Claims the pending entries of a freshly acquired partition; returns their seqs and
-    /// whether all of them are claimed.
-    async fn take_over(&self, part: u16, limit: usize) -> Result<(Vec<i64>, bool), StoreError> {
-        let mut conn = self.conn();
-        let stream = self.stream(part);
-        let mut seqs = Vec::new();
-        let mut start = "0-0".to_string();
-        loop {
-            let room = limit.saturating_sub(seqs.len());
-            if room == 0 {
-                return Ok((seqs, false));
-            }
-            let reply: StreamAutoClaimReply = conn
-                .xautoclaim_options(
-                    &stream,
-                    GROUP,
-                    self.instance(),
-                    0,
-                    &start,
-                    StreamAutoClaimOptions::default().count(room),
-                )
-                .await?;
-            for entry in &reply.claimed {
-                if let Some(seq) = entry.get::<i64>("seq") {
-                    seqs.push(seq);
-                }
-            }
-            if reply.next_stream_id == "0-0" {
-                return Ok((seqs, true));
-            }
-            start = reply.next_stream_id;
+    /// Claims the pending entries of a partition from `start`, up to `limit`: the entries,
+    /// where to go on from (`0-0` when all are claimed), or `None` if the partition is lost.
+    async fn claim_pending(
+        &self,
+        part: u16,
+        start: &str,
+        limit: usize,
+    ) -> Result<Option<(Vec<(i64, String)>, String)>, StoreError> {
+        let answer = self
+            .op(
+                "claim",
+                json!({"part": part, "owner": self.instance(), "start": start, "count": limit}),
+            )
+            .await?;
+        match status(&answer) {
+            "lost" => Ok(None),
+            next => Ok(Some((
+                answer
+                    .iter()
+                    .skip(1)
+                    .filter_map(|item| entry_ref(item))
+                    .collect(),
+                next.to_string(),
+            ))),
         }
     }
+
+    /// Forgets a partition another instance holds now.
+    fn lost(&self, part: u16) {
+        tracing::warn!(
+            partition = part,
+            "lost an inbox partition to another instance"
+        );
+        self.inner.partitions.lock().held.remove(&part);
+    }
+
+    /// After a failed take: what was claimed or read may sit in this instance's pending list
+    /// without having been handed out. Every held partition reclaims its pending entries
+    /// (from the start) at the next take, those still in hand excepted.
+    fn reclaim_later(&self, taken: &[(i64, u16, String)]) {
+        let mut state = self.inner.partitions.lock();
+        for (seq, _, _) in taken {
+            state.inflight.remove(seq);
+        }
+        for held in state.held.values_mut() {
+            held.fresh = true;
+        }
+    }
+
+    async fn take_inner(
+        &self,
+        limit: usize,
+        taken: &mut Vec<(i64, u16, String)>,
+    ) -> Result<(), StoreError> {
+        // First what a previous holder (or a failed take) left pending in partitions just
+        // acquired, before anything newer of theirs.
+        let fresh: Vec<(u16, String)> = {
+            let state = self.inner.partitions.lock();
+            state
+                .held
+                .iter()
+                .filter(|(_, h)| h.fresh)
+                .map(|(p, h)| (*p, h.resume.clone()))
+                .collect()
+        };
+        for (part, mut start) in fresh {
+            loop {
+                let room = limit - taken.len();
+                if room == 0 {
+                    break;
+                }
+                let Some((entries, next)) = self.claim_pending(part, &start, room).await? else {
+                    self.lost(part);
+                    break;
+                };
+                let claimed = entries.len();
+                {
+                    // A partition this instance lost and took back: what its lanes still
+                    // hold is not handed out twice.
+                    let state = self.inner.partitions.lock();
+                    taken.extend(
+                        entries
+                            .into_iter()
+                            .filter(|(seq, _)| !state.inflight.contains_key(seq))
+                            .map(|(seq, xid)| (seq, part, xid)),
+                    );
+                }
+                if claimed > 0 {
+                    tracing::info!(
+                        partition = part,
+                        entries = claimed,
+                        "took over pending inbox entries"
+                    );
+                }
+                let mut state = self.inner.partitions.lock();
+                let Some(held) = state.held.get_mut(&part) else {
+                    break;
+                };
+                if next == "0-0" {
+                    held.fresh = false;
+                    held.resume = "0-0".to_string();
+                    break;
+                }
+                held.resume = next.clone();
+                start = next;
+            }
+        }
+        // Then new entries of the partitions held, at most `room` in all.
+        let room = limit - taken.len();
+        let readable: Vec<u16> = {
+            let mut state = self.inner.partitions.lock();
+            let parts: Vec<u16> = state
+                .held
+                .iter()
+                .filter(|(_, h)| !h.fresh && h.draining.is_none())
+                .map(|(p, _)| *p)
+                .collect();
+            if parts.is_empty() {
+                parts
+            } else {
+                state.rotation = state.rotation.wrapping_add(1);
+                let start = state.rotation % parts.len();
+                let mut rotated: Vec<u16> = parts[start..]
+                    .iter()
+                    .chain(&parts[..start])
+                    .copied()
+                    .collect();
+                rotated.truncate(room);
+                rotated
+            }
+        };
+        if room == 0 || readable.is_empty() {
+            return Ok(());
+        }
+        let per_stream = (room / readable.len()).max(1);
+        let answer = self
+            .op(
+                "read",
+                json!({"parts": readable, "owner": self.instance(), "count": per_stream}),
+            )
+            .await?;
+        for pair in answer.chunks(2) {
+            let [what, value] = pair else { continue };
+            if what == "lost" {
+                if let Ok(part) = value.parse::<u16>() {
+                    self.lost(part);
+                }
+                continue;
+            }
+            if let (Ok(part), Some((seq, xid))) = (what.parse::<u16>(), entry_ref(value)) {
+                taken.push((seq, part, xid));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `seq|stream id`, as the read and claim operations give entries.
+fn entry_ref(item: &str) -> Option<(i64, String)> {
+    let (seq, xid) = item.split_once('|')?;
+    Some((seq.parse().ok()?, xid.to_string()))
 }
 
 fn json_text<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
@@ -505,114 +641,51 @@ impl Inbox for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut taken: Vec<(i64, u16)> = Vec::new();
-        // First the work a previous holder left in partitions just acquired.
-        let fresh: Vec<u16> = {
-            let state = self.inner.partitions.lock();
-            state
-                .held
-                .iter()
-                .filter(|(_, h)| h.fresh)
-                .map(|(p, _)| *p)
-                .collect()
-        };
-        for part in fresh {
-            let room = limit - taken.len();
-            if room == 0 {
-                break;
-            }
-            let (mut seqs, all) = self.take_over(part, room).await?;
-            // A partition this instance lost and took back: what its lanes still hold is
-            // not handed out twice.
-            {
-                let state = self.inner.partitions.lock();
-                seqs.retain(|seq| !state.inflight.contains_key(seq));
-            }
-            if !seqs.is_empty() {
-                tracing::info!(
-                    partition = part,
-                    entries = seqs.len(),
-                    "took over pending inbox entries"
-                );
-            }
-            taken.extend(seqs.into_iter().map(|seq| (seq, part)));
-            if all && let Some(held) = self.inner.partitions.lock().held.get_mut(&part) {
-                held.fresh = false;
-            }
-        }
-        // Then new entries of the partitions held, each read at most `room` in all.
-        let room = limit - taken.len();
-        let readable: Vec<u16> = {
-            let mut state = self.inner.partitions.lock();
-            let parts: Vec<u16> = state
-                .held
-                .iter()
-                .filter(|(_, h)| !h.fresh && h.draining.is_none())
-                .map(|(p, _)| *p)
-                .collect();
-            if parts.is_empty() {
-                parts
-            } else {
-                state.rotation = state.rotation.wrapping_add(1);
-                let start = state.rotation % parts.len();
-                let mut rotated: Vec<u16> = parts[start..]
-                    .iter()
-                    .chain(&parts[..start])
-                    .copied()
-                    .collect();
-                rotated.truncate(room);
-                rotated
-            }
-        };
-        if room > 0 && !readable.is_empty() {
-            let per_stream = (room / readable.len()).max(1);
-            let keys: Vec<String> = readable.iter().map(|p| self.stream(*p)).collect();
-            let ids: Vec<&str> = vec![">"; keys.len()];
-            let options = StreamReadOptions::default()
-                .group(GROUP, self.instance())
-                .count(per_stream);
-            let mut conn = self.conn();
-            let reply: Option<StreamReadReply> =
-                match conn.xread_options(&keys, &ids, &options).await {
-                    Ok(reply) => reply,
-                    Err(e) if e.code() == Some("NOGROUP") => {
-                        // Redis lost its data (no persistence): the leases went too; take again.
-                        tracing::warn!(
-                            "the inbox streams are gone from Redis; taking partitions again"
-                        );
-                        self.inner.partitions.lock().held.clear();
-                        None
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-            for stream in reply.map(|r| r.keys).unwrap_or_default() {
-                let Some(part) = readable.iter().find(|p| self.stream(**p) == stream.key) else {
-                    continue;
-                };
-                for entry in &stream.ids {
-                    if let Some(seq) = entry.get::<i64>("seq") {
-                        taken.push((seq, *part));
-                    }
-                }
-            }
+        let mut taken = Vec::new();
+        if let Err(e) = self.take_inner(limit, &mut taken).await {
+            self.reclaim_later(&taken);
+            return Err(e);
         }
         if taken.is_empty() {
             return Ok(Vec::new());
         }
         {
             let mut state = self.inner.partitions.lock();
-            for (seq, part) in &taken {
-                state.inflight.insert(*seq, *part);
+            for (seq, part, xid) in &taken {
+                state.inflight.insert(*seq, (*part, xid.clone()));
             }
         }
-        self.entries(taken.into_iter().map(|(seq, _)| seq).collect())
+        match self
+            .entries(taken.iter().map(|(seq, _, _)| *seq).collect())
             .await
+        {
+            Ok(entries) => Ok(entries),
+            Err(e) => {
+                self.reclaim_later(&taken);
+                Err(e)
+            }
+        }
     }
 
     async fn complete(&self, seq: i64, outcome: TurnOutcome) -> Result<Completion, StoreError> {
-        // Events this instance took are completed only while it holds their partition.
-        let fenced = self.inner.partitions.lock().inflight.contains_key(&seq);
-        self.run_complete(seq, outcome, fenced).await
+        // An instance that works the inbox completes only events it took, and only while
+        // it holds their partition (checked by the script, with the stream entry's id).
+        let fence = {
+            let state = self.inner.partitions.lock();
+            if !state.started {
+                None
+            } else {
+                match state.inflight.get(&seq) {
+                    Some((_, xid)) => Some(xid.clone()),
+                    None => {
+                        return Err(StoreError::Moved(format!(
+                            "inbox entry {seq}: no longer in this instance's hands"
+                        )));
+                    }
+                }
+            }
+        };
+        self.run_complete(seq, outcome, fence).await
     }
 }
 

@@ -16,15 +16,23 @@
 //!   dead one with XAUTOCLAIM, in stream order, before it reads anything newer;
 //! - the number of leases is bounded (16 by default), whatever the traffic.
 //!
-//! Each acquisition bumps the partition's **epoch**, a fencing token: `complete` applies only
-//! for the holder of the current epoch. An instance that stalled past its lease (a long GC
-//! pause, a network split) finds its completions refused ([`StoreError::Moved`]) and drops
-//! the work; the new holder redoes it. The cost is a possibly repeated LLM call, never a
-//! reply sent twice: replies are queued by `complete` itself, atomically.
+//! Every read of a partition and every completion of one of its events checks, inside the
+//! same script, that this instance still holds the partition's lease (and, for a completion,
+//! that the inbox number still names the stream entry it took): an instance that stalled
+//! past its lease (a long pause, a network split) reads nothing more of it and finds its
+//! completions refused ([`StoreError::Moved`]); it drops that work, and the new holder does
+//! it. The cost is a possibly repeated LLM call, never a reply queued twice: replies are
+//! queued by `complete` itself, atomically, with idempotency keys.
 //!
 //! Because the lease proves the previous holder gone (or fenced), the new holder claims the
 //! partition's pending entries with XAUTOCLAIM at a minimum idle time of zero: waiting for
-//! them to idle too would let newer entries of the same conversations run first.
+//! them to idle too would let newer entries of the same conversations run first. The
+//! configurable idle time is the lease itself (`takeover_ms`). Consumers that left nothing
+//! pending are then removed from the group, so restarts do not pile them up.
+//!
+//! A dead instance's sends in flight are handed out again as soon as the others see it gone
+//! (it stopped renewing for `takeover_ms`), not after their delivery lease, flagged
+//! `maybe_sent`.
 //!
 //! Instances share the partitions evenly: each registers itself and takes up to
 //! `ceil(partitions / live instances)`; one holding more drains the extra ones (stops reading

@@ -142,6 +142,29 @@ local function refresh_due(conv)
   redis.call('ZADD', k('due'), at or 0, conv)
 end
 
+-- The entry is no longer leased by its instance.
+local function unlease(key, conv)
+  local owner = hget(key, 'owner')
+  if owner then redis.call('SREM', k('leases', owner), conv) end
+  redis.call('HDEL', key, 'lease', 'owner')
+end
+
+-- A dead instance's sends in flight are due again at once (marked maybe sent when claimed),
+-- instead of after their delivery lease.
+local function release_sending(owner, now)
+  local set = k('leases', owner)
+  for _, conv in ipairs(redis.call('SMEMBERS', set)) do
+    local head = redis.call('ZRANGE', k('obq', conv), 0, 0)[1]
+    if head then
+      local key = k('ob', head)
+      if hget(key, 'state') == 'sending' and hget(key, 'owner') == owner then
+        redis.call('ZADD', k('due'), now, conv)
+      end
+    end
+  end
+  redis.call('DEL', set)
+end
+
 -- An entry leaves the open outbox (sent, failed, cancelled); its bookkeeping expires later.
 local function finish_open(id, conv)
   redis.call('ZREM', k('obq', conv), id)
@@ -267,22 +290,37 @@ local ops = {}
 function ops.ingest()
   local now = a.now
   local accepted, duplicates = 0, 0
-  for _, ev in ipairs(a.events) do
+  -- First resolve every event, as if the ones before it were written (aliases and contacts
+  -- it would create), and ask for a retry before writing anything.
+  local aliases, contacts, seen, plan = {}, {}, {}, {}
+  for i, ev in ipairs(a.events) do
     local dk = k('dedupe', ev.ch, ev.eid)
-    if redis.call('EXISTS', dk) == 1 then
-      duplicates = duplicates + 1
+    if seen[dk] or redis.call('EXISTS', dk) == 1 then
+      plan[i] = false
     else
+      seen[dk] = true
+      local function alias_of(id)
+        local key = k('alias', ev.ch, id)
+        if aliases[key] then return aliases[key] end
+        local found = redis.call('GET', key)
+        if found == false then return nil end
+        return found
+      end
+      local function is_contact(id)
+        local key = k('contact', ev.ch, id)
+        return contacts[key] or redis.call('EXISTS', key) == 1
+      end
       -- The contact the ids stand for: a known alias; else an id we hold as a contact
       -- (only when the event names several); else the event's own.
       local canon
-      for i = 1, ev.own do
-        local found = redis.call('GET', k('alias', ev.ch, ev.cands[i].id))
-        if found ~= false then canon = found break end
+      for j = 1, ev.own do
+        canon = alias_of(ev.cands[j].id)
+        if canon then break end
       end
       if canon == nil and ev.own > 1 then
-        for i = 1, ev.own do
-          if redis.call('EXISTS', k('contact', ev.ch, ev.cands[i].id)) == 1 then
-            canon = ev.cands[i].id
+        for j = 1, ev.own do
+          if is_contact(ev.cands[j].id) then
+            canon = ev.cands[j].id
             break
           end
         end
@@ -293,8 +331,22 @@ function ops.ingest()
         if c.id == canon then cand = c end
       end
       if cand == nil then return {'retry'} end
-      for i = 1, ev.own do
-        local id = ev.cands[i].id
+      for j = 1, ev.own do
+        local id = ev.cands[j].id
+        if id ~= canon and alias_of(id) == nil then aliases[k('alias', ev.ch, id)] = canon end
+      end
+      if ev.kind ~= 'status' then contacts[k('contact', ev.ch, canon)] = true end
+      plan[i] = {canon = canon, cand = cand}
+    end
+  end
+  for i, ev in ipairs(a.events) do
+    local p = plan[i]
+    if not p then
+      duplicates = duplicates + 1
+    else
+      local canon, cand, dk = p.canon, p.cand, k('dedupe', ev.ch, ev.eid)
+      for j = 1, ev.own do
+        local id = ev.cands[j].id
         if id ~= canon then redis.call('SET', k('alias', ev.ch, id), canon, 'NX') end
       end
       redis.call('SET', dk, '1', 'PX', a.dedupe_ms)
@@ -348,6 +400,10 @@ end
 function ops.complete()
   local seq = a.seq
   local conv = hget(k('ev', seq), 'conv')
+  if a.fenced and (conv == nil or hget(k('ev', seq), 'xid') ~= a.xid) then
+    -- Done meanwhile, or (after Redis lost writes) the number now names another event.
+    return {'done'}
+  end
   if conv == nil then
     local last = tonumber(redis.call('HGET', k('seq'), 'inbox') or '0')
     if seq <= last then return {'done'} end
@@ -416,6 +472,7 @@ function ops.claim_due()
       redis.call('HSET', key, 'state', 'sending', 'lease', s(now + a.lease), 'maybe', maybe,
         'owner', a.owner)
       redis.call('ZADD', k('due'), now + a.lease, conv)
+      redis.call('SADD', k('leases', a.owner), conv)
       out[#out + 1] = id
       out[#out + 1] = hget(key, 'key')
       out[#out + 1] = hget(key, 'msg')
@@ -435,7 +492,8 @@ function ops.mark_sent()
   local state = hget(key, 'state')
   if state == 'pending' or state == 'sending' then
     redis.call('HSET', key, 'state', 'sent', 'finished', s(a.now))
-    redis.call('HDEL', key, 'lease', 'err', 'owner')
+    unlease(key, hget(key, 'conv'))
+    redis.call('HDEL', key, 'err')
     finish_open(a.id, hget(key, 'conv'))
   end
   local mkey = k('msg', msg)
@@ -455,7 +513,7 @@ function ops.retry_at()
   local key = k('ob', a.id)
   if hget(key, 'state') ~= 'sending' then return {'ok'} end
   redis.call('HSET', key, 'state', 'pending', 'next', s(a.at), 'err', a.error)
-  redis.call('HDEL', key, 'lease', 'owner')
+  unlease(key, hget(key, 'conv'))
   if a.maybe_sent then redis.call('HSET', key, 'maybe', '1') end
   refresh_due(hget(key, 'conv'))
   return {'ok'}
@@ -466,7 +524,7 @@ function ops.mark_failed()
   local state = hget(key, 'state')
   if state ~= 'pending' and state ~= 'sending' then return {'ok'} end
   redis.call('HSET', key, 'state', 'failed', 'finished', s(a.now), 'err', a.reason)
-  redis.call('HDEL', key, 'lease', 'owner')
+  unlease(key, hget(key, 'conv'))
   finish_open(a.id, hget(key, 'conv'))
   set_status(hget(key, 'msg'), a.failed.status, a.failed.rank)
   return {'ok'}
@@ -481,7 +539,7 @@ function ops.release_leases()
       local key = k('ob', id)
       if hget(key, 'state') == 'sending' and hget(key, 'owner') == a.owner then
         redis.call('HSET', key, 'state', 'pending', 'maybe', '1')
-        redis.call('HDEL', key, 'lease', 'owner')
+        unlease(key, conv)
         refresh_due(conv)
         count = count + 1
       end
@@ -659,6 +717,80 @@ function ops.touch_presence()
   return {'ok'}
 end
 
+local function entry_seq(fields)
+  for j = 1, #fields, 2 do
+    if fields[j] == 'seq' then return fields[j + 1] end
+  end
+  return nil
+end
+
+-- New entries of the partitions this instance holds, each checked here, with the read:
+-- `part, seq|id` pairs, and `lost, part` for a partition held by another now.
+function ops.read()
+  local out = {}
+  for _, part in ipairs(a.parts) do
+    local stream = k('in', part)
+    if redis.call('GET', k('lease', part)) ~= a.owner then
+      out[#out + 1] = 'lost'
+      out[#out + 1] = s(part)
+    else
+      local ok, reply = pcall(redis.call, 'XREADGROUP', 'GROUP', GROUP, a.owner,
+        'COUNT', a.count, 'STREAMS', stream, '>')
+      if not ok then
+        -- The group is gone (Redis lost its data): make it again.
+        pcall(redis.call, 'XGROUP', 'CREATE', stream, GROUP, '0', 'MKSTREAM')
+      elseif reply then
+        for _, entries in ipairs(reply) do
+          for _, entry in ipairs(entries[2]) do
+            local seq = entry_seq(entry[2])
+            if seq then
+              out[#out + 1] = s(part)
+              out[#out + 1] = seq .. '|' .. entry[1]
+            end
+          end
+        end
+      end
+    end
+  end
+  return out
+end
+
+-- Claims a held partition's pending entries (a previous holder's, or this instance's own
+-- after a failed read) from `start`: the next start, then `seq|id` items. Once all are
+-- claimed, consumers that left nothing pending are removed from the group.
+function ops.claim()
+  local stream = k('in', a.part)
+  if redis.call('GET', k('lease', a.part)) ~= a.owner then return {'lost'} end
+  local ok, reply = pcall(redis.call, 'XAUTOCLAIM', stream, GROUP, a.owner, 0, a.start,
+    'COUNT', a.count)
+  if not ok then
+    pcall(redis.call, 'XGROUP', 'CREATE', stream, GROUP, '0', 'MKSTREAM')
+    return {'0-0'}
+  end
+  local out = {reply[1]}
+  for _, entry in ipairs(reply[2]) do
+    if type(entry) == 'table' and type(entry[2]) == 'table' then
+      local seq = entry_seq(entry[2])
+      if seq then out[#out + 1] = seq .. '|' .. entry[1] end
+    end
+  end
+  if reply[1] == '0-0' then
+    local listed, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', stream, GROUP)
+    if listed then
+      for _, c in ipairs(consumers) do
+        local name, pending
+        for j = 1, #c, 2 do
+          if c[j] == 'name' then name = c[j + 1] elseif c[j] == 'pending' then pending = c[j + 1] end
+        end
+        if name and name ~= a.owner and pending == 0 then
+          redis.call('XGROUP', 'DELCONSUMER', stream, GROUP, name)
+        end
+      end
+    end
+  end
+  return out
+end
+
 -- Inbox partitions: an instance holds a partition by a lease, and only the holder may
 -- complete the partition's events (checked in `complete`).
 function ops.acquire()
@@ -677,6 +809,9 @@ end
 -- Renews the leases still held; returns the partitions lost.
 function ops.renew()
   local out = {}
+  -- The server's clock: instances' clocks may differ.
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   for _, part in ipairs(a.parts) do
     local lease = k('lease', part)
     if redis.call('GET', lease) == a.owner then
@@ -685,8 +820,12 @@ function ops.renew()
       out[#out + 1] = s(part)
     end
   end
-  redis.call('ZADD', k('instances'), a.now, a.owner)
-  redis.call('ZREMRANGEBYSCORE', k('instances'), '-inf', a.now - a.ttl)
+  redis.call('ZADD', k('instances'), now, a.owner)
+  -- Instances that stopped renewing are dead: their sends in flight are due again now.
+  for _, dead in ipairs(redis.call('ZRANGEBYSCORE', k('instances'), '-inf', now - a.ttl)) do
+    release_sending(dead, a.now)
+    redis.call('ZREM', k('instances'), dead)
+  end
   out[#out + 1] = 'live'
   out[#out + 1] = s(redis.call('ZCARD', k('instances')))
   return out

@@ -400,6 +400,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
         }
         StoreLocation::Redis(url) => {
             let settings = &config.settings.store;
+            let shown = crate::store::redis::redact(url);
             let store = RedisStore::open(RedisSettings {
                 url: url.clone(),
                 prefix: settings.prefix.clone(),
@@ -408,9 +409,9 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
                 dedupe_ttl_secs: settings.dedupe_ttl_secs,
             })
             .await
-            .with_context(|| format!("opening the store {}", crate::store::redis::redact(url)))?;
+            .with_context(|| format!("opening the store {shown}"))?;
             tracing::info!(
-                url = %crate::store::redis::redact(url),
+                url = %shown,
                 prefix = %settings.prefix,
                 instance = store.instance(),
                 "store: Redis"

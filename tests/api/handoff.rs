@@ -49,8 +49,13 @@ pub(crate) struct Api {
 impl Api {
     pub(crate) async fn new(a: &Agents, name: &str) -> Api {
         let token = access::issue(a.app.store().as_ref(), name).await.unwrap();
+        Api::at(a.app.url("/api/v1"), token)
+    }
+
+    /// A client for the API at `base` (ending in `/api/v1`) with an issued token.
+    pub(crate) fn at(base: String, token: String) -> Api {
         Api {
-            base: a.app.url("/api/v1"),
+            base,
             token,
             client: reqwest::Client::new(),
         }
@@ -94,6 +99,7 @@ impl Api {
         let mut events = Events {
             body: Box::pin(response.bytes_stream()),
             buffer: String::new(),
+            seen: Vec::new(),
         };
         let (name, _) = events.next().await;
         assert_eq!(name, "ready");
@@ -104,15 +110,24 @@ impl Api {
 type ByteStream =
     std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
 
-/// A server-sent event stream, read event by event.
+/// A server-sent event stream, read event by event; each event read is kept in `seen`.
 pub(crate) struct Events {
     body: ByteStream,
     buffer: String,
+    pub(crate) seen: Vec<(String, Value)>,
 }
 
 impl Events {
     pub(crate) async fn next(&mut self) -> (String, Value) {
-        tokio::time::timeout(PATIENCE, async {
+        self.next_within(PATIENCE).await.expect("an event in time")
+    }
+
+    /// The next event, or `None` when none comes within `wait` (or the stream ends).
+    pub(crate) async fn next_within(
+        &mut self,
+        wait: std::time::Duration,
+    ) -> Option<(String, Value)> {
+        let next = tokio::time::timeout(wait, async {
             loop {
                 if let Some(end) = self.buffer.find("\n\n") {
                     let block: String = self.buffer.drain(..end + 2).collect();
@@ -128,14 +143,19 @@ impl Events {
                     if data.is_empty() {
                         continue; // a keep-alive comment
                     }
-                    return (name, serde_json::from_str(&data).unwrap_or(Value::Null));
+                    return Some((name, serde_json::from_str(&data).unwrap_or(Value::Null)));
                 }
-                let chunk = self.body.next().await.expect("the stream ended").unwrap();
+                let chunk = self.body.next().await?.ok()?;
                 self.buffer.push_str(&String::from_utf8_lossy(&chunk));
             }
         })
         .await
-        .expect("an event in time")
+        .ok()
+        .flatten();
+        if let Some(event) = &next {
+            self.seen.push(event.clone());
+        }
+        next
     }
 
     /// The next event with this name, skipping others.

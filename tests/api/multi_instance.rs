@@ -13,12 +13,12 @@ use concierge::config::Config;
 use concierge::domain::{Author, ChannelId, ContactId, Content, ConversationId, ThreadState};
 use concierge::handoff::access;
 use concierge::orchestrator::{Decision, Responder, ResponderError, Turn};
-use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::fake_api::FakeApi;
+use crate::handoff::{Api, Events};
 use crate::helpers::{Deployment, http_client};
 use crate::redis_server::{RedisServer, TestRedis, redis};
 
@@ -152,7 +152,6 @@ impl Instance {
 /// A concierge with a token, talking to whichever instance it is given.
 struct Console {
     token: String,
-    client: reqwest::Client,
 }
 
 impl Console {
@@ -161,104 +160,42 @@ impl Console {
         let token = access::issue(on.app.store.as_ref(), name)
             .await
             .expect("a token is issued");
-        Console {
-            token,
-            client: reqwest::Client::new(),
-        }
+        Console { token }
+    }
+
+    fn on(&self, instance: &Instance) -> Api {
+        Api::at(instance.url("/api/v1"), self.token.clone())
     }
 
     async fn get(&self, on: &Instance, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(on.url(&format!("/api/v1{path}")))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("the API answers");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.on(on).get(path).await
     }
 
     async fn post(&self, on: &Instance, path: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(on.url(&format!("/api/v1{path}")))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .expect("the API answers");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.on(on).post(path, body).await
     }
 
     /// Opens the live event stream on `on`, once it has said `ready`.
     async fn events(&self, on: &Instance) -> Events {
-        let response = self
-            .client
-            .get(on.url("/api/v1/events"))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("the event stream opens");
-        assert_eq!(response.status(), 200);
-        let mut events = Events {
-            body: Box::pin(response.bytes_stream()),
-            buffer: String::new(),
-            seen: Vec::new(),
-        };
-        let first = events.next_within(FEW_SECONDS).await;
-        assert_eq!(first.map(|(name, _)| name).as_deref(), Some("ready"));
-        events
+        self.on(on).events().await
     }
 }
 
-type ByteStream =
-    std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
-
-/// A console's server-sent events, each one kept in `seen` once read.
-struct Events {
-    body: ByteStream,
-    buffer: String,
-    seen: Vec<(String, Value)>,
+/// What these tests ask of a console's event stream beyond reading it.
+trait Watch {
+    async fn until_about(
+        &mut self,
+        wanted: &str,
+        conversation: &ConversationId,
+        wait: Duration,
+    ) -> Value;
+    async fn drain(&mut self, wait: Duration);
+    fn count(&self, kind: &str, conversation: &ConversationId) -> usize;
 }
 
-impl Events {
-    /// The next event, or `None` when none comes within `wait` (or the stream ends).
-    async fn next_within(&mut self, wait: Duration) -> Option<(String, Value)> {
-        let next = tokio::time::timeout(wait, async {
-            loop {
-                if let Some(end) = self.buffer.find("\n\n") {
-                    let block: String = self.buffer.drain(..end + 2).collect();
-                    let mut name = "message".to_string();
-                    let mut data = String::new();
-                    for line in block.lines() {
-                        if let Some(v) = line.strip_prefix("event:") {
-                            name = v.trim().to_string();
-                        } else if let Some(v) = line.strip_prefix("data:") {
-                            data.push_str(v.trim());
-                        }
-                    }
-                    if data.is_empty() {
-                        continue; // a keep-alive comment
-                    }
-                    return Some((name, serde_json::from_str(&data).unwrap_or(Value::Null)));
-                }
-                let chunk = self.body.next().await?.ok()?;
-                self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-            }
-        })
-        .await
-        .ok()
-        .flatten();
-        if let Some(event) = &next {
-            self.seen.push(event.clone());
-        }
-        next
-    }
-
+impl Watch for Events {
     /// The next `wanted` event about `conversation`, skipping others; panics after `wait`.
-    async fn until(
+    async fn until_about(
         &mut self,
         wanted: &str,
         conversation: &ConversationId,
@@ -418,7 +355,9 @@ async fn an_event_ingested_on_one_instance_reaches_a_console_on_another() {
         .whatsapp(phone, "wamid.E1", "I want to talk to a human please")
         .await;
     assert_eq!(status, Some(200));
-    let handoff = on_a.until("handoff", &conversation, FEW_SECONDS).await;
+    let handoff = on_a
+        .until_about("handoff", &conversation, FEW_SECONDS)
+        .await;
     assert_eq!(handoff["team"], "support");
     within("the thread is queued", FEW_SECONDS, || {
         all_queued(&b.app.store, std::slice::from_ref(&conversation))
@@ -428,7 +367,9 @@ async fn an_event_ingested_on_one_instance_reaches_a_console_on_another() {
     // The customer writes again in the held thread, through B: A's console hears it.
     let text = "My order ML-20001 arrived broken";
     assert_eq!(b.whatsapp(phone, "wamid.E2", text).await, Some(200));
-    let message = on_a.until("message", &conversation, FEW_SECONDS).await;
+    let message = on_a
+        .until_about("message", &conversation, FEW_SECONDS)
+        .await;
     assert_eq!(message["text"], text);
 
     // Ana claims through B: A's console hears it.
@@ -440,12 +381,14 @@ async fn an_event_ingested_on_one_instance_reaches_a_console_on_another() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let claimed = on_a.until("claimed", &conversation, FEW_SECONDS).await;
+    let claimed = on_a
+        .until_about("claimed", &conversation, FEW_SECONDS)
+        .await;
     assert_eq!(claimed["concierge"], "ana");
 
     // B's console got the same events.
     for kind in ["handoff", "message", "claimed"] {
-        on_b.until(kind, &conversation, FEW_SECONDS).await;
+        on_b.until_about(kind, &conversation, FEW_SECONDS).await;
     }
     // Each exactly once on each console: pub/sub must not echo an instance's own events.
     on_a.drain(Duration::from_secs(1)).await;

@@ -533,7 +533,7 @@ end
 -- Gives back the leases this instance holds (its sends in flight), due again at once.
 function ops.release_leases()
   local count = 0
-  for _, conv in ipairs(redis.call('ZRANGE', k('due'), 0, -1)) do
+  for _, conv in ipairs(redis.call('SMEMBERS', k('leases', a.owner))) do
     local id = redis.call('ZRANGE', k('obq', conv), 0, 0)[1]
     if id then
       local key = k('ob', id)

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::genai_client::GenaiClient;
+use crate::agents::llm::Metered;
 use crate::agents::{AgentRuntime, Limits, MerchantTools, Retrying};
 use crate::channels::telegram::{self, poll::EventSink};
 use crate::channels::{ChannelAdapter, Registry};
@@ -98,12 +99,13 @@ impl App {
             settings.responder.holding.clone(),
             settings.responder.holding_repeat_secs,
         ));
-        let agents = agent_runtime(&config, &http)?;
+        let agents = agent_runtime(&config, &http, &metrics)?;
         let desk = Arc::new(Desk::new(
             &config,
             store.clone(),
             Bus::shared(store.fanout()),
             agents.clone(),
+            metrics.clone(),
         ));
         let responder: Arc<dyn Responder> = match parts.responder {
             Some(responder) => responder,
@@ -268,12 +270,15 @@ impl App {
 fn agent_runtime(
     config: &Config,
     http: &reqwest::Client,
+    metrics: &Metrics,
 ) -> anyhow::Result<Option<Arc<AgentRuntime>>> {
     let settings = &config.settings;
     let (Some(llm), Some(agents)) = (&settings.llm, &config.agents) else {
         return Ok(None);
     };
     let client = GenaiClient::new(llm).context("building the LLM client")?;
+    // Metered inside Retrying: every request to the provider is measured, retries too.
+    let client = Metered::new(client, metrics.clone(), llm.provider.name(), &llm.model);
     let client = Retrying::new(client, llm.max_retries, Duration::from_millis(500));
     Ok(Some(Arc::new(AgentRuntime {
         agents: agents.clone(),
@@ -284,6 +289,7 @@ fn agent_runtime(
             max_ask_depth: settings.agents.max_ask_depth,
             turn_token_budget: settings.agents.turn_token_budget,
         },
+        metrics: metrics.clone(),
     })))
 }
 
@@ -309,16 +315,19 @@ struct InboxSink {
 
 #[async_trait::async_trait]
 impl EventSink for InboxSink {
+    #[tracing::instrument(name = "poll", skip_all, fields(channel = tracing::field::Empty, events = events.len(), seq = tracing::field::Empty, conversation = tracing::field::Empty))]
     async fn accept(&self, events: Vec<InboundEvent>) -> Result<(), String> {
         let channel = events
             .first()
             .map(|e| e.channel.to_string())
             .unwrap_or_default();
+        tracing::Span::current().record("channel", channel.as_str());
         let outcome = self
             .store
             .ingest(&events)
             .await
             .map_err(|e| e.to_string())?;
+        outcome.trace();
         if outcome.accepted > 0 {
             self.inbox_wake.notify_one();
         }

@@ -1,10 +1,15 @@
-//! The LLM client trait the agents call, its request and reply shapes, and the retry policy
-//! around any client: calls refused with 429 or a 5xx are tried again with backoff.
+//! The LLM client trait the agents call, its request and reply shapes, and two layers around
+//! any client: the retry policy (calls refused with 429 or a 5xx are tried again with
+//! backoff) and the meter (an `llm` span and the metrics of every request to the provider).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::Value;
+use tracing::Instrument;
+
+use crate::domain::ConversationId;
+use crate::telemetry::{LlmCallResult, LlmLabels, Metrics};
 
 /// One chat completion request: a system prompt, the conversation so far, the tools.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,6 +20,8 @@ pub struct LlmRequest {
     pub messages: Vec<LlmMessage>,
     pub tools: Vec<ToolSpec>,
     pub temperature: Option<f64>,
+    /// The conversation the call works for: for the `llm` span, never sent to the provider.
+    pub conversation: Option<ConversationId>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -83,11 +90,27 @@ impl LlmError {
             _ => false,
         }
     }
+
+    /// The kind of failure, a fixed word for metrics: timeout, rate_limited, server_error,
+    /// client_error, transport, malformed.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LlmError::Timeout(_) => "timeout",
+            LlmError::Status { status: 429, .. } => "rate_limited",
+            LlmError::Status { status, .. } if *status >= 500 => "server_error",
+            LlmError::Status { .. } => "client_error",
+            LlmError::Transport(_) => "transport",
+            LlmError::Malformed(_) => "malformed",
+        }
+    }
 }
 
 #[async_trait]
 pub trait LlmClient: Send + Sync {
     async fn chat(&self, request: &LlmRequest) -> Result<LlmReply, LlmError>;
+
+    /// The caller is about to send `request` once more after a failure (for the counters).
+    fn retrying(&self, _request: &LlmRequest) {}
 }
 
 /// Tries a client again on 429, 5xx and connection failures: `max_retries` more times, waiting
@@ -125,6 +148,7 @@ impl<C: LlmClient> LlmClient for Retrying<C> {
                         _ => None,
                     };
                     let pause = asked.unwrap_or(wait).min(MAX_WAIT);
+                    self.inner.retrying(request);
                     tracing::info!(error = %e, attempt, wait_ms = pause.as_millis() as u64, "LLM call refused; trying again");
                     tokio::time::sleep(pause).await;
                     wait = (wait * 2).min(MAX_WAIT);
@@ -132,6 +156,75 @@ impl<C: LlmClient> LlmClient for Retrying<C> {
                 other => return other,
             }
         }
+    }
+}
+
+/// Measures every request to the provider: an `llm` span (provider, model, conversation,
+/// outcome, tokens), and the calls, latency, tokens and errors by provider and model. Goes
+/// inside [`Retrying`], so each attempt is one call and the retries are counted too.
+pub struct Metered<C> {
+    inner: C,
+    metrics: Metrics,
+    provider: &'static str,
+    /// The configured model, for requests without an agent's override.
+    model: String,
+}
+
+impl<C> Metered<C> {
+    pub fn new(inner: C, metrics: Metrics, provider: &'static str, model: &str) -> Self {
+        Self {
+            inner,
+            metrics,
+            provider,
+            model: model.to_string(),
+        }
+    }
+
+    fn labels(&self, request: &LlmRequest) -> LlmLabels {
+        LlmLabels {
+            provider: self.provider,
+            model: request.model.as_ref().unwrap_or(&self.model).clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl<C: LlmClient> LlmClient for Metered<C> {
+    async fn chat(&self, request: &LlmRequest) -> Result<LlmReply, LlmError> {
+        let labels = self.labels(request);
+        let span = tracing::info_span!(
+            "llm",
+            provider = labels.provider,
+            model = %labels.model,
+            conversation = request.conversation.as_ref().map(tracing::field::display),
+            outcome = tracing::field::Empty,
+            prompt_tokens = tracing::field::Empty,
+            completion_tokens = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = self.inner.chat(request).instrument(span.clone()).await;
+        let seconds = started.elapsed().as_secs_f64();
+        let outcome = match &result {
+            Ok(reply) => {
+                span.record("outcome", "ok");
+                span.record("prompt_tokens", reply.input_tokens);
+                span.record("completion_tokens", reply.output_tokens);
+                LlmCallResult::Answered {
+                    prompt_tokens: reply.input_tokens,
+                    completion_tokens: reply.output_tokens,
+                }
+            }
+            Err(e) => {
+                span.record("outcome", e.kind());
+                LlmCallResult::Failed(e.kind())
+            }
+        };
+        self.metrics.llm_call(&labels, seconds, outcome);
+        result
+    }
+
+    fn retrying(&self, request: &LlmRequest) {
+        self.metrics.llm_retry(&self.labels(request));
     }
 }
 
@@ -158,6 +251,7 @@ mod tests {
             messages: vec![LlmMessage::User("hi".into())],
             tools: vec![],
             temperature: None,
+            conversation: None,
         }
     }
 
@@ -181,6 +275,38 @@ mod tests {
             Duration::from_millis(100),
         );
         assert_eq!(client.chat(&request()).await.unwrap(), ok);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_meter_counts_each_attempt_its_tokens_and_the_retries() {
+        let metrics = Metrics::new();
+        let ok = LlmReply {
+            text: Some("hello".into()),
+            input_tokens: 10,
+            output_tokens: 3,
+            ..LlmReply::default()
+        };
+        let client = Retrying::new(
+            Metered::new(
+                Scripted(Mutex::new(vec![status(429), Ok(ok)])),
+                metrics.clone(),
+                "openai",
+                "m",
+            ),
+            2,
+            Duration::from_millis(100),
+        );
+        client.chat(&request()).await.unwrap();
+        let text = metrics.render();
+        for line in [
+            "concierge_llm_calls_total{provider=\"openai\",model=\"m\"} 2",
+            "concierge_llm_retries_total{provider=\"openai\",model=\"m\"} 1",
+            "concierge_llm_errors_total{provider=\"openai\",model=\"m\",error=\"rate_limited\"} 1",
+            "concierge_llm_tokens_total{provider=\"openai\",model=\"m\",kind=\"prompt\"} 10",
+            "concierge_llm_tokens_total{provider=\"openai\",model=\"m\",kind=\"completion\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::definition::{
     ASK_TOOL, AgentSet, CHOICES_TOOL, HANDOFF_TOOL, PromptContext, RenderError,
@@ -14,7 +15,8 @@ use super::definition::{
 use super::llm::{LlmClient, LlmError, LlmMessage, LlmRequest, ToolCall, ToolSpec};
 use super::redact::Redactor;
 use super::tools::{Identity, MerchantTools};
-use crate::domain::clip_text;
+use crate::domain::{ConversationId, clip_text};
+use crate::telemetry::Metrics;
 
 /// The most options `offer_choices` may show.
 const MAX_CHOICES: usize = 10;
@@ -33,6 +35,8 @@ pub struct AgentRuntime {
     pub tools: MerchantTools,
     pub llm: Arc<dyn LlmClient>,
     pub limits: Limits,
+    /// Counts the tool calls (the LLM calls are counted by the client's meter).
+    pub metrics: Metrics,
 }
 
 /// One turn's input.
@@ -289,6 +293,7 @@ impl AgentRuntime {
                     messages: messages.clone(),
                     tools: tools.clone(),
                     temperature: def.temperature,
+                    conversation: Some(state.input.identity.conversation.clone()),
                 };
                 let reply = self.llm.chat(&request).await?;
                 state.result.llm_calls += 1;
@@ -312,12 +317,15 @@ impl AgentRuntime {
                 for call in &reply.tool_calls {
                     let offered = tools.iter().any(|t| t.name == call.name);
                     if !offered {
+                        // The name is the model's words: not a label.
+                        self.metrics.tool_call("unknown", "unknown_tool");
                         return Err(AgentFailure::InvalidToolCall {
                             agent: agent.to_string(),
                             detail: format!("called `{}`, which it was not given", call.name),
                         });
                     }
                     if !call.arguments.is_object() && !call.arguments.is_null() {
+                        self.metrics.tool_call(&call.name, "invalid_arguments");
                         return Err(AgentFailure::InvalidToolCall {
                             agent: agent.to_string(),
                             detail: format!("the arguments of `{}` are not a JSON object", call.name),
@@ -326,37 +334,68 @@ impl AgentRuntime {
                     let content = if ending.is_some() {
                         "not run: the turn already ended".to_string()
                     } else {
-                        match call.name.as_str() {
+                        let span = tracing::info_span!(
+                            "tool",
+                            tool = %call.name,
+                            agent,
+                            conversation = %state.input.identity.conversation,
+                            outcome = tracing::field::Empty,
+                        );
+                        let (content, outcome) = match call.name.as_str() {
                             HANDOFF_TOOL => {
                                 let (content, end) = self.handoff(agent, call, reply.text.clone(), state);
+                                let outcome = if end.is_some() { "ok" } else { "invalid_arguments" };
                                 ending = end;
-                                content
+                                (content, outcome)
                             }
                             CHOICES_TOOL => {
                                 let (content, end) = self.choices(call);
+                                let outcome = if end.is_some() { "ok" } else { "invalid_arguments" };
                                 ending = end;
-                                content
+                                (content, outcome)
                             }
-                            ASK_TOOL => self.ask(agent, call, depth, &chain, state).await?,
+                            ASK_TOOL => {
+                                let asked = self
+                                    .ask(agent, call, depth, &chain, state)
+                                    .instrument(span.clone())
+                                    .await;
+                                match asked {
+                                    Ok(asked) => asked,
+                                    Err(failure) => {
+                                        span.record("outcome", "error");
+                                        self.metrics.tool_call(ASK_TOOL, "error");
+                                        return Err(failure);
+                                    }
+                                }
+                            }
                             tool => {
                                 let args = state.redactor.restore_json(&call.arguments);
-                                let output = self.tools.call(tool, &args, &state.input.identity).await;
+                                let output = self
+                                    .tools
+                                    .call(tool, &args, &state.input.identity)
+                                    .instrument(span.clone())
+                                    .await;
                                 state.note(
                                     agent,
                                     format!(
                                         "called {tool} {} → {}: {}",
                                         args,
-                                        if output.ok { "ok" } else { "error" },
+                                        if output.is_ok() { "ok" } else { "error" },
                                         clip_text(&output.content, 500)
                                     ),
                                 );
-                                if state.input.redact_pii {
+                                let outcome = output.outcome.name();
+                                let content = if state.input.redact_pii {
                                     state.redactor.mask(&output.content)
                                 } else {
                                     output.content
-                                }
+                                };
+                                (content, outcome)
                             }
-                        }
+                        };
+                        span.record("outcome", outcome);
+                        self.metrics.tool_call(&call.name, outcome);
+                        content
                     };
                     messages.push(LlmMessage::ToolResult {
                         call_id: call.id.clone(),
@@ -434,6 +473,8 @@ impl AgentRuntime {
         }
     }
 
+    /// `ask_agent`: the colleague's answer, or an error the asking agent can read, with the
+    /// call's outcome (ok, invalid_arguments, refused) for the tool metrics.
     async fn ask(
         &self,
         asker: &str,
@@ -441,19 +482,25 @@ impl AgentRuntime {
         depth: usize,
         chain: &[String],
         state: &mut TurnState<'_>,
-    ) -> Result<String, AgentFailure> {
+    ) -> Result<(String, &'static str), AgentFailure> {
         let (Some(target), Some(question)) = (
             string_arg(&call.arguments, "agent"),
             string_arg(&call.arguments, "question"),
         ) else {
-            return Ok(json!({ "error": "`agent` and `question` are required" }).to_string());
+            return Ok((
+                json!({ "error": "`agent` and `question` are required" }).to_string(),
+                "invalid_arguments",
+            ));
         };
         let allowed = self
             .agents
             .get(asker)
             .is_some_and(|d| d.ask.iter().any(|a| a == &target));
         if !allowed {
-            return Ok(json!({ "error": format!("you cannot ask `{target}`") }).to_string());
+            return Ok((
+                json!({ "error": format!("you cannot ask `{target}`") }).to_string(),
+                "refused",
+            ));
         }
         let mut path = chain.to_vec();
         path.push(target.clone());
@@ -463,7 +510,10 @@ impl AgentRuntime {
                 "gateway",
                 format!("{asker} asked {target}, stopped: a cycle ({route}). Question: {question}"),
             );
-            return Ok(json!({ "error": format!("`{target}` is already working on this request ({route}); answer with what you know") }).to_string());
+            return Ok((
+                json!({ "error": format!("`{target}` is already working on this request ({route}); answer with what you know") }).to_string(),
+                "refused",
+            ));
         }
         if depth + 1 > self.limits.max_ask_depth {
             state.note(
@@ -473,7 +523,10 @@ impl AgentRuntime {
                     self.limits.max_ask_depth
                 ),
             );
-            return Ok(json!({ "error": format!("cannot ask `{target}` now: too many colleagues are already involved; answer with what you know") }).to_string());
+            return Ok((
+                json!({ "error": format!("cannot ask `{target}` now: too many colleagues are already involved; answer with what you know") }).to_string(),
+                "refused",
+            ));
         }
         state.note(asker, format!("asked {target}: {question}"));
         let ended = self
@@ -491,7 +544,7 @@ impl AgentRuntime {
             Ending::Handoff { text: None } => String::new(),
         };
         state.note(&target, format!("answered {asker}: {answer}"));
-        Ok(answer)
+        Ok((answer, "ok"))
     }
 }
 
@@ -515,6 +568,7 @@ impl AgentRuntime {
     /// Folds `transcript` (older messages, one per line) into the previous summary.
     pub async fn summarize(
         &self,
+        conversation: &ConversationId,
         previous: Option<&str>,
         transcript: &str,
     ) -> Result<(String, u64, u64), LlmError> {
@@ -534,6 +588,7 @@ impl AgentRuntime {
                 messages: vec![LlmMessage::User(text)],
                 tools: Vec::new(),
                 temperature: Some(0.0),
+                conversation: Some(conversation.clone()),
             })
             .await?;
         let summary = reply
@@ -546,6 +601,7 @@ impl AgentRuntime {
     /// The LLM's part of a handoff brief, from the transcript and what the agents tried.
     pub async fn brief(
         &self,
+        conversation: &ConversationId,
         reason: &str,
         transcript: &str,
         tried: &str,
@@ -562,6 +618,7 @@ impl AgentRuntime {
                 messages: vec![LlmMessage::User(text)],
                 tools: Vec::new(),
                 temperature: Some(0.0),
+                conversation: Some(conversation.clone()),
             })
             .await?;
         let body = reply.text.unwrap_or_default();

@@ -54,17 +54,53 @@ pub struct MerchantTools {
 /// What a tool call gave, as the model will read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolOutput {
-    pub ok: bool,
+    pub outcome: ToolOutcome,
     /// The backend's answer (JSON or text), or an error the agent can explain.
     pub content: String,
 }
 
+/// How a merchant tool call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolOutcome {
+    /// The backend answered with a 2xx.
+    Ok,
+    /// The backend answered with another status.
+    HttpError,
+    Timeout,
+    /// The backend could not be reached.
+    Unreachable,
+    /// The answer broke off midway.
+    CutOff,
+    /// The arguments were not an object, or a required one was missing: never sent.
+    InvalidArguments,
+    UnknownTool,
+}
+
+impl ToolOutcome {
+    /// A fixed word, for metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ToolOutcome::Ok => "ok",
+            ToolOutcome::HttpError => "http_error",
+            ToolOutcome::Timeout => "timeout",
+            ToolOutcome::Unreachable => "unreachable",
+            ToolOutcome::CutOff => "cut_off",
+            ToolOutcome::InvalidArguments => "invalid_arguments",
+            ToolOutcome::UnknownTool => "unknown_tool",
+        }
+    }
+}
+
 impl ToolOutput {
-    fn error(message: impl Into<String>) -> Self {
+    fn error(outcome: ToolOutcome, message: impl Into<String>) -> Self {
         Self {
-            ok: false,
+            outcome,
             content: json!({ "error": message.into() }).to_string(),
         }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.outcome == ToolOutcome::Ok
     }
 }
 
@@ -269,13 +305,21 @@ impl MerchantTools {
     /// an error the agent can explain.
     pub async fn call(&self, name: &str, arguments: &Value, identity: &Identity) -> ToolOutput {
         let Some(tool) = self.tools.get(name) else {
-            return ToolOutput::error(format!("there is no tool named `{name}`"));
+            return ToolOutput::error(
+                ToolOutcome::UnknownTool,
+                format!("there is no tool named `{name}`"),
+            );
         };
         let empty = Map::new();
         let arguments = match arguments {
             Value::Object(map) => map,
             Value::Null => &empty,
-            _ => return ToolOutput::error("the arguments must be a JSON object"),
+            _ => {
+                return ToolOutput::error(
+                    ToolOutcome::InvalidArguments,
+                    "the arguments must be a JSON object",
+                );
+            }
         };
         // Only declared arguments pass: whatever else the model adds (another customer's
         // phone number, say) never reaches the merchant.
@@ -298,12 +342,18 @@ impl MerchantTools {
             .iter()
             .find(|r| !args.contains_key(r.as_str()))
         {
-            return ToolOutput::error(format!("the argument `{missing}` is required"));
+            return ToolOutput::error(
+                ToolOutcome::InvalidArguments,
+                format!("the argument `{missing}` is required"),
+            );
         }
         let mut url = tool.config.url.clone();
         for p in &tool.placeholders {
             let Some(value) = args.remove(p.as_str()) else {
-                return ToolOutput::error(format!("the argument `{p}` is required"));
+                return ToolOutput::error(
+                    ToolOutcome::InvalidArguments,
+                    format!("the argument `{p}` is required"),
+                );
             };
             let encoded = utf8_percent_encode(&as_url_value(value), UNRESERVED).to_string();
             url = url.replace(&format!("{{{p}}}"), &encoded);
@@ -338,14 +388,20 @@ impl MerchantTools {
         let mut response = match request.send().await {
             Ok(response) => response,
             Err(e) if e.is_timeout() => {
-                return ToolOutput::error(format!(
-                    "the {name} service did not answer within {} s; it may be busy",
-                    tool.config.timeout_secs
-                ));
+                return ToolOutput::error(
+                    ToolOutcome::Timeout,
+                    format!(
+                        "the {name} service did not answer within {} s; it may be busy",
+                        tool.config.timeout_secs
+                    ),
+                );
             }
             Err(e) => {
                 tracing::warn!(tool = name, error = %crate::channels::outbound_http::without_url(&e), "tool call failed");
-                return ToolOutput::error(format!("the {name} service cannot be reached"));
+                return ToolOutput::error(
+                    ToolOutcome::Unreachable,
+                    format!("the {name} service cannot be reached"),
+                );
             }
         };
         let status = response.status();
@@ -365,13 +421,19 @@ impl MerchantTools {
                 }
                 Ok(None) => break,
                 Err(e) if e.is_timeout() => {
-                    return ToolOutput::error(format!(
-                        "the {name} service did not answer within {} s; it may be busy",
-                        tool.config.timeout_secs
-                    ));
+                    return ToolOutput::error(
+                        ToolOutcome::Timeout,
+                        format!(
+                            "the {name} service did not answer within {} s; it may be busy",
+                            tool.config.timeout_secs
+                        ),
+                    );
                 }
                 Err(_) => {
-                    return ToolOutput::error(format!("the {name} service's answer was cut off"));
+                    return ToolOutput::error(
+                        ToolOutcome::CutOff,
+                        format!("the {name} service's answer was cut off"),
+                    );
                 }
             }
         }
@@ -388,7 +450,7 @@ impl MerchantTools {
         }
         if status.is_success() {
             ToolOutput {
-                ok: true,
+                outcome: ToolOutcome::Ok,
                 content: text,
             }
         } else {
@@ -397,7 +459,7 @@ impl MerchantTools {
                 .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
                 .unwrap_or(text);
             ToolOutput {
-                ok: false,
+                outcome: ToolOutcome::HttpError,
                 content: json!({ "error": detail, "status": status.as_u16() }).to_string(),
             }
         }

@@ -228,6 +228,18 @@ pub enum LlmProvider {
     OpenaiCompatible,
 }
 
+impl LlmProvider {
+    /// The name in `concierge.toml`, also the `provider` label of the LLM metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            LlmProvider::Openai => "openai",
+            LlmProvider::Anthropic => "anthropic",
+            LlmProvider::Ollama => "ollama",
+            LlmProvider::OpenaiCompatible => "openai_compatible",
+        }
+    }
+}
+
 /// How agents work a turn.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

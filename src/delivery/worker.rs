@@ -151,7 +151,20 @@ impl DeliveryWorker {
         while tasks.join_next().await.is_some() {}
     }
 
-    #[tracing::instrument(name = "deliver", skip_all, fields(conversation = %entry.message.conversation, message = %entry.message.id, attempt = entry.attempts))]
+    /// One send, in a `deliver` span: the conversation, the outbox entry, our message id, the
+    /// channel, the customer message it quotes (`reply_to`, the platform's id), then the
+    /// platform's id of what was sent (`platform_id`, which its status receipts name) and
+    /// the outcome.
+    #[tracing::instrument(name = "deliver", skip_all, fields(
+        conversation = %entry.message.conversation,
+        outbox = entry.id,
+        message_id = %entry.message.id,
+        channel = %entry.message.channel,
+        attempt = entry.attempts,
+        reply_to = entry.message.reply_to.as_ref().map(tracing::field::display),
+        platform_id = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    ))]
     async fn deliver(&self, entry: OutboxEntry) {
         let channel = entry.message.channel.clone();
         let Some(adapter) = self.channels.adapter(&channel).cloned() else {
@@ -173,6 +186,7 @@ impl DeliveryWorker {
             {
                 Ok(at) => at,
                 Err(e) => {
+                    tracing::Span::current().record("outcome", "store_error");
                     tracing::warn!(error = %e, "cannot read the reply window; retrying");
                     let wait = self.backoff.delay(entry.attempts);
                     let at = now_millis() + i64::try_from(wait.as_millis()).unwrap_or(1000);
@@ -210,10 +224,13 @@ impl DeliveryWorker {
         let now = now_millis();
         match result {
             Ok(receipt) => {
+                let span = tracing::Span::current();
+                span.record("outcome", "sent");
+                if let Some(platform_id) = &receipt.platform_id {
+                    span.record("platform_id", tracing::field::display(platform_id));
+                }
                 tracing::debug!(
-                    message_id = %entry.message.id,
                     maybe_sent = entry.maybe_sent,
-                    attempt = entry.attempts,
                     "reply accepted by the channel"
                 );
                 self.metrics.delivery(channel.as_str(), "sent");
@@ -243,6 +260,7 @@ impl DeliveryWorker {
                     tracing::warn!(%channel, %reason, "delivery failed");
                     self.finish_failed(&entry, None, &reason).await;
                 } else {
+                    tracing::Span::current().record("outcome", "retried");
                     tracing::info!(%channel, %error, wait_ms = wait.as_millis() as u64, "send failed; will retry");
                     self.metrics.delivery(channel.as_str(), "retried");
                     let text = error.to_string();
@@ -255,6 +273,7 @@ impl DeliveryWorker {
     }
 
     async fn finish_failed(&self, entry: &OutboxEntry, code: Option<String>, reason: &str) {
+        tracing::Span::current().record("outcome", "failed");
         self.metrics
             .delivery(entry.message.channel.as_str(), "failed");
         self.record(|| {

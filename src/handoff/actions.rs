@@ -151,8 +151,21 @@ impl Desk {
             }
             other => other,
         })?;
+        self.first_claim(&thread);
         self.publish(EventKind::Claimed, id, team.as_deref(), &caller.name);
         Ok(())
+    }
+
+    /// A concierge took a queued thread: the first time its handoff is claimed, how long it
+    /// waited is measured (a thread transferred back to the queue was already counted).
+    fn first_claim(&self, thread: &Thread) {
+        if !matches!(thread.conversation.thread, ThreadState::Queued { .. }) {
+            return;
+        }
+        if let Some(handoff) = thread.handoff.as_ref().filter(|h| h.claimed_at.is_none()) {
+            let waited_ms = crate::domain::now_millis() - handoff.created_at;
+            self.metrics.handoff_claimed(waited_ms as f64 / 1000.0);
+        }
     }
 
     /// Hands the thread back to the bot, with a note the entry agent reads.
@@ -307,6 +320,10 @@ impl Desk {
             ),
         })
         .await?;
+        if matches!(to, ThreadState::Human { .. }) {
+            // Straight from the queue to a concierge: their first claim too.
+            self.first_claim(&thread);
+        }
         let mut event =
             ConsoleEvent::new(EventKind::Transferred, id.clone(), new_team.clone()).by(who);
         if matches!(to, ThreadState::Queued { .. }) {

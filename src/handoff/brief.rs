@@ -143,7 +143,10 @@ pub async fn write(
                 text
             }
         };
-        match runtime.brief(reason, &transcript, &tried).await {
+        match runtime
+            .brief(conversation, reason, &transcript, &tried)
+            .await
+        {
             Ok((mut draft, input, output)) => {
                 draft.summary = draft.summary.map(restore);
                 draft.intent = draft.intent.map(restore);

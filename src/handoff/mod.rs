@@ -26,6 +26,7 @@ use crate::config::{Config, QueueConfig};
 use crate::domain::{Author, Content, ConversationId, Millis, now_millis};
 use crate::orchestrator::faq::{Lang, detect_language};
 use crate::store::{NewHandoff, NewNote, Presence, QueueEntry, SharedStore, StoreError, TurnUsage};
+use crate::telemetry::Metrics;
 
 /// A concierge whose console has not been connected for this long is offline, whatever
 /// their status says.
@@ -65,6 +66,8 @@ pub struct Desk {
     pub entry_agent: String,
     /// Mask personal data before the brief's transcript goes to the LLM.
     redact_pii: bool,
+    /// Times how long handoffs wait for their first claim.
+    metrics: Metrics,
 }
 
 /// A handoff being decided in a turn, for the desk to complete.
@@ -121,6 +124,7 @@ impl Desk {
         store: SharedStore,
         events: Bus,
         briefs: Option<Arc<AgentRuntime>>,
+        metrics: Metrics,
     ) -> Self {
         let settings = config.settings.queue.clone();
         let mut teams: Vec<Team> = config
@@ -163,6 +167,7 @@ impl Desk {
             briefs,
             entry_agent,
             redact_pii: config.settings.agents.redact_pii,
+            metrics,
         }
     }
 

@@ -8,9 +8,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use tracing::field::Empty;
 
 use super::AppState;
 use crate::channels::{VerifyError, WebhookRequest};
+use crate::domain::{EventKind, InboundEvent};
 
 fn request(headers: HeaderMap, raw_query: Option<String>, body: Bytes) -> WebhookRequest {
     let query: BTreeMap<String, String> = raw_query
@@ -27,6 +29,16 @@ fn request(headers: HeaderMap, raw_query: Option<String>, body: Bytes) -> Webhoo
     }
 }
 
+/// Counts the request's outcome and writes it into the `webhook` span.
+fn outcome(state: &AppState, channel: &str, outcome: &'static str) {
+    state.metrics.webhook(channel, outcome);
+    tracing::Span::current().record("outcome", outcome);
+}
+
+/// The `webhook` span: the channel, then what the request brought (`events`), the first inbox
+/// entry it appended (`seq`, `conversation`: the same fields as the `turn` span it starts)
+/// and how it ended. Never the body.
+#[tracing::instrument(name = "webhook", skip_all, fields(channel = Empty, events = Empty, seq = Empty, conversation = Empty, outcome = Empty))]
 pub async fn receive(
     State(state): State<AppState>,
     Path(channel_id): Path<String>,
@@ -35,47 +47,71 @@ pub async fn receive(
     body: Bytes,
 ) -> Response {
     let Some(adapter) = state.channels.get(&channel_id).cloned() else {
-        state.metrics.webhook("unknown", "unknown_channel");
+        outcome(&state, "unknown", "unknown_channel");
         return (StatusCode::NOT_FOUND, "no such channel").into_response();
     };
     let channel = adapter.id().clone();
+    tracing::Span::current().record("channel", channel.as_str());
     let request = request(headers, query, body);
     if let Err(e) = adapter.verify(&request) {
-        state.metrics.webhook(channel.as_str(), "unauthorized");
+        outcome(&state, channel.as_str(), "unauthorized");
         tracing::warn!(%channel, reason = %e, "webhook refused");
         return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
     }
     let events = match adapter.parse(&request) {
         Ok(events) => events,
         Err(e) => {
-            state.metrics.webhook(channel.as_str(), "unparsed");
+            outcome(&state, channel.as_str(), "unparsed");
             tracing::warn!(%channel, size = request.body.len(), error = %e, "webhook payload not understood; acknowledged and dropped");
             return (StatusCode::OK, "ignored").into_response();
         }
     };
+    tracing::Span::current().record("events", events.len());
     if events.is_empty() {
-        state.metrics.webhook(channel.as_str(), "ignored");
+        outcome(&state, channel.as_str(), "ignored");
         return (StatusCode::OK, "ok").into_response();
     }
     match state.store.ingest(&events).await {
-        Ok(outcome) => {
-            if outcome.accepted > 0 {
+        Ok(stored) => {
+            if stored.accepted > 0 {
                 state.inbox_wake.notify_one();
             }
-            let label = if outcome.accepted == 0 && outcome.duplicates > 0 {
+            stored.trace();
+            receipts(&events);
+            let label = if stored.accepted > 0 {
+                "accepted"
+            } else if stored.duplicates > 0 {
                 "duplicate"
             } else {
-                "accepted"
+                // Only signals the store keeps nothing of (typing).
+                "ignored"
             };
-            state.metrics.webhook(channel.as_str(), label);
-            tracing::debug!(%channel, accepted = outcome.accepted, duplicates = outcome.duplicates, "webhook stored");
+            outcome(&state, channel.as_str(), label);
+            tracing::debug!(%channel, accepted = stored.accepted, duplicates = stored.duplicates, "webhook stored");
             (StatusCode::OK, "ok").into_response()
         }
         Err(e) => {
             // Nothing was stored: a 503 asks the platform to deliver it again later.
-            state.metrics.webhook(channel.as_str(), "store_error");
+            outcome(&state, channel.as_str(), "store_error");
             tracing::error!(%channel, error = %e, "cannot store a webhook");
             (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response()
+        }
+    }
+}
+
+/// A `receipt` span for each delivery status the request brought, under the `webhook` one:
+/// the conversation, the platform's id of our message (the `platform_id` of its `deliver`
+/// span) and the status, so a reply can be followed to the customer's phone.
+fn receipts(events: &[InboundEvent]) {
+    for event in events {
+        if let EventKind::Status { target, status } = &event.kind {
+            let span = tracing::info_span!(
+                "receipt",
+                conversation = %event.conversation(),
+                platform_id = %target,
+                status = status.name(),
+            );
+            span.in_scope(|| tracing::debug!("delivery status received"));
         }
     }
 }

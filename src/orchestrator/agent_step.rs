@@ -97,7 +97,11 @@ impl AgentResponder {
         recent.extend(burst);
         let mut summary_text = summary.map(|s| s.text);
         if recent.len() > window {
-            let fold: Vec<Message> = recent.drain(..recent.len() - window).collect();
+            // Folded down to half the window, not to the window itself: the next fold comes
+            // a few turns later, instead of one summary call every turn once a conversation
+            // is longer than the window. The turn's own messages always stay.
+            let keep = window.div_ceil(2).max(own.len()).min(window);
+            let fold: Vec<Message> = recent.drain(..recent.len() - keep).collect();
             let transcript: Vec<String> = fold
                 .iter()
                 .map(|m| {
@@ -110,7 +114,11 @@ impl AgentResponder {
                 .collect();
             match self
                 .runtime
-                .summarize(summary_text.as_deref(), &transcript.join("\n"))
+                .summarize(
+                    conversation,
+                    summary_text.as_deref(),
+                    &transcript.join("\n"),
+                )
                 .await
             {
                 Ok((text, input, output)) => {

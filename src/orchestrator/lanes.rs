@@ -18,7 +18,7 @@ use crate::domain::{
 };
 use crate::handoff::{ConsoleEvent, Desk, Draft, EventKind as ConsoleKind};
 use crate::store::{InboxEntry, NewReply, SharedStore, StoreError, ThreadChange, TurnOutcome};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, Waiting};
 
 /// How long a window-closed report waits for the record of the send it refers to.
 const WINDOW_CLOSED_PATIENCE_MS: i64 = 120_000;
@@ -34,10 +34,12 @@ const IN_MEMORY: usize = 4096;
 const MAX_BURST: usize = 20;
 const MAX_BURST_WINDOWS: i64 = 10;
 
-/// An inbox event on its way through a lane, holding its place in the in-memory budget.
+/// An inbox event on its way through a lane, holding its place in the in-memory budget and
+/// in `lane_queue_depth` until its turn takes it (or the lane lets it go).
 struct Queued {
     entry: InboxEntry,
     _budget: OwnedSemaphorePermit,
+    _waiting: Waiting,
 }
 
 type LaneMap = Arc<Mutex<HashMap<ConversationId, mpsc::UnboundedSender<Queued>>>>;
@@ -185,6 +187,7 @@ impl Orchestrator {
                 let queued = Queued {
                     entry,
                     _budget: permit,
+                    _waiting: self.metrics.lane_event_waiting(),
                 };
                 self.dispatch(queued, &lanes, &mut tasks, &shutdown);
             }
@@ -271,6 +274,26 @@ struct Lane {
     lanes: LaneMap,
     orchestrator: Orchestrator,
     shutdown: CancellationToken,
+}
+
+/// The platform ids of a turn's customer messages, comma-separated, for the `turn` span: they
+/// tie the turn to the webhook that brought them. Written only when the span is logged.
+struct PlatformIds<'a>(&'a [InboxEntry]);
+
+impl std::fmt::Display for PlatformIds<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids = self.0.iter().filter_map(|e| match &e.event.kind {
+            EventKind::Message(m) => Some(&m.platform_id),
+            _ => None,
+        });
+        for (i, id) in ids.enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{id}")?;
+        }
+        Ok(())
+    }
 }
 
 /// A customer message that may start or join a burst (a reaction asks nothing: it does not).
@@ -366,7 +389,7 @@ impl Lane {
     /// false if shutdown came first. A store failure is retried: the lane must not skip
     /// ahead, or order would break. The parallelism permit is held only while working, not
     /// while waiting to retry.
-    #[tracing::instrument(name = "turn", skip_all, fields(conversation = %self.conversation, seq = burst.last().map(|e| e.seq), burst = burst.len()))]
+    #[tracing::instrument(name = "turn", skip_all, fields(conversation = %self.conversation, seq = burst.last().map(|e| e.seq), burst = burst.len(), messages = %PlatformIds(&burst)))]
     async fn handle(&self, burst: Vec<InboxEntry>) -> bool {
         let orchestrator = &self.orchestrator;
         let started = Instant::now();

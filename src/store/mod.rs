@@ -48,12 +48,39 @@ pub enum StoreError {
 }
 
 /// What `ingest` did with a batch of events.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IngestOutcome {
     /// New events appended to the inbox (or applied, for delivery statuses).
     pub accepted: usize,
     /// Events already seen, ignored.
     pub duplicates: usize,
+    /// The inbox entries appended for processing, in order (delivery statuses are applied at
+    /// once and not among them): what ties a webhook to the turns it starts.
+    pub appended: Vec<Appended>,
+}
+
+/// An inbox entry `ingest` appended: its place in the inbox and its conversation (after the
+/// contact's aliases were resolved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: i64,
+    pub conversation: ConversationId,
+}
+
+impl IngestOutcome {
+    /// Records the first appended entry into the current span's `seq` and `conversation`
+    /// fields, and every one in a debug line: the request's trace then names the
+    /// conversation and the inbox entry its turn will carry.
+    pub fn trace(&self) {
+        if let Some(first) = self.appended.first() {
+            let span = tracing::Span::current();
+            span.record("seq", first.seq);
+            span.record("conversation", tracing::field::display(&first.conversation));
+        }
+        for appended in &self.appended {
+            tracing::debug!(seq = appended.seq, conversation = %appended.conversation, "inbox entry appended");
+        }
+    }
 }
 
 /// An inbox event waiting for (or done with) processing.

@@ -7,8 +7,8 @@ use crate::domain::{
     EventId, EventKind, InboundEvent, InboundMessage, PlatformMessageId, ThreadState, now_millis,
 };
 use crate::store::{
-    HandoffChange, NewAudit, NewHandoff, NewNote, NewReply, SharedStore, StoreError, Summary,
-    ThreadChange, ThreadMove, TurnOutcome, TurnUsage,
+    Appended, HandoffChange, NewAudit, NewHandoff, NewNote, NewReply, SharedStore, StoreError,
+    Summary, ThreadChange, ThreadMove, TurnOutcome, TurnUsage,
 };
 
 /// Expands into one `#[tokio::test]` per suite check, each on a fresh store from `$factory`:
@@ -139,9 +139,19 @@ pub async fn ingest_dedupes_on_channel_and_event_id(store: SharedStore) {
     let event = text_event("ana", "e1", "hello");
     let first = store.ingest(std::slice::from_ref(&event)).await.unwrap();
     assert_eq!((first.accepted, first.duplicates), (1, 0));
+    // The entry appended, as the webhook's trace names it.
+    let pending = store.pending(0, 100).await.unwrap();
+    assert_eq!(
+        first.appended,
+        vec![Appended {
+            seq: pending[0].seq,
+            conversation: event.conversation(),
+        }]
+    );
     for _ in 0..2 {
         let again = store.ingest(std::slice::from_ref(&event)).await.unwrap();
         assert_eq!((again.accepted, again.duplicates), (0, 1));
+        assert!(again.appended.is_empty());
     }
     let batch = store
         .ingest(&[text_event("ana", "e2", "x"), text_event("ana", "e2", "x")])
@@ -575,6 +585,10 @@ pub async fn status_events_apply_at_ingest_and_dedupe(store: SharedStore) {
     };
     let first = store.ingest(std::slice::from_ref(&status)).await.unwrap();
     assert_eq!(first.accepted, 1);
+    assert!(
+        first.appended.is_empty(),
+        "a status is applied, not appended"
+    );
     let again = store.ingest(std::slice::from_ref(&status)).await.unwrap();
     assert_eq!(again.duplicates, 1);
     assert!(store.pending(0, 10).await.unwrap().is_empty());

@@ -719,6 +719,49 @@ async fn older_messages_are_folded_into_a_rolling_summary() {
     assert_eq!(summary.text, "The customer greeted us.");
 }
 
+#[tokio::test]
+async fn the_summary_is_folded_every_few_turns_not_every_turn() {
+    let a = start("openai", "[agents]\nhistory_messages = 4\n").await;
+    let key = visitor_key("fold-rate");
+    let conversation = web_conversation(&key);
+    // Turns 3 and 5 go past the window of 4 messages; each folds down to 2, so turn 4
+    // reads 4 messages without asking for a summary.
+    let mut summaries = Vec::new();
+    for turn in 1..=5 {
+        let before = a.llm.calls().len();
+        if turn == 3 || turn == 5 {
+            a.llm.script(vec![text(&format!("summary {turn}"))]);
+        }
+        a.llm.script(vec![text(&format!("answer {turn}"))]);
+        a.web(&key, &format!("f{turn}"), &format!("question {turn}"))
+            .await;
+        a.replies(&conversation, turn).await;
+        let calls = a.llm.calls();
+        if calls[before..]
+            .iter()
+            .any(|c| c.system().contains("running summary"))
+        {
+            summaries.push(turn);
+        }
+    }
+    assert_eq!(summaries, vec![3, 5]);
+    let calls = a.llm.calls();
+    assert_eq!(calls.len(), 7);
+    // Turn 4 reads turn 3's exchange with its own message, under the summary of turns 1-2.
+    let turn4 = calls[4].body["messages"].to_string();
+    assert!(calls[4].system().contains("summary 3"));
+    for part in ["question 3", "answer 3", "question 4"] {
+        assert!(turn4.contains(part), "{turn4}");
+    }
+    assert!(!turn4.contains("question 2"), "{turn4}");
+    let turn5 = calls[6].body["messages"].to_string();
+    assert!(calls[6].system().contains("summary 5"));
+    assert!(
+        turn5.contains("question 5") && !turn5.contains("question 4"),
+        "{turn5}"
+    );
+}
+
 /// The repository's own deployment: its prompts, its tools, the demo shop behind them.
 async fn start_demo() -> Agents {
     let llm = FakeLlm::start().await;

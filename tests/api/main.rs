@@ -13,6 +13,7 @@ mod helpers;
 mod ingest;
 mod kill;
 mod lanes;
+mod metrics;
 mod multi_instance;
 mod redis_server;
 mod restart;

@@ -13,7 +13,9 @@ use super::{Fields, RedisStore, corrupt, field, hashes, number, status, thread_j
 use crate::domain::{
     ConversationId, DeliveryStatus, EventKind, InboundEvent, MessageId, ThreadState, now_millis,
 };
-use crate::store::{Completion, Inbox, InboxEntry, IngestOutcome, StoreError, TurnOutcome};
+use crate::store::{
+    Appended, Completion, Inbox, InboxEntry, IngestOutcome, StoreError, TurnOutcome,
+};
 
 /// How many times an ingest is retried when a contact's aliases changed under it.
 const INGEST_TRIES: usize = 3;
@@ -608,9 +610,21 @@ impl Inbox for RedisStore {
                     let count = |i: usize| -> usize {
                         answer.get(i).and_then(|n| n.parse().ok()).unwrap_or(0)
                     };
+                    let mut appended = Vec::new();
+                    for pair in answer[3.min(answer.len())..].chunks_exact(2) {
+                        let seq = pair[0].parse().map_err(|_| {
+                            StoreError::Corrupt(format!("ingest answered the seq `{}`", pair[0]))
+                        })?;
+                        appended.push(Appended {
+                            seq,
+                            conversation: ConversationId::parse(pair[1].as_str())
+                                .map_err(corrupt)?,
+                        });
+                    }
                     return Ok(IngestOutcome {
                         accepted: count(1),
                         duplicates: count(2),
+                        appended,
                     });
                 }
                 "retry" => continue,

@@ -286,10 +286,12 @@ local ops = {}
 -- Appends a webhook's events. Each event comes with candidate contacts (its own id, its
 -- aliases, and any contact those are known aliases of), each with its conversation,
 -- partition and the event as stored under that contact. `retry` when the contact resolved
--- to one the caller did not offer (an alias recorded meanwhile).
+-- to one the caller did not offer (an alias recorded meanwhile). Answers the counts, then
+-- the seq and conversation of each inbox entry appended.
 function ops.ingest()
   local now = a.now
   local accepted, duplicates = 0, 0
+  local appended = {}
   -- First resolve every event, as if the ones before it were written (aliases and contacts
   -- it would create), and ask for a retry before writing anything.
   local aliases, contacts, seen, plan = {}, {}, {}, {}
@@ -377,7 +379,9 @@ function ops.ingest()
             if ev.at >= last_in then
               redis.call('HSET', ckey, 'last_in', s(ev.at), 'last_in_msg', ev.msg)
             end
-            append_event(cand, now, ev.msg)
+            local seq = append_event(cand, now, ev.msg)
+            table.insert(appended, s(seq))
+            table.insert(appended, cand.conv)
           end
         else
           if ev.kind == 'started' and nn(ev.source) then
@@ -388,12 +392,16 @@ function ops.ingest()
               redis.call('HSET', k('msg', msg), 'content', ev.content)
             end
           end
-          append_event(cand, now, nil)
+          local seq = append_event(cand, now, nil)
+          table.insert(appended, s(seq))
+          table.insert(appended, cand.conv)
         end
       end
     end
   end
-  return {'ok', s(accepted), s(duplicates)}
+  local answer = {'ok', s(accepted), s(duplicates)}
+  for _, v in ipairs(appended) do table.insert(answer, v) end
+  return answer
 end
 
 -- Marks an inbox event (and the ones it absorbed) done with everything its turn decided.

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 
 use self::rows::{MESSAGE_COLUMNS, json, message_from_row, parse_json};
 use super::{
-    Completion, Conversation, Conversations, Handoff, Inbox, InboxEntry, IngestOutcome, Journal,
-    Note, Outbox, OutboxEntry, StoreError, Summary, TurnOutcome, TurnUsage,
+    Appended, Completion, Conversation, Conversations, Handoff, Inbox, InboxEntry, IngestOutcome,
+    Journal, Note, Outbox, OutboxEntry, StoreError, Summary, TurnOutcome, TurnUsage,
 };
 use crate::config::SyncMode;
 use crate::domain::{
@@ -435,6 +435,10 @@ fn ingest_events(
                     outcome.accepted += 1;
                     tx.prepare_cached("UPDATE inbox SET message_id = ?1 WHERE seq = ?2")?
                         .execute(params![id.to_string(), seq])?;
+                    outcome.appended.push(Appended {
+                        seq,
+                        conversation: conversation.clone(),
+                    });
                 } else {
                     // The same message under another event id (a platform re-sent it with a
                     // new envelope): recorded, not answered twice.
@@ -448,6 +452,10 @@ fn ingest_events(
             EventKind::Started { source } => {
                 outcome.accepted += 1;
                 upsert_conversation(tx, event, &conversation, now)?;
+                outcome.appended.push(Appended {
+                    seq,
+                    conversation: conversation.clone(),
+                });
                 if let Some(source) = source {
                     tx.prepare_cached("UPDATE conversations SET source = ?1 WHERE id = ?2")?
                         .execute(params![source, conversation.as_str()])?;
@@ -456,6 +464,10 @@ fn ingest_events(
             EventKind::Edit { target, content } => {
                 outcome.accepted += 1;
                 upsert_conversation(tx, event, &conversation, now)?;
+                outcome.appended.push(Appended {
+                    seq,
+                    conversation: conversation.clone(),
+                });
                 // The customer's own message now reads as edited.
                 tx.prepare_cached(
                     "UPDATE messages SET content = ?1
@@ -471,6 +483,7 @@ fn ingest_events(
             _ => {
                 outcome.accepted += 1;
                 upsert_conversation(tx, event, &conversation, now)?;
+                outcome.appended.push(Appended { seq, conversation });
             }
         }
     }

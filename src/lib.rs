@@ -29,6 +29,7 @@
 
 pub mod agents;
 pub mod app;
+pub mod bench;
 pub mod channels;
 pub mod config;
 pub mod delivery;

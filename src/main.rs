@@ -65,6 +65,15 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Load a gateway process with signed WhatsApp webhooks (fake Graph API and LLM in this
+    /// process) beside a plain axum handler, and print both and the ratio (BENCHMARKS.md).
+    Bench(concierge::bench::Options),
+    /// The bench's baseline: an axum server whose one route answers 200.
+    #[command(hide = true)]
+    BenchPlain {
+        #[arg(long)]
+        bind: std::net::SocketAddr,
+    },
 }
 
 #[derive(Subcommand)]
@@ -127,7 +136,46 @@ fn main() -> ExitCode {
         Command::Token {
             command: TokenCommand::Revoke { name, config },
         } => revoke_tokens(&config, &name),
+        Command::Bench(options) => bench(&options),
+        Command::BenchPlain { bind } => bench_plain(bind),
     }
+}
+
+fn bench(options: &concierge::bench::Options) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    match runtime.block_on(concierge::bench::run(options)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench_plain(bind: std::net::SocketAddr) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(bind).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("cannot listen on {bind}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match axum::serve(listener, concierge::bench::plain_router()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("the plain server stopped: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 /// Reads the configuration, printing every problem.

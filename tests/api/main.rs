@@ -1,6 +1,7 @@
 //! End-to-end tests: the app started on port 0 with a real SQLite file, driven over HTTP.
 
 mod agents;
+mod bench;
 mod bluebubbles;
 mod chat;
 mod check;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -92,9 +92,7 @@ impl App {
         let shutdown = CancellationToken::new();
         let settings = &config.settings;
 
-        let hints: Arc<dyn ChannelHints> = Arc::new(AdapterHints {
-            channels: channels.clone(),
-        });
+        let hints: Arc<dyn ChannelHints> = Arc::new(AdapterHints::new(channels.clone()));
         let holding = Arc::new(HoldingResponder::new(
             settings.responder.holding.clone(),
             settings.responder.holding_repeat_secs,
@@ -338,9 +336,37 @@ impl EventSink for InboxSink {
     }
 }
 
+/// Read receipts and typing indicators in flight at most. They are best effort: past this
+/// (thousands of turns starting at once) they are skipped, rather than each holding a
+/// connection and memory while the replies they announce are already on their way.
+const INDICATORS_IN_FLIGHT: usize = 64;
+
 /// Answers the lanes' questions from the conversation's channel adapter.
 struct AdapterHints {
     channels: Registry,
+    indicators: Arc<Semaphore>,
+}
+
+impl AdapterHints {
+    fn new(channels: Registry) -> Self {
+        Self {
+            channels,
+            indicators: Arc::new(Semaphore::new(INDICATORS_IN_FLIGHT)),
+        }
+    }
+
+    /// Runs an indicator's send in the background when there is room for it.
+    fn indicate(&self, send: impl Future<Output = ()> + Send + 'static) {
+        match self.indicators.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(async move {
+                    send.await;
+                    drop(permit);
+                });
+            }
+            Err(_) => tracing::debug!("too many indicators in flight; this one is skipped"),
+        }
+    }
 }
 
 impl ChannelHints for AdapterHints {
@@ -352,7 +378,7 @@ impl ChannelHints for AdapterHints {
             return;
         }
         let (contact, message) = (event.contact.clone(), message.clone());
-        tokio::spawn(async move { adapter.turn_started(&contact, &message).await });
+        self.indicate(async move { adapter.turn_started(&contact, &message).await });
     }
 
     fn received(&self, event: &InboundEvent, message: &PlatformMessageId) {
@@ -360,7 +386,7 @@ impl ChannelHints for AdapterHints {
             return;
         };
         let (contact, message) = (event.contact.clone(), message.clone());
-        tokio::spawn(async move { adapter.received(&contact, &message).await });
+        self.indicate(async move { adapter.received(&contact, &message).await });
     }
 
     fn media_captions(&self, channel: &ChannelId) -> bool {

@@ -229,7 +229,10 @@ impl DeliveryWorker {
                 if let Some(platform_id) = &receipt.platform_id {
                     span.record("platform_id", tracing::field::display(platform_id));
                 }
+                // The message id again in the event itself: a JSON log line carries its
+                // event's fields, and tools that count sends read them from there.
                 tracing::debug!(
+                    message_id = %entry.message.id,
                     maybe_sent = entry.maybe_sent,
                     "reply accepted by the channel"
                 );

@@ -26,8 +26,9 @@ const WINDOW_CLOSED_PATIENCE_MS: i64 = 120_000;
 const PAGE: usize = 256;
 /// The dispatcher looks at the inbox at least this often, even without a wake-up.
 const POLL: Duration = Duration::from_secs(1);
-/// The most inbox events held in memory between the inbox and the lanes; past it the
-/// dispatcher waits for lanes to finish some, and the rest of a backlog stays in the store.
+/// The most inbox events held in memory between the inbox and the lanes (or twice the
+/// parallel lanes, when more); past it the dispatcher waits for lanes to finish some, and
+/// the rest of a backlog stays in the store.
 const IN_MEMORY: usize = 4096;
 /// The most messages one burst gathers, and the longest it lasts in windows: a customer who
 /// never stops typing still gets answers.
@@ -42,7 +43,9 @@ struct Queued {
     _waiting: Waiting,
 }
 
-type LaneMap = Arc<Mutex<HashMap<ConversationId, mpsc::UnboundedSender<Queued>>>>;
+/// Events travel boxed: a channel allocates room for 32 of what it carries at once, and a
+/// lane rarely holds more than one; boxed, an idle lane's channel costs 256 bytes, not 12 KB.
+type LaneMap = Arc<Mutex<HashMap<ConversationId, mpsc::UnboundedSender<Box<Queued>>>>>;
 
 /// Feeds inbox events into per-conversation lanes.
 #[derive(Clone)]
@@ -54,6 +57,8 @@ pub struct Orchestrator {
     /// Rung after a turn queued replies.
     outbox_wake: Arc<Notify>,
     permits: Arc<Semaphore>,
+    /// Events held in memory at most (see [`IN_MEMORY`]).
+    in_memory: usize,
     hints: Arc<dyn ChannelHints>,
     metrics: Metrics,
     /// See [`crate::config::OrchestratorConfig::burst_window_ms`].
@@ -127,6 +132,7 @@ impl Orchestrator {
             inbox_wake,
             outbox_wake,
             permits: Arc::new(Semaphore::new(max_parallel.max(1))),
+            in_memory: IN_MEMORY.max(max_parallel.saturating_mul(2)),
             hints,
             metrics,
             burst_window_ms: 0,
@@ -149,7 +155,7 @@ impl Orchestrator {
     /// Runs until `shutdown` fires, then lets every lane finish the events it holds.
     pub async fn run(self, shutdown: CancellationToken) {
         let lanes: LaneMap = Arc::default();
-        let budget = Arc::new(Semaphore::new(IN_MEMORY));
+        let budget = Arc::new(Semaphore::new(self.in_memory));
         let mut tasks = JoinSet::new();
         // Everything up to `cursor` has been handed to a lane in this run.
         let mut cursor = 0i64;
@@ -232,6 +238,7 @@ impl Orchestrator {
         // so no entry can be sent to a lane that has just decided to end.
         let mut map = lanes.lock().unwrap_or_else(|e| e.into_inner());
         let conversation = entry.entry.conversation.clone();
+        let entry = Box::new(entry);
         let entry = match map.get(&conversation) {
             Some(sender) => match sender.send(entry) {
                 Ok(()) => return,
@@ -270,7 +277,7 @@ struct Lane {
     /// The newest inbox event this lane completed: a copy of an event at or before it (a
     /// shared store handing an event out again after a partition changed hands) is skipped.
     done_upto: i64,
-    receiver: mpsc::UnboundedReceiver<Queued>,
+    receiver: mpsc::UnboundedReceiver<Box<Queued>>,
     lanes: LaneMap,
     orchestrator: Orchestrator,
     shutdown: CancellationToken,
@@ -305,11 +312,11 @@ impl Lane {
     /// The next event for this lane, or `None` when it ran dry (the lane then ends).
     fn next(&mut self) -> Option<Queued> {
         if let Ok(queued) = self.receiver.try_recv() {
-            return Some(queued);
+            return Some(*queued);
         }
         let mut map = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
         match self.receiver.try_recv() {
-            Ok(queued) => Some(queued),
+            Ok(queued) => Some(*queued),
             Err(_) => {
                 map.remove(&self.conversation);
                 None
@@ -342,7 +349,7 @@ impl Lane {
                     _ = self.shutdown.cancelled() => None,
                 },
             };
-            let Some(next) = next else {
+            let Some(next) = next.map(|boxed| *boxed) else {
                 return (burst, None);
             };
             if next.entry.seq <= self.done_upto {

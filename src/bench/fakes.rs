@@ -137,12 +137,9 @@ impl Llm {
     }
 }
 
-async fn llm_handler(State(llm): State<Arc<Llm>>, request: Request) -> Response {
-    let body = axum::body::to_bytes(request.into_body(), 16 * 1024 * 1024)
-        .await
-        .unwrap_or_default();
-    let json: Value = serde_json::from_slice(&body).unwrap_or_default();
-    let last_user = json["messages"]
+/// The text of the last user message of an OpenAI chat request (string or parts).
+pub fn last_user_text(request: &Value) -> String {
+    request["messages"]
         .as_array()
         .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
         .map(|m| match &m["content"] {
@@ -154,7 +151,15 @@ async fn llm_handler(State(llm): State<Arc<Llm>>, request: Request) -> Response 
                 .join("\n"),
             other => other.to_string(),
         })
+        .unwrap_or_default()
+}
+
+async fn llm_handler(State(llm): State<Arc<Llm>>, request: Request) -> Response {
+    let body = axum::body::to_bytes(request.into_body(), 16 * 1024 * 1024)
+        .await
         .unwrap_or_default();
+    let json: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let last_user = last_user_text(&json);
     let n = llm.calls.fetch_add(1, Ordering::Relaxed) + 1;
     if !llm.latency.is_zero() {
         tokio::time::sleep(llm.latency).await;

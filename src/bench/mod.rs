@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use fakes::plain_router;
-pub use load::{Shape, percentile};
+pub use fakes::{last_user_text, plain_router};
+pub use load::{Shape, percentile, sign};
 pub use report::{Outcome, Side, Turns};
 
 use fakes::{Graph, Llm};

@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use concierge::domain::{ChannelId, ContactId, ConversationId};
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::helpers::{Deployment, PATIENCE, http_client, metric};
@@ -96,9 +94,7 @@ fn webhook(c: usize, k: usize) -> (Vec<u8>, String) {
         }}]}]
     }))
     .expect("a JSON body");
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("an HMAC key");
-    mac.update(&body);
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let signature = concierge::bench::sign(SECRET, &body);
     (body, signature)
 }
 
@@ -172,20 +168,7 @@ async fn llm_handler(State(llm): State<Arc<EchoLlm>>, request: Request) -> Respo
         .await
         .unwrap_or_default();
     let json: Value = serde_json::from_slice(&body).unwrap_or_default();
-    let last_user = json["messages"]
-        .as_array()
-        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-        .map(|m| match &m["content"] {
-            Value::String(s) => s.clone(),
-            // Content as parts: the text parts, joined.
-            Value::Array(parts) => parts
-                .iter()
-                .filter_map(|p| p["text"].as_str())
-                .collect::<Vec<_>>()
-                .join("\n"),
-            other => other.to_string(),
-        })
-        .unwrap_or_default();
+    let last_user = concierge::bench::last_user_text(&json);
     // Counted when asked: a caller killed while the LLM thinks still cost a call.
     let n = {
         let mut asked = lock(&llm.asked);

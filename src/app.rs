@@ -22,6 +22,7 @@ use crate::delivery::DeliveryWorker;
 use crate::domain::{ChannelId, InboundEvent, PlatformMessageId};
 use crate::handoff::keywords::Keywords;
 use crate::handoff::{Bus, Desk};
+use crate::http::server::HeadLimits;
 use crate::http::{AppState, HttpLimits, router};
 use crate::orchestrator::{
     AgentResponder, AgentSettings, ChannelHints, ChannelProfile, FaqResponder, HoldingResponder,
@@ -127,6 +128,7 @@ impl App {
                             timezone: config.timezone.clone(),
                             history_messages: settings.agents.history_messages,
                             redact_pii: settings.agents.redact_pii,
+                            conversation_token_budget: settings.agents.conversation_token_budget,
                         },
                         hints.clone(),
                         holding.clone(),
@@ -146,6 +148,10 @@ impl App {
             metrics.clone(),
         )
         .with_burst_window(settings.orchestrator.burst_window_ms)
+        .with_contact_rate(
+            settings.orchestrator.contact_turns_per_minute,
+            settings.orchestrator.contact_turn_burst,
+        )
         .with_desk(desk.clone());
         let delivery = DeliveryWorker::new(
             store.clone(),
@@ -167,9 +173,16 @@ impl App {
             },
             HttpLimits {
                 body_limit_bytes: settings.server.body_limit_bytes,
+                body_read_timeout: Duration::from_secs(
+                    settings.server.body_read_timeout_secs.max(1),
+                ),
                 request_timeout: Duration::from_secs(settings.server.request_timeout_secs.max(1)),
             },
         );
+        let head_limits = HeadLimits {
+            read_timeout: Duration::from_secs(settings.server.header_read_timeout_secs.max(1)),
+            max_bytes: settings.server.max_header_bytes,
+        };
 
         tracing::info!(
             %addr,
@@ -218,6 +231,8 @@ impl App {
         let task = tokio::spawn(run(
             listener,
             app_router,
+            head_limits,
+            metrics.clone(),
             orchestrator,
             delivery,
             paused,
@@ -429,7 +444,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
         StoreLocation::Sqlite(path) => {
             let store = SqliteStore::open(path, config.settings.store.sync)
                 .await
-                .with_context(|| format!("opening the store {}", path.display()))?;
+                .with_context(|| format!("opening the store {}", path.display()))?
+                .with_raw_retention(Duration::from_secs(
+                    u64::from(config.settings.store.raw_retention_days) * 24 * 3600,
+                ));
             tracing::info!(path = %path.display(), "store: SQLite");
             Ok(Arc::new(store))
         }
@@ -463,6 +481,8 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
 async fn run(
     listener: TcpListener,
     app_router: axum::Router,
+    head_limits: HeadLimits,
+    metrics: Metrics,
     orchestrator: Orchestrator,
     delivery: DeliveryWorker,
     paused: bool,
@@ -473,13 +493,7 @@ async fn run(
     let delivery_stop = CancellationToken::new();
     let delivery_task = tokio::spawn(delivery.run(delivery_stop.clone()));
     let orchestrator_task = (!paused).then(|| tokio::spawn(orchestrator.run(shutdown.clone())));
-    let server_stop = shutdown.clone();
-    let server = axum::serve(listener, app_router)
-        .with_graceful_shutdown(async move { server_stop.cancelled().await });
-    let served = server.await.context("the HTTP server failed");
-    if served.is_err() {
-        shutdown.cancel();
-    }
+    crate::http::server::serve(listener, app_router, head_limits, metrics, shutdown.clone()).await;
     let drained = async {
         for poller in pollers {
             let _ = poller.await;
@@ -500,5 +514,5 @@ async fn run(
             "work still in hand after the grace period; it resumes at the next start"
         );
     }
-    served
+    Ok(())
 }

@@ -18,25 +18,34 @@
 //!   merchant's HTTP tools, PII masking, and the runner that works a turn (tool loop,
 //!   `ask_agent`, `offer_choices`, `handoff_to_human`, limits, internal notes).
 //! - [`orchestrator`]: ordered lanes per conversation fed from the inbox (bursts of messages
-//!   answered in one turn), and the responder chain (FAQ, agents, the holding message).
+//!   answered in one turn, a per-contact turn rate limit), and the responder chain (FAQ,
+//!   agents within a per-conversation token budget, the holding message).
 //! - [`handoff`]: the human side: teams and hours, the queue's policy (team, priority, SLA,
 //!   expected wait, offers), the handoff brief, concierges' actions (claim, release,
 //!   resolve, transfer, reply, note), tokens and team scoping, live console events.
 //! - [`delivery`]: the outbox worker: send, retry with backoff, give up with a reason.
-//! - [`http`]: the router: webhooks, health, metrics, the web chat page and its stream.
+//! - [`http`]: the router: webhooks, health, metrics, the web chat page and its stream; the
+//!   accept loop and the limits that refuse a request before its handler.
 //! - [`app`]: builds the parts from the configuration and runs them until shutdown.
+//! - [`replay`]: `inbox export` and `replay`: kept raw webhooks out as JSON lines, and into
+//!   another gateway, re-signed for its secrets.
 //! - [`telemetry`]: logs and the Prometheus metrics.
+//! - `fuzzing` (hidden): the fuzz targets, one function per target (see FUZZING.md).
 
 pub mod agents;
 pub mod app;
 pub mod bench;
 pub mod channels;
+pub mod chaos;
 pub mod config;
 pub mod delivery;
 pub mod demo_shop;
 pub mod domain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handoff;
 pub mod http;
 pub mod orchestrator;
+pub mod replay;
 pub mod store;
 pub mod telemetry;

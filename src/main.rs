@@ -68,12 +68,31 @@ enum Command {
     /// Load a gateway process with signed WhatsApp webhooks (fake Graph API and LLM in this
     /// process) beside a plain axum handler, and print both and the ratio (BENCHMARKS.md).
     Bench(concierge::bench::Options),
+    /// Kill a gateway process with SIGKILL every few hundred milliseconds while customers
+    /// write (some webhooks twice), restart it, and print what was lost, processed twice,
+    /// sent twice or answered out of order (zero in each column is the bar; exit 1 if not).
+    Chaos(concierge::chaos::Options),
     /// The bench's baseline: an axum server whose one route answers 200.
     #[command(hide = true)]
     BenchPlain {
         #[arg(long)]
         bind: std::net::SocketAddr,
     },
+    /// The raw webhooks the store keeps (credentials removed).
+    Inbox {
+        #[command(subcommand)]
+        command: InboxCommand,
+    },
+    /// Post exported webhooks to a gateway, in order, each re-signed for the target's channel
+    /// secrets; print each answer and a summary; exit 1 if any was refused or failed.
+    Replay(concierge::replay::ReplayOptions),
+}
+
+#[derive(Subcommand)]
+enum InboxCommand {
+    /// Print the kept raw webhooks as JSON lines, oldest first: channel, kind, received_at,
+    /// query, headers, and body (or body_base64 when it is not UTF-8).
+    Export(concierge::replay::ExportOptions),
 }
 
 #[derive(Subcommand)]
@@ -137,8 +156,61 @@ fn main() -> ExitCode {
             command: TokenCommand::Revoke { name, config },
         } => revoke_tokens(&config, &name),
         Command::Bench(options) => bench(&options),
+        Command::Chaos(options) => chaos(&options),
         Command::BenchPlain { bind } => bench_plain(bind),
+        Command::Inbox {
+            command: InboxCommand::Export(options),
+        } => inbox_export(&options),
+        Command::Replay(options) => replay(&options),
     }
+}
+
+fn inbox_export(options: &concierge::replay::ExportOptions) -> ExitCode {
+    let filter = match options.filter() {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match load(&options.config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    with_store(&config, |store| async move {
+        let mut out = std::io::BufWriter::new(std::io::stdout());
+        match concierge::replay::export(store.as_ref(), filter, &mut out).await {
+            Ok(n) => {
+                eprintln!("{n} webhook(s) exported");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("inbox export: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn replay(options: &concierge::replay::ReplayOptions) -> ExitCode {
+    let config = match load(&options.config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    runtime.block_on(async {
+        match concierge::replay::replay(options, &config, &mut std::io::stdout()).await {
+            Ok(summary) if summary.all_accepted() => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("replay: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn bench(options: &concierge::bench::Options) -> ExitCode {
@@ -150,6 +222,21 @@ fn bench(options: &concierge::bench::Options) -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn chaos(options: &concierge::chaos::Options) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    match runtime.block_on(concierge::chaos::run(options)) {
+        Ok(rows) if rows.iter().all(concierge::chaos::Row::clean) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("chaos: {e}");
             ExitCode::FAILURE
         }
     }

@@ -66,6 +66,11 @@ pub struct WebhookLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabels {
+    pub channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TurnLabels {
     /// The responder that decided (faq, agent, holding, …), silent (a human holds the
     /// thread), none
@@ -111,6 +116,14 @@ pub struct ToolLabels {
     /// ok, http_error, timeout, unreachable, cut_off, invalid_arguments, refused, error,
     /// unknown_tool
     pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// header_timeout (disconnected), headers_too_large (431), malformed (400),
+    /// body_timeout (408), body_too_large (413), request_timeout (408: the whole request,
+    /// its handler included, went past `request_timeout_secs`)
+    pub reason: &'static str,
 }
 
 /// A histogram family's constructor: a plain function, so the family has a nameable type.
@@ -163,6 +176,9 @@ struct Inner {
     llm_errors: Family<LlmErrorLabels, Counter>,
     llm_retries: Family<LlmLabels, Counter>,
     tool_calls: Family<ToolLabels, Counter>,
+    http_refused: Family<RefusedLabels, Counter>,
+    throttled: Family<ChannelLabels, Counter>,
+    llm_budget_exhausted: Counter,
 }
 
 impl Default for Metrics {
@@ -281,6 +297,24 @@ impl Metrics {
             "Tool calls made by the agents, by tool and outcome",
             tool_calls.clone(),
         );
+        let http_refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "http_refused",
+            "HTTP requests refused before reaching a handler (a head or body too slow or too large, a malformed head, a request over its time), by reason",
+            http_refused.clone(),
+        );
+        let throttled = Family::<ChannelLabels, Counter>::default();
+        registry.register(
+            "throttled",
+            "Customer messages whose turn waited for the contact's turn rate limit (answered together in the next turn), by channel",
+            throttled.clone(),
+        );
+        let llm_budget_exhausted = Counter::default();
+        registry.register(
+            "llm_budget_exhausted",
+            "Turns that did not call the LLM because the conversation had spent its token budget (handed to a person instead)",
+            llm_budget_exhausted.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -303,6 +337,9 @@ impl Metrics {
                 llm_errors,
                 llm_retries,
                 tool_calls,
+                http_refused,
+                throttled,
+                llm_budget_exhausted,
             }),
         }
     }
@@ -431,6 +468,29 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// A request refused before any handler saw it; `reason` is a fixed word.
+    pub fn http_refused(&self, reason: &'static str) {
+        self.inner
+            .http_refused
+            .get_or_create(&RefusedLabels { reason })
+            .inc();
+    }
+
+    /// `n` customer messages of `channel` waited for the contact's turn rate limit.
+    pub fn throttled(&self, channel: &str, n: u64) {
+        self.inner
+            .throttled
+            .get_or_create(&ChannelLabels {
+                channel: channel.to_string(),
+            })
+            .inc_by(n);
+    }
+
+    /// A turn did not call the LLM: the conversation had spent its token budget.
+    pub fn llm_budget_exhausted(&self) {
+        self.inner.llm_budget_exhausted.inc();
     }
 
     /// The Prometheus text exposition of every metric.
@@ -579,7 +639,31 @@ mod tests {
         metrics.turn("faq", 0.0004);
         metrics.turn("agent", 45.0);
         metrics.webhook("whatsapp", "accepted");
+        metrics.http_refused("header_timeout");
+        metrics.http_refused("header_timeout");
+        metrics.throttled("whatsapp", 3);
+        metrics.llm_budget_exhausted();
         let text = metrics.render();
+        assert_eq!(
+            value(
+                &text,
+                "concierge_throttled_total",
+                &["channel=\"whatsapp\""]
+            ),
+            3.0
+        );
+        assert_eq!(
+            value(&text, "concierge_llm_budget_exhausted_total", &[]),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "concierge_http_refused_total",
+                &["reason=\"header_timeout\""]
+            ),
+            2.0
+        );
         assert_eq!(
             value(&text, "concierge_turn_seconds_bucket", &["le=\"0.001\""]),
             1.0

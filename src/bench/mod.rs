@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use fakes::{last_user_text, plain_router};
-pub use load::{Shape, percentile, sign};
+pub use fakes::{last_user_text, plain_router, serve};
+pub use load::{PHONE_NUMBER_ID, Shape, Shot, percentile, phone, shots, sign};
+pub use process::{Served, free_port};
 pub use report::{Outcome, Side, Turns};
 
 use fakes::{Graph, Llm};
-use process::{Served, free_port};
 
 /// What can stop a benchmark.
 #[derive(Debug, thiserror::Error)]
@@ -390,7 +390,7 @@ fn write_deployment(
         format!(
             "[server]\nbind = \"127.0.0.1:{port}\"\nshutdown_grace_secs = 5\n\n\
              [store]\nurl = \"sqlite:data/bench.db\"\nsync = \"{sync}\"\n\n\
-             [orchestrator]\npaused = {paused}\nburst_window_ms = 0\nmax_parallel_lanes = {lanes}\n\n\
+             [orchestrator]\npaused = {paused}\nburst_window_ms = 0\ncontact_turns_per_minute = 0\nmax_parallel_lanes = {lanes}\n\n\
              [faq]\nthreshold = {threshold}\n\n\
              [llm]\nprovider = \"openai_compatible\"\nmodel = \"bench\"\nbase_url = \"{llm_url}/v1\"\napi_key = \"bench-key\"\ntimeout_secs = {timeout}\nmax_retries = 0\n\n\
              [merchant]\nname = \"Maison Bench\"\ntimezone = \"Europe/Paris\"\n",
@@ -410,7 +410,7 @@ fn write_deployment(
 }
 
 /// Deletes the run's keys from Redis.
-async fn forget_redis(url: &str, prefix: &str) -> Result<(), BenchError> {
+pub async fn forget_redis(url: &str, prefix: &str) -> Result<(), BenchError> {
     let fail =
         |e: redis::RedisError| BenchError::Redis(crate::store::redis::redact(url), e.to_string());
     let client = redis::Client::open(url).map_err(fail)?;

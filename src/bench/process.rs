@@ -96,6 +96,12 @@ impl Served {
         memory(self.pid())
     }
 
+    /// Kills the process with SIGKILL (no chance to finish anything) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Asks the process to stop (SIGTERM) and waits for it a while, then kills it.
     pub fn stop(mut self) {
         let _ = Command::new("kill")

@@ -3,6 +3,8 @@
 //! inward only domain values.
 
 pub mod bluebubbles;
+pub mod callback;
+mod credentials;
 mod limiter;
 pub(crate) mod outbound_http;
 mod signature;
@@ -12,6 +14,7 @@ pub mod webchat;
 pub mod whatsapp;
 mod window;
 
+pub use self::credentials::kept_request;
 pub use self::limiter::RateLimiter;
 pub use self::window::{ReplyWindow, WindowDecision};
 
@@ -251,6 +254,7 @@ pub(crate) fn status_report(
             kind: EventKind::Status {
                 target: target.clone(),
                 status,
+                ours: None,
             },
         });
     }
@@ -296,6 +300,11 @@ pub enum VerifyError {
     #[error("this channel does not answer GET requests")]
     NoHandshake,
 }
+
+/// Why a recorded webhook cannot be signed for a channel (a Twilio body that is not a form).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot sign the webhook: {0}")]
+pub struct SignError(pub String);
 
 /// A payload that passed verification but could not be understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -390,6 +399,13 @@ pub trait ChannelAdapter: Send + Sync {
     /// Checks that a request comes from the platform, before anything parses it.
     fn verify(&self, request: &WebhookRequest) -> Result<(), VerifyError>;
 
+    /// Signs a recorded request as the platform would for this channel's secrets, so
+    /// `verify` accepts it (`concierge replay`). A channel whose `verify` checks a secret
+    /// must implement it; the default sends the request as recorded.
+    fn sign(&self, _request: &mut WebhookRequest) -> Result<(), SignError> {
+        Ok(())
+    }
+
     /// Answers a GET handshake; channels without one refuse.
     fn handshake(&self, _request: &WebhookRequest) -> Result<HandshakeReply, VerifyError> {
         Err(VerifyError::NoHandshake)
@@ -401,6 +417,13 @@ pub trait ChannelAdapter: Send + Sync {
 
     /// Delivers one reply.
     async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, SendError>;
+
+    /// Whether this platform's status reports name the reply they are about (see
+    /// [`callback`]): a send whose answer was lost is then given time to be confirmed by
+    /// its status before it is sent again.
+    fn confirms_sends(&self) -> bool {
+        false
+    }
 
     /// Fetches the bytes behind a media reference this adapter produced.
     async fn fetch_media(&self, _media: &MediaRef) -> Result<MediaBytes, MediaError> {

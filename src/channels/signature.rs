@@ -20,6 +20,21 @@ pub fn verify_sha256_hex(key: &[u8], body: &[u8], header: &str) -> bool {
     mac.verify_slice(&expected).is_ok()
 }
 
+/// `sha256=<hex>` of HMAC-SHA256(key, body): Meta's `X-Hub-Signature-256`.
+pub fn sign_sha256_hex(key: &[u8], body: &[u8]) -> String {
+    // HMAC takes a key of any length: this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Base64 HMAC-SHA1(key, data): Twilio's `X-Twilio-Signature`.
+pub fn sign_sha1_base64(key: &[u8], data: &[u8]) -> String {
+    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    mac.update(data);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
 /// Checks a base64 HMAC-SHA1(key, data) (Twilio's scheme).
 pub fn verify_sha1_base64(key: &[u8], data: &[u8], header: &str) -> bool {
     let Ok(expected) = base64::engine::general_purpose::STANDARD.decode(header.trim()) else {
@@ -63,6 +78,16 @@ mod tests {
         assert!(!verify_sha256_hex(b"other", body, &good));
         assert!(!verify_sha256_hex(key, body, "sha256=zz"));
         assert!(!verify_sha256_hex(key, body, &good[7..]));
+    }
+
+    #[test]
+    fn what_is_signed_verifies() {
+        let good = sign_sha256_hex(b"secret", b"{}");
+        assert!(verify_sha256_hex(b"secret", b"{}", &good));
+        assert!(!verify_sha256_hex(b"other", b"{}", &good));
+        let good = sign_sha1_base64(b"token", b"https://x/yBodyhi");
+        assert!(verify_sha1_base64(b"token", b"https://x/yBodyhi", &good));
+        assert!(!verify_sha1_base64(b"token", b"https://x/yBodyho", &good));
     }
 
     #[test]

@@ -122,6 +122,30 @@ impl Config {
                 "must be above 0".into(),
             ));
         }
+        for (key, value) in [
+            (
+                "server.header_read_timeout_secs",
+                settings.server.header_read_timeout_secs,
+            ),
+            (
+                "server.body_read_timeout_secs",
+                settings.server.body_read_timeout_secs,
+            ),
+        ] {
+            if value == 0 {
+                problems.push(key_problem(key, "must be above 0".into()));
+            }
+        }
+        // Above 256 KiB the connection's read buffer (about 400 KB) would be the limit.
+        if !(1024..=256 * 1024).contains(&settings.server.max_header_bytes) {
+            problems.push(key_problem(
+                "server.max_header_bytes",
+                format!(
+                    "{} is not between 1024 and 262144",
+                    settings.server.max_header_bytes
+                ),
+            ));
+        }
 
         let store = match settings.store.url.split_once(':') {
             Some(("sqlite", rest)) if !rest.trim().is_empty() => {
@@ -182,6 +206,15 @@ impl Config {
             problems.push(key_problem(
                 "store.dedupe_ttl_secs",
                 "must be at least 3600: platforms retry a webhook for hours".into(),
+            ));
+        }
+        if !(1..=3650).contains(&store_settings.raw_retention_days) {
+            problems.push(key_problem(
+                "store.raw_retention_days",
+                format!(
+                    "{} is not between 1 and 3650",
+                    store_settings.raw_retention_days
+                ),
             ));
         }
 
@@ -742,6 +775,46 @@ mod tests {
         assert_eq!(problems.0.len(), 1, "{problems}");
         assert_eq!(problems.0[0].key.as_deref(), Some("app_secret"));
         assert_eq!(problems.0[0].line, Some(4));
+    }
+
+    #[test]
+    fn zero_http_limits_are_refused_with_file_and_key() {
+        let d = Deployment::new(
+            "[server]\nbind = \"127.0.0.1:0\"\nheader_read_timeout_secs = 0\nbody_read_timeout_secs = 0\nmax_header_bytes = 0\n",
+        )
+        .channel("web.toml", "kind = \"webchat\"\n");
+        let problems = d.load(&no_env).unwrap_err();
+        let found: Vec<_> = problems
+            .0
+            .iter()
+            .map(|p| (p.key.clone().unwrap_or_default(), p.line))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("server.header_read_timeout_secs".to_string(), Some(3)),
+                ("server.body_read_timeout_secs".to_string(), Some(4)),
+                ("server.max_header_bytes".to_string(), Some(5)),
+            ],
+            "{problems}"
+        );
+        assert!(
+            problems
+                .0
+                .iter()
+                .all(|p| p.file.ends_with("concierge.toml"))
+        );
+        std::fs::write(d.dir.path().join("concierge.toml"), MINIMAL).unwrap();
+        let config = d.load(&no_env).unwrap();
+        let server = &config.settings.server;
+        assert_eq!(
+            (
+                server.header_read_timeout_secs,
+                server.body_read_timeout_secs,
+                server.max_header_bytes
+            ),
+            (10, 10, 16384)
+        );
     }
 
     #[test]

@@ -52,6 +52,15 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// How long a request may take, headers and body included, before it is answered 408.
     pub request_timeout_secs: u64,
+    /// How long a client may take to send a request's head (request line and headers); a
+    /// slower one (a slow-loris) is disconnected. Also how long an idle connection is kept.
+    pub header_read_timeout_secs: u64,
+    /// How long a client may take to send a request's body once its head is in; a slower
+    /// one gets 408.
+    pub body_read_timeout_secs: u64,
+    /// The largest request head (request line and headers), in bytes (1024 to 262144); a
+    /// larger one, or one with more than 100 headers, gets 431.
+    pub max_header_bytes: usize,
     /// How long a graceful shutdown waits for the lanes and deliveries in flight.
     pub shutdown_grace_secs: u64,
 }
@@ -62,6 +71,9 @@ impl Default for ServerConfig {
             bind: "127.0.0.1:8080".to_string(),
             body_limit_bytes: 1024 * 1024,
             request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 10,
+            max_header_bytes: 16 * 1024,
             shutdown_grace_secs: 20,
         }
     }
@@ -84,8 +96,12 @@ pub struct StoreConfig {
     /// Redis: how long an instance's hold on its inbox partitions lasts without renewal. A
     /// dead instance's work is taken over after this long.
     pub takeover_ms: u64,
-    /// Redis: how long a webhook's event id is remembered to drop platform retries.
+    /// Redis: how long a webhook's event id is remembered to drop platform retries (and its
+    /// raw request kept for `concierge inbox export`).
     pub dedupe_ttl_secs: u64,
+    /// SQLite: how many days each accepted webhook's raw request (credentials removed) is
+    /// kept for `concierge inbox export` and `concierge replay`.
+    pub raw_retention_days: u32,
 }
 
 impl Default for StoreConfig {
@@ -97,6 +113,7 @@ impl Default for StoreConfig {
             partitions: 16,
             takeover_ms: 10_000,
             dedupe_ttl_secs: 7 * 24 * 3600,
+            raw_retention_days: 7,
         }
     }
 }
@@ -174,6 +191,16 @@ pub struct OrchestratorConfig {
     /// answered together, in one turn (customers often write in several short messages).
     /// 0 answers each message on its own.
     pub burst_window_ms: u64,
+    /// The most turns one contact (one conversation) may start a minute, after
+    /// `contact_turn_burst` back to back. A customer who writes faster loses nothing: every
+    /// message is stored at once, and the waiting ones are answered together, in order, in
+    /// the next turn the limit allows. Threads a person holds are not held back. Kept in
+    /// memory by the instance working the conversation (a restart gives a fresh burst).
+    /// 0: no limit.
+    pub contact_turns_per_minute: u32,
+    /// How many turns a contact may start back to back before `contact_turns_per_minute`
+    /// applies (at least 1).
+    pub contact_turn_burst: u32,
 }
 
 impl Default for OrchestratorConfig {
@@ -182,6 +209,8 @@ impl Default for OrchestratorConfig {
             max_parallel_lanes: 256,
             paused: false,
             burst_window_ms: 1000,
+            contact_turns_per_minute: 6,
+            contact_turn_burst: 3,
         }
     }
 }
@@ -253,6 +282,11 @@ pub struct AgentsConfig {
     /// The most tokens one customer turn may spend, all agents together; past it the
     /// conversation goes to a human.
     pub turn_token_budget: u64,
+    /// The most tokens one conversation may spend over a rolling 24 hours, every turn and
+    /// summary together, as the store recorded them (a restart does not reset it). Past it, a
+    /// turn does not call the LLM: the conversation goes to a person with the reason
+    /// "token budget", and the customer gets the holding reply. 0: no limit.
+    pub conversation_token_budget: u64,
     /// Mask phone numbers, e-mail addresses and card numbers before text reaches the LLM.
     pub redact_pii: bool,
 }
@@ -264,6 +298,7 @@ impl Default for AgentsConfig {
             max_tool_rounds: 6,
             max_ask_depth: 2,
             turn_token_budget: 60_000,
+            conversation_token_budget: 200_000,
             redact_pii: false,
         }
     }
@@ -337,6 +372,10 @@ pub struct DeliveryConfig {
     pub max_in_flight: usize,
     /// One attempt's time limit.
     pub send_timeout_secs: u64,
+    /// On a channel whose status reports name our replies (WhatsApp), a send whose answer
+    /// was lost waits this long for the platform's status before it is sent again: a status
+    /// in that time confirms it, and the customer gets it once.
+    pub confirm_wait_ms: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -347,6 +386,7 @@ impl Default for DeliveryConfig {
             give_up_after_secs: 24 * 3600,
             max_in_flight: 64,
             send_timeout_secs: 30,
+            confirm_wait_ms: 10_000,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The outbox loop and one send.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
@@ -27,6 +28,11 @@ pub struct DeliveryWorker {
     give_up_after_ms: i64,
     send_timeout: Duration,
     max_in_flight: usize,
+    /// See [`DeliveryConfig::confirm_wait_ms`].
+    confirm_wait_ms: i64,
+    /// Entries maybe sent that already waited for a confirming status in this run: the next
+    /// attempt sends.
+    waited: Arc<Mutex<HashSet<i64>>>,
     metrics: Metrics,
     /// Tells the consoles how a concierge's reply fared.
     events: Option<Bus>,
@@ -52,6 +58,8 @@ impl DeliveryWorker {
                 .unwrap_or(i64::MAX),
             send_timeout: Duration::from_secs(config.send_timeout_secs.max(1)),
             max_in_flight: config.max_in_flight.max(1),
+            confirm_wait_ms: i64::try_from(config.confirm_wait_ms).unwrap_or(i64::MAX / 4),
+            waited: Arc::default(),
             metrics,
             events: None,
         }
@@ -173,6 +181,23 @@ impl DeliveryWorker {
             self.finish_failed(&entry, None, &reason).await;
             return;
         };
+        if entry.maybe_sent && adapter.confirms_sends() && self.first_wait(entry.id) {
+            // An earlier attempt may have gone through: its status, if it did, confirms it
+            // (see `http::webhooks`) while this entry waits, and it is never sent again.
+            tracing::Span::current().record("outcome", "awaiting_status");
+            tracing::info!(%channel, "an earlier attempt may have reached the platform; waiting for its status before sending again");
+            let at = now_millis() + self.confirm_wait_ms;
+            self.record(|| {
+                self.store.retry_at(
+                    entry.id,
+                    at,
+                    "waiting for the platform's status of an earlier attempt",
+                    true,
+                )
+            })
+            .await;
+            return;
+        }
         if entry.maybe_sent {
             self.metrics
                 .delivery(channel.as_str(), "resent_after_crash");
@@ -237,6 +262,7 @@ impl DeliveryWorker {
                     "reply accepted by the channel"
                 );
                 self.metrics.delivery(channel.as_str(), "sent");
+                self.settled(entry.id);
                 self.record(|| {
                     self.store
                         .mark_sent(entry.id, receipt.platform_id.clone(), now)
@@ -249,10 +275,18 @@ impl DeliveryWorker {
                 self.finish_failed(&entry, code, &reason).await;
             }
             Err(error) => {
-                let wait = match &error {
+                let maybe_sent = matches!(error, SendError::Ambiguous { .. });
+                let mut wait = match &error {
                     SendError::RetryAfter { after, .. } => self.backoff.after(*after),
                     _ => self.backoff.delay(entry.attempts),
                 };
+                if maybe_sent && adapter.confirms_sends() {
+                    // Time for the platform's status to confirm it, if it went through.
+                    self.first_wait(entry.id);
+                    wait = wait.max(Duration::from_millis(
+                        u64::try_from(self.confirm_wait_ms).unwrap_or(0),
+                    ));
+                }
                 let at = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
                 if at - entry.first_attempt_at > self.give_up_after_ms {
                     let reason = format!(
@@ -267,7 +301,6 @@ impl DeliveryWorker {
                     tracing::info!(%channel, %error, wait_ms = wait.as_millis() as u64, "send failed; will retry");
                     self.metrics.delivery(channel.as_str(), "retried");
                     let text = error.to_string();
-                    let maybe_sent = matches!(error, SendError::Ambiguous { .. });
                     self.record(|| self.store.retry_at(entry.id, at, &text, maybe_sent))
                         .await;
                 }
@@ -275,7 +308,25 @@ impl DeliveryWorker {
         }
     }
 
+    /// Whether entry `id` has not yet waited for a confirming status in this run (and now
+    /// has).
+    fn first_wait(&self, id: i64) -> bool {
+        match self.waited.lock() {
+            Ok(mut waited) => waited.insert(id),
+            Err(poisoned) => poisoned.into_inner().insert(id),
+        }
+    }
+
+    /// Entry `id` is settled: no wait to remember.
+    fn settled(&self, id: i64) {
+        match self.waited.lock() {
+            Ok(mut waited) => waited.remove(&id),
+            Err(poisoned) => poisoned.into_inner().remove(&id),
+        };
+    }
+
     async fn finish_failed(&self, entry: &OutboxEntry, code: Option<String>, reason: &str) {
+        self.settled(entry.id);
         tracing::Span::current().record("outcome", "failed");
         self.metrics
             .delivery(entry.message.channel.as_str(), "failed");

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ChannelId, ContactId, Content, ConversationId, DeliveryStatus, EventId, Millis,
+    ChannelId, ContactId, Content, ConversationId, DeliveryStatus, EventId, MessageId, Millis,
     PlatformMessageId,
 };
 
@@ -45,6 +45,12 @@ pub enum EventKind {
     Status {
         target: PlatformMessageId,
         status: DeliveryStatus,
+        /// Our id of the reply this status is about, when the platform echoes what we gave
+        /// it with the send (WhatsApp's `biz_opaque_callback_data`, a Twilio status callback
+        /// URL), and the status covers the reply's last part: proof that the reply was
+        /// accepted even when the answer to our send was lost.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ours: Option<MessageId>,
     },
     /// The customer is typing.
     Typing,

@@ -5,6 +5,8 @@ mod api;
 mod chat;
 mod console;
 mod health;
+mod limits;
+pub mod server;
 mod webhooks;
 
 use std::sync::Arc;
@@ -15,7 +17,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::channels::Registry;
 use crate::handoff::Desk;
@@ -38,6 +39,8 @@ pub struct AppState {
 
 pub struct HttpLimits {
     pub body_limit_bytes: usize,
+    /// How long a body may take to arrive once the request's head is in.
+    pub body_read_timeout: Duration,
     pub request_timeout: Duration,
 }
 
@@ -61,6 +64,12 @@ fn api_routes() -> Router<AppState> {
 }
 
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
+    let guard = limits::Guard {
+        body_limit: limits.body_limit_bytes,
+        body_timeout: limits.body_read_timeout,
+        request_timeout: limits.request_timeout,
+        metrics: state.metrics.clone(),
+    };
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -79,9 +88,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/console", get(console::page))
         .nest("/api/v1", api_routes())
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            http::StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout,
-        ))
+        // Outermost: the body limits and both timeouts (413, 408), counted.
+        .layer(axum::middleware::from_fn_with_state(guard, limits::guard))
         .with_state(state)
 }

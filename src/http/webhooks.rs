@@ -1,5 +1,5 @@
-//! `GET|POST /webhooks/{channel_id}`: find the channel, verify, parse, append to the inbox,
-//! answer. A forged request is a 401 before any parsing; a payload we cannot understand is
+//! `GET|POST /webhooks/{channel_id}`: find the channel, verify, parse, append to the inbox
+//! (with the raw request, its credentials removed, for replay), answer. A forged request is a 401 before any parsing; a payload we cannot understand is
 //! logged, counted and answered 200, so the platform does not retry it for days.
 
 use std::collections::BTreeMap;
@@ -12,7 +12,7 @@ use tracing::field::Empty;
 
 use super::AppState;
 use crate::channels::{VerifyError, WebhookRequest};
-use crate::domain::{EventKind, InboundEvent};
+use crate::domain::{EventKind, InboundEvent, now_millis};
 
 fn request(headers: HeaderMap, raw_query: Option<String>, body: Bytes) -> WebhookRequest {
     let query: BTreeMap<String, String> = raw_query
@@ -71,13 +71,29 @@ pub async fn receive(
         outcome(&state, channel.as_str(), "ignored");
         return (StatusCode::OK, "ok").into_response();
     }
-    match state.store.ingest(&events).await {
+    // Kept with the events, without credentials, for `concierge inbox export` and `replay`.
+    let (kept_query, kept_headers) = crate::channels::kept_request(&request);
+    let raw = crate::store::RawWebhook {
+        channel: channel.clone(),
+        kind: adapter.kind().name().to_string(),
+        received_at: crate::domain::now_millis(),
+        query: kept_query,
+        headers: kept_headers,
+        body: request.body.clone(),
+    };
+    match state.store.ingest_raw(&events, raw).await {
         Ok(stored) => {
             if stored.accepted > 0 {
                 state.inbox_wake.notify_one();
             }
             stored.trace();
             receipts(&events);
+            // Even for a status already stored: the confirmation may be what a crash cut.
+            if let Err(e) = confirm_sends(&state, &events).await {
+                outcome(&state, channel.as_str(), "store_error");
+                tracing::error!(%channel, error = %e, "cannot confirm a send from its status");
+                return (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response();
+            }
             let label = if stored.accepted > 0 {
                 "accepted"
             } else if stored.duplicates > 0 {
@@ -99,12 +115,41 @@ pub async fn receive(
     }
 }
 
+/// A status that names our reply confirms a send whose answer was lost (a timeout, a closed
+/// connection, a crash between the platform's answer and our record of it): the reply is
+/// marked sent instead of being sent again, and counted as `reconciled`.
+async fn confirm_sends(
+    state: &AppState,
+    events: &[InboundEvent],
+) -> Result<(), crate::store::StoreError> {
+    for event in events {
+        let EventKind::Status {
+            target,
+            ours: Some(ours),
+            ..
+        } = &event.kind
+        else {
+            continue;
+        };
+        if state
+            .store
+            .confirm_sent(&event.channel, *ours, target.clone(), now_millis())
+            .await?
+        {
+            state.metrics.delivery(event.channel.as_str(), "reconciled");
+            tracing::info!(channel = %event.channel, message_id = %ours, platform_id = %target,
+                "a reply whose send went unanswered was confirmed by the platform's status; it will not be sent again");
+        }
+    }
+    Ok(())
+}
+
 /// A `receipt` span for each delivery status the request brought, under the `webhook` one:
 /// the conversation, the platform's id of our message (the `platform_id` of its `deliver`
 /// span) and the status, so a reply can be followed to the customer's phone.
 fn receipts(events: &[InboundEvent]) {
     for event in events {
-        if let EventKind::Status { target, status } = &event.kind {
+        if let EventKind::Status { target, status, .. } = &event.kind {
             let span = tracing::info_span!(
                 "receipt",
                 conversation = %event.conversation(),

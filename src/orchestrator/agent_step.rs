@@ -1,7 +1,9 @@
 //! The agents' step of the responder chain: builds the turn's context (history, rolling
 //! summary, who the customer is, what the channel can show), runs the entry agent, and turns
 //! its outcome into a decision. When the agents cannot answer, the customer gets the holding
-//! reply and the thread goes to a human with the reason "agent unavailable".
+//! reply and the thread goes to a human with the reason "agent unavailable"; when the
+//! conversation has spent its token budget, the same happens without any LLM call, with the
+//! reason "token budget".
 
 use std::sync::Arc;
 
@@ -22,6 +24,12 @@ const RELEASE_NOTE_TTL_MS: i64 = 24 * 3600 * 1000;
 /// The handoff reason when the agents fail.
 pub const AGENT_UNAVAILABLE: &str = "agent unavailable";
 
+/// The handoff reason when the conversation has spent its token budget.
+pub const TOKEN_BUDGET: &str = "token budget";
+
+/// The window of `conversation_token_budget`: a rolling day.
+const BUDGET_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
 /// The deployment's settings the agent step reads.
 pub struct AgentSettings {
     pub merchant: String,
@@ -30,6 +38,8 @@ pub struct AgentSettings {
     /// How many of the latest messages the agents read.
     pub history_messages: usize,
     pub redact_pii: bool,
+    /// See [`crate::config::AgentsConfig::conversation_token_budget`]; 0: no limit.
+    pub conversation_token_budget: u64,
 }
 
 pub struct AgentResponder {
@@ -71,13 +81,23 @@ impl AgentResponder {
         let window = self.settings.history_messages.max(1);
         let summary = turn.store.summary(conversation).await?;
         let upto = summary.as_ref().map_or(0, |s| s.upto_seq);
-        let mut recent: Vec<Message> = turn
-            .store
-            .recent_messages(conversation, window * 2 + 16)
-            .await?
-            .into_iter()
-            .filter(|m| m.seq > upto)
-            .collect();
+        let limit = window * 2 + 16 + turn.burst.len();
+        // Read up to the turn's last message, not the conversation's: with customers'
+        // messages waiting behind this turn (a backlog after a restart, a flood), the latest
+        // messages are theirs, and the turn's own could fall out of what is read.
+        let last_own = match turn.entry.message {
+            Some(id) => turn.store.message(id).await?,
+            None => None,
+        };
+        let read = match &last_own {
+            Some(last) => {
+                turn.store
+                    .messages_upto(conversation, last.seq, limit)
+                    .await?
+            }
+            None => turn.store.recent_messages(conversation, limit).await?,
+        };
+        let mut recent: Vec<Message> = read.into_iter().filter(|m| m.seq > upto).collect();
         // Customer messages that came after this turn's own belong to the next turn; the
         // turn's own messages go last, after any reply sent while they were being written.
         let own: Vec<_> = turn.burst.iter().filter_map(|e| e.message).collect();
@@ -96,11 +116,12 @@ impl AgentResponder {
             recent.into_iter().partition(|m| !own.contains(&m.id));
         recent.extend(burst);
         let mut summary_text = summary.map(|s| s.text);
-        if recent.len() > window {
-            // Folded down to half the window, not to the window itself: the next fold comes
-            // a few turns later, instead of one summary call every turn once a conversation
-            // is longer than the window. The turn's own messages always stay.
-            let keep = window.div_ceil(2).max(own.len()).min(window);
+        // Folded down to half the window, not to the window itself: the next fold comes a
+        // few turns later, instead of one summary call every turn once a conversation is
+        // longer than the window. The turn's own messages always stay, however many (a burst
+        // the rate limit gathered is bounded by the lanes).
+        let keep = window.div_ceil(2).max(own.len());
+        if recent.len() > window && recent.len() > keep {
             let fold: Vec<Message> = recent.drain(..recent.len() - keep).collect();
             let transcript: Vec<String> = fold
                 .iter()
@@ -206,6 +227,46 @@ impl AgentResponder {
     fn holding_text(&self, turn: &Turn<'_>) -> String {
         self.holding.message_for(turn.text().as_deref())
     }
+
+    /// The decision for a conversation that has spent its token budget over the last day:
+    /// a person takes it, and the LLM is not called. `None` while there is budget left.
+    async fn over_budget(&self, turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
+        let budget = self.settings.conversation_token_budget;
+        if budget == 0 {
+            return Ok(None);
+        }
+        let spent = turn
+            .store
+            .usage_since(&turn.entry.conversation, turn.now - BUDGET_WINDOW_MS)
+            .await?
+            .total_tokens();
+        if spent < budget {
+            return Ok(None);
+        }
+        self.runtime.metrics.llm_budget_exhausted();
+        tracing::info!(
+            spent,
+            budget,
+            "the conversation spent its token budget for the day; handing it to a person"
+        );
+        let handoff = NewHandoff {
+            id: handoff_id(),
+            reason: TOKEN_BUDGET.to_string(),
+            priority: Some("normal".to_string()),
+            team: None,
+            requested_by: "gateway".to_string(),
+            ..NewHandoff::default()
+        };
+        let mut decision = Decision::new(
+            "token_budget",
+            vec![(Author::System, Content::text(self.holding_text(turn)))],
+        );
+        decision.thread = Some(ThreadState::Queued {
+            handoff: handoff.id.clone(),
+        });
+        decision.handoff = Some(handoff);
+        Ok(Some(decision))
+    }
 }
 
 fn handoff_id() -> String {
@@ -215,6 +276,9 @@ fn handoff_id() -> String {
 #[async_trait]
 impl Responder for AgentResponder {
     async fn respond(&self, turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
+        if let Some(decision) = self.over_budget(turn).await? {
+            return Ok(Some(decision));
+        }
         let event = &turn.entry.event;
         let mut usage = TurnUsage::default();
         let mut redactor = Redactor::new();

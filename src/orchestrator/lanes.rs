@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::responder::{Responder, Turn};
+use super::throttle::ContactRate;
 use crate::domain::{
     ChannelId, Content, ConversationId, Direction, EventKind, InboundEvent, InboundMessage,
     PlatformMessageId, ThreadState, now_millis, split_text,
@@ -34,6 +35,9 @@ const IN_MEMORY: usize = 4096;
 /// never stops typing still gets answers.
 const MAX_BURST: usize = 20;
 const MAX_BURST_WINDOWS: i64 = 10;
+/// The most messages one turn gathers while the contact's rate limit holds it: a flood is
+/// answered in few turns, each reading a bounded prompt; what is left waits for the next turn.
+const MAX_THROTTLED_BURST: usize = 100;
 
 /// An inbox event on its way through a lane, holding its place in the in-memory budget and
 /// in `lane_queue_depth` until its turn takes it (or the lane lets it go).
@@ -63,6 +67,8 @@ pub struct Orchestrator {
     metrics: Metrics,
     /// See [`crate::config::OrchestratorConfig::burst_window_ms`].
     burst_window_ms: i64,
+    /// See [`crate::config::OrchestratorConfig::contact_turns_per_minute`]; `None`: no limit.
+    contact_rate: Option<Arc<ContactRate>>,
     /// The handoff desk: completes handoffs (team, SLA, brief, acknowledgement) and tells
     /// the consoles about them and about customer messages in held threads.
     desk: Option<Arc<Desk>>,
@@ -136,6 +142,7 @@ impl Orchestrator {
             hints,
             metrics,
             burst_window_ms: 0,
+            contact_rate: None,
             desk: None,
         }
     }
@@ -149,6 +156,13 @@ impl Orchestrator {
     /// Answers customer messages that arrive within `ms` of each other in one turn.
     pub fn with_burst_window(mut self, ms: u64) -> Self {
         self.burst_window_ms = i64::try_from(ms).unwrap_or(i64::MAX / 4);
+        self
+    }
+
+    /// Starts at most `per_minute` turns a minute per conversation, after `burst` back to
+    /// back; messages that come faster wait and are answered together. 0: no limit.
+    pub fn with_contact_rate(mut self, per_minute: u32, burst: u32) -> Self {
+        self.contact_rate = ContactRate::new(per_minute, burst).map(Arc::new);
         self
     }
 
@@ -363,6 +377,91 @@ impl Lane {
         }
     }
 
+    /// Holds a customer's burst until the contact's rate limit lets a turn start, gathering
+    /// the messages that arrive meanwhile into it (up to [`MAX_THROTTLED_BURST`]): a flood is
+    /// answered in few turns, in order, and every message is in one of them. An event that
+    /// cannot join (not a customer message, or past the cap) waits behind the burst in
+    /// `after`, as after [`Lane::gather`]. A thread a person holds is not held back: no LLM
+    /// answers it, and the console hears the customer at once. Returns false if shutdown
+    /// came first.
+    async fn throttle(&mut self, burst: &mut Vec<Queued>, after: &mut Option<Queued>) -> bool {
+        let Some(rate) = self.orchestrator.contact_rate.clone() else {
+            return true;
+        };
+        if !burst.first().is_some_and(|q| burstable(&q.entry)) {
+            return true;
+        }
+        let mut since: Option<Instant> = None;
+        loop {
+            let wait = match rate.try_take(&self.conversation, Instant::now()) {
+                Ok(()) => break,
+                Err(wait) => wait,
+            };
+            if since.is_none() {
+                since = Some(Instant::now());
+                if !self.bot_may_reply().await {
+                    return true;
+                }
+            }
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                let next = match after.take() {
+                    Some(next) => Some(next),
+                    None if burst.len() >= MAX_THROTTLED_BURST => None,
+                    None => tokio::select! {
+                        next = self.receiver.recv() => next.map(|boxed| *boxed),
+                        _ = tokio::time::sleep_until(deadline) => break,
+                        _ = self.shutdown.cancelled() => return false,
+                    },
+                };
+                match next {
+                    Some(next) if next.entry.seq <= self.done_upto => {}
+                    Some(next) if burstable(&next.entry) && burst.len() < MAX_THROTTLED_BURST => {
+                        burst.push(next);
+                    }
+                    other => {
+                        // Nothing more may join: wait out the limit.
+                        *after = other;
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(deadline) => break,
+                            _ = self.shutdown.cancelled() => return false,
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(since) = since {
+            let channel = burst.first().map(|q| q.entry.event.channel.clone());
+            if let Some(channel) = channel {
+                self.orchestrator
+                    .metrics
+                    .throttled(channel.as_str(), burst.len() as u64);
+                tracing::info!(
+                    conversation = %self.conversation,
+                    %channel,
+                    messages = burst.len(),
+                    waited_ms = since.elapsed().as_millis() as u64,
+                    "the contact writes faster than the turn rate limit: messages answered together"
+                );
+            }
+        }
+        true
+    }
+
+    /// Whether the bot answers the conversation's next customer message (a store failure
+    /// says yes: the limit then applies, which is always safe).
+    async fn bot_may_reply(&self) -> bool {
+        match self
+            .orchestrator
+            .store
+            .thread_state(&self.conversation)
+            .await
+        {
+            Ok(state) => state.on_customer_message().bot_may_reply(),
+            Err(_) => true,
+        }
+    }
+
     async fn run(mut self) {
         let mut held: Option<Queued> = None;
         loop {
@@ -376,7 +475,14 @@ impl Lane {
             if first.entry.seq <= self.done_upto {
                 continue;
             }
-            let (burst, after) = self.gather(first).await;
+            let (mut burst, mut after) = self.gather(first).await;
+            if !self.throttle(&mut burst, &mut after).await {
+                // Shutdown came while the limit held the burst: it stays unfinished in the
+                // inbox, with everything behind it, for the next start.
+                let mut map = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+                map.remove(&self.conversation);
+                return;
+            }
             held = after;
             let entries: Vec<InboxEntry> = burst.into_iter().map(|q| q.entry).collect();
             let last = entries.last().map_or(0, |e| e.seq);
@@ -649,7 +755,8 @@ impl Lane {
                     handoff,
                     replies: &mut decision.replies,
                     notes: &mut decision.notes,
-                    llm_down: decision.by == "agent_failed",
+                    // No LLM brief when the LLM failed, or the conversation spent its budget.
+                    llm_down: matches!(decision.by, "agent_failed" | "token_budget"),
                     quiet: decision.by == "holding_repeat_suppressed",
                 })
                 .await;

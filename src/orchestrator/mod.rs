@@ -6,6 +6,7 @@ mod agent_step;
 pub mod faq;
 mod lanes;
 mod responder;
+mod throttle;
 mod triggers;
 
 pub use self::agent_step::{AgentResponder, AgentSettings};

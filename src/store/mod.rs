@@ -83,6 +83,45 @@ impl IngestOutcome {
     }
 }
 
+/// A webhook request as it was received, its credentials removed (signatures, tokens and
+/// secrets: see `crate::channels::kept_request`): kept beside the inbox entries it produced,
+/// so an incident can be exported and replayed (`concierge inbox export`, `concierge
+/// replay`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawWebhook {
+    pub channel: ChannelId,
+    /// The channel's kind (`whatsapp`, `telegram`…), as the export names it.
+    pub kind: String,
+    pub received_at: Millis,
+    /// The query string, without credentials; `None` when the URL had none.
+    pub query: Option<String>,
+    /// The headers in the order received, names in lower case; a value that is not UTF-8 is
+    /// kept lossily.
+    pub headers: Vec<(String, String)>,
+    pub body: bytes::Bytes,
+}
+
+/// Which kept webhooks to read: all of them, oldest first, unless narrowed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawFilter {
+    pub channel: Option<ChannelId>,
+    /// Only webhooks that produced an inbox entry of this conversation.
+    pub conversation: Option<ConversationId>,
+    /// Only webhooks received at or after this time.
+    pub since: Option<Millis>,
+    /// Only webhooks after this one (a [`KeptWebhook::cursor`]), to read page by page.
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// A kept webhook, with where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptWebhook {
+    /// Opaque; pass it as [`RawFilter::after`].
+    pub cursor: String,
+    pub raw: RawWebhook,
+}
+
 /// An inbox event waiting for (or done with) processing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboxEntry {
@@ -366,6 +405,20 @@ pub trait Inbox: Send + Sync {
     /// is. Typing signals are not stored.
     async fn ingest(&self, events: &[InboundEvent]) -> Result<IngestOutcome, StoreError>;
 
+    /// `ingest`, keeping the webhook's raw request in the same write, once, referenced from
+    /// the inbox entries it produced. It is kept when at least one event is new by event id:
+    /// a webhook of nothing but retries keeps none (the first delivery's record stands).
+    /// Raw records expire: after `dedupe_ttl_secs` on Redis, `raw_retention_days` on SQLite.
+    async fn ingest_raw(
+        &self,
+        events: &[InboundEvent],
+        raw: RawWebhook,
+    ) -> Result<IngestOutcome, StoreError>;
+
+    /// The raw webhooks kept, oldest first (in the order they were stored), at most
+    /// `filter.limit`.
+    async fn raw_webhooks(&self, filter: RawFilter) -> Result<Vec<KeptWebhook>, StoreError>;
+
     /// Unfinished inbox events with `seq > after`, oldest first. An entry that cannot be read
     /// back (written by another version, or damaged) is set aside as done with the reason,
     /// logged, and not returned, so it cannot stall the inbox.
@@ -404,6 +457,18 @@ pub trait Outbox: Send + Sync {
         platform_id: Option<PlatformMessageId>,
         now: Millis,
     ) -> Result<(), StoreError>;
+
+    /// The platform reported a status of the reply `message` (sent on `channel` as
+    /// `platform_id`): if its entry is still open (the answer to the send was lost, or the
+    /// gateway stopped before recording it), it is marked sent now and never sent again.
+    /// Returns whether an open entry was confirmed this way.
+    async fn confirm_sent(
+        &self,
+        channel: &ChannelId,
+        message: MessageId,
+        platform_id: PlatformMessageId,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
 
     /// A transient failure: try again at `at`. `maybe_sent` when the failed attempt may have
     /// reached the platform (a timeout after the request left).
@@ -455,6 +520,17 @@ pub trait Conversations: Send + Sync {
     async fn recent_messages(
         &self,
         id: &ConversationId,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
+
+    /// What a turn answering up to message `upto` (a `seq`) reads: the last `limit` messages
+    /// with `seq <= upto`, then the outbound ones written after it (replies of earlier turns,
+    /// a concierge's), at most `limit` of those; oldest first. Customer messages after `upto`
+    /// belong to later turns, however many are waiting.
+    async fn messages_upto(
+        &self,
+        id: &ConversationId,
+        upto: i64,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError>;
 
@@ -550,6 +626,15 @@ pub trait Journal: Send + Sync {
 
     /// The tokens spent on a conversation so far.
     async fn usage(&self, id: &ConversationId) -> Result<TurnUsage, StoreError>;
+
+    /// The tokens spent on a conversation by the turns completed at or after `since`: the
+    /// rolling window of `[agents] conversation_token_budget`. A backend may forget the
+    /// records of turns older than a week (Redis does).
+    async fn usage_since(
+        &self,
+        id: &ConversationId,
+        since: Millis,
+    ) -> Result<TurnUsage, StoreError>;
 
     async fn summary(&self, id: &ConversationId) -> Result<Option<Summary>, StoreError>;
 

@@ -4,7 +4,8 @@
 
 use crate::domain::{
     Author, ChannelId, Choice, ContactId, Content, ConversationId, DeliveryStatus, Direction,
-    EventId, EventKind, InboundEvent, InboundMessage, PlatformMessageId, ThreadState, now_millis,
+    EventId, EventKind, InboundEvent, InboundMessage, MessageId, PlatformMessageId, ThreadState,
+    now_millis,
 };
 use crate::store::{
     Appended, HandoffChange, NewAudit, NewHandoff, NewNote, NewReply, SharedStore, StoreError,
@@ -27,6 +28,7 @@ macro_rules! store_suite {
         $crate::store_suite!(@tests $mode $factory;
             ingest_dedupes_on_channel_and_event_id,
             ingest_stores_the_customer_message,
+            a_raw_webhook_comes_back_exactly_without_credentials,
             pending_follows_inbox_order,
             complete_writes_replies_and_marks_done_together,
             complete_twice_writes_once,
@@ -42,15 +44,18 @@ macro_rules! store_suite {
             status_events_apply_at_ingest_and_dedupe,
             thread_state_defaults_and_transitions,
             recent_messages_are_the_last_ones_in_order,
+            a_turn_reads_up_to_its_message_and_the_replies_written_since,
             ping_answers,
             a_turn_does_not_undo_a_takeover_that_happened_meanwhile,
             an_ambiguous_failure_marks_the_retry_maybe_sent,
+            a_status_naming_an_unanswered_send_confirms_it,
             next_due_ignores_entries_waiting_behind_their_conversation,
             a_status_before_the_send_is_recorded_applies_when_it_is,
             the_same_message_under_a_new_event_id_is_not_answered_twice,
             a_reengagement_reply_is_known_as_one,
             a_person_stays_one_contact_whichever_id_comes,
             a_burst_is_completed_with_its_notes_and_usage,
+            usage_since_counts_the_turns_of_the_window,
             a_summary_only_moves_forward,
             the_queue_moves_threads_atomically,
             only_the_owner_replies_and_the_sla_breaches_once,
@@ -190,6 +195,135 @@ pub async fn ingest_stores_the_customer_message(store: SharedStore) {
         store.message(message.id).await.unwrap().as_ref(),
         Some(message)
     );
+}
+
+/// A webhook request as the HTTP layer keeps it: credentials removed by the channels'
+/// rule, the rest as received.
+fn kept_webhook(query: &str, body: &[u8], received_at: i64) -> crate::store::RawWebhook {
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in [
+        ("content-type", "application/json; charset=utf-8"),
+        ("x-hub-signature-256", "sha256=5ec2e7"),
+        ("authorization", "Bearer hunter2"),
+        ("user-agent", "facebookexternalua"),
+        ("x-forwarded-for", "10.0.0.1"),
+        ("x-forwarded-for", "10.0.0.2"),
+    ] {
+        headers.append(name, http::HeaderValue::from_static(value));
+    }
+    let request = crate::channels::WebhookRequest {
+        headers,
+        query: Default::default(),
+        raw_query: Some(query.to_string()),
+        body: bytes::Bytes::copy_from_slice(body),
+    };
+    let (query, headers) = crate::channels::kept_request(&request);
+    crate::store::RawWebhook {
+        channel: channel(),
+        kind: "webchat".to_string(),
+        received_at,
+        query,
+        headers,
+        body: request.body,
+    }
+}
+
+pub async fn a_raw_webhook_comes_back_exactly_without_credentials(store: SharedStore) {
+    use crate::store::RawFilter;
+    let now = now_millis();
+    let first = kept_webhook(
+        "lang=fr&secret=hunter2&x=%C3%A9",
+        "{\"text\":\"Où est ma commande ?\"}\n".as_bytes(),
+        now - 1_000,
+    );
+    // Not UTF-8: kept byte for byte all the same.
+    let second = kept_webhook("guid=g1", &[0xff, 0x00, b'{', 0xc3], now);
+    let ana = store
+        .ingest_raw(&[text_event("ana", "raw-1", "first")], first.clone())
+        .await
+        .unwrap();
+    assert_eq!(ana.accepted, 1);
+    store
+        .ingest_raw(&[text_event("bob", "raw-2", "second")], second.clone())
+        .await
+        .unwrap();
+    // A platform's retry keeps no second record.
+    let retry = store
+        .ingest_raw(&[text_event("ana", "raw-1", "first")], first.clone())
+        .await
+        .unwrap();
+    assert_eq!(retry.duplicates, 1);
+
+    let all = |limit| RawFilter {
+        limit,
+        ..RawFilter::default()
+    };
+    let kept = store.raw_webhooks(all(10)).await.unwrap();
+    let raws: Vec<_> = kept.iter().map(|k| k.raw.clone()).collect();
+    assert_eq!(
+        raws,
+        vec![first.clone(), second.clone()],
+        "exactly, in order"
+    );
+    assert_eq!(first.query.as_deref(), Some("lang=fr&x=%C3%A9"));
+    assert_eq!(second.query, None);
+    assert_eq!(
+        first.headers,
+        vec![
+            (
+                "content-type".to_string(),
+                "application/json; charset=utf-8".to_string()
+            ),
+            ("user-agent".to_string(), "facebookexternalua".to_string()),
+            ("x-forwarded-for".to_string(), "10.0.0.1".to_string()),
+            ("x-forwarded-for".to_string(), "10.0.0.2".to_string()),
+        ]
+    );
+    for raw in &raws {
+        let text = format!("{:?} {:?}", raw.query, raw.headers);
+        for secret in ["hunter2", "5ec2e7", "g1", "signature", "authorization"] {
+            assert!(!text.contains(secret), "`{secret}` kept in {text}");
+        }
+    }
+
+    // Page by page, by conversation, by channel, by time.
+    let page = store.raw_webhooks(all(1)).await.unwrap();
+    assert_eq!(page.len(), 1);
+    let next = store
+        .raw_webhooks(RawFilter {
+            after: Some(page[0].cursor.clone()),
+            ..all(10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].raw, second);
+    let of_ana = store
+        .raw_webhooks(RawFilter {
+            conversation: Some(ana.appended[0].conversation.clone()),
+            ..all(10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(of_ana.len(), 1);
+    assert_eq!(of_ana[0].raw, first);
+    let elsewhere = store
+        .raw_webhooks(RawFilter {
+            channel: Some(ChannelId::parse("other").unwrap()),
+            ..all(10)
+        })
+        .await
+        .unwrap();
+    assert!(elsewhere.is_empty());
+    let recent = store
+        .raw_webhooks(RawFilter {
+            since: Some(now),
+            ..all(10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0].raw, second);
 }
 
 pub async fn pending_follows_inbox_order(store: SharedStore) {
@@ -581,6 +715,7 @@ pub async fn status_events_apply_at_ingest_and_dedupe(store: SharedStore) {
         kind: EventKind::Status {
             target: platform_id,
             status: DeliveryStatus::Delivered,
+            ours: None,
         },
     };
     let first = store.ingest(std::slice::from_ref(&status)).await.unwrap();
@@ -673,6 +808,52 @@ pub async fn recent_messages_are_the_last_ones_in_order(store: SharedStore) {
     assert_eq!(recent[0].content, choice);
 }
 
+pub async fn a_turn_reads_up_to_its_message_and_the_replies_written_since(store: SharedStore) {
+    for i in 0..6 {
+        store
+            .ingest(&[text_event("ana", &format!("e{i}"), &format!("m{i}"))])
+            .await
+            .unwrap();
+    }
+    let conversation = text_event("ana", "x", "x").conversation();
+    // The first message's turn replies after all six were stored.
+    let pending = store.pending(0, 100).await.unwrap();
+    store
+        .complete(pending[0].seq, outcome(vec![reply("k0", "r0")]))
+        .await
+        .unwrap();
+    let all = store.messages(&conversation, 0, 100).await.unwrap();
+    assert_eq!(all.len(), 7);
+    let texts = |messages: Vec<crate::domain::Message>| -> Vec<Content> {
+        messages.into_iter().map(|m| m.content).collect()
+    };
+    // The turn of m1 reads m0 and m1, then the reply; not m2..m5, which wait their turn.
+    let upto = store
+        .messages_upto(&conversation, all[1].seq, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(upto),
+        vec![
+            Content::text("m0"),
+            Content::text("m1"),
+            Content::text("r0")
+        ]
+    );
+    let upto = store
+        .messages_upto(&conversation, all[1].seq, 1)
+        .await
+        .unwrap();
+    assert_eq!(texts(upto), vec![Content::text("m1"), Content::text("r0")]);
+    assert!(
+        store
+            .messages_upto(&conversation, all[1].seq, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 pub async fn ping_answers(store: SharedStore) {
     store.ping().await.unwrap();
 }
@@ -733,6 +914,60 @@ pub async fn an_ambiguous_failure_marks_the_retry_maybe_sent(store: SharedStore)
     assert_eq!(third[0].attempts, 3);
 }
 
+pub async fn a_status_naming_an_unanswered_send_confirms_it(store: SharedStore) {
+    turn(
+        &store,
+        text_event("ana", "a1", "x"),
+        vec![reply("k0", "first"), reply("k1", "second")],
+    )
+    .await;
+    let now = now_millis();
+    let claimed = store.claim_due(now, 10, 60_000).await.unwrap();
+    let first = claimed[0].message.id;
+    // The send's answer was lost: retried later, maybe sent.
+    store
+        .retry_at(claimed[0].id, now + 60_000, "no answer", true)
+        .await
+        .unwrap();
+    let platform_id = PlatformMessageId::parse("wamid.confirmed").unwrap();
+    // A status on another channel, or naming a message with no open entry, confirms nothing.
+    let elsewhere = ChannelId::parse("elsewhere").unwrap();
+    assert!(
+        !store
+            .confirm_sent(&elsewhere, first, platform_id.clone(), now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .confirm_sent(&channel(), MessageId::new(), platform_id.clone(), now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .confirm_sent(&channel(), first, platform_id.clone(), now)
+            .await
+            .unwrap()
+    );
+    // Once: a second report finds nothing open.
+    assert!(
+        !store
+            .confirm_sent(&channel(), first, platform_id.clone(), now)
+            .await
+            .unwrap()
+    );
+    let message = store.message(first).await.unwrap().unwrap();
+    assert_eq!(message.status, DeliveryStatus::Sent);
+    assert_eq!(message.platform_id, Some(platform_id));
+    // The conversation's next reply is due at once, and the first is never handed out again.
+    let next = store.claim_due(now, 10, 60_000).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_ne!(next[0].message.id, first);
+    // A late answer to the lost send changes nothing.
+    store.mark_sent(claimed[0].id, None, now).await.unwrap();
+}
+
 pub async fn next_due_ignores_entries_waiting_behind_their_conversation(store: SharedStore) {
     turn(
         &store,
@@ -765,6 +1000,7 @@ pub async fn a_status_before_the_send_is_recorded_applies_when_it_is(store: Shar
         kind: EventKind::Status {
             target: platform_id.clone(),
             status: DeliveryStatus::Delivered,
+            ours: None,
         },
     };
     assert_eq!(store.ingest(&[status]).await.unwrap().accepted, 1);
@@ -904,6 +1140,61 @@ pub async fn a_burst_is_completed_with_its_notes_and_usage(store: SharedStore) {
     assert!(again.already_done);
     assert_eq!(store.notes(&conversation).await.unwrap().len(), 1);
     assert_eq!(store.usage(&conversation).await.unwrap(), usage);
+}
+
+pub async fn usage_since_counts_the_turns_of_the_window(store: SharedStore) {
+    let events = [
+        text_event("una", "u1", "hello"),
+        text_event("una", "u2", "again"),
+        text_event("ugo", "u3", "hi"),
+    ];
+    store.ingest(&events).await.unwrap();
+    let pending = store.pending(0, 10).await.unwrap();
+    let (una, ugo) = (events[0].conversation(), events[2].conversation());
+    let used = |tokens: u64| TurnUsage {
+        input_tokens: tokens,
+        output_tokens: 10,
+        llm_calls: 1,
+    };
+    let complete = |seq: i64, usage: TurnUsage| {
+        let store = store.clone();
+        async move {
+            store
+                .complete(
+                    seq,
+                    TurnOutcome {
+                        usage: Some(usage),
+                        ..TurnOutcome::default()
+                    },
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let before = now_millis();
+    complete(pending[0].seq, used(100)).await;
+    // Whole milliseconds apart: the window starts between the two turns.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let between = now_millis();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    complete(pending[1].seq, used(50)).await;
+    complete(pending[2].seq, used(7)).await;
+    let mut both = used(100);
+    both.add(used(50));
+    assert_eq!(store.usage_since(&una, before).await.unwrap(), both);
+    assert_eq!(store.usage_since(&una, between).await.unwrap(), used(50));
+    assert_eq!(
+        store
+            .usage_since(&una, now_millis() + 60_000)
+            .await
+            .unwrap(),
+        TurnUsage::default()
+    );
+    assert_eq!(store.usage_since(&ugo, before).await.unwrap(), used(7));
+    assert_eq!(store.usage(&una).await.unwrap(), both);
+    // A replayed completion counts once.
+    assert!(complete(pending[1].seq, used(50)).await.already_done);
+    assert_eq!(store.usage_since(&una, before).await.unwrap(), both);
 }
 
 pub async fn a_summary_only_moves_forward(store: SharedStore) {

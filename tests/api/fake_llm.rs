@@ -83,6 +83,7 @@ struct LlmState {
     calls: Mutex<Vec<LlmCall>>,
     script: Mutex<VecDeque<Step>>,
     n: Mutex<u64>,
+    echo: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -109,6 +110,13 @@ impl FakeLlm {
         self.state.script.lock().unwrap().extend(steps);
     }
 
+    /// Once the script is spent, answers `re: <the last line the customer wrote>`.
+    pub fn echo(&self) {
+        self.state
+            .echo
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn calls(&self) -> Vec<LlmCall> {
         self.state.calls.lock().unwrap().clone()
     }
@@ -127,12 +135,19 @@ async fn handle_llm(State(state): State<Arc<LlmState>>, request: Request) -> Res
         body: json.clone(),
     });
     let anthropic = path.ends_with("/messages");
-    let mut step = state
-        .script
-        .lock()
-        .unwrap()
-        .pop_front()
-        .unwrap_or_else(|| text("(the fake LLM has no more script)"));
+    let mut step = state.script.lock().unwrap().pop_front().unwrap_or_else(|| {
+        if state.echo.load(std::sync::atomic::Ordering::SeqCst) {
+            let last = json["messages"]
+                .as_array()
+                .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+                .and_then(|m| m["content"].as_str())
+                .and_then(|c| c.lines().last())
+                .unwrap_or_default();
+            text(&format!("re: {last}"))
+        } else {
+            text("(the fake LLM has no more script)")
+        }
+    });
     while let Step::Delay(d, inner) = step {
         tokio::time::sleep(d).await;
         step = *inner;

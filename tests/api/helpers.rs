@@ -64,7 +64,8 @@ impl Deployment {
     }
 
     /// Rewrites concierge.toml with `extra` appended to the server and store sections.
-    /// Each message is answered on its own unless `extra` sets a burst window.
+    /// Each message is answered on its own, with no contact rate limit, unless `extra` sets
+    /// a burst window or a rate.
     pub fn write_main(&self, extra: &str) {
         let extra = if extra.contains("burst_window_ms") {
             extra.to_string()
@@ -76,6 +77,16 @@ impl Deployment {
             )
         } else {
             format!("[orchestrator]\nburst_window_ms = 0\n\n{extra}")
+        };
+        // Nor is any contact rate-limited unless `extra` says so.
+        let extra = if extra.contains("contact_turns_per_minute") {
+            extra
+        } else {
+            extra.replacen(
+                "[orchestrator]\n",
+                "[orchestrator]\ncontact_turns_per_minute = 0\n",
+                1,
+            )
         };
         let main = format!(
             "[server]\nbind = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n\n[store]\nurl = \"sqlite:data/test.db\"\nsync = \"normal\"\n\n{extra}\n"

@@ -1,24 +1,30 @@
 //! End-to-end tests: the app started on port 0 with a real SQLite file, driven over HTTP.
 
+mod abuse;
 mod agents;
 mod bench;
 mod bluebubbles;
+mod chaos;
 mod chat;
 mod check;
 mod console;
 mod delivery;
 mod fake_api;
 mod fake_llm;
+mod faults;
 mod handoff;
 mod helpers;
 mod ingest;
 mod kill;
 mod lanes;
+mod limits;
 mod metrics;
 mod multi_instance;
 mod redis_server;
+mod replay;
 mod restart;
 mod scale;
+mod security;
 mod store_redis;
 mod store_sqlite;
 mod telegram;

@@ -230,6 +230,26 @@ impl ChannelAdapter for BlueBubbles {
         }
     }
 
+    /// The bridge authenticates by the URL it was given: `?secret=` joins the query.
+    fn sign(&self, request: &mut WebhookRequest) -> Result<(), super::SignError> {
+        let secret = self.config.webhook_secret.expose();
+        let encoded =
+            percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC);
+        let rest = request
+            .raw_query
+            .as_deref()
+            .map(super::credentials::without_credential_params)
+            .filter(|q| !q.is_empty());
+        request.raw_query = Some(match rest {
+            Some(rest) => format!("{rest}&secret={encoded}"),
+            None => format!("secret={encoded}"),
+        });
+        request
+            .query
+            .insert("secret".to_string(), secret.to_string());
+        Ok(())
+    }
+
     fn parse(&self, request: &WebhookRequest) -> Result<Vec<InboundEvent>, ParseError> {
         parse::parse(&self.id, &request.body)
     }

@@ -327,6 +327,15 @@ impl ChannelAdapter for Telegram {
         }
     }
 
+    fn sign(&self, request: &mut WebhookRequest) -> Result<(), super::SignError> {
+        let value = http::HeaderValue::from_str(self.config.secret_token.expose())
+            .map_err(|_| super::SignError("secret_token is not a header value".to_string()))?;
+        request
+            .headers
+            .insert("x-telegram-bot-api-secret-token", value);
+        Ok(())
+    }
+
     fn parse(&self, request: &WebhookRequest) -> Result<Vec<InboundEvent>, ParseError> {
         parse::parse(&self.id, &request.body)
     }

@@ -1,6 +1,8 @@
 //! From a Telegram `Update` (teloxide-core's types) to normalised events. The conversation
 //! is the chat; a message's platform id is `<chat>:<message id>` (ids are per chat).
 
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use teloxide_core::types::{
     MaybeInaccessibleMessage, Message, MessageKind, ReactionType, Update, UpdateKind,
 };
@@ -17,15 +19,46 @@ pub fn message_id(chat: i64, message: i32) -> String {
 }
 
 pub fn parse(channel: &ChannelId, body: &[u8]) -> Result<Vec<InboundEvent>, ParseError> {
-    let update: Update = serde_json::from_slice(body).map_err(|e| {
+    Ok(events(channel, &read_update(body)?))
+}
+
+/// Reads an `Update` from its JSON text (shared by the webhook and polling).
+pub fn read_update(body: &[u8]) -> Result<Update, ParseError> {
+    let unreadable = |e: serde_json::Error| {
         ParseError(format!(
             "not a Telegram update ({:?} error at line {} column {})",
             e.classify(),
             e.line(),
             e.column()
         ))
-    })?;
-    Ok(events(channel, &update))
+    };
+    // teloxide-core 0.13 panics (an `unwrap` in its deserializer) on a `message_reaction`
+    // with neither `user` nor `actor_chat`: such an update is refused before it reads it.
+    let check: ReactionCheck = serde_json::from_slice(body).map_err(unreadable)?;
+    if check
+        .message_reaction
+        .is_some_and(|r| r.user.is_none() && r.actor_chat.is_none())
+    {
+        return Err(ParseError(
+            "a message_reaction without a user or an actor_chat".to_string(),
+        ));
+    }
+    serde_json::from_slice(body).map_err(unreadable)
+}
+
+/// The keys [`read_update`] checks before teloxide reads the update.
+#[derive(Deserialize)]
+struct ReactionCheck {
+    #[serde(default)]
+    message_reaction: Option<ReactionActor>,
+}
+
+#[derive(Deserialize)]
+struct ReactionActor {
+    #[serde(default)]
+    user: Option<IgnoredAny>,
+    #[serde(default)]
+    actor_chat: Option<IgnoredAny>,
 }
 
 /// The events of one update (shared by the webhook and polling).
@@ -249,6 +282,39 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// Found by the `telegram` fuzz target (tests/fixtures/fuzz/telegram/crash-04988b6c…):
+    /// teloxide-core panicked on a reaction whose actor is missing.
+    #[test]
+    fn a_reaction_without_an_actor_is_an_error_not_a_panic() {
+        let reaction = |actor: serde_json::Value| {
+            let mut reaction = serde_json::json!({
+                "chat": { "id": 3, "type": "private", "first_name": "T" },
+                "message_id": 77, "date": 1767226400,
+                "old_reaction": [], "new_reaction": [{ "type": "emoji", "emoji": "👍" }],
+            });
+            if let (Some(reaction), Some(actor)) = (reaction.as_object_mut(), actor.as_object()) {
+                reaction.extend(actor.clone());
+            }
+            serde_json::to_vec(&serde_json::json!({ "update_id": 1, "message_reaction": reaction }))
+                .unwrap()
+        };
+        for actor in [
+            serde_json::json!({}),
+            serde_json::json!({ "user": null }),
+            serde_json::json!({ "usr": { "id": 1, "is_bot": false, "first_name": "T" } }),
+        ] {
+            assert!(
+                parse(&channel(), &reaction(actor.clone())).is_err(),
+                "{actor}"
+            );
+        }
+        let user = serde_json::json!({ "user": { "id": 1, "is_bot": false, "first_name": "T" } });
+        assert_eq!(parse(&channel(), &reaction(user)).unwrap().len(), 1);
+        let chat =
+            serde_json::json!({ "actor_chat": { "id": -1001, "type": "channel", "title": "C" } });
+        assert_eq!(parse(&channel(), &reaction(chat)).unwrap().len(), 1);
     }
 
     proptest! {

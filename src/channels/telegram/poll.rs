@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use teloxide_core::types::Update;
 use tokio_util::sync::CancellationToken;
 
 use super::Telegram;
@@ -78,7 +77,7 @@ pub async fn run(bot: Arc<Telegram>, sink: Arc<dyn EventSink>, shutdown: Cancell
             // borrowed source, and a `Value` would turn every kind into an unknown one.
             let parsed = serde_json::to_vec(&raw)
                 .ok()
-                .and_then(|bytes| serde_json::from_slice::<Update>(&bytes).ok());
+                .and_then(|bytes| super::parse::read_update(&bytes).ok());
             match parsed {
                 Some(update) => events.extend(super::parse::events(&bot.id, &update)),
                 None => tracing::warn!(channel = %bot.id, "skipping an update we cannot read"),

@@ -93,6 +93,19 @@ impl Twilio {
         }
     }
 
+    /// What Twilio signs: the URL, then each form parameter's name and value, sorted.
+    fn signed_data(&self, request: &WebhookRequest) -> Result<String, ParseError> {
+        let mut params = Form::parse(&request.body)?.0;
+        params.sort();
+        params.dedup();
+        let mut data = self.signed_url(request);
+        for (name, value) in &params {
+            data.push_str(name);
+            data.push_str(value);
+        }
+        Ok(data)
+    }
+
     fn address(contact: &ContactId) -> String {
         let digits = contact.as_str();
         if digits.starts_with("whatsapp:") {
@@ -298,16 +311,9 @@ impl ChannelAdapter for Twilio {
         let header = request
             .header("x-twilio-signature")
             .ok_or(VerifyError::Missing("X-Twilio-Signature"))?;
-        let mut params = Form::parse(&request.body)
-            .map_err(|_| VerifyError::Mismatch)?
-            .0;
-        params.sort();
-        params.dedup();
-        let mut data = self.signed_url(request);
-        for (name, value) in &params {
-            data.push_str(name);
-            data.push_str(value);
-        }
+        let data = self
+            .signed_data(request)
+            .map_err(|_| VerifyError::Mismatch)?;
         if verify_sha1_base64(
             self.config.auth_token.expose().as_bytes(),
             data.as_bytes(),
@@ -317,6 +323,20 @@ impl ChannelAdapter for Twilio {
         } else {
             Err(VerifyError::Mismatch)
         }
+    }
+
+    fn sign(&self, request: &mut WebhookRequest) -> Result<(), super::SignError> {
+        let data = self
+            .signed_data(request)
+            .map_err(|e| super::SignError(e.to_string()))?;
+        let signature = super::signature::sign_sha1_base64(
+            self.config.auth_token.expose().as_bytes(),
+            data.as_bytes(),
+        );
+        let value =
+            http::HeaderValue::from_str(&signature).map_err(|e| super::SignError(e.to_string()))?;
+        request.headers.insert("x-twilio-signature", value);
+        Ok(())
     }
 
     fn parse(&self, request: &WebhookRequest) -> Result<Vec<InboundEvent>, ParseError> {

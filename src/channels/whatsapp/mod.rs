@@ -18,7 +18,7 @@ use super::signature::{same_secret, verify_sha256_hex};
 use super::{
     Capabilities, ChannelAdapter, ChannelKind, HandshakeReply, MediaBytes, MediaError,
     OutboundMessage, ParseError, RateLimiter, ReplyWindow, SendError, SendReceipt, VerifyError,
-    WebhookRequest, WindowDecision,
+    WebhookRequest, WindowDecision, callback,
 };
 use crate::domain::{
     ChannelId, ContactId, Content, InboundEvent, MediaKind, MediaRef, PlatformMessageId, now_millis,
@@ -144,8 +144,18 @@ impl Whatsapp {
         content: &Content,
         reply_to: Option<&str>,
     ) -> Result<Option<String>, Failure> {
-        let bodies = render::bodies(message.contact.as_str(), content, reply_to)
+        let mut bodies = render::bodies(message.contact.as_str(), content, reply_to)
             .map_err(|reason| Failure::Send(SendError::Rejected { code: None, reason }))?;
+        // Each part names the reply, and the status of the last one vouches for all of it.
+        let parts = bodies.len();
+        for (i, body) in bodies.iter_mut().enumerate() {
+            if let Some(body) = body.as_object_mut() {
+                body.insert(
+                    "biz_opaque_callback_data".to_string(),
+                    callback::encode(message.message_id, i + 1, parts).into(),
+                );
+            }
+        }
         let mut last = None;
         for body in &bodies {
             last = self.post(body, true).await?;
@@ -255,6 +265,17 @@ impl ChannelAdapter for Whatsapp {
         }
     }
 
+    fn sign(&self, request: &mut WebhookRequest) -> Result<(), super::SignError> {
+        let signature = super::signature::sign_sha256_hex(
+            self.config.app_secret.expose().as_bytes(),
+            &request.body,
+        );
+        let value =
+            http::HeaderValue::from_str(&signature).map_err(|e| super::SignError(e.to_string()))?;
+        request.headers.insert("x-hub-signature-256", value);
+        Ok(())
+    }
+
     fn handshake(&self, request: &WebhookRequest) -> Result<HandshakeReply, VerifyError> {
         let param = |name: &str| request.query.get(name).map(String::as_str);
         let mode = param("hub.mode").ok_or(VerifyError::Missing("hub.mode"))?;
@@ -301,6 +322,10 @@ impl ChannelAdapter for Whatsapp {
             Err(Failure::Send(e)) => Err(e),
             Err(Failure::WindowClosed(reason)) => self.reengage(message, &reason).await,
         }
+    }
+
+    fn confirms_sends(&self) -> bool {
+        true
     }
 
     async fn fetch_media(&self, media: &MediaRef) -> Result<MediaBytes, MediaError> {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::wire;
-use crate::channels::{ParseError, status_report};
+use crate::channels::{ParseError, callback, status_report};
 use crate::domain::{
     ChannelId, Choice, ContactId, Content, DeliveryStatus, EventId, EventKind, InboundEvent,
     InboundMessage, MediaKind, MediaRef, PlatformMessageId, now_millis,
@@ -260,7 +260,16 @@ fn status_events(channel: &ChannelId, status: &wire::Status) -> Vec<InboundEvent
         .errors
         .iter()
         .any(|e| e.code.is_some_and(|c| WINDOW_CLOSED_CODES.contains(&c)));
-    status_report(
+    // A status that the reply got through names it, so a send whose answer was lost is
+    // known to have been accepted; a failure vouches for nothing.
+    let ours = match delivery {
+        DeliveryStatus::Failed { .. } => None,
+        _ => status
+            .biz_opaque_callback_data
+            .as_deref()
+            .and_then(callback::decode),
+    };
+    let mut events = status_report(
         channel,
         contact,
         aliases,
@@ -269,7 +278,13 @@ fn status_events(channel: &ChannelId, status: &wire::Status) -> Vec<InboundEvent
         delivery,
         timestamp_millis(status.timestamp.as_deref()),
         window_closed,
-    )
+    );
+    for event in &mut events {
+        if let EventKind::Status { ours: slot, .. } = &mut event.kind {
+            *slot = ours;
+        }
+    }
+    events
 }
 
 #[cfg(test)]

@@ -174,6 +174,9 @@ pub struct Status {
     pub recipient_id: Option<String>,
     #[serde(default)]
     pub recipient_user_id: Option<String>,
+    /// What we gave the send as `biz_opaque_callback_data`, echoed back.
+    #[serde(default)]
+    pub biz_opaque_callback_data: Option<String>,
     #[serde(default)]
     pub errors: Vec<ApiError>,
 }

@@ -567,9 +567,14 @@ pub(super) async fn release_all(store: &RedisStore) {
     }
 }
 
-#[async_trait]
-impl Inbox for RedisStore {
-    async fn ingest(&self, events: &[InboundEvent]) -> Result<IngestOutcome, StoreError> {
+impl RedisStore {
+    /// Ingests in one script call, with the webhook's raw request (see `raw::script_json`)
+    /// or `null`.
+    async fn ingest_with(
+        &self,
+        events: &[InboundEvent],
+        raw: Json,
+    ) -> Result<IngestOutcome, StoreError> {
         let events: Vec<&InboundEvent> = events
             .iter()
             .filter(|e| !matches!(e.kind, EventKind::Typing))
@@ -602,6 +607,7 @@ impl Inbox for RedisStore {
                         "dedupe_ms": self.inner.settings.dedupe_ttl_secs.saturating_mul(1000),
                         "initial": thread_json(&ThreadState::initial())?,
                         "events": batch,
+                        "raw": raw,
                     }),
                 )
                 .await?;
@@ -634,6 +640,29 @@ impl Inbox for RedisStore {
         Err(StoreError::Unavailable(
             "a contact's aliases kept changing during ingest; try again".to_string(),
         ))
+    }
+}
+
+#[async_trait]
+impl Inbox for RedisStore {
+    async fn ingest(&self, events: &[InboundEvent]) -> Result<IngestOutcome, StoreError> {
+        self.ingest_with(events, Json::Null).await
+    }
+
+    async fn ingest_raw(
+        &self,
+        events: &[InboundEvent],
+        raw: crate::store::RawWebhook,
+    ) -> Result<IngestOutcome, StoreError> {
+        self.ingest_with(events, super::raw::script_json(&raw)?)
+            .await
+    }
+
+    async fn raw_webhooks(
+        &self,
+        filter: crate::store::RawFilter,
+    ) -> Result<Vec<crate::store::KeptWebhook>, StoreError> {
+        super::raw::read(self, &filter).await
     }
 
     async fn pending(&self, after: i64, limit: usize) -> Result<Vec<InboxEntry>, StoreError> {
@@ -740,7 +769,7 @@ impl RedisStore {
             "kind": "other",
         });
         let fields = match &event.kind {
-            EventKind::Status { target, status } => {
+            EventKind::Status { target, status, .. } => {
                 let s = status_json(status)?;
                 json!({"kind": "status", "target": target.as_str(), "status": s["status"], "rank": s["rank"]})
             }

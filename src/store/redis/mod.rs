@@ -41,7 +41,7 @@
 //! # Keys
 //!
 //! Everything lives under `PREFIX:`. Transient keys expire: webhook dedupe ids after
-//! `dedupe_ttl_secs`, delivery bookkeeping and early delivery statuses a week after they are
+//! `dedupe_ttl_secs`, and with them the raw webhooks (the stream `PREFIX:raw`), delivery bookkeeping and early delivery statuses a week after they are
 //! done with, leases after `takeover_ms`. The audit log keeps the newest 100,000 records.
 //! Finished inbox entries are removed from their stream. Conversations, messages, notes and
 //! handoffs are the merchant's record and are kept, as with SQLite.
@@ -49,6 +49,7 @@
 mod inbox;
 mod outbox;
 mod queue;
+mod raw;
 mod reads;
 
 use std::collections::HashMap;

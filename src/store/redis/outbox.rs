@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::inbox::status_json;
 use super::{RedisStore, corrupt, hashes, message_from, status};
-use crate::domain::{DeliveryStatus, MessageId, Millis, PlatformMessageId};
+use crate::domain::{ChannelId, DeliveryStatus, MessageId, Millis, PlatformMessageId};
 use crate::store::{Outbox, OutboxEntry, StoreError};
 
 #[async_trait]
@@ -75,6 +75,26 @@ impl Outbox for RedisStore {
             "missing" => Err(StoreError::NotFound(format!("outbox entry {id}"))),
             _ => Ok(()),
         }
+    }
+
+    async fn confirm_sent(
+        &self,
+        channel: &ChannelId,
+        message: MessageId,
+        platform_id: PlatformMessageId,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let answer = self
+            .op(
+                "confirm_sent",
+                json!({
+                    "msg": message.to_string(), "ch": channel.as_str(),
+                    "pid": platform_id.as_str(), "now": now,
+                    "sent": status_json(&DeliveryStatus::Sent)?,
+                }),
+            )
+            .await?;
+        Ok(status(&answer) == "1")
     }
 
     async fn retry_at(

@@ -12,7 +12,7 @@ use super::{
     thread_json,
 };
 use crate::domain::{
-    ChannelId, ContactId, ConversationId, DeliveryStatus, Message, MessageId, Millis,
+    ChannelId, ContactId, ConversationId, DeliveryStatus, Direction, Message, MessageId, Millis,
     PlatformMessageId, ThreadState, now_millis,
 };
 use crate::store::{
@@ -115,6 +115,47 @@ impl Conversations for RedisStore {
             .await?;
         ids.reverse();
         self.messages_by_id(&ids).await
+    }
+
+    async fn messages_upto(
+        &self,
+        id: &ConversationId,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.key(&["msgs", id.as_str()]);
+        let mut conn = self.conn();
+        let mut before: Vec<String> = conn
+            .zrevrangebyscore_limit(&key, upto, "-inf", 0, limit as isize)
+            .await?;
+        before.reverse();
+        let mut messages = self.messages_by_id(&before).await?;
+        // Later messages are mostly customers' waiting their turn: read them in pages and
+        // keep the outbound ones.
+        let mut offset = 0;
+        let mut outbound = 0;
+        loop {
+            let page: Vec<String> = conn
+                .zrangebyscore_limit(&key, format!("({upto}"), "+inf", offset, 256)
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            offset += page.len() as isize;
+            for message in self.messages_by_id(&page).await? {
+                if message.direction == Direction::Outbound && outbound < limit {
+                    outbound += 1;
+                    messages.push(message);
+                }
+            }
+            if outbound >= limit {
+                break;
+            }
+        }
+        Ok(messages)
     }
 
     async fn last_inbound_at(&self, id: &ConversationId) -> Result<Option<Millis>, StoreError> {
@@ -244,6 +285,31 @@ impl Journal for RedisStore {
             output_tokens: get("out"),
             llm_calls: get("calls"),
         })
+    }
+
+    async fn usage_since(
+        &self,
+        id: &ConversationId,
+        since: Millis,
+    ) -> Result<TurnUsage, StoreError> {
+        let mut conn = self.conn();
+        // One member per turn: `seq:input:output:calls`, scored by its completion time.
+        let turns: Vec<String> = conn
+            .zrangebyscore(self.key(&["usage_log", id.as_str()]), since, "+inf")
+            .await?;
+        let mut usage = TurnUsage::default();
+        for turn in &turns {
+            let mut parts = turn.split(':').skip(1).map(|n| n.parse::<u64>());
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(Ok(input)), Some(Ok(output)), Some(Ok(calls))) => usage.add(TurnUsage {
+                    input_tokens: input,
+                    output_tokens: output,
+                    llm_calls: calls,
+                }),
+                _ => return Err(StoreError::Corrupt(format!("a usage record `{turn}`"))),
+            }
+        }
+        Ok(usage)
     }
 
     async fn summary(&self, id: &ConversationId) -> Result<Option<Summary>, StoreError> {

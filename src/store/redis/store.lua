@@ -341,12 +341,18 @@ function ops.ingest()
       plan[i] = {canon = canon, cand = cand}
     end
   end
+  -- The conversations of the events new by id: the raw webhook is kept if there is one.
+  local convs, conv_seen = {}, {}
   for i, ev in ipairs(a.events) do
     local p = plan[i]
     if not p then
       duplicates = duplicates + 1
     else
       local canon, cand, dk = p.canon, p.cand, k('dedupe', ev.ch, ev.eid)
+      if not conv_seen[cand.conv] then
+        conv_seen[cand.conv] = true
+        convs[#convs + 1] = cand.conv
+      end
       for j = 1, ev.own do
         local id = ev.cands[j].id
         if id ~= canon then redis.call('SET', k('alias', ev.ch, id), canon, 'NX') end
@@ -399,6 +405,27 @@ function ops.ingest()
       end
     end
   end
+  local raw = nn(a.raw)
+  if raw and #convs > 0 then
+    -- The webhook's raw request, once, trimmed and expiring with the dedupe window.
+    local key = k('raw')
+    local add = {'XADD', key, 'MINID', '~', s(now - a.dedupe_ms), '*',
+      'ch', raw.ch, 'kind', raw.kind, 'at', s(raw.at), 'convs', table.concat(convs, ' '),
+      'headers', raw.headers}
+    if nn(raw.query) then
+      add[#add + 1] = 'query'
+      add[#add + 1] = raw.query
+    end
+    if nn(raw.body) then
+      add[#add + 1] = 'body'
+      add[#add + 1] = raw.body
+    else
+      add[#add + 1] = 'body64'
+      add[#add + 1] = raw.body64
+    end
+    redis.call(unpack(add))
+    redis.call('PEXPIRE', key, a.dedupe_ms)
+  end
   local answer = {'ok', s(accepted), s(duplicates)}
   for _, v in ipairs(appended) do table.insert(answer, v) end
   return answer
@@ -441,6 +468,12 @@ function ops.complete()
       redis.call('HINCRBY', uk, 'in', usage.input_tokens)
       redis.call('HINCRBY', uk, 'out', usage.output_tokens)
       redis.call('HINCRBY', uk, 'calls', usage.llm_calls)
+      -- And by time, for the rolling token budget: one member per turn, kept a week.
+      local lk = k('usage_log', conv)
+      redis.call('ZADD', lk, now, s(seq) .. ':' .. s(usage.input_tokens) .. ':'
+        .. s(usage.output_tokens) .. ':' .. s(usage.llm_calls))
+      redis.call('ZREMRANGEBYSCORE', lk, '-inf', '(' .. s(now - WEEK_MS))
+      redis.call('PEXPIRE', lk, WEEK_MS)
     end
     local ch, contact = hget(ckey, 'ch'), hget(ckey, 'contact')
     for _, r in ipairs(a.replies) do
@@ -493,28 +526,49 @@ function ops.claim_due()
   return out
 end
 
-function ops.mark_sent()
-  local key = k('ob', a.id)
+-- Marks outbox entry `id` sent (with the platform's id of it when known) and applies the
+-- statuses that came before; whether the entry was still open.
+local function record_sent(id, pid, now, sent)
+  local key = k('ob', id)
   local msg = hget(key, 'msg')
-  if msg == nil then return {'missing'} end
   local state = hget(key, 'state')
-  if state == 'pending' or state == 'sending' then
-    redis.call('HSET', key, 'state', 'sent', 'finished', s(a.now))
+  local opened = state == 'pending' or state == 'sending'
+  if opened then
+    redis.call('HSET', key, 'state', 'sent', 'finished', s(now))
     unlease(key, hget(key, 'conv'))
     redis.call('HDEL', key, 'err')
-    finish_open(a.id, hget(key, 'conv'))
+    finish_open(id, hget(key, 'conv'))
   end
   local mkey = k('msg', msg)
   local ch = hget(mkey, 'ch')
-  local pid = nn(a.pid)
   if pid and hget(mkey, 'pid') == nil then
     if redis.call('SET', k('pmid', ch, pid), msg, 'NX') then
       redis.call('HSET', mkey, 'pid', pid)
     end
   end
-  set_status(msg, a.sent.status, a.sent.rank)
+  set_status(msg, sent.status, sent.rank)
   if pid then apply_early_statuses(ch, pid) end
+  return opened
+end
+
+function ops.mark_sent()
+  if hget(k('ob', a.id), 'msg') == nil then return {'missing'} end
+  record_sent(a.id, nn(a.pid), a.now, a.sent)
   return {'ok'}
+end
+
+-- A status report named the reply `msg`: its open entry, if any, is confirmed sent.
+function ops.confirm_sent()
+  local mkey = k('msg', a.msg)
+  local conv = hget(mkey, 'conv')
+  if conv == nil or hget(mkey, 'ch') ~= a.ch then return {'0'} end
+  for _, id in ipairs(redis.call('ZRANGE', k('obq', conv), 0, -1)) do
+    if hget(k('ob', id), 'msg') == a.msg then
+      if record_sent(id, a.pid, a.now, a.sent) then return {'1'} end
+      return {'0'}
+    end
+  end
+  return {'0'}
 end
 
 function ops.retry_at()

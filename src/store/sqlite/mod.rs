@@ -3,6 +3,7 @@
 //! every transaction short and ordered, and needs no pool.
 
 mod queue;
+mod raw;
 mod rows;
 mod schema;
 mod writer;
@@ -44,6 +45,8 @@ pub struct SqliteStore {
     /// Every write goes through the group-commit writer.
     writes: mpsc::Sender<Box<dyn writer::WriteJob>>,
     path: PathBuf,
+    /// How long raw webhooks are kept.
+    raw_retention: Arc<raw::Retention>,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -109,7 +112,33 @@ impl SqliteStore {
             next_reader: Arc::default(),
             writes,
             path: path.to_path_buf(),
+            raw_retention: Arc::default(),
         })
+    }
+
+    /// Keeps raw webhooks this long (`[store] raw_retention_days`; 7 days unless set).
+    pub fn with_raw_retention(self, keep: std::time::Duration) -> Self {
+        self.raw_retention.set_keep(keep);
+        self
+    }
+
+    /// Starts a prune of raw webhooks past their retention when one is due: its own write,
+    /// so it never fails the ingest that started it.
+    fn prune_raw_when_due(&self) {
+        let Some(cutoff) = self.raw_retention.due(now_millis()) else {
+            return;
+        };
+        let store = self.clone();
+        tokio::spawn(async move {
+            match store.write(move |tx| raw::prune(tx, cutoff)).await {
+                Ok(deleted) if deleted >= raw::PRUNE_BATCH => store.raw_retention.again(),
+                Ok(deleted) if deleted > 0 => {
+                    tracing::debug!(deleted, "raw webhooks past their retention pruned");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot prune raw webhooks; trying later"),
+            }
+        });
     }
 
     pub fn path(&self) -> &Path {
@@ -271,6 +300,43 @@ fn message_exists(
         .exists(params![channel.as_str(), platform_id.as_str()])?)
 }
 
+/// Marks outbox entry `id` (of the reply `message_id`) sent, with the platform's id of it
+/// when known, and applies the statuses that came before. Returns whether the entry was
+/// still open.
+fn record_sent(
+    tx: &rusqlite::Connection,
+    id: i64,
+    message_id: &str,
+    platform_id: Option<&PlatformMessageId>,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    let opened = tx
+        .prepare_cached(
+            "UPDATE outbox SET state = 'sent', lease_until = NULL, finished_at = ?1, last_error = NULL
+             WHERE id = ?2 AND state IN ('pending', 'sending')",
+        )?
+        .execute(params![now, id])?;
+    if let Some(platform_id) = platform_id {
+        tx.prepare_cached(
+            "UPDATE OR IGNORE messages SET platform_id = ?1 WHERE id = ?2 AND platform_id IS NULL",
+        )?
+        .execute(params![platform_id.as_str(), message_id])?;
+    }
+    let sent = DeliveryStatus::Sent;
+    tx.prepare_cached(
+        "UPDATE messages SET status = ?1, status_rank = ?2 WHERE id = ?3 AND status_rank < ?2",
+    )?
+    .execute(params![json(&sent)?, sent.rank(), message_id])?;
+    if let Some(platform_id) = platform_id {
+        let channel: String = tx
+            .prepare_cached("SELECT channel_id FROM messages WHERE id = ?1")?
+            .query_row(params![message_id], |row| row.get(0))?;
+        let channel = ChannelId::parse(channel).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        apply_early_statuses(tx, &channel, platform_id)?;
+    }
+    Ok(opened > 0)
+}
+
 /// Applies the statuses that arrived before this message's send was recorded.
 fn apply_early_statuses(
     tx: &rusqlite::Connection,
@@ -375,13 +441,16 @@ fn queue_reply(
     Ok(Some(id))
 }
 
-/// Appends one webhook's events; the caller holds the transaction (or savepoint).
+/// Appends one webhook's events, and its raw request with the first inbox row it produces;
+/// the caller holds the transaction (or savepoint).
 fn ingest_events(
     tx: &rusqlite::Connection,
     events: &[InboundEvent],
     now: Millis,
+    raw: Option<&super::RawWebhook>,
 ) -> Result<IngestOutcome, StoreError> {
     let mut outcome = IngestOutcome::default();
+    let mut raw_id = None;
     for event in events {
         if matches!(event.kind, EventKind::Typing) {
             continue;
@@ -402,10 +471,15 @@ fn ingest_events(
             EventKind::Status { .. } => Some(now),
             _ => None,
         };
+        if raw_id.is_none()
+            && let Some(raw) = raw
+        {
+            raw_id = Some(raw::insert(tx, raw)?);
+        }
         let inserted = tx
             .prepare_cached(
-                "INSERT OR IGNORE INTO inbox (channel_id, event_id, conversation_id, event, received_at, done_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO inbox (channel_id, event_id, conversation_id, event, received_at, done_at, raw_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 event.channel.as_str(),
@@ -413,7 +487,8 @@ fn ingest_events(
                 conversation.as_str(),
                 json(event)?,
                 now,
-                done_at
+                done_at,
+                raw_id
             ])?;
         if inserted == 0 {
             outcome.duplicates += 1;
@@ -421,7 +496,7 @@ fn ingest_events(
         }
         let seq = tx.last_insert_rowid();
         match &event.kind {
-            EventKind::Status { target, status } => {
+            EventKind::Status { target, status, .. } => {
                 outcome.accepted += 1;
                 if !apply_status(tx, &event.channel, target, status)?
                     && !message_exists(tx, &event.channel, target)?
@@ -527,8 +602,28 @@ impl super::Instances for SqliteStore {}
 impl Inbox for SqliteStore {
     async fn ingest(&self, events: &[InboundEvent]) -> Result<IngestOutcome, StoreError> {
         let events = events.to_vec();
-        self.write(move |tx| ingest_events(tx, &events, now_millis()))
+        self.write(move |tx| ingest_events(tx, &events, now_millis(), None))
             .await
+    }
+
+    async fn ingest_raw(
+        &self,
+        events: &[InboundEvent],
+        raw: super::RawWebhook,
+    ) -> Result<IngestOutcome, StoreError> {
+        let events = events.to_vec();
+        let outcome = self
+            .write(move |tx| ingest_events(tx, &events, now_millis(), Some(&raw)))
+            .await?;
+        self.prune_raw_when_due();
+        Ok(outcome)
+    }
+
+    async fn raw_webhooks(
+        &self,
+        filter: super::RawFilter,
+    ) -> Result<Vec<super::KeptWebhook>, StoreError> {
+        self.read(move |conn| raw::read(conn, &filter)).await
     }
 
     async fn pending(&self, after: i64, limit: usize) -> Result<Vec<InboxEntry>, StoreError> {
@@ -783,33 +878,34 @@ impl Outbox for SqliteStore {
             let Some(message_id) = message_id else {
                 return Err(StoreError::NotFound(format!("outbox entry {id}")));
             };
-            tx.execute(
-                "UPDATE outbox SET state = 'sent', lease_until = NULL, finished_at = ?1, last_error = NULL
-                 WHERE id = ?2 AND state IN ('pending', 'sending')",
-                params![now, id],
-            )?;
-            if let Some(platform_id) = &platform_id {
-                tx.execute(
-                    "UPDATE OR IGNORE messages SET platform_id = ?1 WHERE id = ?2 AND platform_id IS NULL",
-                    params![platform_id.as_str(), message_id],
-                )?;
-            }
-            let sent = DeliveryStatus::Sent;
-            tx.execute(
-                "UPDATE messages SET status = ?1, status_rank = ?2 WHERE id = ?3 AND status_rank < ?2",
-                params![json(&sent)?, sent.rank(), message_id],
-            )?;
-            if let Some(platform_id) = &platform_id {
-                let channel: String = tx.query_row(
-                    "SELECT channel_id FROM messages WHERE id = ?1",
-                    params![message_id],
-                    |row| row.get(0),
-                )?;
-                let channel =
-                    ChannelId::parse(channel).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                apply_early_statuses(tx, &channel, platform_id)?;
-            }
+            record_sent(tx, id, &message_id, platform_id.as_ref(), now)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn confirm_sent(
+        &self,
+        channel: &ChannelId,
+        message: MessageId,
+        platform_id: PlatformMessageId,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let channel = channel.clone();
+        self.write(move |tx| {
+            let message_id = message.to_string();
+            let open: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT o.id FROM outbox o JOIN messages m ON m.id = o.message_id
+                     WHERE o.message_id = ?1 AND o.state IN ('pending', 'sending')
+                       AND m.channel_id = ?2",
+                )?
+                .query_row(params![message_id, channel.as_str()], |row| row.get(0))
+                .optional()?;
+            let Some(id) = open else {
+                return Ok(false);
+            };
+            record_sent(tx, id, &message_id, Some(&platform_id), now)
         })
         .await
     }
@@ -998,6 +1094,44 @@ impl Conversations for SqliteStore {
         .await
     }
 
+    async fn messages_upto(
+        &self,
+        id: &ConversationId,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| {
+            let before = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m
+                 WHERE m.conversation_id = ?1 AND m.seq <= ?2 ORDER BY m.seq DESC LIMIT ?3"
+            );
+            let mut messages = Vec::new();
+            for row in conn
+                .prepare_cached(&before)?
+                .query_map(params![id.as_str(), upto, limit as i64], |row| {
+                    message_from_row(row, 0)
+                })?
+            {
+                messages.push(row??);
+            }
+            messages.reverse();
+            let after = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m
+                 WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.direction = ?3
+                 ORDER BY m.seq LIMIT ?4"
+            );
+            for row in conn.prepare_cached(&after)?.query_map(
+                params![id.as_str(), upto, json(&Direction::Outbound)?, limit as i64],
+                |row| message_from_row(row, 0),
+            )? {
+                messages.push(row??);
+            }
+            Ok(messages)
+        })
+        .await
+    }
+
     async fn last_inbound_at(&self, id: &ConversationId) -> Result<Option<Millis>, StoreError> {
         let id = id.clone();
         self.read(move |conn| {
@@ -1150,6 +1284,30 @@ impl Journal for SqliteStore {
                      FROM llm_usage WHERE conversation_id = ?1",
                 )?
                 .query_row(params![id.as_str()], |row| {
+                    Ok(TurnUsage {
+                        input_tokens: row.get::<_, i64>(0)?.max(0) as u64,
+                        output_tokens: row.get::<_, i64>(1)?.max(0) as u64,
+                        llm_calls: row.get::<_, i64>(2)?.max(0) as u64,
+                    })
+                })?)
+        })
+        .await
+    }
+
+    async fn usage_since(
+        &self,
+        id: &ConversationId,
+        since: Millis,
+    ) -> Result<TurnUsage, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
+                            COALESCE(SUM(llm_calls), 0)
+                     FROM llm_usage WHERE conversation_id = ?1 AND created_at >= ?2",
+                )?
+                .query_row(params![id.as_str(), since], |row| {
                     Ok(TurnUsage {
                         input_tokens: row.get::<_, i64>(0)?.max(0) as u64,
                         output_tokens: row.get::<_, i64>(1)?.max(0) as u64,

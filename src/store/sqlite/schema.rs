@@ -195,6 +195,30 @@ CREATE TABLE audit (
 );
 "#,
         ),
+        // v4: a platform's status report can name the reply it is about (a send whose answer
+        // was lost is then confirmed rather than sent again).
+        M::up(
+            "CREATE INDEX outbox_open_message ON outbox (message_id) WHERE state IN ('pending', 'sending');",
+        ),
+        // v5: each accepted webhook's raw request (credentials removed), for export and
+        // replay; the inbox entries it produced point at it. No index on received_at: rows
+        // are pruned from the oldest id (see `prune_raw`), which keeps the ingest write to
+        // one row.
+        M::up(
+            r#"
+CREATE TABLE raw_webhooks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    query TEXT,
+    -- JSON: [[name, value], ...] in the order received.
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+ALTER TABLE inbox ADD COLUMN raw_id INTEGER;
+"#,
+        ),
     ])
 }
 

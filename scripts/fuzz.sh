@@ -61,7 +61,8 @@ config_seeds() {
     local file
     seed config concierge.toml 0 concierge.toml
     for file in channels/*.toml examples/channels/*.toml; do
-        [[ -f $file ]] && seed config "channel-$(basename "$file")" 1 "$file"
+        [[ -f $file ]] || continue
+        seed config "channel-$(basename "$file")" 1 "$file"
     done
     for file in prompts/*.md; do
         [[ -f $file ]] || continue

@@ -72,9 +72,10 @@ pub fn webchat(data: &[u8]) {
 
 /// The configuration loader. The first byte (its low three bits, modulo 5; seeds use the
 /// digits `0` to `4`) picks which file of a small deployment the rest becomes, the others
-/// staying valid: `0` concierge.toml, `1` a channels/*.toml, `2` prompts/faq.md, `3` an
-/// agent file prompts/front_desk.md, `4` the `CONCIERGE__…=value` overrides, one per line. The loader
-/// must answer (a config or its problems), never panic nor hang.
+/// staying valid: `0` concierge.toml, `1` a channel file channels/fuzz.toml, `2`
+/// prompts/faq.md, `3` an agent file prompts/front_desk.md, `4` the `CONCIERGE__…=value`
+/// overrides, one per line. The loader must answer (a config or its problems), never panic
+/// nor hang.
 pub fn config(data: &[u8]) {
     let _ = load_config(data);
 }
@@ -315,7 +316,17 @@ fn sign_webchat(body: &[u8]) -> Signed {
 }
 
 /// The deployment's files when they are not the one being fuzzed.
-const CONCIERGE_TOML: &str = "[server]\nbind = \"127.0.0.1:0\"\n\n[store]\nurl = \"sqlite:data/concierge.db\"\n\n[[tools]]\nname = \"lookup\"\ndescription = \"Looks things up.\"\nmethod = \"GET\"\nurl = \"http://127.0.0.1:1/lookup\"\n";
+const CONCIERGE_TOML: &str = r#"[server]
+bind = "127.0.0.1:0"
+
+[store]
+url = "sqlite:data/concierge.db"
+
+[[tools]]
+name = "lookup"
+description = "Looks things up."
+url = "http://127.0.0.1:1/lookup"
+"#;
 const WEB_TOML: &str = "kind = \"webchat\"\ntitle = \"Fuzz\"\n";
 
 /// The fuzzed file of each config mode, relative to the deployment's folder.
@@ -391,6 +402,12 @@ mod tests {
 
     const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
+    /// Removes the config target's folder (the next input writes it again).
+    fn remove_deployment() {
+        let root = deployment().lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = std::fs::remove_dir_all(&*root);
+    }
+
     fn files(dir: &Path) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map(|entries| {
@@ -454,6 +471,7 @@ mod tests {
             }
         }
         assert!(replayed > 0);
+        remove_deployment();
     }
 
     /// The seeds `scripts/fuzz.sh` makes from the protocol fixtures reach parse: with the
@@ -546,5 +564,6 @@ mod tests {
         let broken =
             load_config(b"1kind = \"telegram\"\nbot_token = \"${MISSING_BOT}\"\n").unwrap();
         assert!(broken.is_err());
+        remove_deployment();
     }
 }

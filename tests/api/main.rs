@@ -4,7 +4,6 @@ mod abuse;
 mod agents;
 mod bench;
 mod bluebubbles;
-mod chaos;
 mod chat;
 mod check;
 mod console;

@@ -178,8 +178,31 @@ impl Wa {
             async move { graph.sends().len() >= n }
         })
         .await;
-        self.graph.sends()
+        self.graph
+            .sends()
+            .into_iter()
+            .map(without_callback_data)
+            .collect()
     }
+}
+
+/// A send as the platform's examples show it: every send also names our reply in
+/// `biz_opaque_callback_data` (checked here, then set aside), which Meta echoes in the
+/// reply's status webhooks.
+fn without_callback_data(mut send: Value) -> Value {
+    if let Some(body) = send.as_object_mut()
+        && body.contains_key("to")
+    {
+        let tag = body
+            .remove("biz_opaque_callback_data")
+            .and_then(|t| t.as_str().map(str::to_string))
+            .unwrap_or_default();
+        assert!(
+            tag.starts_with("cm=") && tag.contains(";p="),
+            "every send names its reply: {send}"
+        );
+    }
+    send
 }
 
 // ---- every inbound fixture becomes the expected events ----

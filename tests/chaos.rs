@@ -3,6 +3,13 @@
 //! 0.1–0.5 s and restarted, on SQLite and on Redis. Every column of the bar is zero: nothing
 //! lost, nothing processed or sent twice, nothing answered out of order. The documented long
 //! run (30,000 webhooks) is the same command with its defaults (RELIABILITY.md).
+//!
+//! A test binary of its own: cargo runs test binaries one after the other, so the gateway
+//! being killed here does not share the machine with the end-to-end suite's own gateways.
+
+#[allow(dead_code)]
+#[path = "api/redis_server.rs"]
+mod redis_server;
 
 use std::process::Command;
 
@@ -57,7 +64,7 @@ fn chaos(store: &str, env: &[(&str, &str)]) -> Value {
 #[test]
 fn killed_again_and_again_nothing_is_lost_doubled_or_reordered_on_sqlite_and_redis() {
     chaos("sqlite", &[]);
-    let Some(redis) = crate::redis_server::redis(
+    let Some(redis) = redis_server::redis(
         "killed_again_and_again_nothing_is_lost_doubled_or_reordered_on_sqlite_and_redis",
     ) else {
         return;

@@ -131,6 +131,9 @@ pub struct RenderError {
     pub detail: String,
 }
 
+/// The most instructions one prompt template may run (see minijinja's fuel).
+const TEMPLATE_FUEL: u64 = 200_000;
+
 impl AgentSet {
     /// Reads and checks agent files; `tools` are the merchant tools declared in
     /// concierge.toml. Returns every problem found, each with its file.
@@ -140,6 +143,9 @@ impl AgentSet {
         let mut templates = Environment::new();
         templates.set_undefined_behavior(UndefinedBehavior::Strict);
         templates.set_keep_trailing_newline(true);
+        // A prompt is a page of text with a few conditions: a template that runs longer (a
+        // loop over a huge range) stops with an error instead of stalling start-up or a turn.
+        templates.set_fuel(Some(TEMPLATE_FUEL));
         for file in files {
             match read_agent(file) {
                 Ok((def, body)) => {
@@ -445,6 +451,23 @@ mod tests {
             "+++\ndescription = \"greets\"\nentry = true\n+++\nHello {{ custmer.name }}\n",
         );
         let problems = AgentSet::load(&[b], &tools()).unwrap_err();
+        assert!(
+            problems[0].to_string().contains("does not render"),
+            "{problems:?}"
+        );
+    }
+
+    /// Found by hand while fuzzing the config loader (FUZZING.md): start-up renders every
+    /// template once, and this one ran for ever.
+    #[test]
+    fn a_template_that_would_run_for_ever_is_a_problem_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write(
+            dir.path(),
+            "front_desk",
+            "+++\ndescription = \"greets\"\nentry = true\n+++\n{% for a in range(100000) %}{% for b in range(100000) %}.{% endfor %}{% endfor %}\n",
+        );
+        let problems = AgentSet::load(&[a], &tools()).unwrap_err();
         assert!(
             problems[0].to_string().contains("does not render"),
             "{problems:?}"

@@ -43,6 +43,10 @@ pub struct Options {
     /// …and at most this long.
     #[arg(long, default_value_t = 500)]
     pub kill_max_ms: u64,
+    /// Keep killing for at least this long from the start, after every webhook was
+    /// acknowledged too (0: the kills stop with the last acknowledgement).
+    #[arg(long, default_value_t = 0)]
+    pub kill_for_secs: u64,
     /// Share of message sends the platform fails (429, 500, a late answer, a connection
     /// closed after or before accepting), in percent.
     #[arg(long, default_value_t = 0.0)]
@@ -212,11 +216,16 @@ async fn run_one(binary: &Path, options: &Options, store: StoreKind) -> Result<R
         options.kill_min_ms.min(options.kill_max_ms),
         options.kill_max_ms.max(options.kill_min_ms),
     );
-    while !customers.is_empty() {
+    let kill_for = Duration::from_secs(options.kill_for_secs);
+    while !customers.is_empty() || started.elapsed() < kill_for {
         let life = Duration::from_millis(rand::rng().random_range(min..=max));
-        tokio::select! {
-            _ = customers.join_next() => continue,
-            _ = tokio::time::sleep(life) => {}
+        if customers.is_empty() {
+            tokio::time::sleep(life).await;
+        } else {
+            tokio::select! {
+                _ = customers.join_next() => continue,
+                _ = tokio::time::sleep(life) => {}
+            }
         }
         gateway.kill();
         kills += 1;

@@ -38,7 +38,8 @@ pub struct Row {
     pub llm_calls: u64,
     /// Requests made, retries after a kill included.
     pub attempts: u64,
-    pub sent_secs: f64,
+    /// How long the kills went on (until the last acknowledgement, or `--kill-for-secs`).
+    pub kill_secs: f64,
     pub drained_secs: f64,
 }
 
@@ -58,7 +59,7 @@ impl Row {
             "sent_twice": self.sent_twice, "out_of_order": self.out_of_order, "kills": self.kills,
             "faults": self.faults, "reconciled": self.reconciled, "replies": self.replies,
             "llm_calls": self.llm_calls, "attempts": self.attempts,
-            "sent_secs": self.sent_secs, "drained_secs": self.drained_secs,
+            "kill_secs": self.kill_secs, "drained_secs": self.drained_secs,
         })
         .to_string()
     }
@@ -158,7 +159,7 @@ pub fn analyse(inputs: Inputs<'_>) -> Row {
         replies: seen_replies.len(),
         llm_calls: inputs.llm_calls,
         attempts: inputs.attempts,
-        sent_secs: inputs.sent_in.as_secs_f64(),
+        kill_secs: inputs.sent_in.as_secs_f64(),
         drained_secs: inputs.drained_in.as_secs_f64(),
     }
 }
@@ -166,7 +167,7 @@ pub fn analyse(inputs: Inputs<'_>) -> Row {
 /// The table: the bar's columns first, then what the run did.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| store | webhooks | duplicates | accepted | lost | processed twice | replies sent twice | out of order | kills | faults | reconciled | replies | LLM calls | sent in | drained in |\n\
+        "| store | webhooks | duplicates | accepted | lost | processed twice | replies sent twice | out of order | kills | faults | reconciled | replies | LLM calls | killed for | done in |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
@@ -185,7 +186,7 @@ pub fn table(rows: &[Row]) -> String {
             r.reconciled,
             r.replies,
             r.llm_calls,
-            r.sent_secs,
+            r.kill_secs,
             r.drained_secs,
         ));
     }

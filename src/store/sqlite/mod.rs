@@ -891,6 +891,20 @@ impl Outbox for SqliteStore {
         platform_id: PlatformMessageId,
         now: Millis,
     ) -> Result<bool, StoreError> {
+        // Most statuses name a reply long recorded as sent: a read answers them without a
+        // turn of the single writer. An entry that is not open now never opens again.
+        let open = self
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT 1 FROM outbox WHERE message_id = ?1 AND state IN ('pending', 'sending')",
+                    )?
+                    .exists(params![message.to_string()])?)
+            })
+            .await?;
+        if !open {
+            return Ok(false);
+        }
         let channel = channel.clone();
         self.write(move |tx| {
             let message_id = message.to_string();

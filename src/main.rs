@@ -197,46 +197,39 @@ fn replay(options: &concierge::replay::ReplayOptions) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    runtime.block_on(async {
-        match concierge::replay::replay(options, &config, &mut std::io::stdout()).await {
-            Ok(summary) if summary.all_accepted() => ExitCode::SUCCESS,
-            Ok(_) => ExitCode::FAILURE,
-            Err(e) => {
-                eprintln!("replay: {e:#}");
-                ExitCode::FAILURE
-            }
-        }
-    })
+    run_tool(
+        "replay",
+        concierge::replay::replay(options, &config, &mut std::io::stdout()),
+        concierge::replay::Summary::all_accepted,
+    )
 }
 
 fn bench(options: &concierge::bench::Options) -> ExitCode {
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    match runtime.block_on(concierge::bench::run(options)) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    run_tool("bench", concierge::bench::run(options), |_| true)
 }
 
 fn chaos(options: &concierge::chaos::Options) -> ExitCode {
+    run_tool("chaos", concierge::chaos::run(options), |rows| {
+        rows.iter().all(concierge::chaos::Row::clean)
+    })
+}
+
+/// Runs one of the tools on a fresh runtime: success when `passed` says its result is, its
+/// error printed under its name.
+fn run_tool<T, E: std::fmt::Display>(
+    name: &str,
+    work: impl std::future::Future<Output = Result<T, E>>,
+    passed: impl FnOnce(&T) -> bool,
+) -> ExitCode {
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    match runtime.block_on(concierge::chaos::run(options)) {
-        Ok(rows) if rows.iter().all(concierge::chaos::Row::clean) => ExitCode::SUCCESS,
+    match runtime.block_on(work) {
+        Ok(result) if passed(&result) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("chaos: {e}");
+            eprintln!("{name}: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use serde_json::json;
-use sha2::Sha256;
 
 pub const PHONE_NUMBER_ID: &str = "100000000000001";
 
@@ -76,13 +74,7 @@ pub fn shots(
 
 /// Meta's `X-Hub-Signature-256` of a body.
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    // HMAC takes a key of any length.
-    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
-        Ok(mac) => mac,
-        Err(_) => return String::new(),
-    };
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    crate::channels::signature::sign_sha256_hex(secret.as_bytes(), body)
 }
 
 /// What one request gave.

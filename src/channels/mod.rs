@@ -7,7 +7,7 @@ pub mod callback;
 mod credentials;
 mod limiter;
 pub(crate) mod outbound_http;
-mod signature;
+pub(crate) mod signature;
 pub mod telegram;
 pub mod twilio;
 pub mod webchat;

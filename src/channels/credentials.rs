@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use http::HeaderMap;
+use sha2::{Digest, Sha256};
 
 use super::WebhookRequest;
 
@@ -17,7 +18,14 @@ const CREDENTIAL_HEADERS: &[&str] = &[
     "authorization",
     "proxy-authorization",
     "cookie",
+    // The web chat's visitor key: whoever holds it reads that visitor's history and posts as
+    // them. It is kept as a pseudonym instead (see `VISITOR_HEADER`).
+    super::webchat::KEY_HEADER,
 ];
+
+/// Stands for the web chat's visitor key in a kept request: a one-way digest of it, so a
+/// replay can tell one visitor's messages from another's without the key itself.
+pub const VISITOR_HEADER: &str = "x-webchat-visitor";
 
 /// Query parameters that are the secret itself (BlueBubbles authenticates by the URL).
 const CREDENTIAL_PARAMS: &[&str] = &["secret", "password", "guid"];
@@ -37,16 +45,49 @@ pub fn kept_request(request: &WebhookRequest) -> (Option<String>, Vec<(String, S
 }
 
 fn headers_without_credentials(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
+    // Only the gateway writes the pseudonym: one a client sent is dropped.
+    let pairs = headers
         .iter()
-        .filter(|(name, _)| !CREDENTIAL_HEADERS.contains(&name.as_str()))
+        .filter(|(name, _)| name.as_str() != VISITOR_HEADER)
         .map(|(name, value)| {
             (
                 name.as_str().to_string(),
                 String::from_utf8_lossy(value.as_bytes()).into_owned(),
             )
-        })
-        .collect()
+        });
+    kept_headers(pairs)
+}
+
+/// Headers as they may be kept: credentials dropped, the visitor key replaced by its
+/// pseudonym, the others untouched and in order. Also applied to requests kept before a
+/// header was known to be a credential (the SQLite migration, an export from Redis); on a
+/// request kept already it changes nothing.
+pub fn kept_headers(headers: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut kept = Vec::new();
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        if lower == super::webchat::KEY_HEADER {
+            kept.push((VISITOR_HEADER.to_string(), visitor_pseudonym(&value)));
+        } else if !CREDENTIAL_HEADERS.contains(&lower.as_str()) {
+            kept.push((name, value));
+        }
+    }
+    kept
+}
+
+/// A visitor key's pseudonym: a one-way digest, the same for the same key.
+pub fn visitor_pseudonym(key: &str) -> String {
+    let digest = Sha256::new_with_prefix(b"concierge-visitor\0")
+        .chain_update(key.as_bytes())
+        .finalize();
+    hex::encode(&digest[..16])
+}
+
+/// Whether a kept request still holds a credential that `kept_headers` would drop.
+pub fn holds_credential(headers: &[(String, String)]) -> bool {
+    headers
+        .iter()
+        .any(|(name, _)| CREDENTIAL_HEADERS.contains(&name.to_ascii_lowercase().as_str()))
 }
 
 /// A query string without its credential parameters, the others untouched and in order.
@@ -102,6 +143,8 @@ mod tests {
                 ("cookie", "s=1"),
                 ("user-agent", "facebookexternalua"),
                 ("x-forwarded-for", "10.0.0.1"),
+                ("x-webchat-visitor", "forged"),
+                ("x-webchat-key", "visitor-key-0123456789"),
             ],
         ));
         assert_eq!(query.as_deref(), Some("a=1&b=x%20y&c"));
@@ -111,7 +154,17 @@ mod tests {
                 ("content-type".to_string(), "application/json".to_string()),
                 ("user-agent".to_string(), "facebookexternalua".to_string()),
                 ("x-forwarded-for".to_string(), "10.0.0.1".to_string()),
+                (
+                    VISITOR_HEADER.to_string(),
+                    visitor_pseudonym("visitor-key-0123456789")
+                ),
             ]
+        );
+        assert!(!holds_credential(&headers));
+        assert_eq!(
+            kept_headers(headers.clone()),
+            headers,
+            "kept once, kept as is"
         );
     }
 

@@ -14,7 +14,7 @@ pub mod webchat;
 pub mod whatsapp;
 mod window;
 
-pub use self::credentials::kept_request;
+pub use self::credentials::{VISITOR_HEADER, holds_credential, kept_headers, kept_request};
 pub use self::limiter::RateLimiter;
 pub use self::window::{ReplyWindow, WindowDecision};
 

@@ -208,6 +208,7 @@ fn kept_webhook(query: &str, body: &[u8], received_at: i64) -> crate::store::Raw
         ("user-agent", "facebookexternalua"),
         ("x-forwarded-for", "10.0.0.1"),
         ("x-forwarded-for", "10.0.0.2"),
+        ("x-webchat-key", "visitor-hunter2-0123456789"),
     ] {
         headers.append(name, http::HeaderValue::from_static(value));
     }
@@ -277,6 +278,15 @@ pub async fn a_raw_webhook_comes_back_exactly_without_credentials(store: SharedS
             ("user-agent".to_string(), "facebookexternalua".to_string()),
             ("x-forwarded-for".to_string(), "10.0.0.1".to_string()),
             ("x-forwarded-for".to_string(), "10.0.0.2".to_string()),
+            (
+                crate::channels::VISITOR_HEADER.to_string(),
+                crate::channels::kept_headers([(
+                    "x-webchat-key".to_string(),
+                    "visitor-hunter2-0123456789".to_string()
+                )])[0]
+                    .1
+                    .clone()
+            ),
         ]
     );
     for raw in &raws {
@@ -324,6 +334,21 @@ pub async fn a_raw_webhook_comes_back_exactly_without_credentials(store: SharedS
         .unwrap();
     assert_eq!(recent.len(), 1);
     assert_eq!(recent[0].raw, second);
+
+    // A request kept before its visitor key counted as a credential: read back without it.
+    let mut old = first.clone();
+    old.headers.push((
+        "x-webchat-key".to_string(),
+        "visitor-hunter2-old".to_string(),
+    ));
+    store
+        .ingest_raw(&[text_event("cid", "raw-old", "old")], old)
+        .await
+        .unwrap();
+    let again = store.raw_webhooks(all(10)).await.unwrap();
+    let text = format!("{:?}", again[2].raw.headers);
+    assert!(!text.contains("visitor-hunter2-old"), "{text}");
+    assert!(text.contains(crate::channels::VISITOR_HEADER), "{text}");
 }
 
 pub async fn pending_follows_inbox_order(store: SharedStore) {

@@ -264,9 +264,12 @@ fn assert_no_credentials(text: &str, secrets: &Secrets) {
             "cookie",
             "leaked-",
             "bb-password",
+            "x-webchat-key",
         ]
         .map(str::to_string),
     );
+    // The web chat's visitor key, in any form: whoever holds it reads the visitor's history.
+    anywhere.push(visitor_key("ana"));
     for leak in &anywhere {
         assert!(
             !text.to_lowercase().contains(&leak.to_lowercase()),
@@ -312,6 +315,11 @@ async fn an_exported_incident_replays_into_a_gateway_with_other_secrets() {
         "the query without its secrets"
     );
     assert_eq!(lines[0]["query"], Value::Null);
+    let web_headers = lines[7]["headers"].to_string();
+    assert!(
+        web_headers.contains("x-webchat-visitor"),
+        "the visitor's pseudonym is kept: {web_headers}"
+    );
     assert!(
         lines[0]["received_at"]
             .as_str()
@@ -389,9 +397,34 @@ async fn an_exported_incident_replays_into_a_gateway_with_other_secrets() {
     // Every message but the batched webhook's, whose text is the first message again
     // (already in the inbox; its status is applied at once).
     assert_eq!(expected.len(), sent.len() - 1, "{expected:?}");
+    // The web chat's visitor is a pseudonym on the laptop (the key never left production):
+    // another contact, the same one for each of the visitor's messages.
+    let replayed = inbox(b.store()).await;
+    let web_contact = |events: &[(String, String, String, String)]| {
+        events
+            .iter()
+            .find(|e| e.0 == "web")
+            .map(|e| e.2.clone())
+            .unwrap()
+    };
+    let (was, now) = (web_contact(&expected), web_contact(&replayed));
+    assert_ne!(was, now, "the replay cannot post as the visitor");
+    let pseudonymous = |events: Vec<(String, String, String, String)>, contact: &str| {
+        events
+            .into_iter()
+            .map(|(ch, id, c, kind)| {
+                (
+                    ch,
+                    id.replace(contact, "VISITOR"),
+                    c.replace(contact, "VISITOR"),
+                    kind.replace(contact, "VISITOR"),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
-        inbox(b.store()).await,
-        expected,
+        pseudonymous(replayed, &now),
+        pseudonymous(expected, &was),
         "the same events in the same order"
     );
     let (replayed, again) = export(&b_config, &[]).await;

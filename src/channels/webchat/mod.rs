@@ -103,6 +103,32 @@ impl ChannelAdapter for Webchat {
             .ok_or(VerifyError::Mismatch)
     }
 
+    /// A kept request carries the visitor's pseudonym, not their key: the replay posts as a
+    /// visitor of its own per pseudonym, so each visitor's messages stay one conversation.
+    fn sign(&self, request: &mut WebhookRequest) -> Result<(), super::SignError> {
+        if request.header(KEY_HEADER).is_some() {
+            return Ok(());
+        }
+        // Without either the request goes as recorded, and the target refuses it.
+        let Some(pseudonym) = request
+            .headers
+            .remove(super::VISITOR_HEADER)
+            .and_then(|v| v.to_str().ok().map(str::to_string))
+        else {
+            return Ok(());
+        };
+        if pseudonym.is_empty() || !pseudonym.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(super::SignError(
+                "an unreadable visitor pseudonym".to_string(),
+            ));
+        }
+        let key = format!("replay-{pseudonym}");
+        if let Ok(value) = http::HeaderValue::from_str(&key) {
+            request.headers.insert(KEY_HEADER, value);
+        }
+        Ok(())
+    }
+
     fn parse(&self, request: &WebhookRequest) -> Result<Vec<InboundEvent>, ParseError> {
         let contact = request
             .header(KEY_HEADER)

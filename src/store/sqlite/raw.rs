@@ -157,8 +157,11 @@ pub fn read(conn: &Connection, filter: &RawFilter) -> Result<Vec<KeptWebhook>, S
                 kind,
                 received_at,
                 query,
-                headers: serde_json::from_str(&headers)
-                    .map_err(|e| StoreError::Corrupt(format!("raw webhook {id} headers: {e}")))?,
+                headers: crate::channels::kept_headers(
+                    serde_json::from_str::<Vec<(String, String)>>(&headers).map_err(|e| {
+                        StoreError::Corrupt(format!("raw webhook {id} headers: {e}"))
+                    })?,
+                ),
                 body: body.into(),
             },
         });

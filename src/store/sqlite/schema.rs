@@ -219,7 +219,39 @@ CREATE TABLE raw_webhooks (
 ALTER TABLE inbox ADD COLUMN raw_id INTEGER;
 "#,
         ),
+        // v6: the web chat's visitor key became a credential: rows kept before hold it, and
+        // get its pseudonym instead.
+        M::up_with_hook("", scrub_raw_credentials),
     ])
+}
+
+/// Rewrites the kept headers of every raw webhook that still holds a credential.
+fn scrub_raw_credentials(tx: &rusqlite::Transaction) -> rusqlite_migration::HookResult {
+    let mut rows = Vec::new();
+    {
+        let mut stmt = tx.prepare("SELECT id, headers FROM raw_webhooks")?;
+        let mut query = stmt.query([])?;
+        while let Some(row) = query.next()? {
+            let id: i64 = row.get(0)?;
+            let text: String = row.get(1)?;
+            // A row whose headers cannot be read is left to the export to report.
+            let Ok(headers) = serde_json::from_str::<Vec<(String, String)>>(&text) else {
+                continue;
+            };
+            if crate::channels::holds_credential(&headers) {
+                rows.push((id, crate::channels::kept_headers(headers)));
+            }
+        }
+    }
+    for (id, headers) in rows {
+        let text = serde_json::to_string(&headers)
+            .map_err(|e| rusqlite_migration::HookError::Hook(e.to_string()))?;
+        tx.execute(
+            "UPDATE raw_webhooks SET headers = ?1 WHERE id = ?2",
+            rusqlite::params![text, id],
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -227,5 +259,48 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         assert!(super::migrations().validate().is_ok());
+    }
+
+    /// A visitor key kept before v6 is replaced by its pseudonym; other rows are untouched.
+    #[test]
+    fn visitor_keys_kept_before_are_scrubbed() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        super::migrations().to_version(&mut conn, 5).unwrap();
+        let with_key = r#"[["content-type","application/json"],["x-webchat-key","visitor-key-LEAK-0123456789"]]"#;
+        let without = r#"[["content-type","application/x-www-form-urlencoded"]]"#;
+        for headers in [with_key, without] {
+            conn.execute(
+                "INSERT INTO raw_webhooks (channel_id, kind, received_at, query, headers, body)
+                 VALUES ('web', 'webchat', 1, NULL, ?1, x'7b7d')",
+                [headers],
+            )
+            .unwrap();
+        }
+        super::migrations().to_latest(&mut conn).unwrap();
+        let rows: Vec<String> = conn
+            .prepare("SELECT headers FROM raw_webhooks ORDER BY id")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!rows[0].contains("LEAK"), "{}", rows[0]);
+        let headers: Vec<(String, String)> = serde_json::from_str(&rows[0]).unwrap();
+        assert_eq!(
+            headers,
+            vec![
+                ("content-type".to_string(), "application/json".to_string()),
+                (
+                    crate::channels::VISITOR_HEADER.to_string(),
+                    crate::channels::kept_headers([(
+                        "x-webchat-key".to_string(),
+                        "visitor-key-LEAK-0123456789".to_string()
+                    )])[0]
+                        .1
+                        .clone()
+                ),
+            ]
+        );
+        assert_eq!(rows[1], without);
     }
 }

@@ -2,6 +2,8 @@
 //! checks who may, then makes one atomic move in the store (so two concierges claiming at
 //! once cannot both win), records it in the audit log and tells the consoles.
 
+use sha2::{Digest, Sha256};
+
 use crate::domain::{Author, Choice, Content, ConversationId, MessageId, ThreadState, split_text};
 use crate::store::{
     Conversation, Handoff, HandoffChange, NewAudit, NewHandoff, NewNote, NewReply, StoreError,
@@ -399,11 +401,15 @@ impl Desk {
                 button: None,
             }]
         };
+        // Scoped to the concierge and the thread, compared exactly (as a digest: any bytes,
+        // fixed length, nothing truncated).
+        let digest = hex::encode(Sha256::digest(request_key.as_bytes()));
+        let wanted = contents.clone();
         let replies = contents
             .into_iter()
             .enumerate()
             .map(|(part, content)| NewReply {
-                idempotency_key: format!("concierge:{id}:{request_key}:{part}"),
+                idempotency_key: format!("concierge:{id}:{}:{digest}:{part}", caller.name),
                 author: author.clone(),
                 content,
                 reply_to: None,
@@ -427,7 +433,22 @@ impl Desk {
             .ok_or_else(|| {
                 ActionError::Conflict("the thread changed owner meanwhile".to_string())
             })?;
-        Ok(queued)
+        if queued.replayed {
+            // A retry gets what the first request queued; another reply under the same key
+            // is a client's mistake, and nothing of it is sent.
+            let mut sent = Vec::new();
+            for message in &queued.ids {
+                if let Some(message) = self.store.message(*message).await? {
+                    sent.push(message.content);
+                }
+            }
+            if sent != wanted {
+                return Err(ActionError::Invalid(
+                    "this Idempotency-Key was used for another reply".to_string(),
+                ));
+            }
+        }
+        Ok(queued.ids)
     }
 
     /// An internal note; the customer never sees it.

@@ -28,6 +28,8 @@ use crate::store::{Conversation, Handoff, QueueEntry, StoreError};
 const OPENAPI: &str = include_str!("assets/openapi.json");
 /// How many messages a thread view returns: the latest ones.
 const HISTORY: usize = 200;
+/// The longest `Idempotency-Key` a reply may carry, in bytes.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// How often a connected console refreshes its concierge's presence.
 const HEARTBEAT: Duration = Duration::from_secs(30);
 
@@ -525,18 +527,27 @@ pub async fn reply(
     Json(body): Json<ReplyBody>,
 ) -> Result<Response, ActionError> {
     let id = conversation_id(id)?;
-    // A client retrying a request sends the same key: the reply is queued once.
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(|k| {
-            k.chars()
-                .filter(|c| c.is_ascii_graphic())
-                .take(100)
-                .collect::<String>()
-        })
-        .filter(|k| !k.is_empty())
-        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+    // A client retrying a request sends the same key: the reply is queued once, and the
+    // retry answered with the same messages. Keys are compared exactly, per concierge and
+    // thread.
+    let key = match headers.get("idempotency-key") {
+        None => uuid::Uuid::now_v7().simple().to_string(),
+        Some(value) if value.is_empty() || value.len() > MAX_IDEMPOTENCY_KEY => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                format!("an Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY} bytes"),
+            ));
+        }
+        Some(value) => match value.to_str() {
+            Ok(key) => key.to_string(),
+            Err(_) => {
+                return Ok(error(
+                    StatusCode::BAD_REQUEST,
+                    "an Idempotency-Key is printable ASCII",
+                ));
+            }
+        },
+    };
     let conversation = state
         .desk
         .store

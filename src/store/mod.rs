@@ -148,6 +148,15 @@ pub struct NewReply {
     pub reengage: bool,
 }
 
+/// What a concierge's reply request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConciergeReplied {
+    /// The messages, in order.
+    pub ids: Vec<MessageId>,
+    /// The request's key was used already: these are the messages it queued then.
+    pub replayed: bool,
+}
+
 /// Everything one processed inbox event changes, written in one transaction.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TurnOutcome {
@@ -662,14 +671,16 @@ pub trait Queue: Send + Sync {
     async fn move_thread(&self, change: ThreadMove) -> Result<bool, StoreError>;
 
     /// A concierge's replies: queued in the outbox only while `concierge` owns the thread,
-    /// in the same transaction as the check. `None` when they do not own it.
+    /// in the same transaction as the check. `None` when they do not own it. When the first
+    /// reply's idempotency key was used already, nothing is queued nor audited: the messages
+    /// of the keys already used come back as `replayed`, whoever owns the thread now.
     async fn concierge_reply(
         &self,
         conversation: &ConversationId,
         concierge: &str,
         replies: Vec<NewReply>,
         audit: NewAudit,
-    ) -> Result<Option<Vec<MessageId>>, StoreError>;
+    ) -> Result<Option<ConciergeReplied>, StoreError>;
 
     /// An internal note written by a concierge.
     async fn add_note(

@@ -1427,7 +1427,8 @@ pub async fn only_the_owner_replies_and_the_sla_breaches_once(store: SharedStore
         .await
         .unwrap()
         .expect("the owner replies");
-    assert_eq!(queued.len(), 1);
+    assert_eq!(queued.ids.len(), 1);
+    assert!(!queued.replayed);
     // The same request again is not queued twice; ben, not the owner, is refused.
     let again = store
         .concierge_reply(
@@ -1439,7 +1440,14 @@ pub async fn only_the_owner_replies_and_the_sla_breaches_once(store: SharedStore
         .await
         .unwrap()
         .unwrap();
-    assert!(again.is_empty());
+    assert_eq!(
+        again,
+        crate::store::ConciergeReplied {
+            ids: queued.ids.clone(),
+            replayed: true
+        },
+        "the same messages, none queued"
+    );
     assert!(
         store
             .concierge_reply(

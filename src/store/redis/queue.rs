@@ -11,8 +11,8 @@ use super::inbox::{replies_json, status_json};
 use super::{Fields, RedisStore, corrupt, hashes, parse, status, thread_json};
 use crate::domain::{ConversationId, DeliveryStatus, MessageId, Millis, ThreadState, now_millis};
 use crate::store::{
-    AuditRecord, HandoffChange, NewAudit, NewNote, NewReply, Presence, Queue, QueueEntry,
-    SlaBreach, StoreError, ThreadMove,
+    AuditRecord, ConciergeReplied, HandoffChange, NewAudit, NewNote, NewReply, Presence, Queue,
+    QueueEntry, SlaBreach, StoreError, ThreadMove,
 };
 
 /// An audit record as the store script writes it.
@@ -179,7 +179,7 @@ impl Queue for RedisStore {
         concierge: &str,
         replies: Vec<NewReply>,
         audit: NewAudit,
-    ) -> Result<Option<Vec<MessageId>>, StoreError> {
+    ) -> Result<Option<ConciergeReplied>, StoreError> {
         let owner = ThreadState::Human {
             concierge: concierge.to_string(),
         };
@@ -197,13 +197,14 @@ impl Queue for RedisStore {
             )
             .await?;
         match status(&answer) {
-            "ok" => Ok(Some(
-                answer
+            state @ ("ok" | "replayed") => Ok(Some(ConciergeReplied {
+                ids: answer
                     .iter()
                     .skip(1)
                     .map(|id| MessageId::parse(id).map_err(corrupt))
                     .collect::<Result<_, _>>()?,
-            )),
+                replayed: state == "replayed",
+            })),
             "no" => Ok(None),
             "missing" => Err(StoreError::NotFound(format!("conversation {conversation}"))),
             other => Err(StoreError::Corrupt(format!(

@@ -690,6 +690,17 @@ function ops.concierge_reply()
   local ckey = k('conv', conv)
   local thread = hget(ckey, 'thread')
   if thread == nil then return {'missing'} end
+  -- A request whose key was used already queues nothing: its messages come back.
+  local first = a.replies[1]
+  if first and redis.call('EXISTS', k('obkey', first.key)) == 1 then
+    local out = {'replayed'}
+    for _, r in ipairs(a.replies) do
+      local obid = redis.call('GET', k('obkey', r.key))
+      local msg = obid and hget(k('ob', obid), 'msg')
+      if msg then out[#out + 1] = msg end
+    end
+    return out
+  end
   if thread ~= a.owner_thread then return {'no'} end
   local ch, contact = hget(ckey, 'ch'), hget(ckey, 'contact')
   local out = {'ok'}

@@ -11,8 +11,8 @@ use crate::domain::{
     ChannelId, ContactId, ConversationId, MessageId, Millis, ThreadState, now_millis,
 };
 use crate::store::{
-    AuditRecord, Conversation, Handoff, HandoffChange, NewAudit, NewHandoff, NewNote, NewReply,
-    Presence, Queue, QueueEntry, SlaBreach, StoreError, ThreadMove,
+    AuditRecord, ConciergeReplied, Conversation, Handoff, HandoffChange, NewAudit, NewHandoff,
+    NewNote, NewReply, Presence, Queue, QueueEntry, SlaBreach, StoreError, ThreadMove,
 };
 
 /// The handoff columns, in the order [`handoff_from_row`] reads them, from alias `h`.
@@ -325,11 +325,32 @@ impl Queue for SqliteStore {
         concierge: &str,
         replies: Vec<NewReply>,
         audit: NewAudit,
-    ) -> Result<Option<Vec<MessageId>>, StoreError> {
+    ) -> Result<Option<ConciergeReplied>, StoreError> {
         let conversation = conversation.clone();
         let concierge = concierge.to_string();
         self.write(move |tx| {
             let now = now_millis();
+            let used = |key: &str| -> Result<Option<MessageId>, StoreError> {
+                tx.prepare_cached("SELECT message_id FROM outbox WHERE idempotency_key = ?1")?
+                    .query_row(params![key], |row| row.get::<_, String>(0))
+                    .optional()?
+                    .map(|id| MessageId::parse(&id).map_err(corrupt))
+                    .transpose()
+            };
+            if let Some(first) = replies.first()
+                && used(&first.idempotency_key)?.is_some()
+            {
+                let mut ids = Vec::new();
+                for reply in &replies {
+                    if let Some(id) = used(&reply.idempotency_key)? {
+                        ids.push(id);
+                    }
+                }
+                return Ok(Some(ConciergeReplied {
+                    ids,
+                    replayed: true,
+                }));
+            }
             let row: Option<(String, String, String)> = tx
                 .query_row(
                     "SELECT channel_id, contact_id, thread FROM conversations WHERE id = ?1",
@@ -362,7 +383,10 @@ impl Queue for SqliteStore {
                 params![now, conversation.as_str()],
             )?;
             insert_audit(tx, &audit, now)?;
-            Ok(Some(queued))
+            Ok(Some(ConciergeReplied {
+                ids: queued,
+                replayed: false,
+            }))
         })
         .await
     }

@@ -36,6 +36,9 @@ pub struct Config {
     pub prompts_dir: PathBuf,
     /// Channel instances, sorted by id.
     pub channels: Vec<(ChannelId, ChannelConfig)>,
+    /// The team each channel's conversations belong to until a handoff names another (a
+    /// channel file's `team`, else `[queue] default_team`).
+    pub channel_teams: std::collections::BTreeMap<ChannelId, String>,
     pub faq: FaqIndex,
     /// Agent files found in prompts/ (used once an `[llm]` is configured).
     pub agent_files: Vec<PathBuf>,
@@ -251,7 +254,17 @@ impl Config {
             &root,
             settings.paths.prompts.as_deref().unwrap_or("prompts"),
         );
-        let channels = load_channels(&channels_dir, env, &mut problems);
+        let mut known_teams: Vec<String> = settings.teams.iter().map(|t| t.name.clone()).collect();
+        if known_teams.is_empty() {
+            known_teams.push(settings.queue.default_team.clone());
+        }
+        let (channels, mut channel_teams) =
+            load_channels(&channels_dir, env, &known_teams, &mut problems);
+        for (id, _) in &channels {
+            channel_teams
+                .entry(id.clone())
+                .or_insert_with(|| settings.queue.default_team.clone());
+        }
 
         let faq_path = prompts_dir.join(&settings.faq.file);
         let faq = if faq_path.exists() {
@@ -371,6 +384,7 @@ impl Config {
                 channels_dir,
                 prompts_dir,
                 channels,
+                channel_teams,
                 faq,
                 agent_files,
                 agents,
@@ -515,17 +529,20 @@ fn list_files(dir: &Path, extension: &str) -> Vec<PathBuf> {
     files
 }
 
-fn load_channels(
-    dir: &Path,
-    env: Env<'_>,
-    problems: &mut Problems,
-) -> Vec<(ChannelId, ChannelConfig)> {
+/// The channels, and the team of those whose file names one.
+type Channels = (
+    Vec<(ChannelId, ChannelConfig)>,
+    std::collections::BTreeMap<ChannelId, String>,
+);
+
+fn load_channels(dir: &Path, env: Env<'_>, teams: &[String], problems: &mut Problems) -> Channels {
+    let mut channel_teams = std::collections::BTreeMap::new();
     if !dir.is_dir() {
         problems.push(Problem::new(
             dir,
             "the channels folder does not exist: create it with one <id>.toml per channel",
         ));
-        return Vec::new();
+        return (Vec::new(), channel_teams);
     }
     let mut channels = Vec::new();
     for path in list_files(dir, "toml") {
@@ -551,9 +568,30 @@ fn load_channels(
             }
         };
         let interpolation = file.interpolate(env);
-        let failed = !interpolation.is_empty();
+        let mut failed = !interpolation.is_empty();
         for p in interpolation {
             problems.push(p);
+        }
+        // Every kind takes `team`: whose concierges see its conversations.
+        match file.table.remove("team") {
+            None => {}
+            Some(toml::Value::String(team)) if teams.contains(&team) => {
+                channel_teams.insert(id.clone(), team);
+            }
+            Some(value) => {
+                failed = true;
+                let why = match value.as_str() {
+                    Some(team) => {
+                        format!("`{team}` is not one of the teams ({})", teams.join(", "))
+                    }
+                    None => "must be a team's name".to_string(),
+                };
+                problems.push(
+                    Problem::new(&path, why)
+                        .at_key("team")
+                        .at_line(file.line_of_key("team")),
+                );
+            }
         }
         match channel_config(&file) {
             Ok(config) if !failed => channels.push((id, config)),
@@ -571,7 +609,7 @@ fn load_channels(
             "no channel is configured: add a file such as web.toml holding kind = \"webchat\"",
         ));
     }
-    channels
+    (channels, channel_teams)
 }
 
 /// Reads `kind`, then the rest of the file as that kind's keys (unknown keys refused).

@@ -55,16 +55,10 @@ impl Caller {
     }
 
     /// Whether they may see and act on a thread of `team`: the team of its latest handoff,
-    /// open or closed (none: never handed off, visible to every concierge so that any of
-    /// them may take it over). An admin's `teams`, when given, narrow what they see.
-    pub fn may_see(&self, team: Option<&str>) -> bool {
-        if self.admin && self.teams.is_empty() {
-            return true;
-        }
-        match team {
-            None => true,
-            Some(team) => self.teams.iter().any(|t| t == team),
-        }
+    /// open or closed, else its channel's (`Desk::thread_team`). An admin's `teams`, when
+    /// given, narrow what they see.
+    pub fn may_see(&self, team: &str) -> bool {
+        (self.admin && self.teams.is_empty()) || self.teams.iter().any(|t| t == team)
     }
 
     pub fn in_team(&self, team: &str) -> bool {
@@ -94,20 +88,19 @@ mod tests {
             teams: vec!["support".into()],
             capacity: 3,
         };
-        assert!(ana.may_see(Some("support")));
-        assert!(!ana.may_see(Some("billing")));
-        assert!(ana.may_see(None));
+        assert!(ana.may_see("support"));
+        assert!(!ana.may_see("billing"));
         let boss = Caller {
             admin: true,
             teams: vec![],
             ..ana.clone()
         };
-        assert!(boss.may_see(Some("billing")));
+        assert!(boss.may_see("billing"));
         let narrowed = Caller {
             admin: true,
             teams: vec!["support".into()],
             ..ana.clone()
         };
-        assert!(!narrowed.may_see(Some("billing")));
+        assert!(!narrowed.may_see("billing"));
     }
 }

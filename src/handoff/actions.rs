@@ -71,13 +71,17 @@ impl Desk {
             handoff,
             handoffs,
         };
-        if !caller.may_see(thread.team()) {
-            return Err(ActionError::Forbidden(format!(
-                "this conversation is queued for team `{}`, outside your teams",
-                thread.team().unwrap_or_default()
-            )));
+        // Not found, as for a thread that does not exist: a concierge learns nothing of
+        // another team's threads, not even that one exists.
+        if !caller.may_see(self.team_of(&thread)) {
+            return Err(ActionError::NotFound);
         }
         Ok(thread)
+    }
+
+    /// The team a thread belongs to: its latest handoff's, else its channel's.
+    pub fn team_of<'a>(&'a self, thread: &'a Thread) -> &'a str {
+        self.thread_team(thread.team(), &thread.conversation.channel)
     }
 
     fn audit(caller: &Caller, action: &str, id: &ConversationId, detail: String) -> NewAudit {
@@ -118,13 +122,12 @@ impl Desk {
                     "already claimed by {concierge}"
                 )));
             }
-            ThreadState::Queued { .. } => (HandoffChange::None, thread.team().map(str::to_string)),
+            ThreadState::Queued { .. } => {
+                (HandoffChange::None, Some(self.team_of(&thread).to_string()))
+            }
             ThreadState::Bot { .. } | ThreadState::Closed => {
-                let team = caller
-                    .teams
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| self.settings.default_team.clone());
+                // The thread's own team, which the caller is in (they could see it).
+                let team = self.team_of(&thread).to_string();
                 (
                     HandoffChange::Open(NewHandoff {
                         id: uuid::Uuid::now_v7().simple().to_string(),
@@ -248,10 +251,10 @@ impl Desk {
                         "no concierge named `{target}`"
                     )));
                 };
-                if !target_caller.may_see(thread.team()) {
+                let thread_team = self.team_of(&thread).to_string();
+                if !target_caller.may_see(&thread_team) {
                     return Err(ActionError::Invalid(format!(
-                        "{target} is not in team `{}`",
-                        thread.team().unwrap_or_default()
+                        "{target} is not in team `{thread_team}`"
                     )));
                 }
                 (
@@ -259,7 +262,7 @@ impl Desk {
                         concierge: target.clone(),
                     },
                     HandoffChange::None,
-                    thread.team().map(str::to_string),
+                    Some(thread_team),
                     target,
                 )
             }

@@ -23,7 +23,7 @@ pub use self::events::{Bus, ConsoleEvent, EventKind};
 pub use self::hours::Hours;
 use crate::agents::AgentRuntime;
 use crate::config::{Config, QueueConfig};
-use crate::domain::{Author, Content, ConversationId, Millis, now_millis};
+use crate::domain::{Author, ChannelId, Content, ConversationId, Millis, now_millis};
 use crate::orchestrator::faq::{Lang, detect_language};
 use crate::store::{NewHandoff, NewNote, Presence, QueueEntry, SharedStore, StoreError, TurnUsage};
 use crate::telemetry::Metrics;
@@ -68,11 +68,15 @@ pub struct Desk {
     redact_pii: bool,
     /// Times how long handoffs wait for their first claim.
     metrics: Metrics,
+    /// The team each channel's conversations belong to until a handoff names another.
+    channel_teams: BTreeMap<ChannelId, String>,
 }
 
 /// A handoff being decided in a turn, for the desk to complete.
 pub struct Draft<'a> {
     pub conversation: &'a ConversationId,
+    /// The conversation's channel: a handoff that names no team goes to the channel's.
+    pub channel: &'a ChannelId,
     /// The customer's words in this turn.
     pub text: Option<&'a str>,
     pub handoff: &'a mut NewHandoff,
@@ -168,6 +172,7 @@ impl Desk {
             entry_agent,
             redact_pii: config.settings.agents.redact_pii,
             metrics,
+            channel_teams: config.channel_teams.clone(),
         }
     }
 
@@ -185,6 +190,33 @@ impl Desk {
             .unwrap_or(&self.teams[0])
     }
 
+    /// The team a channel's conversations belong to until a handoff names another.
+    pub fn channel_team(&self, channel: &ChannelId) -> &str {
+        self.channel_teams
+            .get(channel)
+            .map_or(self.settings.default_team.as_str(), String::as_str)
+    }
+
+    /// The team a thread belongs to: its latest handoff's, else its channel's.
+    pub fn thread_team<'a>(
+        &'a self,
+        handoff_team: Option<&'a str>,
+        channel: &ChannelId,
+    ) -> &'a str {
+        handoff_team.unwrap_or_else(|| self.channel_team(channel))
+    }
+
+    /// Whether a caller may see a live event: of its thread's team (an event that names
+    /// none is of a handoff kept before every handoff had a team: the default team's).
+    pub fn may_see_event(&self, caller: &Caller, event: &ConsoleEvent) -> bool {
+        caller.may_see(
+            event
+                .team
+                .as_deref()
+                .unwrap_or(self.settings.default_team.as_str()),
+        )
+    }
+
     pub fn caller(&self, name: &str) -> Option<&Caller> {
         self.concierges.iter().find(|c| c.name == name)
     }
@@ -200,7 +232,13 @@ impl Desk {
     pub async fn prepare(&self, draft: Draft<'_>) -> TurnUsage {
         let now = now_millis();
         let requested = draft.handoff.team.clone();
-        let team = self.team(requested.as_deref()).clone();
+        let team = self
+            .team(
+                requested
+                    .as_deref()
+                    .or(Some(self.channel_team(draft.channel))),
+            )
+            .clone();
         if let Some(asked) = requested.filter(|t| *t != team.name) {
             draft.notes.push(NewNote {
                 author: "gateway".to_string(),
@@ -405,6 +443,16 @@ impl Desk {
 /// The team a queue entry is queued for.
 pub fn entry_team(entry: &QueueEntry) -> Option<&String> {
     entry.handoff.as_ref().and_then(|h| h.team.as_ref())
+}
+
+impl Desk {
+    /// The team a queue entry belongs to: its handoff's, else its channel's.
+    pub fn entry_team<'a>(&'a self, entry: &'a QueueEntry) -> &'a str {
+        self.thread_team(
+            entry_team(entry).map(String::as_str),
+            &entry.conversation.channel,
+        )
+    }
 }
 
 /// How many threads a concierge owns.

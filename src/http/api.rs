@@ -332,7 +332,7 @@ pub async fn queue(
         .queue()
         .await?
         .into_iter()
-        .filter(|e| caller.may_see(crate::handoff::entry_team(e).map(String::as_str)))
+        .filter(|e| caller.may_see(state.desk.entry_team(e)))
         .collect();
     entries.sort_by_key(|e| {
         let waiting = matches!(e.conversation.thread, ThreadState::Queued { .. });
@@ -622,6 +622,7 @@ pub async fn events(
     store
         .touch_presence(&caller.name, None, now_millis())
         .await?;
+    let desk = state.desk.clone();
     let live = BroadcastStream::new(state.desk.events.subscribe());
     let connected = tokio_util::sync::CancellationToken::new();
     let heartbeat = connected.clone();
@@ -644,7 +645,7 @@ pub async fn events(
     let stream = live.filter_map(move |event| {
         let _connected = &guard;
         let out = match event {
-            Ok(event) if caller.may_see(event.team.as_deref()) => serde_json::to_string(&event)
+            Ok(event) if desk.may_see_event(&caller, &event) => serde_json::to_string(&event)
                 .ok()
                 .map(|data| Event::default().event(event.kind.name()).data(data)),
             Ok(_) => None,

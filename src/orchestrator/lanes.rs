@@ -751,6 +751,7 @@ impl Lane {
             let spent = desk
                 .prepare(Draft {
                     conversation: &entry.conversation,
+                    channel: &entry.event.channel,
                     text: text.as_deref(),
                     handoff,
                     replies: &mut decision.replies,

@@ -429,15 +429,15 @@ async fn the_api_needs_a_token_and_keeps_each_team_to_its_threads() {
         assert_eq!(response.status(), 401, "{auth:?}");
         assert_eq!(response.headers()["www-authenticate"], "Bearer");
     }
-    // Carl (billing) does not see support's thread, and may not touch it.
+    // Carl (billing) does not see support's thread, may not touch it, and cannot tell it exists.
     let (_, queue) = carl.get("/queue").await;
     assert_eq!(queue["items"].as_array().unwrap().len(), 0);
-    assert_eq!(carl.get(&conv_path(&conversation, "")).await.0, 403);
+    assert_eq!(carl.get(&conv_path(&conversation, "")).await.0, 404);
     assert_eq!(
         carl.post(&conv_path(&conversation, "/claim"), json!({}))
             .await
             .0,
-        403
+        404
     );
     assert_eq!(
         carl.post(
@@ -446,7 +446,7 @@ async fn the_api_needs_a_token_and_keeps_each_team_to_its_threads() {
         )
         .await
         .0,
-        403
+        404
     );
     // A revoked token is refused at once.
     a.app.store().revoke_tokens("carl").await.unwrap();
@@ -538,7 +538,7 @@ async fn a_waiting_thread_is_offered_to_the_longest_idle_online_concierge_and_ca
     assert_eq!(moved["conversation"]["state"], "queued");
     assert_eq!(moved["conversation"]["handoff"]["team"], "billing");
     // Support no longer sees it; billing does.
-    assert_eq!(ana.get(&conv_path(&conversation, "")).await.0, 403);
+    assert_eq!(ana.get(&conv_path(&conversation, "")).await.0, 404);
     assert_eq!(
         carl.get("/queue").await.1["items"]
             .as_array()
@@ -557,7 +557,7 @@ async fn a_waiting_thread_is_offered_to_the_longest_idle_online_concierge_and_ca
         ben.post(&conv_path(&conversation, "/release"), json!({}))
             .await
             .0,
-        403
+        404
     );
     assert_eq!(
         carl.post(&conv_path(&conversation, "/release"), json!({}))

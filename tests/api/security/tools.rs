@@ -12,7 +12,8 @@
 //!   agent keys' bad values, fail `concierge check` with file, line and key;
 //! - tool-call floods: one reply asking for 40 calls, many rounds of calls, or calls nested
 //!   in `ask_agent` stop at `max_tool_calls_per_turn` (16): the merchant receives at most
-//!   16 calls and the thread goes to the queue with the reason "tool call limit".
+//!   16 calls and the thread goes to the queue with the reason "tool call limit" (on SQLite
+//!   and on Redis).
 
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,8 @@ use concierge::domain::{ChannelId, ConversationId, ThreadState};
 use serde_json::{Value, json};
 
 use crate::fake_llm::{FakeLlm, Step, text};
-use crate::helpers::{Deployment, TestApp, eventually, spawn_in, visitor_key};
+use crate::helpers::{Deployment, TestApp, eventually, http_client, spawn_in, visitor_key};
+use crate::redis_server::{TestRedis, redis};
 
 /// What a fake merchant answers to a path: status, headers, body.
 type Answer = (u16, Vec<(String, String)>, String);
@@ -115,6 +117,17 @@ const ORDERS: &str = "+++\ndescription = \"Knows the stock.\"\ntools = [\"produc
 /// A gateway whose front desk may call `tools` (declared in `tools_toml`) and ask the stock
 /// desk, which may call `product_stock`.
 async fn gateway(llm: &FakeLlm, tools: &[&str], tools_toml: &str, extra: &str) -> TestApp {
+    gateway_on(None, llm, tools, tools_toml, extra).await
+}
+
+/// [`gateway`], its store on `redis` when given (SQLite otherwise).
+async fn gateway_on(
+    redis: Option<&TestRedis>,
+    llm: &FakeLlm,
+    tools: &[&str],
+    tools_toml: &str,
+    extra: &str,
+) -> TestApp {
     let main = format!(
         "[llm]\nprovider = \"openai\"\nmodel = \"test-model\"\nbase_url = \"{}/v1\"\napi_key = \"k\"\ntimeout_secs = 5\nmax_retries = 0\n\n[faq]\nthreshold = 0.99\n\n{extra}\n\n{tools_toml}\n",
         llm.url
@@ -130,7 +143,28 @@ async fn gateway(llm: &FakeLlm, tools: &[&str], tools_toml: &str, extra: &str) -
     )
     .unwrap();
     std::fs::write(deployment.path().join("prompts/orders.md"), ORDERS).unwrap();
-    spawn_in(deployment, concierge::app::Parts::default()).await
+    let Some(redis) = redis else {
+        return spawn_in(deployment, concierge::app::Parts::default()).await;
+    };
+    let client = http_client();
+    let overrides = [
+        ("CONCIERGE__STORE__URL", redis.url.as_str()),
+        ("CONCIERGE__STORE__PREFIX", redis.prefix.as_str()),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let config =
+        concierge::config::Config::load_with(&deployment.config_path(), &|_| None, &overrides)
+            .unwrap_or_else(|problems| panic!("test config invalid:\n{problems}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = concierge::app::App::start_with(config, listener, concierge::app::Parts::default())
+        .await
+        .expect("app starts");
+    TestApp {
+        addr: app.addr,
+        app,
+        deployment,
+        client,
+    }
 }
 
 fn tool_toml(name: &str, url: &str, arg: &str, extra: &str) -> String {
@@ -447,6 +481,14 @@ async fn assert_queued_with(app: &TestApp, conversation: &ConversationId, reason
 }
 
 async fn flood(name: &str, script: Vec<Step>) -> (TestApp, Merchant, ConversationId) {
+    flood_on(None, name, script).await
+}
+
+async fn flood_on(
+    redis: Option<&TestRedis>,
+    name: &str,
+    script: Vec<Step>,
+) -> (TestApp, Merchant, ConversationId) {
     let shop = Merchant::echoing().await;
     let llm = FakeLlm::start().await;
     let tools = tool_toml(
@@ -455,7 +497,7 @@ async fn flood(name: &str, script: Vec<Step>) -> (TestApp, Merchant, Conversatio
         "sku",
         "",
     );
-    let app = gateway(&llm, &["product_stock"], &tools, "").await;
+    let app = gateway_on(redis, &llm, &["product_stock"], &tools, "").await;
     llm.script(script);
     let key = visitor_key(name);
     assert_eq!(app.post_text(&key, "f1", "stock?").await.status(), 200);
@@ -473,6 +515,20 @@ fn stock_calls(from: usize, n: usize) -> Vec<(&'static str, Value)> {
 #[tokio::test]
 async fn forty_tool_calls_in_one_reply_reach_the_merchant_not_at_all() {
     let (_app, shop, _) = flood("forty", vec![calls(&stock_calls(0, 40))]).await;
+    assert!(shop.received().is_empty(), "{:?}", shop.targets());
+}
+
+#[tokio::test]
+async fn forty_tool_calls_in_one_reply_are_refused_on_redis_too() {
+    let Some(redis) = redis("forty_tool_calls_in_one_reply_are_refused_on_redis_too") else {
+        return;
+    };
+    let (_app, shop, _) = flood_on(
+        Some(&redis),
+        "forty-redis",
+        vec![calls(&stock_calls(0, 40))],
+    )
+    .await;
     assert!(shop.received().is_empty(), "{:?}", shop.targets());
 }
 

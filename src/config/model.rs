@@ -343,8 +343,9 @@ pub struct ToolConfig {
     pub parameters: Option<toml::Table>,
     #[serde(default = "default_method")]
     pub method: String,
-    /// `{name}` placeholders take the argument of that name, URL-encoded; other arguments go
-    /// in the query string (GET, DELETE) or a JSON body.
+    /// `{name}` placeholders take the argument of that name, URL-encoded (the dot too), in the
+    /// path or the query only; a path argument may not be empty, `.` or `..`. Other arguments
+    /// go in the query string (GET, DELETE) or a JSON body.
     pub url: String,
     /// Extra headers (credentials as `${VAR}`).
     #[serde(default)]

@@ -98,7 +98,7 @@ impl App {
             settings.responder.holding.clone(),
             settings.responder.holding_repeat_secs,
         ));
-        let agents = agent_runtime(&config, &http, &metrics)?;
+        let agents = agent_runtime(&config, &metrics)?;
         let desk = Arc::new(Desk::new(
             &config,
             store.clone(),
@@ -280,11 +280,7 @@ impl App {
 }
 
 /// The agents' runtime, when an `[llm]` is configured.
-fn agent_runtime(
-    config: &Config,
-    http: &reqwest::Client,
-    metrics: &Metrics,
-) -> anyhow::Result<Option<Arc<AgentRuntime>>> {
+fn agent_runtime(config: &Config, metrics: &Metrics) -> anyhow::Result<Option<Arc<AgentRuntime>>> {
     let settings = &config.settings;
     let (Some(llm), Some(agents)) = (&settings.llm, &config.agents) else {
         return Ok(None);
@@ -295,11 +291,12 @@ fn agent_runtime(
     let client = Retrying::new(client, llm.max_retries, Duration::from_millis(500));
     Ok(Some(Arc::new(AgentRuntime {
         agents: agents.clone(),
-        tools: MerchantTools::new(&settings.tools, http.clone()),
+        tools: MerchantTools::new(&settings.tools).context("building the tools' HTTP client")?,
         llm: Arc::new(client),
         limits: Limits {
             max_tool_rounds: settings.agents.max_tool_rounds,
             max_ask_depth: settings.agents.max_ask_depth,
+            max_tool_calls_per_turn: settings.agents.max_tool_calls_per_turn,
             turn_token_budget: settings.agents.turn_token_budget,
         },
         metrics: metrics.clone(),

@@ -1,6 +1,7 @@
 //! One customer turn worked by the agents: the entry agent's tool loop, the built-in tools
 //! (`handoff_to_human`, `offer_choices`, `ask_agent`), merchant tool calls, the limits (tool
-//! rounds, ask depth and cycles, a token budget per turn) and the audit trail of notes.
+//! rounds, tool calls per turn, ask depth and cycles, a token budget per turn) and the audit
+//! trail of notes.
 
 use std::sync::Arc;
 
@@ -26,6 +27,9 @@ const MAX_CHOICES: usize = 10;
 pub struct Limits {
     pub max_tool_rounds: usize,
     pub max_ask_depth: usize,
+    /// Every tool call the model asks for in the turn counts, whichever agent asks (the
+    /// agents asked with `ask_agent` too) and whatever the tool.
+    pub max_tool_calls_per_turn: usize,
     pub turn_token_budget: u64,
 }
 
@@ -76,6 +80,14 @@ pub enum AgentFailure {
     Budget { spent: u64, budget: u64 },
     #[error("agent `{agent}` made {rounds} tool rounds without answering")]
     Rounds { agent: String, rounds: usize },
+    #[error(
+        "agent `{agent}` asked for {asked} tool calls in one turn, more than the limit of {limit}"
+    )]
+    ToolCalls {
+        agent: String,
+        asked: usize,
+        limit: usize,
+    },
     #[error("agent `{agent}` made an invalid tool call: {detail}")]
     InvalidToolCall { agent: String, detail: String },
     #[error("agent `{agent}` gave an empty answer")]
@@ -105,6 +117,8 @@ struct TurnState<'a> {
     input: &'a TurnInput,
     redactor: Redactor,
     result: TurnResult,
+    /// The tool calls the model asked for so far in the turn, every agent together.
+    tool_calls: usize,
 }
 
 impl TurnState<'_> {
@@ -150,6 +164,7 @@ impl AgentRuntime {
                 agent: entry.clone(),
                 ..TurnResult::default()
             },
+            tool_calls: 0,
         };
         let chain = vec![entry.clone()];
         let ended = self
@@ -309,6 +324,16 @@ impl AgentRuntime {
                         None => Err(AgentFailure::Empty { agent: agent.to_string() }),
                     };
                 }
+                // A reply that would go past the limit is not run at all: the turn fails.
+                let asked = state.tool_calls + reply.tool_calls.len();
+                if asked > self.limits.max_tool_calls_per_turn {
+                    return Err(AgentFailure::ToolCalls {
+                        agent: agent.to_string(),
+                        asked,
+                        limit: self.limits.max_tool_calls_per_turn,
+                    });
+                }
+                state.tool_calls = asked;
                 messages.push(LlmMessage::Assistant {
                     text: reply.text.clone(),
                     tool_calls: reply.tool_calls.clone(),

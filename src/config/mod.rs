@@ -332,6 +332,12 @@ impl Config {
                 "must be above 0".into(),
             ));
         }
+        if settings.agents.max_tool_calls_per_turn == 0 {
+            problems.push(key_problem(
+                "agents.max_tool_calls_per_turn",
+                "must be above 0".into(),
+            ));
+        }
         if settings.agents.history_messages == 0 {
             problems.push(key_problem(
                 "agents.history_messages",

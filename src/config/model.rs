@@ -279,6 +279,11 @@ pub struct AgentsConfig {
     pub max_tool_rounds: usize,
     /// How deep `ask_agent` may nest (the front desk asking orders is depth 1).
     pub max_ask_depth: usize,
+    /// The most tool calls the model may ask for in one customer turn, every agent and every
+    /// kind of call together (merchant tools, `ask_agent` and the calls of the agent asked,
+    /// `handoff_to_human`, `offer_choices`). A reply that would go past it is not run: the
+    /// turn fails and the conversation goes to a person with the reason "tool call limit".
+    pub max_tool_calls_per_turn: usize,
     /// The most tokens one customer turn may spend, all agents together; past it the
     /// conversation goes to a human.
     pub turn_token_budget: u64,
@@ -297,6 +302,7 @@ impl Default for AgentsConfig {
             history_messages: 20,
             max_tool_rounds: 6,
             max_ask_depth: 2,
+            max_tool_calls_per_turn: 16,
             turn_token_budget: 60_000,
             conversation_token_budget: 200_000,
             redact_pii: false,
@@ -337,8 +343,9 @@ pub struct ToolConfig {
     pub parameters: Option<toml::Table>,
     #[serde(default = "default_method")]
     pub method: String,
-    /// `{name}` placeholders take the argument of that name, URL-encoded; other arguments go
-    /// in the query string (GET, DELETE) or a JSON body.
+    /// `{name}` placeholders take the argument of that name, URL-encoded (the dot too), in the
+    /// path or the query only; a path argument may not be empty, `.` or `..`. Other arguments
+    /// go in the query string (GET, DELETE) or a JSON body.
     pub url: String,
     /// Extra headers (credentials as `${VAR}`).
     #[serde(default)]
@@ -347,6 +354,11 @@ pub struct ToolConfig {
     pub timeout_secs: u64,
     #[serde(default = "default_tool_max_response")]
     pub max_response_bytes: usize,
+    /// `"none"` (the default): a redirect is not followed, and the model is told the call
+    /// failed; `"same-origin"`: up to a few redirects to the same scheme, host and port are
+    /// followed. A redirect to another origin is never followed.
+    #[serde(default = "default_follow_redirects")]
+    pub follow_redirects: String,
 }
 
 fn default_method() -> String {
@@ -357,6 +369,9 @@ fn default_tool_timeout() -> u64 {
 }
 fn default_tool_max_response() -> usize {
     64 * 1024
+}
+fn default_follow_redirects() -> String {
+    "none".to_string()
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -126,6 +126,8 @@ impl<'a> TomlFile<'a> {
         let section = parents.join(".");
         let mut current = String::new();
         let mut fallback = None;
+        // `[[tools]]` tables are `tools[0]`, `tools[1]`… as the keys name them.
+        let mut arrays: std::collections::HashMap<String, usize> = Default::default();
         for (index, raw) in self.text.lines().enumerate() {
             let line = raw.trim();
             if let Some(header) = line.strip_prefix('[') {
@@ -136,6 +138,11 @@ impl<'a> TomlFile<'a> {
                     .unwrap_or("")
                     .trim()
                     .to_string();
+                if header.starts_with('[') {
+                    let n = arrays.entry(current.clone()).or_insert(0);
+                    current = format!("{current}[{n}]");
+                    *n += 1;
+                }
                 continue;
             }
             let Some((lhs, _)) = line.split_once('=') else {
@@ -344,6 +351,14 @@ mod tests {
         assert!(file.apply_overrides("CONCIERGE__", &vars).is_empty());
         assert_eq!(file.table["server"]["bind"].as_str(), Some("0.0.0.0:1"));
         assert_eq!(file.table["faq"]["threshold"].as_float(), Some(0.7));
+    }
+
+    #[test]
+    fn a_key_of_an_array_of_tables_is_found_in_its_own_table() {
+        let text = "[[tools]]\nname = \"a\"\nurl = \"x\"\n\n[[tools]]\nname = \"b\"\nurl = \"y\"\n";
+        let file = TomlFile::parse(Path::new("c.toml"), text.into()).unwrap();
+        assert_eq!(file.line_of_key("tools[0].url"), Some(3));
+        assert_eq!(file.line_of_key("tools[1].url"), Some(7));
     }
 
     #[test]

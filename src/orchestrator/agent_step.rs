@@ -3,7 +3,8 @@
 //! its outcome into a decision. When the agents cannot answer, the customer gets the holding
 //! reply and the thread goes to a human with the reason "agent unavailable"; when the
 //! conversation has spent its token budget, the same happens without any LLM call, with the
-//! reason "token budget".
+//! reason "token budget"; when the model asked for more tool calls than a turn allows, the
+//! reason is "tool call limit".
 
 use std::sync::Arc;
 
@@ -12,8 +13,8 @@ use async_trait::async_trait;
 use super::lanes::ChannelHints;
 use super::responder::{Decision, HoldingResponder, Responder, ResponderError, Turn};
 use crate::agents::{
-    AgentReply, AgentRuntime, ChannelContext, CustomerContext, Identity, LlmMessage, PromptContext,
-    Redactor, TurnInput,
+    AgentFailure, AgentReply, AgentRuntime, ChannelContext, CustomerContext, Identity, LlmMessage,
+    PromptContext, Redactor, TurnInput,
 };
 use crate::domain::{Author, Choice, Content, Direction, Message, ThreadState};
 use crate::store::{NewHandoff, NewNote, Summary, TurnUsage};
@@ -23,6 +24,9 @@ const RELEASE_NOTE_TTL_MS: i64 = 24 * 3600 * 1000;
 
 /// The handoff reason when the agents fail.
 pub const AGENT_UNAVAILABLE: &str = "agent unavailable";
+
+/// The handoff reason when the model asked for more tool calls than a turn allows.
+pub const TOOL_CALL_LIMIT: &str = "tool call limit";
 
 /// The handoff reason when the conversation has spent its token budget.
 pub const TOKEN_BUDGET: &str = "token budget";
@@ -357,9 +361,13 @@ impl Responder for AgentResponder {
             (Some(failure), _) => {
                 tracing::warn!(error = %failure, "the agents could not answer; handing the conversation to a human");
                 decision.by = "agent_failed";
+                let reason = match failure {
+                    AgentFailure::ToolCalls { .. } => TOOL_CALL_LIMIT,
+                    _ => AGENT_UNAVAILABLE,
+                };
                 Some(NewHandoff {
                     id: handoff_id(),
-                    reason: AGENT_UNAVAILABLE.to_string(),
+                    reason: reason.to_string(),
                     priority: Some("high".to_string()),
                     team: None,
                     requested_by: "gateway".to_string(),

@@ -679,7 +679,7 @@ async fn masked_values_are_restored_in_tool_arguments() {
     a.web(&key, "r1", "my order is under claire@example.fr")
         .await;
     a.replies(&web_conversation(&key), 1).await;
-    assert_eq!(a.shop.calls()[0].path, "/orders/claire%40example.fr");
+    assert_eq!(a.shop.calls()[0].path, "/orders/claire%40example%2Efr");
 }
 
 #[tokio::test]

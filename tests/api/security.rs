@@ -31,6 +31,7 @@ use crate::whatsapp::{fixture, signatures};
 mod logs;
 mod replies;
 mod teams;
+mod tools;
 
 /// Two teams and a concierge in each, and an admin.
 const TEAMS: &str = r#"
@@ -788,10 +789,11 @@ async fn an_injected_instruction_cannot_steer_a_tool_to_another_customers_orders
     a.sends(1).await;
     let calls = a.shop.calls();
     assert_eq!(calls.len(), 2, "{calls:?}");
-    // The argument stayed one path segment, every character that could break out encoded.
+    // The argument stayed one path segment, every character that could break out encoded
+    // (the dots too).
     assert_eq!(
         calls[0].path,
-        "/orders/ML-10433%2F..%2F..%2Fcustomers%2F%2B447700900123%2Forders%3Fphone%3D%2B447700900123%23"
+        "/orders/ML-10433%2F%2E%2E%2F%2E%2E%2Fcustomers%2F%2B447700900123%2Forders%3Fphone%3D%2B447700900123%23"
     );
     for call in &calls {
         assert_eq!(call.query, "", "{call:?}");

@@ -170,6 +170,10 @@ impl App {
                 desk: desk.clone(),
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
+                max_event_age_ms: match settings.server.max_event_age_secs {
+                    0 => None,
+                    secs => Some(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)),
+                },
             },
             HttpLimits {
                 body_limit_bytes: settings.server.body_limit_bytes,

@@ -63,6 +63,10 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// How long a graceful shutdown waits for the lanes and deliveries in flight.
     pub shutdown_grace_secs: u64,
+    /// A customer's message dated (by the platform) longer ago than this is acknowledged and
+    /// counted, not processed: a webhook replayed after its dedupe key expired is not
+    /// answered again. 0: no limit.
+    pub max_event_age_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +79,7 @@ impl Default for ServerConfig {
             body_read_timeout_secs: 10,
             max_header_bytes: 16 * 1024,
             shutdown_grace_secs: 20,
+            max_event_age_secs: 7 * 24 * 3600,
         }
     }
 }

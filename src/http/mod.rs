@@ -35,6 +35,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Fires at shutdown, so long-lived streams end and the server can drain.
     pub shutdown: CancellationToken,
+    /// A customer's message the platform dates earlier than this is not answered (a webhook
+    /// replayed after its dedupe key expired); `None`: no limit.
+    pub max_event_age_ms: Option<i64>,
 }
 
 pub struct HttpLimits {

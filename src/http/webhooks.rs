@@ -66,7 +66,12 @@ pub async fn receive(
             return (StatusCode::OK, "ignored").into_response();
         }
     };
+    let (events, stale) = without_stale(&state, channel.as_str(), events);
     tracing::Span::current().record("events", events.len());
+    if events.is_empty() && stale > 0 {
+        outcome(&state, channel.as_str(), "stale");
+        return (StatusCode::OK, "ok").into_response();
+    }
     if events.is_empty() {
         outcome(&state, channel.as_str(), "ignored");
         return (StatusCode::OK, "ok").into_response();
@@ -113,6 +118,42 @@ pub async fn receive(
             (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response()
         }
     }
+}
+
+/// The events without the customer's messages the platform dated before
+/// `[server] max_event_age_secs`: a webhook replayed after its dedupe key expired must not be
+/// answered again. Those left out are logged, never stored; a webhook of nothing else is
+/// counted as `stale`.
+fn without_stale(
+    state: &AppState,
+    channel: &str,
+    events: Vec<InboundEvent>,
+) -> (Vec<InboundEvent>, usize) {
+    let Some(max_age) = state.max_event_age_ms else {
+        return (events, 0);
+    };
+    let cutoff = now_millis().saturating_sub(max_age);
+    let before = events.len();
+    let kept: Vec<InboundEvent> = events
+        .into_iter()
+        .filter(|e| {
+            let answerable = matches!(
+                e.kind,
+                EventKind::Message(_) | EventKind::Edit { .. } | EventKind::Started { .. }
+            );
+            !(answerable && e.at < cutoff)
+        })
+        .collect();
+    let stale = before - kept.len();
+    if stale > 0 {
+        tracing::warn!(
+            %channel,
+            stale,
+            max_age_secs = max_age / 1000,
+            "messages older than the maximum event age acknowledged and dropped"
+        );
+    }
+    (kept, stale)
 }
 
 /// A status that names our reply confirms a send whose answer was lost (a timeout, a closed

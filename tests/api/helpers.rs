@@ -67,6 +67,9 @@ impl Deployment {
     /// Each message is answered on its own, with no contact rate limit, unless `extra` sets
     /// a burst window or a rate.
     pub fn write_main(&self, extra: &str) {
+        // The signed fixtures are recordings dated 2026-01-01: a limit of ten years keeps them
+        // answerable (tests/api/security/stale.rs checks the default limit).
+        const FIXTURE_AGE: &str = "max_event_age_secs = 315360000\n";
         let extra = if extra.contains("burst_window_ms") {
             extra.to_string()
         } else if extra.contains("[orchestrator]\n") {
@@ -89,7 +92,7 @@ impl Deployment {
             )
         };
         let main = format!(
-            "[server]\nbind = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n\n[store]\nurl = \"sqlite:data/test.db\"\nsync = \"normal\"\n\n{extra}\n"
+            "[server]\nbind = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n{FIXTURE_AGE}\n[store]\nurl = \"sqlite:data/test.db\"\nsync = \"normal\"\n\n{extra}\n"
         );
         std::fs::write(self.config_path(), main).expect("concierge.toml");
     }

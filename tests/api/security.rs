@@ -30,6 +30,7 @@ use crate::whatsapp::{fixture, signatures};
 
 mod logs;
 mod replies;
+mod stale;
 mod teams;
 mod tools;
 

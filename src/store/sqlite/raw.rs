@@ -1,6 +1,7 @@
 //! Raw webhooks on SQLite: one row per accepted webhook in `raw_webhooks`, written in the
 //! ingest transaction and pointed at by its inbox rows (`inbox.raw_id`); read back for
-//! `concierge inbox export`; pruned after `[store] raw_retention_days`.
+//! `concierge inbox export`; pruned after `[store] raw_retention_days`, with the done inbox
+//! entries (the dedupe keys) of the same age.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -102,11 +103,43 @@ pub fn prune(tx: &Connection, cutoff: Millis) -> Result<usize, StoreError> {
         }
         last = Some(id);
     }
+    let raws = match last {
+        Some(last) => tx
+            .prepare_cached("DELETE FROM raw_webhooks WHERE id <= ?1")?
+            .execute(params![last])?,
+        None => 0,
+    };
+    Ok(raws.max(prune_dedupe(tx, cutoff)?))
+}
+
+/// Deletes up to `PRUNE_BATCH` of the oldest inbox entries, done and received before
+/// `cutoff`: their `(channel, event id)` was the dedupe key, which expires with the raw
+/// webhooks (a platform's retry comes within minutes or hours; a message older than
+/// `[server] max_event_age_secs` is refused before the store). The oldest are a prefix of
+/// the sequence, up to the first entry not done or not old enough.
+fn prune_dedupe(tx: &Connection, cutoff: Millis) -> Result<usize, StoreError> {
+    let mut stmt =
+        tx.prepare_cached("SELECT seq, received_at, done_at FROM inbox ORDER BY seq LIMIT ?1")?;
+    let rows = stmt.query_map(params![PRUNE_BATCH as i64], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, Option<i64>>(2)?,
+        ))
+    })?;
+    let mut last = None;
+    for row in rows {
+        let (seq, received_at, done_at) = row?;
+        if received_at >= cutoff || done_at.is_none() {
+            break;
+        }
+        last = Some(seq);
+    }
     let Some(last) = last else {
         return Ok(0);
     };
     Ok(tx
-        .prepare_cached("DELETE FROM raw_webhooks WHERE id <= ?1")?
+        .prepare_cached("DELETE FROM inbox WHERE seq <= ?1")?
         .execute(params![last])?)
 }
 
@@ -205,6 +238,39 @@ mod tests {
         .unwrap();
         let times: Vec<Millis> = left.iter().map(|k| k.raw.received_at).collect();
         assert_eq!(times, vec![30, 40]);
+    }
+
+    /// Done entries past retention lose their dedupe key; one not done yet keeps it, and
+    /// every entry after it.
+    #[test]
+    fn a_prune_expires_the_dedupe_keys_of_done_entries_past_retention() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrations()
+            .to_latest(&mut conn)
+            .unwrap();
+        for (event, at, done) in [
+            ("e1", 10, Some(11)),
+            ("e2", 20, Some(21)),
+            ("e3", 25, None),
+            ("e4", 26, Some(27)),
+            ("e5", 40, Some(41)),
+        ] {
+            conn.execute(
+                "INSERT INTO inbox (channel_id, event_id, conversation_id, event, received_at, done_at)
+                 VALUES ('web', ?1, 'c', '{}', ?2, ?3)",
+                params![event, at, done],
+            )
+            .unwrap();
+        }
+        assert_eq!(prune(&conn, 30).unwrap(), 2);
+        let left: Vec<String> = conn
+            .prepare("SELECT event_id FROM inbox ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(left, ["e3", "e4", "e5"]);
     }
 
     #[test]

@@ -63,6 +63,13 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// How long a graceful shutdown waits for the lanes and deliveries in flight.
     pub shutdown_grace_secs: u64,
+    /// An address of its own for `/metrics` (`127.0.0.1:9090`; port 0 picks a free one, and
+    /// the bound address is logged). When set, the public port never serves `/metrics`.
+    pub metrics_bind: Option<String>,
+    /// When set, `/metrics` (on whichever port serves it) requires
+    /// `Authorization: Bearer <token>`. With neither this nor `metrics_bind`, `/metrics` is
+    /// not served at all.
+    pub metrics_token: Option<Secret>,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +82,8 @@ impl Default for ServerConfig {
             body_read_timeout_secs: 10,
             max_header_bytes: 16 * 1024,
             shutdown_grace_secs: 20,
+            metrics_bind: None,
+            metrics_token: None,
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::domain::{ChannelId, InboundEvent, PlatformMessageId};
 use crate::handoff::keywords::Keywords;
 use crate::handoff::{Bus, Desk};
 use crate::http::server::HeadLimits;
-use crate::http::{AppState, HttpLimits, router};
+use crate::http::{AppState, HttpLimits, MetricsPage, metrics_router, router};
 use crate::orchestrator::{
     AgentResponder, AgentSettings, ChannelHints, ChannelProfile, FaqResponder, HoldingResponder,
     Orchestrator, Responder, ResponderChain, TriggerResponder,
@@ -46,6 +46,8 @@ pub struct Parts {
 /// A running gateway.
 pub struct App {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when `[server] metrics_bind` gives it a port of its own.
+    pub metrics_addr: Option<SocketAddr>,
     pub store: SharedStore,
     pub metrics: Metrics,
     shutdown: CancellationToken,
@@ -161,6 +163,32 @@ impl App {
             metrics.clone(),
         )
         .with_events(desk.events.clone());
+        let http_limits = HttpLimits {
+            body_limit_bytes: settings.server.body_limit_bytes,
+            body_read_timeout: Duration::from_secs(settings.server.body_read_timeout_secs.max(1)),
+            request_timeout: Duration::from_secs(settings.server.request_timeout_secs.max(1)),
+        };
+        let metrics_page = MetricsPage {
+            metrics: metrics.clone(),
+            token: settings.server.metrics_token.clone(),
+        };
+        // `/metrics` is on its own port, or on the public one behind a token, or nowhere.
+        let (public_metrics, metrics_listener) = match config.metrics_bind {
+            Some(at) => {
+                let listener = TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("cannot listen for /metrics on {at}"))?;
+                (None, Some(listener))
+            }
+            None => (
+                settings
+                    .server
+                    .metrics_token
+                    .is_some()
+                    .then(|| metrics_page.clone()),
+                None,
+            ),
+        };
         let app_router = router(
             AppState {
                 store: store.clone(),
@@ -175,13 +203,8 @@ impl App {
                     secs => Some(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)),
                 },
             },
-            HttpLimits {
-                body_limit_bytes: settings.server.body_limit_bytes,
-                body_read_timeout: Duration::from_secs(
-                    settings.server.body_read_timeout_secs.max(1),
-                ),
-                request_timeout: Duration::from_secs(settings.server.request_timeout_secs.max(1)),
-            },
+            http_limits,
+            public_metrics,
         );
         let head_limits = HeadLimits {
             read_timeout: Duration::from_secs(settings.server.header_read_timeout_secs.max(1)),
@@ -232,6 +255,32 @@ impl App {
         ));
         let mut pollers = pollers;
         pollers.push(queue_clock);
+        let metrics_addr = match metrics_listener {
+            Some(listener) => {
+                let at = listener
+                    .local_addr()
+                    .context("reading the metrics address")?;
+                tracing::info!(addr = %at, token = metrics_page.token.is_some(), "/metrics is served on a port of its own");
+                pollers.push(tokio::spawn(crate::http::server::serve(
+                    listener,
+                    metrics_router(metrics_page, http_limits),
+                    head_limits,
+                    metrics.clone(),
+                    shutdown.clone(),
+                )));
+                Some(at)
+            }
+            None => {
+                if metrics_page.token.is_some() {
+                    tracing::info!("/metrics is served on the public port, behind its token");
+                } else {
+                    tracing::info!(
+                        "/metrics is not served: set [server] metrics_bind or metrics_token to scrape it"
+                    );
+                }
+                None
+            }
+        };
         let task = tokio::spawn(run(
             listener,
             app_router,
@@ -246,6 +295,7 @@ impl App {
         ));
         Ok(App {
             addr,
+            metrics_addr,
             store,
             metrics,
             shutdown,

@@ -103,6 +103,26 @@ impl LlmError {
             LlmError::Malformed(_) => "malformed",
         }
     }
+
+    /// What went wrong, for people who are not told the provider's own words (a concierge
+    /// reading a handoff brief): the kind of failure and the status, never the detail, which
+    /// may name the provider's internal addresses.
+    pub fn for_concierge(&self) -> String {
+        match self {
+            LlmError::Timeout(_) => "the language model did not answer (timeout)".to_string(),
+            LlmError::Status { status: 429, .. } => {
+                "the language model is over its rate limit (HTTP 429)".to_string()
+            }
+            LlmError::Status { status, .. } if *status >= 500 => {
+                format!("the language model failed (HTTP {status})")
+            }
+            LlmError::Status { status, .. } => {
+                format!("the language model refused the request (HTTP {status})")
+            }
+            LlmError::Transport(_) => "the language model could not be reached".to_string(),
+            LlmError::Malformed(_) => "the language model's answer could not be read".to_string(),
+        }
+    }
 }
 
 #[async_trait]

@@ -98,6 +98,17 @@ pub enum AgentFailure {
     Render(#[from] RenderError),
 }
 
+impl AgentFailure {
+    /// The failure as concierges see it (the turn's note, the handoff brief): an LLM error
+    /// by its kind only; the detail goes to the log.
+    pub fn for_concierge(&self) -> String {
+        match self {
+            AgentFailure::Llm(e) => e.for_concierge(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// What a turn produced; on failure, the notes and usage gathered until then.
 #[derive(Debug, Default)]
 pub struct TurnResult {
@@ -194,7 +205,11 @@ impl AgentRuntime {
                 }
             }
             Err(failure) => {
-                state.note("gateway", format!("the agents could not answer: {failure}"));
+                // The detail is logged at warn where the failure is handled (the agent step).
+                state.note(
+                    "gateway",
+                    format!("the agents could not answer: {}", failure.for_concierge()),
+                );
                 state.result.failure = Some(failure);
             }
         }

@@ -126,7 +126,7 @@ impl ChannelConfig {
         let mut rate = None;
         let mut urls = Vec::new();
         match self {
-            ChannelConfig::Webchat(_) => {}
+            ChannelConfig::Webchat(c) => problems.extend(c.problems()),
             ChannelConfig::Whatsapp(c) => {
                 required("phone_number_id", &c.phone_number_id);
                 required("access_token", c.access_token.expose());

@@ -31,6 +31,8 @@ pub struct Config {
     pub file: PathBuf,
     pub settings: FileConfig,
     pub bind: SocketAddr,
+    /// Where `/metrics` is served on a listener of its own, when `[server] metrics_bind` is set.
+    pub metrics_bind: Option<SocketAddr>,
     pub store: StoreLocation,
     pub channels_dir: PathBuf,
     pub prompts_dir: PathBuf,
@@ -119,6 +121,31 @@ impl Config {
                 SocketAddr::from(([127, 0, 0, 1], 8080))
             }
         };
+        let metrics_bind = match settings.server.metrics_bind.as_deref() {
+            None => None,
+            Some(text) => match text.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(e) => {
+                    problems.push(key_problem(
+                        "server.metrics_bind",
+                        format!("`{text}` is not an address like 127.0.0.1:9090: {e}"),
+                    ));
+                    None
+                }
+            },
+        };
+        if settings
+            .server
+            .metrics_token
+            .as_ref()
+            .is_some_and(|token| token.expose().trim().is_empty())
+        {
+            problems.push(key_problem(
+                "server.metrics_token",
+                "must not be empty (leave it out to serve /metrics without a token on metrics_bind)"
+                    .into(),
+            ));
+        }
         if settings.server.body_limit_bytes == 0 {
             problems.push(key_problem(
                 "server.body_limit_bytes",
@@ -386,6 +413,7 @@ impl Config {
                 file: path.to_path_buf(),
                 settings,
                 bind,
+                metrics_bind,
                 store,
                 channels_dir,
                 prompts_dir,

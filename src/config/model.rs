@@ -67,6 +67,13 @@ pub struct ServerConfig {
     /// counted, not processed: a webhook replayed after its dedupe key expired is not
     /// answered again. 0: no limit.
     pub max_event_age_secs: u64,
+    /// An address of its own for `/metrics` (`127.0.0.1:9090`; port 0 picks a free one, and
+    /// the bound address is logged). When set, the public port never serves `/metrics`.
+    pub metrics_bind: Option<String>,
+    /// When set, `/metrics` (on whichever port serves it) requires
+    /// `Authorization: Bearer <token>`. With neither this nor `metrics_bind`, `/metrics` is
+    /// not served at all.
+    pub metrics_token: Option<Secret>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +87,8 @@ impl Default for ServerConfig {
             max_header_bytes: 16 * 1024,
             shutdown_grace_secs: 20,
             max_event_age_secs: 7 * 24 * 3600,
+            metrics_bind: None,
+            metrics_token: None,
         }
     }
 }

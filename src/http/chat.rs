@@ -59,7 +59,23 @@ fn render_page(chat: &Webchat) -> Response {
             ("{{SETTINGS}}", &settings),
         ],
     );
-    ([(header::CACHE_CONTROL, "no-cache")], Html(html)).into_response()
+    // The page runs by its script's hash; it may be framed by the channel's `embed_origins`.
+    let mut ancestors = String::from("'self'");
+    for origin in &chat.config().embed_origins {
+        ancestors.push(' ');
+        ancestors.push_str(origin);
+    }
+    let policy = super::csp::policy(&html, &ancestors);
+    (
+        [
+            (header::CACHE_CONTROL, "no-cache".to_string()),
+            (header::CONTENT_SECURITY_POLICY, policy),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+            (header::REFERRER_POLICY, "no-referrer".to_string()),
+        ],
+        Html(html),
+    )
+        .into_response()
 }
 
 /// Replaces placeholders in one pass over the template, so a value that happens to contain a

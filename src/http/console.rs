@@ -1,20 +1,24 @@
 //! The concierges' console: one page, served as is (no build step), that talks to the
-//! concierge API with the token the concierge signs in with.
+//! concierge API with the token the concierge signs in with. Its inline script and style run
+//! by their hashes (no `'unsafe-inline'`), and no site may frame it.
+
+use std::sync::LazyLock;
 
 use axum::response::{IntoResponse, Response};
 use http::header;
 
 const PAGE: &str = include_str!("assets/console.html");
 
+/// Computed once, from the page as it is served.
+static POLICY: LazyLock<String> = LazyLock::new(|| super::csp::policy(PAGE, "'none'"));
+
 pub async fn page() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'",
-            ),
+            (header::CONTENT_SECURITY_POLICY, POLICY.as_str()),
+            (header::X_FRAME_OPTIONS, "DENY"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (header::REFERRER_POLICY, "no-referrer"),
         ],

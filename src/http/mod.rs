@@ -1,9 +1,11 @@
-//! The one HTTP port: webhooks, health, metrics, the web chat page, the concierge API and
-//! its console. Handlers verify, store and answer; they never wait on a responder or a send.
+//! The public HTTP port: webhooks, health, the web chat page, the concierge API and its
+//! console, and `/metrics` when it is not served on a port of its own. Handlers verify,
+//! store and answer; they never wait on a responder or a send.
 
 mod api;
 mod chat;
 mod console;
+mod csp;
 mod health;
 mod limits;
 pub mod server;
@@ -23,6 +25,8 @@ use crate::handoff::Desk;
 use crate::store::SharedStore;
 use crate::telemetry::Metrics;
 
+pub use self::health::MetricsPage;
+
 /// What the handlers share: each part's handle, nothing more.
 #[derive(Clone)]
 pub struct AppState {
@@ -40,6 +44,7 @@ pub struct AppState {
     pub max_event_age_ms: Option<i64>,
 }
 
+#[derive(Clone, Copy)]
 pub struct HttpLimits {
     pub body_limit_bytes: usize,
     /// How long a body may take to arrive once the request's head is in.
@@ -66,17 +71,38 @@ fn api_routes() -> Router<AppState> {
         .route("/conversations/{id}/notes", post(api::note))
 }
 
-pub fn router(state: AppState, limits: HttpLimits) -> Router {
-    let guard = limits::Guard {
+fn guard(limits: &HttpLimits, metrics: &Metrics) -> limits::Guard {
+    limits::Guard {
         body_limit: limits.body_limit_bytes,
         body_timeout: limits.body_read_timeout,
         request_timeout: limits.request_timeout,
-        metrics: state.metrics.clone(),
+        metrics: metrics.clone(),
+    }
+}
+
+/// `/metrics` alone, for a listener of its own (`[server] metrics_bind`).
+pub fn metrics_router(page: MetricsPage, limits: HttpLimits) -> Router {
+    let guard = guard(&limits, &page.metrics);
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .with_state(page)
+        .layer(axum::middleware::from_fn_with_state(guard, limits::guard))
+}
+
+/// The public port's routes; `/metrics` among them only when `metrics` is given (a token is
+/// set and no port of its own is).
+pub fn router(state: AppState, limits: HttpLimits, metrics: Option<MetricsPage>) -> Router {
+    let guard = guard(&limits, &state.metrics);
+    let metrics = match metrics {
+        Some(page) => Router::new()
+            .route("/metrics", get(health::metrics))
+            .with_state(page),
+        None => Router::new(),
     };
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .merge(metrics)
         .route(
             "/favicon.ico",
             get(|| async { http::StatusCode::NO_CONTENT }),

@@ -19,7 +19,7 @@ use crate::helpers::PATIENCE;
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-struct Driver {
+pub(crate) struct Driver {
     process: Child,
     base: String,
     session: String,
@@ -39,7 +39,7 @@ fn find_binary(candidates: &[&str]) -> Option<PathBuf> {
 }
 
 impl Driver {
-    async fn start(chromium: &Path, chromedriver: &Path) -> Driver {
+    pub(crate) async fn start(chromium: &Path, chromedriver: &Path) -> Driver {
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
@@ -83,7 +83,9 @@ impl Driver {
             .post(format!("{base}/session"))
             .json(&json!({ "capabilities": { "alwaysMatch": {
                 "browserName": "chrome",
-                "goog:chromeOptions": { "binary": chromium, "args": args }
+                "goog:chromeOptions": { "binary": chromium, "args": args },
+                // The console's messages, Content-Security-Policy violations among them.
+                "goog:loggingPrefs": { "browser": "ALL" }
             }}}))
             .send()
             .await
@@ -118,7 +120,7 @@ impl Driver {
         value
     }
 
-    async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
             .await;
     }
@@ -137,7 +139,7 @@ impl Driver {
             .to_string()
     }
 
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         let id = self.find(css).await;
         self.call(
             reqwest::Method::POST,
@@ -147,7 +149,7 @@ impl Driver {
         .await;
     }
 
-    async fn type_into(&self, css: &str, text: &str) {
+    pub(crate) async fn type_into(&self, css: &str, text: &str) {
         let id = self.find(css).await;
         self.call(
             reqwest::Method::POST,
@@ -157,7 +159,7 @@ impl Driver {
         .await;
     }
 
-    async fn script(&self, script: &str) -> Value {
+    pub(crate) async fn script(&self, script: &str) -> Value {
         self.call(
             reqwest::Method::POST,
             "/execute/sync",
@@ -167,7 +169,7 @@ impl Driver {
     }
 
     /// Waits until the script returns true.
-    async fn until(&self, what: &str, script: &str) {
+    pub(crate) async fn until(&self, what: &str, script: &str) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             if self.script(script).await == Value::Bool(true) {
@@ -181,7 +183,49 @@ impl Driver {
         }
     }
 
-    async fn screenshot(&self, path: &Path) {
+    /// The browser console's messages since the last call.
+    pub(crate) async fn console_log(&self) -> Vec<String> {
+        let log = self
+            .call(
+                reqwest::Method::POST,
+                "/se/log",
+                Some(json!({ "type": "browser" })),
+            )
+            .await;
+        log.as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Asserts that nothing the page did was refused by its Content-Security-Policy.
+    pub(crate) async fn assert_no_csp_violation(&self) {
+        let log = self.console_log().await;
+        let refused: Vec<_> = log
+            .iter()
+            .filter(|m| m.contains("Content Security Policy") || m.contains("Refused to"))
+            .collect();
+        assert!(
+            refused.is_empty(),
+            "the page broke its policy: {refused:#?}"
+        );
+    }
+
+    /// Resizes the browser window (the page's viewport follows).
+    pub(crate) async fn resize(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )
+        .await;
+    }
+
+    pub(crate) async fn screenshot(&self, path: &Path) {
         let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(png.as_str().unwrap())
@@ -191,17 +235,28 @@ impl Driver {
     }
 }
 
-#[tokio::test]
-async fn a_concierge_signs_in_sees_a_handoff_live_claims_it_and_replies() {
+/// Chromium and chromedriver, when installed; a test without them says so and passes,
+/// unless CONCIERGE_REQUIRE_BROWSER=1.
+pub(crate) fn browser(test: &str) -> Option<(PathBuf, PathBuf)> {
     let chromium = find_binary(&["/usr/bin/chromium", "/usr/bin/chromium-browser"]);
     let chromedriver = find_binary(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]);
-    let (Some(chromium), Some(chromedriver)) = (chromium, chromedriver) else {
-        if std::env::var("CONCIERGE_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            panic!(
-                "chromium and chromedriver are required (apt-get install chromium chromium-driver)"
-            );
+    match (chromium, chromedriver) {
+        (Some(chromium), Some(chromedriver)) => Some((chromium, chromedriver)),
+        _ => {
+            if std::env::var("CONCIERGE_REQUIRE_BROWSER").as_deref() == Ok("1") {
+                panic!(
+                    "chromium and chromedriver are required (apt-get install chromium chromium-driver)"
+                );
+            }
+            eprintln!("SKIPPED: {test} needs chromium and chromium-driver");
+            None
         }
-        eprintln!("SKIPPED: the console browser test needs chromium and chromium-driver");
+    }
+}
+
+#[tokio::test]
+async fn a_concierge_signs_in_sees_a_handoff_live_claims_it_and_replies() {
+    let Some((chromium, chromedriver)) = browser("the console browser test") else {
         return;
     };
     let a = start(
@@ -273,6 +328,8 @@ async fn a_concierge_signs_in_sees_a_handoff_live_claims_it_and_replies() {
             "return [...document.querySelectorAll('#history .msg.out')].some(m => m.textContent.includes('engrave up to 20'))",
         )
         .await;
+    // Its inline script ran by its hash: nothing was refused on the way.
+    driver.assert_no_csp_violation().await;
     let artifact = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts/console.png");
     driver.screenshot(&artifact).await;
     assert!(std::fs::metadata(&artifact).unwrap().len() > 10_000);

@@ -19,6 +19,8 @@ pub enum Step {
     /// One or more tool calls: (name, arguments).
     Tools(Vec<(String, Value)>),
     Status(u16),
+    /// An error status with this JSON body.
+    StatusBody(u16, Value),
     /// Waits, then answers the inner step (a timeout when longer than the gateway waits).
     Delay(Duration, Box<Step>),
     /// A raw body with status 200 (a malformed answer).
@@ -164,6 +166,11 @@ async fn handle_llm(State(state): State<Arc<LlmState>>, request: Request) -> Res
             [("content-type", "application/json")],
             json!({ "error": { "message": "scripted failure", "type": "server_error" } })
                 .to_string(),
+        )
+            .into_response(),
+        Step::StatusBody(status, body) => (
+            StatusCode::from_u16(status).unwrap(),
+            axum::Json(body),
         )
             .into_response(),
         Step::Raw(body) => axum::Json(body).into_response(),

@@ -14,6 +14,9 @@ use tempfile::TempDir;
 
 pub const FAQ: &str = include_str!("../../prompts/faq.md");
 
+/// The token the test deployments set in `[server] metrics_token`, for [`TestApp::metrics`].
+pub const METRICS_TOKEN: &str = "test-metrics-token";
+
 /// How long a test waits for something that should happen at once; only a deadlock guard.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -63,7 +66,8 @@ impl Deployment {
         self.path().join("concierge.toml")
     }
 
-    /// Rewrites concierge.toml with `extra` appended to the server and store sections.
+    /// Rewrites concierge.toml with `extra` appended to the server and store sections
+    /// (`/metrics` served on the public port behind [`METRICS_TOKEN`]).
     /// Each message is answered on its own, with no contact rate limit, unless `extra` sets
     /// a burst window or a rate.
     pub fn write_main(&self, extra: &str) {
@@ -92,7 +96,7 @@ impl Deployment {
             )
         };
         let main = format!(
-            "[server]\nbind = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n{FIXTURE_AGE}\n[store]\nurl = \"sqlite:data/test.db\"\nsync = \"normal\"\n\n{extra}\n"
+            "[server]\nbind = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\nmetrics_token = \"{METRICS_TOKEN}\"\n{FIXTURE_AGE}\n[store]\nurl = \"sqlite:data/test.db\"\nsync = \"normal\"\n\n{extra}\n"
         );
         std::fs::write(self.config_path(), main).expect("concierge.toml");
     }
@@ -216,6 +220,7 @@ impl TestApp {
     pub async fn metrics(&self) -> String {
         self.client
             .get(self.url("/metrics"))
+            .bearer_auth(METRICS_TOKEN)
             .send()
             .await
             .expect("metrics")

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    Deployment, PATIENCE, TestApp, eventually, first_inbound, metric, spawn_in,
+    Deployment, METRICS_TOKEN, PATIENCE, TestApp, eventually, first_inbound, metric, spawn_in,
     until_a_reply_is_sent, visitor_key,
 };
 
@@ -25,7 +25,7 @@ async fn start() -> TestApp {
     std::fs::write(
         deployment.config_path(),
         format!(
-            "[server]\nbind = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n{LIMITS}\n[store]\nurl = \"sqlite:data/test.db\"\nsync = \"normal\"\n\n[orchestrator]\nburst_window_ms = 0\n"
+            "[server]\nbind = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\nmetrics_token = \"{METRICS_TOKEN}\"\n{LIMITS}\n[store]\nurl = \"sqlite:data/test.db\"\nsync = \"normal\"\n\n[orchestrator]\nburst_window_ms = 0\n"
         ),
     )
     .expect("concierge.toml");

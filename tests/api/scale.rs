@@ -16,7 +16,7 @@ use concierge::domain::{ChannelId, ContactId, ConversationId};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::helpers::{Deployment, PATIENCE, http_client, metric};
+use crate::helpers::{Deployment, METRICS_TOKEN, PATIENCE, http_client, metric};
 
 const INSTANCES: usize = 3;
 const CONVERSATIONS: usize = 500;
@@ -590,6 +590,7 @@ async fn three_gateways_on_one_redis_lose_nothing_when_one_is_killed() {
         }
         let text = client
             .get(format!("{}/metrics", gateway.base))
+            .bearer_auth(METRICS_TOKEN)
             .send()
             .await
             .expect("read a gateway's metrics")

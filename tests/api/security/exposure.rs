@@ -345,7 +345,14 @@ async fn the_chat_and_the_console_work_under_their_policy_in_a_browser() {
             "return document.querySelector('.queue-item') !== null",
         )
         .await;
-    driver.click(".queue-item").await;
+    // The queue re-renders on every live event: find and click it in one step, so the
+    // element clicked is never one a re-render just replaced.
+    driver
+        .until(
+            "the thread opened",
+            "const item = document.querySelector('.queue-item'); if (!item) return false; item.click(); return true;",
+        )
+        .await;
     driver
         .until(
             "the thread",

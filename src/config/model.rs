@@ -63,6 +63,17 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// How long a graceful shutdown waits for the lanes and deliveries in flight.
     pub shutdown_grace_secs: u64,
+    /// The most connections open at once; past it a new one is answered 503 and closed.
+    pub max_connections: usize,
+    /// How long a write to a client may wait for the client to read: a client that stopped
+    /// reading (its TCP window full) is disconnected, its live stream ended.
+    pub write_timeout_secs: u64,
+    /// The most live web chat streams of one visitor key on an instance; a new one past it
+    /// closes the oldest.
+    pub max_streams_per_key: usize,
+    /// The most `/api/v1/events` streams of one concierge on an instance; a new one past it
+    /// closes the oldest.
+    pub max_streams_per_concierge: usize,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +86,10 @@ impl Default for ServerConfig {
             body_read_timeout_secs: 10,
             max_header_bytes: 16 * 1024,
             shutdown_grace_secs: 20,
+            max_connections: 10_000,
+            write_timeout_secs: 30,
+            max_streams_per_key: 5,
+            max_streams_per_concierge: 10,
         }
     }
 }

@@ -7,6 +7,7 @@ mod console;
 mod health;
 mod limits;
 pub mod server;
+pub mod streams;
 mod webhooks;
 
 use std::sync::Arc;
@@ -35,6 +36,18 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Fires at shutdown, so long-lived streams end and the server can drain.
     pub shutdown: CancellationToken,
+    /// The live streams open on this instance, and their caps.
+    pub streams: Arc<streams::Streams>,
+    pub stream_caps: StreamCaps,
+}
+
+/// The most live streams of one key on an instance; a new one past it closes the oldest.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamCaps {
+    /// Of one web chat visitor key.
+    pub per_key: usize,
+    /// Of one concierge on `/api/v1/events`.
+    pub per_concierge: usize,
 }
 
 pub struct HttpLimits {

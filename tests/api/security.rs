@@ -29,6 +29,7 @@ use crate::helpers::{Deployment, TestApp, eventually, metric, spawn_in, visitor_
 use crate::whatsapp::{fixture, signatures};
 
 mod logs;
+mod streams;
 
 /// Two teams and a concierge in each, and an admin.
 const TEAMS: &str = r#"

@@ -415,6 +415,12 @@ async fn past_the_cap_a_concierges_newest_stream_closes_their_oldest() {
     }
     // A replaced stream is not a revoked one: Carl is still online.
     assert_eq!(gateway.listed(&ana, "carl").await["online"], true);
+    // Closing them takes them off the count.
+    drop((others, ana_stream));
+    eventually("no API stream is left open", || async {
+        metric(&gateway.metrics(), "concierge_streams_open", "kind=\"api\"") == 0.0
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ use crate::domain::{ChannelId, InboundEvent, PlatformMessageId};
 use crate::handoff::keywords::Keywords;
 use crate::handoff::{Bus, Desk};
 use crate::http::server::HeadLimits;
-use crate::http::{AppState, HttpLimits, MetricsPage, metrics_router, router};
+use crate::http::{AppState, HttpLimits, MetricsPage, StreamCaps, metrics_router, router};
 use crate::orchestrator::{
     AgentResponder, AgentSettings, ChannelHints, ChannelProfile, FaqResponder, HoldingResponder,
     Orchestrator, Responder, ResponderChain, TriggerResponder,
@@ -202,6 +202,11 @@ impl App {
                     0 => None,
                     secs => Some(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)),
                 },
+                streams: crate::http::streams::Streams::new(metrics.clone()),
+                stream_caps: StreamCaps {
+                    per_key: settings.server.max_streams_per_key,
+                    per_concierge: settings.server.max_streams_per_concierge,
+                },
             },
             http_limits,
             public_metrics,
@@ -209,6 +214,8 @@ impl App {
         let head_limits = HeadLimits {
             read_timeout: Duration::from_secs(settings.server.header_read_timeout_secs.max(1)),
             max_bytes: settings.server.max_header_bytes,
+            max_connections: settings.server.max_connections,
+            write_timeout: Duration::from_secs(settings.server.write_timeout_secs.max(1)),
         };
 
         tracing::info!(

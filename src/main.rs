@@ -295,7 +295,7 @@ fn revoke_tokens(path: &std::path::Path, name: &str) -> ExitCode {
         Err(code) => return code,
     };
     with_store(&config, |store| async move {
-        match store.revoke_tokens(name).await {
+        match concierge::handoff::access::revoke(store.as_ref(), name).await {
             Ok(n) => {
                 println!("revoked {n} token(s) of {name}");
                 ExitCode::SUCCESS

@@ -122,7 +122,22 @@ pub struct ToolLabels {
 pub struct RefusedLabels {
     /// header_timeout (disconnected), headers_too_large (431), malformed (400),
     /// body_timeout (408), body_too_large (413), request_timeout (408: the whole request,
-    /// its handler included, went past `request_timeout_secs`)
+    /// its handler included, went past `request_timeout_secs`), too_many_connections (503:
+    /// `max_connections` were open)
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    /// `chat` (a web chat page) or `api` (a concierge's `/api/v1/events`).
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamClosedLabels {
+    pub kind: &'static str,
+    /// replaced (a newer stream of the same key past its cap), revoked (the concierge's token
+    /// or their place in the configuration is gone)
     pub reason: &'static str,
 }
 
@@ -179,6 +194,10 @@ struct Inner {
     http_refused: Family<RefusedLabels, Counter>,
     throttled: Family<ChannelLabels, Counter>,
     llm_budget_exhausted: Counter,
+    connections_open: Gauge,
+    write_timeouts: Counter,
+    streams_open: Family<StreamLabels, Gauge>,
+    streams_closed: Family<StreamClosedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -315,6 +334,30 @@ impl Metrics {
             "Turns that did not call the LLM because the conversation had spent its token budget (handed to a person instead)",
             llm_budget_exhausted.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "HTTP connections open",
+            connections_open.clone(),
+        );
+        let write_timeouts = Counter::default();
+        registry.register(
+            "write_timeouts",
+            "Connections closed because the client stopped reading (a write waited past `write_timeout_secs`)",
+            write_timeouts.clone(),
+        );
+        let streams_open = Family::<StreamLabels, Gauge>::default();
+        registry.register(
+            "streams_open",
+            "Live event streams open, by kind (chat, api)",
+            streams_open.clone(),
+        );
+        let streams_closed = Family::<StreamClosedLabels, Counter>::default();
+        registry.register(
+            "streams_closed",
+            "Live event streams closed by the gateway, by kind and reason (replaced, revoked)",
+            streams_closed.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -340,6 +383,10 @@ impl Metrics {
                 http_refused,
                 throttled,
                 llm_budget_exhausted,
+                connections_open,
+                write_timeouts,
+                streams_open,
+                streams_closed,
             }),
         }
     }
@@ -491,6 +538,32 @@ impl Metrics {
     /// A turn did not call the LLM: the conversation had spent its token budget.
     pub fn llm_budget_exhausted(&self) {
         self.inner.llm_budget_exhausted.inc();
+    }
+
+    /// A connection opened (`1`) or ended (`-1`).
+    pub fn connections_open(&self, delta: i64) {
+        self.inner.connections_open.inc_by(delta);
+    }
+
+    /// A connection closed because its client stopped reading.
+    pub fn write_timeout(&self) {
+        self.inner.write_timeouts.inc();
+    }
+
+    /// A live stream of `kind` opened (`1`) or ended (`-1`).
+    pub fn streams_open(&self, kind: &'static str, delta: i64) {
+        self.inner
+            .streams_open
+            .get_or_create(&StreamLabels { kind })
+            .inc_by(delta);
+    }
+
+    /// A live stream closed by the gateway; `reason` is a fixed word.
+    pub fn stream_closed(&self, kind: &'static str, reason: &'static str) {
+        self.inner
+            .streams_closed
+            .get_or_create(&StreamClosedLabels { kind, reason })
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -161,6 +161,22 @@ impl Config {
                 "server.body_read_timeout_secs",
                 settings.server.body_read_timeout_secs,
             ),
+            (
+                "server.write_timeout_secs",
+                settings.server.write_timeout_secs,
+            ),
+            (
+                "server.max_connections",
+                to_u64(settings.server.max_connections),
+            ),
+            (
+                "server.max_streams_per_key",
+                to_u64(settings.server.max_streams_per_key),
+            ),
+            (
+                "server.max_streams_per_concierge",
+                to_u64(settings.server.max_streams_per_concierge),
+            ),
         ] {
             if value == 0 {
                 problems.push(key_problem(key, "must be above 0".into()));
@@ -540,6 +556,10 @@ fn check_queue(settings: &FileConfig) -> Vec<(String, String)> {
     found
 }
 
+fn to_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
 fn resolve(root: &Path, path: &str) -> PathBuf {
     let path = Path::new(path);
     if path.is_absolute() {
@@ -886,6 +906,41 @@ mod tests {
                 server.max_header_bytes
             ),
             (10, 10, 16384)
+        );
+    }
+
+    #[test]
+    fn zero_connection_and_stream_caps_are_refused_with_file_and_key() {
+        let d = Deployment::new(
+            "[server]\nbind = \"127.0.0.1:0\"\nmax_connections = 0\nwrite_timeout_secs = 0\nmax_streams_per_key = 0\nmax_streams_per_concierge = 0\n",
+        )
+        .channel("web.toml", "kind = \"webchat\"\n");
+        let problems = d.load(&no_env).unwrap_err();
+        let found: Vec<_> = problems
+            .0
+            .iter()
+            .map(|p| (p.key.clone().unwrap_or_default(), p.line))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("server.write_timeout_secs".to_string(), Some(4)),
+                ("server.max_connections".to_string(), Some(3)),
+                ("server.max_streams_per_key".to_string(), Some(5)),
+                ("server.max_streams_per_concierge".to_string(), Some(6)),
+            ],
+            "{problems}"
+        );
+        std::fs::write(d.dir.path().join("concierge.toml"), MINIMAL).unwrap();
+        let server = d.load(&no_env).unwrap().settings.server;
+        assert_eq!(
+            (
+                server.max_connections,
+                server.write_timeout_secs,
+                server.max_streams_per_key,
+                server.max_streams_per_concierge
+            ),
+            (10_000, 30, 5, 10)
         );
     }
 

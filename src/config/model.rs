@@ -74,6 +74,17 @@ pub struct ServerConfig {
     /// `Authorization: Bearer <token>`. With neither this nor `metrics_bind`, `/metrics` is
     /// not served at all.
     pub metrics_token: Option<Secret>,
+    /// The most connections open at once; past it a new one is answered 503 and closed.
+    pub max_connections: usize,
+    /// How long a write to a client may wait for the client to read: a client that stopped
+    /// reading (its TCP window full) is disconnected, its live stream ended.
+    pub write_timeout_secs: u64,
+    /// The most live web chat streams of one visitor key on an instance; a new one past it
+    /// closes the oldest.
+    pub max_streams_per_key: usize,
+    /// The most `/api/v1/events` streams of one concierge on an instance; a new one past it
+    /// closes the oldest.
+    pub max_streams_per_concierge: usize,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +100,10 @@ impl Default for ServerConfig {
             max_event_age_secs: 7 * 24 * 3600,
             metrics_bind: None,
             metrics_token: None,
+            max_connections: 10_000,
+            write_timeout_secs: 30,
+            max_streams_per_key: 5,
+            max_streams_per_concierge: 10,
         }
     }
 }

@@ -34,6 +34,18 @@ pub async fn issue(
     Ok(token)
 }
 
+/// Revokes every token of a concierge and lists them offline at once; returns how many
+/// tokens there were. Their open event streams, on every instance, notice within a second
+/// and end (see `/api/v1/events`).
+pub async fn revoke(
+    store: &dyn crate::store::Queue,
+    concierge: &str,
+) -> Result<usize, crate::store::StoreError> {
+    let revoked = store.revoke_tokens(concierge).await?;
+    store.clear_presence(concierge).await?;
+    Ok(revoked)
+}
+
 /// The caller of an API request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {

@@ -15,6 +15,7 @@ use http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_stream::wrappers::BroadcastStream;
+use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use crate::domain::{
@@ -32,6 +33,9 @@ const HISTORY: usize = 200;
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// How often a connected console refreshes its concierge's presence.
 const HEARTBEAT: Duration = Duration::from_secs(30);
+/// How often an open event stream checks that its token and its concierge still stand: one
+/// indexed read of the token's hash.
+const REVALIDATE: Duration = Duration::from_secs(1);
 
 pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
@@ -84,6 +88,19 @@ impl IntoResponse for Rejection {
     }
 }
 
+/// The bearer token of a request, if it has one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 /// The authenticated caller of a request.
 pub struct Authed(pub Caller);
 
@@ -91,17 +108,7 @@ impl FromRequestParts<AppState> for Authed {
     type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty());
-        let Some(token) = token else {
+        let Some(token) = bearer(&parts.headers) else {
             return Err(Rejection(unauthorized(
                 "an `Authorization: Bearer <token>` header is required",
             )));
@@ -613,37 +620,39 @@ pub async fn audit(
 }
 
 /// The live events the caller may see, as server-sent events. While connected, the
-/// concierge counts as present (offers go only to concierges whose console is open).
+/// concierge counts as present (offers go only to concierges whose console is open). The
+/// stream ends when its token is revoked or its concierge is gone from the configuration or
+/// changed teams (checked every [`REVALIDATE`]; they are then listed offline), when a newer
+/// stream of the same concierge is past `max_streams_per_concierge`, or at shutdown.
 pub async fn events(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Authed(caller): Authed,
 ) -> Result<Response, Rejection> {
-    let store = state.desk.store.clone();
-    store
+    let Some(hash) = bearer(&headers).map(hash_token) else {
+        return Err(Rejection(unauthorized("this token is not valid")));
+    };
+    state
+        .desk
+        .store
         .touch_presence(&caller.name, None, now_millis())
         .await?;
     let desk = state.desk.clone();
     let live = BroadcastStream::new(state.desk.events.subscribe());
-    let connected = tokio_util::sync::CancellationToken::new();
-    let heartbeat = connected.clone();
-    let name = caller.name.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = heartbeat.cancelled() => return,
-                _ = tokio::time::sleep(HEARTBEAT) => {}
-            }
-            if let Err(e) = store.touch_presence(&name, None, now_millis()).await {
-                tracing::debug!(error = %e, "cannot record a console's presence");
-            }
-        }
-    });
-    let guard = connected.drop_guard();
+    let slot = state.streams.open(
+        "api",
+        caller.name.clone(),
+        state.stream_caps.per_concierge,
+        &state.shutdown,
+    );
+    let ended = slot.ended();
+    tokio::spawn(watch(state.clone(), caller.clone(), hash, ended.clone()));
     let hello = futures_util::stream::once(async {
         Ok::<_, Infallible>(Event::default().event("ready").data("{}"))
     });
     let stream = live.filter_map(move |event| {
-        let _connected = &guard;
+        // Held while the stream lives: dropping it takes the stream off the count.
+        let _slot = &slot;
         let out = match event {
             Ok(event) if desk.may_see_event(&caller, &event) => serde_json::to_string(&event)
                 .ok()
@@ -654,10 +663,55 @@ pub async fn events(
         };
         std::future::ready(out.map(Ok::<_, Infallible>))
     });
-    let stream = hello
-        .chain(stream)
-        .take_until(state.shutdown.clone().cancelled_owned());
+    let stream = hello.chain(stream).take_until(ended.cancelled_owned());
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// Watches an open event stream until it ends: every [`REVALIDATE`], checks its token and
+/// its caller, and ends it (listing the concierge offline) when either is gone; every
+/// [`HEARTBEAT`], refreshes the concierge's presence.
+async fn watch(state: AppState, caller: Caller, hash: String, ended: CancellationToken) {
+    let store = &state.desk.store;
+    let mut revalidate = tokio::time::interval(REVALIDATE);
+    revalidate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut touched = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = ended.cancelled() => return,
+            _ = revalidate.tick() => {}
+        }
+        if !still_stands(&state, &caller, &hash).await {
+            tracing::info!(concierge = %caller.name, "a revoked token's event stream ended");
+            state.metrics.stream_closed("api", "revoked");
+            ended.cancel();
+            if let Err(e) = store.clear_presence(&caller.name).await {
+                tracing::warn!(error = %e, "cannot list a revoked concierge offline");
+            }
+            return;
+        }
+        if touched.elapsed() >= HEARTBEAT {
+            touched = tokio::time::Instant::now();
+            if let Err(e) = store.touch_presence(&caller.name, None, now_millis()).await {
+                tracing::debug!(error = %e, "cannot record a console's presence");
+            }
+        }
+    }
+}
+
+/// Whether the token still belongs to the caller, and the caller is still configured as the
+/// stream found them (same teams and role). A store that cannot answer says nothing of the
+/// token: the stream goes on, and is checked again at the next tick.
+async fn still_stands(state: &AppState, caller: &Caller, hash: &str) -> bool {
+    if state.desk.caller(&caller.name) != Some(caller) {
+        return false;
+    }
+    match state.desk.store.token_owner(hash).await {
+        Ok(owner) => owner.as_deref() == Some(caller.name.as_str()),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot check an event stream's token");
+            true
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The web chat page and its live stream (server-sent events). The page posts messages to
 //! `/webhooks/{channel_id}` like any platform; the stream first replays what the visitor
-//! missed from the store (resuming after `Last-Event-ID`), then follows new replies.
+//! missed from the store (resuming after `Last-Event-ID`), then follows new replies. Past
+//! `max_streams_per_key` streams of one visitor key, a new one closes the oldest.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -11,9 +12,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 
 use super::AppState;
+use super::streams::Slot;
 use crate::channels::webchat::{ChatEvent, Webchat};
 use crate::domain::{ChannelId, ConversationId, DeliveryStatus, Message};
 
@@ -169,6 +170,12 @@ pub async fn events(
     };
     // Subscribe before reading history, so nothing published in between is missed.
     let live = chat.hub().subscribe(&contact);
+    let slot = state.streams.open(
+        "chat",
+        format!("{channel_id}:{contact}"),
+        state.stream_caps.per_key,
+        &state.shutdown,
+    );
     // The latest messages after the resume point: a long conversation replays its end.
     let history = match state.store.recent_messages(&conversation, REPLAY).await {
         Ok(history) => history,
@@ -182,7 +189,8 @@ pub async fn events(
         .filter(|m| m.seq > after && visible(m))
         .map(ChatEvent::from_message)
         .collect();
-    let stream = replay_then_follow(history, live, after, state.shutdown.clone());
+    let ended = slot.ended();
+    let stream = replay_then_follow(history, live, after, slot).take_until(ended.cancelled_owned());
     Sse::new(stream.map(Ok::<_, Infallible>))
         .keep_alive(KeepAlive::default())
         .into_response()
@@ -192,7 +200,8 @@ struct Follow {
     history: VecDeque<ChatEvent>,
     live: broadcast::Receiver<ChatEvent>,
     last: i64,
-    shutdown: CancellationToken,
+    /// Held while the stream lives; its token ends the stream.
+    slot: Slot,
 }
 
 fn to_sse(event: &ChatEvent) -> Event {
@@ -206,13 +215,13 @@ fn replay_then_follow(
     history: VecDeque<ChatEvent>,
     live: broadcast::Receiver<ChatEvent>,
     after: i64,
-    shutdown: CancellationToken,
+    slot: Slot,
 ) -> impl futures_util::Stream<Item = Event> {
     let state = Follow {
         history,
         live,
         last: after,
-        shutdown,
+        slot,
     };
     futures_util::stream::unfold(state, |mut s| async move {
         if let Some(event) = s.history.pop_front() {
@@ -220,9 +229,10 @@ fn replay_then_follow(
             let sse = to_sse(&event);
             return Some((sse, s));
         }
+        let ended = s.slot.ended();
         loop {
             tokio::select! {
-                _ = s.shutdown.cancelled() => return None,
+                () = ended.cancelled() => return None,
                 received = s.live.recv() => match received {
                     Ok(event) if event.seq > s.last => {
                         s.last = event.seq;

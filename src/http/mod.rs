@@ -9,6 +9,7 @@ mod csp;
 mod health;
 mod limits;
 pub mod server;
+pub mod streams;
 mod webhooks;
 
 use std::sync::Arc;
@@ -42,6 +43,18 @@ pub struct AppState {
     /// A customer's message the platform dates earlier than this is not answered (a webhook
     /// replayed after its dedupe key expired); `None`: no limit.
     pub max_event_age_ms: Option<i64>,
+    /// The live streams open on this instance, and their caps.
+    pub streams: Arc<streams::Streams>,
+    pub stream_caps: StreamCaps,
+}
+
+/// The most live streams of one key on an instance; a new one past it closes the oldest.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamCaps {
+    /// Of one web chat visitor key.
+    pub per_key: usize,
+    /// Of one concierge on `/api/v1/events`.
+    pub per_concierge: usize,
 }
 
 #[derive(Clone, Copy)]

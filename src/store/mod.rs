@@ -724,6 +724,10 @@ pub trait Queue: Send + Sync {
 
     async fn presence(&self) -> Result<Vec<Presence>, StoreError>;
 
+    /// Forgets a concierge's presence: they are listed offline until a console connects
+    /// again (a revoked token, say).
+    async fn clear_presence(&self, concierge: &str) -> Result<(), StoreError>;
+
     async fn audit(&self, entry: NewAudit) -> Result<(), StoreError>;
 
     /// The latest audit records, newest first.

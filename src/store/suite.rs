@@ -60,6 +60,7 @@ macro_rules! store_suite {
             the_queue_moves_threads_atomically,
             only_the_owner_replies_and_the_sla_breaches_once,
             tokens_presence_and_audit,
+            a_cleared_presence_is_gone_and_others_stay,
             a_takeover_cancels_the_agents_replies_not_yet_sent,
         );
     };
@@ -1475,6 +1476,31 @@ pub async fn only_the_owner_replies_and_the_sla_breaches_once(store: SharedStore
         .await
         .unwrap();
     assert_eq!((done.refused, done.queued.len()), (1, 0));
+}
+
+pub async fn a_cleared_presence_is_gone_and_others_stay(store: SharedStore) {
+    store
+        .touch_presence("ana", Some("online"), 1000)
+        .await
+        .unwrap();
+    store.touch_presence("ben", None, 2000).await.unwrap();
+    store.clear_presence("ana").await.unwrap();
+    let presence = store.presence().await.unwrap();
+    assert_eq!(
+        presence
+            .iter()
+            .map(|p| p.concierge.as_str())
+            .collect::<Vec<_>>(),
+        ["ben"]
+    );
+    // Clearing twice, or someone never seen, is no error.
+    store.clear_presence("ana").await.unwrap();
+    store.clear_presence("zoe").await.unwrap();
+    // A console connecting again brings them back, online with a fresh idle clock.
+    store.touch_presence("ana", None, 3000).await.unwrap();
+    let presence = store.presence().await.unwrap();
+    let ana = presence.iter().find(|p| p.concierge == "ana").unwrap();
+    assert_eq!((ana.status.as_str(), ana.idle_since), ("online", 3000));
 }
 
 pub async fn tokens_presence_and_audit(store: SharedStore) {

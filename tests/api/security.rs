@@ -32,6 +32,7 @@ mod exposure;
 mod logs;
 mod replies;
 mod stale;
+mod streams;
 mod teams;
 mod tools;
 

@@ -301,6 +301,19 @@ impl Queue for RedisStore {
         Ok(())
     }
 
+    async fn clear_presence(&self, concierge: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let _: () = redis::pipe()
+            .atomic()
+            .del(self.key(&["presence", concierge]))
+            .ignore()
+            .srem(self.key(&["people"]), concierge)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     async fn presence(&self) -> Result<Vec<Presence>, StoreError> {
         let mut conn = self.conn();
         let mut people: Vec<String> = conn.smembers(self.key(&["people"])).await?;

@@ -525,6 +525,18 @@ impl Queue for SqliteStore {
         .await
     }
 
+    async fn clear_presence(&self, concierge: &str) -> Result<(), StoreError> {
+        let concierge = concierge.to_string();
+        self.write(move |tx| {
+            tx.execute(
+                "DELETE FROM presence WHERE concierge = ?1",
+                params![concierge],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn presence(&self) -> Result<Vec<Presence>, StoreError> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(

@@ -291,10 +291,7 @@ impl Responder for AgentResponder {
             agent: String::new(),
             now: self.now(),
             business_hours: self.settings.business_hours.clone(),
-            customer: CustomerContext {
-                name: turn.message.display_name.clone(),
-                phone_verified: phone.is_some(),
-            },
+            customer: CustomerContext::new(turn.message.display_name.as_deref(), phone.is_some()),
             channel: ChannelContext {
                 kind: profile.kind.clone(),
                 buttons: profile.buttons,

@@ -149,7 +149,7 @@ impl ChannelAdapter for Webchat {
                 platform_id,
                 content,
                 reply_to: None,
-                display_name: post.name.filter(|n| !n.trim().is_empty()),
+                display_name: post.name.as_deref().and_then(crate::domain::display_name),
             }),
         }])
     }

@@ -71,6 +71,13 @@ pub struct ChannelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    /// Which budget (see `crate::orchestrator::budgets`).
+    pub budget: &'static str,
+    pub channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TurnLabels {
     /// The responder that decided (faq, agent, holding, …), silent (a human holds the
     /// thread), none
@@ -179,6 +186,7 @@ struct Inner {
     http_refused: Family<RefusedLabels, Counter>,
     throttled: Family<ChannelLabels, Counter>,
     llm_budget_exhausted: Counter,
+    budget_exceeded: Family<BudgetLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -315,6 +323,12 @@ impl Metrics {
             "Turns that did not call the LLM because the conversation had spent its token budget (handed to a person instead)",
             llm_budget_exhausted.clone(),
         );
+        let budget_exceeded = Family::<BudgetLabels, Counter>::default();
+        registry.register(
+            "budget_exceeded",
+            "Turns not given to the agents because a budget of new conversations or LLM calls a minute was spent (the customer got the holding reply), by budget and channel",
+            budget_exceeded.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -340,6 +354,7 @@ impl Metrics {
                 http_refused,
                 throttled,
                 llm_budget_exhausted,
+                budget_exceeded,
             }),
         }
     }
@@ -491,6 +506,17 @@ impl Metrics {
     /// A turn did not call the LLM: the conversation had spent its token budget.
     pub fn llm_budget_exhausted(&self) {
         self.inner.llm_budget_exhausted.inc();
+    }
+
+    /// A turn of `channel` went past `budget` and got the holding reply, not the agents.
+    pub fn budget_exceeded(&self, budget: &'static str, channel: &str) {
+        self.inner
+            .budget_exceeded
+            .get_or_create(&BudgetLabels {
+                budget,
+                channel: channel.to_string(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -7,6 +7,7 @@ mod console;
 mod health;
 mod limits;
 pub mod server;
+pub mod visitors;
 mod webhooks;
 
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Fires at shutdown, so long-lived streams end and the server can drain.
     pub shutdown: CancellationToken,
+    /// The web chat's budgets of new visitors per client address.
+    pub visitors: Arc<visitors::VisitorBudgets>,
 }
 
 pub struct HttpLimits {

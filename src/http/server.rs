@@ -1,9 +1,11 @@
 //! The accept loop of the one HTTP port, on hyper's HTTP/1 connections: a deadline for each
 //! request's head (a client trickling its headers, a slow-loris, is disconnected), a cap on
 //! the head's size (431), keep-alive, and a graceful stop. It serves the router it is given
-//! and knows no route; the refusals hyper makes on its own are counted here.
+//! and knows no route; the refusals hyper makes on its own are counted here. Each request
+//! carries its connection's peer address (axum's `ConnectInfo<SocketAddr>`).
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -51,9 +54,9 @@ pub async fn serve(
     // Each connection task holds a receiver; the stop waits until none is left.
     let (open_tx, open_rx) = watch::channel(());
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_failed(e, &shutdown).await;
                     continue;
@@ -66,7 +69,16 @@ pub async fn serve(
             stream,
             spoke: spoke.clone(),
         });
-        let connection = builder.serve_connection(io, TowerToHyperService::new(router.clone()));
+        let service = tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(ConnectInfo::<SocketAddr>(peer));
+                request
+            },
+        );
+        let connection = builder.serve_connection(io, TowerToHyperService::new(service));
         let (metrics, shutdown, open) = (metrics.clone(), shutdown.clone(), open_rx.clone());
         tokio::spawn(async move {
             let mut connection = pin!(connection);

@@ -3,12 +3,15 @@
 //! its outcome into a decision. When the agents cannot answer, the customer gets the holding
 //! reply and the thread goes to a human with the reason "agent unavailable"; when the
 //! conversation has spent its token budget, the same happens without any LLM call, with the
-//! reason "token budget".
+//! reason "token budget". A turn past a budget of new conversations or LLM calls a minute
+//! (`super::budgets`) gets the holding reply without any LLM call, and stays with the bot.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 
+use super::budgets::{Budgets, NEW_CONVERSATIONS_PER_IP};
 use super::lanes::ChannelHints;
 use super::responder::{Decision, HoldingResponder, Responder, ResponderError, Turn};
 use crate::agents::{
@@ -47,6 +50,7 @@ pub struct AgentResponder {
     settings: AgentSettings,
     hints: Arc<dyn ChannelHints>,
     holding: Arc<HoldingResponder>,
+    budgets: Arc<Budgets>,
 }
 
 impl AgentResponder {
@@ -61,7 +65,14 @@ impl AgentResponder {
             settings,
             hints,
             holding,
+            budgets: Arc::new(Budgets::unlimited()),
         }
+    }
+
+    /// The budgets of new conversations and LLM calls a minute (none by default).
+    pub fn with_budgets(mut self, budgets: Arc<Budgets>) -> Self {
+        self.budgets = budgets;
+        self
     }
 
     fn now(&self) -> String {
@@ -269,6 +280,36 @@ impl AgentResponder {
     }
 }
 
+impl AgentResponder {
+    /// The decision for a turn past a budget: the holding reply, no LLM call, the thread
+    /// left with the bot (a later message within budget is answered). `None` when the turn
+    /// may go to the agents; it then holds one LLM call of the budget.
+    async fn past_a_budget(&self, turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
+        let channel = &turn.entry.event.channel;
+        let admitted = if turn.message.over_budget.is_some() {
+            Err(NEW_CONVERSATIONS_PER_IP)
+        } else {
+            let new = self.budgets.counts_new_conversations(channel)
+                && turn.store.usage(&turn.entry.conversation).await?.llm_calls == 0;
+            self.budgets.admit(channel, new, Instant::now())
+        };
+        let Err(budget) = admitted else {
+            return Ok(None);
+        };
+        self.runtime
+            .metrics
+            .budget_exceeded(budget, channel.as_str());
+        tracing::info!(
+            budget,
+            "a budget a minute is spent: the holding reply, no LLM call"
+        );
+        Ok(Some(Decision::new(
+            "budget",
+            vec![(Author::System, Content::text(self.holding_text(turn)))],
+        )))
+    }
+}
+
 fn handoff_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
@@ -277,6 +318,9 @@ fn handoff_id() -> String {
 impl Responder for AgentResponder {
     async fn respond(&self, turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
         if let Some(decision) = self.over_budget(turn).await? {
+            return Ok(Some(decision));
+        }
+        if let Some(decision) = self.past_a_budget(turn).await? {
             return Ok(Some(decision));
         }
         let event = &turn.entry.event;
@@ -334,6 +378,7 @@ impl Responder for AgentResponder {
             output_tokens: result.output_tokens,
             llm_calls: result.llm_calls,
         });
+        self.budgets.spent(usage.llm_calls, Instant::now());
         let notes: Vec<NewNote> = result
             .notes
             .iter()

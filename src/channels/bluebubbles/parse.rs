@@ -246,6 +246,7 @@ fn new_message(channel: &ChannelId, message: Message) -> Result<Vec<InboundEvent
                 content,
                 reply_to: reply_to.clone(),
                 display_name: display_name.clone(),
+                over_budget: None,
             }),
         });
     }

@@ -148,6 +148,7 @@ pub fn events(channel: &ChannelId, update: &Update) -> Vec<InboundEvent> {
                     content: Content::Choice(Choice::new(data, title)),
                     reply_to: PlatformMessageId::parse(message_id(chat, tapped)).ok(),
                     display_name: crate::domain::display_name(&query.from.full_name()),
+                    over_budget: None,
                 }),
             )
         }
@@ -180,6 +181,7 @@ pub fn events(channel: &ChannelId, update: &Update) -> Vec<InboundEvent> {
                     display_name: reaction
                         .user()
                         .and_then(|u| crate::domain::display_name(&u.full_name())),
+                    over_budget: None,
                 }),
             )
         }
@@ -258,6 +260,7 @@ fn inbound(message: &Message) -> InboundMessage {
             .from
             .as_ref()
             .and_then(|u| crate::domain::display_name(&u.full_name())),
+        over_budget: None,
     }
 }
 

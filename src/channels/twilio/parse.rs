@@ -176,6 +176,7 @@ pub fn parse(
                 display_name: form
                     .get("ProfileName")
                     .and_then(crate::domain::display_name),
+                over_budget: None,
             }),
         });
     }

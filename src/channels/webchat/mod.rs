@@ -150,6 +150,7 @@ impl ChannelAdapter for Webchat {
                 content,
                 reply_to: None,
                 display_name: post.name.as_deref().and_then(crate::domain::display_name),
+                over_budget: None,
             }),
         }])
     }

@@ -231,6 +231,7 @@ fn message_event(
                 .and_then(|c| c.id.clone())
                 .and_then(|id| PlatformMessageId::parse(id).ok()),
             display_name,
+            over_budget: None,
         }),
     })
 }

@@ -231,8 +231,8 @@ fn allowed(per_minute: u32, started: Instant) -> usize {
 /// Posts one message from each of `n` new visitor keys (all from 127.0.0.1), waits until
 /// each is answered, and checks: every message stored, each answered by the agents or with
 /// the holding reply, at most `allowed` agent answers, and the refusals counted under
-/// `budget`.
-async fn flood(g: &Gateway, tag: &str, n: usize, budget: &str, per_minute: u32) {
+/// `budget`. Returns the keys that got the holding reply.
+async fn flood(g: &Gateway, tag: &str, n: usize, budget: &str, per_minute: u32) -> Vec<String> {
     let started = Instant::now();
     let keys: Vec<String> = (0..n)
         .map(|i| visitor_key(&format!("{tag}{i:03}")))
@@ -245,7 +245,7 @@ async fn flood(g: &Gateway, tag: &str, n: usize, budget: &str, per_minute: u32) 
         .await;
     }
     let holding = concierge::config::ResponderConfig::default().holding["en"].clone();
-    let (mut agents, mut held) = (0, 0);
+    let (mut agents, mut held) = (0, Vec::new());
     for key in &keys {
         let messages = g.answered(&web_conversation(key)).await;
         let inbound: Vec<_> = messages
@@ -260,7 +260,7 @@ async fn flood(g: &Gateway, tag: &str, n: usize, budget: &str, per_minute: u32) 
         let text = reply.content.plain_text().unwrap_or_default().to_string();
         if reply.author == Author::System {
             assert_eq!(text, holding);
-            held += 1;
+            held.push(key.clone());
         } else {
             assert_eq!(text, format!("re: hello from {key}"));
             agents += 1;
@@ -282,19 +282,21 @@ async fn flood(g: &Gateway, tag: &str, n: usize, budget: &str, per_minute: u32) 
         "{agents} agent answers, at most {limit}"
     );
     assert_eq!(g.llm.calls().len(), agents);
-    assert_eq!(agents + held, n);
+    assert_eq!(agents + held.len(), n);
     let metrics = g.app.metrics().await;
     let counted = metric(
         &metrics,
         "concierge_budget_exceeded_total",
         &format!("budget=\"{budget}\",channel=\"web\""),
     );
-    assert_eq!(counted as usize, held, "{metrics}");
+    assert_eq!(counted as usize, held.len(), "{metrics}");
+    held
 }
 
 async fn fifty_keys_from_one_address(store: Option<(SharedStore, TestRedis)>) {
     let g = start("", "new_conversations_per_minute_per_ip = 5", store).await;
-    flood(&g, "ip", 50, "new_conversations_per_ip", 5).await;
+    let held = flood(&g, "ip", 50, "new_conversations_per_ip", 5).await;
+    assert!(held.len() >= 40, "{} held", held.len());
 }
 
 #[tokio::test]
@@ -313,12 +315,35 @@ async fn fifty_new_web_chat_keys_from_one_address_get_five_llm_answers_on_redis(
 #[tokio::test]
 async fn past_the_global_llm_call_budget_customers_get_the_holding_reply() {
     let g = start(
-        "[agents]\nllm_calls_per_minute = 4\n",
+        "[agents]\nllm_calls_per_minute = 30\n",
         "new_conversations_per_minute_per_ip = 0",
         None,
     )
     .await;
-    flood(&g, "llm", 12, "llm_calls", 4).await;
+    let held = flood(&g, "llm", 40, "llm_calls", 30).await;
+    // The budget refills one call every 2 s: a later message of a visitor who got the
+    // holding reply is answered by the agents, in the same conversation.
+    let key = held.first().expect("a visitor past the budget");
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    g.post_web(key, json!({ "id": "m2", "text": "still there?" }))
+        .await;
+    let conversation = web_conversation(key);
+    let store = g.app.store();
+    eventually("the later message is answered by the agents", || async {
+        store
+            .messages(&conversation, 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.direction == Direction::Outbound && m.author != Author::System)
+    })
+    .await;
+    let messages = store.messages(&conversation, 0, 100).await.unwrap();
+    let inbound = messages
+        .iter()
+        .filter(|m| m.direction == Direction::Inbound)
+        .count();
+    assert_eq!(inbound, 2, "both messages are kept");
 }
 
 #[tokio::test]

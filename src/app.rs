@@ -16,17 +16,18 @@ use crate::agents::genai_client::GenaiClient;
 use crate::agents::llm::Metered;
 use crate::agents::{AgentRuntime, Limits, MerchantTools, Retrying};
 use crate::channels::telegram::{self, poll::EventSink};
-use crate::channels::{ChannelAdapter, Registry};
+use crate::channels::{ChannelAdapter, ChannelConfig, Registry};
 use crate::config::{Config, StoreLocation};
 use crate::delivery::DeliveryWorker;
 use crate::domain::{ChannelId, InboundEvent, PlatformMessageId};
 use crate::handoff::keywords::Keywords;
 use crate::handoff::{Bus, Desk};
 use crate::http::server::HeadLimits;
+use crate::http::visitors::VisitorBudgets;
 use crate::http::{AppState, HttpLimits, MetricsPage, StreamCaps, metrics_router, router};
 use crate::orchestrator::{
-    AgentResponder, AgentSettings, ChannelHints, ChannelProfile, FaqResponder, HoldingResponder,
-    Orchestrator, Responder, ResponderChain, TriggerResponder,
+    AgentResponder, AgentSettings, BudgetSettings, Budgets, ChannelHints, ChannelProfile,
+    FaqResponder, HoldingResponder, Orchestrator, Responder, ResponderChain, TriggerResponder,
 };
 use crate::store::SharedStore;
 use crate::store::redis::{RedisSettings, RedisStore};
@@ -122,19 +123,24 @@ impl App {
                     )),
                 ];
                 if let Some(runtime) = agents {
-                    steps.push(Box::new(AgentResponder::new(
-                        runtime,
-                        AgentSettings {
-                            merchant: settings.merchant.name.clone(),
-                            business_hours: settings.merchant.business_hours.clone(),
-                            timezone: config.timezone.clone(),
-                            history_messages: settings.agents.history_messages,
-                            redact_pii: settings.agents.redact_pii,
-                            conversation_token_budget: settings.agents.conversation_token_budget,
-                        },
-                        hints.clone(),
-                        holding.clone(),
-                    )));
+                    steps.push(Box::new(
+                        AgentResponder::new(
+                            runtime,
+                            AgentSettings {
+                                merchant: settings.merchant.name.clone(),
+                                business_hours: settings.merchant.business_hours.clone(),
+                                timezone: config.timezone.clone(),
+                                history_messages: settings.agents.history_messages,
+                                redact_pii: settings.agents.redact_pii,
+                                conversation_token_budget: settings
+                                    .agents
+                                    .conversation_token_budget,
+                            },
+                            hints.clone(),
+                            holding.clone(),
+                        )
+                        .with_budgets(budgets(&config)),
+                    ));
                 }
                 steps.push(Box::new(SharedResponder(holding.clone())));
                 Arc::new(ResponderChain::new(steps))
@@ -207,6 +213,14 @@ impl App {
                     per_key: settings.server.max_streams_per_key,
                     per_concierge: settings.server.max_streams_per_concierge,
                 },
+                visitors: Arc::new(VisitorBudgets::new(config.channels.iter().filter_map(
+                    |(id, channel)| match channel {
+                        ChannelConfig::Webchat(c) => {
+                            Some((id.clone(), c.new_conversations_per_minute_per_ip))
+                        }
+                        _ => None,
+                    },
+                ))),
             },
             http_limits,
             public_metrics,
@@ -362,6 +376,20 @@ fn agent_runtime(config: &Config, metrics: &Metrics) -> anyhow::Result<Option<Ar
         },
         metrics: metrics.clone(),
     })))
+}
+
+/// The budgets of new conversations and LLM calls a minute, from the configuration.
+fn budgets(config: &Config) -> Arc<Budgets> {
+    let settings = &config.settings;
+    Arc::new(Budgets::new(&BudgetSettings {
+        new_conversations_per_minute: settings.orchestrator.new_conversations_per_minute,
+        channel_new_conversations_per_minute: config
+            .channels
+            .iter()
+            .map(|(id, channel)| (id.clone(), channel.new_conversations_per_minute()))
+            .collect(),
+        llm_calls_per_minute: settings.agents.llm_calls_per_minute,
+    }))
 }
 
 /// A responder shared with another owner (the holding message, also used by the agents).

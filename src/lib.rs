@@ -19,13 +19,15 @@
 //!   `ask_agent`, `offer_choices`, `handoff_to_human`, limits, internal notes).
 //! - [`orchestrator`]: ordered lanes per conversation fed from the inbox (bursts of messages
 //!   answered in one turn, a per-contact turn rate limit), and the responder chain (FAQ,
-//!   agents within a per-conversation token budget, the holding message).
+//!   agents within a per-conversation token budget and the budgets of new conversations and
+//!   LLM calls a minute, the holding message).
 //! - [`handoff`]: the human side: teams and hours, the queue's policy (team, priority, SLA,
 //!   expected wait, offers), the handoff brief, concierges' actions (claim, release,
 //!   resolve, transfer, reply, note), tokens and team scoping, live console events.
 //! - [`delivery`]: the outbox worker: send, retry with backoff, give up with a reason.
 //! - [`http`]: the router: webhooks, health, metrics, the web chat page and its stream; the
-//!   accept loop and the limits that refuse a request before its handler.
+//!   accept loop and the limits that refuse a request before its handler; the web chat's
+//!   budget of new visitors per client address.
 //! - [`app`]: builds the parts from the configuration and runs them until shutdown.
 //! - [`replay`]: `inbox export` and `replay`: kept raw webhooks out as JSON lines, and into
 //!   another gateway, re-signed for its secrets.

@@ -71,6 +71,13 @@ pub struct ChannelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    /// Which budget (see `crate::orchestrator::budgets`).
+    pub budget: &'static str,
+    pub channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TurnLabels {
     /// The responder that decided (faq, agent, holding, …), silent (a human holds the
     /// thread), none
@@ -198,6 +205,7 @@ struct Inner {
     write_timeouts: Counter,
     streams_open: Family<StreamLabels, Gauge>,
     streams_closed: Family<StreamClosedLabels, Counter>,
+    budget_exceeded: Family<BudgetLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -358,6 +366,12 @@ impl Metrics {
             "Live event streams closed by the gateway, by kind and reason (replaced, revoked)",
             streams_closed.clone(),
         );
+        let budget_exceeded = Family::<BudgetLabels, Counter>::default();
+        registry.register(
+            "budget_exceeded",
+            "Turns not given to the agents because a budget of new conversations or LLM calls a minute was spent (the customer got the holding reply), by budget and channel",
+            budget_exceeded.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -387,6 +401,7 @@ impl Metrics {
                 write_timeouts,
                 streams_open,
                 streams_closed,
+                budget_exceeded,
             }),
         }
     }
@@ -563,6 +578,17 @@ impl Metrics {
         self.inner
             .streams_closed
             .get_or_create(&StreamClosedLabels { kind, reason })
+            .inc();
+    }
+
+    /// A turn of `channel` went past `budget` and got the holding reply, not the agents.
+    pub fn budget_exceeded(&self, budget: &'static str, channel: &str) {
+        self.inner
+            .budget_exceeded
+            .get_or_create(&BudgetLabels {
+                budget,
+                channel: channel.to_string(),
+            })
             .inc();
     }
 

@@ -390,9 +390,10 @@ fn write_deployment(
         format!(
             "[server]\nbind = \"127.0.0.1:{port}\"\nshutdown_grace_secs = 5\n\n\
              [store]\nurl = \"sqlite:data/bench.db\"\nsync = \"{sync}\"\n\n\
-             [orchestrator]\npaused = {paused}\nburst_window_ms = 0\ncontact_turns_per_minute = 0\nmax_parallel_lanes = {lanes}\n\n\
+             [orchestrator]\npaused = {paused}\nburst_window_ms = 0\ncontact_turns_per_minute = 0\nnew_conversations_per_minute = 0\nmax_parallel_lanes = {lanes}\n\n\
              [faq]\nthreshold = {threshold}\n\n\
              [llm]\nprovider = \"openai_compatible\"\nmodel = \"bench\"\nbase_url = \"{llm_url}/v1\"\napi_key = \"bench-key\"\ntimeout_secs = {timeout}\nmax_retries = 0\n\n\
+             [agents]\nllm_calls_per_minute = 0\n\n\
              [merchant]\nname = \"Maison Bench\"\ntimezone = \"Europe/Paris\"\n",
             lanes = plan.lanes,
         ),
@@ -400,7 +401,7 @@ fn write_deployment(
     write(
         folder.join("channels/whatsapp.toml"),
         format!(
-            "kind = \"whatsapp\"\nphone_number_id = \"{}\"\naccess_token = \"bench-token\"\napp_secret = \"{SECRET}\"\nverify_token = \"bench-verify\"\napi_base = \"{graph_url}/v23.0\"\nmessages_per_second = 100000\n",
+            "kind = \"whatsapp\"\nphone_number_id = \"{}\"\naccess_token = \"bench-token\"\napp_secret = \"{SECRET}\"\nverify_token = \"bench-verify\"\napi_base = \"{graph_url}/v23.0\"\nmessages_per_second = 100000\nnew_conversations_per_minute = 0\n",
             load::PHONE_NUMBER_ID
         ),
     )?;

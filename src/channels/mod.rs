@@ -91,6 +91,11 @@ impl ChannelKind {
     }
 }
 
+/// A channel file's `new_conversations_per_minute` when it says none.
+fn default_new_conversations_per_minute() -> u32 {
+    120
+}
+
 /// A channel file, deserialised: the factory of its adapter.
 #[derive(Debug, Clone)]
 pub enum ChannelConfig {
@@ -114,6 +119,17 @@ impl ChannelConfig {
 }
 
 impl ChannelConfig {
+    /// The channel's `new_conversations_per_minute` (0: no limit).
+    pub fn new_conversations_per_minute(&self) -> u32 {
+        match self {
+            ChannelConfig::Webchat(c) => c.new_conversations_per_minute,
+            ChannelConfig::Whatsapp(c) => c.new_conversations_per_minute,
+            ChannelConfig::TwilioWhatsapp(c) => c.new_conversations_per_minute,
+            ChannelConfig::Bluebubbles(c) => c.new_conversations_per_minute,
+            ChannelConfig::Telegram(c) => c.new_conversations_per_minute,
+        }
+    }
+
     /// Values that parse but cannot work, as (key, why) pairs: an empty secret would let
     /// anyone sign a webhook, a zero rate would never send.
     pub fn problems(&self) -> Vec<(&'static str, String)> {

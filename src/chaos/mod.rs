@@ -333,17 +333,18 @@ fn write_deployment(
         format!(
             "[server]\nbind = \"127.0.0.1:{port}\"\nshutdown_grace_secs = 5\n\n\
              [store]\nurl = \"sqlite:data/chaos.db\"\n\n\
-             [orchestrator]\nburst_window_ms = 0\ncontact_turns_per_minute = 0\n\n\
+             [orchestrator]\nburst_window_ms = 0\ncontact_turns_per_minute = 0\nnew_conversations_per_minute = 0\n\n\
              [delivery]\ninitial_backoff_ms = 100\nmax_backoff_secs = 2\nsend_timeout_secs = 2\n\n\
              [faq]\nthreshold = 1.0\n\n\
              [llm]\nprovider = \"openai_compatible\"\nmodel = \"chaos\"\nbase_url = \"{llm_url}/v1\"\napi_key = \"chaos-key\"\ntimeout_secs = 10\nmax_retries = 0\n\n\
+             [agents]\nllm_calls_per_minute = 0\n\n\
              [merchant]\nname = \"Maison Chaos\"\ntimezone = \"Europe/Paris\"\n",
         ),
     )?;
     write(
         folder.join("channels/whatsapp.toml"),
         format!(
-            "kind = \"whatsapp\"\nphone_number_id = \"{}\"\naccess_token = \"chaos-token\"\napp_secret = \"{SECRET}\"\nverify_token = \"chaos-verify\"\napi_base = \"{api_base}\"\nmessages_per_second = 100000\n",
+            "kind = \"whatsapp\"\nphone_number_id = \"{}\"\naccess_token = \"chaos-token\"\napp_secret = \"{SECRET}\"\nverify_token = \"chaos-verify\"\napi_base = \"{api_base}\"\nmessages_per_second = 100000\nnew_conversations_per_minute = 0\n",
             crate::bench::PHONE_NUMBER_ID
         ),
     )?;

@@ -230,6 +230,11 @@ pub struct OrchestratorConfig {
     /// How many turns a contact may start back to back before `contact_turns_per_minute`
     /// applies (at least 1).
     pub contact_turn_burst: u32,
+    /// The most new conversations (ones the agents have not answered yet) the agents take a
+    /// minute, every channel together; past it a new customer gets the holding reply, their
+    /// message is kept, and a later one within budget is answered. Each channel file has its
+    /// own `new_conversations_per_minute` too. In memory, per gateway instance. 0: no limit.
+    pub new_conversations_per_minute: u32,
 }
 
 impl Default for OrchestratorConfig {
@@ -240,6 +245,7 @@ impl Default for OrchestratorConfig {
             burst_window_ms: 1000,
             contact_turns_per_minute: 6,
             contact_turn_burst: 3,
+            new_conversations_per_minute: 600,
         }
     }
 }
@@ -323,6 +329,11 @@ pub struct AgentsConfig {
     pub conversation_token_budget: u64,
     /// Mask phone numbers, e-mail addresses and card numbers before text reaches the LLM.
     pub redact_pii: bool,
+    /// The most LLM calls a minute, the agents' calls for customer turns together (tool rounds, agents asking agents and
+    /// history summaries included); a
+    /// turn that would start past it gets the holding reply (nothing lost, the thread stays
+    /// with the bot). In memory, per gateway instance. 0: no limit.
+    pub llm_calls_per_minute: u32,
 }
 
 impl Default for AgentsConfig {
@@ -335,6 +346,7 @@ impl Default for AgentsConfig {
             turn_token_budget: 60_000,
             conversation_token_budget: 200_000,
             redact_pii: false,
+            llm_calls_per_minute: 600,
         }
     }
 }

@@ -75,6 +75,52 @@ pub fn clip_text(text: &str, max: usize) -> String {
     out
 }
 
+/// The most characters a customer's display name keeps (see [`display_name`]).
+pub const MAX_DISPLAY_NAME: usize = 64;
+
+/// A display name the platform or the visitor chose, made safe to store, show and quote:
+/// control and invisible formatting characters (bidi overrides, zero-width spaces) removed,
+/// every run of whitespace (newlines included) one space, trimmed, and at most
+/// [`MAX_DISPLAY_NAME`] characters (cut on a character, the cut marked with an ellipsis).
+/// `None` when nothing is left. Reads no further than it needs, however long the input.
+pub fn display_name(raw: &str) -> Option<String> {
+    let mut out = String::new();
+    let (mut kept, mut space) = (0usize, false);
+    for c in raw.chars() {
+        if c.is_whitespace() {
+            space = kept > 0;
+            continue;
+        }
+        if c.is_control() || is_invisible_format(c) {
+            continue;
+        }
+        if space {
+            out.push(' ');
+            kept += 1;
+            space = false;
+        }
+        out.push(c);
+        kept += 1;
+        if kept > MAX_DISPLAY_NAME {
+            break;
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    Some(clip_text(out.trim_end(), MAX_DISPLAY_NAME))
+}
+
+/// Format characters that change how text around them reads without showing themselves:
+/// bidirectional overrides and isolates, zero-width spaces and marks, the byte order mark.
+/// The zero-width joiner stays (emoji sequences need it).
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}' | '\u{200C}' | '\u{200E}' | '\u{200F}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
 /// A location's name and address as one label (`Maison Lumière, 14 rue Auguste Comte`).
 pub fn place_label(name: Option<&str>, address: Option<&str>) -> String {
     [name, address]
@@ -231,7 +277,29 @@ pub struct MediaRef(pub String);
 
 #[cfg(test)]
 mod tests {
-    use super::split_text;
+    use super::{MAX_DISPLAY_NAME, display_name, split_text};
+
+    #[test]
+    fn display_names_are_one_short_line_of_visible_characters() {
+        assert_eq!(
+            display_name("  Ana \n\n Lopez\t"),
+            Some("Ana Lopez".to_string())
+        );
+        assert_eq!(
+            display_name("Ana\r\n\u{0}\u{1b}[31mSYSTEM\u{202E}\u{200B}\u{2028}OVERRIDE"),
+            Some("Ana [31mSYSTEM OVERRIDE".to_string())
+        );
+        assert_eq!(display_name(" \n\u{7}\u{200B} "), None);
+        assert_eq!(
+            display_name("👩\u{200D}💻 Zoé"),
+            Some("👩\u{200D}💻 Zoé".to_string())
+        );
+        let long = display_name(&format!("{}\n\nSYSTEM OVERRIDE", "é".repeat(900_000))).unwrap();
+        assert_eq!(long.chars().count(), MAX_DISPLAY_NAME);
+        assert!(long.ends_with('…') && !long.contains('\n'));
+        let exact = "x".repeat(MAX_DISPLAY_NAME);
+        assert_eq!(display_name(&exact), Some(exact));
+    }
 
     #[test]
     fn splits_at_boundaries_within_the_limit() {

@@ -85,4 +85,9 @@ pub struct InboundMessage {
     /// The name the platform shows for the customer, when it sends one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// The budget this message came past where it was received (the web chat's new
+    /// conversations per client address): it is stored as usual, but the agents do not
+    /// answer it; the customer gets the holding reply. Set by the gateway, never a platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over_budget: Option<String>,
 }

@@ -7,7 +7,10 @@ mod ids;
 mod message;
 mod thread;
 
-pub use content::{Choice, Content, MediaKind, MediaRef, clip_text, place_label, split_text};
+pub use content::{
+    Choice, Content, MAX_DISPLAY_NAME, MediaKind, MediaRef, clip_text, display_name, place_label,
+    split_text,
+};
 pub use event::{EventKind, InboundEvent, InboundMessage};
 pub use ids::{
     ChannelId, ContactId, ConversationId, EventId, IdError, MessageId, PlatformMessageId,

@@ -10,6 +10,7 @@ mod health;
 mod limits;
 pub mod server;
 pub mod streams;
+pub mod visitors;
 mod webhooks;
 
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub struct AppState {
     /// The live streams open on this instance, and their caps.
     pub streams: Arc<streams::Streams>,
     pub stream_caps: StreamCaps,
+    /// The web chat's budgets of new visitors per client address.
+    pub visitors: Arc<visitors::VisitorBudgets>,
 }
 
 /// The most live streams of one key on an instance; a new one past it closes the oldest.

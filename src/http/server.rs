@@ -3,10 +3,12 @@
 //! trickling its headers, a slow-loris, is disconnected), a cap on the head's size (431), a
 //! deadline for each write (a client that stopped reading is disconnected, which ends its
 //! live stream), keep-alive, and a graceful stop. It serves the router it is given and knows
-//! no route; the refusals hyper makes on its own are counted here.
+//! no route; the refusals hyper makes on its own are counted here. Each request carries
+//! its connection's peer address (axum's `ConnectInfo<SocketAddr>`).
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,6 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -68,9 +71,9 @@ pub async fn serve(
     let connections = Arc::new(AtomicUsize::new(0));
     let refusing = Arc::new(AtomicUsize::new(0));
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_failed(e, &shutdown).await;
                     continue;
@@ -90,7 +93,16 @@ pub async fn serve(
             stalled: None,
             metrics: metrics.clone(),
         });
-        let connection = builder.serve_connection(io, TowerToHyperService::new(router.clone()));
+        let service = tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(ConnectInfo::<SocketAddr>(peer));
+                request
+            },
+        );
+        let connection = builder.serve_connection(io, TowerToHyperService::new(service));
         let (metrics, shutdown, open) = (metrics.clone(), shutdown.clone(), open_rx.clone());
         let counted = Counted::new(&connections, &metrics);
         tokio::spawn(async move {

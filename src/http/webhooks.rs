@@ -3,10 +3,11 @@
 //! logged, counted and answered 200, so the platform does not retry it for days.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tracing::field::Empty;
 
@@ -43,6 +44,7 @@ pub async fn receive(
     State(state): State<AppState>,
     Path(channel_id): Path<String>,
     RawQuery(query): RawQuery,
+    extensions: Extensions,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -66,7 +68,7 @@ pub async fn receive(
             return (StatusCode::OK, "ignored").into_response();
         }
     };
-    let (events, stale) = without_stale(&state, channel.as_str(), events);
+    let (mut events, stale) = without_stale(&state, channel.as_str(), events);
     tracing::Span::current().record("events", events.len());
     if events.is_empty() && stale > 0 {
         outcome(&state, channel.as_str(), "stale");
@@ -76,6 +78,13 @@ pub async fn receive(
         outcome(&state, channel.as_str(), "ignored");
         return (StatusCode::OK, "ok").into_response();
     }
+    // A web chat visitor past the budget of its address: kept, not given to the agents.
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    state
+        .visitors
+        .mark(peer, &mut events, std::time::Instant::now());
     // Kept with the events, without credentials, for `concierge inbox export` and `replay`.
     let (kept_query, kept_headers) = crate::channels::kept_request(&request);
     let raw = crate::store::RawWebhook {

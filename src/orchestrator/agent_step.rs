@@ -5,11 +5,15 @@
 //! conversation has spent its token budget, the same happens without any LLM call, with the
 //! reason "token budget"; when the model asked for more tool calls than a turn allows, the
 //! reason is "tool call limit".
+//! A turn past a budget of new conversations or LLM calls a minute
+//! (`super::budgets`) gets the holding reply without any LLM call, and stays with the bot.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 
+use super::budgets::{Budgets, NEW_CONVERSATIONS_PER_IP};
 use super::lanes::ChannelHints;
 use super::responder::{Decision, HoldingResponder, Responder, ResponderError, Turn};
 use crate::agents::{
@@ -51,6 +55,7 @@ pub struct AgentResponder {
     settings: AgentSettings,
     hints: Arc<dyn ChannelHints>,
     holding: Arc<HoldingResponder>,
+    budgets: Arc<Budgets>,
 }
 
 impl AgentResponder {
@@ -65,7 +70,14 @@ impl AgentResponder {
             settings,
             hints,
             holding,
+            budgets: Arc::new(Budgets::unlimited()),
         }
+    }
+
+    /// The budgets of new conversations and LLM calls a minute (none by default).
+    pub fn with_budgets(mut self, budgets: Arc<Budgets>) -> Self {
+        self.budgets = budgets;
+        self
     }
 
     fn now(&self) -> String {
@@ -273,6 +285,36 @@ impl AgentResponder {
     }
 }
 
+impl AgentResponder {
+    /// The decision for a turn past a budget: the holding reply, no LLM call, the thread
+    /// left with the bot (a later message within budget is answered). `None` when the turn
+    /// may go to the agents; it then holds one LLM call of the budget.
+    async fn past_a_budget(&self, turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
+        let channel = &turn.entry.event.channel;
+        let admitted = if turn.message.over_budget.is_some() {
+            Err(NEW_CONVERSATIONS_PER_IP)
+        } else {
+            let new = self.budgets.counts_new_conversations(channel)
+                && turn.store.usage(&turn.entry.conversation).await?.llm_calls == 0;
+            self.budgets.admit(channel, new, Instant::now())
+        };
+        let Err(budget) = admitted else {
+            return Ok(None);
+        };
+        self.runtime
+            .metrics
+            .budget_exceeded(budget, channel.as_str());
+        tracing::info!(
+            budget,
+            "a budget a minute is spent: the holding reply, no LLM call"
+        );
+        Ok(Some(Decision::new(
+            "budget",
+            vec![(Author::System, Content::text(self.holding_text(turn)))],
+        )))
+    }
+}
+
 fn handoff_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
@@ -281,6 +323,9 @@ fn handoff_id() -> String {
 impl Responder for AgentResponder {
     async fn respond(&self, turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
         if let Some(decision) = self.over_budget(turn).await? {
+            return Ok(Some(decision));
+        }
+        if let Some(decision) = self.past_a_budget(turn).await? {
             return Ok(Some(decision));
         }
         let event = &turn.entry.event;
@@ -295,10 +340,7 @@ impl Responder for AgentResponder {
             agent: String::new(),
             now: self.now(),
             business_hours: self.settings.business_hours.clone(),
-            customer: CustomerContext {
-                name: turn.message.display_name.clone(),
-                phone_verified: phone.is_some(),
-            },
+            customer: CustomerContext::new(turn.message.display_name.as_deref(), phone.is_some()),
             channel: ChannelContext {
                 kind: profile.kind.clone(),
                 buttons: profile.buttons,
@@ -341,6 +383,7 @@ impl Responder for AgentResponder {
             output_tokens: result.output_tokens,
             llm_calls: result.llm_calls,
         });
+        self.budgets.spent(usage.llm_calls, Instant::now());
         let notes: Vec<NewNote> = result
             .notes
             .iter()

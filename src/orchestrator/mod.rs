@@ -3,6 +3,7 @@
 //! platform and no HTTP; it sees the store and the responder chain.
 
 mod agent_step;
+pub mod budgets;
 pub mod faq;
 mod lanes;
 mod responder;
@@ -10,8 +11,10 @@ mod throttle;
 mod triggers;
 
 pub use self::agent_step::{AgentResponder, AgentSettings};
+pub use self::budgets::{BudgetSettings, Budgets};
 pub use self::lanes::{ChannelHints, ChannelProfile, NoHints, Orchestrator};
 pub use self::responder::{
     Decision, FaqResponder, HoldingResponder, Responder, ResponderChain, ResponderError, Turn,
 };
+pub(crate) use self::throttle::ContactRate;
 pub use self::triggers::{ASKED_FOR_A_PERSON, TriggerResponder};

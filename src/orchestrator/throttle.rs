@@ -3,12 +3,16 @@
 //! instead of costing one LLM turn per message. It only says when a turn may start; the lanes
 //! decide what waits and what is merged. It knows no store and no platform.
 //!
+//! The same bucket, keyed by something else, makes the budgets of new conversations and LLM
+//! calls (see `super::budgets`) and the web chat's per-address budget.
+//!
 //! The buckets live in memory, on the instance whose lanes work the conversation: a
 //! conversation's lane runs on one instance at a time, so one bucket is enough. A restart, or
 //! a partition moving to another instance, starts the contact with a full bucket again: at
 //! most one extra burst of turns, never a lost or repeated message.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -22,17 +26,18 @@ const SWEEP_AT_LEAST: usize = 1024;
 /// a minute is one unit a microsecond. Integers, so a wait is exact.
 const TURN: u64 = 60_000_000;
 
-/// At most `per_minute` turns a minute per conversation, after a first `burst` back to back.
-pub struct ContactRate {
+/// At most `per_minute` turns a minute per conversation (or per key `K`), after a first
+/// `burst` back to back.
+pub struct ContactRate<K = ConversationId> {
     per_minute: u64,
     /// A full bucket, in units.
     capacity: u64,
     // A std mutex: held for a few arithmetic operations, never across an `.await`.
-    buckets: Mutex<Buckets>,
+    buckets: Mutex<Buckets<K>>,
 }
 
-struct Buckets {
-    map: HashMap<ConversationId, Bucket>,
+struct Buckets<K> {
+    map: HashMap<K, Bucket>,
     sweep_at: usize,
 }
 
@@ -43,7 +48,7 @@ struct Bucket {
     at: Instant,
 }
 
-impl ContactRate {
+impl<K: Hash + Eq + Clone> ContactRate<K> {
     /// The limit, or `None` when `per_minute` is 0 (no limit). A `burst` of 0 counts as 1.
     pub fn new(per_minute: u32, burst: u32) -> Option<Self> {
         (per_minute > 0).then(|| Self {
@@ -57,7 +62,7 @@ impl ContactRate {
     }
 
     /// Takes one turn for `conversation` at `now`, or says how long until one is free.
-    pub fn try_take(&self, conversation: &ConversationId, now: Instant) -> Result<(), Duration> {
+    pub fn try_take(&self, conversation: &K, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.map.len() >= buckets.sweep_at {
             buckets
@@ -81,6 +86,24 @@ impl ContactRate {
         Err(Duration::from_micros(
             (TURN - units).div_ceil(self.per_minute),
         ))
+    }
+
+    /// Takes `turns` more for `key` after the fact, as far as the bucket holds (the extra LLM
+    /// calls of a turn that was let through on one).
+    pub fn spend(&self, key: &K, turns: u64, now: Instant) {
+        if turns == 0 {
+            return;
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let bucket = buckets.map.entry(key.clone()).or_insert(Bucket {
+            units: self.capacity,
+            at: now,
+        });
+        let units = self.refilled(*bucket, now);
+        *bucket = Bucket {
+            units: units.saturating_sub(turns.saturating_mul(TURN)),
+            at: now,
+        };
     }
 
     fn refilled(&self, bucket: Bucket, now: Instant) -> u64 {
@@ -128,8 +151,18 @@ mod tests {
     }
 
     #[test]
+    fn spent_turns_empty_the_bucket_as_far_as_it_holds() {
+        let rate = ContactRate::<()>::new(60, 10).unwrap();
+        let t0 = Instant::now();
+        assert_eq!(rate.try_take(&(), t0), Ok(()));
+        rate.spend(&(), 100, t0);
+        assert_eq!(rate.try_take(&(), t0), Err(Duration::from_secs(1)));
+        assert_eq!(rate.try_take(&(), t0 + Duration::from_secs(1)), Ok(()));
+    }
+
+    #[test]
     fn zero_is_no_limit_and_a_zero_burst_is_one() {
-        assert!(ContactRate::new(0, 3).is_none());
+        assert!(ContactRate::<ConversationId>::new(0, 3).is_none());
         let rate = ContactRate::new(60, 0).unwrap();
         let t0 = Instant::now();
         assert_eq!(rate.try_take(&conversation("ann"), t0), Ok(()));

@@ -108,6 +108,7 @@ pub fn text_event(contact_name: &str, event_id: &str, text: &str) -> InboundEven
             content: Content::text(text),
             reply_to: None,
             display_name: Some("Ana".to_string()),
+            over_budget: None,
         }),
     }
 }

@@ -87,6 +87,7 @@ impl ChannelAdapter for FakePlatform {
                 content: Content::text(text),
                 reply_to: None,
                 display_name: None,
+                over_budget: None,
             }),
         }])
     }

@@ -502,16 +502,18 @@ async fn three_gateways_on_one_redis_lose_nothing_when_one_is_killed() {
     let deployment = Deployment::new(&format!(
         "[llm]\nprovider = \"openai_compatible\"\nmodel = \"echo\"\nbase_url = \"{llm_url}/v1\"\napi_key = \"scale-test-key\"\ntimeout_secs = 10\nmax_retries = 1\n\n\
          [faq]\nthreshold = 1.0\n\n\
-         [agents]\nhistory_messages = 40\n\n\
+         [orchestrator]\nnew_conversations_per_minute = 0\n\n\
+         [agents]\nhistory_messages = 40\nllm_calls_per_minute = 0\n\n\
          [merchant]\nname = \"Maison Test\"\ntimezone = \"Europe/Paris\"\n"
     ));
     std::fs::write(deployment.path().join("prompts/front_desk.md"), FRONT_DESK)
         .expect("write the agent's prompt");
-    // The number's throughput is raised: this test is about the store, not the rate limit.
+    // The number's throughput is raised and the budgets are off: this test is about the
+    // store, not the limits.
     std::fs::write(
         deployment.path().join("channels/whatsapp.toml"),
         format!(
-            "kind = \"whatsapp\"\nphone_number_id = \"{PHONE_NUMBER_ID}\"\naccess_token = \"t\"\napp_secret = \"{SECRET}\"\nverify_token = \"v\"\napi_base = \"{graph_url}/v23.0\"\nmessages_per_second = 1000\n"
+            "kind = \"whatsapp\"\nphone_number_id = \"{PHONE_NUMBER_ID}\"\naccess_token = \"t\"\napp_secret = \"{SECRET}\"\nverify_token = \"v\"\napi_base = \"{graph_url}/v23.0\"\nmessages_per_second = 1000\nnew_conversations_per_minute = 0\n"
         ),
     )
     .expect("write the WhatsApp channel");

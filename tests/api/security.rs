@@ -28,6 +28,7 @@ use crate::handoff::Api;
 use crate::helpers::{Deployment, TestApp, eventually, metric, spawn_in, visitor_key};
 use crate::whatsapp::{fixture, signatures};
 
+mod budgets;
 mod exposure;
 mod logs;
 mod replies;

@@ -223,7 +223,11 @@ fn new_message(channel: &ChannelId, message: Message) -> Result<Vec<InboundEvent
         .thread_originator_guid
         .clone()
         .and_then(|g| PlatformMessageId::parse(g).ok());
-    let display_name = message.handle.as_ref().and_then(|h| h.address.clone());
+    let display_name = message
+        .handle
+        .as_ref()
+        .and_then(|h| h.address.as_deref())
+        .and_then(crate::domain::display_name);
     let mut events = Vec::with_capacity(contents.len());
     for (n, content) in contents.into_iter().enumerate() {
         let id = if n == 0 {
@@ -242,6 +246,7 @@ fn new_message(channel: &ChannelId, message: Message) -> Result<Vec<InboundEvent
                 content,
                 reply_to: reply_to.clone(),
                 display_name: display_name.clone(),
+                over_budget: None,
             }),
         });
     }

@@ -24,6 +24,10 @@ pub struct TelegramConfig {
     /// Sends per second in all (Telegram allows about thirty).
     #[serde(default = "default_overall")]
     pub messages_per_second: f64,
+    /// New conversations a minute the agents take on this channel (see `[orchestrator]
+    /// new_conversations_per_minute`). 0: no limit.
+    #[serde(default = "super::super::default_new_conversations_per_minute")]
+    pub new_conversations_per_minute: u32,
 }
 
 fn default_mode() -> String {

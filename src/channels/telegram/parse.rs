@@ -147,7 +147,8 @@ pub fn events(channel: &ChannelId, update: &Update) -> Vec<InboundEvent> {
                     platform_id,
                     content: Content::Choice(Choice::new(data, title)),
                     reply_to: PlatformMessageId::parse(message_id(chat, tapped)).ok(),
-                    display_name: Some(query.from.full_name()),
+                    display_name: crate::domain::display_name(&query.from.full_name()),
+                    over_budget: None,
                 }),
             )
         }
@@ -177,7 +178,10 @@ pub fn events(channel: &ChannelId, update: &Update) -> Vec<InboundEvent> {
                         emoji,
                     },
                     reply_to: None,
-                    display_name: reaction.user().map(|u| u.full_name()),
+                    display_name: reaction
+                        .user()
+                        .and_then(|u| crate::domain::display_name(&u.full_name())),
+                    over_budget: None,
                 }),
             )
         }
@@ -252,7 +256,11 @@ fn inbound(message: &Message) -> InboundMessage {
         reply_to: message
             .reply_to_message()
             .and_then(|r| PlatformMessageId::parse(message_id(chat, r.id.0)).ok()),
-        display_name: message.from.as_ref().map(|u| u.full_name()),
+        display_name: message
+            .from
+            .as_ref()
+            .and_then(|u| crate::domain::display_name(&u.full_name())),
+        over_budget: None,
     }
 }
 

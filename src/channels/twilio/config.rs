@@ -31,6 +31,10 @@ pub struct TwilioConfig {
     /// The largest media file fetched from Twilio, in bytes.
     #[serde(default = "default_media_max")]
     pub media_max_bytes: u64,
+    /// New conversations a minute the agents take on this channel (see `[orchestrator]
+    /// new_conversations_per_minute`). 0: no limit.
+    #[serde(default = "super::super::default_new_conversations_per_minute")]
+    pub new_conversations_per_minute: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

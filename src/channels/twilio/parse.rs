@@ -173,7 +173,10 @@ pub fn parse(
                 platform_id: PlatformMessageId::parse(id).map_err(|e| ParseError(e.to_string()))?,
                 content,
                 reply_to: reply_to.clone(),
-                display_name: form.get("ProfileName").map(str::to_string),
+                display_name: form
+                    .get("ProfileName")
+                    .and_then(crate::domain::display_name),
+                over_budget: None,
             }),
         });
     }

@@ -12,6 +12,14 @@ pub struct WebchatConfig {
     /// The sites that may show the page in a frame, as origins (`https://shop.example`);
     /// the gateway's own origin always may, no other by default.
     pub embed_origins: Vec<String>,
+    /// New conversations a minute the agents take on this channel (see `[orchestrator]
+    /// new_conversations_per_minute`). 0: no limit.
+    pub new_conversations_per_minute: u32,
+    /// New visitors a minute from one client address (the connection's peer: a proxy in
+    /// front of the gateway is one address) whose messages the agents answer; past it a new
+    /// visitor gets the holding reply, their message is kept, and a later one within budget
+    /// is answered. 0: no limit.
+    pub new_conversations_per_minute_per_ip: u32,
 }
 
 impl WebchatConfig {
@@ -54,6 +62,8 @@ impl Default for WebchatConfig {
             title: "Chat with us".to_string(),
             greeting: None,
             embed_origins: Vec::new(),
+            new_conversations_per_minute: super::super::default_new_conversations_per_minute(),
+            new_conversations_per_minute_per_ip: 10,
         }
     }
 }

@@ -175,7 +175,8 @@ impl ChannelAdapter for Webchat {
                 platform_id,
                 content,
                 reply_to: None,
-                display_name: post.name.filter(|n| !n.trim().is_empty()),
+                display_name: post.name.as_deref().and_then(crate::domain::display_name),
+                over_budget: None,
             }),
         }])
     }

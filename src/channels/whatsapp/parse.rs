@@ -112,7 +112,12 @@ pub fn contact_ids(
 fn display_names(contacts: &[wire::Contact]) -> HashMap<String, String> {
     let mut names = HashMap::new();
     for contact in contacts {
-        let Some(name) = contact.profile.as_ref().and_then(|p| p.name.clone()) else {
+        let Some(name) = contact
+            .profile
+            .as_ref()
+            .and_then(|p| p.name.as_deref())
+            .and_then(crate::domain::display_name)
+        else {
             continue;
         };
         for key in [contact.user_id.as_deref(), contact.wa_id.as_deref()]
@@ -226,6 +231,7 @@ fn message_event(
                 .and_then(|c| c.id.clone())
                 .and_then(|id| PlatformMessageId::parse(id).ok()),
             display_name,
+            over_budget: None,
         }),
     })
 }

@@ -153,6 +153,9 @@ impl Plan {
 }
 
 const SECRET: &str = "bench-app-secret";
+/// The budgets of new conversations and LLM calls a minute: far above any load the bench
+/// makes, so every turn pays for the check (0 would skip it) and none is refused.
+const BUDGET: u32 = 1_000_000_000;
 
 /// The agent every LLM turn runs: one prompt, no tools.
 const FRONT_DESK: &str = "+++\ndescription = \"Answers every message.\"\nentry = true\n+++\nYou are the front desk of {{ merchant }}. Answer briefly.\n";
@@ -390,10 +393,10 @@ fn write_deployment(
         format!(
             "[server]\nbind = \"127.0.0.1:{port}\"\nshutdown_grace_secs = 5\n\n\
              [store]\nurl = \"sqlite:data/bench.db\"\nsync = \"{sync}\"\n\n\
-             [orchestrator]\npaused = {paused}\nburst_window_ms = 0\ncontact_turns_per_minute = 0\nnew_conversations_per_minute = 0\nmax_parallel_lanes = {lanes}\n\n\
+             [orchestrator]\npaused = {paused}\nburst_window_ms = 0\ncontact_turns_per_minute = 0\nnew_conversations_per_minute = {BUDGET}\nmax_parallel_lanes = {lanes}\n\n\
              [faq]\nthreshold = {threshold}\n\n\
              [llm]\nprovider = \"openai_compatible\"\nmodel = \"bench\"\nbase_url = \"{llm_url}/v1\"\napi_key = \"bench-key\"\ntimeout_secs = {timeout}\nmax_retries = 0\n\n\
-             [agents]\nllm_calls_per_minute = 0\n\n\
+             [agents]\nllm_calls_per_minute = {BUDGET}\n\n\
              [merchant]\nname = \"Maison Bench\"\ntimezone = \"Europe/Paris\"\n",
             lanes = plan.lanes,
         ),
@@ -401,7 +404,7 @@ fn write_deployment(
     write(
         folder.join("channels/whatsapp.toml"),
         format!(
-            "kind = \"whatsapp\"\nphone_number_id = \"{}\"\naccess_token = \"bench-token\"\napp_secret = \"{SECRET}\"\nverify_token = \"bench-verify\"\napi_base = \"{graph_url}/v23.0\"\nmessages_per_second = 100000\nnew_conversations_per_minute = 0\n",
+            "kind = \"whatsapp\"\nphone_number_id = \"{}\"\naccess_token = \"bench-token\"\napp_secret = \"{SECRET}\"\nverify_token = \"bench-verify\"\napi_base = \"{graph_url}/v23.0\"\nmessages_per_second = 100000\nnew_conversations_per_minute = {BUDGET}\n",
             load::PHONE_NUMBER_ID
         ),
     )?;

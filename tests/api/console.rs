@@ -28,7 +28,22 @@ pub(crate) struct Driver {
 }
 
 impl Drop for Driver {
+    /// Ends the session first, so chromedriver quits the browser it started (killing only
+    /// chromedriver would leave Chromium running); blocking, with a short deadline.
     fn drop(&mut self) {
+        use std::io::{Read, Write};
+        if let Some(address) = self.base.strip_prefix("http://")
+            && let Ok(mut stream) = std::net::TcpStream::connect(address)
+        {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let request = format!(
+                "DELETE /session/{} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                self.session
+            );
+            if stream.write_all(request.as_bytes()).is_ok() {
+                let _ = stream.read_to_end(&mut Vec::new());
+            }
+        }
         let _ = self.process.kill();
         let _ = self.process.wait();
     }

@@ -154,6 +154,20 @@ impl Driver {
             .to_string()
     }
 
+    /// Runs the next commands in the frame `css` finds (`None`: the top page again).
+    pub(crate) async fn frame(&self, css: Option<&str>) {
+        let id = match css {
+            Some(css) => {
+                let mut element = serde_json::Map::new();
+                element.insert(ELEMENT.to_string(), Value::String(self.find(css).await));
+                Value::Object(element)
+            }
+            None => Value::Null,
+        };
+        self.call(reqwest::Method::POST, "/frame", Some(json!({ "id": id })))
+            .await;
+    }
+
     pub(crate) async fn click(&self, css: &str) {
         let id = self.find(css).await;
         self.call(

@@ -367,3 +367,63 @@ async fn the_chat_and_the_console_work_under_their_policy_in_a_browser() {
         assert!(std::fs::metadata(&shot).unwrap().len() > 5_000);
     }
 }
+
+/// A shop's page on another site frames the chat (its origin is in `embed_origins`): the
+/// browser lets it, and the framed chat works, live stream included, although a
+/// `SameSite=Strict` cookie is not sent to a cross-site frame.
+#[tokio::test]
+async fn the_chat_framed_by_an_allowed_site_works_there() {
+    let Some((chromium, chromedriver)) = browser("the framed web chat test") else {
+        return;
+    };
+    // The shop: 127.0.0.1 is another site than localhost, where the chat is opened.
+    let shop = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shop_origin = format!("http://{}", shop.local_addr().unwrap());
+    let deployment = Deployment::new("");
+    std::fs::write(
+        deployment.path().join("channels/web.toml"),
+        format!(
+            "kind = \"webchat\"\ntitle = \"Maison Test\"\ngreeting = \"Hello! How can we help?\"\nembed_origins = [\"{shop_origin}\"]\n"
+        ),
+    )
+    .unwrap();
+    let app = spawn_in(deployment, concierge::app::Parts::default()).await;
+    let chat = format!("http://localhost:{}/chat/web", app.addr.port());
+    let page = format!(
+        "<!doctype html><title>Shop</title><iframe id=\"chat\" src=\"{chat}\" width=\"400\" height=\"600\"></iframe>"
+    );
+    let router = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let page = page.clone();
+            async move { axum::response::Html(page) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(shop, router).await });
+
+    let driver = Driver::start(&chromium, &chromedriver).await;
+    driver.goto(&format!("{shop_origin}/")).await;
+    driver
+        .until(
+            "the frame",
+            "return document.getElementById('chat') !== null",
+        )
+        .await;
+    driver.frame(Some("#chat")).await;
+    driver
+        .until(
+            "the framed chat, live",
+            "return document.getElementById('status') !== null && document.getElementById('status').textContent === 'online' && document.querySelector('#log .msg.out') !== null",
+        )
+        .await;
+    driver.type_into("#text", "Do you sell gift cards?").await;
+    driver.click("#form button[type=submit]").await;
+    driver
+        .until(
+            "the answer through the live stream",
+            "return document.querySelectorAll('#log .msg.out').length >= 2",
+        )
+        .await;
+    driver.frame(None).await;
+    driver.assert_no_csp_violation().await;
+}

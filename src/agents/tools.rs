@@ -154,6 +154,14 @@ impl ToolOutcome {
     }
 }
 
+/// What the model reads when the merchant's service did not answer in time.
+fn timed_out(name: &str, secs: u64) -> ToolOutput {
+    ToolOutput::error(
+        ToolOutcome::Timeout,
+        format!("the {name} service did not answer within {secs} s; it may be busy"),
+    )
+}
+
 impl ToolOutput {
     fn error(outcome: ToolOutcome, message: impl Into<String>) -> Self {
         Self {
@@ -616,13 +624,7 @@ impl MerchantTools {
             let response = match request.send().await {
                 Ok(response) => response,
                 Err(e) if e.is_timeout() => {
-                    return ToolOutput::error(
-                        ToolOutcome::Timeout,
-                        format!(
-                            "the {name} service did not answer within {} s; it may be busy",
-                            tool.config.timeout_secs
-                        ),
-                    );
+                    return timed_out(name, tool.config.timeout_secs);
                 }
                 Err(e) => {
                     tracing::warn!(tool = name, error = %crate::channels::outbound_http::without_url(&e), "tool call failed");
@@ -687,13 +689,7 @@ impl MerchantTools {
                 }
                 Ok(None) => break,
                 Err(e) if e.is_timeout() => {
-                    return ToolOutput::error(
-                        ToolOutcome::Timeout,
-                        format!(
-                            "the {name} service did not answer within {} s; it may be busy",
-                            tool.config.timeout_secs
-                        ),
-                    );
+                    return timed_out(name, tool.config.timeout_secs);
                 }
                 Err(_) => {
                     return ToolOutput::error(

@@ -103,7 +103,7 @@ mod tests {
             message_id: MessageId::new(),
             seq: 1,
             idempotency_key: "k".into(),
-            conversation: ConversationId::derive(&channel, &contact),
+            conversation: ConversationId::legacy(&channel, &contact),
             contact,
             author: Author::Agent("a".into()),
             content,

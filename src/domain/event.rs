@@ -4,8 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ChannelId, ContactId, Content, ConversationId, DeliveryStatus, EventId, MessageId, Millis,
-    PlatformMessageId,
+    ChannelId, ContactId, Content, DeliveryStatus, EventId, MessageId, Millis, PlatformMessageId,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,12 +21,6 @@ pub struct InboundEvent {
     /// The platform's timestamp when it gave one, else the time we received it.
     pub at: Millis,
     pub kind: EventKind,
-}
-
-impl InboundEvent {
-    pub fn conversation(&self) -> ConversationId {
-        ConversationId::derive(&self.channel, &self.contact)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -131,16 +131,21 @@ impl fmt::Display for ChannelId {
     }
 }
 
-/// One thread of one contact on one channel. Derived from the pair, so every instance and
-/// every restart computes the same id without a lookup: 32 hex digits of SHA-256.
+/// One thread of one contact on one channel: 32 hex digits. A new conversation's id is
+/// keyed with the deployment's [`ConversationKey`], so nobody who knows a customer's phone
+/// number can compute it; a conversation stored before ids were keyed keeps its
+/// [`legacy`](ConversationId::legacy) id, which the store finds by that conversation's row.
 ///
 /// ```
-/// use concierge::domain::{ChannelId, ContactId, ConversationId};
+/// use concierge::domain::{ChannelId, ContactId, ConversationId, ConversationKey};
 ///
 /// let whatsapp = ChannelId::parse("whatsapp").unwrap();
 /// let ana = ContactId::parse("15550100001").unwrap();
-/// let id = ConversationId::derive(&whatsapp, &ana);
-/// assert_eq!(id, ConversationId::derive(&whatsapp, &ana));
+/// let key = ConversationKey::generate();
+/// let id = key.conversation(&whatsapp, &ana);
+/// assert_eq!(id, key.conversation(&whatsapp, &ana));
+/// assert_ne!(id, ConversationKey::generate().conversation(&whatsapp, &ana));
+/// assert_ne!(id, ConversationId::legacy(&whatsapp, &ana));
 /// assert_eq!(id.as_str().len(), 32);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -148,7 +153,9 @@ impl fmt::Display for ChannelId {
 pub struct ConversationId(String);
 
 impl ConversationId {
-    pub fn derive(channel: &ChannelId, contact: &ContactId) -> Self {
+    /// The id conversations were given before ids were keyed: SHA-256 of the pair, which
+    /// anyone can compute. Only looked up, for data stored then; never given to a new one.
+    pub fn legacy(channel: &ChannelId, contact: &ContactId) -> Self {
         let mut hasher = Sha256::new();
         hasher.update(channel.as_str().as_bytes());
         hasher.update([0u8]);
@@ -227,6 +234,47 @@ impl fmt::Display for MessageId {
     }
 }
 
+/// The per-deployment secret new conversation ids are keyed with: 32 random bytes made at
+/// the first start and kept in the store, so every instance and every restart computes the
+/// same id for a pair without a lookup, and nobody without the store can.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConversationKey([u8; 32]);
+
+impl ConversationKey {
+    pub const LEN: usize = 32;
+
+    pub fn generate() -> Self {
+        Self(rand::random())
+    }
+
+    /// The key as the store keeps it; `None` unless exactly [`Self::LEN`] bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(Self)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The id a new conversation of this pair gets: HMAC-SHA-256 under the key.
+    pub fn conversation(&self, channel: &ChannelId, contact: &ContactId) -> ConversationId {
+        use hmac::{Hmac, Mac};
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        mac.update(channel.as_str().as_bytes());
+        mac.update(&[0u8]);
+        mac.update(contact.as_str().as_bytes());
+        let digest = mac.finalize().into_bytes();
+        ConversationId(hex::encode(&digest[..16]))
+    }
+}
+
+impl fmt::Debug for ConversationKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ConversationKey(..)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,16 +284,26 @@ mod tests {
         let web = ChannelId::parse("web").unwrap();
         let a = ContactId::parse("a").unwrap();
         let b = ContactId::parse("b").unwrap();
-        assert_eq!(
-            ConversationId::derive(&web, &a),
-            ConversationId::derive(&web, &a)
-        );
-        assert_ne!(
-            ConversationId::derive(&web, &a),
-            ConversationId::derive(&web, &b)
-        );
-        let id = ConversationId::derive(&web, &a);
+        let key = ConversationKey::generate();
+        assert_eq!(key.conversation(&web, &a), key.conversation(&web, &a));
+        assert_ne!(key.conversation(&web, &a), key.conversation(&web, &b));
+        let id = key.conversation(&web, &a);
         assert_eq!(ConversationId::parse(id.as_str()).unwrap(), id);
+        let same = ConversationKey::from_bytes(key.as_bytes()).unwrap();
+        assert_eq!(same.conversation(&web, &a), id);
+        assert!(ConversationKey::from_bytes(&[0; 31]).is_none());
+        assert_eq!(format!("{key:?}"), "ConversationKey(..)");
+    }
+
+    #[test]
+    fn legacy_ids_are_the_unkeyed_hash_stored_data_has() {
+        let web = ChannelId::parse("web").unwrap();
+        let a = ContactId::parse("a").unwrap();
+        // sha256("web\0a")[..16]: what every conversation stored before keyed ids carries.
+        let mut hasher = Sha256::new();
+        hasher.update(b"web\0a");
+        let expected = hex::encode(&hasher.finalize()[..16]);
+        assert_eq!(ConversationId::legacy(&web, &a).as_str(), expected);
     }
 
     #[test]

@@ -13,7 +13,8 @@ pub use content::{
 };
 pub use event::{EventKind, InboundEvent, InboundMessage};
 pub use ids::{
-    ChannelId, ContactId, ConversationId, EventId, IdError, MessageId, PlatformMessageId,
+    ChannelId, ContactId, ConversationId, ConversationKey, EventId, IdError, MessageId,
+    PlatformMessageId,
 };
 pub use message::{Author, DeliveryStatus, Direction, Message};
 pub use thread::ThreadState;

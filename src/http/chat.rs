@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 use super::AppState;
 use super::streams::Slot;
 use crate::channels::webchat::{ChatEvent, Webchat};
-use crate::domain::{ChannelId, ConversationId, DeliveryStatus, Message};
+use crate::domain::{ChannelId, DeliveryStatus, Message};
 
 const PAGE: &str = include_str!("assets/chat.html");
 /// The most messages replayed when a page (re)connects: the latest ones.
@@ -166,7 +166,13 @@ pub async fn events(
         .max(0);
     let conversation = {
         use crate::channels::ChannelAdapter;
-        ConversationId::derive(chat.id(), &contact)
+        match state.store.conversation_of(chat.id(), &contact).await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open a web chat stream: the store does not answer");
+                return (StatusCode::SERVICE_UNAVAILABLE, "try again shortly").into_response();
+            }
+        }
     };
     // Subscribe before reading history, so nothing published in between is missed.
     let live = chat.hub().subscribe(&contact);

@@ -195,14 +195,14 @@ async fn confirm_sends(
 }
 
 /// A `receipt` span for each delivery status the request brought, under the `webhook` one:
-/// the conversation, the platform's id of our message (the `platform_id` of its `deliver`
+/// the channel, the platform's id of our message (the `platform_id` of its `deliver`
 /// span) and the status, so a reply can be followed to the customer's phone.
 fn receipts(events: &[InboundEvent]) {
     for event in events {
         if let EventKind::Status { target, status, .. } = &event.kind {
             let span = tracing::info_span!(
                 "receipt",
-                conversation = %event.conversation(),
+                channel = %event.channel,
                 platform_id = %target,
                 status = status.name(),
             );

@@ -122,7 +122,7 @@ mod tests {
     use crate::domain::{ChannelId, ContactId};
 
     fn conversation(contact: &str) -> ConversationId {
-        ConversationId::derive(
+        ConversationId::legacy(
             &ChannelId::parse("whatsapp").unwrap(),
             &ContactId::parse(contact).unwrap(),
         )

@@ -515,6 +515,14 @@ pub trait Outbox: Send + Sync {
 
 #[async_trait]
 pub trait Conversations: Send + Sync {
+    /// The id of this contact's conversation on this channel, whether or not it exists yet:
+    /// keyed with the deployment's secret for a new one, the legacy id for one stored
+    /// before ids were keyed. Ingest gives a new conversation the same id.
+    async fn conversation_of(
+        &self,
+        channel: &ChannelId,
+        contact: &ContactId,
+    ) -> Result<ConversationId, StoreError>;
     async fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StoreError>;
 
     /// Messages of a conversation with `seq > after`, oldest first.

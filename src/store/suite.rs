@@ -58,6 +58,7 @@ macro_rules! store_suite {
             usage_since_counts_the_turns_of_the_window,
             a_summary_only_moves_forward,
             the_queue_moves_threads_atomically,
+            new_conversations_get_ids_nobody_can_compute,
             only_the_owner_replies_and_the_sla_breaches_once,
             tokens_presence_and_audit,
             a_cleared_presence_is_gone_and_others_stay,
@@ -142,6 +143,35 @@ async fn turn(store: &SharedStore, event: InboundEvent, replies: Vec<NewReply>) 
     seq
 }
 
+pub async fn new_conversations_get_ids_nobody_can_compute(store: SharedStore) {
+    let event = text_event("15550100001", "k1", "hello");
+    let before = id_of(&store, &event).await;
+    let outcome = store.ingest(std::slice::from_ref(&event)).await.unwrap();
+    // The id announced before the conversation existed is the one it got.
+    assert_eq!(outcome.appended[0].conversation, before);
+    assert!(store.conversation(&before).await.unwrap().is_some());
+    // Not the hash of the phone number anyone can compute.
+    let guessable = ConversationId::legacy(&event.channel, &event.contact);
+    assert_ne!(before, guessable);
+    assert!(store.conversation(&guessable).await.unwrap().is_none());
+    // Stable for the contact, different for another.
+    store
+        .ingest(&[text_event("15550100001", "k2", "again")])
+        .await
+        .unwrap();
+    assert_eq!(store.messages(&before, 0, 10).await.unwrap().len(), 2);
+    let other = id_of(&store, &text_event("15550100002", "k3", "x")).await;
+    assert_ne!(other, before);
+}
+
+/// The id the store gives (or gave) the conversation of the event's contact.
+async fn id_of(store: &SharedStore, event: &InboundEvent) -> ConversationId {
+    store
+        .conversation_of(&event.channel, &event.contact)
+        .await
+        .expect("conversation_of")
+}
+
 pub async fn ingest_dedupes_on_channel_and_event_id(store: SharedStore) {
     let event = text_event("ana", "e1", "hello");
     let first = store.ingest(std::slice::from_ref(&event)).await.unwrap();
@@ -152,7 +182,7 @@ pub async fn ingest_dedupes_on_channel_and_event_id(store: SharedStore) {
         first.appended,
         vec![Appended {
             seq: pending[0].seq,
-            conversation: event.conversation(),
+            conversation: id_of(&store, &event).await,
         }]
     );
     for _ in 0..2 {
@@ -166,7 +196,7 @@ pub async fn ingest_dedupes_on_channel_and_event_id(store: SharedStore) {
         .unwrap();
     assert_eq!((batch.accepted, batch.duplicates), (1, 1));
     assert_eq!(store.pending(0, 100).await.unwrap().len(), 2);
-    let conversation = event.conversation();
+    let conversation = id_of(&store, &event).await;
     assert_eq!(
         store.messages(&conversation, 0, 100).await.unwrap().len(),
         2
@@ -177,13 +207,16 @@ pub async fn ingest_stores_the_customer_message(store: SharedStore) {
     let event = text_event("ana", "e1", "do you ship to Belgium?");
     store.ingest(std::slice::from_ref(&event)).await.unwrap();
     let conversation = store
-        .conversation(&event.conversation())
+        .conversation(&id_of(&store, &event).await)
         .await
         .unwrap()
         .expect("the conversation exists");
     assert_eq!(conversation.contact, contact("ana"));
     assert_eq!(conversation.thread, ThreadState::initial());
-    let messages = store.messages(&event.conversation(), 0, 10).await.unwrap();
+    let messages = store
+        .messages(&id_of(&store, &event).await, 0, 10)
+        .await
+        .unwrap();
     assert_eq!(messages.len(), 1);
     let message = &messages[0];
     assert_eq!(message.direction, Direction::Inbound);
@@ -384,7 +417,10 @@ pub async fn complete_writes_replies_and_marks_done_together(store: SharedStore)
     assert_eq!(done.queued.len(), 2);
     assert!(!done.already_done);
     assert!(store.pending(0, 10).await.unwrap().is_empty());
-    let messages = store.messages(&event.conversation(), 0, 10).await.unwrap();
+    let messages = store
+        .messages(&id_of(&store, &event).await, 0, 10)
+        .await
+        .unwrap();
     assert_eq!(messages.len(), 3);
     assert_eq!(messages[1].direction, Direction::Outbound);
     assert_eq!(messages[1].status, DeliveryStatus::Pending);
@@ -412,7 +448,7 @@ pub async fn complete_twice_writes_once(store: SharedStore) {
     assert!(again.queued.is_empty());
     assert_eq!(
         store
-            .messages(&event.conversation(), 0, 10)
+            .messages(&id_of(&store, &event).await, 0, 10)
             .await
             .unwrap()
             .len(),
@@ -441,7 +477,7 @@ pub async fn idempotency_keys_are_unique(store: SharedStore) {
     assert!(done.queued.is_empty());
     assert!(store.pending(0, 10).await.unwrap().is_empty());
     let outbound = store
-        .messages(&event.conversation(), 0, 10)
+        .messages(&id_of(&store, &event).await, 0, 10)
         .await
         .unwrap()
         .into_iter()
@@ -453,7 +489,7 @@ pub async fn idempotency_keys_are_unique(store: SharedStore) {
 pub async fn a_human_thread_refuses_automated_replies(store: SharedStore) {
     let event = text_event("ana", "e1", "I want a person");
     store.ingest(std::slice::from_ref(&event)).await.unwrap();
-    let conversation = event.conversation();
+    let conversation = id_of(&store, &event).await;
     store
         .set_thread_state(
             &conversation,
@@ -520,10 +556,13 @@ pub async fn a_human_thread_refuses_automated_replies(store: SharedStore) {
         .unwrap();
     assert_eq!((done.refused, done.queued.len()), (0, 1));
     assert!(matches!(
-        store.thread_state(&event.conversation()).await.unwrap(),
+        store
+            .thread_state(&id_of(&store, &event).await)
+            .await
+            .unwrap(),
         ThreadState::Queued { .. }
     ));
-    let handoffs = store.handoffs(&event.conversation()).await.unwrap();
+    let handoffs = store.handoffs(&id_of(&store, &event).await).await.unwrap();
     assert_eq!(handoffs.len(), 1);
     assert_eq!(
         (handoffs[0].reason.as_str(), handoffs[0].priority.as_deref()),
@@ -766,7 +805,10 @@ pub async fn status_events_apply_at_ingest_and_dedupe(store: SharedStore) {
 }
 
 pub async fn thread_state_defaults_and_transitions(store: SharedStore) {
-    let unknown = ConversationId::derive(&channel(), &contact("nobody"));
+    let unknown = store
+        .conversation_of(&channel(), &contact("nobody"))
+        .await
+        .unwrap();
     assert_eq!(
         store.thread_state(&unknown).await.unwrap(),
         ThreadState::initial()
@@ -777,7 +819,7 @@ pub async fn thread_state_defaults_and_transitions(store: SharedStore) {
     ));
     let event = text_event("ana", "e1", "x");
     store.ingest(std::slice::from_ref(&event)).await.unwrap();
-    let conversation = event.conversation();
+    let conversation = id_of(&store, &event).await;
     store
         .set_thread_state(&conversation, ThreadState::Closed)
         .await
@@ -814,7 +856,7 @@ pub async fn recent_messages_are_the_last_ones_in_order(store: SharedStore) {
             .await
             .unwrap();
     }
-    let conversation = text_event("ana", "x", "x").conversation();
+    let conversation = id_of(&store, &text_event("ana", "x", "x")).await;
     let recent = store.recent_messages(&conversation, 3).await.unwrap();
     let texts: Vec<_> = recent.iter().map(|m| m.content.clone()).collect();
     assert_eq!(
@@ -842,7 +884,7 @@ pub async fn a_turn_reads_up_to_its_message_and_the_replies_written_since(store:
             .await
             .unwrap();
     }
-    let conversation = text_event("ana", "x", "x").conversation();
+    let conversation = id_of(&store, &text_event("ana", "x", "x")).await;
     // The first message's turn replies after all six were stored.
     let pending = store.pending(0, 100).await.unwrap();
     store
@@ -888,7 +930,7 @@ pub async fn ping_answers(store: SharedStore) {
 pub async fn a_turn_does_not_undo_a_takeover_that_happened_meanwhile(store: SharedStore) {
     let event = text_event("ana", "e1", "hello?");
     store.ingest(std::slice::from_ref(&event)).await.unwrap();
-    let conversation = event.conversation();
+    let conversation = id_of(&store, &event).await;
     store
         .set_thread_state(&conversation, ThreadState::Closed)
         .await
@@ -1056,7 +1098,7 @@ pub async fn the_same_message_under_a_new_event_id_is_not_answered_twice(store: 
     assert_eq!(store.pending(0, 10).await.unwrap().len(), 1);
     assert_eq!(
         store
-            .messages(&first.conversation(), 0, 10)
+            .messages(&id_of(&store, &first).await, 0, 10)
             .await
             .unwrap()
             .len(),
@@ -1090,7 +1132,7 @@ pub async fn a_person_stays_one_contact_whichever_id_comes(store: SharedStore) {
     store.ingest(&[both]).await.unwrap();
     let alone = text_event("US.1349", "e3", "third");
     store.ingest(&[alone]).await.unwrap();
-    let conversation = phone.conversation();
+    let conversation = id_of(&store, &phone).await;
     let messages = store.messages(&conversation, 0, 10).await.unwrap();
     assert_eq!(messages.len(), 3);
     assert!(messages.iter().all(|m| m.contact == contact("15550100001")));
@@ -1105,7 +1147,10 @@ pub async fn a_person_stays_one_contact_whichever_id_comes(store: SharedStore) {
         .ingest(&[text_event("15550100009", "f2", "again")])
         .await
         .unwrap();
-    let messages = store.messages(&first.conversation(), 0, 10).await.unwrap();
+    let messages = store
+        .messages(&id_of(&store, &first).await, 0, 10)
+        .await
+        .unwrap();
     assert_eq!(messages.len(), 2);
 }
 
@@ -1177,7 +1222,10 @@ pub async fn usage_since_counts_the_turns_of_the_window(store: SharedStore) {
     ];
     store.ingest(&events).await.unwrap();
     let pending = store.pending(0, 10).await.unwrap();
-    let (una, ugo) = (events[0].conversation(), events[2].conversation());
+    let (una, ugo) = (
+        id_of(&store, &events[0]).await,
+        id_of(&store, &events[2]).await,
+    );
     let used = |tokens: u64| TurnUsage {
         input_tokens: tokens,
         output_tokens: 10,
@@ -1227,7 +1275,7 @@ pub async fn usage_since_counts_the_turns_of_the_window(store: SharedStore) {
 pub async fn a_summary_only_moves_forward(store: SharedStore) {
     let event = text_event("sam", "s1", "hello");
     store.ingest(std::slice::from_ref(&event)).await.unwrap();
-    let conversation = event.conversation();
+    let conversation = id_of(&store, &event).await;
     assert_eq!(store.summary(&conversation).await.unwrap(), None);
     let newer = Summary {
         text: "asked about ML-1".to_string(),
@@ -1281,7 +1329,7 @@ async fn queued(store: &SharedStore, who: &str, sla_due_at: Option<i64>) -> Conv
         .await
         .unwrap();
     assert!(done.thread_changed);
-    event.conversation()
+    id_of(store, &event).await
 }
 
 fn audit(actor: &str, action: &str, conversation: &ConversationId) -> NewAudit {
@@ -1542,7 +1590,10 @@ pub async fn tokens_presence_and_audit(store: SharedStore) {
         .unwrap();
     assert_eq!(store.presence().await.unwrap()[0].status, "away");
 
-    let conversation = ConversationId::derive(&channel(), &contact("zed"));
+    let conversation = store
+        .conversation_of(&channel(), &contact("zed"))
+        .await
+        .unwrap();
     store
         .audit(audit("boss", "resolve", &conversation))
         .await
@@ -1563,7 +1614,7 @@ pub async fn tokens_presence_and_audit(store: SharedStore) {
 pub async fn a_takeover_cancels_the_agents_replies_not_yet_sent(store: SharedStore) {
     let event = text_event("tara", "t1", "hello");
     turn(&store, event.clone(), vec![reply("t1-0", "bot answer")]).await;
-    let conversation = event.conversation();
+    let conversation = id_of(&store, &event).await;
     let taken = store
         .move_thread(ThreadMove {
             handoff: HandoffChange::Open(NewHandoff {

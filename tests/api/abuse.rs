@@ -4,9 +4,7 @@
 
 use std::time::Instant;
 
-use concierge::domain::{
-    Author, ChannelId, ContactId, ConversationId, Direction, Message, ThreadState,
-};
+use concierge::domain::{Author, ConversationId, Direction, Message, ThreadState};
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
@@ -56,19 +54,6 @@ async fn whatsapp(app: &TestApp, phone: &str, name: &str, wamid: &str, body: &st
     assert_eq!(status, 200);
 }
 
-fn wa(phone: &str) -> ConversationId {
-    ConversationId::derive(
-        &ChannelId::parse("whatsapp").unwrap(),
-        &ContactId::parse(phone).unwrap(),
-    )
-}
-
-fn web(key: &str) -> ConversationId {
-    let web = ChannelId::parse("web").unwrap();
-    let chat = concierge::channels::webchat::Webchat::new(web.clone(), Default::default());
-    ConversationId::derive(&web, &chat.contact_for_key(key).unwrap())
-}
-
 async fn messages(
     app: &TestApp,
     conversation: &ConversationId,
@@ -114,7 +99,10 @@ async fn a_flooding_contact_is_answered_at_the_turn_rate_and_loses_nothing() {
     )
     .await;
     a.llm.echo();
-    let (flood, calm) = (wa(FLOOD), wa(CALM));
+    let (flood, calm) = (
+        a.app.conversation("whatsapp", FLOOD).await,
+        a.app.conversation("whatsapp", CALM).await,
+    );
     let started = Instant::now();
     for i in 1..=100 {
         whatsapp(
@@ -231,18 +219,23 @@ async fn a_spent_conversation_budget_goes_to_a_person_without_the_llm_even_after
         visitor_key("budget-c"),
     );
     app.post_text(&a, "a1", "hello there").await;
-    until_replied(&app, &web(&a), "re: hello there").await;
+    until_replied(&app, &app.visitor_conversation(&a).await, "re: hello there").await;
     app.post_text(&c, "c1", "good morning").await;
-    until_replied(&app, &web(&c), "re: good morning").await;
+    until_replied(
+        &app,
+        &app.visitor_conversation(&c).await,
+        "re: good morning",
+    )
+    .await;
     assert_eq!(llm.calls().len(), 2);
 
     app.post_text(&a, "a2", "and another question").await;
-    assert_budget_handoff(&app, &web(&a)).await;
+    assert_budget_handoff(&app, &app.visitor_conversation(&a).await).await;
     assert_eq!(llm.calls().len(), 2, "no LLM call for a spent budget");
 
     // Another conversation still gets the agents.
     app.post_text(&b, "b1", "hi there").await;
-    until_replied(&app, &web(&b), "re: hi there").await;
+    until_replied(&app, &app.visitor_conversation(&b).await, "re: hi there").await;
     assert_eq!(llm.calls().len(), 3);
     let text = app.metrics().await;
     assert_eq!(
@@ -258,7 +251,7 @@ async fn a_spent_conversation_budget_goes_to_a_person_without_the_llm_even_after
     let deployment = app.stop().await;
     let app = spawn_in(deployment, concierge::app::Parts::default()).await;
     app.post_text(&c, "c2", "one more thing").await;
-    assert_budget_handoff(&app, &web(&c)).await;
+    assert_budget_handoff(&app, &app.visitor_conversation(&c).await).await;
     assert_eq!(llm.calls().len(), 3, "no LLM call after the restart either");
     assert_eq!(
         metric(

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use concierge::domain::{
-    Author, ChannelId, ContactId, Content, ConversationId, Direction, Message, ThreadState,
-};
+use concierge::domain::{Author, Content, ConversationId, Direction, Message, ThreadState};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -90,20 +88,17 @@ fn write_whatsapp_channel(deployment: &Deployment, graph: &FakeApi) {
     .unwrap();
 }
 
-pub(crate) fn wa_conversation() -> ConversationId {
-    ConversationId::derive(
-        &ChannelId::parse("whatsapp").unwrap(),
-        &ContactId::parse(PHONE).unwrap(),
-    )
-}
-
-fn web_conversation(key: &str) -> ConversationId {
-    let web = ChannelId::parse("web").unwrap();
-    let chat = concierge::channels::webchat::Webchat::new(web.clone(), Default::default());
-    ConversationId::derive(&web, &chat.contact_for_key(key).unwrap())
-}
-
 impl Agents {
+    /// The conversation of the verified WhatsApp customer.
+    pub(crate) async fn wa_conversation(&self) -> ConversationId {
+        self.app.conversation("whatsapp", PHONE).await
+    }
+
+    /// The conversation of the web chat visitor holding `key`.
+    pub(crate) async fn web_conversation(&self, key: &str) -> ConversationId {
+        self.app.visitor_conversation(key).await
+    }
+
     /// A WhatsApp text from the verified customer.
     pub(crate) async fn whatsapp(&self, wamid: &str, body: &str) {
         let now = std::time::SystemTime::now()
@@ -225,7 +220,7 @@ async fn openai_format_tool_round_trip_carries_the_verified_identity() {
     assert_eq!(call.header("x-concierge-contact").as_deref(), Some(PHONE));
     assert_eq!(
         call.header("x-concierge-conversation").as_deref(),
-        Some(wa_conversation().as_str())
+        Some(a.wa_conversation().await.as_str())
     );
     assert_eq!(
         call.header("authorization").as_deref(),
@@ -271,7 +266,12 @@ async fn openai_format_tool_round_trip_carries_the_verified_identity() {
     assert!(result["content"].as_str().unwrap().contains("shipped"));
 
     // Token usage is kept for the conversation.
-    let usage = a.app.store().usage(&wa_conversation()).await.unwrap();
+    let usage = a
+        .app
+        .store()
+        .usage(&a.wa_conversation().await)
+        .await
+        .unwrap();
     assert_eq!(
         (usage.input_tokens, usage.output_tokens, usage.llm_calls),
         (200, 40, 2)
@@ -358,7 +358,7 @@ async fn the_front_desk_asks_the_orders_agent_and_the_notes_keep_the_exchange() 
         "ML-10421 shipped with Colissimo, tracking 6A12345678901."
     );
     // One answer to the customer; the exchange in the internal notes, never on the chat.
-    let conversation = wa_conversation();
+    let conversation = a.wa_conversation().await;
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(a.sends(1).await.len(), 1);
     let notes = a.app.store().notes(&conversation).await.unwrap();
@@ -401,7 +401,7 @@ async fn a_cycle_between_agents_is_stopped_with_a_clear_note() {
     let key = visitor_key("cycle");
     a.web(&key, "c1", "Something odd happened with parcel ML-10421")
         .await;
-    let conversation = web_conversation(&key);
+    let conversation = a.web_conversation(&key).await;
     let replies = a.replies(&conversation, 1).await;
     assert_eq!(
         body_text(&replies[0]),
@@ -506,7 +506,7 @@ async fn an_llm_500_gets_the_holding_reply_and_a_handoff() {
     let key = visitor_key("down");
     a.web(&key, "d1", "Do you have the fig candle in 600 g?")
         .await;
-    let conversation = web_conversation(&key);
+    let conversation = a.web_conversation(&key).await;
     assert_handed_off(&a, &conversation).await;
     // Tried once more (max_retries = 1), then gave up.
     assert_eq!(a.llm.calls().len(), 2);
@@ -529,7 +529,7 @@ async fn an_llm_timeout_gets_the_holding_reply_and_a_handoff() {
     )]);
     let key = visitor_key("slow");
     a.web(&key, "t1", "Can I change my delivery address?").await;
-    assert_handed_off(&a, &web_conversation(&key)).await;
+    assert_handed_off(&a, &a.web_conversation(&key).await).await;
     assert_eq!(a.llm.calls().len(), 1, "a timeout is not retried");
 }
 
@@ -544,7 +544,7 @@ async fn a_malformed_tool_call_gets_the_holding_reply_and_a_handoff() {
     }))]);
     let key = visitor_key("garbled");
     a.web(&key, "m1", "Where is ML-1?").await;
-    assert_handed_off(&a, &web_conversation(&key)).await;
+    assert_handed_off(&a, &a.web_conversation(&key).await).await;
     assert!(a.shop.calls().is_empty());
 }
 
@@ -554,7 +554,7 @@ async fn a_tool_the_agent_was_not_given_is_an_invalid_call() {
     a.llm.script(vec![tool("refund_everything", json!({}))]);
     let key = visitor_key("rogue");
     a.web(&key, "r1", "Refund me").await;
-    assert_handed_off(&a, &web_conversation(&key)).await;
+    assert_handed_off(&a, &a.web_conversation(&key).await).await;
 }
 
 #[tokio::test]
@@ -566,7 +566,7 @@ async fn three_messages_in_the_burst_window_get_one_llm_call_and_one_reply() {
     a.web(&key, "b1", "hi").await;
     a.web(&key, "b2", "do you have the fig candle").await;
     a.web(&key, "b3", "in the big size?").await;
-    let conversation = web_conversation(&key);
+    let conversation = a.web_conversation(&key).await;
     let replies = a.replies(&conversation, 1).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(a.llm.calls().len(), 1);
@@ -593,7 +593,7 @@ async fn the_faq_answers_without_an_llm_call() {
     let a = start("openai", "").await;
     let key = visitor_key("faq");
     a.web(&key, "f1", "What are your opening hours?").await;
-    let replies = a.replies(&web_conversation(&key), 1).await;
+    let replies = a.replies(&a.web_conversation(&key).await, 1).await;
     assert!(body_text(&replies[0]).contains("Tuesday to Saturday"));
     assert_eq!(replies[0].author, Author::Agent("faq".into()));
     assert!(a.llm.calls().is_empty());
@@ -617,7 +617,7 @@ async fn an_agent_offers_choices_and_hands_off_with_its_reason() {
         ),
     ]);
     let key = visitor_key("choices");
-    let conversation = web_conversation(&key);
+    let conversation = a.web_conversation(&key).await;
     a.web(&key, "o1", "I'd like a candle as a gift").await;
     let replies = a.replies(&conversation, 1).await;
     match &replies[0].content {
@@ -656,7 +656,7 @@ async fn personal_data_is_masked_for_the_llm_and_restored_for_the_tool() {
         "I'm claire.martin@example.fr, +33 6 12 34 56 78, card 4111 1111 1111 1111. Order ML-10421?",
     )
     .await;
-    let replies = a.replies(&web_conversation(&key), 1).await;
+    let replies = a.replies(&a.web_conversation(&key).await, 1).await;
     let first = a.llm.calls()[0].body.to_string();
     assert!(!first.contains("claire.martin@example.fr"), "{first}");
     assert!(!first.contains("4111"), "{first}");
@@ -682,7 +682,7 @@ async fn masked_values_are_restored_in_tool_arguments() {
     let key = visitor_key("restore");
     a.web(&key, "r1", "my order is under claire@example.fr")
         .await;
-    a.replies(&web_conversation(&key), 1).await;
+    a.replies(&a.web_conversation(&key).await, 1).await;
     assert_eq!(a.shop.calls()[0].path, "/orders/claire%40example%2Efr");
 }
 
@@ -695,7 +695,7 @@ async fn a_spent_token_budget_hands_the_conversation_to_a_human() {
     )]);
     let key = visitor_key("budget");
     a.web(&key, "k1", "ML-10421?").await;
-    assert_handed_off(&a, &web_conversation(&key)).await;
+    assert_handed_off(&a, &a.web_conversation(&key).await).await;
     assert_eq!(a.llm.calls().len(), 1);
 }
 
@@ -703,7 +703,7 @@ async fn a_spent_token_budget_hands_the_conversation_to_a_human() {
 async fn older_messages_are_folded_into_a_rolling_summary() {
     let a = start("openai", "[agents]\nhistory_messages = 2\n").await;
     let key = visitor_key("summary");
-    let conversation = web_conversation(&key);
+    let conversation = a.web_conversation(&key).await;
     a.llm.script(vec![text("Hello! How can I help?")]);
     a.web(&key, "s1", "hello there").await;
     a.replies(&conversation, 1).await;
@@ -727,7 +727,7 @@ async fn older_messages_are_folded_into_a_rolling_summary() {
 async fn the_summary_is_folded_every_few_turns_not_every_turn() {
     let a = start("openai", "[agents]\nhistory_messages = 4\n").await;
     let key = visitor_key("fold-rate");
-    let conversation = web_conversation(&key);
+    let conversation = a.web_conversation(&key).await;
     // Turns 3 and 5 go past the window of 4 messages; each folds down to 2, so turn 4
     // reads 4 messages without asking for a summary.
     let mut summaries = Vec::new();
@@ -871,7 +871,7 @@ async fn a_message_written_during_a_turn_is_answered_next_with_both_in_context()
         text("The 300 g burns for about 45 hours."),
     ]);
     let key = visitor_key("during");
-    let conversation = web_conversation(&key);
+    let conversation = a.web_conversation(&key).await;
     a.web(&key, "w1", "Is the Figuier candle available?").await;
     // Written while the first turn waits for the model.
     tokio::time::sleep(Duration::from_millis(400)).await;

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use concierge::domain::{
-    Author, ChannelId, ContactId, Content, ConversationId, DeliveryStatus, MediaKind, MediaRef,
-    Message,
+    Author, ChannelId, Content, ConversationId, DeliveryStatus, MediaKind, MediaRef, Message,
 };
 use concierge::orchestrator::{Decision, Responder, ResponderError, Turn};
 use serde_json::{Value, json};
@@ -38,11 +37,8 @@ async fn start(responder: Option<Arc<dyn Responder>>) -> Bb {
     Bb { app, server }
 }
 
-fn conversation() -> ConversationId {
-    ConversationId::derive(
-        &ChannelId::parse("imessage").unwrap(),
-        &ContactId::parse(CHAT).unwrap(),
-    )
+async fn conversation(store: &concierge::store::SharedStore) -> ConversationId {
+    crate::helpers::conversation_in(store, "imessage", CHAT).await
 }
 
 impl Bb {
@@ -70,13 +66,13 @@ impl Bb {
     async fn messages(&self) -> Vec<Message> {
         self.app
             .store()
-            .messages(&conversation(), 0, 100)
+            .messages(&conversation(self.app.store()).await, 0, 100)
             .await
             .unwrap()
     }
 
     async fn first_inbound(&self) -> Message {
-        crate::helpers::first_inbound(self.app.store(), &conversation()).await
+        crate::helpers::first_inbound(self.app.store(), &conversation(self.app.store()).await).await
     }
 
     async fn wait_sends(&self, n: usize) -> Vec<(String, Value)> {
@@ -115,7 +111,7 @@ async fn fixture_new_message() {
     bb.post_fixture("bluebubbles_new_message.json").await;
     let m = bb.first_inbound().await;
     assert_eq!(m.contact.as_str(), CHAT);
-    assert_eq!(m.conversation, conversation());
+    assert_eq!(m.conversation, conversation(bb.app.store()).await);
     assert_eq!(
         m.content,
         Content::text("Hi! Can you book a table for two at 7pm tonight?")
@@ -215,12 +211,12 @@ async fn with_sent_reply(guid: &str) -> Bb {
     )]);
     bb.post_fixture("bluebubbles_new_message.json").await;
     bb.wait_sends(1).await;
-    until_a_reply_is_sent(bb.app.store(), &conversation()).await;
+    until_a_reply_is_sent(bb.app.store(), &conversation(bb.app.store()).await).await;
     bb
 }
 
 async fn reply(bb: &Bb) -> Message {
-    first_reply(bb.app.store(), &conversation()).await
+    first_reply(bb.app.store(), &conversation(bb.app.store()).await).await
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::agents::{start, wa_conversation};
+use crate::agents::start;
 use crate::fake_llm::text;
 use crate::handoff::Api;
 use crate::helpers::PATIENCE;
@@ -313,7 +313,7 @@ async fn a_concierge_signs_in_sees_a_handoff_live_claims_it_and_replies() {
     )]);
     a.whatsapp("wamid.C1", "Can I talk to a person about an engraving?")
         .await;
-    let conversation = wa_conversation();
+    let conversation = a.wa_conversation().await;
     let item = format!(".queue-item[data-conversation='{conversation}']");
     driver
         .until(

@@ -126,15 +126,16 @@ async fn customer_writes(app: &TestApp, id: &str, text: &str) {
     assert_eq!(response.status(), 200);
 }
 
-fn conversation() -> ConversationId {
-    ConversationId::derive(
-        &ChannelId::parse("fake").unwrap(),
-        &ContactId::parse("+33600000000").unwrap(),
-    )
+async fn conversation(store: &concierge::store::SharedStore) -> ConversationId {
+    crate::helpers::conversation_in(store, "fake", "+33600000000").await
 }
 
 async fn reply_status(app: &TestApp) -> Option<DeliveryStatus> {
-    let messages = app.store().messages(&conversation(), 0, 100).await.unwrap();
+    let messages = app
+        .store()
+        .messages(&conversation(app.store()).await, 0, 100)
+        .await
+        .unwrap();
     messages
         .into_iter()
         .find(|m| m.direction == Direction::Outbound)
@@ -188,7 +189,11 @@ async fn transient_failures_are_retried_with_growing_waits_then_sent_once() {
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(platform.sends().len(), 4);
-    let messages = app.store().messages(&conversation(), 0, 100).await.unwrap();
+    let messages = app
+        .store()
+        .messages(&conversation(app.store()).await, 0, 100)
+        .await
+        .unwrap();
     let reply = messages
         .iter()
         .find(|m| m.direction == Direction::Outbound)
@@ -252,7 +257,11 @@ async fn a_rejected_reply_fails_at_once_and_the_next_one_still_goes() {
     customer_writes(&app, "in-1", "Do you sell gift cards?").await;
     customer_writes(&app, "in-2", "Do you offer gift wrapping?").await;
     eventually("both replies are done", || async {
-        let messages = app.store().messages(&conversation(), 0, 100).await.unwrap();
+        let messages = app
+            .store()
+            .messages(&conversation(app.store()).await, 0, 100)
+            .await
+            .unwrap();
         let statuses: Vec<_> = messages
             .into_iter()
             .filter(|m| m.direction == Direction::Outbound)
@@ -287,7 +296,7 @@ async fn a_forged_request_is_refused_before_parsing() {
     assert!(app.store().pending(0, 10).await.unwrap().is_empty());
     assert!(
         app.store()
-            .conversation(&conversation())
+            .conversation(&conversation(app.store()).await)
             .await
             .unwrap()
             .is_none()

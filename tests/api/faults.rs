@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use concierge::chaos::platform::{Fault, Platform};
-use concierge::domain::{ChannelId, ContactId, ConversationId, DeliveryStatus, Direction};
+use concierge::domain::{ConversationId, DeliveryStatus, Direction};
 
 use crate::helpers::{Deployment, TestApp, eventually, metric, spawn_in};
 
@@ -31,11 +31,8 @@ async fn start(platform: &Platform) -> TestApp {
     app
 }
 
-fn conversation() -> ConversationId {
-    ConversationId::derive(
-        &ChannelId::parse("whatsapp").unwrap(),
-        &ContactId::parse(concierge::bench::phone(0)).unwrap(),
-    )
+async fn conversation(store: &concierge::store::SharedStore) -> ConversationId {
+    crate::helpers::conversation_in(store, "whatsapp", &concierge::bench::phone(0)).await
 }
 
 /// The customer writes once; waits until the reply is marked sent and the platform has
@@ -57,7 +54,7 @@ async fn customer_writes_and_the_reply_settles(app: &TestApp) {
         let store = store.clone();
         async move {
             store
-                .messages(&conversation(), 0, 10)
+                .messages(&conversation(&store).await, 0, 10)
                 .await
                 .unwrap()
                 .iter()
@@ -125,7 +122,7 @@ async fn an_answer_that_comes_too_late_is_confirmed_by_the_status_not_sent_again
     assert_eq!(deliveries(&app, "reconciled").await, 1.0);
     assert_eq!(deliveries(&app, "resent_after_crash").await, 0.0);
     // The reply carries the platform's id from the status.
-    let reply = crate::helpers::first_reply(app.store(), &conversation()).await;
+    let reply = crate::helpers::first_reply(app.store(), &conversation(app.store()).await).await;
     assert_eq!(
         reply.platform_id.map(|p| p.as_str().to_string()),
         Some(platform.accepted()[0].wamid.clone())

@@ -10,7 +10,7 @@ use concierge::handoff::access;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use crate::agents::{Agents, body_text, start, wa_conversation};
+use crate::agents::{Agents, body_text, start};
 use crate::fake_llm::text;
 use crate::helpers::{PATIENCE, eventually};
 
@@ -191,7 +191,7 @@ async fn a_customer_asks_for_a_person_and_a_concierge_takes_over_then_hands_back
     )]);
     a.whatsapp("wamid.H1", "I want to talk to a human please")
         .await;
-    let conversation = wa_conversation();
+    let conversation = a.wa_conversation().await;
 
     // Queued, with a brief, and the consoles heard of it.
     let handoff = events.until("handoff").await;
@@ -326,7 +326,7 @@ async fn two_concierges_claiming_at_once_never_both_win() {
     let a = start("openai", PEOPLE).await;
     let ana = Api::new(&a, "ana").await;
     let ben = Api::new(&a, "ben").await;
-    let conversation = wa_conversation();
+    let conversation = a.wa_conversation().await;
     for round in 0..25 {
         a.whatsapp(&format!("wamid.R{round}"), "can I speak to a person?")
             .await;
@@ -378,7 +378,12 @@ async fn out_of_hours_the_customer_is_told_when_the_team_opens() {
     assert!(body.contains("away right now"), "{body}");
     assert!(body.contains("tomorrow at 09:00"), "{body}");
     // The SLA clock starts at the opening, not now.
-    let handoffs = a.app.store().handoffs(&wa_conversation()).await.unwrap();
+    let handoffs = a
+        .app
+        .store()
+        .handoffs(&a.wa_conversation().await)
+        .await
+        .unwrap();
     let due = handoffs[0].sla_due_at.unwrap();
     assert!(due > concierge::domain::now_millis() + 3600 * 1000);
 }
@@ -392,14 +397,22 @@ async fn a_breached_sla_raises_the_priority_and_tells_the_consoles() {
     let handoff = events.until("handoff").await;
     assert_eq!(handoff["priority"], "normal");
     let breach = events.until("sla_breached").await;
-    assert_eq!(breach["conversation"], wa_conversation().to_string());
+    assert_eq!(
+        breach["conversation"],
+        a.wa_conversation().await.to_string()
+    );
     assert_eq!(breach["priority"], "high");
     let (_, queue) = ana.get("/queue").await;
     assert_eq!(queue["items"][0]["handoff"]["priority"], "high");
     assert_eq!(queue["items"][0]["sla"]["state"], "breached");
     // Once only.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let handoffs = a.app.store().handoffs(&wa_conversation()).await.unwrap();
+    let handoffs = a
+        .app
+        .store()
+        .handoffs(&a.wa_conversation().await)
+        .await
+        .unwrap();
     assert_eq!(handoffs[0].priority.as_deref(), Some("high"));
 }
 
@@ -410,7 +423,7 @@ async fn the_api_needs_a_token_and_keeps_each_team_to_its_threads() {
     let carl = Api::new(&a, "carl").await;
     let boss = Api::new(&a, "boss").await;
     a.whatsapp("wamid.A1", "I want to speak to someone").await;
-    let conversation = wa_conversation();
+    let conversation = a.wa_conversation().await;
     eventually("queued", || async {
         matches!(
             thread_state(&a, &conversation).await,
@@ -517,7 +530,7 @@ async fn a_waiting_thread_is_offered_to_the_longest_idle_online_concierge_and_ca
     a.whatsapp("wamid.T1", "I need a human").await;
     let offered = ana_events.until("offered").await;
     assert_eq!(offered["concierge"], "ben");
-    let conversation = wa_conversation();
+    let conversation = a.wa_conversation().await;
     let (_, queue) = ana.get("/queue").await;
     assert_eq!(queue["items"][0]["offered_to"], "ben");
 
@@ -578,7 +591,7 @@ async fn a_bot_that_makes_no_progress_hands_over() {
     a.whatsapp("wamid.N2", "the thing, it does not work").await;
     a.sends(2).await;
     a.whatsapp("wamid.N3", "still not working").await;
-    let conversation = wa_conversation();
+    let conversation = a.wa_conversation().await;
     eventually("handed over", || async {
         matches!(
             thread_state(&a, &conversation).await,

@@ -178,7 +178,48 @@ pub fn visitor_key(name: &str) -> String {
     format!("visitor-{name}-0123456789abcdef")
 }
 
+/// The id the store gives the conversation of `contact` on `channel` (keyed with the
+/// deployment's secret: a test cannot compute it, as nobody else can).
+pub async fn conversation_in(
+    store: &SharedStore,
+    channel: &str,
+    contact: &str,
+) -> concierge::domain::ConversationId {
+    let channel = concierge::domain::ChannelId::parse(channel).expect("a channel id");
+    let contact = concierge::domain::ContactId::parse(contact).expect("a contact id");
+    store
+        .conversation_of(&channel, &contact)
+        .await
+        .expect("the store answers")
+}
+
+/// The conversation of the web chat visitor holding `key`, on the web chat `channel`.
+pub async fn visitor_conversation_in(
+    store: &SharedStore,
+    channel: &str,
+    key: &str,
+) -> concierge::domain::ConversationId {
+    let id = concierge::domain::ChannelId::parse(channel).expect("a channel id");
+    let chat = concierge::channels::webchat::Webchat::new(id, Default::default());
+    let contact = chat.contact_for_key(key).expect("a visitor key");
+    conversation_in(store, channel, contact.as_str()).await
+}
+
 impl TestApp {
+    /// The id of the conversation of `contact` on `channel`.
+    pub async fn conversation(
+        &self,
+        channel: &str,
+        contact: &str,
+    ) -> concierge::domain::ConversationId {
+        conversation_in(self.store(), channel, contact).await
+    }
+
+    /// The id of the conversation of the visitor holding `key` on the `web` channel.
+    pub async fn visitor_conversation(&self, key: &str) -> concierge::domain::ConversationId {
+        visitor_conversation_in(self.store(), "web", key).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -2,18 +2,12 @@
 
 use std::time::Duration;
 
-use concierge::domain::{ChannelId, ContactId, ConversationId, Direction};
+use concierge::domain::{ConversationId, Direction};
 
 use crate::helpers::{eventually, metric, spawn_app, visitor_key};
 
-fn conversation_of(key: &str) -> ConversationId {
-    // The same derivation the web chat uses, reached through its public API.
-    let chat = concierge::channels::webchat::Webchat::new(
-        ChannelId::parse("web").unwrap(),
-        Default::default(),
-    );
-    let contact: ContactId = chat.contact_for_key(key).unwrap();
-    ConversationId::derive(&ChannelId::parse("web").unwrap(), &contact)
+async fn conversation_of(store: &concierge::store::SharedStore, key: &str) -> ConversationId {
+    crate::helpers::visitor_conversation_in(store, "web", key).await
 }
 
 #[tokio::test]
@@ -43,7 +37,7 @@ async fn the_same_event_three_times_is_stored_once_and_answered_once() {
             .is_none()
     );
     let messages = store
-        .messages(&conversation_of(&key), 0, 100)
+        .messages(&conversation_of(&store, &key).await, 0, 100)
         .await
         .unwrap();
     let inbound = messages
@@ -165,7 +159,7 @@ async fn bad_input_gets_a_clear_answer_and_loses_nothing() {
     }
     let messages = app
         .store()
-        .messages(&conversation_of(&key), 0, 100)
+        .messages(&conversation_of(app.store(), &key).await, 0, 100)
         .await
         .unwrap();
     assert_eq!(messages.len(), 2);

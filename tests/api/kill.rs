@@ -164,16 +164,11 @@ async fn killed_mid_traffic_every_message_is_answered_once_in_order() {
             .expect("open the gateway's store"),
     );
     let index = FaqIndex::parse(FAQ).unwrap();
-    let web = concierge::domain::ChannelId::parse("web").unwrap();
-    let chat = concierge::channels::webchat::Webchat::new(web.clone(), Default::default());
-    let conversation_ids: Vec<ConversationId> = (0..conversations)
-        .map(|c| {
-            let contact = chat
-                .contact_for_key(&visitor_key(&format!("k{c}")))
-                .unwrap();
-            ConversationId::derive(&web, &contact)
-        })
-        .collect();
+    let mut conversation_ids: Vec<ConversationId> = Vec::new();
+    for c in 0..conversations {
+        let key = visitor_key(&format!("k{c}"));
+        conversation_ids.push(crate::helpers::visitor_conversation_in(&store, "web", &key).await);
+    }
     eventually("every message answered and every reply sent", || {
         let store = store.clone();
         let ids = conversation_ids.clone();

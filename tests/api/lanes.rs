@@ -79,7 +79,7 @@ async fn fifty_messages_of_one_conversation_are_processed_and_answered_in_order(
     let seqs: Vec<i64> = {
         let store = app.store();
         let messages = store
-            .recent_messages(&conversation(&key), 200)
+            .recent_messages(&conversation(store, &key).await, 200)
             .await
             .unwrap();
         messages.iter().map(|m| m.seq).collect()
@@ -87,10 +87,8 @@ async fn fifty_messages_of_one_conversation_are_processed_and_answered_in_order(
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
 }
 
-fn conversation(key: &str) -> ConversationId {
-    let web = concierge::domain::ChannelId::parse("web").unwrap();
-    let chat = concierge::channels::webchat::Webchat::new(web.clone(), Default::default());
-    ConversationId::derive(&web, &chat.contact_for_key(key).unwrap())
+async fn conversation(store: &concierge::store::SharedStore, key: &str) -> ConversationId {
+    crate::helpers::visitor_conversation_in(store, "web", key).await
 }
 
 /// A's turn cannot finish until B's turn has started: with serial lanes this would wait

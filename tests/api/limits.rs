@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use concierge::app::Parts;
-use concierge::channels::webchat::Webchat;
-use concierge::domain::{ChannelId, ConversationId};
+use concierge::domain::ConversationId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -32,10 +31,8 @@ async fn start() -> TestApp {
     spawn_in(deployment, Parts::default()).await
 }
 
-fn web_conversation(key: &str) -> ConversationId {
-    let web = ChannelId::parse("web").unwrap();
-    let chat = Webchat::new(web.clone(), Default::default());
-    ConversationId::derive(&web, &chat.contact_for_key(key).unwrap())
+async fn web_conversation(store: &concierge::store::SharedStore, key: &str) -> ConversationId {
+    crate::helpers::visitor_conversation_in(store, "web", key).await
 }
 
 /// A webhook from a new visitor is acknowledged, stored and answered.
@@ -51,7 +48,7 @@ async fn a_valid_webhook_is_answered(app: &TestApp, visitor: &str) {
         .await
         .expect("the webhook is answered");
     assert_eq!(response.status(), 200, "{visitor}");
-    let conversation = web_conversation(&key);
+    let conversation = web_conversation(app.store(), &key).await;
     first_inbound(app.store(), &conversation).await;
     until_a_reply_is_sent(app.store(), &conversation).await;
 }
@@ -181,7 +178,7 @@ async fn a_trickling_body_is_cut_with_408() {
     // Nothing of it was stored.
     let messages = app
         .store()
-        .messages(&web_conversation(&key), 0, 10)
+        .messages(&web_conversation(app.store(), &key).await, 0, 10)
         .await
         .unwrap();
     assert!(messages.is_empty(), "{messages:?}");
@@ -227,7 +224,7 @@ async fn an_oversized_body_gets_413_whether_declared_or_chunked() {
     assert_eq!(refused(&app, "body_too_large").await, 2.0);
     let messages = app
         .store()
-        .messages(&web_conversation(&key), 0, 10)
+        .messages(&web_conversation(app.store(), &key).await, 0, 10)
         .await
         .unwrap();
     assert!(messages.is_empty(), "{messages:?}");

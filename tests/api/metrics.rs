@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::agents::{start, wa_conversation};
+use crate::agents::start;
 use crate::fake_llm::{Step, text, tool};
 use crate::helpers::{eventually, metric};
 
@@ -96,7 +96,7 @@ async fn a_whatsapp_agent_turn_is_counted_in_every_family() {
     }
 
     // No id ever becomes a label: not the conversation, not the platform's message ids.
-    assert!(!text.contains(wa_conversation().as_str()), "{text}");
+    assert!(!text.contains(a.wa_conversation().await.as_str()), "{text}");
     assert!(!text.contains("wamid."), "{text}");
     assert!(!text.contains("ML-10421"), "{text}");
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use concierge::app::{App, Parts};
 use concierge::config::Config;
-use concierge::domain::{Author, ChannelId, ContactId, Content, ConversationId, ThreadState};
+use concierge::domain::{Author, Content, ConversationId, ThreadState};
 use concierge::handoff::access;
 use concierge::orchestrator::{Decision, Responder, ResponderError, Turn};
 use hmac::{Hmac, Mac};
@@ -19,7 +19,7 @@ use sha2::Sha256;
 
 use crate::fake_api::FakeApi;
 use crate::handoff::{Api, Events};
-use crate::helpers::{Deployment, http_client};
+use crate::helpers::{Deployment, conversation_in, http_client};
 use crate::redis_server::{RedisServer, TestRedis, redis};
 
 const WA_SECRET: &str = "multi-instance-app-secret";
@@ -70,13 +70,6 @@ fn redis_config(deployment: &Deployment, redis: &TestRedis) -> Config {
     .map(|(k, v)| (k.to_string(), v.to_string()));
     Config::load_with(&deployment.config_path(), &env, &overrides)
         .unwrap_or_else(|problems| panic!("test config invalid:\n{problems}"))
-}
-
-fn conversation_of(phone: &str) -> ConversationId {
-    ConversationId::derive(
-        &ChannelId::parse("whatsapp").expect("a channel id"),
-        &ContactId::parse(phone).expect("a contact id"),
-    )
 }
 
 /// One gateway instance: an `App` on its own listener.
@@ -290,7 +283,11 @@ async fn concierges_on_two_instances_race_for_a_claim_and_one_wins() {
             .await;
         assert_eq!(status, Some(200), "webhook {i}");
     }
-    let conversations: Vec<ConversationId> = phones.iter().map(|p| conversation_of(p)).collect();
+    // Read through A, for messages half of which B ingested: the instances share one key.
+    let mut conversations: Vec<ConversationId> = Vec::new();
+    for phone in &phones {
+        conversations.push(conversation_in(&a.app.store, "whatsapp", phone).await);
+    }
     within("every thread is queued", Duration::from_secs(30), || {
         all_queued(&a.app.store, &conversations)
     })
@@ -350,7 +347,7 @@ async fn an_event_ingested_on_one_instance_reaches_a_console_on_another() {
 
     // A customer writes through B and is queued: A's console hears of the handoff.
     let phone = "33611200001";
-    let conversation = conversation_of(phone);
+    let conversation = conversation_in(&a.app.store, "whatsapp", phone).await;
     let status = b
         .whatsapp(phone, "wamid.E1", "I want to talk to a human please")
         .await;

@@ -80,14 +80,7 @@ async fn events_stored_before_a_stop_are_processed_once_after_restart() {
         0.0
     );
     for key in &visitors {
-        let chat = concierge::channels::webchat::Webchat::new(
-            concierge::domain::ChannelId::parse("web").unwrap(),
-            Default::default(),
-        );
-        let conversation = concierge::domain::ConversationId::derive(
-            &concierge::domain::ChannelId::parse("web").unwrap(),
-            &chat.contact_for_key(key).unwrap(),
-        );
+        let conversation = app.visitor_conversation(key).await;
         let messages = app.store().messages(&conversation, 0, 100).await.unwrap();
         let outbound: Vec<_> = messages
             .iter()

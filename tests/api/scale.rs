@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use concierge::domain::{ChannelId, ContactId, ConversationId};
+use concierge::domain::{ChannelId, ContactId, ConversationKey};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
 
@@ -56,11 +56,31 @@ fn phone(c: usize) -> String {
     format!("1555{c:07}")
 }
 
-/// The gateway's id for conversation `c`, as its logs show it.
-fn conversation_id(c: usize) -> String {
+/// The gateways' id for conversation `c`, as their logs show it: keyed with the
+/// deployment's secret, which the gateways keep in Redis.
+async fn conversation_ids(redis: &crate::redis_server::TestRedis) -> Vec<String> {
+    use redis::AsyncCommands;
+    let stored: Option<String> = async {
+        let client = redis::Client::open(redis.url.as_str()).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        conn.hget(format!("{}:meta", redis.prefix), "conversation_key")
+            .await
+            .ok()
+    }
+    .await
+    .flatten();
+    let key = stored
+        .and_then(|hex| hex::decode(hex).ok())
+        .and_then(|bytes| ConversationKey::from_bytes(&bytes));
     let channel = ChannelId::parse("whatsapp").expect("a channel id");
-    let contact = ContactId::parse(phone(c)).expect("a contact id");
-    ConversationId::derive(&channel, &contact).to_string()
+    (0..CONVERSATIONS)
+        .map(|c| {
+            let contact = ContactId::parse(phone(c)).expect("a contact id");
+            key.as_ref().map_or("unknown".to_string(), |key| {
+                key.conversation(&channel, &contact).to_string()
+            })
+        })
+        .collect()
 }
 
 fn text(c: usize, k: usize) -> String {
@@ -815,6 +835,7 @@ async fn three_gateways_on_one_redis_lose_nothing_when_one_is_killed() {
             format!("-{:.1}s", (killed_at - t).as_secs_f64())
         }
     };
+    let ids = conversation_ids(&redis).await;
     let describe = |(c, k): &(usize, usize)| {
         let ack = acks.get(&(*c, *k)).map_or("never acked".to_string(), |a| {
             format!("acked by {} at {}", a.gateway, relative(a.at))
@@ -827,7 +848,7 @@ async fn three_gateways_on_one_redis_lose_nothing_when_one_is_killed() {
         format!(
             "{} (conversation {}, {ack}, replies at [{}] from the kill)",
             text(*c, *k),
-            conversation_id(*c),
+            ids[*c],
             answers.join(", ")
         )
     };

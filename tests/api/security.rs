@@ -22,7 +22,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::agents::{Agents, start, wa_conversation};
+use crate::agents::{Agents, start};
 use crate::fake_llm::{text, tool};
 use crate::handoff::Api;
 use crate::helpers::{Deployment, TestApp, eventually, metric, spawn_in, visitor_key};
@@ -430,7 +430,7 @@ async fn every_api_route_refuses_a_missing_malformed_or_wrong_token() {
         .json()
         .await
         .unwrap();
-    let conversation = wa_conversation();
+    let conversation = a.wa_conversation().await;
     let mut routes = Vec::new();
     for (path, operations) in spec["paths"].as_object().unwrap() {
         for (method, operation) in operations.as_object().unwrap() {
@@ -578,7 +578,7 @@ async fn a_concierge_of_another_team_cannot_see_or_touch_a_thread_and_the_audit_
     let boss = Api::new(&a, "boss").await;
     let mut ana_events = ana.events().await;
     let mut carl_events = carl.events().await;
-    let conversation = wa_conversation();
+    let conversation = a.wa_conversation().await;
     let path = |action: &str| format!("/conversations/{conversation}{action}");
 
     // Support's thread, queued: Carl (billing) neither sees it nor may touch it.

@@ -154,3 +154,67 @@ async fn a_stopping_instance_hands_its_partitions_back_at_once() {
     let taken = c.take(0, 100).await.unwrap().len();
     assert_eq!(taken, 40, "a new instance takes over everything A left");
 }
+
+/// A conversation stored before ids were keyed keeps its id (and its partition); instances
+/// sharing a prefix share the key; another prefix has its own.
+#[tokio::test]
+async fn a_stored_conversation_keeps_its_legacy_id_and_instances_share_the_key() {
+    use concierge::domain::ConversationId;
+    use concierge::store::Conversations;
+    use concierge::store::suite::text_event;
+    use redis::AsyncCommands;
+    let Some(redis) = redis("legacy_conversation_ids") else {
+        return;
+    };
+    let a = instance(&redis, 4).await;
+    let old = text_event("15550100001", "e1", "from before");
+    let first = a.ingest(std::slice::from_ref(&old)).await.unwrap();
+    let keyed = first.appended[0].conversation.clone();
+    let legacy = ConversationId::legacy(&old.channel, &old.contact);
+    assert_ne!(keyed, legacy);
+    // What an earlier version left: the conversation's hash under the legacy id.
+    let client = ::redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = |id: &ConversationId| format!("{}:conv:{}", redis.prefix, id.as_str());
+    let _: () = conn.rename(key(&keyed), key(&legacy)).await.unwrap();
+    let b = instance(&redis, 4).await;
+    assert_eq!(
+        b.conversation_of(&old.channel, &old.contact).await.unwrap(),
+        legacy
+    );
+    let next = b
+        .ingest(&[text_event("15550100001", "e2", "and now")])
+        .await
+        .unwrap();
+    assert_eq!(next.appended[0].conversation, legacy);
+    // A new contact: both instances give it the same keyed id.
+    let new = text_event("15550100002", "e3", "hello");
+    let made = a.ingest(std::slice::from_ref(&new)).await.unwrap();
+    let id = made.appended[0].conversation.clone();
+    assert_ne!(id, ConversationId::legacy(&new.channel, &new.contact));
+    assert_eq!(
+        b.conversation_of(&new.channel, &new.contact).await.unwrap(),
+        id
+    );
+    // Another prefix is another deployment, with its own key.
+    let elsewhere = RedisStore::open(RedisSettings {
+        url: redis.url.clone(),
+        prefix: format!("{}-other", redis.prefix),
+        partitions: 4,
+        takeover_ms: 60_000,
+        dedupe_ttl_secs: 3_600,
+    })
+    .await
+    .unwrap();
+    assert_ne!(
+        elsewhere
+            .conversation_of(&new.channel, &new.contact)
+            .await
+            .unwrap(),
+        id
+    );
+    let _: () = conn
+        .del(format!("{}-other:meta", redis.prefix))
+        .await
+        .unwrap();
+}

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use concierge::domain::{
-    ChannelId, Choice, ContactId, Content, ConversationId, DeliveryStatus, Direction, MediaKind,
-    MediaRef, Message,
+    ChannelId, Choice, Content, ConversationId, DeliveryStatus, Direction, MediaKind, MediaRef,
+    Message,
 };
 use serde_json::{Value, json};
 
@@ -54,11 +54,8 @@ async fn start_on(
     Tg { app, api, secret }
 }
 
-fn conversation(chat: &str) -> ConversationId {
-    ConversationId::derive(
-        &ChannelId::parse("telegram").unwrap(),
-        &ContactId::parse(chat).unwrap(),
-    )
+async fn conversation(store: &concierge::store::SharedStore, chat: &str) -> ConversationId {
+    crate::helpers::conversation_in(store, "telegram", chat).await
 }
 
 impl Tg {
@@ -81,13 +78,17 @@ impl Tg {
     async fn messages(&self, chat: &str) -> Vec<Message> {
         self.app
             .store()
-            .messages(&conversation(chat), 0, 100)
+            .messages(&conversation(self.app.store(), chat).await, 0, 100)
             .await
             .unwrap()
     }
 
     async fn first_inbound(&self, chat: &str) -> Message {
-        crate::helpers::first_inbound(self.app.store(), &conversation(chat)).await
+        crate::helpers::first_inbound(
+            self.app.store(),
+            &conversation(self.app.store(), chat).await,
+        )
+        .await
     }
 
     async fn wait_calls(&self, method: &str, n: usize) -> Vec<Value> {
@@ -142,7 +143,7 @@ async fn fixture_command_start_opens_the_conversation_and_keeps_its_source() {
         let store = store.clone();
         async move {
             store
-                .conversation(&conversation(CHAT))
+                .conversation(&conversation(&store, CHAT).await)
                 .await
                 .unwrap()
                 .is_some()
@@ -150,7 +151,7 @@ async fn fixture_command_start_opens_the_conversation_and_keeps_its_source() {
     })
     .await;
     let opened = store
-        .conversation(&conversation(CHAT))
+        .conversation(&conversation(&store, CHAT).await)
         .await
         .unwrap()
         .unwrap();
@@ -170,7 +171,7 @@ async fn fixture_command_start_opens_the_conversation_and_keeps_its_source() {
     );
     eventually("the source is kept", || async {
         store
-            .conversation(&conversation(CHAT))
+            .conversation(&conversation(&store, CHAT).await)
             .await
             .unwrap()
             .and_then(|c| c.source)

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use concierge::domain::{
-    ChannelId, Choice, ContactId, Content, ConversationId, DeliveryStatus, Direction, MediaKind,
-    MediaRef, Message,
+    ChannelId, Choice, Content, ConversationId, DeliveryStatus, Direction, MediaKind, MediaRef,
+    Message,
 };
 
 use crate::fake_api::{FakeApi, answer};
@@ -61,11 +61,8 @@ async fn start_with(
     }
 }
 
-fn conversation() -> ConversationId {
-    ConversationId::derive(
-        &ChannelId::parse("twilio").unwrap(),
-        &ContactId::parse(CUSTOMER).unwrap(),
-    )
+async fn conversation(store: &concierge::store::SharedStore) -> ConversationId {
+    crate::helpers::conversation_in(store, "twilio", CUSTOMER).await
 }
 
 /// Twilio's signature for `params` posted to `url`.
@@ -117,13 +114,13 @@ impl Tw {
     async fn messages(&self) -> Vec<Message> {
         self.app
             .store()
-            .messages(&conversation(), 0, 100)
+            .messages(&conversation(self.app.store()).await, 0, 100)
             .await
             .unwrap()
     }
 
     async fn first_inbound(&self) -> Message {
-        crate::helpers::first_inbound(self.app.store(), &conversation()).await
+        crate::helpers::first_inbound(self.app.store(), &conversation(self.app.store()).await).await
     }
 
     async fn wait_forms(&self, n: usize) -> Vec<Vec<(String, String)>> {
@@ -247,12 +244,12 @@ async fn with_sent_reply(sid: &str) -> Tw {
     tw.post_form("MessageSid=SMin1&From=whatsapp%3A%2B15550100001&WaId=15550100001&Body=What+are+your+opening+hours%3F&NumMedia=0")
         .await;
     tw.wait_forms(1).await;
-    until_a_reply_is_sent(tw.app.store(), &conversation()).await;
+    until_a_reply_is_sent(tw.app.store(), &conversation(tw.app.store()).await).await;
     tw
 }
 
 async fn reply(tw: &Tw) -> Message {
-    first_reply(tw.app.store(), &conversation()).await
+    first_reply(tw.app.store(), &conversation(tw.app.store()).await).await
 }
 
 #[tokio::test]

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use concierge::domain::{
-    Author, ChannelId, Choice, ContactId, Content, ConversationId, DeliveryStatus, Direction,
-    MediaKind, MediaRef, Message,
+    Author, ChannelId, Choice, Content, ConversationId, DeliveryStatus, Direction, MediaKind,
+    MediaRef, Message,
 };
 use concierge::orchestrator::{Decision, Responder, ResponderError, Turn};
 use hmac::{Hmac, Mac};
@@ -68,11 +68,8 @@ async fn start() -> Wa {
     start_with(true, None).await
 }
 
-fn conversation_of(contact: &str) -> ConversationId {
-    ConversationId::derive(
-        &ChannelId::parse("whatsapp").unwrap(),
-        &ContactId::parse(contact).unwrap(),
-    )
+async fn conversation_of(store: &concierge::store::SharedStore, contact: &str) -> ConversationId {
+    crate::helpers::conversation_in(store, "whatsapp", contact).await
 }
 
 /// A text message from the customer, stamped `age` ago.
@@ -135,7 +132,7 @@ impl Wa {
     async fn messages(&self, contact: &str) -> Vec<Message> {
         self.app
             .store()
-            .messages(&conversation_of(contact), 0, 1000)
+            .messages(&conversation_of(self.app.store(), contact).await, 0, 1000)
             .await
             .unwrap()
     }
@@ -148,7 +145,7 @@ impl Wa {
             let contact = contact.to_string();
             async move {
                 !store
-                    .messages(&conversation_of(&contact), 0, 10)
+                    .messages(&conversation_of(&store, &contact).await, 0, 10)
                     .await
                     .unwrap()
                     .is_empty()
@@ -214,7 +211,10 @@ async fn one_inbound(name: &str, contact: &str) -> Message {
     assert_eq!(inbound.len(), 1, "{name}");
     let message = inbound.into_iter().next().unwrap();
     assert_eq!(message.contact.as_str(), contact);
-    assert_eq!(message.conversation, conversation_of(contact));
+    assert_eq!(
+        message.conversation,
+        conversation_of(wa.app.store(), contact).await
+    );
     assert_eq!(message.channel.as_str(), "whatsapp");
     assert_eq!(message.author, Author::Customer);
     message
@@ -347,7 +347,7 @@ async fn with_sent_reply(wamid: &str) -> Wa {
         let store = store.clone();
         async move {
             let messages = store
-                .messages(&conversation_of(CUSTOMER), 0, 10)
+                .messages(&conversation_of(&store, CUSTOMER).await, 0, 10)
                 .await
                 .unwrap();
             messages.iter().any(|m| m.status == DeliveryStatus::Sent)
@@ -804,7 +804,7 @@ async fn a_reaction_gets_no_reply() {
         let store = store.clone();
         async move {
             !store
-                .messages(&conversation_of(CUSTOMER), 0, 1)
+                .messages(&conversation_of(&store, CUSTOMER).await, 0, 1)
                 .await
                 .unwrap()
                 .is_empty()
@@ -839,7 +839,7 @@ async fn a_customer_keeps_one_conversation_when_meta_adds_their_business_scoped_
         let store = store.clone();
         async move {
             store
-                .messages(&conversation_of(CUSTOMER), 0, 10)
+                .messages(&conversation_of(&store, CUSTOMER).await, 0, 10)
                 .await
                 .unwrap()
                 .len()

@@ -11,7 +11,8 @@ use serde_json::{Value as Json, json};
 
 use super::{Fields, RedisStore, corrupt, field, hashes, number, status, thread_json};
 use crate::domain::{
-    ConversationId, DeliveryStatus, EventKind, InboundEvent, MessageId, ThreadState, now_millis,
+    ConversationId, ConversationKey, DeliveryStatus, EventKind, InboundEvent, MessageId,
+    ThreadState, now_millis,
 };
 use crate::store::{
     Appended, Completion, Inbox, InboxEntry, IngestOutcome, StoreError, TurnOutcome,
@@ -595,9 +596,10 @@ impl RedisStore {
                 pipe.mget(keys);
             }
             let known: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
+            let key = self.conversation_key().await?;
             let mut batch = Vec::with_capacity(events.len());
             for (event, known) in events.iter().zip(known) {
-                batch.push(self.event_json(event, known)?);
+                batch.push(self.event_json(key, event, known)?);
             }
             let answer = self
                 .op(
@@ -736,6 +738,7 @@ impl RedisStore {
     /// One event as the ingest script reads it, with every contact it may resolve to.
     fn event_json(
         &self,
+        key: &ConversationKey,
         event: &InboundEvent,
         known: Vec<Option<String>>,
     ) -> Result<Json, StoreError> {
@@ -753,11 +756,16 @@ impl RedisStore {
         for id in ids {
             let mut stored = event.clone();
             stored.contact = id.clone();
-            let conversation = stored.conversation();
+            let conversation = key.conversation(&event.channel, &id);
+            // The script takes the legacy id instead when a conversation is stored under it.
+            let legacy = ConversationId::legacy(&event.channel, &id);
+            let partitions = self.inner.settings.partitions;
             cands.push(json!({
                 "id": id.as_str(),
                 "conv": conversation.as_str(),
-                "part": partition(&conversation, self.inner.settings.partitions),
+                "part": partition(&conversation, partitions),
+                "legacy": legacy.as_str(),
+                "legacy_part": partition(&legacy, partitions),
                 "event": json_text(&stored)?,
             }));
         }

@@ -64,7 +64,10 @@ use serde_json::json;
 use tokio::sync::{Notify, broadcast};
 
 use super::{Fanout, Handoff, Instances, StoreError, Topic};
-use crate::domain::{ConversationId, Message, MessageId, PlatformMessageId, ThreadState};
+use crate::domain::{
+    ChannelId, ContactId, ConversationId, ConversationKey, Message, MessageId, PlatformMessageId,
+    ThreadState,
+};
 
 /// What `[store]` says about the Redis backend.
 #[derive(Debug, Clone)]
@@ -96,6 +99,9 @@ struct Inner {
     /// What the fanout heard, per topic.
     topics: HashMap<Topic, broadcast::Sender<String>>,
     listening: Mutex<bool>,
+    /// What new conversation ids are keyed with: read (or made) at the first use, since
+    /// Redis may be away when the gateway starts.
+    conversation_key: tokio::sync::OnceCell<ConversationKey>,
 }
 
 impl From<redis::RedisError> for StoreError {
@@ -137,6 +143,7 @@ impl RedisStore {
                     .map(|t| (t, broadcast::channel(1024).0))
                     .collect(),
                 listening: Mutex::new(false),
+                conversation_key: tokio::sync::OnceCell::new(),
             }),
         };
         match store.check_layout().await {
@@ -179,6 +186,49 @@ impl RedisStore {
             .invoke_async(&mut conn)
             .await?;
         Ok(answer)
+    }
+
+    /// The deployment's conversation key, kept in the `meta` hash: the first instance to
+    /// start makes it, every other one reads it.
+    async fn conversation_key(&self) -> Result<&ConversationKey, StoreError> {
+        self.inner
+            .conversation_key
+            .get_or_try_init(|| async {
+                let mut conn = self.conn();
+                let key = self.key(&["meta"]);
+                let made = hex::encode(ConversationKey::generate().as_bytes());
+                let _: bool = conn.hset_nx(&key, "conversation_key", made).await?;
+                let stored: Option<String> = conn.hget(&key, "conversation_key").await?;
+                stored
+                    .and_then(|text| hex::decode(text).ok())
+                    .and_then(|bytes| ConversationKey::from_bytes(&bytes))
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "`{key}` holds no readable conversation_key ({} hex bytes)",
+                            ConversationKey::LEN
+                        ))
+                    })
+            })
+            .await
+    }
+
+    /// The id of the pair's conversation: the legacy one when a conversation was stored
+    /// under it before ids were keyed (none is made under it since), else the keyed one.
+    async fn conversation_id(
+        &self,
+        channel: &ChannelId,
+        contact: &ContactId,
+    ) -> Result<ConversationId, StoreError> {
+        let legacy = ConversationId::legacy(channel, contact);
+        let mut conn = self.conn();
+        let stored: bool = conn.exists(self.key(&["conv", legacy.as_str()])).await?;
+        if stored {
+            return Ok(legacy);
+        }
+        Ok(self
+            .conversation_key()
+            .await?
+            .conversation(channel, contact))
     }
 
     /// The number of partitions is part of the keys' layout: a deployment cannot change it

@@ -76,6 +76,14 @@ impl RedisStore {
 
 #[async_trait]
 impl Conversations for RedisStore {
+    async fn conversation_of(
+        &self,
+        channel: &ChannelId,
+        contact: &ContactId,
+    ) -> Result<ConversationId, StoreError> {
+        self.conversation_id(channel, contact).await
+    }
+
     async fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StoreError> {
         let mut conn = self.conn();
         let fields: Fields = conn.hgetall(self.key(&["conv", id.as_str()])).await?;

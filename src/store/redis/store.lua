@@ -333,6 +333,11 @@ function ops.ingest()
         if c.id == canon then cand = c end
       end
       if cand == nil then return {'retry'} end
+      -- A conversation stored before ids were keyed keeps its id (and its partition).
+      if cand.legacy and cand.conv ~= cand.legacy
+        and redis.call('EXISTS', k('conv', cand.legacy)) == 1 then
+        cand.conv, cand.part = cand.legacy, cand.legacy_part
+      end
       for j = 1, ev.own do
         local id = ev.cands[j].id
         if id ~= canon and alias_of(id) == nil then aliases[k('alias', ev.ch, id)] = canon end

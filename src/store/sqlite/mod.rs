@@ -23,8 +23,9 @@ use super::{
 };
 use crate::config::SyncMode;
 use crate::domain::{
-    Author, ChannelId, ContactId, ConversationId, DeliveryStatus, Direction, EventKind,
-    InboundEvent, Message, MessageId, Millis, PlatformMessageId, ThreadState, now_millis,
+    Author, ChannelId, ContactId, ConversationId, ConversationKey, DeliveryStatus, Direction,
+    EventKind, InboundEvent, Message, MessageId, Millis, PlatformMessageId, ThreadState,
+    now_millis,
 };
 
 /// How long a status waits for the record of the send it describes.
@@ -47,6 +48,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// How long raw webhooks are kept.
     raw_retention: Arc<raw::Retention>,
+    /// What new conversation ids are keyed with (the `secrets` table's).
+    key: ConversationKey,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -69,8 +72,8 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Unavailable(format!("{} ({what}): {e}", path.display())))
         };
         let writer_conn = open("writer").await?;
-        writer_conn
-            .call(move |conn| -> Result<(), StoreError> {
+        let key = writer_conn
+            .call(move |conn| -> Result<ConversationKey, StoreError> {
                 conn.pragma_update(None, "journal_mode", "WAL")?;
                 let sync = match sync {
                     SyncMode::Full => "FULL",
@@ -87,7 +90,7 @@ impl SqliteStore {
                 schema::migrations()
                     .to_latest(conn)
                     .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-                Ok(())
+                conversation_key(conn)
             })
             .await
             .map_err(flatten)?;
@@ -113,6 +116,7 @@ impl SqliteStore {
             writes,
             path: path.to_path_buf(),
             raw_retention: Arc::default(),
+            key,
         })
     }
 
@@ -441,10 +445,50 @@ fn queue_reply(
     Ok(Some(id))
 }
 
+/// The deployment's conversation key: made and kept at the first start, read after.
+fn conversation_key(conn: &rusqlite::Connection) -> Result<ConversationKey, StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO secrets (name, value) VALUES ('conversation_key', ?1)",
+        params![ConversationKey::generate().as_bytes()],
+    )?;
+    let stored: Vec<u8> = conn.query_row(
+        "SELECT value FROM secrets WHERE name = 'conversation_key'",
+        [],
+        |row| row.get(0),
+    )?;
+    ConversationKey::from_bytes(&stored).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "the stored conversation key has {} bytes, not {}",
+            stored.len(),
+            ConversationKey::LEN
+        ))
+    })
+}
+
+/// The id of the pair's conversation: the legacy one when a conversation was stored under
+/// it before ids were keyed, else the keyed one.
+fn conversation_id(
+    conn: &rusqlite::Connection,
+    key: &ConversationKey,
+    channel: &ChannelId,
+    contact: &ContactId,
+) -> Result<ConversationId, StoreError> {
+    let legacy = ConversationId::legacy(channel, contact);
+    let stored = conn
+        .prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")?
+        .exists(params![legacy.as_str()])?;
+    Ok(if stored {
+        legacy
+    } else {
+        key.conversation(channel, contact)
+    })
+}
+
 /// Appends one webhook's events, and its raw request with the first inbox row it produces;
 /// the caller holds the transaction (or savepoint).
 fn ingest_events(
     tx: &rusqlite::Connection,
+    key: &ConversationKey,
     events: &[InboundEvent],
     now: Millis,
     raw: Option<&super::RawWebhook>,
@@ -466,7 +510,7 @@ fn ingest_events(
         }
         let resolved = resolve_contact(tx, event)?;
         let event = resolved.as_ref().unwrap_or(event);
-        let conversation = event.conversation();
+        let conversation = conversation_id(tx, key, &event.channel, &event.contact)?;
         let done_at = match event.kind {
             EventKind::Status { .. } => Some(now),
             _ => None,
@@ -601,8 +645,8 @@ impl super::Instances for SqliteStore {}
 #[async_trait]
 impl Inbox for SqliteStore {
     async fn ingest(&self, events: &[InboundEvent]) -> Result<IngestOutcome, StoreError> {
-        let events = events.to_vec();
-        self.write(move |tx| ingest_events(tx, &events, now_millis(), None))
+        let (events, key) = (events.to_vec(), self.key.clone());
+        self.write(move |tx| ingest_events(tx, &key, &events, now_millis(), None))
             .await
     }
 
@@ -611,9 +655,9 @@ impl Inbox for SqliteStore {
         events: &[InboundEvent],
         raw: super::RawWebhook,
     ) -> Result<IngestOutcome, StoreError> {
-        let events = events.to_vec();
+        let (events, key) = (events.to_vec(), self.key.clone());
         let outcome = self
-            .write(move |tx| ingest_events(tx, &events, now_millis(), Some(&raw)))
+            .write(move |tx| ingest_events(tx, &key, &events, now_millis(), Some(&raw)))
             .await?;
         self.prune_raw_when_due();
         Ok(outcome)
@@ -1020,6 +1064,16 @@ impl Outbox for SqliteStore {
 
 #[async_trait]
 impl Conversations for SqliteStore {
+    async fn conversation_of(
+        &self,
+        channel: &ChannelId,
+        contact: &ContactId,
+    ) -> Result<ConversationId, StoreError> {
+        let (channel, contact, key) = (channel.clone(), contact.clone(), self.key.clone());
+        self.read(move |conn| conversation_id(conn, &key, &channel, &contact))
+            .await
+    }
+
     async fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StoreError> {
         let id = id.clone();
         self.read(move |conn| {

@@ -222,6 +222,16 @@ ALTER TABLE inbox ADD COLUMN raw_id INTEGER;
         // v6: the web chat's visitor key became a credential: rows kept before hold it, and
         // get its pseudonym instead.
         M::up_with_hook("", scrub_raw_credentials),
+        // v7: the deployment's secrets (the key new conversation ids are made with), made
+        // once at the first start; `INSERT OR IGNORE` lets processes sharing the file agree.
+        M::up(
+            r#"
+CREATE TABLE secrets (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+"#,
+        ),
     ])
 }
 

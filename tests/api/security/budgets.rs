@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use concierge::app::Parts;
-use concierge::domain::{
-    Author, ChannelId, ContactId, ConversationId, Direction, MAX_DISPLAY_NAME,
-};
+use concierge::domain::{Author, ConversationId, Direction, MAX_DISPLAY_NAME};
 use concierge::store::SharedStore;
 use concierge::store::redis::{RedisSettings, RedisStore};
 use serde_json::{Value, json};
@@ -101,12 +99,6 @@ async fn redis_store(test: &str) -> Option<(SharedStore, TestRedis)> {
     Some((Arc::new(store) as SharedStore, redis))
 }
 
-fn web_conversation(key: &str) -> ConversationId {
-    let web = ChannelId::parse("web").unwrap();
-    let chat = concierge::channels::webchat::Webchat::new(web.clone(), Default::default());
-    ConversationId::derive(&web, &chat.contact_for_key(key).unwrap())
-}
-
 impl Gateway {
     async fn post_web(&self, key: &str, body: Value) {
         let response = self
@@ -181,7 +173,7 @@ async fn a_huge_web_chat_name_with_an_override_is_one_clipped_quoted_value() {
         json!({ "id": "m1", "text": "hello", "name": hostile_name() }),
     )
     .await;
-    let conversation = web_conversation(&key);
+    let conversation = g.app.visitor_conversation(&key).await;
     g.answered(&conversation).await;
     assert_name_is_data(&g, &conversation).await;
 }
@@ -213,10 +205,7 @@ async fn a_telegram_first_name_with_an_override_is_one_clipped_quoted_value() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let conversation = ConversationId::derive(
-        &ChannelId::parse("tg").unwrap(),
-        &ContactId::parse("4242").unwrap(),
-    );
+    let conversation = g.app.conversation("tg", "4242").await;
     g.answered(&conversation).await;
     assert_name_is_data(&g, &conversation).await;
 }
@@ -247,7 +236,7 @@ async fn flood(g: &Gateway, tag: &str, n: usize, budget: &str, per_minute: u32) 
     let holding = concierge::config::ResponderConfig::default().holding["en"].clone();
     let (mut agents, mut held) = (0, Vec::new());
     for key in &keys {
-        let messages = g.answered(&web_conversation(key)).await;
+        let messages = g.answered(&g.app.visitor_conversation(key).await).await;
         let inbound: Vec<_> = messages
             .iter()
             .filter(|m| m.direction == Direction::Inbound)
@@ -268,7 +257,7 @@ async fn flood(g: &Gateway, tag: &str, n: usize, budget: &str, per_minute: u32) 
         let thread = g
             .app
             .store()
-            .thread_state(&web_conversation(key))
+            .thread_state(&g.app.visitor_conversation(key).await)
             .await
             .unwrap();
         assert!(
@@ -327,7 +316,7 @@ async fn past_the_global_llm_call_budget_customers_get_the_holding_reply() {
     tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
     g.post_web(key, json!({ "id": "m2", "text": "still there?" }))
         .await;
-    let conversation = web_conversation(key);
+    let conversation = g.app.visitor_conversation(key).await;
     let store = g.app.store();
     eventually("the later message is answered by the agents", || async {
         store

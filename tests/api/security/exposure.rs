@@ -260,7 +260,7 @@ async fn an_llm_failure_reaches_the_brief_as_its_kind_not_the_providers_words() 
     )]);
     let ana = Api::new(&a, "ana").await;
     a.whatsapp("wamid.X1", "Where is my candle?").await;
-    let conversation = crate::agents::wa_conversation();
+    let conversation = a.wa_conversation().await;
     let path = format!("/conversations/{conversation}");
     eventually("the thread and its brief", || async {
         let (status, body) = ana.get(&path).await;

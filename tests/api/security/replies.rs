@@ -7,7 +7,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::agents::{start, wa_conversation};
+use crate::agents::start;
 use crate::handoff::Api;
 use crate::helpers::eventually;
 
@@ -57,7 +57,7 @@ async fn idempotency_keys_are_per_concierge_and_thread_exact_and_replays_answer_
     let ana = Api::new(&a, "ana").await;
     let lea = Api::new(&a, "lea").await;
     let boss = Api::new(&a, "boss").await;
-    let conversation = wa_conversation();
+    let conversation = a.wa_conversation().await;
     let path = |action: &str| format!("/conversations/{conversation}{action}");
     a.whatsapp("wamid.I1", "I want to talk to a human please")
         .await;

@@ -1,21 +1,20 @@
 //! Team scoping of threads never handed off: a conversation belongs to its channel's team
 //! (a channel file's `team`, else `[queue] default_team`) until a handoff names another, so a
 //! concierge of another team who computes its id gets a 404, as for no thread at all, and
-//! can neither read it nor take it over; a `team` that is not a team fails `check`.
+//! can neither read it nor take it over; a `team` that is not a team fails `check`. And the id
+//! cannot be computed any more: it is keyed with the deployment's secret.
 
 use concierge::app::Parts;
-use concierge::domain::{ChannelId, ConversationId};
+use concierge::domain::ConversationId;
 use serde_json::json;
 
 use super::TEAMS;
 use crate::handoff::Api;
 use crate::helpers::{Deployment, TestApp, eventually, spawn_in, visitor_key};
 
-/// The conversation of a web chat visitor, computed as anyone can from the key's hash.
-fn conversation(channel: &str, key: &str) -> ConversationId {
-    let id = ChannelId::parse(channel).unwrap();
-    let chat = concierge::channels::webchat::Webchat::new(id.clone(), Default::default());
-    ConversationId::derive(&id, &chat.contact_for_key(key).unwrap())
+/// The conversation of a web chat visitor, as the store names it.
+async fn conversation(app: &TestApp, channel: &str, key: &str) -> ConversationId {
+    crate::helpers::visitor_conversation_in(app.store(), channel, key).await
 }
 
 async fn post(app: &TestApp, channel: &str, key: &str, text: &str) {
@@ -57,8 +56,8 @@ async fn a_thread_never_handed_off_belongs_to_its_channels_team() {
     );
     post(&app, "web", &visitor_key("wendy"), "hello billing").await;
     post(&app, "shop", &visitor_key("sam"), "hello support").await;
-    let billing = conversation("web", &visitor_key("wendy"));
-    let support = conversation("shop", &visitor_key("sam"));
+    let billing = conversation(&app, "web", &visitor_key("wendy")).await;
+    let support = conversation(&app, "shop", &visitor_key("sam")).await;
     let store = app.store().clone();
     eventually("both conversations exist", || {
         let store = store.clone();
@@ -73,7 +72,7 @@ async fn a_thread_never_handed_off_belongs_to_its_channels_team() {
 
     // Each team reads its own; the other team's is a 404, the same as an id that exists
     // nowhere, and it cannot be taken over.
-    let nowhere = conversation("shop", &visitor_key("nobody"));
+    let nowhere = conversation(&app, "shop", &visitor_key("nobody")).await;
     for (who, mine, theirs) in [(&ana, &support, &billing), (&carl, &billing, &support)] {
         let (status, body) = who.get(&path(mine, "")).await;
         assert_eq!(status, 200, "{body}");
@@ -91,6 +90,23 @@ async fn a_thread_never_handed_off_belongs_to_its_channels_team() {
     }
     assert_eq!(boss.get(&path(&billing, "")).await.0, 200);
     assert_eq!(boss.get(&path(&support, "")).await.0, 200);
+
+    // The id the attack computed (the hash of the channel and the contact) names nothing,
+    // not even for the thread's own team or an admin.
+    let contact = concierge::channels::webchat::Webchat::new(
+        concierge::domain::ChannelId::parse("web").unwrap(),
+        Default::default(),
+    )
+    .contact_for_key(&visitor_key("wendy"))
+    .unwrap();
+    let computed = ConversationId::legacy(
+        &concierge::domain::ChannelId::parse("web").unwrap(),
+        &contact,
+    );
+    assert_ne!(computed, billing);
+    for who in [&carl, &boss] {
+        assert_eq!(who.get(&path(&computed, "")).await.0, 404);
+    }
 
     // Ana takes over her channel's thread: it stays support's, and Carl still cannot see it.
     let (status, claimed) = ana.post(&path(&support, "/claim"), json!({})).await;

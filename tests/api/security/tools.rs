@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use concierge::domain::{ChannelId, ConversationId, ThreadState};
+use concierge::domain::{ConversationId, ThreadState};
 use serde_json::{Value, json};
 
 use crate::fake_llm::{FakeLlm, Step, text};
@@ -171,12 +171,6 @@ fn tool_toml(name: &str, url: &str, arg: &str, extra: &str) -> String {
     format!(
         "[[tools]]\nname = \"{name}\"\ndescription = \"d\"\nurl = \"{url}\"\nheaders = {{ Authorization = \"Bearer shop-token\" }}\nparameters = {{ type = \"object\", properties = {{ {arg} = {{ type = \"string\" }} }}, required = [\"{arg}\"] }}\n{extra}\n"
     )
-}
-
-fn web_conversation(key: &str) -> ConversationId {
-    let web = ChannelId::parse("web").unwrap();
-    let chat = concierge::channels::webchat::Webchat::new(web.clone(), Default::default());
-    ConversationId::derive(&web, &chat.contact_for_key(key).unwrap())
 }
 
 fn calls(calls: &[(&str, Value)]) -> Step {
@@ -501,7 +495,7 @@ async fn flood_on(
     llm.script(script);
     let key = visitor_key(name);
     assert_eq!(app.post_text(&key, "f1", "stock?").await.status(), 200);
-    let conversation = web_conversation(&key);
+    let conversation = app.visitor_conversation(&key).await;
     assert_queued_with(&app, &conversation, "tool call limit").await;
     (app, shop, conversation)
 }

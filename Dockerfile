@@ -10,20 +10,26 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 
-# Dependencies first, in their own layer: it is rebuilt only when Cargo.toml or Cargo.lock
-# change. Stub sources stand in for src/ so that cargo compiles every dependency now.
+# Dependencies first, in their own layer: it is rebuilt only when a Cargo.toml or Cargo.lock
+# changes. Stub sources stand in for the workspace's so that cargo compiles every dependency
+# of the gateway now.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+COPY crates/testkit/Cargo.toml crates/testkit/
+COPY crates/dev/Cargo.toml crates/dev/
+RUN mkdir -p src crates/testkit/src crates/dev/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
-    && cargo build --release --locked \
+    && touch src/lib.rs crates/testkit/src/lib.rs \
+    && echo 'fn main() {}' > crates/dev/src/main.rs \
+    && cargo build --release --locked -p concierge \
     && rm -rf src
 
-# Then the gateway itself. COPY keeps the files' own mtimes, which may be older than the stub
-# build: touch them so cargo sees the crate changed and does not reuse the stub binary.
+# Then the gateway itself (only the product: the test kit and the developer's tools in
+# crates/ are workspace members the image never builds). COPY keeps the files' own mtimes,
+# which may be older than the stub build: touch them so cargo sees the crate changed and does
+# not reuse the stub binary.
 COPY src ./src
 RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked \
+    && cargo build --release --locked -p concierge \
     && install -D -m 0755 target/release/concierge /out/concierge
 
 # ---- run ------------------------------------------------------------------------------------

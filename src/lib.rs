@@ -12,7 +12,7 @@
 //!   platform: `webchat`, `whatsapp` (Meta's Cloud API), `twilio` (WhatsApp through Twilio),
 //!   `bluebubbles` (iMessage through a BlueBubbles server), `telegram` (the Bot API, webhook
 //!   or polling).
-//! - [`store`]: the store traits, their shared test suite, the SQLite backend (one machine)
+//! - [`store`]: the store traits, the SQLite backend (one machine)
 //!   and the Redis backend (several instances: partitioned inbox streams, fenced leases, Lua).
 //! - [`agents`]: agent definitions from `prompts/`, the LLM client trait (on `genai`), the
 //!   merchant's HTTP tools, PII masking, and the runner that works a turn (tool loop,
@@ -32,17 +32,19 @@
 //! - [`replay`]: `inbox export` and `replay`: kept raw webhooks out as JSON lines, and into
 //!   another gateway, re-signed for its secrets.
 //! - [`telemetry`]: logs and the Prometheus metrics.
-//! - `fuzzing` (hidden): the fuzz targets, one function per target (see FUZZING.md).
+//! - `fuzzing` (hidden, the `fuzzing` feature): the fuzz targets, one function per target
+//!   (see FUZZING.md).
+//!
+//! The developer's tools (bench, chaos run, demo shop) are `cargo dev …` (crates/dev), and
+//! what tests share (fakes, the store suite) is crates/testkit: neither is in this crate.
 
 pub mod agents;
 pub mod app;
-pub mod bench;
 pub mod channels;
-pub mod chaos;
 pub mod config;
 pub mod delivery;
-pub mod demo_shop;
 pub mod domain;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handoff;

@@ -42,19 +42,6 @@ enum Command {
         #[arg(long, default_value = "concierge.toml")]
         config: PathBuf,
     },
-    /// Serve the demo merchant backend (catalogue, stock, orders by customer phone) that the
-    /// default concierge.toml's tools call.
-    DemoShop {
-        #[arg(long, default_value = "127.0.0.1:8081")]
-        bind: std::net::SocketAddr,
-        /// The shop's data.
-        #[arg(long, default_value = "examples/demo-shop.json")]
-        data: PathBuf,
-        /// The bearer token the gateway's tool calls carry (DEMO_SHOP_TOKEN, as in
-        /// concierge.toml); `--token ''` accepts any caller.
-        #[arg(long, env = "DEMO_SHOP_TOKEN", default_value = "demo-shop-token")]
-        token: String,
-    },
     /// Telegram tools.
     Telegram {
         #[command(subcommand)]
@@ -64,19 +51,6 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
-    },
-    /// Load a gateway process with signed WhatsApp webhooks (fake Graph API and LLM in this
-    /// process) beside a plain axum handler, and print both and the ratio (BENCHMARKS.md).
-    Bench(concierge::bench::Options),
-    /// Kill a gateway process with SIGKILL every few hundred milliseconds while customers
-    /// write (some webhooks twice), restart it, and print what was lost, processed twice,
-    /// sent twice or answered out of order (zero in each column is the bar; exit 1 if not).
-    Chaos(concierge::chaos::Options),
-    /// The bench's baseline: an axum server whose one route answers 200.
-    #[command(hide = true)]
-    BenchPlain {
-        #[arg(long)]
-        bind: std::net::SocketAddr,
     },
     /// The raw webhooks the store keeps (credentials removed).
     Inbox {
@@ -140,7 +114,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Serve { config } => serve(&config),
-        Command::DemoShop { bind, data, token } => demo_shop(bind, &data, token),
         Command::Telegram {
             command:
                 TelegramCommand::SetWebhook {
@@ -155,9 +128,6 @@ fn main() -> ExitCode {
         Command::Token {
             command: TokenCommand::Revoke { name, config },
         } => revoke_tokens(&config, &name),
-        Command::Bench(options) => bench(&options),
-        Command::Chaos(options) => chaos(&options),
-        Command::BenchPlain { bind } => bench_plain(bind),
         Command::Inbox {
             command: InboxCommand::Export(options),
         } => inbox_export(&options),
@@ -204,16 +174,6 @@ fn replay(options: &concierge::replay::ReplayOptions) -> ExitCode {
     )
 }
 
-fn bench(options: &concierge::bench::Options) -> ExitCode {
-    run_tool("bench", concierge::bench::run(options), |_| true)
-}
-
-fn chaos(options: &concierge::chaos::Options) -> ExitCode {
-    run_tool("chaos", concierge::chaos::run(options), |rows| {
-        rows.iter().all(concierge::chaos::Row::clean)
-    })
-}
-
 /// Runs one of the tools on a fresh runtime: success when `passed` says its result is, its
 /// error printed under its name.
 fn run_tool<T, E: std::fmt::Display>(
@@ -233,29 +193,6 @@ fn run_tool<T, E: std::fmt::Display>(
             ExitCode::FAILURE
         }
     }
-}
-
-fn bench_plain(bind: std::net::SocketAddr) -> ExitCode {
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(bind).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                eprintln!("cannot listen on {bind}: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        match axum::serve(listener, concierge::bench::plain_router()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("the plain server stopped: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    })
 }
 
 /// Reads the configuration, printing every problem.
@@ -357,45 +294,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             eprintln!("cannot start the async runtime: {e}");
             ExitCode::FAILURE
         })
-}
-
-fn demo_shop(bind: std::net::SocketAddr, data: &std::path::Path, token: String) -> ExitCode {
-    let shop = match concierge::demo_shop::Shop::load(data) {
-        Ok(shop) => std::sync::Arc::new(shop),
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(bind).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                eprintln!("cannot listen on {bind}: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let token = Some(token).filter(|t| !t.is_empty());
-        tracing::info!(%bind, data = %data.display(), "the demo shop is serving");
-        let app = concierge::demo_shop::router(shop, token);
-        let stop = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        match axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("the demo shop stopped: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    })
 }
 
 fn set_webhook(path: &std::path::Path, channel: &str, url: &str) -> ExitCode {

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Ingest throughput: signed-off web chat webhooks acknowledged per second by the gateway
 # (inbox append, durable), beside a plain axum handler that only answers 200, in one run.
-# A cross-check of `concierge bench --scenario ingest` with an external load generator.
+# A cross-check of `cargo dev bench --scenario ingest` with an external load generator.
 # Needs wrk (apt-get install wrk). Usage: scripts/bench/ingest.sh [seconds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
 conns=${2:-64}
 command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" >&2; exit 1; }
-cargo build --release --quiet --bin concierge
+cargo build --release --quiet --bin concierge --bin concierge-dev
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/channels" "$work/prompts"
@@ -33,7 +33,7 @@ TOML
   kill -TERM $pid; wait $pid || true
 }
 
-target/release/concierge bench-plain --bind 127.0.0.1:8091 2>/dev/null &
+target/release/concierge-dev bench-plain --bind 127.0.0.1:8091 2>/dev/null &
 base=$!
 sleep 0.5
 echo "== plain axum (only returns 200)"

@@ -1,7 +1,8 @@
 //! The store traits every backend implements, and the types they exchange. The orchestrator,
 //! the delivery worker and the HTTP layer see only these traits, never a backend.
 //!
-//! The rules the traits promise, and the shared suite in [`suite`] checks on every backend:
+//! The rules the traits promise, and the shared suite in `concierge-testkit` checks on every
+//! backend:
 //! - `ingest` is atomic and idempotent on `(channel, event_id)`.
 //! - `complete` marks an inbox event done in the same transaction that writes its replies
 //!   into the outbox and its thread state; it refuses automated replies while a human or the
@@ -12,7 +13,6 @@
 
 pub mod redis;
 pub mod sqlite;
-pub mod suite;
 
 use std::sync::Arc;
 

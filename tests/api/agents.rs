@@ -771,10 +771,11 @@ async fn start_demo() -> Agents {
     let llm = FakeLlm::start().await;
     let graph = FakeApi::start().await;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let shop = concierge::demo_shop::Shop::load(&root.join("examples/demo-shop.json")).unwrap();
+    let shop =
+        concierge_testkit::demo_shop::Shop::load(&root.join("examples/demo-shop.json")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let shop_url = format!("http://{}", listener.local_addr().unwrap());
-    let router = concierge::demo_shop::router(
+    let router = concierge_testkit::demo_shop::router(
         std::sync::Arc::new(shop),
         Some("demo-shop-token".to_string()),
     );

@@ -229,3 +229,28 @@ fn redis_store_mistakes_fail_naming_file_and_key() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The released command has only the product's commands: the bench, the chaos run and the
+/// demo shop are `cargo dev …` (crates/dev).
+#[test]
+fn the_concierge_command_has_no_developer_tools() {
+    let output = Command::new(env!("CARGO_BIN_EXE_concierge"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for command in ["serve", "check", "token", "inbox", "replay", "telegram"] {
+        assert!(help.contains(command), "no `{command}` in\n{help}");
+    }
+    for tool in ["bench", "chaos", "demo-shop", "demo_shop"] {
+        assert!(!help.contains(tool), "`{tool}` in\n{help}");
+    }
+    for tool in ["bench", "bench-plain", "chaos", "demo-shop"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_concierge"))
+            .args([tool, "--help"])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "`concierge {tool}` still runs");
+    }
+}

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use concierge::chaos::platform::{Fault, Platform};
 use concierge::domain::{ConversationId, DeliveryStatus, Direction};
+use concierge_testkit::graph::{Fault, Platform};
 
 use crate::helpers::{Deployment, TestApp, eventually, metric, spawn_in};
 
@@ -21,7 +21,7 @@ async fn start(platform: &Platform) -> TestApp {
         deployment.path().join("channels/whatsapp.toml"),
         format!(
             "kind = \"whatsapp\"\nphone_number_id = \"{}\"\naccess_token = \"faults-token\"\napp_secret = \"{SECRET}\"\nverify_token = \"faults-verify\"\napi_base = \"{}\"\n",
-            concierge::bench::PHONE_NUMBER_ID,
+            concierge_testkit::load::PHONE_NUMBER_ID,
             platform.api_base
         ),
     )
@@ -32,13 +32,13 @@ async fn start(platform: &Platform) -> TestApp {
 }
 
 async fn conversation(store: &concierge::store::SharedStore) -> ConversationId {
-    crate::helpers::conversation_in(store, "whatsapp", &concierge::bench::phone(0)).await
+    crate::helpers::conversation_in(store, "whatsapp", &concierge_testkit::load::phone(0)).await
 }
 
 /// The customer writes once; waits until the reply is marked sent and the platform has
 /// been quiet for longer than the gateway would wait before sending again.
 async fn customer_writes_and_the_reply_settles(app: &TestApp) {
-    let shot = &concierge::bench::shots(1, 1, SECRET, "faults", |_| "hello".to_string())[0];
+    let shot = &concierge_testkit::load::shots(1, 1, SECRET, "faults", |_| "hello".to_string())[0];
     let answer = app
         .client
         .post(app.url("/webhooks/whatsapp"))
@@ -74,7 +74,7 @@ fn shown(platform: &Platform) -> usize {
     platform
         .accepted()
         .iter()
-        .filter(|a| a.to == concierge::bench::phone(0))
+        .filter(|a| a.to == concierge_testkit::load::phone(0))
         .count()
 }
 

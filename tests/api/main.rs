@@ -2,14 +2,13 @@
 
 mod abuse;
 mod agents;
-mod bench;
 mod bluebubbles;
 mod chat;
 mod check;
 mod console;
 mod delivery;
-mod fake_api;
-mod fake_llm;
+use concierge_testkit::llm as fake_llm;
+use concierge_testkit::platform as fake_api;
 mod faults;
 mod handoff;
 mod helpers;

@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
 use concierge::domain::{ChannelId, ContactId, ConversationKey};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
+
+use concierge_testkit::graph::{Accepted, Platform};
+use concierge_testkit::llm::{self, FakeLlm};
 
 use crate::helpers::{Deployment, METRICS_TOKEN, PATIENCE, http_client, metric};
 
@@ -117,96 +118,8 @@ fn webhook(c: usize, k: usize) -> (Vec<u8>, String) {
         }}]}]
     }))
     .expect("a JSON body");
-    let signature = concierge::bench::sign(SECRET, &body);
+    let signature = concierge_testkit::load::sign(SECRET, &body);
     (body, signature)
-}
-
-/// Serves `router` on a free local port; its base URL.
-async fn serve(router: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a fake server");
-    let url = format!("http://{}", listener.local_addr().expect("local addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    url
-}
-
-/// A reply the fake Graph API received: when, to whom, the text.
-struct Reply {
-    at: Instant,
-    to: String,
-    body: String,
-}
-
-/// A fake Graph API that records the text replies with their arrival time.
-#[derive(Default)]
-struct Graph {
-    replies: Mutex<Vec<Reply>>,
-    receipts: AtomicUsize,
-}
-
-async fn graph_handler(State(graph): State<Arc<Graph>>, request: Request) -> Response {
-    let body = axum::body::to_bytes(request.into_body(), 1024 * 1024)
-        .await
-        .unwrap_or_default();
-    let json: Value = serde_json::from_slice(&body).unwrap_or_default();
-    if json.get("status").is_some() {
-        graph.receipts.fetch_add(1, Ordering::Relaxed);
-        return axum::Json(json!({ "success": true })).into_response();
-    }
-    // Accepted after a while, then answered at once: a sender killed meanwhile sent nothing.
-    tokio::time::sleep(GRAPH_DELAY).await;
-    let at = Instant::now();
-    let to = json["to"].as_str().unwrap_or_default().to_string();
-    let n = {
-        let mut replies = lock(&graph.replies);
-        replies.push(Reply {
-            at,
-            to: to.clone(),
-            body: json["text"]["body"]
-                .as_str()
-                .map_or_else(|| json.to_string(), str::to_string),
-        });
-        replies.len()
-    };
-    axum::Json(json!({
-        "messaging_product": "whatsapp",
-        "contacts": [{ "input": to, "wa_id": to }],
-        "messages": [{ "id": format!("wamid.OUT-{n}") }],
-    }))
-    .into_response()
-}
-
-/// A fake OpenAI-compatible LLM that answers `echo: <the last user message>`, and keeps
-/// what it was asked.
-#[derive(Default)]
-struct EchoLlm {
-    asked: Mutex<Vec<String>>,
-}
-
-async fn llm_handler(State(llm): State<Arc<EchoLlm>>, request: Request) -> Response {
-    let body = axum::body::to_bytes(request.into_body(), 16 * 1024 * 1024)
-        .await
-        .unwrap_or_default();
-    let json: Value = serde_json::from_slice(&body).unwrap_or_default();
-    let last_user = concierge::bench::last_user_text(&json);
-    // Counted when asked: a caller killed while the LLM thinks still cost a call.
-    let n = {
-        let mut asked = lock(&llm.asked);
-        asked.push(last_user.clone());
-        asked.len()
-    };
-    tokio::time::sleep(LLM_DELAY).await;
-    axum::Json(json!({
-        "id": format!("chatcmpl-{n}"), "object": "chat.completion", "created": 0,
-        "model": json["model"].as_str().unwrap_or("echo"),
-        "choices": [{ "index": 0, "message": { "role": "assistant", "content": format!("echo: {last_user}") },
-                      "finish_reason": "stop" }],
-        "usage": { "prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15 }
-    }))
-    .into_response()
 }
 
 /// One `concierge serve` process; its JSON logs go to a file.
@@ -457,18 +370,18 @@ struct Outcome {
     other: Vec<String>,
 }
 
-fn outcome(replies: &[Reply]) -> Outcome {
+fn outcome(replies: &[Accepted]) -> Outcome {
     let mut out = Outcome::default();
     let mut highest: HashMap<usize, usize> = HashMap::new();
     for reply in replies {
-        let Some(echoed) = reply.body.strip_prefix("echo: ") else {
-            out.other.push(format!("to {}: {}", reply.to, reply.body));
+        let Some(echoed) = reply.text.strip_prefix("echo: ") else {
+            out.other.push(format!("to {}: {}", reply.to, reply.text));
             continue;
         };
         // A turn that read several messages echoes them all, one per line.
         for line in echoed.lines() {
             let Some((c, k)) = parse_text(line) else {
-                out.other.push(format!("to {}: {}", reply.to, reply.body));
+                out.other.push(format!("to {}: {}", reply.to, reply.text));
                 continue;
             };
             if reply.to != phone(c) {
@@ -502,20 +415,20 @@ async fn three_gateways_on_one_redis_lose_nothing_when_one_is_killed() {
     let started = Instant::now();
     let client = http_client();
 
-    let graph = Arc::new(Graph::default());
-    let graph_url = serve(
-        axum::Router::new()
-            .fallback(graph_handler)
-            .with_state(graph.clone()),
-    )
-    .await;
-    let llm = Arc::new(EchoLlm::default());
-    let llm_url = serve(
-        axum::Router::new()
-            .fallback(llm_handler)
-            .with_state(llm.clone()),
-    )
-    .await;
+    // Messages are accepted after a while, then answered at once: a sender killed meanwhile
+    // sent nothing. No statuses are reported.
+    let graph = Platform::start().await.expect("the fake Graph API");
+    graph.delay_accepts(GRAPH_DELAY);
+    let graph_url = graph.api_base.clone();
+    // The echo LLM; a call is counted when asked: a caller killed while it thinks still cost one.
+    let llm = FakeLlm::with(llm::Options {
+        latency: llm::Latency::Fixed(LLM_DELAY),
+        record: true,
+        fallback: Arc::new(|request| format!("echo: {}", llm::last_user_text(request))),
+    })
+    .await
+    .expect("the fake LLM");
+    let llm_url = llm.url.clone();
 
     // One folder for the three: the agents answer from the echo LLM (the FAQ never does),
     // and the store is moved to Redis by each process's environment.
@@ -533,7 +446,7 @@ async fn three_gateways_on_one_redis_lose_nothing_when_one_is_killed() {
     std::fs::write(
         deployment.path().join("channels/whatsapp.toml"),
         format!(
-            "kind = \"whatsapp\"\nphone_number_id = \"{PHONE_NUMBER_ID}\"\naccess_token = \"t\"\napp_secret = \"{SECRET}\"\nverify_token = \"v\"\napi_base = \"{graph_url}/v23.0\"\nmessages_per_second = 1000\nnew_conversations_per_minute = 0\n"
+            "kind = \"whatsapp\"\nphone_number_id = \"{PHONE_NUMBER_ID}\"\naccess_token = \"t\"\napp_secret = \"{SECRET}\"\nverify_token = \"v\"\napi_base = \"{graph_url}\"\nmessages_per_second = 1000\nnew_conversations_per_minute = 0\n"
         ),
     )
     .expect("write the WhatsApp channel");
@@ -595,7 +508,7 @@ async fn three_gateways_on_one_redis_lose_nothing_when_one_is_killed() {
     // Every message answered, or the patience runs out.
     let deadline = Instant::now() + REPLY_PATIENCE;
     loop {
-        let answered = outcome(&lock(&graph.replies)).answers.len();
+        let answered = outcome(&graph.accepted()).answers.len();
         if answered >= MESSAGES || Instant::now() > deadline {
             break;
         }
@@ -627,7 +540,7 @@ async fn three_gateways_on_one_redis_lose_nothing_when_one_is_killed() {
     }
     drop(fleet);
 
-    let replies = std::mem::take(&mut *lock(&graph.replies));
+    let replies = graph.accepted();
     let result = outcome(&replies);
     let acks = lock(&load.acks).clone();
     let mut lost = Vec::new();
@@ -644,7 +557,11 @@ async fn three_gateways_on_one_redis_lose_nothing_when_one_is_killed() {
     let once = MESSAGES - lost.len() - twice.len();
 
     // LLM calls, counted per message (the last line of what it was asked).
-    let asked = std::mem::take(&mut *lock(&llm.asked));
+    let asked: Vec<String> = llm
+        .calls()
+        .iter()
+        .map(|call| llm::last_user_text(&call.body))
+        .collect();
     let mut calls_per_message: HashMap<String, usize> = HashMap::new();
     for question in &asked {
         let last = question.lines().last().unwrap_or_default().to_string();
@@ -755,10 +672,7 @@ async fn three_gateways_on_one_redis_lose_nothing_when_one_is_killed() {
             "replies received by the Graph API",
             replies.len().to_string(),
         ),
-        (
-            "read receipts received",
-            graph.receipts.load(Ordering::Relaxed).to_string(),
-        ),
+        ("read receipts received", graph.indicators().to_string()),
         ("messages answered exactly once", once.to_string()),
         ("lost (no reply)", lost.len().to_string()),
         ("answered twice or more", twice.len().to_string()),

@@ -22,7 +22,7 @@ async fn fresh_store(test: &str) -> Option<(SharedStore, TestRedis)> {
     Some((Arc::new(store), redis))
 }
 
-concierge::store_suite!(optional fresh_store);
+concierge_testkit::store_suite!(optional fresh_store);
 
 async fn instance(redis: &TestRedis, partitions: u16) -> RedisStore {
     RedisStore::open(RedisSettings {
@@ -52,8 +52,8 @@ fn reply(key: &str, text: &str) -> concierge::store::NewReply {
 /// (fenced); B's is the one that counts: one reply, not two.
 #[tokio::test]
 async fn a_stalled_instance_is_fenced_and_its_pending_work_taken_over_in_order() {
-    use concierge::store::suite::text_event;
     use concierge::store::{StoreError, TurnOutcome};
+    use concierge_testkit::store_suite::text_event;
     let Some(redis) = redis("a_stalled_instance_is_fenced") else {
         return;
     };
@@ -137,7 +137,7 @@ async fn a_stalled_instance_is_fenced_and_its_pending_work_taken_over_in_order()
 #[tokio::test]
 async fn a_stopping_instance_hands_its_partitions_back_at_once() {
     use concierge::store::Instances;
-    use concierge::store::suite::text_event;
+    use concierge_testkit::store_suite::text_event;
     let Some(redis) = redis("a_stopping_instance_hands_its_partitions_back") else {
         return;
     };
@@ -161,7 +161,7 @@ async fn a_stopping_instance_hands_its_partitions_back_at_once() {
 async fn a_stored_conversation_keeps_its_legacy_id_and_instances_share_the_key() {
     use concierge::domain::ConversationId;
     use concierge::store::Conversations;
-    use concierge::store::suite::text_event;
+    use concierge_testkit::store_suite::text_event;
     use redis::AsyncCommands;
     let Some(redis) = redis("legacy_conversation_ids") else {
         return;

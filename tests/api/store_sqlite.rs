@@ -15,13 +15,13 @@ async fn fresh_store() -> (SharedStore, tempfile::TempDir) {
     (Arc::new(store), dir)
 }
 
-concierge::store_suite!(fresh_store);
+concierge_testkit::store_suite!(fresh_store);
 
 #[tokio::test]
 async fn an_unreadable_inbox_row_is_set_aside_and_does_not_stall_the_rest() {
     let (store, dir) = fresh_store().await;
-    let broken = concierge::store::suite::text_event("ana", "e1", "first");
-    let fine = concierge::store::suite::text_event("bob", "e2", "second");
+    let broken = concierge_testkit::store_suite::text_event("ana", "e1", "first");
+    let fine = concierge_testkit::store_suite::text_event("bob", "e2", "second");
     store.ingest(&[broken, fine]).await.unwrap();
     // Damage the first row as another version, or a bad disk, might leave it.
     let raw = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
@@ -49,7 +49,7 @@ async fn an_unreadable_inbox_row_is_set_aside_and_does_not_stall_the_rest() {
 #[tokio::test]
 async fn a_stored_conversation_keeps_its_legacy_id_and_the_key_lasts() {
     use concierge::domain::ConversationId;
-    use concierge::store::suite::text_event;
+    use concierge_testkit::store_suite::text_event;
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("store.db");
     let old = text_event("15550100001", "e1", "from before");

@@ -1,11 +1,9 @@
-//! `concierge chaos`: signed webhooks from many customers, some sent twice, to a real gateway
+//! `cargo dev chaos`: signed webhooks from many customers, some sent twice, to a real gateway
 //! process that is killed with SIGKILL every few hundred milliseconds and restarted on the
 //! same store, with a fake platform (that can also fail sends) and a fake LLM in this
 //! process; then a table of what was accepted, lost, processed twice, sent twice and
 //! answered out of order. The bar is zero in each column.
 
-pub mod llm;
-pub mod platform;
 mod report;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -25,6 +23,10 @@ const SECRET: &str = "chaos-app-secret";
 /// The options of `concierge chaos`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// The gateway binary (default: `CONCIERGE_BIN`, else `concierge` beside this tool, built
+    /// first when missing).
+    #[arg(long)]
+    pub gateway: Option<PathBuf>,
     /// The gateway's store (repeatable; default: sqlite and redis).
     #[arg(long = "store", value_enum)]
     pub stores: Vec<StoreKind>,
@@ -70,8 +72,7 @@ pub struct Options {
 
 /// Runs every store asked for, prints the table, and returns the rows.
 pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
-    let binary = std::env::current_exe()
-        .map_err(|e| BenchError::Io("find this program's path".into(), e))?;
+    let binary = crate::gateway::binary(options.gateway.as_deref()).map_err(BenchError::Gateway)?;
     let stores = if options.stores.is_empty() {
         vec![StoreKind::Sqlite, StoreKind::Redis]
     } else {
@@ -124,7 +125,7 @@ struct Sending {
 async fn customer(
     client: reqwest::Client,
     url: String,
-    shots: Arc<Vec<crate::bench::Shot>>,
+    shots: Arc<Vec<concierge_testkit::load::Shot>>,
     list: Vec<usize>,
     sending: Arc<Sending>,
 ) {
@@ -155,16 +156,23 @@ async fn customer(
 async fn run_one(binary: &Path, options: &Options, store: StoreKind) -> Result<Row, BenchError> {
     let run_id = format!("{:08x}", rand::random::<u32>());
     let (unique, lists) = schedule(options);
-    let shots = Arc::new(crate::bench::shots(
+    let shots = Arc::new(concierge_testkit::load::shots(
         unique,
         options.conversations.max(1),
         SECRET,
         &run_id,
-        llm::token,
+        concierge_testkit::tokens::token,
     ));
-    let platform = platform::Platform::start().await?;
+    let platform = concierge_testkit::graph::Platform::start().await?;
     platform.fail_randomly(options.faults_percent / 100.0);
-    let (llm, llm_url) = llm::Llm::start(Duration::from_millis(options.llm_max_ms)).await?;
+    // A random wait up to llm_max_ms, so kills land mid-turn; each reply names what it answers.
+    let llm = concierge_testkit::llm::FakeLlm::with(concierge_testkit::llm::Options {
+        latency: concierge_testkit::llm::Latency::UpTo(Duration::from_millis(options.llm_max_ms)),
+        record: false,
+        fallback: Arc::new(concierge_testkit::tokens::answer),
+    })
+    .await?;
+    let llm_url = llm.url.clone();
     let folder = std::env::temp_dir().join(format!("concierge-chaos-{run_id}"));
     let port = free_port()?;
     write_deployment(&folder, port, &platform.api_base, &llm_url)?;
@@ -242,7 +250,10 @@ async fn run_one(binary: &Path, options: &Options, store: StoreKind) -> Result<R
     let mut last_change = (platform.accepted().len(), Instant::now());
     loop {
         let accepted = platform.accepted();
-        let covered: HashSet<usize> = accepted.iter().flat_map(|a| llm::tokens(&a.text)).collect();
+        let covered: HashSet<usize> = accepted
+            .iter()
+            .flat_map(|a| concierge_testkit::tokens::tokens(&a.text))
+            .collect();
         let all = acked.iter().all(|i| covered.contains(i));
         if accepted.len() != last_change.0 {
             last_change = (accepted.len(), Instant::now());
@@ -270,7 +281,7 @@ async fn run_one(binary: &Path, options: &Options, store: StoreKind) -> Result<R
         faults: &platform.faults(),
         logs: &logs,
         kills,
-        llm_calls: llm.calls(),
+        llm_calls: llm.count(),
         sent_in,
         drained_in,
     });
@@ -297,7 +308,7 @@ async fn run_one(binary: &Path, options: &Options, store: StoreKind) -> Result<R
 
 /// Which conversation each recipient phone is.
 pub(crate) fn conversation_of(phone: &str, conversations: usize) -> Option<usize> {
-    (0..conversations).find(|&c| crate::bench::phone(c) == phone)
+    (0..conversations).find(|&c| concierge_testkit::load::phone(c) == phone)
 }
 
 /// Message numbers by conversation, in the order each customer first sent them.
@@ -345,7 +356,7 @@ fn write_deployment(
         folder.join("channels/whatsapp.toml"),
         format!(
             "kind = \"whatsapp\"\nphone_number_id = \"{}\"\naccess_token = \"chaos-token\"\napp_secret = \"{SECRET}\"\nverify_token = \"chaos-verify\"\napi_base = \"{api_base}\"\nmessages_per_second = 100000\nnew_conversations_per_minute = 0\n",
-            crate::bench::PHONE_NUMBER_ID
+            concierge_testkit::load::PHONE_NUMBER_ID
         ),
     )?;
     write(

@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::Options;
-use super::llm::tokens;
-use super::platform::Accepted;
 use crate::bench::StoreKind;
+use concierge_testkit::graph::Accepted;
+use concierge_testkit::tokens::tokens;
 
 /// One store's run.
 #[derive(Debug, Clone)]

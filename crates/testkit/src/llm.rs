@@ -1,9 +1,13 @@
-//! A fake LLM provider over real HTTP, speaking OpenAI's `/chat/completions` and Anthropic's
-//! `/v1/messages` wire formats: it records every request and answers from a script (tool
-//! calls, text, error statuses, delays, raw bodies), so tests check what the gateway sent and
-//! inject faults. Also a fake merchant backend that records the calls it gets.
+//! The one fake LLM provider, over real HTTP, speaking OpenAI's `/chat/completions` and
+//! Anthropic's `/v1/messages` wire formats: it records every request (unless told not to, as
+//! under load) and answers from a script (tool calls, text, error statuses, delays, raw
+//! bodies), then from its fallback (a fixed sentence, an echo, or any function of the
+//! request), after a fixed or a random latency; so tests check what the gateway sent and
+//! inject faults, and the bench and the chaos run play a provider with it. Also a fake
+//! merchant backend that records the calls it gets.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,12 +84,44 @@ impl LlmCall {
     }
 }
 
-#[derive(Default)]
+/// What the fake answers once its script is spent: a text computed from the request.
+pub type Fallback = Arc<dyn Fn(&Value) -> String + Send + Sync>;
+
+/// How long the fake waits before it answers a call.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum Latency {
+    #[default]
+    None,
+    Fixed(Duration),
+    /// A uniformly random wait from zero to this (kills and faults land mid-turn).
+    UpTo(Duration),
+}
+
+/// How a fake LLM behaves beyond its script.
+#[derive(Clone)]
+pub struct Options {
+    pub latency: Latency,
+    /// Keep every request for [`FakeLlm::calls`] (off under load: only counted).
+    pub record: bool,
+    /// The answer once the script is spent.
+    pub fallback: Fallback,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            latency: Latency::None,
+            record: true,
+            fallback: Arc::new(|_| "(the fake LLM has no more script)".to_string()),
+        }
+    }
+}
+
 struct LlmState {
     calls: Mutex<Vec<LlmCall>>,
     script: Mutex<VecDeque<Step>>,
-    n: Mutex<u64>,
-    echo: std::sync::atomic::AtomicBool,
+    count: AtomicU64,
+    options: Mutex<Options>,
 }
 
 #[derive(Clone)]
@@ -95,32 +131,74 @@ pub struct FakeLlm {
 }
 
 impl FakeLlm {
+    /// A fake that records every call and says it has no more script once it is spent.
     pub async fn start() -> FakeLlm {
-        let state = Arc::new(LlmState::default());
+        FakeLlm::with(Options::default())
+            .await
+            .expect("a fake LLM on a loopback port")
+    }
+
+    pub async fn with(options: Options) -> Result<FakeLlm, crate::KitError> {
+        let state = Arc::new(LlmState {
+            calls: Mutex::default(),
+            script: Mutex::default(),
+            count: AtomicU64::new(0),
+            options: Mutex::new(options),
+        });
         let app = axum::Router::new()
             .fallback(handle_llm)
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        FakeLlm { url, state }
+        let url = crate::serve(app).await?;
+        Ok(FakeLlm { url, state })
     }
 
     pub fn script(&self, steps: Vec<Step>) {
-        self.state.script.lock().unwrap().extend(steps);
+        lock(&self.state.script).extend(steps);
     }
 
     /// Once the script is spent, answers `re: <the last line the customer wrote>`.
     pub fn echo(&self) {
-        self.state
-            .echo
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        lock(&self.state.options).fallback = Arc::new(|request| {
+            let last = last_user_text(request);
+            format!("re: {}", last.lines().last().unwrap_or_default())
+        });
     }
 
+    /// Every call received, when recording.
     pub fn calls(&self) -> Vec<LlmCall> {
-        self.state.calls.lock().unwrap().clone()
+        lock(&self.state.calls).clone()
+    }
+
+    /// How many calls were answered, recorded or not.
+    pub fn count(&self) -> u64 {
+        self.state.count.load(Ordering::Relaxed)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The text of the last user message of a chat request, whichever format (a string, or
+/// parts whose texts are joined by new lines).
+pub fn last_user_text(request: &Value) -> String {
+    request["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .map(|m| content_text(&m["content"]))
+        .unwrap_or_default()
+}
+
+/// A message's text: its string, or its text parts joined by new lines.
+pub fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
     }
 }
 
@@ -131,34 +209,36 @@ async fn handle_llm(State(state): State<Arc<LlmState>>, request: Request) -> Res
         .unwrap_or_default();
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let path = parts.uri.path().to_string();
-    state.calls.lock().unwrap().push(LlmCall {
-        path: path.clone(),
-        headers: parts.headers.clone(),
-        body: json.clone(),
-    });
-    let anthropic = path.ends_with("/messages");
-    let mut step = state.script.lock().unwrap().pop_front().unwrap_or_else(|| {
-        if state.echo.load(std::sync::atomic::Ordering::SeqCst) {
-            let last = json["messages"]
-                .as_array()
-                .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-                .and_then(|m| m["content"].as_str())
-                .and_then(|c| c.lines().last())
-                .unwrap_or_default();
-            text(&format!("re: {last}"))
-        } else {
-            text("(the fake LLM has no more script)")
+    let (latency, record, fallback) = {
+        let options = lock(&state.options);
+        (options.latency, options.record, options.fallback.clone())
+    };
+    if record {
+        lock(&state.calls).push(LlmCall {
+            path: path.clone(),
+            headers: parts.headers.clone(),
+            body: json.clone(),
+        });
+    }
+    let n = state.count.fetch_add(1, Ordering::Relaxed) + 1;
+    let wait = match latency {
+        Latency::None => Duration::ZERO,
+        Latency::Fixed(wait) => wait,
+        Latency::UpTo(max) => {
+            let max = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+            Duration::from_millis(rand::Rng::random_range(&mut rand::rng(), 0..=max))
         }
-    });
+    };
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    let anthropic = path.ends_with("/messages");
+    let scripted = lock(&state.script).pop_front();
+    let mut step = scripted.unwrap_or_else(|| Step::Text(fallback(&json)));
     while let Step::Delay(d, inner) = step {
         tokio::time::sleep(d).await;
         step = *inner;
     }
-    let n = {
-        let mut n = state.n.lock().unwrap();
-        *n += 1;
-        *n
-    };
     let model = json["model"].as_str().unwrap_or("fake").to_string();
     match step {
         Step::Status(status) => (
@@ -253,16 +333,14 @@ impl FakeShop {
         let app = axum::Router::new()
             .fallback(handle_shop)
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let url = crate::serve(app)
+            .await
+            .expect("a fake shop on a loopback port");
         FakeShop { url, state }
     }
 
     pub fn calls(&self) -> Vec<ShopCall> {
-        self.state.calls.lock().unwrap().clone()
+        lock(&self.state.calls).clone()
     }
 }
 
@@ -274,7 +352,7 @@ async fn handle_shop(State(state): State<Arc<ShopState>>, request: Request) -> R
         query: parts.uri.query().unwrap_or_default().to_string(),
         headers: parts.headers.clone(),
     };
-    state.calls.lock().unwrap().push(call.clone());
+    lock(&state.calls).push(call.clone());
     let phone = call.header("x-concierge-phone");
     match call.path.as_str() {
         "/orders/ML-10421" if phone.as_deref() == Some("+33612345678") => axum::Json(json!({

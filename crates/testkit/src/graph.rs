@@ -1,4 +1,5 @@
-//! A fake WhatsApp Cloud API that fails the way the real one does: 429 with a retry-after, a
+//! The one fake WhatsApp Cloud API of the bench, the chaos run and the load tests: it fails
+//! the way the real one does: 429 with a retry-after, a
 //! 500, an answer that comes too late, a connection closed after the message was accepted
 //! or before it was. Served over raw HTTP/1.1 so a connection can be dropped mid-request.
 //! Every message it accepts is recorded (what the customer's phone would show), and its
@@ -15,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::bench::BenchError;
+use crate::KitError;
 
 /// How the platform treats one message send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,10 @@ struct Inner {
     /// Faults injected, by kind name.
     faults: Mutex<Vec<&'static str>>,
     indicators: AtomicU64,
+    /// Bodies that were neither a message nor an indicator.
+    unknown: AtomicU64,
+    /// How long a message takes to be accepted (work in flight when a sender is killed).
+    accept_delay: Mutex<Duration>,
     /// Status webhooks the gateway took (200).
     statuses_delivered: AtomicU64,
     /// Status webhooks still being retried.
@@ -96,13 +101,13 @@ pub struct Platform {
 }
 
 impl Platform {
-    pub async fn start() -> Result<Platform, BenchError> {
+    pub async fn start() -> Result<Platform, KitError> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|e| BenchError::Io("bind the fake platform".into(), e))?;
+            .map_err(|e| KitError::Io("bind the fake platform".into(), e))?;
         let addr = listener
             .local_addr()
-            .map_err(|e| BenchError::Io("read the fake platform's address".into(), e))?;
+            .map_err(|e| KitError::Io("read the fake platform's address".into(), e))?;
         let platform = Platform {
             api_base: format!("http://{addr}/v23.0"),
             inner: Arc::new(Inner::default()),
@@ -135,8 +140,32 @@ impl Platform {
         *lock(&self.inner.fault_rate) = rate.clamp(0.0, 1.0);
     }
 
+    /// Each message send waits this long before it is accepted.
+    pub fn delay_accepts(&self, delay: Duration) {
+        *lock(&self.inner.accept_delay) = delay;
+    }
+
     pub fn accepted(&self) -> Vec<Accepted> {
         lock(&self.inner.accepted).clone()
+    }
+
+    /// How many messages were accepted, without copying them.
+    pub fn accepted_count(&self) -> usize {
+        lock(&self.inner.accepted).len()
+    }
+
+    /// When each message to `recipient` was accepted, in order.
+    pub fn accepted_at(&self, recipient: &str) -> Vec<Instant> {
+        lock(&self.inner.accepted)
+            .iter()
+            .filter(|a| a.to == recipient)
+            .map(|a| a.at)
+            .collect()
+    }
+
+    /// Bodies that were neither a message nor an indicator (answered 400).
+    pub fn unknown(&self) -> u64 {
+        self.inner.unknown.load(Ordering::Relaxed)
     }
 
     /// The faults injected so far, by kind.
@@ -227,7 +256,12 @@ impl Platform {
                 }
                 Fault::CloseBeforeAccept => return,
                 Fault::None | Fault::SlowAnswer { .. } | Fault::CloseAfterAccept => {
+                    let delay = *lock(&self.inner.accept_delay);
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     let Some(to) = json["to"].as_str() else {
+                        self.inner.unknown.fetch_add(1, Ordering::Relaxed);
                         let body = r#"{"error":{"message":"(#100) The parameter to is required.","code":100}}"#;
                         let _ = write_response(&mut stream, 400, &[], body).await;
                         continue;
@@ -275,7 +309,7 @@ impl Platform {
         });
         if let Some(callbacks) = lock(&self.inner.callbacks).as_ref() {
             let status = status_webhook(to, &wamid, callback.as_deref());
-            let signature = crate::bench::sign(&callbacks.secret, status.as_bytes());
+            let signature = crate::load::sign(&callbacks.secret, status.as_bytes());
             self.inner.statuses_pending.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(report(
                 self.inner.clone(),
@@ -315,7 +349,7 @@ fn status_webhook(to: &str, wamid: &str, callback: Option<&str>) -> String {
         "object": "whatsapp_business_account",
         "entry": [{ "id": "200000000000002", "changes": [{ "field": "messages", "value": {
             "messaging_product": "whatsapp",
-            "metadata": { "display_phone_number": "15550100000", "phone_number_id": crate::bench::PHONE_NUMBER_ID },
+            "metadata": { "display_phone_number": "15550100000", "phone_number_id": crate::load::PHONE_NUMBER_ID },
             "statuses": [status],
         }}]}]
     })

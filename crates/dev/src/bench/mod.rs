@@ -1,9 +1,7 @@
-//! `concierge bench`: loads a real gateway process with signed WhatsApp webhooks, with a fake
+//! `cargo dev bench`: loads a real gateway process with signed WhatsApp webhooks, with a fake
 //! Graph API and a fake LLM in this process, and the same load on a plain axum handler in the
 //! same run, then prints what each side did and the ratio. BENCHMARKS.md tells how to read it.
 
-mod fakes;
-mod load;
 mod process;
 mod report;
 
@@ -11,12 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use fakes::{last_user_text, plain_router, serve};
-pub use load::{PHONE_NUMBER_ID, Shape, Shot, percentile, phone, shots, sign};
+use concierge_testkit::graph::Platform as Graph;
+use concierge_testkit::llm::{self, FakeLlm};
+use concierge_testkit::load::{self, Shape};
 pub use process::{Served, free_port};
 pub use report::{Outcome, Side, Turns};
-
-use fakes::{Graph, Llm};
 
 /// What can stop a benchmark.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +24,10 @@ pub enum BenchError {
     NotReady(String),
     #[error("Redis at {0}: {1}")]
     Redis(String, String),
+    #[error(transparent)]
+    Fake(#[from] concierge_testkit::KitError),
+    #[error("{0}")]
+    Gateway(String),
 }
 
 /// What a run measures.
@@ -70,6 +71,10 @@ pub enum StoreKind {
 /// The options of `concierge bench`; what is not given takes the scenario's default.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// The gateway binary (default: `CONCIERGE_BIN`, else `concierge` beside this tool, built
+    /// first when missing).
+    #[arg(long)]
+    pub gateway: Option<PathBuf>,
     /// What to measure (repeatable; default: every scenario).
     #[arg(long = "scenario", value_enum)]
     pub scenarios: Vec<Scenario>,
@@ -161,12 +166,11 @@ const BUDGET: u32 = 1_000_000_000;
 const FRONT_DESK: &str = "+++\ndescription = \"Answers every message.\"\nentry = true\n+++\nYou are the front desk of {{ merchant }}. Answer briefly.\n";
 
 /// The shipped FAQ, so FAQ-tier turns match what a deployment answers.
-const FAQ: &str = include_str!("../../prompts/faq.md");
+const FAQ: &str = include_str!("../../../../prompts/faq.md");
 
 /// Runs every scenario on every store the options name, printing each result as it comes.
 pub async fn run(options: &Options) -> Result<Vec<Outcome>, BenchError> {
-    let binary = std::env::current_exe()
-        .map_err(|e| BenchError::Io("find the concierge binary".into(), e))?;
+    let binary = crate::gateway::binary(options.gateway.as_deref()).map_err(BenchError::Gateway)?;
     let scenarios = if options.scenarios.is_empty() {
         Scenario::ALL.to_vec()
     } else {
@@ -216,8 +220,10 @@ pub async fn run_one(binary: &Path, options: &Options, plan: &Plan) -> Result<Ou
         let port = free_port()?;
         let log = std::env::temp_dir().join(format!("concierge-bench-plain-{run_id}.log"));
         let bind = format!("127.0.0.1:{port}");
+        let tool = std::env::current_exe()
+            .map_err(|e| BenchError::Io("find this tool's path".into(), e))?;
         let served = Served::start(
-            binary,
+            &tool,
             &["bench-plain", "--bind", &bind],
             &[],
             port,
@@ -238,8 +244,15 @@ pub async fn run_one(binary: &Path, options: &Options, plan: &Plan) -> Result<Ou
         Some(Side::from_load(&result, memory))
     };
 
-    let (graph, graph_url) = Graph::start().await?;
-    let (llm, llm_url) = Llm::start(plan.llm_latency).await?;
+    let graph = Graph::start().await?;
+    let graph_url = graph.api_base.clone();
+    let llm = FakeLlm::with(llm::Options {
+        latency: llm::Latency::Fixed(plan.llm_latency),
+        record: false,
+        fallback: Arc::new(|request| format!("echo: {}", llm::last_user_text(request))),
+    })
+    .await?;
+    let llm_url = llm.url.clone();
     let folder = std::env::temp_dir().join(format!("concierge-bench-{run_id}"));
     let port = free_port()?;
     write_deployment(&folder, plan, &options.sync, port, &graph_url, &llm_url)?;
@@ -293,7 +306,7 @@ pub async fn run_one(binary: &Path, options: &Options, plan: &Plan) -> Result<Ou
         gateway: Side::from_load(&result, memory),
         idle_rss: idle.rss,
         turns,
-        llm_calls: llm.calls(),
+        llm_calls: llm.count(),
         indicators: graph.indicators(),
         unknown_graph_calls: graph.unknown(),
     })
@@ -302,7 +315,7 @@ pub async fn run_one(binary: &Path, options: &Options, plan: &Plan) -> Result<Ou
 /// The text of message `i`: an id the echo LLM hands back, or one of the FAQ's questions.
 fn texts(scenario: Scenario) -> impl Fn(usize) -> String {
     let questions: Vec<String> = match scenario {
-        Scenario::Faq => crate::orchestrator::faq::FaqIndex::parse(FAQ)
+        Scenario::Faq => concierge::orchestrator::faq::FaqIndex::parse(FAQ)
             .map(|index| index.entries().iter().map(|e| e.question.clone()).collect())
             .unwrap_or_default(),
         _ => Vec::new(),
@@ -320,17 +333,17 @@ fn texts(scenario: Scenario) -> impl Fn(usize) -> String {
 /// pairs the replies with the messages (per customer, in order: each turn answers one).
 async fn wait_for_turns(
     graph: &Graph,
-    llm: &Llm,
+    llm: &FakeLlm,
     shots: &[load::Shot],
     result: &load::LoadResult,
     plan: &Plan,
 ) -> Turns {
     let expected = result.ok() as u64;
-    let mut last = (graph.replies(), llm.calls(), Instant::now());
+    let mut last = ((graph.accepted_count() as u64), llm.count(), Instant::now());
     let stall = Duration::from_secs(30).max(plan.llm_latency * 3);
-    while graph.replies() < expected {
+    while (graph.accepted_count() as u64) < expected {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let now = (graph.replies(), llm.calls());
+        let now = ((graph.accepted_count() as u64), llm.count());
         if now != (last.0, last.1) {
             last = (now.0, now.1, Instant::now());
         } else if last.2.elapsed() > stall {
@@ -341,7 +354,7 @@ async fn wait_for_turns(
     let mut extra = 0u64;
     let mut last_reply = result.started;
     for c in 0..plan.conversations {
-        let replies = graph.replies_to(&load::phone(c));
+        let replies = graph.accepted_at(&load::phone(c));
         let sent: Vec<&load::Sent> = result
             .sent
             .iter()
@@ -355,7 +368,7 @@ async fn wait_for_turns(
     }
     Turns::new(
         expected,
-        graph.replies(),
+        graph.accepted_count() as u64,
         extra,
         latencies,
         last_reply - result.started,
@@ -404,7 +417,7 @@ fn write_deployment(
     write(
         folder.join("channels/whatsapp.toml"),
         format!(
-            "kind = \"whatsapp\"\nphone_number_id = \"{}\"\naccess_token = \"bench-token\"\napp_secret = \"{SECRET}\"\nverify_token = \"bench-verify\"\napi_base = \"{graph_url}/v23.0\"\nmessages_per_second = 100000\nnew_conversations_per_minute = {BUDGET}\n",
+            "kind = \"whatsapp\"\nphone_number_id = \"{}\"\naccess_token = \"bench-token\"\napp_secret = \"{SECRET}\"\nverify_token = \"bench-verify\"\napi_base = \"{graph_url}\"\nmessages_per_second = 100000\nnew_conversations_per_minute = {BUDGET}\n",
             load::PHONE_NUMBER_ID
         ),
     )?;
@@ -415,8 +428,9 @@ fn write_deployment(
 
 /// Deletes the run's keys from Redis.
 pub async fn forget_redis(url: &str, prefix: &str) -> Result<(), BenchError> {
-    let fail =
-        |e: redis::RedisError| BenchError::Redis(crate::store::redis::redact(url), e.to_string());
+    let fail = |e: redis::RedisError| {
+        BenchError::Redis(concierge::store::redis::redact(url), e.to_string())
+    };
     let client = redis::Client::open(url).map_err(fail)?;
     let mut conn = client
         .get_multiplexed_async_connection()
@@ -445,4 +459,15 @@ pub async fn forget_redis(url: &str, prefix: &str) -> Result<(), BenchError> {
         }
         cursor = next;
     }
+}
+
+/// The plain baseline: an axum server whose one route reads the body and answers 200, run
+/// in its own process (`concierge-dev bench-plain`) like the gateway.
+pub fn plain_router() -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/webhooks/{channel}",
+            axum::routing::post(|_body: axum::body::Bytes| async { "ok" }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
 }

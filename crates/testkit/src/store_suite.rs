@@ -2,12 +2,12 @@
 //! only. A backend's test file calls [`store_suite!`](crate::store_suite) with a function
 //! that makes a fresh, empty store.
 
-use crate::domain::{
+use concierge::domain::{
     Author, ChannelId, Choice, ContactId, Content, ConversationId, DeliveryStatus, Direction,
     EventId, EventKind, InboundEvent, InboundMessage, MessageId, PlatformMessageId, ThreadState,
     now_millis,
 };
-use crate::store::{
+use concierge::store::{
     Appended, HandoffChange, NewAudit, NewHandoff, NewNote, NewReply, SharedStore, StoreError,
     Summary, ThreadChange, ThreadMove, TurnOutcome, TurnUsage,
 };
@@ -70,7 +70,7 @@ macro_rules! store_suite {
             #[tokio::test]
             async fn $name() {
                 let (store, _guard) = $factory().await;
-                $crate::store::suite::$name(store).await;
+                $crate::store_suite::$name(store).await;
             }
         )*
     };
@@ -81,7 +81,7 @@ macro_rules! store_suite {
                 let Some((store, _guard)) = $factory(stringify!($name)).await else {
                     return;
                 };
-                $crate::store::suite::$name(store).await;
+                $crate::store_suite::$name(store).await;
             }
         )*
     };
@@ -234,7 +234,7 @@ pub async fn ingest_stores_the_customer_message(store: SharedStore) {
 
 /// A webhook request as the HTTP layer keeps it: credentials removed by the channels'
 /// rule, the rest as received.
-fn kept_webhook(query: &str, body: &[u8], received_at: i64) -> crate::store::RawWebhook {
+fn kept_webhook(query: &str, body: &[u8], received_at: i64) -> concierge::store::RawWebhook {
     let mut headers = http::HeaderMap::new();
     for (name, value) in [
         ("content-type", "application/json; charset=utf-8"),
@@ -247,14 +247,14 @@ fn kept_webhook(query: &str, body: &[u8], received_at: i64) -> crate::store::Raw
     ] {
         headers.append(name, http::HeaderValue::from_static(value));
     }
-    let request = crate::channels::WebhookRequest {
+    let request = concierge::channels::WebhookRequest {
         headers,
         query: Default::default(),
         raw_query: Some(query.to_string()),
         body: bytes::Bytes::copy_from_slice(body),
     };
-    let (query, headers) = crate::channels::kept_request(&request);
-    crate::store::RawWebhook {
+    let (query, headers) = concierge::channels::kept_request(&request);
+    concierge::store::RawWebhook {
         channel: channel(),
         kind: "webchat".to_string(),
         received_at,
@@ -265,7 +265,7 @@ fn kept_webhook(query: &str, body: &[u8], received_at: i64) -> crate::store::Raw
 }
 
 pub async fn a_raw_webhook_comes_back_exactly_without_credentials(store: SharedStore) {
-    use crate::store::RawFilter;
+    use concierge::store::RawFilter;
     let now = now_millis();
     let first = kept_webhook(
         "lang=fr&secret=hunter2&x=%C3%A9",
@@ -314,8 +314,8 @@ pub async fn a_raw_webhook_comes_back_exactly_without_credentials(store: SharedS
             ("x-forwarded-for".to_string(), "10.0.0.1".to_string()),
             ("x-forwarded-for".to_string(), "10.0.0.2".to_string()),
             (
-                crate::channels::VISITOR_HEADER.to_string(),
-                crate::channels::kept_headers([(
+                concierge::channels::VISITOR_HEADER.to_string(),
+                concierge::channels::kept_headers([(
                     "x-webchat-key".to_string(),
                     "visitor-hunter2-0123456789".to_string()
                 )])[0]
@@ -383,7 +383,7 @@ pub async fn a_raw_webhook_comes_back_exactly_without_credentials(store: SharedS
     let again = store.raw_webhooks(all(10)).await.unwrap();
     let text = format!("{:?}", again[2].raw.headers);
     assert!(!text.contains("visitor-hunter2-old"), "{text}");
-    assert!(text.contains(crate::channels::VISITOR_HEADER), "{text}");
+    assert!(text.contains(concierge::channels::VISITOR_HEADER), "{text}");
 }
 
 pub async fn pending_follows_inbox_order(store: SharedStore) {
@@ -893,7 +893,7 @@ pub async fn a_turn_reads_up_to_its_message_and_the_replies_written_since(store:
         .unwrap();
     let all = store.messages(&conversation, 0, 100).await.unwrap();
     assert_eq!(all.len(), 7);
-    let texts = |messages: Vec<crate::domain::Message>| -> Vec<Content> {
+    let texts = |messages: Vec<concierge::domain::Message>| -> Vec<Content> {
         messages.into_iter().map(|m| m.content).collect()
     };
     // The turn of m1 reads m0 and m1, then the reply; not m2..m5, which wait their turn.
@@ -1492,7 +1492,7 @@ pub async fn only_the_owner_replies_and_the_sla_breaches_once(store: SharedStore
         .unwrap();
     assert_eq!(
         again,
-        crate::store::ConciergeReplied {
+        concierge::store::ConciergeReplied {
             ids: queued.ids.clone(),
             replayed: true
         },

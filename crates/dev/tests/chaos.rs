@@ -1,4 +1,4 @@
-//! `concierge chaos`, short, as CI runs it: signed webhooks from 100 customers with 10%
+//! `cargo dev chaos`, short, as CI runs it: signed webhooks from 100 customers with 10%
 //! sent twice and 5% of sends failed by the platform, the gateway killed with SIGKILL every
 //! 0.1–0.5 s and restarted, on SQLite and on Redis. Every column of the bar is zero: nothing
 //! lost, nothing processed or sent twice, nothing answered out of order. The documented long
@@ -8,7 +8,7 @@
 //! being killed here does not share the machine with the end-to-end suite's own gateways.
 
 #[allow(dead_code)]
-#[path = "api/redis_server.rs"]
+#[path = "../../../tests/api/redis_server.rs"]
 mod redis_server;
 
 use std::process::Command;
@@ -16,7 +16,7 @@ use std::process::Command;
 use serde_json::Value;
 
 fn chaos(store: &str, env: &[(&str, &str)]) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_concierge"))
+    let output = Command::new(env!("CARGO_BIN_EXE_concierge-dev"))
         .args([
             "chaos",
             "--store",
@@ -33,7 +33,7 @@ fn chaos(store: &str, env: &[(&str, &str)]) -> Value {
         ])
         .envs(env.iter().copied())
         .output()
-        .expect("run concierge chaos");
+        .expect("run concierge-dev chaos");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let row: Value = stdout
         .lines()

@@ -1,6 +1,10 @@
-//! `concierge bench` run as a user runs it, small: every scenario answers every message once,
+//! `cargo dev bench` run as a user runs it, small: every scenario answers every message once,
 //! the baseline runs beside the gateway, and the JSON lines carry what BENCHMARKS.md quotes.
 //! Figures are not checked against any time: the machines are shared.
+
+#[allow(dead_code)]
+#[path = "../../../tests/api/redis_server.rs"]
+mod redis_server;
 
 use std::process::Command;
 
@@ -8,13 +12,13 @@ use serde_json::Value;
 
 /// Runs the bench with `args` and returns its JSON lines.
 fn bench(args: &[&str], env: &[(&str, &str)]) -> Vec<Value> {
-    let output = Command::new(env!("CARGO_BIN_EXE_concierge"))
+    let output = Command::new(env!("CARGO_BIN_EXE_concierge-dev"))
         .arg("bench")
         .args(args)
         .arg("--json")
         .envs(env.iter().copied())
         .output()
-        .expect("run concierge bench");
+        .expect("run concierge-dev bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

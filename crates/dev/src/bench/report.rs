@@ -17,7 +17,6 @@ pub struct Side {
     pub p50: Duration,
     pub p99: Duration,
     pub max: Duration,
-    pub elapsed: Duration,
     pub peak_rss: u64,
 }
 
@@ -32,7 +31,6 @@ impl Side {
             p50: percentile(&latencies, 0.5),
             p99: percentile(&latencies, 0.99),
             max: latencies.last().copied().unwrap_or_default(),
-            elapsed: result.elapsed,
             peak_rss: memory.peak,
         }
     }

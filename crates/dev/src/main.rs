@@ -1,0 +1,142 @@
+//! `concierge-dev` (`cargo dev …`): the developer's tools beside the product, never in the
+//! `concierge` command: the bench, the chaos run, and the demo merchant backend.
+
+mod bench;
+mod chaos;
+mod gateway;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "concierge-dev",
+    about = "Concierge's developer tools: bench, chaos run, demo shop"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the demo merchant backend (catalogue, stock, orders by customer phone) that the
+    /// default concierge.toml's tools call.
+    DemoShop {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        bind: std::net::SocketAddr,
+        /// The shop's data.
+        #[arg(long, default_value = "examples/demo-shop.json")]
+        data: PathBuf,
+        /// The bearer token the gateway's tool calls carry (DEMO_SHOP_TOKEN, as in
+        /// concierge.toml); `--token ''` accepts any caller.
+        #[arg(long, env = "DEMO_SHOP_TOKEN", default_value = "demo-shop-token")]
+        token: String,
+    },
+    /// Load a gateway process with signed WhatsApp webhooks (fake Graph API and LLM in this
+    /// process) beside a plain axum handler, and print both and the ratio (BENCHMARKS.md).
+    Bench(bench::Options),
+    /// Kill a gateway process with SIGKILL every few hundred milliseconds while customers
+    /// write (some webhooks twice), restart it, and print what was lost, processed twice,
+    /// sent twice or answered out of order (zero in each column is the bar; exit 1 if not).
+    Chaos(chaos::Options),
+    /// The bench's baseline: an axum server whose one route answers 200.
+    #[command(hide = true)]
+    BenchPlain {
+        #[arg(long)]
+        bind: std::net::SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    concierge::telemetry::init_logs(concierge::telemetry::LogFormat::Human);
+    // reqwest with rustls needs a process-wide crypto provider before its first client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command {
+        Command::DemoShop { bind, data, token } => demo_shop(bind, &data, token),
+        Command::Bench(options) => run_tool("bench", bench::run(&options), |_| true),
+        Command::Chaos(options) => run_tool("chaos", chaos::run(&options), |rows| {
+            rows.iter().all(chaos::Row::clean)
+        }),
+        Command::BenchPlain { bind } => serve("the plain server", bind, crate::bench::plain_router),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+/// Runs one of the tools on a fresh runtime: success when `passed` says its result is, its
+/// error printed under its name.
+fn run_tool<T, E: std::fmt::Display>(
+    name: &str,
+    work: impl std::future::Future<Output = Result<T, E>>,
+    passed: impl FnOnce(&T) -> bool,
+) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    match runtime.block_on(work) {
+        Ok(result) if passed(&result) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves `app` on `bind` until Ctrl-C.
+fn serve(what: &str, bind: std::net::SocketAddr, app: impl FnOnce() -> axum::Router) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(bind).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("cannot listen on {bind}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        match axum::serve(listener, app())
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{what} stopped: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn demo_shop(bind: std::net::SocketAddr, data: &std::path::Path, token: String) -> ExitCode {
+    let shop = match concierge_testkit::demo_shop::Shop::load(data) {
+        Ok(shop) => std::sync::Arc::new(shop),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let token = Some(token).filter(|t| !t.is_empty());
+    tracing::info!(%bind, data = %data.display(), "the demo shop is serving");
+    serve("the demo shop", bind, move || {
+        concierge_testkit::demo_shop::router(shop, token)
+    })
+}

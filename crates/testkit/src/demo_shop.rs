@@ -38,10 +38,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use jiff::civil::Date;
+use jiff::fmt::temporal::{Pieces, PiecesOffset};
+use jiff::tz::Offset;
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use time::format_description::well_known::{Iso8601, Rfc3339};
-use time::{Date, Duration, OffsetDateTime};
 
 /// How many products a search returns at most.
 const MAX_RESULTS: usize = 10;
@@ -117,8 +119,7 @@ struct Order {
     phone: Option<String>,
     email: String,
     name: String,
-    #[serde(with = "time::serde::rfc3339")]
-    placed_at: OffsetDateTime,
+    placed_at: At,
     status: OrderStatus,
     #[serde(default)]
     carrier: Option<String>,
@@ -126,8 +127,8 @@ struct Order {
     tracking: Option<String>,
     #[serde(default)]
     tracking_url: Option<String>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    delivered_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    delivered_at: Option<At>,
     items: Vec<OrderItem>,
     #[serde(default)]
     shipping_cents: Option<u64>,
@@ -160,7 +161,7 @@ struct ReturnRecord {
     order_id: String,
     items: Vec<OrderItem>,
     reason: String,
-    created_at: OffsetDateTime,
+    created_at: At,
 }
 
 impl ReturnRecord {
@@ -362,7 +363,7 @@ impl Shop {
                 order.phone.as_deref().and_then(normalize_phone).as_deref() == Some(phone)
             })
             .collect();
-        orders.sort_by_key(|order| std::cmp::Reverse(order.placed_at));
+        orders.sort_by_key(|order| std::cmp::Reverse(order.placed_at.at));
         orders
     }
 
@@ -389,26 +390,27 @@ impl Shop {
                 json!({
                     "return_id": r.return_id,
                     "items": r.items.iter().map(|i| i.sku.as_str()).collect::<Vec<_>>(),
-                    "created_at": rfc3339(r.created_at),
+                    "created_at": r.created_at.to_string(),
                     "label_url": r.label_url(),
                 })
             })
             .collect();
         let return_deadline = match (order.status, order.delivered_at) {
-            (OrderStatus::Delivered, Some(at)) => {
-                Some(date_iso(at.date() + Duration::days(RETURN_WINDOW_DAYS)))
-            }
+            (OrderStatus::Delivered, Some(at)) => Some(date_iso(
+                at.date()
+                    .saturating_add(jiff::Span::new().days(RETURN_WINDOW_DAYS)),
+            )),
             _ => None,
         };
         json!({
             "id": order.id,
             "name": order.name,
-            "placed_at": rfc3339(order.placed_at),
+            "placed_at": order.placed_at.to_string(),
             "status": order.status,
             "carrier": order.carrier,
             "tracking": order.tracking,
             "tracking_url": order.tracking_url,
-            "delivered_at": order.delivered_at.map(rfc3339),
+            "delivered_at": order.delivered_at.map(|at| at.to_string()),
             "items": items,
             "shipping_cents": order.shipping_cents,
             "total_cents": order.total_cents,
@@ -427,7 +429,7 @@ impl Shop {
         &self,
         phone: Option<&str>,
         request: &ReturnRequest,
-        now: OffsetDateTime,
+        now: At,
     ) -> Result<ReturnRecord, ApiError> {
         let Some(phone) = phone else {
             return Err(ApiError::new(StatusCode::FORBIDDEN, RETURNS_NEED_PHONE));
@@ -463,7 +465,9 @@ impl Shop {
                 )));
             }
         };
-        if now - delivered_at > Duration::days(RETURN_WINDOW_DAYS) {
+        if now.at.duration_since(delivered_at.at)
+            > SignedDuration::from_hours(24 * RETURN_WINDOW_DAYS)
+        {
             return Err(ApiError::conflict(format!(
                 "Order {} was delivered on {}, more than {RETURN_WINDOW_DAYS} days ago, so it is past the return period.",
                 order.id,
@@ -564,7 +568,7 @@ fn validate(file: &ShopFile) -> Result<(), String> {
                 return Err(format!("the sku `{}` is used twice", variant.sku));
             }
             if let Some(date) = &variant.restock_date
-                && Date::parse(date, &Iso8601::DATE).is_err()
+                && !is_iso_date(date)
             {
                 return Err(format!(
                     "variant `{}`: restock_date `{date}` is not a YYYY-MM-DD date",
@@ -850,8 +854,7 @@ async fn start_return(
         )
     })?;
     let caller = Caller::from_headers(&headers);
-    let record =
-        shop.create_return(caller.phone.as_deref(), &request, OffsetDateTime::now_utc())?;
+    let record = shop.create_return(caller.phone.as_deref(), &request, At::now())?;
     tracing::info!(
         return_id = %record.return_id,
         order_id = %record.order_id,
@@ -873,7 +876,7 @@ async fn start_return(
             "items": items,
             "label_url": record.label_url(),
             "instructions": RETURN_INSTRUCTIONS,
-            "created_at": rfc3339(record.created_at),
+            "created_at": record.created_at.to_string(),
         })),
     ))
 }
@@ -946,22 +949,91 @@ fn digits(text: &str) -> String {
     text.chars().filter(char::is_ascii_digit).collect()
 }
 
-fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&Rfc3339).unwrap_or_else(|_| at.to_string())
+/// An RFC 3339 instant and the offset it was written with (its date is the one there).
+#[derive(Debug, Clone, Copy)]
+struct At {
+    at: Timestamp,
+    offset: Offset,
+}
+
+impl At {
+    fn now() -> Self {
+        Self {
+            at: Timestamp::now(),
+            offset: Offset::UTC,
+        }
+    }
+
+    /// `2026-11-18T14:02:00Z`, `2026-11-18T15:02:00+01:00`: an offset is required.
+    fn parse(text: &str) -> Result<Self, String> {
+        let not = |e: jiff::Error| format!("`{text}` is not an RFC 3339 date and time: {e}");
+        let at: Timestamp = text.parse().map_err(not)?;
+        let offset = match Pieces::parse(text).map_err(not)?.offset() {
+            Some(PiecesOffset::Numeric(numeric)) => numeric.offset(),
+            _ => Offset::UTC,
+        };
+        Ok(Self { at, offset })
+    }
+
+    fn date(self) -> Date {
+        self.offset.to_datetime(self.at).date()
+    }
+}
+
+impl std::fmt::Display for At {
+    /// RFC 3339 in the offset it came with; `Z` for UTC.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.offset == Offset::UTC {
+            write!(f, "{}", self.at)
+        } else {
+            write!(f, "{}", self.at.display_with_offset(self.offset))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for At {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        At::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `YYYY-MM-DD`, and a day of the calendar.
+fn is_iso_date(text: &str) -> bool {
+    let shaped = text.len() == 10
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+    shaped && text.parse::<Date>().is_ok()
 }
 
 fn date_iso(date: Date) -> String {
-    format!(
-        "{:04}-{:02}-{:02}",
-        date.year(),
-        u8::from(date.month()),
-        date.day()
-    )
+    format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day())
 }
 
 /// `10 November 2026`.
 fn date_words(date: Date) -> String {
-    format!("{} {} {}", date.day(), date.month(), date.year())
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let month = usize::try_from(date.month() - 1)
+        .ok()
+        .and_then(|m| MONTHS.get(m))
+        .copied()
+        .unwrap_or("?");
+    format!("{} {month} {}", date.day(), date.year())
 }
 
 #[cfg(test)]
@@ -972,9 +1044,22 @@ mod tests {
     use tower::ServiceExt;
 
     /// A small shop whose delivered orders are dated relative to `now`.
-    fn sample_json(now: OffsetDateTime) -> String {
-        let recent = rfc3339(now - Duration::days(5));
-        let old = rfc3339(now - Duration::days(45));
+    impl At {
+        fn shifted(self, by: SignedDuration) -> Self {
+            Self {
+                at: self.at.saturating_add(by).unwrap_or(self.at),
+                ..self
+            }
+        }
+    }
+
+    fn days(n: i64) -> SignedDuration {
+        SignedDuration::from_hours(24 * n)
+    }
+
+    fn sample_json(now: At) -> String {
+        let recent = now.shifted(-days(5));
+        let old = now.shifted(-days(45));
         format!(
             r#"{{
   "currency": "EUR",
@@ -1025,7 +1110,7 @@ mod tests {
     }
 
     fn shop() -> Arc<Shop> {
-        match Shop::from_json(&sample_json(OffsetDateTime::now_utc())) {
+        match Shop::from_json(&sample_json(At::now())) {
             Ok(shop) => Arc::new(shop),
             Err(e) => panic!("the sample shop does not load: {e}"),
         }
@@ -1344,7 +1429,7 @@ mod tests {
 
     #[test]
     fn the_return_window_is_thirty_days_from_delivery() {
-        let now = OffsetDateTime::now_utc();
+        let now = At::now();
         let shop = Shop::from_json(&sample_json(now)).unwrap();
         let request = ReturnRequest {
             order_id: "ML-10388".into(),
@@ -1356,7 +1441,7 @@ mod tests {
         let late = shop.create_return(
             phone,
             &request,
-            now + Duration::days(25) + Duration::minutes(1),
+            now.shifted(days(25) + SignedDuration::from_mins(1)),
         );
         assert!(matches!(
             late,
@@ -1365,7 +1450,7 @@ mod tests {
                 ..
             })
         ));
-        let last_day = shop.create_return(phone, &request, now + Duration::days(25));
+        let last_day = shop.create_return(phone, &request, now.shifted(days(25)));
         assert!(last_day.is_ok(), "{last_day:?}");
     }
 

@@ -1,21 +1,21 @@
-//! Telegram through the Bot API: the webhook with its secret token, updates parsed with
-//! teloxide-core's types, sends paced per chat and overall, 429 retry_after honoured.
+//! Telegram through the Bot API: the webhook with its secret token, updates read with our
+//! own wire types, sends paced per chat and overall, 429 retry_after honoured.
 
 mod config;
 mod parse;
 pub mod poll;
+mod wire;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 pub use self::config::TelegramConfig;
-pub use self::parse::events as update_events;
 use super::outbound_http::{read_media, request_error, without_url};
 use super::signature::same_secret;
 use super::{
@@ -35,25 +35,6 @@ pub struct Telegram {
     /// When each chat may next be sent to.
     per_chat: Mutex<HashMap<String, Instant>>,
     chat_interval: Duration,
-}
-
-#[derive(Debug, Deserialize)]
-struct Answer {
-    ok: bool,
-    #[serde(default)]
-    result: Option<Value>,
-    #[serde(default)]
-    error_code: Option<i64>,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    parameters: Option<Parameters>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Parameters {
-    #[serde(default)]
-    retry_after: Option<u64>,
 }
 
 impl Telegram {
@@ -144,6 +125,20 @@ impl Telegram {
         body: &Value,
         timeout: Option<Duration>,
     ) -> Result<Value, SendError> {
+        Ok(self
+            .call_for::<Value>(method, body, timeout)
+            .await?
+            .unwrap_or(Value::Null))
+    }
+
+    /// Calls a method and reads its `result` as a `T` straight from the answer's bytes;
+    /// `None` when a successful answer has no `result` of that shape.
+    async fn call_for<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        body: &Value,
+        timeout: Option<Duration>,
+    ) -> Result<Option<T>, SendError> {
         let mut request = self.http.post(self.method_url(method)).json(body);
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
@@ -152,12 +147,12 @@ impl Telegram {
         let status = response.status();
         let bytes = match response.bytes().await {
             Ok(bytes) => bytes,
-            Err(_) if status.is_success() => return Ok(Value::Null),
+            Err(_) if status.is_success() => return Ok(None),
             Err(e) => return Err(request_error(&e)),
         };
-        let answer = serde_json::from_slice::<Answer>(&bytes).ok();
+        let answer = serde_json::from_slice::<wire::Answer<T>>(&bytes).ok();
         match answer {
-            Some(answer) if answer.ok => Ok(answer.result.unwrap_or(Value::Null)),
+            Some(answer) if answer.ok => Ok(answer.result),
             Some(answer) => {
                 let reason = answer
                     .description
@@ -181,7 +176,7 @@ impl Telegram {
                     },
                 })
             }
-            None if status.is_success() => Ok(Value::Null),
+            None if status.is_success() => Ok(None),
             None if status.is_server_error() => Err(SendError::Transient {
                 reason: format!("HTTP {status}"),
             }),

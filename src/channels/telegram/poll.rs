@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::Telegram;
+use super::wire::Polled;
 use crate::channels::SendError;
 use crate::domain::InboundEvent;
 
@@ -38,13 +39,14 @@ pub async fn run(bot: Arc<Telegram>, sink: Arc<dyn EventSink>, shutdown: Cancell
             body["offset"] = json!(offset);
         }
         // The long poll lasts up to 25 s: its own limit, whatever the client's default.
-        let poll = bot.call_within("getUpdates", &body, Some(Duration::from_secs(35)));
+        // Read straight into our update types: each answer's bytes are decoded once.
+        let poll = bot.call_for::<Vec<Polled>>("getUpdates", &body, Some(Duration::from_secs(35)));
         let answer = tokio::select! {
             _ = shutdown.cancelled() => return,
             answer = poll => answer,
         };
         let updates = match answer {
-            Ok(Value::Array(updates)) => updates,
+            Ok(Some(updates)) => updates,
             failed => {
                 match failed {
                     Err(SendError::Rejected {
@@ -70,17 +72,16 @@ pub async fn run(bot: Arc<Telegram>, sink: Arc<dyn EventSink>, shutdown: Cancell
         backoff = Duration::from_millis(500);
         let mut events = Vec::new();
         let mut last = None;
-        for raw in updates {
-            let id = raw.get("update_id").and_then(Value::as_i64);
-            last = last.max(id);
-            // From text, as the webhook does: teloxide's Update reads its kinds from a
-            // borrowed source, and a `Value` would turn every kind into an unknown one.
-            let parsed = serde_json::to_vec(&raw)
-                .ok()
-                .and_then(|bytes| super::parse::read_update(&bytes).ok());
-            match parsed {
-                Some(update) => events.extend(super::parse::events(&bot.id, &update)),
-                None => tracing::warn!(channel = %bot.id, "skipping an update we cannot read"),
+        for polled in updates {
+            match polled {
+                Polled::Read(update) => {
+                    last = last.max(Some(update.update_id));
+                    events.extend(super::parse::events(&bot.id, &update));
+                }
+                Polled::Unreadable { update_id } => {
+                    last = last.max(update_id);
+                    tracing::warn!(channel = %bot.id, "skipping an update we cannot read");
+                }
             }
         }
         if !events.is_empty()

@@ -1481,7 +1481,7 @@ mod tests {
 
     #[test]
     fn the_example_file_loads() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo-shop.json");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/demo-shop.json");
         let shop = match Shop::load(Path::new(path)) {
             Ok(shop) => shop,
             Err(e) => panic!("{e}"),

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use super::budgets::{Budgets, NEW_CONVERSATIONS_PER_IP};
 use super::lanes::ChannelHints;
-use super::responder::{Decision, HoldingResponder, Responder, ResponderError, Turn};
+use super::responder::{DecidedBy, Decision, HoldingResponder, Responder, ResponderError, Turn};
 use crate::agents::{
     AgentFailure, AgentReply, AgentRuntime, ChannelContext, CustomerContext, Identity, LlmMessage,
     PromptContext, Redactor, TurnInput,
@@ -274,7 +274,7 @@ impl AgentResponder {
             ..NewHandoff::default()
         };
         let mut decision = Decision::new(
-            "token_budget",
+            DecidedBy::TokenBudget,
             vec![(Author::System, Content::text(self.holding_text(turn)))],
         );
         decision.thread = Some(ThreadState::Queued {
@@ -309,7 +309,7 @@ impl AgentResponder {
             "a budget a minute is spent: the holding reply, no LLM call"
         );
         Ok(Some(Decision::new(
-            "budget",
+            DecidedBy::Budget,
             vec![(Author::System, Content::text(self.holding_text(turn)))],
         )))
     }
@@ -397,13 +397,13 @@ impl Responder for AgentResponder {
         } else {
             result.agent.clone()
         });
-        let mut decision = Decision::new("agent", Vec::new());
+        let mut decision = Decision::new(DecidedBy::Agent, Vec::new());
         decision.notes = notes;
         decision.usage = Some(usage);
         let handoff = match (&result.failure, &result.handoff) {
             (Some(failure), _) => {
                 tracing::warn!(error = %failure, "the agents could not answer; handing the conversation to a human");
-                decision.by = "agent_failed";
+                decision.by = DecidedBy::AgentFailed;
                 let reason = match failure {
                     AgentFailure::ToolCalls { .. } => TOOL_CALL_LIMIT,
                     _ => AGENT_UNAVAILABLE,
@@ -418,7 +418,7 @@ impl Responder for AgentResponder {
                 })
             }
             (None, Some(request)) => {
-                decision.by = "agent_handoff";
+                decision.by = DecidedBy::AgentHandoff;
                 Some(NewHandoff {
                     id: handoff_id(),
                     reason: request.reason.clone(),

@@ -11,7 +11,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::responder::{Responder, Turn};
+use super::responder::{DecidedBy, Responder, Turn};
 use super::throttle::ContactRate;
 use crate::domain::{
     ChannelId, Content, ConversationId, Direction, EventKind, InboundEvent, InboundMessage,
@@ -757,8 +757,8 @@ impl Lane {
                     replies: &mut decision.replies,
                     notes: &mut decision.notes,
                     // No LLM brief when the LLM failed, or the conversation spent its budget.
-                    llm_down: matches!(decision.by, "agent_failed" | "token_budget"),
-                    quiet: decision.by == "holding_repeat_suppressed",
+                    llm_down: decision.by.llm_down(),
+                    quiet: decision.by == DecidedBy::HoldingRepeatSuppressed,
                 })
                 .await;
             if spent.llm_calls > 0 {
@@ -839,7 +839,7 @@ impl Lane {
                 handoff: decision.handoff,
                 usage: decision.usage,
             },
-            decision.by,
+            decision.by.name(),
         ))
     }
 }

@@ -14,7 +14,8 @@ pub use self::agent_step::{AgentResponder, AgentSettings};
 pub use self::budgets::{BudgetSettings, Budgets};
 pub use self::lanes::{ChannelHints, ChannelProfile, NoHints, Orchestrator};
 pub use self::responder::{
-    Decision, FaqResponder, HoldingResponder, Responder, ResponderChain, ResponderError, Turn,
+    DecidedBy, Decision, FaqResponder, HoldingResponder, Responder, ResponderChain, ResponderError,
+    Turn,
 };
 pub(crate) use self::throttle::ContactRate;
 pub use self::triggers::{ASKED_FOR_A_PERSON, TriggerResponder};

@@ -37,11 +37,53 @@ impl Turn<'_> {
     }
 }
 
+/// Which step of the chain decided a turn: what the lanes act on (no brief from a failed
+/// LLM, no brief for a suppressed holding reply) and the `responder` label of the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecidedBy {
+    Faq,
+    Holding,
+    /// The holding reply was already sent to this conversation: nothing said again.
+    HoldingRepeatSuppressed,
+    Agent,
+    AgentFailed,
+    AgentHandoff,
+    /// The conversation spent its token budget.
+    TokenBudget,
+    /// A budget of new conversations or LLM calls a minute was spent.
+    Budget,
+    HandoffTrigger,
+    /// A responder of the embedder's own (tests, a custom chain), by its name.
+    Other(&'static str),
+}
+
+impl DecidedBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            DecidedBy::Faq => "faq",
+            DecidedBy::Holding => "holding",
+            DecidedBy::HoldingRepeatSuppressed => "holding_repeat_suppressed",
+            DecidedBy::Agent => "agent",
+            DecidedBy::AgentFailed => "agent_failed",
+            DecidedBy::AgentHandoff => "agent_handoff",
+            DecidedBy::TokenBudget => "token_budget",
+            DecidedBy::Budget => "budget",
+            DecidedBy::HandoffTrigger => "handoff_trigger",
+            DecidedBy::Other(name) => name,
+        }
+    }
+
+    /// The LLM could not be used for this turn: the handoff gets no LLM brief.
+    pub fn llm_down(self) -> bool {
+        matches!(self, DecidedBy::AgentFailed | DecidedBy::TokenBudget)
+    }
+}
+
 /// What a responder decided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
-    /// A short name for metrics and logs (`faq`, `holding`, …).
-    pub by: &'static str,
+    /// Which step decided (metrics, logs, and what the lanes do after).
+    pub by: DecidedBy,
     pub replies: Vec<(Author, Content)>,
     pub thread: Option<ThreadState>,
     /// Quote the customer's message in the first reply (where the channel can), for an
@@ -55,7 +97,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    pub fn new(by: &'static str, replies: Vec<(Author, Content)>) -> Self {
+    pub fn new(by: DecidedBy, replies: Vec<(Author, Content)>) -> Self {
         Self {
             by,
             replies,
@@ -137,7 +179,7 @@ impl Responder for FaqResponder {
             return Ok(None);
         }
         Ok(Some(Decision::new(
-            "faq",
+            DecidedBy::Faq,
             vec![(
                 Author::Agent("faq".to_string()),
                 Content::text(found.entry.answer.clone()),
@@ -198,10 +240,10 @@ impl Responder for HoldingResponder {
             m.author == Author::System && turn.now - m.created_at < self.repeat_after_ms
         });
         let mut decision = if said_recently {
-            Decision::new("holding_repeat_suppressed", Vec::new())
+            Decision::new(DecidedBy::HoldingRepeatSuppressed, Vec::new())
         } else {
             Decision::new(
-                "holding",
+                DecidedBy::Holding,
                 vec![(
                     Author::System,
                     Content::text(self.message_for(turn.text().as_deref())),

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use super::responder::{Decision, Responder, ResponderError, Turn};
+use super::responder::{DecidedBy, Decision, Responder, ResponderError, Turn};
 use crate::domain::Direction;
 use crate::handoff::keywords::Keywords;
 use crate::store::NewHandoff;
@@ -27,7 +27,7 @@ impl TriggerResponder {
     }
 
     fn handoff(reason: String, priority: &str) -> Decision {
-        let mut decision = Decision::new("handoff_trigger", Vec::new());
+        let mut decision = Decision::new(DecidedBy::HandoffTrigger, Vec::new());
         let id = uuid::Uuid::now_v7().simple().to_string();
         decision.thread = Some(crate::domain::ThreadState::Queued {
             handoff: id.clone(),

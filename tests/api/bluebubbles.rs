@@ -288,7 +288,7 @@ impl Responder for TextOrTapback {
             Content::text("Your table for 2 at 7:00 PM is confirmed.")
         };
         Ok(Some(Decision {
-            by: "test",
+            by: concierge::orchestrator::DecidedBy::Other("test"),
             replies: vec![(Author::Agent("test".into()), content)],
             thread: None,
             quote: false,
@@ -345,7 +345,7 @@ struct Photo {
 impl Responder for Photo {
     async fn respond(&self, _turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
         Ok(Some(Decision {
-            by: "test",
+            by: concierge::orchestrator::DecidedBy::Other("test"),
             replies: vec![(
                 Author::Agent("test".into()),
                 Content::Media {

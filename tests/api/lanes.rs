@@ -42,7 +42,7 @@ impl Responder for Recorder {
             .get_mut(&turn.entry.conversation)
             .unwrap() -= 1;
         Ok(Some(Decision {
-            by: "test",
+            by: concierge::orchestrator::DecidedBy::Other("test"),
             replies: vec![(
                 Author::Agent("test".into()),
                 Content::text(format!("re: {text}")),
@@ -112,7 +112,7 @@ impl Responder for Gate {
             _ => {}
         }
         Ok(Some(Decision {
-            by: "test",
+            by: concierge::orchestrator::DecidedBy::Other("test"),
             replies: vec![(
                 Author::Agent("test".into()),
                 Content::text(format!("done {}", turn.text().unwrap_or_default())),

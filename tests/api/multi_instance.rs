@@ -417,7 +417,7 @@ impl Responder for Echo {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let text = turn.text().unwrap_or_default();
         Ok(Some(Decision::new(
-            "echo",
+            concierge::orchestrator::DecidedBy::Other("echo"),
             vec![(
                 Author::Agent("echo".to_string()),
                 Content::text(format!("echo: {text}")),

@@ -356,7 +356,7 @@ async fn choices_become_an_inline_keyboard() {
             concierge::orchestrator::ResponderError,
         > {
             Ok(Some(concierge::orchestrator::Decision {
-                by: "test",
+                by: concierge::orchestrator::DecidedBy::Other("test"),
                 replies: vec![(
                     concierge::domain::Author::Agent("test".into()),
                     Content::Choices {

@@ -437,7 +437,7 @@ impl concierge::orchestrator::Responder for Kinds {
             other => Content::text(format!("re: {other}")),
         };
         Ok(Some(concierge::orchestrator::Decision {
-            by: "kinds",
+            by: concierge::orchestrator::DecidedBy::Other("kinds"),
             replies: vec![(concierge::domain::Author::Agent("test".into()), content)],
             thread: None,
             quote: false,

@@ -535,7 +535,7 @@ impl Responder for Shapes {
             other => Content::text(format!("re: {other}")),
         };
         Ok(Some(Decision {
-            by: "shapes",
+            by: concierge::orchestrator::DecidedBy::Other("shapes"),
             replies: vec![(Author::Agent("test".into()), content)],
             thread: None,
             quote,

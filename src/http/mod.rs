@@ -3,6 +3,7 @@
 //! store and answer; they never wait on a responder or a send.
 
 mod api;
+mod assets;
 mod chat;
 mod console;
 mod csp;
@@ -131,6 +132,7 @@ pub fn router(state: AppState, limits: HttpLimits, metrics: Option<MetricsPage>)
         .route("/chat/{channel_id}", get(chat::page))
         .route("/chat/{channel_id}/events", get(chat::events))
         .route("/console", get(console::page))
+        .route("/assets/{name}", get(assets::asset))
         .nest("/api/v1", api_routes())
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
         // Outermost: the body limits and both timeouts (413, 408), counted.

@@ -14,7 +14,7 @@ const LAST_MESSAGES: usize = 6;
 /// How many messages the LLM reads for the brief.
 const TRANSCRIPT_MESSAGES: usize = 30;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Brief {
     pub reason: String,

@@ -1,6 +1,7 @@
 //! The concierge API under `/api/v1`: bearer tokens (kept hashed), team scoping on every
 //! route, the queue, a thread with its brief, the actions, and the live event stream.
-//! The contract is served as OpenAPI at `/api/v1/openapi.json`.
+//! The contract is served as OpenAPI at `/api/v1/openapi.json`, generated from the
+//! `#[utoipa::path]` of each handler and the `ToSchema` of its types (see `openapi.rs`).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -13,9 +14,9 @@ use futures_util::StreamExt;
 use http::request::Parts;
 use http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
 
 use super::AppState;
 use crate::domain::{
@@ -26,7 +27,6 @@ use crate::handoff::actions::ActionError;
 use crate::handoff::{Brief, Caller, Desk, priority_rank};
 use crate::store::{Conversation, Handoff, QueueEntry, StoreError};
 
-const OPENAPI: &str = include_str!("assets/openapi.json");
 /// How many messages a thread view returns: the latest ones.
 const HISTORY: usize = 200;
 /// The longest `Idempotency-Key` a reply may carry, in bytes.
@@ -37,12 +37,21 @@ const HEARTBEAT: Duration = Duration::from_secs(30);
 /// indexed read of the token's hash.
 const REVALIDATE: Duration = Duration::from_secs(1);
 
-pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+/// The body of every refused request.
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    /// What went wrong, in words.
+    error: String,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+    (
+        status,
+        Json(Problem {
+            error: message.into(),
+        }),
+    )
+        .into_response()
 }
 
 fn unauthorized(message: &str) -> Response {
@@ -127,46 +136,54 @@ fn conversation_id(raw: String) -> Result<ConversationId, ActionError> {
     ConversationId::parse(raw).map_err(|_| ActionError::NotFound)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ContactView {
     id: String,
     name: Option<String>,
     phone: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct HandoffView {
     id: String,
     reason: String,
     priority: String,
     team: Option<String>,
     requested_by: String,
+    #[schema(value_type = i64)]
     created_at: Millis,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SlaView {
+    #[schema(value_type = Option<i64>)]
     due_at: Option<Millis>,
     /// `ok` (running), `breached`, or `met` (a concierge answered in time).
+    #[schema(value_type = String)]
     state: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct LastMessage {
     text: String,
+    #[schema(value_type = i64)]
     at: Millis,
 }
 
-#[derive(Serialize)]
+/// A thread as the queue and the actions show it.
+#[derive(Serialize, ToSchema)]
 struct ItemView {
     conversation: String,
     channel: String,
     channel_kind: String,
     contact: ContactView,
+    /// `bot`, `queued`, `human` or `closed`.
+    #[schema(value_type = String)]
     state: &'static str,
     owner: Option<String>,
     offered_to: Option<String>,
     handoff: Option<HandoffView>,
+    #[schema(value_type = i64)]
     waiting_since: Millis,
     sla: SlaView,
     last_message: Option<LastMessage>,
@@ -238,6 +255,25 @@ fn entry_view(state: &AppState, entry: &QueueEntry, now: Millis) -> ItemView {
     )
 }
 
+/// The caller as the API knows them.
+#[derive(Serialize, ToSchema)]
+pub struct MeView {
+    name: String,
+    /// `admin` or `concierge`.
+    #[schema(value_type = String)]
+    role: &'static str,
+    teams: Vec<String>,
+    /// `online` or `away`.
+    #[schema(value_type = String)]
+    status: &'static str,
+}
+
+/// The caller: name, role, teams and status.
+#[utoipa::path(get, path = "/me", tag = "concierge", responses(
+        (status = 200, description = "The caller", body = MeView),
+        (status = 401, description = "No token, or not a valid one", body = Problem),
+        (status = 503, description = "The store is unavailable; try again", body = Problem),
+))]
 pub async fn me(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -253,24 +289,32 @@ pub async fn me(
                 "away"
             }
         });
-    Ok(Json(json!({
-        "name": caller.name,
-        "role": if caller.admin { "admin" } else { "concierge" },
-        "teams": if caller.admin && caller.teams.is_empty() {
+    Ok(Json(MeView {
+        name: caller.name.clone(),
+        role: if caller.admin { "admin" } else { "concierge" },
+        teams: if caller.admin && caller.teams.is_empty() {
             state.desk.teams.iter().map(|t| t.name.clone()).collect()
         } else {
             caller.teams.clone()
         },
-        "status": status,
-    }))
+        status,
+    })
     .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct StatusBody {
+    /// `online` or `away`.
     status: String,
 }
 
+/// Sets the caller's status.
+#[utoipa::path(post, path = "/me/status", tag = "concierge", request_body = StatusBody, responses(
+        (status = 200, description = "The caller, with the new status", body = MeView),
+        (status = 401, description = "No token, or not a valid one", body = Problem),
+        (status = 422, description = "Not `online` or `away`", body = Problem),
+        (status = 503, description = "The store is unavailable; try again", body = Problem),
+))]
 pub async fn set_status(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -290,17 +334,65 @@ pub async fn set_status(
     me(State(state), Authed(caller)).await
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct TeamView {
+    name: String,
+    /// Whether the team is within its hours now.
+    open: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TeamsView {
+    teams: Vec<TeamView>,
+}
+
+/// The configured teams, and whether each is open now.
+#[utoipa::path(get, path = "/teams", tag = "concierge", responses(
+        (status = 200, description = "The teams", body = TeamsView),
+        (status = 401, description = "No token, or not a valid one", body = Problem),
+        (status = 503, description = "The store is unavailable; try again", body = Problem),
+))]
 pub async fn teams(State(state): State<AppState>, Authed(_caller): Authed) -> Response {
     let now = now_millis();
-    let teams: Vec<_> = state
+    let teams: Vec<TeamView> = state
         .desk
         .teams
         .iter()
-        .map(|t| json!({ "name": t.name, "open": state.desk.is_open(t, now) }))
+        .map(|t| TeamView {
+            name: t.name.clone(),
+            open: state.desk.is_open(t, now),
+        })
         .collect();
-    Json(json!({ "teams": teams })).into_response()
+    Json(TeamsView { teams }).into_response()
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct ConciergeView {
+    name: String,
+    teams: Vec<String>,
+    /// `admin` or `concierge`.
+    #[schema(value_type = String)]
+    role: &'static str,
+    /// `online` or `away`, as the concierge set it.
+    #[schema(value_type = String)]
+    status: &'static str,
+    /// Whether a console of theirs is connected now.
+    online: bool,
+    open_threads: usize,
+    capacity: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConciergesView {
+    concierges: Vec<ConciergeView>,
+}
+
+/// The configured concierges, their presence and load.
+#[utoipa::path(get, path = "/concierges", tag = "concierge", responses(
+        (status = 200, description = "The concierges", body = ConciergesView),
+        (status = 401, description = "No token, or not a valid one", body = Problem),
+        (status = 503, description = "The store is unavailable; try again", body = Problem),
+))]
 pub async fn concierges(
     State(state): State<AppState>,
     Authed(_caller): Authed,
@@ -308,26 +400,47 @@ pub async fn concierges(
     let now = now_millis();
     let queue = state.desk.store.queue().await?;
     let presence = state.desk.store.presence().await?;
-    let list: Vec<_> = state
+    let concierges: Vec<ConciergeView> = state
         .desk
         .concierges
         .iter()
         .map(|c| {
             let p = presence.iter().find(|p| p.concierge == c.name);
-            json!({
-                "name": c.name,
-                "teams": c.teams,
-                "role": if c.admin { "admin" } else { "concierge" },
-                "status": p.map_or("away", |p| if p.status == "online" { "online" } else { "away" }),
-                "online": p.is_some_and(|p| Desk::is_online(p, now)),
-                "open_threads": crate::handoff::owned_by(&queue, &c.name),
-                "capacity": c.capacity,
-            })
+            ConciergeView {
+                name: c.name.clone(),
+                teams: c.teams.clone(),
+                role: if c.admin { "admin" } else { "concierge" },
+                status: p.map_or("away", |p| {
+                    if p.status == "online" {
+                        "online"
+                    } else {
+                        "away"
+                    }
+                }),
+                online: p.is_some_and(|p| Desk::is_online(p, now)),
+                open_threads: crate::handoff::owned_by(&queue, &c.name),
+                capacity: c.capacity,
+            }
         })
         .collect();
-    Ok(Json(json!({ "concierges": list })).into_response())
+    Ok(Json(ConciergesView { concierges }).into_response())
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct QueueView {
+    /// The gateway's clock, in milliseconds since the epoch.
+    #[schema(value_type = i64)]
+    now: Millis,
+    items: Vec<ItemView>,
+}
+
+/// The threads the caller may see that wait for or are with a concierge, waiting first,
+/// then by priority and age.
+#[utoipa::path(get, path = "/queue", tag = "concierge", responses(
+        (status = 200, description = "The queue", body = QueueView),
+        (status = 401, description = "No token, or not a valid one", body = Problem),
+        (status = 503, description = "The store is unavailable; try again", body = Problem),
+))]
 pub async fn queue(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -351,18 +464,30 @@ pub async fn queue(
         )
     });
     let items: Vec<ItemView> = entries.iter().map(|e| entry_view(&state, e, now)).collect();
-    Ok(Json(json!({ "now": now, "items": items })).into_response())
+    Ok(Json(QueueView { now, items }).into_response())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+struct AuthorView {
+    /// `customer`, `agent`, `concierge` or `system`.
+    #[schema(value_type = String)]
+    kind: &'static str,
+    name: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
 struct MessageView {
     id: String,
     seq: i64,
+    /// `in` (from the customer) or `out`.
+    #[schema(value_type = String)]
     direction: &'static str,
-    author: serde_json::Value,
+    author: AuthorView,
     text: String,
     kind: String,
+    #[schema(value_type = i64)]
     at: Millis,
+    #[schema(value_type = String)]
     status: &'static str,
 }
 
@@ -380,7 +505,7 @@ fn message_view(m: &Message) -> MessageView {
             Direction::Inbound => "in",
             Direction::Outbound => "out",
         },
-        author: json!({ "kind": kind, "name": name }),
+        author: AuthorView { kind, name },
         text: m.content.describe(),
         kind: m.content.kind_name().to_string(),
         at: m.created_at,
@@ -391,6 +516,35 @@ fn message_view(m: &Message) -> MessageView {
     }
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct NoteView {
+    author: String,
+    body: String,
+    #[schema(value_type = i64)]
+    at: Millis,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ThreadView {
+    conversation: ItemView,
+    /// The latest messages, oldest first.
+    messages: Vec<MessageView>,
+    /// The brief of the open (else the latest) handoff.
+    brief: Option<Brief>,
+    /// Internal notes, seen only by concierges.
+    notes: Vec<NoteView>,
+}
+
+/// A thread: its state, latest messages, brief and notes.
+#[utoipa::path(get, path = "/conversations/{id}", tag = "thread", params(("id" = String, Path, description = "The conversation id")), responses(
+        (status = 200, description = "The thread", body = ThreadView),
+        (status = 401, description = "No token, or not a valid one", body = Problem),
+        (status = 403, description = "Not the caller's to act on", body = Problem),
+        (status = 404, description = "No such conversation, or not one the caller may see", body = Problem),
+        (status = 409, description = "The thread is not in a state that allows it", body = Problem),
+        (status = 422, description = "The request is not valid", body = Problem),
+        (status = 503, description = "The store is unavailable; try again", body = Problem),
+))]
 pub async fn conversation(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -420,20 +574,30 @@ pub async fn conversation(
         .or(thread.handoffs.last())
         .and_then(|h| h.brief.as_deref())
         .and_then(|b| serde_json::from_str(b).ok());
-    let notes: Vec<_> = store
+    let notes: Vec<NoteView> = store
         .notes(&id)
         .await?
         .into_iter()
-        .map(|n| json!({ "author": n.author, "body": n.body, "at": n.created_at }))
+        .map(|n| NoteView {
+            author: n.author,
+            body: n.body,
+            at: n.created_at,
+        })
         .collect();
     let messages: Vec<MessageView> = messages.iter().map(message_view).collect();
-    Ok(Json(json!({
-        "conversation": item,
-        "messages": messages,
-        "brief": brief,
-        "notes": notes,
-    }))
+    Ok(Json(ThreadView {
+        conversation: item,
+        messages,
+        brief,
+        notes,
+    })
     .into_response())
+}
+
+/// The thread after an action.
+#[derive(Serialize, ToSchema)]
+pub struct ActionView {
+    conversation: ItemView,
 }
 
 /// The thread after an action the caller was allowed to take (even if, after a transfer,
@@ -459,9 +623,19 @@ async fn answer(
         None,
         now_millis(),
     );
-    Ok(Json(json!({ "conversation": item })).into_response())
+    Ok(Json(ActionView { conversation: item }).into_response())
 }
 
+/// Claims a queued thread (or accepts the offer of it) for the caller.
+#[utoipa::path(post, path = "/conversations/{id}/claim", tag = "thread", params(("id" = String, Path, description = "The conversation id")), responses(
+        (status = 200, description = "The thread after the action", body = ActionView),
+        (status = 401, description = "No token, or not a valid one", body = Problem),
+        (status = 403, description = "Not the caller's to act on", body = Problem),
+        (status = 404, description = "No such conversation, or not one the caller may see", body = Problem),
+        (status = 409, description = "The thread is not in a state that allows it", body = Problem),
+        (status = 422, description = "The request is not valid", body = Problem),
+        (status = 503, description = "The store is unavailable; try again", body = Problem),
+))]
 pub async fn claim(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -472,11 +646,22 @@ pub async fn claim(
     answer(&state, &caller, &id).await
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 pub struct ReleaseBody {
+    /// A note for the bot, which takes the thread back.
     note: Option<String>,
 }
 
+/// Hands the thread back to the bot, with an optional note for it.
+#[utoipa::path(post, path = "/conversations/{id}/release", tag = "thread", params(("id" = String, Path, description = "The conversation id")), request_body = Option<ReleaseBody>, responses(
+        (status = 200, description = "The thread after the action", body = ActionView),
+        (status = 401, description = "No token, or not a valid one", body = Problem),
+        (status = 403, description = "Not the caller's to act on", body = Problem),
+        (status = 404, description = "No such conversation, or not one the caller may see", body = Problem),
+        (status = 409, description = "The thread is not in a state that allows it", body = Problem),
+        (status = 422, description = "The request is not valid", body = Problem),
+        (status = 503, description = "The store is unavailable; try again", body = Problem),
+))]
 pub async fn release(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -489,6 +674,16 @@ pub async fn release(
     answer(&state, &caller, &id).await
 }
 
+/// Closes the thread.
+#[utoipa::path(post, path = "/conversations/{id}/resolve", tag = "thread", params(("id" = String, Path, description = "The conversation id")), responses(
+        (status = 200, description = "The thread after the action", body = ActionView),
+        (status = 401, description = "No token, or not a valid one", body = Problem),
+        (status = 403, description = "Not the caller's to act on", body = Problem),
+        (status = 404, description = "No such conversation, or not one the caller may see", body = Problem),
+        (status = 409, description = "The thread is not in a state that allows it", body = Problem),
+        (status = 422, description = "The request is not valid", body = Problem),
+        (status = 503, description = "The store is unavailable; try again", body = Problem),
+))]
 pub async fn resolve(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -499,12 +694,23 @@ pub async fn resolve(
     answer(&state, &caller, &id).await
 }
 
-#[derive(Deserialize)]
+/// One of the two: a team (back to its queue) or a concierge (offered to them).
+#[derive(Deserialize, ToSchema)]
 pub struct TransferBody {
     team: Option<String>,
     concierge: Option<String>,
 }
 
+/// Transfers the thread to a team or a concierge.
+#[utoipa::path(post, path = "/conversations/{id}/transfer", tag = "thread", params(("id" = String, Path, description = "The conversation id")), request_body = TransferBody, responses(
+        (status = 200, description = "The thread after the action", body = ActionView),
+        (status = 401, description = "No token, or not a valid one", body = Problem),
+        (status = 403, description = "Not the caller's to act on", body = Problem),
+        (status = 404, description = "No such conversation, or not one the caller may see", body = Problem),
+        (status = 409, description = "The thread is not in a state that allows it", body = Problem),
+        (status = 422, description = "The request is not valid", body = Problem),
+        (status = 503, description = "The store is unavailable; try again", body = Problem),
+))]
 pub async fn transfer(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -519,13 +725,37 @@ pub async fn transfer(
     answer(&state, &caller, &id).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct ReplyBody {
     text: String,
+    /// Quick-reply options, where the channel has them.
     #[serde(default)]
     choices: Vec<String>,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct ReplyQueued {
+    /// The first of `message_ids`.
+    message_id: Option<String>,
+    /// The messages queued: a long reply is split at the channel's limit.
+    message_ids: Vec<String>,
+}
+
+/// Queues the caller's reply to the customer; a retry with the same `Idempotency-Key` is
+/// answered with the same messages.
+#[utoipa::path(post, path = "/conversations/{id}/messages", tag = "thread", params(
+        ("id" = String, Path, description = "The conversation id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII bytes"),
+    ), request_body = ReplyBody, responses(
+        (status = 202, description = "Queued for delivery", body = ReplyQueued),
+        (status = 400, description = "A malformed Idempotency-Key", body = Problem),
+        (status = 401, description = "No token, or not a valid one", body = Problem),
+        (status = 403, description = "Not the caller's to act on", body = Problem),
+        (status = 404, description = "No such conversation, or not one the caller may see", body = Problem),
+        (status = 409, description = "The thread is not in a state that allows it", body = Problem),
+        (status = 422, description = "The request is not valid", body = Problem),
+        (status = 503, description = "The store is unavailable; try again", body = Problem),
+))]
 pub async fn reply(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -574,16 +804,34 @@ pub async fn reply(
     let first = queued.first().map(ToString::to_string);
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "message_id": first, "message_ids": queued.iter().map(ToString::to_string).collect::<Vec<_>>() })),
+        Json(ReplyQueued {
+            message_id: first,
+            message_ids: queued.iter().map(ToString::to_string).collect(),
+        }),
     )
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct NoteBody {
     text: String,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct NoteAdded {
+    ok: bool,
+}
+
+/// Adds an internal note to the thread (concierges only see it).
+#[utoipa::path(post, path = "/conversations/{id}/notes", tag = "thread", params(("id" = String, Path, description = "The conversation id")), request_body = NoteBody, responses(
+        (status = 201, description = "The note is added", body = NoteAdded),
+        (status = 401, description = "No token, or not a valid one", body = Problem),
+        (status = 403, description = "Not the caller's to act on", body = Problem),
+        (status = 404, description = "No such conversation, or not one the caller may see", body = Problem),
+        (status = 409, description = "The thread is not in a state that allows it", body = Problem),
+        (status = 422, description = "The request is not valid", body = Problem),
+        (status = 503, description = "The store is unavailable; try again", body = Problem),
+))]
 pub async fn note(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -592,9 +840,33 @@ pub async fn note(
 ) -> Result<Response, ActionError> {
     let id = conversation_id(id)?;
     state.desk.note(&caller, &id, &body.text).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "ok": true }))).into_response())
+    Ok((StatusCode::CREATED, Json(NoteAdded { ok: true })).into_response())
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct AuditEntry {
+    seq: i64,
+    #[schema(value_type = i64)]
+    at: Millis,
+    actor: String,
+    action: String,
+    conversation: Option<String>,
+    detail: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditView {
+    /// The latest 500 records, newest first.
+    records: Vec<AuditEntry>,
+}
+
+/// The audit log of concierge actions (admins only).
+#[utoipa::path(get, path = "/audit", tag = "admin", responses(
+        (status = 200, description = "The latest records", body = AuditView),
+        (status = 401, description = "No token, or not a valid one", body = Problem),
+        (status = 403, description = "For admins only", body = Problem),
+        (status = 503, description = "The store is unavailable; try again", body = Problem),
+))]
 pub async fn audit(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -605,18 +877,22 @@ pub async fn audit(
             "the audit log is for admins",
         )));
     }
-    let records: Vec<_> = state
+    let records: Vec<AuditEntry> = state
         .desk
         .store
         .audit_log(500)
         .await?
         .into_iter()
-        .map(|r| {
-            json!({ "seq": r.seq, "at": r.at, "actor": r.actor, "action": r.action,
-                    "conversation": r.conversation, "detail": r.detail })
+        .map(|r| AuditEntry {
+            seq: r.seq,
+            at: r.at,
+            actor: r.actor,
+            action: r.action,
+            conversation: r.conversation,
+            detail: r.detail,
         })
         .collect();
-    Ok(Json(json!({ "records": records })).into_response())
+    Ok(Json(AuditView { records }).into_response())
 }
 
 /// The live events the caller may see, as server-sent events. While connected, the
@@ -624,6 +900,11 @@ pub async fn audit(
 /// stream ends when its token is revoked or its concierge is gone from the configuration or
 /// changed teams (checked every [`REVALIDATE`]; they are then listed offline), when a newer
 /// stream of the same concierge is past `max_streams_per_concierge`, or at shutdown.
+#[utoipa::path(get, path = "/events", tag = "concierge", responses(
+        (status = 200, description = "Server-sent events: `ready` first, then one event per change the caller may see (named by its kind), `resync` when the reader fell behind", content_type = "text/event-stream", body = String),
+        (status = 401, description = "No token, or not a valid one", body = Problem),
+        (status = 503, description = "The store is unavailable; try again", body = Problem),
+))]
 pub async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -47,7 +47,7 @@ fn render_page(chat: &Webchat) -> Response {
         "title": chat.config().title,
         "greeting": chat.config().greeting,
     });
-    // No `<`, `>` or `&` in the embedded JSON: nothing in it can close the script element.
+    // No `<`, `>` or `&` in the embedded JSON: nothing in it can close its data block.
     let settings = settings
         .to_string()
         .replace('<', "\\u003c")
@@ -60,13 +60,14 @@ fn render_page(chat: &Webchat) -> Response {
             ("{{SETTINGS}}", &settings),
         ],
     );
-    // The page runs by its script's hash; it may be framed by the channel's `embed_origins`.
+    // Its script and style are `/assets/chat.*`; it may be framed by the channel's
+    // `embed_origins`.
     let mut ancestors = String::from("'self'");
     for origin in &chat.config().embed_origins {
         ancestors.push(' ');
         ancestors.push_str(origin);
     }
-    let policy = super::csp::policy(&html, &ancestors);
+    let policy = super::csp::policy(&ancestors);
     (
         [
             (header::CACHE_CONTROL, "no-cache".to_string()),

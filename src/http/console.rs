@@ -1,6 +1,7 @@
 //! The concierges' console: one page, served as is (no build step), that talks to the
-//! concierge API with the token the concierge signs in with. Its inline script and style run
-//! by their hashes (no `'unsafe-inline'`), and no site may frame it.
+//! concierge API with the token the concierge signs in with. Its script and style are files
+//! of its own (`/assets/console.js`, `/assets/console.css`), nothing runs inline, and no
+//! site may frame it.
 
 use std::sync::LazyLock;
 
@@ -9,8 +10,7 @@ use http::header;
 
 const PAGE: &str = include_str!("assets/console.html");
 
-/// Computed once, from the page as it is served.
-static POLICY: LazyLock<String> = LazyLock::new(|| super::csp::policy(PAGE, "'none'"));
+static POLICY: LazyLock<String> = LazyLock::new(|| super::csp::policy("'none'"));
 
 pub async fn page() -> Response {
     (

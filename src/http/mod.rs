@@ -3,11 +3,13 @@
 //! store and answer; they never wait on a responder or a send.
 
 mod api;
+mod assets;
 mod chat;
 mod console;
 mod csp;
 mod health;
 mod limits;
+mod openapi;
 pub mod server;
 pub mod streams;
 pub mod visitors;
@@ -18,7 +20,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::get;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -68,25 +70,6 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
 }
 
-fn api_routes() -> Router<AppState> {
-    Router::new()
-        .route("/openapi.json", get(api::openapi))
-        .route("/me", get(api::me))
-        .route("/me/status", post(api::set_status))
-        .route("/teams", get(api::teams))
-        .route("/concierges", get(api::concierges))
-        .route("/queue", get(api::queue))
-        .route("/audit", get(api::audit))
-        .route("/events", get(api::events))
-        .route("/conversations/{id}", get(api::conversation))
-        .route("/conversations/{id}/claim", post(api::claim))
-        .route("/conversations/{id}/release", post(api::release))
-        .route("/conversations/{id}/resolve", post(api::resolve))
-        .route("/conversations/{id}/transfer", post(api::transfer))
-        .route("/conversations/{id}/messages", post(api::reply))
-        .route("/conversations/{id}/notes", post(api::note))
-}
-
 fn guard(limits: &HttpLimits, metrics: &Metrics) -> limits::Guard {
     limits::Guard {
         body_limit: limits.body_limit_bytes,
@@ -131,7 +114,8 @@ pub fn router(state: AppState, limits: HttpLimits, metrics: Option<MetricsPage>)
         .route("/chat/{channel_id}", get(chat::page))
         .route("/chat/{channel_id}/events", get(chat::events))
         .route("/console", get(console::page))
-        .nest("/api/v1", api_routes())
+        .route("/assets/{name}", get(assets::asset))
+        .nest("/api/v1", openapi::table().into())
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
         // Outermost: the body limits and both timeouts (413, 408), counted.
         .layer(axum::middleware::from_fn_with_state(guard, limits::guard))

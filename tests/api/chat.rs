@@ -137,7 +137,9 @@ async fn the_chat_page_is_served() {
         let body = response.text().await.unwrap();
         assert!(body.contains("<title>Test shop</title>"));
         assert!(body.contains("\"channel\":\"web\""));
-        assert!(body.contains("EventSource"));
+        // Its script is a file of its own (/assets/chat.js), its settings a JSON data block.
+        assert!(body.contains("<script src=\"/assets/chat.js\" defer></script>"));
+        assert!(body.contains("<script type=\"application/json\" id=\"settings\">{"));
     }
     let missing = app.client.get(app.url("/chat/nope")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
@@ -216,5 +218,6 @@ async fn the_page_cannot_be_broken_by_its_own_settings() {
         "{body}"
     );
     assert!(body.contains("\\u003c/script\\u003e\\u003cimg"), "{body}");
-    assert_eq!(body.matches("</script>").count(), 1);
+    // The script file's element and the settings' data block, nothing the settings closed.
+    assert_eq!(body.matches("</script>").count(), 2);
 }

@@ -24,6 +24,7 @@ mod replay;
 mod restart;
 mod scale;
 mod security;
+mod serve;
 mod store_redis;
 mod store_sqlite;
 mod telegram;

@@ -10,6 +10,9 @@
 #[allow(dead_code)]
 #[path = "api/redis_server.rs"]
 mod redis_server;
+#[allow(dead_code)]
+#[path = "api/skip.rs"]
+mod skip;
 
 use std::process::Command;
 

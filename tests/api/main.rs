@@ -25,6 +25,7 @@ mod restart;
 mod scale;
 mod security;
 mod serve;
+mod skip;
 mod store_redis;
 mod store_sqlite;
 mod telegram;

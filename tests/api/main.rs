@@ -19,6 +19,7 @@ mod lanes;
 mod limits;
 mod metrics;
 mod multi_instance;
+mod readme;
 mod redis_server;
 mod replay;
 mod restart;

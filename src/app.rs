@@ -24,6 +24,7 @@ use crate::handoff::keywords::Keywords;
 use crate::handoff::{Bus, Desk};
 use crate::http::server::HeadLimits;
 use crate::http::visitors::VisitorBudgets;
+use crate::http::welcome::{MetricsAt, Welcome};
 use crate::http::{AppState, HttpLimits, MetricsPage, StreamCaps, metrics_router, router};
 use crate::orchestrator::{
     AgentResponder, AgentSettings, BudgetSettings, Budgets, ChannelHints, ChannelProfile,
@@ -49,6 +50,8 @@ pub struct App {
     pub addr: SocketAddr,
     /// Where `/metrics` is served, when `[server] metrics_bind` gives it a port of its own.
     pub metrics_addr: Option<SocketAddr>,
+    /// The addresses to print at start.
+    pub welcome: Welcome,
     pub store: SharedStore,
     pub metrics: Metrics,
     shutdown: CancellationToken,
@@ -302,6 +305,15 @@ impl App {
                 None
             }
         };
+        let welcome = Welcome {
+            addr,
+            metrics: match (metrics_addr, settings.server.metrics_token.is_some()) {
+                (Some(at), token) => MetricsAt::OwnPort { addr: at, token },
+                (None, true) => MetricsAt::PublicPort,
+                (None, false) => MetricsAt::NotServed,
+            },
+            webchat: channels.first_webchat().is_some(),
+        };
         let task = tokio::spawn(run(
             listener,
             app_router,
@@ -317,6 +329,7 @@ impl App {
         Ok(App {
             addr,
             metrics_addr,
+            welcome,
             store,
             metrics,
             shutdown,

@@ -394,6 +394,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
         let app = App::start(config, listener).await?;
+        println!("{}", app.welcome);
         app.run_until(shutdown_signal()).await
     });
     match result {

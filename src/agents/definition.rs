@@ -9,6 +9,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problem;
+use crate::config::suggest;
 
 /// The tools every agent has, whatever its front matter says.
 pub const HANDOFF_TOOL: &str = "handoff_to_human";
@@ -174,16 +175,21 @@ impl AgentSet {
                         );
                     }
                     if agents.contains_key(&def.name) {
-                        problems.push(Problem::new(
-                            file,
-                            format!("a second agent named `{}`", def.name),
-                        ));
+                        problems.push(
+                            Problem::new(file, format!("a second agent named `{}`", def.name))
+                                .at_line(front_line(file, "name", None).or(Some(1))),
+                        );
                     }
                     agents.insert(def.name.clone(), def);
                 }
                 Err(p) => problems.push(p),
             }
         }
+        let known_tools: Vec<&str> = tools
+            .iter()
+            .map(String::as_str)
+            .chain([HANDOFF_TOOL, CHOICES_TOOL, ASK_TOOL])
+            .collect();
         for def in agents.values() {
             for tool in &def.tools {
                 if !tools.contains(tool) && !is_builtin(tool) {
@@ -193,7 +199,10 @@ impl AgentSet {
                             "agent `{}` names tool `{tool}`, which is neither declared in concierge.toml ([[tools]]) nor built in ({HANDOFF_TOOL}, {CHOICES_TOOL}, {ASK_TOOL})",
                             def.name
                         ),
-                    ).at_key("tools"));
+                    )
+                    .at_key("tools")
+                    .at_line(front_line(&def.file, "tools", Some(tool)))
+                    .with_hint(suggest::closest(tool, known_tools.iter().copied()).map(str::to_string)));
                 }
             }
             for other in &def.ask {
@@ -203,7 +212,8 @@ impl AgentSet {
                             &def.file,
                             format!("agent `{}` lists itself in `ask`", def.name),
                         )
-                        .at_key("ask"),
+                        .at_key("ask")
+                        .at_line(front_line(&def.file, "ask", Some(other))),
                     );
                 } else if !agents.contains_key(other) {
                     problems.push(
@@ -214,7 +224,15 @@ impl AgentSet {
                                 def.name
                             ),
                         )
-                        .at_key("ask"),
+                        .at_key("ask")
+                        .at_line(front_line(&def.file, "ask", Some(other)))
+                        .with_hint(
+                            suggest::closest(
+                                other,
+                                agents.keys().map(String::as_str).filter(|a| *a != def.name),
+                            )
+                            .map(str::to_string),
+                        ),
                     );
                 }
             }
@@ -227,7 +245,7 @@ impl AgentSet {
                     problems.push(Problem::new(
                         &first.file,
                         "no agent has `entry = true`: mark the front desk, the agent that answers customers first",
-                    ));
+                    ).at_line(Some(1)));
                 }
                 String::new()
             }
@@ -241,7 +259,8 @@ impl AgentSet {
                                 several.len()
                             ),
                         )
-                        .at_key("entry"),
+                        .at_key("entry")
+                        .at_line(front_line(&def.file, "entry", None)),
                     );
                 }
                 String::new()
@@ -317,6 +336,51 @@ fn body_offset(file: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// The line of the file where front matter key `key` is written; with `value`, the line of
+/// that quoted value in it (an array may span lines). `None` when the file cannot be read or
+/// does not write the key.
+fn front_line(file: &Path, key: &str, value: Option<&str>) -> Option<usize> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let quoted = value.map(|v| format!("\"{v}\""));
+    let mut in_key = None;
+    // Line 1 is the opening `+++`.
+    for (index, line) in text.lines().enumerate().skip(1) {
+        let trimmed = line.trim();
+        if trimmed == "+++" {
+            break;
+        }
+        let starts_key = trimmed
+            .split_once('=')
+            .map(|(lhs, _)| lhs.trim().trim_matches('"'));
+        if let Some(lhs) = starts_key
+            && !lhs.is_empty()
+            && lhs
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            in_key = (lhs == key).then_some(index + 1);
+        }
+        let Some(key_line) = in_key else {
+            continue;
+        };
+        match &quoted {
+            None => return Some(key_line),
+            Some(q) if line.contains(q.as_str()) => return Some(index + 1),
+            Some(_) => {}
+        }
+    }
+    // The value not found as written (a literal string, say): the key's line.
+    text.lines()
+        .enumerate()
+        .skip(1)
+        .take_while(|(_, l)| l.trim() != "+++")
+        .find(|(_, l)| {
+            l.split_once('=')
+                .is_some_and(|(lhs, _)| lhs.trim().trim_matches('"') == key)
+        })
+        .map(|(i, _)| i + 1)
+}
+
 /// Splits `+++` front matter from the body: (front matter, body, lines before the body).
 fn split_front_matter(text: &str) -> Option<(&str, &str, usize)> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -357,10 +421,16 @@ fn read_agent(file: &Path) -> Result<(AgentDef, String), Problem> {
         .at_line(Some(1)));
     };
     let matter: FrontMatter = toml::from_str(front).map_err(|e| {
-        let line = e
-            .span()
-            .map(|span| front[..span.start.min(front.len())].lines().count().max(1) + 1);
-        Problem::new(file, format!("front matter: {}", e.message().trim_end())).at_line(line)
+        // The front matter's own line, plus the opening `+++`.
+        let line = e.span().map(|span| {
+            let before = front.get(..span.start).unwrap_or(front);
+            before.matches('\n').count() + 2
+        });
+        let message = e.message().trim_end().to_string();
+        let hint = suggest::from_serde(&message);
+        Problem::new(file, format!("front matter: {message}"))
+            .at_line(line)
+            .with_hint(hint)
     })?;
     let name = matter.name.unwrap_or_else(|| stem.clone());
     if name != stem {
@@ -368,7 +438,8 @@ fn read_agent(file: &Path) -> Result<(AgentDef, String), Problem> {
             file,
             format!("the agent is named `{name}` but its file is {stem}.md: they must match"),
         )
-        .at_key("name"));
+        .at_key("name")
+        .at_line(front_line(file, "name", None)));
     }
     if !name
         .chars()
@@ -378,21 +449,24 @@ fn read_agent(file: &Path) -> Result<(AgentDef, String), Problem> {
         return Err(Problem::new(
             file,
             format!("`{name}` is not a valid agent name (lowercase letters, digits, - and _)"),
-        ));
+        )
+        .at_line(front_line(file, "name", None).or(Some(1))));
     }
     if matter.description.trim().is_empty() {
         return Err(Problem::new(
             file,
             "the description is empty: other agents read it to decide when to ask this one",
         )
-        .at_key("description"));
+        .at_key("description")
+        .at_line(front_line(file, "description", None)));
     }
     if let Some(t) = matter.temperature
         && !(0.0..=2.0).contains(&t)
     {
         return Err(
             Problem::new(file, format!("temperature {t} is not between 0 and 2"))
-                .at_key("temperature"),
+                .at_key("temperature")
+                .at_line(front_line(file, "temperature", None)),
         );
     }
     let tools = matter.tools.into_iter().filter(|t| t != ASK_TOOL).collect();
@@ -512,6 +586,48 @@ mod tests {
             problems[0].to_string().contains("does not render"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn front_matter_problems_have_their_line_and_a_suggestion() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write(
+            dir.path(),
+            "front_desk",
+            "+++\ndescription = \"greets\"\nentry = true\ntools = [\n  \"lookup_order\",\n  \"lookup_ordr\",\n]\nask = [\"order\"]\n+++\nHello\n",
+        );
+        let b = write(
+            dir.path(),
+            "orders",
+            "+++\ndescription = \"orders\"\n+++\nOrders\n",
+        );
+        let problems = AgentSet::load(&[a.clone(), b], &tools()).unwrap_err();
+        let tool = problems
+            .iter()
+            .find(|p| p.message.contains("lookup_ordr"))
+            .unwrap();
+        assert_eq!(tool.line, Some(6), "{problems:?}");
+        assert_eq!(tool.hint.as_deref(), Some("lookup_order"));
+        assert!(
+            tool.to_string().contains("did you mean `lookup_order`?"),
+            "{tool}"
+        );
+        let ask = problems
+            .iter()
+            .find(|p| p.key.as_deref() == Some("ask"))
+            .unwrap();
+        assert_eq!(ask.line, Some(8), "{problems:?}");
+        assert_eq!(ask.hint.as_deref(), Some("orders"));
+
+        // An unknown front matter key: its line, and the known key it resembles.
+        std::fs::write(
+            &a,
+            "+++\ndescription = \"greets\"\nentry = true\ntols = []\n+++\nHi\n",
+        )
+        .unwrap();
+        let problems = AgentSet::load(&[a], &tools()).unwrap_err();
+        assert_eq!(problems[0].line, Some(4), "{problems:?}");
+        assert_eq!(problems[0].hint.as_deref(), Some("tools"), "{problems:?}");
     }
 
     #[test]

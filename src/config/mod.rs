@@ -4,6 +4,7 @@
 mod model;
 mod problem;
 mod secret;
+pub mod suggest;
 mod toml_file;
 
 use std::net::SocketAddr;
@@ -424,6 +425,13 @@ impl Config {
             }
         };
 
+        attribute_overrides(
+            &mut problems,
+            path,
+            overrides,
+            settings_file.as_ref().map(|f| &f.table),
+        );
+        problems.sort(path);
         if problems.is_empty() {
             Ok(Config {
                 file: path.to_path_buf(),
@@ -444,6 +452,68 @@ impl Config {
             Err(problems)
         }
     }
+}
+
+/// Names the `CONCIERGE__…` variable in the problems it caused, instead of a line of the
+/// file: a key it sets (or one inside a section it sets), or an unknown key it made up (a
+/// misspelt section or key, which the file does not have). A misspelt segment's hint becomes
+/// the variable to set instead (`CONCIERGE__SERVR__BIND`: did you mean
+/// `CONCIERGE__SERVER__BIND`?).
+fn attribute_overrides(
+    problems: &mut Problems,
+    path: &Path,
+    overrides: &[(String, String)],
+    file: Option<&toml::Table>,
+) {
+    let vars: Vec<(&str, Vec<String>)> = overrides
+        .iter()
+        .filter_map(|(name, _)| {
+            let rest = name.strip_prefix(OVERRIDE_PREFIX)?;
+            Some((
+                name.as_str(),
+                rest.split("__").map(str::to_ascii_lowercase).collect(),
+            ))
+        })
+        .collect();
+    for problem in problems.0.iter_mut().filter(|p| p.file == path) {
+        let Some(key) = problem.key.clone() else {
+            continue;
+        };
+        let in_file = file.is_some_and(|table| has_key(table, &key));
+        let found = vars.iter().find(|(_, segments)| {
+            let set = segments.join(".");
+            set == key
+                || key.starts_with(&format!("{set}."))
+                || (set.starts_with(&format!("{key}.")) && !in_file)
+        });
+        let Some((var, segments)) = found else {
+            continue;
+        };
+        problem.env = Some((*var).into());
+        problem.line = None;
+        let depth = key.split('.').count();
+        if let Some(hint) = problem.hint.take()
+            && depth <= segments.len()
+        {
+            let mut fixed: Vec<String> = segments.iter().map(|s| s.to_ascii_uppercase()).collect();
+            fixed[depth - 1] = hint.to_ascii_uppercase();
+            problem.hint = Some(format!("{OVERRIDE_PREFIX}{}", fixed.join("__")).into());
+        }
+    }
+}
+
+/// Whether a dotted key is written in the table.
+fn has_key(table: &toml::Table, key: &str) -> bool {
+    let mut current = table;
+    let segments: Vec<&str> = key.split('.').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        match current.get(*segment) {
+            Some(toml::Value::Table(inner)) => current = inner,
+            Some(_) => return i + 1 == segments.len(),
+            None => return false,
+        }
+    }
+    true
 }
 
 /// The queue's teams and concierges, checked against each other.
@@ -539,7 +609,11 @@ fn check_queue(settings: &FileConfig) -> Vec<(String, String)> {
             if !teams.contains(&team.as_str()) {
                 found.push((
                     key("teams"),
-                    format!("`{team}` is not a team ({})", teams.join(", ")),
+                    format!(
+                        "`{team}` is not a team ({}){}",
+                        teams.join(", "),
+                        suggest::did_you_mean(team, teams.iter().copied())
+                    ),
                 ));
             }
         }
@@ -636,7 +710,11 @@ fn load_channels(dir: &Path, env: Env<'_>, teams: &[String], problems: &mut Prob
                 failed = true;
                 let why = match value.as_str() {
                     Some(team) => {
-                        format!("`{team}` is not one of the teams ({})", teams.join(", "))
+                        format!(
+                            "`{team}` is not one of the teams ({}){}",
+                            teams.join(", "),
+                            suggest::did_you_mean(team, teams.iter().map(String::as_str))
+                        )
                     }
                     None => "must be a team's name".to_string(),
                 };
@@ -697,7 +775,11 @@ fn channel_config(file: &TomlFile<'_>) -> Result<ChannelConfig, Vec<Problem>> {
                 format!("unknown channel kind `{kind}`; one of: {}", kind_names()),
             )
             .at_key("kind")
-            .at_line(file.line_of_key("kind")),
+            .at_line(file.line_of_key("kind"))
+            .with_hint(
+                suggest::closest(&kind, ChannelKind::ALL.iter().map(|k| k.name()))
+                    .map(str::to_string),
+            ),
         ]),
     }
 }
@@ -924,8 +1006,8 @@ mod tests {
         assert_eq!(
             found,
             [
-                ("server.write_timeout_secs".to_string(), Some(4)),
                 ("server.max_connections".to_string(), Some(3)),
+                ("server.write_timeout_secs".to_string(), Some(4)),
                 ("server.max_streams_per_key".to_string(), Some(5)),
                 ("server.max_streams_per_concierge".to_string(), Some(6)),
             ],
@@ -941,6 +1023,117 @@ mod tests {
                 server.max_streams_per_concierge
             ),
             (10_000, 30, 5, 10)
+        );
+    }
+
+    #[test]
+    fn a_misspelt_override_names_the_variable_and_the_one_meant() {
+        let d = Deployment::new(MINIMAL).channel("web.toml", "kind = \"webchat\"\n");
+        let overrides = vec![
+            (
+                "CONCIERGE__SERVR__BIND".to_string(),
+                "127.0.0.1:1".to_string(),
+            ),
+            (
+                "CONCIERGE__SERVER__BNID".to_string(),
+                "127.0.0.1:1".to_string(),
+            ),
+        ];
+        let problems = Config::load_with(&d.dir.path().join("concierge.toml"), &no_env, &overrides)
+            .unwrap_err();
+        let found: Vec<_> = problems
+            .0
+            .iter()
+            .map(|p| {
+                (
+                    p.env.as_deref().map(str::to_string),
+                    p.line,
+                    p.hint.as_deref().map(str::to_string),
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    Some("CONCIERGE__SERVER__BNID".to_string()),
+                    None,
+                    Some("CONCIERGE__SERVER__BIND".to_string())
+                ),
+                (
+                    Some("CONCIERGE__SERVR__BIND".to_string()),
+                    None,
+                    Some("CONCIERGE__SERVER__BIND".to_string())
+                ),
+            ],
+            "{problems}"
+        );
+        let text = problems.to_string();
+        assert!(
+            text.starts_with("environment variable CONCIERGE__SERVER__BNID (over "),
+            "{text}"
+        );
+        assert!(
+            text.contains("did you mean `CONCIERGE__SERVER__BIND`?"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_names_get_the_closest_known_one() {
+        let d = Deployment::new("[server]\nbind = \"127.0.0.1:0\"\n[stor]\nurl = \"x\"\n")
+            .channel("web.toml", "kind = \"webchat\"\ntitel = \"x\"\n")
+            .channel("wa.toml", "kind = \"whatsap\"\n");
+        let problems = d.load(&no_env).unwrap_err();
+        let hints: Vec<_> = problems
+            .0
+            .iter()
+            .map(|p| {
+                (
+                    p.key.clone().unwrap_or_default(),
+                    p.hint.as_deref().map(str::to_string),
+                )
+            })
+            .collect();
+        assert_eq!(
+            hints,
+            [
+                ("stor".to_string(), Some("store".to_string())),
+                ("kind".to_string(), Some("whatsapp".to_string())),
+                ("titel".to_string(), Some("title".to_string())),
+            ],
+            "{problems}"
+        );
+        assert!(problems.to_string().contains("did you mean `whatsapp`?"));
+    }
+
+    #[test]
+    fn problems_are_listed_by_file_then_line() {
+        let d = Deployment::new(
+            "[server]\nbind = \"127.0.0.1:0\"\nmax_connections = 0\n\n[faq]\nthreshold = 2.0\n\n[server2]\n",
+        )
+        .channel("a.toml", "kind = \"webchat\"\n\nzz = 1\naa = 2\n");
+        let problems = d.load(&no_env).unwrap_err();
+        let found: Vec<_> = problems
+            .0
+            .iter()
+            .map(|p| {
+                (
+                    p.file.file_name().unwrap().to_string_lossy().into_owned(),
+                    p.line,
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("concierge.toml".to_string(), Some(3)),
+                ("concierge.toml".to_string(), Some(6)),
+                ("concierge.toml".to_string(), Some(8)),
+                ("a.toml".to_string(), Some(3)),
+                ("a.toml".to_string(), Some(4)),
+            ],
+            "{problems}"
         );
     }
 

@@ -104,7 +104,10 @@ impl<'a> TomlFile<'a> {
                 message = format!("unknown key; {message}");
             }
             let line = self.line_of_key(&key);
-            let problem = Problem::new(self.path, message).at_line(line);
+            let hint = super::suggest::from_serde(&message);
+            let problem = Problem::new(self.path, message)
+                .at_line(line)
+                .with_hint(hint);
             let removable = key != "." && !key.is_empty();
             problems.push(if removable {
                 problem.at_key(key.clone())
@@ -138,6 +141,10 @@ impl<'a> TomlFile<'a> {
                     .unwrap_or("")
                     .trim()
                     .to_string();
+                // A (misspelt) section is the key itself: its header's line.
+                if current == key && !header.starts_with('[') {
+                    return Some(index + 1);
+                }
                 if header.starts_with('[') {
                     let n = arrays.entry(current.clone()).or_insert(0);
                     current = format!("{current}[{n}]");

@@ -14,12 +14,14 @@ pub mod server;
 pub mod streams;
 pub mod visitors;
 mod webhooks;
+pub mod welcome;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::response::Redirect;
 use axum::routing::get;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -99,6 +101,10 @@ pub fn router(state: AppState, limits: HttpLimits, metrics: Option<MetricsPage>)
         None => Router::new(),
     };
     Router::new()
+        // A newcomer's first address: 307, temporary (never cached as a permanent answer
+        // would be, so `/` may serve something else later) and keeping the method (a HEAD
+        // stays a HEAD).
+        .route("/", get(|| async { Redirect::temporary("/chat") }))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(metrics)

@@ -254,3 +254,71 @@ fn the_concierge_command_has_no_developer_tools() {
         assert!(!output.status.success(), "`concierge {tool}` still runs");
     }
 }
+
+#[test]
+fn agent_problems_have_a_line_and_the_name_meant() {
+    let deployment = Deployment::new(
+        "[llm]\nprovider = \"ollama\"\nmodel = \"llama3.1\"\n\n[[tools]]\nname = \"search_catalogue\"\ndescription = \"Products.\"\nurl = \"http://127.0.0.1:1/products\"\n",
+    );
+    let prompts = deployment.path().join("prompts");
+    std::fs::write(
+        prompts.join("front_desk.md"),
+        "+++\ndescription = \"Front desk.\"\nentry = true\ntools = [\"search_catalog\"]\nask = [\"order\"]\n+++\nHi.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        prompts.join("orders.md"),
+        "+++\ndescription = \"Orders.\"\n+++\nOrders.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        prompts.join("returns.md"),
+        "+++\ndescription = \"Returns.\"\ntols = []\n+++\nReturns.\n",
+    )
+    .unwrap();
+    let output = check(deployment.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    // In file and line order, each with its line and the known name it resembles.
+    assert!(
+        lines[0].contains("prompts/front_desk.md:4: key `tools`")
+            && lines[0].contains("did you mean `search_catalogue`?"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].contains("prompts/front_desk.md:5: key `ask`")
+            && lines[1].contains("did you mean `orders`?"),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].contains("prompts/returns.md:3") && lines[2].contains("did you mean `tools`?"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_misspelt_environment_override_is_named_as_the_variable() {
+    let deployment = Deployment::new("");
+    let output = Command::new(env!("CARGO_BIN_EXE_concierge"))
+        .env("CONCIERGE__SERVR__BIND", "127.0.0.1:0")
+        .arg("check")
+        .arg("--config")
+        .arg(deployment.config_path())
+        .output()
+        .expect("run concierge check");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("environment variable CONCIERGE__SERVR__BIND (over "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("did you mean `CONCIERGE__SERVER__BIND`?"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("concierge.toml:"),
+        "no file line: {stderr}"
+    );
+}

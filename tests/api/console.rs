@@ -3,8 +3,9 @@
 //! reaches the fake WhatsApp API. A screenshot is kept in target/test-artifacts/.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them
-//! the test says so and passes, unless CONCIERGE_REQUIRE_BROWSER=1 (set by `.ci/run`).
+//! the test says so and passes, unless CONCIERGE_REQUIRE_CHROMIUM=1 (set by `.ci/run`).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -24,12 +25,16 @@ pub(crate) struct Driver {
     base: String,
     session: String,
     client: reqwest::Client,
-    _profile: tempfile::TempDir,
+    /// Chromium's profile (`profile/`) and its temporary files (`tmp/`, its TMPDIR):
+    /// removed when the driver drops, after every process that wrote there is gone.
+    _scratch: tempfile::TempDir,
 }
 
 impl Drop for Driver {
     /// Ends the session first, so chromedriver quits the browser it started (killing only
-    /// chromedriver would leave Chromium running); blocking, with a short deadline.
+    /// chromedriver would leave Chromium running); then kills chromedriver's whole process
+    /// group (it and every Chromium process it started), so nothing is left even when the
+    /// session did not end; the profile and temporary files go with `_scratch` once they are gone.
     fn drop(&mut self) {
         use std::io::{Read, Write};
         if let Some(address) = self.base.strip_prefix("http://")
@@ -41,12 +46,90 @@ impl Drop for Driver {
                 self.session
             );
             if stream.write_all(request.as_bytes()).is_ok() {
-                let _ = stream.read_to_end(&mut Vec::new());
+                // Until the whole answer is in (chromedriver answers once the browser has
+                // quit), not until the connection closes: it may keep it open.
+                let mut answer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    answer.extend_from_slice(&chunk[..n]);
+                    if answered(&answer) {
+                        break;
+                    }
+                }
             }
         }
-        let _ = self.process.kill();
-        let _ = self.process.wait();
+        kill_group(&mut self.process, self._scratch.path());
     }
+}
+
+/// Whether `bytes` hold a whole HTTP answer: its head and `Content-Length` bytes of body.
+fn answered(bytes: &[u8]) -> bool {
+    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    bytes.len() >= end + 4 + length
+}
+
+/// Stops a child started as the leader of its own process group, and everything it left:
+/// chromedriver first (SIGTERM), then a few seconds for the rest (the browser it started,
+/// its crash handlers) to exit by itself, then SIGKILL to whatever is left.
+fn kill_group(child: &mut Child, folder: &Path) {
+    let group = child.id();
+    let kill = |signal: &str, target: String| {
+        let _ = Command::new("kill")
+            .args([signal, "--", &target])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    };
+    kill("-TERM", group.to_string());
+    let _ = child.wait();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !leftovers(group, folder).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill("-KILL", format!("-{group}"));
+    for pid in leftovers(group, folder) {
+        kill("-KILL", pid.to_string());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The running processes (zombies, which an init that does not reap may keep, left out)
+/// of process group `group`, or whose command line names `folder`: Chromium's crash
+/// handlers start a session of their own, and name the profile folder.
+fn leftovers(group: u32, folder: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let folder = folder.to_string_lossy().into_owned();
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid pgrp …`; comm may hold spaces, so read after its `)`.
+            let (_, rest) = stat.rsplit_once(')')?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let (state, pgrp) = (*fields.first()?, fields.get(2)?.parse::<u32>().ok()?);
+            if state == "Z" {
+                return None;
+            }
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let names_folder = String::from_utf8_lossy(&cmdline).contains(&folder);
+            (pgrp == group || names_folder).then_some(pid)
+        })
+        .collect()
 }
 
 fn find_binary(candidates: &[&str]) -> Option<PathBuf> {
@@ -59,8 +142,22 @@ impl Driver {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         };
+        // Chromium's profile and temporary folders (the `org.chromium.*` ones it makes in
+        // TMPDIR), in a folder this driver owns.
+        let scratch = tempfile::Builder::new()
+            .prefix("concierge-chromium-")
+            .tempdir()
+            .expect("a folder for Chromium");
+        let (profile, tmp) = (scratch.path().join("profile"), scratch.path().join("tmp"));
+        for dir in [&profile, &tmp] {
+            std::fs::create_dir_all(dir).expect("a folder for Chromium");
+        }
+        // Its own process group: Chromium, started by chromedriver, is in it too, so the
+        // whole group can be killed at the end.
         let process = Command::new(chromedriver)
             .arg(format!("--port={port}"))
+            .process_group(0)
+            .env("TMPDIR", &tmp)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -80,7 +177,6 @@ impl Driver {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let profile = tempfile::tempdir().unwrap();
         let args = vec![
             "--headless".to_string(),
             "--no-sandbox".to_string(),
@@ -92,7 +188,7 @@ impl Driver {
             "--disable-component-update".to_string(),
             "--disable-sync".to_string(),
             "--window-size=1400,900".to_string(),
-            format!("--user-data-dir={}", profile.path().display()),
+            format!("--user-data-dir={}", profile.display()),
         ];
         let session: Value = client
             .post(format!("{base}/session"))
@@ -117,7 +213,7 @@ impl Driver {
             base,
             session,
             client,
-            _profile: profile,
+            _scratch: scratch,
         }
     }
 
@@ -264,20 +360,20 @@ impl Driver {
     }
 }
 
-/// Chromium and chromedriver, when installed; a test without them says so and passes,
-/// unless CONCIERGE_REQUIRE_BROWSER=1.
+/// Chromium and chromedriver, when installed; without them a test says why on stderr
+/// (`SKIPPED: …`) and passes, unless CONCIERGE_REQUIRE_CHROMIUM=1 (`.ci/run` sets it; the
+/// older CONCIERGE_REQUIRE_BROWSER=1 too), where it fails.
 pub(crate) fn browser(test: &str) -> Option<(PathBuf, PathBuf)> {
     let chromium = find_binary(&["/usr/bin/chromium", "/usr/bin/chromium-browser"]);
     let chromedriver = find_binary(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]);
     match (chromium, chromedriver) {
         (Some(chromium), Some(chromedriver)) => Some((chromium, chromedriver)),
         _ => {
-            if std::env::var("CONCIERGE_REQUIRE_BROWSER").as_deref() == Ok("1") {
-                panic!(
-                    "chromium and chromedriver are required (apt-get install chromium chromium-driver)"
-                );
-            }
-            eprintln!("SKIPPED: {test} needs chromium and chromium-driver");
+            crate::skip::skipped(
+                test,
+                &["CONCIERGE_REQUIRE_CHROMIUM", "CONCIERGE_REQUIRE_BROWSER"],
+                "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
+            );
             None
         }
     }
@@ -285,7 +381,9 @@ pub(crate) fn browser(test: &str) -> Option<(PathBuf, PathBuf)> {
 
 #[tokio::test]
 async fn a_concierge_signs_in_sees_a_handoff_live_claims_it_and_replies() {
-    let Some((chromium, chromedriver)) = browser("the console browser test") else {
+    let Some((chromium, chromedriver)) =
+        browser("a_concierge_signs_in_sees_a_handoff_live_claims_it_and_replies")
+    else {
         return;
     };
     let a = start(

@@ -1,7 +1,7 @@
 //! A Redis server for the tests that need one: `REDIS_URL` when set, otherwise a private
 //! `redis-server` on a free port (one per test binary), each test under its own key prefix.
-//! Without either, the test says plainly that it did not run; with
-//! `CONCIERGE_REQUIRE_REDIS=1` (CI) that is a failure instead.
+//! Without either, the test says on stderr that it did not run (`SKIPPED: …`, see
+//! `skip.rs`); with `CONCIERGE_REQUIRE_REDIS=1` (CI) that is a failure instead.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -62,9 +62,8 @@ fn fresh_prefix() -> String {
     format!("t{}", uuid::Uuid::new_v4().simple())
 }
 
-fn required() -> bool {
-    std::env::var("CONCIERGE_REQUIRE_REDIS").is_ok_and(|v| v == "1")
-}
+/// The variable that turns a skip for want of Redis into a failure (CI sets it).
+const REQUIRE: &[&str] = &["CONCIERGE_REQUIRE_REDIS"];
 
 /// The shared Redis for this test binary, with a fresh prefix; `None` (after saying so) when
 /// there is no Redis to test against.
@@ -85,12 +84,10 @@ pub fn redis(test: &str) -> Option<TestRedis> {
     match url {
         Some(url) => Some(TestRedis::new(url.clone())),
         None => {
-            assert!(
-                !required(),
-                "{test}: CONCIERGE_REQUIRE_REDIS=1 but no Redis: set REDIS_URL or install redis-server"
-            );
-            eprintln!(
-                "SKIPPED {test}: no Redis (set REDIS_URL or install redis-server); this test did not run"
+            crate::skip::skipped(
+                test,
+                REQUIRE,
+                "no Redis: REDIS_URL is not set and redis-server is not installed",
             );
             None
         }
@@ -131,11 +128,7 @@ impl RedisServer {
     pub fn start_for(test: &str, aof: bool) -> Option<RedisServer> {
         let server = Self::start(aof);
         if server.is_none() {
-            assert!(
-                !required(),
-                "{test}: CONCIERGE_REQUIRE_REDIS=1 but redis-server is not installed"
-            );
-            eprintln!("SKIPPED {test}: redis-server is not installed; this test did not run");
+            crate::skip::skipped(test, REQUIRE, "redis-server is not installed");
         }
         server
     }
@@ -143,11 +136,15 @@ impl RedisServer {
     /// Runs redis-server under a small shell that kills it with SIGKILL as soon as its stdin
     /// closes: when this guard drops, and also when the test process dies, so no server
     /// outlives its tests.
+    /// A server without AOF has nothing to read back, so the shell also removes its folder:
+    /// the binary's shared server is never dropped (it lives in a static), and its folder
+    /// would otherwise be left in /tmp.
     fn spawn(&mut self, binary: &PathBuf) {
+        let _ = std::fs::create_dir_all(self.dir.path());
         let mut command = Command::new("sh");
         command
             .arg("-c")
-            .arg("\"$0\" \"$@\" & r=$!; cat >/dev/null; kill -9 $r; wait $r 2>/dev/null")
+            .arg("\"$0\" \"$@\" & r=$!; cat >/dev/null; kill -9 $r; wait $r 2>/dev/null; [ -z \"$REMOVE_DIR\" ] || rm -rf \"$REMOVE_DIR\"")
             .arg(binary)
             .arg("--port")
             .arg(self.port.to_string())
@@ -161,6 +158,7 @@ impl RedisServer {
             command.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
             command.args(["--appendonly", "no"]);
+            command.env("REMOVE_DIR", self.dir.path());
         }
         let child = command.spawn().expect("start redis-server");
         self.child = Some(child);

@@ -6,6 +6,10 @@
 #[path = "../../../tests/api/redis_server.rs"]
 mod redis_server;
 
+#[allow(dead_code)]
+#[path = "../../../tests/api/skip.rs"]
+mod skip;
+
 use std::process::Command;
 
 use serde_json::Value;

@@ -10,6 +10,9 @@
 #[allow(dead_code)]
 #[path = "../../../tests/api/redis_server.rs"]
 mod redis_server;
+#[allow(dead_code)]
+#[path = "../../../tests/api/skip.rs"]
+mod skip;
 
 use std::process::Command;
 

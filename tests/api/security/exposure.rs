@@ -322,7 +322,9 @@ async fn an_llm_failure_reaches_the_brief_as_its_kind_not_the_providers_words() 
 /// widths are kept in target/test-artifacts/.
 #[tokio::test]
 async fn the_chat_and_the_console_work_under_their_policy_in_a_browser() {
-    let Some((chromium, chromedriver)) = browser("the web chat browser test") else {
+    let Some((chromium, chromedriver)) =
+        browser("the_chat_and_the_console_work_under_their_policy_in_a_browser")
+    else {
         return;
     };
     let deployment = Deployment::new(ANA);
@@ -406,7 +408,8 @@ async fn the_chat_and_the_console_work_under_their_policy_in_a_browser() {
 /// `SameSite=Strict` cookie is not sent to a cross-site frame.
 #[tokio::test]
 async fn the_chat_framed_by_an_allowed_site_works_there() {
-    let Some((chromium, chromedriver)) = browser("the framed web chat test") else {
+    let Some((chromium, chromedriver)) = browser("the_chat_framed_by_an_allowed_site_works_there")
+    else {
         return;
     };
     // The shop: 127.0.0.1 is another site than localhost, where the chat is opened.

@@ -1,237 +1,35 @@
-//! The SQLite schema, as ordered migrations run at start-up.
+//! The SQLite schema, as ordered migrations run at start-up: the SQL of each version is a
+//! file in `migrations/`, the one data fix (v6) a Rust hook.
 
 use rusqlite_migration::{M, Migrations};
 
 pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
-        M::up(
-            r#"
-CREATE TABLE conversations (
-    id TEXT PRIMARY KEY,
-    channel_id TEXT NOT NULL,
-    contact_id TEXT NOT NULL,
-    thread TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    last_message_at INTEGER NOT NULL,
-    -- Where the conversation came from (a Telegram start parameter), when known.
-    source TEXT
-);
-
-CREATE TABLE contacts (
-    channel_id TEXT NOT NULL,
-    contact_id TEXT NOT NULL,
-    display_name TEXT,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    PRIMARY KEY (channel_id, contact_id)
-) WITHOUT ROWID;
-
-CREATE TABLE messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    conversation_id TEXT NOT NULL,
-    channel_id TEXT NOT NULL,
-    contact_id TEXT NOT NULL,
-    platform_id TEXT,
-    direction TEXT NOT NULL,
-    author TEXT NOT NULL,
-    content TEXT NOT NULL,
-    reply_to TEXT,
-    created_at INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    status_rank INTEGER NOT NULL
-);
-CREATE INDEX messages_by_conversation ON messages (conversation_id, seq);
-CREATE UNIQUE INDEX messages_by_platform_id ON messages (channel_id, platform_id)
-    WHERE platform_id IS NOT NULL;
-
-CREATE TABLE inbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    channel_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    conversation_id TEXT NOT NULL,
-    event TEXT NOT NULL,
-    message_id TEXT,
-    received_at INTEGER NOT NULL,
-    done_at INTEGER,
-    -- Why an entry was set aside without a turn (a duplicate message, an unreadable row).
-    note TEXT,
-    UNIQUE (channel_id, event_id)
-);
-CREATE INDEX inbox_pending ON inbox (seq) WHERE done_at IS NULL;
-
-CREATE TABLE outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    idempotency_key TEXT NOT NULL UNIQUE,
-    message_id TEXT NOT NULL,
-    conversation_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at INTEGER NOT NULL,
-    lease_until INTEGER,
-    first_attempt_at INTEGER,
-    maybe_sent INTEGER NOT NULL DEFAULT 0,
-    reengage INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    created_at INTEGER NOT NULL,
-    finished_at INTEGER
-);
-CREATE INDEX outbox_open ON outbox (conversation_id, id) WHERE state IN ('pending', 'sending');
--- Other ids of a contact (a WhatsApp phone number beside its business-scoped user id).
-CREATE TABLE contact_aliases (
-    channel_id TEXT NOT NULL,
-    alias TEXT NOT NULL,
-    contact_id TEXT NOT NULL,
-    PRIMARY KEY (channel_id, alias)
-) WITHOUT ROWID;
-
--- Delivery statuses that arrived before the send they describe was recorded.
-CREATE TABLE early_statuses (
-    channel_id TEXT NOT NULL,
-    platform_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    status_rank INTEGER NOT NULL,
-    received_at INTEGER NOT NULL,
-    PRIMARY KEY (channel_id, platform_id, status_rank)
-) WITHOUT ROWID;
-
-CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE state IN ('pending', 'sending');
-"#,
-        ),
+        M::up(include_str!(
+            "migrations/001_conversations_inbox_outbox.sql"
+        )),
         // v2: what the agents leave beside a conversation.
-        M::up(
-            r#"
--- Internal notes: the agents' audit trail, for concierges; never sent to the customer.
-CREATE TABLE notes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    conversation_id TEXT NOT NULL,
-    author TEXT NOT NULL,
-    body TEXT NOT NULL,
-    created_at INTEGER NOT NULL
-);
-CREATE INDEX notes_by_conversation ON notes (conversation_id, seq);
-
-CREATE TABLE handoffs (
-    id TEXT PRIMARY KEY,
-    conversation_id TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    priority TEXT,
-    team TEXT,
-    requested_by TEXT NOT NULL,
-    created_at INTEGER NOT NULL
-);
-CREATE INDEX handoffs_by_conversation ON handoffs (conversation_id, created_at);
-
--- Tokens spent, one row per turn that called an LLM.
-CREATE TABLE llm_usage (
-    inbox_seq INTEGER PRIMARY KEY,
-    conversation_id TEXT NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    llm_calls INTEGER NOT NULL,
-    created_at INTEGER NOT NULL
-);
-CREATE INDEX llm_usage_by_conversation ON llm_usage (conversation_id);
-
-CREATE TABLE summaries (
-    conversation_id TEXT PRIMARY KEY,
-    body TEXT NOT NULL,
-    upto_seq INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
-) WITHOUT ROWID;
-"#,
-        ),
+        M::up(include_str!(
+            "migrations/002_notes_handoffs_usage_summaries.sql"
+        )),
         // v3: the handoff queue, concierges' tokens and presence, the audit log.
-        M::up(
-            r#"
-ALTER TABLE handoffs ADD COLUMN brief TEXT;
-ALTER TABLE handoffs ADD COLUMN sla_due_at INTEGER;
-ALTER TABLE handoffs ADD COLUMN breached_at INTEGER;
-ALTER TABLE handoffs ADD COLUMN claimed_by TEXT;
-ALTER TABLE handoffs ADD COLUMN claimed_at INTEGER;
-ALTER TABLE handoffs ADD COLUMN first_response_at INTEGER;
-ALTER TABLE handoffs ADD COLUMN offered_to TEXT;
-ALTER TABLE handoffs ADD COLUMN offer_until INTEGER;
-ALTER TABLE handoffs ADD COLUMN closed_at INTEGER;
-ALTER TABLE handoffs ADD COLUMN outcome TEXT;
-ALTER TABLE handoffs ADD COLUMN release_note TEXT;
--- Handoffs of threads no longer held by the queue or a person are over.
-UPDATE handoffs SET closed_at = created_at, outcome = 'released'
- WHERE conversation_id NOT IN (
-     SELECT id FROM conversations WHERE json_extract(thread, '$.state') IN ('queued', 'human'));
--- One open handoff per conversation: the newest.
-UPDATE handoffs SET closed_at = created_at, outcome = 'superseded'
- WHERE closed_at IS NULL AND EXISTS (
-     SELECT 1 FROM handoffs newer
-      WHERE newer.conversation_id = handoffs.conversation_id AND newer.closed_at IS NULL
-        AND (newer.created_at > handoffs.created_at
-             OR (newer.created_at = handoffs.created_at AND newer.rowid > handoffs.rowid)));
-CREATE INDEX handoffs_open ON handoffs (conversation_id) WHERE closed_at IS NULL;
-CREATE INDEX handoffs_sla ON handoffs (sla_due_at)
-    WHERE closed_at IS NULL AND first_response_at IS NULL AND breached_at IS NULL;
-CREATE INDEX conversations_held ON conversations (json_extract(thread, '$.state'));
-
--- Only hashes: a token is shown once, when created.
-CREATE TABLE concierge_tokens (
-    hash TEXT PRIMARY KEY,
-    concierge TEXT NOT NULL,
-    created_at INTEGER NOT NULL
-) WITHOUT ROWID;
-
-CREATE TABLE presence (
-    concierge TEXT PRIMARY KEY,
-    status TEXT NOT NULL,
-    seen_at INTEGER NOT NULL,
-    idle_since INTEGER NOT NULL
-) WITHOUT ROWID;
-
-CREATE TABLE audit (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at INTEGER NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    conversation_id TEXT,
-    detail TEXT NOT NULL
-);
-"#,
-        ),
+        M::up(include_str!(
+            "migrations/003_queue_tokens_presence_audit.sql"
+        )),
         // v4: a platform's status report can name the reply it is about (a send whose answer
         // was lost is then confirmed rather than sent again).
-        M::up(
-            "CREATE INDEX outbox_open_message ON outbox (message_id) WHERE state IN ('pending', 'sending');",
-        ),
+        M::up(include_str!("migrations/004_outbox_open_message.sql")),
         // v5: each accepted webhook's raw request (credentials removed), for export and
         // replay; the inbox entries it produced point at it. No index on received_at: rows
         // are pruned from the oldest id (see `prune_raw`), which keeps the ingest write to
         // one row.
-        M::up(
-            r#"
-CREATE TABLE raw_webhooks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    channel_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    received_at INTEGER NOT NULL,
-    query TEXT,
-    -- JSON: [[name, value], ...] in the order received.
-    headers TEXT NOT NULL,
-    body BLOB NOT NULL
-);
-ALTER TABLE inbox ADD COLUMN raw_id INTEGER;
-"#,
-        ),
+        M::up(include_str!("migrations/005_raw_webhooks.sql")),
         // v6: the web chat's visitor key became a credential: rows kept before hold it, and
         // get its pseudonym instead.
         M::up_with_hook("", scrub_raw_credentials),
         // v7: the deployment's secrets (the key new conversation ids are made with), made
         // once at the first start; `INSERT OR IGNORE` lets processes sharing the file agree.
-        M::up(
-            r#"
-CREATE TABLE secrets (
-    name TEXT PRIMARY KEY,
-    value BLOB NOT NULL
-);
-"#,
-        ),
+        M::up(include_str!("migrations/007_secrets.sql")),
     ])
 }
 
@@ -269,6 +67,27 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         assert!(super::migrations().validate().is_ok());
+    }
+
+    /// Every file of `migrations/` is one of the migrations, in the order of its number.
+    #[test]
+    fn every_migration_file_is_run_in_order() {
+        let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/sqlite/migrations");
+        let mut files: Vec<String> = std::fs::read_dir(folder)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        let source = include_str!("schema.rs");
+        let mut last = 0;
+        for file in &files {
+            let at = source
+                .find(&format!("migrations/{file}"))
+                .unwrap_or_else(|| panic!("{file} is not among the migrations"));
+            assert!(at > last, "{file} runs out of order");
+            last = at;
+        }
+        assert_eq!(files.len(), 6, "{files:?}");
     }
 
     /// A visitor key kept before v6 is replaced by its pseudonym; other rows are untouched.

@@ -70,6 +70,13 @@ impl IntoResponse for ActionError {
             ActionError::Forbidden(_) => StatusCode::FORBIDDEN,
             ActionError::Conflict(_) => StatusCode::CONFLICT,
             ActionError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ActionError::Store(e @ StoreError::Conflict { .. }) => {
+                tracing::warn!(error = %e, "the store refused an API request's write");
+                return error(
+                    StatusCode::CONFLICT,
+                    "the request conflicts with what is stored",
+                );
+            }
             ActionError::Store(e) => {
                 tracing::warn!(error = %e, "the store failed an API request");
                 return error(

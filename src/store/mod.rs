@@ -31,11 +31,26 @@ pub type SharedStore = Arc<dyn Store>;
 pub trait Store: Inbox + Outbox + Conversations + Journal + Queue + Instances {}
 impl<T: Inbox + Outbox + Conversations + Journal + Queue + Instances> Store for T {}
 
+/// The backend's own error, kept as the source of a [`StoreError`].
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backend could not be reached or answered with an error; worth retrying.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    #[error("store unavailable: {what}")]
+    Unavailable {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+    /// A write broke a rule of the stored data (a unique or a foreign key): the same write
+    /// fails again, so it is not worth retrying.
+    #[error("store conflict: {what}")]
+    Conflict {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// A stored value could not be read back (a bug or a foreign write).
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
@@ -45,6 +60,27 @@ pub enum StoreError {
     /// work on it is dropped here, and its new holder does it.
     #[error("moved to another instance: {0}")]
     Moved(String),
+}
+
+impl StoreError {
+    /// Unavailable, for a reason of our own.
+    pub fn unavailable(what: impl Into<String>) -> Self {
+        StoreError::Unavailable {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    /// Unavailable because of the backend's error `cause`, kept as the source.
+    pub fn unavailable_by(
+        what: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Unavailable {
+            what: what.into(),
+            cause: Some(Box::new(cause)),
+        }
+    }
 }
 
 /// What `ingest` did with a batch of events.

@@ -639,7 +639,7 @@ impl RedisStore {
                 other => return Err(StoreError::Corrupt(format!("ingest answered `{other}`"))),
             }
         }
-        Err(StoreError::Unavailable(
+        Err(StoreError::unavailable(
             "a contact's aliases kept changing during ingest; try again".to_string(),
         ))
     }

@@ -106,7 +106,7 @@ struct Inner {
 
 impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> Self {
-        StoreError::Unavailable(format!("redis: {e}"))
+        StoreError::unavailable_by(format!("redis: {e}"), e)
     }
 }
 
@@ -115,7 +115,7 @@ impl RedisStore {
     /// and reconnects by itself when it comes back.
     pub async fn open(settings: RedisSettings) -> Result<Self, StoreError> {
         let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", redact(&settings.url))))?;
+            .map_err(|e| StoreError::unavailable(format!("{}: {e}", redact(&settings.url))))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)))
@@ -148,7 +148,7 @@ impl RedisStore {
         };
         match store.check_layout().await {
             Ok(()) => {}
-            Err(StoreError::Unavailable(e)) => {
+            Err(e @ StoreError::Unavailable { .. }) => {
                 tracing::warn!(error = %e, "Redis does not answer yet; the gateway will keep trying");
             }
             Err(e) => return Err(e),

@@ -53,8 +53,17 @@ pub struct SqliteStore {
 }
 
 impl From<rusqlite::Error> for StoreError {
+    /// A constraint SQLite refused is a conflict; anything else the backend failing.
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
+        let what = e.to_string();
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) {
+            StoreError::Conflict {
+                what,
+                cause: Some(Box::new(e)),
+            }
+        } else {
+            StoreError::unavailable_by(what, e)
+        }
     }
 }
 
@@ -63,13 +72,13 @@ impl SqliteStore {
     pub async fn open(path: &Path, sync: SyncMode) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+                StoreError::unavailable_by(format!("cannot create {}: {e}", parent.display()), e)
             })?;
         }
         let open = |what: &'static str| async move {
-            tokio_rusqlite::Connection::open(path)
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("{} ({what}): {e}", path.display())))
+            tokio_rusqlite::Connection::open(path).await.map_err(|e| {
+                StoreError::unavailable_by(format!("{} ({what}): {e}", path.display()), e)
+            })
         };
         let writer_conn = open("writer").await?;
         let key = writer_conn
@@ -89,7 +98,7 @@ impl SqliteStore {
                 conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
                 schema::migrations()
                     .to_latest(conn)
-                    .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+                    .map_err(|e| StoreError::unavailable_by(format!("migration failed: {e}"), e))?;
                 conversation_key(conn)
             })
             .await
@@ -165,7 +174,7 @@ impl SqliteStore {
         F: FnOnce(&rusqlite::Connection) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
-        let closed = || StoreError::Unavailable("the store is closed".to_string());
+        let closed = || StoreError::unavailable("the store is closed");
         let (job, answer) = writer::job(f);
         self.writes.send(job).await.map_err(|_| closed())?;
         answer.await.unwrap_or_else(|_| Err(closed()))
@@ -175,7 +184,7 @@ impl SqliteStore {
 fn flatten(e: tokio_rusqlite::Error<StoreError>) -> StoreError {
     match e {
         tokio_rusqlite::Error::Error(e) => e,
-        other => StoreError::Unavailable(other.to_string()),
+        other => StoreError::unavailable(other.to_string()),
     }
 }
 
@@ -1417,5 +1426,30 @@ impl Journal for SqliteStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    /// A constraint SQLite refuses is a conflict, anything else unavailability; both keep
+    /// SQLite's error as their source.
+    #[test]
+    fn sqlite_errors_keep_their_source_and_tell_a_conflict() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let duplicate = conn.execute("INSERT INTO t VALUES (1)", []).unwrap_err();
+        let e = StoreError::from(duplicate);
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e:?}");
+        assert!(std::error::Error::source(&e).is_some());
+        let missing = conn
+            .execute("INSERT INTO nowhere VALUES (1)", [])
+            .unwrap_err();
+        let e = StoreError::from(missing);
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert!(source.is_some_and(|s| s.contains("nowhere")));
     }
 }

@@ -44,8 +44,8 @@ where
     fn finish(self: Box<Self>, committed: Result<(), String>) {
         let outcome = match (committed, self.result) {
             (Ok(()), Some(result)) => result,
-            (Ok(()), None) => Err(StoreError::Unavailable("the write did not run".into())),
-            (Err(e), _) => Err(StoreError::Unavailable(e)),
+            (Ok(()), None) => Err(StoreError::unavailable("the write did not run")),
+            (Err(e), _) => Err(StoreError::unavailable(e)),
         };
         let _ = self.reply.send(outcome);
     }

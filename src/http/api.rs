@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::body::ApiJson;
 use crate::domain::{
     Author, ConversationId, DeliveryStatus, Direction, Message, Millis, ThreadState, now_millis,
 };
@@ -42,6 +43,11 @@ const REVALIDATE: Duration = Duration::from_secs(1);
 pub struct Problem {
     /// What went wrong, in words.
     error: String,
+}
+
+/// The problem body with `status`.
+pub(super) fn problem(status: StatusCode, message: impl Into<String>) -> Response {
+    error(status, message)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -325,7 +331,7 @@ pub struct StatusBody {
 pub async fn set_status(
     State(state): State<AppState>,
     Authed(caller): Authed,
-    Json(body): Json<StatusBody>,
+    ApiJson(body): ApiJson<StatusBody>,
 ) -> Result<Response, Rejection> {
     if body.status != "online" && body.status != "away" {
         return Err(Rejection(error(
@@ -722,7 +728,7 @@ pub async fn transfer(
     State(state): State<AppState>,
     Authed(caller): Authed,
     Path(id): Path<String>,
-    Json(body): Json<TransferBody>,
+    ApiJson(body): ApiJson<TransferBody>,
 ) -> Result<Response, ActionError> {
     let id = conversation_id(id)?;
     state
@@ -768,7 +774,7 @@ pub async fn reply(
     Authed(caller): Authed,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<ReplyBody>,
+    ApiJson(body): ApiJson<ReplyBody>,
 ) -> Result<Response, ActionError> {
     let id = conversation_id(id)?;
     // A client retrying a request sends the same key: the reply is queued once, and the
@@ -843,7 +849,7 @@ pub async fn note(
     State(state): State<AppState>,
     Authed(caller): Authed,
     Path(id): Path<String>,
-    Json(body): Json<NoteBody>,
+    ApiJson(body): ApiJson<NoteBody>,
 ) -> Result<Response, ActionError> {
     let id = conversation_id(id)?;
     state.desk.note(&caller, &id, &body.text).await?;

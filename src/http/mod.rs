@@ -4,6 +4,7 @@
 
 mod api;
 mod assets;
+mod body;
 mod chat;
 mod console;
 mod csp;

@@ -463,3 +463,50 @@ async fn the_chat_framed_by_an_allowed_site_works_there() {
     driver.frame(None).await;
     driver.assert_no_csp_violation().await;
 }
+
+/// A body the API cannot read (not JSON, not the JSON type, a field missing) is answered
+/// with axum's status and the API's problem body, as the OpenAPI document says.
+#[tokio::test]
+async fn a_body_the_api_cannot_read_gets_the_problem_body() {
+    let app = spawn_in(
+        Deployment::new(super::TEAMS),
+        concierge::app::Parts::default(),
+    )
+    .await;
+    let token = concierge::handoff::access::issue(app.store().as_ref(), "ana")
+        .await
+        .unwrap();
+    let url = app.url(&format!(
+        "/api/v1/conversations/{}/messages",
+        "0".repeat(32)
+    ));
+    for (content_type, body, status) in [
+        ("application/json", "{not json", 400),
+        ("application/json", r#"{"text": 42}"#, 422),
+        ("application/json", "{}", 422),
+        ("text/plain", "hello", 415),
+    ] {
+        let response = app
+            .client
+            .post(&url)
+            .bearer_auth(&token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{body}");
+        let kind = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(kind.starts_with("application/json"), "{body}: {kind}");
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            problem["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}: {problem}"
+        );
+    }
+}

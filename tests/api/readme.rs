@@ -219,7 +219,7 @@ fn the_shipped_config_passes_with_the_readmes_llm_variables() {
         &[
             ("CONCIERGE__LLM__PROVIDER", "openai"),
             ("CONCIERGE__LLM__MODEL", "gpt-4o-mini"),
-            ("CONCIERGE__LLM__API_KEY", "sk-test"),
+            ("CONCIERGE__LLM__API_KEY", "placeholder-llm-key"),
         ][..],
         &[
             ("CONCIERGE__LLM__PROVIDER", "ollama"),

@@ -27,7 +27,7 @@ const SECRETS: [(&str, &str); 10] = [
     ("TG_SECRET_TOKEN", "tg-secret-token-LEAKCHECK-f6"),
     ("BB_PASSWORD", "bb-password-LEAKCHECK-g7"),
     ("BB_WEBHOOK_SECRET", "bb-webhook-secret-LEAKCHECK-h8"),
-    ("LLM_API_KEY", "sk-llm-api-key-LEAKCHECK-i9"),
+    ("LLM_API_KEY", "llm-api-key-LEAKCHECK-i9"),
     ("SHOP_TOKEN", "shop-bearer-token-LEAKCHECK-j0"),
 ];
 

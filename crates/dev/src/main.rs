@@ -50,43 +50,31 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     concierge::telemetry::init_logs(concierge::telemetry::LogFormat::Human);
     // reqwest with rustls needs a process-wide crypto provider before its first client.
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
-        Command::DemoShop { bind, data, token } => demo_shop(bind, &data, token),
-        Command::Bench(options) => run_tool("bench", bench::run(&options), |_| true),
-        Command::Chaos(options) => run_tool("chaos", chaos::run(&options), |rows| {
+        Command::DemoShop { bind, data, token } => demo_shop(bind, &data, token).await,
+        Command::Bench(options) => verdict("bench", bench::run(&options).await, |_| true),
+        Command::Chaos(options) => verdict("chaos", chaos::run(&options).await, |rows| {
             rows.iter().all(chaos::Row::clean)
         }),
-        Command::BenchPlain { bind } => serve("the plain server", bind, crate::bench::plain_router),
+        Command::BenchPlain { bind } => {
+            serve("the plain server", bind, bench::plain_router()).await
+        }
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        })
-}
-
-/// Runs one of the tools on a fresh runtime: success when `passed` says its result is, its
-/// error printed under its name.
-fn run_tool<T, E: std::fmt::Display>(
+/// Success when `passed` says the tool's result is; its error printed under its name.
+fn verdict<T, E: std::fmt::Display>(
     name: &str,
-    work: impl std::future::Future<Output = Result<T, E>>,
+    result: Result<T, E>,
     passed: impl FnOnce(&T) -> bool,
 ) -> ExitCode {
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    match runtime.block_on(work) {
+    match result {
         Ok(result) if passed(&result) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,
         Err(e) => {
@@ -97,36 +85,30 @@ fn run_tool<T, E: std::fmt::Display>(
 }
 
 /// Serves `app` on `bind` until Ctrl-C.
-fn serve(what: &str, bind: std::net::SocketAddr, app: impl FnOnce() -> axum::Router) -> ExitCode {
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(bind).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                eprintln!("cannot listen on {bind}: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let stop = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        match axum::serve(listener, app())
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("{what} stopped: {e}");
-                ExitCode::FAILURE
-            }
+async fn serve(what: &str, bind: std::net::SocketAddr, app: axum::Router) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(bind).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("cannot listen on {bind}: {e}");
+            return ExitCode::FAILURE;
         }
-    })
+    };
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{what} stopped: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-fn demo_shop(bind: std::net::SocketAddr, data: &std::path::Path, token: String) -> ExitCode {
+async fn demo_shop(bind: std::net::SocketAddr, data: &std::path::Path, token: String) -> ExitCode {
     let shop = match concierge_testkit::demo_shop::Shop::load(data) {
         Ok(shop) => std::sync::Arc::new(shop),
         Err(e) => {
@@ -136,7 +118,10 @@ fn demo_shop(bind: std::net::SocketAddr, data: &std::path::Path, token: String) 
     };
     let token = Some(token).filter(|t| !t.is_empty());
     tracing::info!(%bind, data = %data.display(), "the demo shop is serving");
-    serve("the demo shop", bind, move || {
-        concierge_testkit::demo_shop::router(shop, token)
-    })
+    serve(
+        "the demo shop",
+        bind,
+        concierge_testkit::demo_shop::router(shop, token),
+    )
+    .await
 }

@@ -21,7 +21,7 @@ use crate::config::{Config, StoreLocation};
 use crate::delivery::DeliveryWorker;
 use crate::domain::{ChannelId, InboundEvent, PlatformMessageId};
 use crate::handoff::keywords::Keywords;
-use crate::handoff::{Bus, Desk};
+use crate::handoff::{Bus, Desk, DeskSettings};
 use crate::http::server::HeadLimits;
 use crate::http::visitors::VisitorBudgets;
 use crate::http::welcome::{MetricsAt, Welcome};
@@ -105,13 +105,16 @@ impl App {
             settings.responder.holding_repeat_secs,
         ));
         let agents = agent_runtime(&config, &metrics)?;
-        let desk = Arc::new(Desk::new(
-            &config,
-            store.clone(),
-            Bus::shared(store.fanout()),
-            agents.clone(),
-            metrics.clone(),
-        ));
+        let desk = Arc::new(
+            Desk::new(
+                desk_settings(&config),
+                store.clone(),
+                Bus::shared(store.fanout()),
+                agents.clone(),
+                metrics.clone(),
+            )
+            .map_err(anyhow::Error::msg)?,
+        );
         let responder: Arc<dyn Responder> = match parts.responder {
             Some(responder) => responder,
             None => {
@@ -364,6 +367,24 @@ impl App {
             _ = token.cancelled() => {}
         }
         self.wait().await
+    }
+}
+
+/// The desk's part of the deployment.
+fn desk_settings(config: &Config) -> DeskSettings {
+    let settings = &config.settings;
+    DeskSettings {
+        queue: settings.queue.clone(),
+        teams: settings.teams.clone(),
+        concierges: settings.concierges.clone(),
+        timezone: config.timezone.clone(),
+        entry_agent: config
+            .agents
+            .as_ref()
+            .and_then(|a| a.entry().map(|d| d.name.clone()))
+            .unwrap_or_else(|| "front_desk".to_string()),
+        redact_pii: settings.agents.redact_pii,
+        channel_teams: config.channel_teams.clone(),
     }
 }
 

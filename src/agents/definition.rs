@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use minijinja::{Environment, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problem;
-use crate::config::suggest;
+use crate::domain::Problem;
+use crate::domain::suggest;
 
 /// The tools every agent has, whatever its front matter says.
 pub const HANDOFF_TOOL: &str = "handoff_to_human";

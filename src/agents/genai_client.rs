@@ -13,7 +13,7 @@ use genai::resolver::{AuthData, Endpoint};
 use genai::{Client, ModelIden, WebConfig};
 
 use super::llm::{LlmClient, LlmError, LlmMessage, LlmReply, LlmRequest, ToolCall};
-use crate::config::{LlmConfig, LlmProvider};
+use super::{LlmConfig, LlmProvider};
 
 /// A client bound to one provider and base URL.
 pub struct GenaiClient {

@@ -1,6 +1,7 @@
 //! The agents: definitions read from `prompts/`, the LLM client behind a small trait, the
 //! merchant's HTTP tools, and the runner that works a customer turn with them.
 
+mod config;
 pub mod definition;
 pub mod genai_client;
 pub mod llm;
@@ -8,6 +9,7 @@ pub mod redact;
 pub mod runner;
 pub mod tools;
 
+pub use self::config::{AgentsConfig, LlmConfig, LlmProvider, ToolConfig};
 pub use self::definition::{AgentDef, AgentSet, ChannelContext, CustomerContext, PromptContext};
 pub use self::llm::{LlmClient, LlmError, LlmMessage, LlmReply, LlmRequest, Retrying};
 pub use self::redact::Redactor;

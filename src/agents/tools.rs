@@ -14,9 +14,9 @@ use reqwest::header::{HeaderName, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value, json};
 
+use super::ToolConfig;
 use super::definition::is_builtin;
 use super::llm::ToolSpec;
-use crate::config::ToolConfig;
 use crate::domain::{ChannelId, ContactId, ConversationId};
 
 /// Headers the gateway sets on every tool call; a tool's own headers may not use them.
@@ -832,7 +832,7 @@ mod tests {
         let mut t = tool("http://shop/x", "type = \"object\"");
         t.headers.insert(
             "X-Concierge-Phone".into(),
-            crate::config::Secret::new("+33600000000"),
+            crate::domain::Secret::new("+33600000000"),
         );
         assert_eq!(check(&[t])[0].0, "tools[0].headers");
     }

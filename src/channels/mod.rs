@@ -4,7 +4,6 @@
 
 pub mod bluebubbles;
 pub mod callback;
-mod credentials;
 mod limiter;
 pub(crate) mod outbound_http;
 pub(crate) mod signature;
@@ -14,7 +13,6 @@ pub mod webchat;
 pub mod whatsapp;
 mod window;
 
-pub use self::credentials::{VISITOR_HEADER, holds_credential, kept_headers, kept_request};
 pub use self::limiter::RateLimiter;
 pub use self::window::{ReplyWindow, WindowDecision};
 

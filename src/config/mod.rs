@@ -2,9 +2,6 @@
 //! `prompts/`. Every file is read, every problem collected, before anything starts.
 
 mod model;
-mod problem;
-mod secret;
-pub mod suggest;
 mod toml_file;
 
 use std::net::SocketAddr;
@@ -15,11 +12,10 @@ pub use self::model::{
     LlmProvider, MerchantConfig, OrchestratorConfig, PathsConfig, QueueConfig, ResponderConfig,
     ServerConfig, StoreConfig, SyncMode, TeamConfig, ToolConfig,
 };
-pub use self::problem::{Problem, Problems};
-pub use self::secret::Secret;
 pub use self::toml_file::{Env, TomlFile};
 use crate::channels::{ChannelConfig, ChannelKind};
 use crate::domain::ChannelId;
+pub use crate::domain::{Problem, Problems, Secret, suggest};
 use crate::orchestrator::faq::FaqIndex;
 
 /// The prefix of environment variables that override `concierge.toml` values.
@@ -388,7 +384,9 @@ impl Config {
                 "must be above 0".into(),
             ));
         }
-        for (key, message) in check_queue(&settings) {
+        for (key, message) in
+            crate::handoff::config::check(&settings.queue, &settings.teams, &settings.concierges)
+        {
             problems.push(key_problem(&key, message));
         }
         let timezone = match jiff::tz::TimeZone::get(&settings.merchant.timezone) {
@@ -514,120 +512,6 @@ fn has_key(table: &toml::Table, key: &str) -> bool {
         }
     }
     true
-}
-
-/// The queue's teams and concierges, checked against each other.
-fn check_queue(settings: &FileConfig) -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    let queue = &settings.queue;
-    let mut teams: Vec<&str> = Vec::new();
-    for (i, team) in settings.teams.iter().enumerate() {
-        let key = |k: &str| format!("teams[{i}].{k}");
-        if team.name.trim().is_empty() {
-            found.push((key("name"), "is empty".to_string()));
-        } else if teams.contains(&team.name.as_str()) {
-            found.push((
-                key("name"),
-                format!("team `{}` is declared twice", team.name),
-            ));
-        }
-        teams.push(&team.name);
-        if let Err(e) = crate::handoff::Hours::parse(&team.hours) {
-            found.push((key("hours"), e));
-        }
-        if team.sla_secs == Some(0) || team.sla_secs.is_some_and(|s| s > 7 * 24 * 3600) {
-            found.push((
-                key("sla_secs"),
-                "must be between 1 and 604800 (a week)".to_string(),
-            ));
-        }
-    }
-    if !settings.teams.is_empty() && !teams.contains(&queue.default_team.as_str()) {
-        found.push((
-            "queue.default_team".to_string(),
-            format!(
-                "`{}` is not one of the [[teams]] ({})",
-                queue.default_team,
-                teams.join(", ")
-            ),
-        ));
-    }
-    if settings.teams.is_empty() {
-        teams.push(&queue.default_team);
-    }
-    // Bounds keep every deadline computed from these far from overflowing.
-    const WEEK: u64 = 7 * 24 * 3600;
-    for (key, value, max) in [
-        ("queue.sla_secs", queue.sla_secs, WEEK),
-        ("queue.offer_secs", queue.offer_secs, 3600),
-        (
-            "queue.minutes_per_thread",
-            queue.minutes_per_thread,
-            24 * 60,
-        ),
-        ("queue.max_bot_turns", queue.max_bot_turns as u64, 1000),
-    ] {
-        if value > max {
-            found.push((key.to_string(), format!("must be at most {max}")));
-        }
-    }
-    if queue.sla_secs == 0 {
-        found.push(("queue.sla_secs".to_string(), "must be above 0".to_string()));
-    }
-    for (name, map) in [
-        ("acknowledgement", &queue.acknowledgement),
-        ("out_of_hours", &queue.out_of_hours),
-    ] {
-        if !map.contains_key("en") {
-            found.push((
-                format!("queue.{name}"),
-                "needs an `en` text (the fallback language)".to_string(),
-            ));
-        }
-    }
-    let mut names: Vec<&str> = Vec::new();
-    for (i, concierge) in settings.concierges.iter().enumerate() {
-        let key = |k: &str| format!("concierges[{i}].{k}");
-        let valid = !concierge.name.is_empty()
-            && concierge
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
-        if !valid {
-            found.push((
-                key("name"),
-                format!("`{}`: use letters, digits, `-`, `_` or `.`", concierge.name),
-            ));
-        } else if names.contains(&concierge.name.as_str()) {
-            found.push((
-                key("name"),
-                format!("`{}` is declared twice", concierge.name),
-            ));
-        }
-        names.push(&concierge.name);
-        for team in &concierge.teams {
-            if !teams.contains(&team.as_str()) {
-                found.push((
-                    key("teams"),
-                    format!(
-                        "`{team}` is not a team ({}){}",
-                        teams.join(", "),
-                        suggest::did_you_mean(team, teams.iter().copied())
-                    ),
-                ));
-            }
-        }
-        if concierge.teams.is_empty() && concierge.role == ConciergeRole::Concierge {
-            found.push((
-                key("teams"),
-                "a concierge needs at least one team (only an admin sees every team)".to_string(),
-            ));
-        }
-        if concierge.capacity == 0 || concierge.capacity > 1000 {
-            found.push((key("capacity"), "must be between 1 and 1000".to_string()));
-        }
-    }
-    found
 }
 
 fn to_u64(n: usize) -> u64 {

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
-use super::problem::Problem;
+use crate::domain::Problem;
 
 /// Where `${VAR}` values come from; the process environment in production, a map in tests.
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -104,7 +104,7 @@ impl<'a> TomlFile<'a> {
                 message = format!("unknown key; {message}");
             }
             let line = self.line_of_key(&key);
-            let hint = super::suggest::from_serde(&message);
+            let hint = crate::domain::suggest::from_serde(&message);
             let problem = Problem::new(self.path, message)
                 .at_line(line)
                 .with_hint(hint);

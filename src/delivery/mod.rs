@@ -4,7 +4,9 @@
 //! bounded time is marked failed with the reason. Replies of one conversation leave in order.
 
 mod backoff;
+mod config;
 mod worker;
 
 pub use self::backoff::Backoff;
+pub use self::config::DeliveryConfig;
 pub use self::worker::DeliveryWorker;

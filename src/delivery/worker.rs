@@ -9,8 +9,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Backoff;
+use super::DeliveryConfig;
 use crate::channels::{OutboundMessage, Registry, SendError};
-use crate::config::DeliveryConfig;
 use crate::domain::{Author, now_millis};
 use crate::handoff::{Bus, ConsoleEvent, EventKind as ConsoleKind};
 use crate::store::{OutboxEntry, SharedStore};

@@ -1,10 +1,14 @@
 //! The conversation model shared by every layer: ids, contacts, messages, content, inbound
-//! events and thread state. Pure data and rules; it knows nothing of I/O, HTTP or platforms.
+//! events and thread state, and what every layer's configuration shares (a `Secret`, a located
+//! `Problem`, "did you mean"). Pure data and rules; it knows nothing of I/O, HTTP or platforms.
 
 mod content;
 mod event;
 mod ids;
 mod message;
+mod problem;
+mod secret;
+pub mod suggest;
 mod thread;
 
 pub use content::{
@@ -17,6 +21,8 @@ pub use ids::{
     PlatformMessageId,
 };
 pub use message::{Author, DeliveryStatus, Direction, Message};
+pub use problem::{Problem, Problems};
+pub use secret::Secret;
 pub use thread::ThreadState;
 
 /// Milliseconds since the Unix epoch: the one timestamp type stored and exchanged.

@@ -4,7 +4,7 @@
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::config::{ConciergeConfig, ConciergeRole};
+use super::{ConciergeConfig, ConciergeRole};
 
 /// The prefix of every concierge token, so one found in a log or a paste is recognisable.
 pub const TOKEN_PREFIX: &str = "cct_";

@@ -49,7 +49,7 @@ impl Keywords {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::QueueConfig;
+    use crate::handoff::QueueConfig;
 
     #[test]
     fn defaults_catch_requests_for_a_person_in_english_and_french() {

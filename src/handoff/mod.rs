@@ -6,6 +6,7 @@
 pub mod access;
 pub mod actions;
 pub mod brief;
+pub mod config;
 pub mod events;
 pub mod hours;
 pub mod keywords;
@@ -19,10 +20,10 @@ use jiff::tz::TimeZone;
 
 pub use self::access::Caller;
 pub use self::brief::Brief;
+pub use self::config::{ConciergeConfig, ConciergeRole, QueueConfig, TeamConfig};
 pub use self::events::{Bus, ConsoleEvent, EventKind};
 pub use self::hours::Hours;
 use crate::agents::AgentRuntime;
-use crate::config::{Config, QueueConfig};
 use crate::domain::{Author, ChannelId, Content, ConversationId, Millis, now_millis};
 use crate::orchestrator::faq::{Lang, detect_language};
 use crate::store::{NewHandoff, NewNote, Presence, QueueEntry, SharedStore, StoreError, TurnUsage};
@@ -122,27 +123,44 @@ fn pick<'a>(map: &'a BTreeMap<String, String>, lang: &str) -> Option<&'a String>
         .or_else(|| map.values().next())
 }
 
+/// What the desk is built from: the queue's settings, teams and concierges as
+/// `concierge.toml` declares them, and the deployment facts the desk needs.
+#[derive(Debug, Clone)]
+pub struct DeskSettings {
+    pub queue: QueueConfig,
+    pub teams: Vec<TeamConfig>,
+    pub concierges: Vec<ConciergeConfig>,
+    /// The merchant's time zone (team hours are in it).
+    pub timezone: TimeZone,
+    /// The agent a released thread goes back to.
+    pub entry_agent: String,
+    /// Mask personal data before the brief's transcript goes to the LLM.
+    pub redact_pii: bool,
+    /// The team each channel's conversations belong to until a handoff names another.
+    pub channel_teams: BTreeMap<ChannelId, String>,
+}
+
 impl Desk {
+    /// The desk, or the first team whose hours do not parse (`concierge check` refuses them
+    /// before this, so it is a bug in the caller, named instead of ignored).
     pub fn new(
-        config: &Config,
+        config: DeskSettings,
         store: SharedStore,
         events: Bus,
         briefs: Option<Arc<AgentRuntime>>,
         metrics: Metrics,
-    ) -> Self {
-        let settings = config.settings.queue.clone();
-        let mut teams: Vec<Team> = config
-            .settings
-            .teams
-            .iter()
-            .map(|t| Team {
+    ) -> Result<Self, String> {
+        let settings = config.queue;
+        let mut teams = Vec::with_capacity(config.teams.len() + 1);
+        for t in &config.teams {
+            teams.push(Team {
                 name: t.name.clone(),
-                // `concierge check` refuses hours that do not parse.
-                hours: Hours::parse(&t.hours).unwrap_or_default(),
+                hours: Hours::parse(&t.hours)
+                    .map_err(|e| format!("team `{}`: hours: {e}", t.name))?,
                 sla_ms: secs_to_ms(t.sla_secs.unwrap_or(settings.sla_secs)),
                 out_of_hours: t.out_of_hours.clone(),
-            })
-            .collect();
+            });
+        }
         if !teams.iter().any(|t| t.name == settings.default_team) {
             teams.push(Team {
                 name: settings.default_team.clone(),
@@ -151,29 +169,19 @@ impl Desk {
                 out_of_hours: BTreeMap::new(),
             });
         }
-        let entry_agent = config
-            .agents
-            .as_ref()
-            .and_then(|a| a.entry().map(|d| d.name.clone()))
-            .unwrap_or_else(|| "front_desk".to_string());
-        Self {
+        Ok(Self {
             teams,
-            concierges: config
-                .settings
-                .concierges
-                .iter()
-                .map(Caller::from_config)
-                .collect(),
+            concierges: config.concierges.iter().map(Caller::from_config).collect(),
             settings,
-            tz: config.timezone.clone(),
+            tz: config.timezone,
             store,
             events,
             briefs,
-            entry_agent,
-            redact_pii: config.settings.agents.redact_pii,
+            entry_agent: config.entry_agent,
+            redact_pii: config.redact_pii,
             metrics,
-            channel_teams: config.channel_teams.clone(),
-        }
+            channel_teams: config.channel_teams,
+        })
     }
 
     /// The team a handoff goes to: the one named, or the default.

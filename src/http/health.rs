@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use crate::channels::signature::same_secret;
-use crate::config::Secret;
+use crate::domain::Secret;
 use crate::telemetry::Metrics;
 
 pub async fn healthz() -> &'static str {

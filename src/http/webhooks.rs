@@ -86,7 +86,8 @@ pub async fn receive(
         .visitors
         .mark(peer, &mut events, std::time::Instant::now());
     // Kept with the events, without credentials, for `concierge inbox export` and `replay`.
-    let (kept_query, kept_headers) = crate::channels::kept_request(&request);
+    let (kept_query, kept_headers) =
+        crate::store::credentials::kept_request(request.raw_query.as_deref(), &request.headers);
     let raw = crate::store::RawWebhook {
         channel: channel.clone(),
         kind: adapter.kind().name().to_string(),

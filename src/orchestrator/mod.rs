@@ -4,6 +4,7 @@
 
 mod agent_step;
 pub mod budgets;
+mod config;
 pub mod faq;
 mod lanes;
 mod responder;
@@ -12,6 +13,7 @@ mod triggers;
 
 pub use self::agent_step::{AgentResponder, AgentSettings};
 pub use self::budgets::{BudgetSettings, Budgets};
+pub use self::config::OrchestratorConfig;
 pub use self::lanes::{ChannelHints, ChannelProfile, NoHints, Orchestrator};
 pub use self::responder::{
     DecidedBy, Decision, FaqResponder, HoldingResponder, Responder, ResponderChain, ResponderError,

@@ -2,7 +2,7 @@
 //! webhooks the store kept (credentials already removed at ingest) as JSON lines, and
 //! `concierge replay` posts them to another gateway, in order, each re-signed by the target
 //! channel's own adapter for the target's secrets. Nothing here knows a platform: signing is
-//! `ChannelAdapter::sign`, and what a credential is, `channels::kept_request`.
+//! `ChannelAdapter::sign`, and what a credential is, `store::credentials::kept_request`.
 //!
 //! The record, one JSON object per line, oldest first:
 //! `{"channel", "kind", "received_at" (RFC 3339), "query" (string or null),

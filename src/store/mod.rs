@@ -11,6 +11,7 @@
 //!   the order they were decided; an entry marked sent is never handed out again.
 //! - Delivery status only moves forward.
 
+pub mod credentials;
 pub mod redis;
 pub mod sqlite;
 
@@ -120,7 +121,7 @@ impl IngestOutcome {
 }
 
 /// A webhook request as it was received, its credentials removed (signatures, tokens and
-/// secrets: see `crate::channels::kept_request`): kept beside the inbox entries it produced,
+/// secrets: see `crate::store::credentials::kept_request`): kept beside the inbox entries it produced,
 /// so an incident can be exported and replayed (`concierge inbox export`, `concierge
 /// replay`).
 #[derive(Debug, Clone, PartialEq, Eq)]

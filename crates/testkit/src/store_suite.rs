@@ -247,20 +247,14 @@ fn kept_webhook(query: &str, body: &[u8], received_at: i64) -> concierge::store:
     ] {
         headers.append(name, http::HeaderValue::from_static(value));
     }
-    let request = concierge::channels::WebhookRequest {
-        headers,
-        query: Default::default(),
-        raw_query: Some(query.to_string()),
-        body: bytes::Bytes::copy_from_slice(body),
-    };
-    let (query, headers) = concierge::channels::kept_request(&request);
+    let (query, headers) = concierge::store::credentials::kept_request(Some(query), &headers);
     concierge::store::RawWebhook {
         channel: channel(),
         kind: "webchat".to_string(),
         received_at,
         query,
         headers,
-        body: request.body,
+        body: bytes::Bytes::copy_from_slice(body),
     }
 }
 
@@ -314,8 +308,8 @@ pub async fn a_raw_webhook_comes_back_exactly_without_credentials(store: SharedS
             ("x-forwarded-for".to_string(), "10.0.0.1".to_string()),
             ("x-forwarded-for".to_string(), "10.0.0.2".to_string()),
             (
-                concierge::channels::VISITOR_HEADER.to_string(),
-                concierge::channels::kept_headers([(
+                concierge::store::credentials::VISITOR_HEADER.to_string(),
+                concierge::store::credentials::kept_headers([(
                     "x-webchat-key".to_string(),
                     "visitor-hunter2-0123456789".to_string()
                 )])[0]
@@ -383,7 +377,10 @@ pub async fn a_raw_webhook_comes_back_exactly_without_credentials(store: SharedS
     let again = store.raw_webhooks(all(10)).await.unwrap();
     let text = format!("{:?}", again[2].raw.headers);
     assert!(!text.contains("visitor-hunter2-old"), "{text}");
-    assert!(text.contains(concierge::channels::VISITOR_HEADER), "{text}");
+    assert!(
+        text.contains(concierge::store::credentials::VISITOR_HEADER),
+        "{text}"
+    );
 }
 
 pub async fn pending_follows_inbox_order(store: SharedStore) {

@@ -238,7 +238,7 @@ impl ChannelAdapter for BlueBubbles {
         let rest = request
             .raw_query
             .as_deref()
-            .map(super::credentials::without_credential_params)
+            .map(crate::store::credentials::without_credential_params)
             .filter(|q| !q.is_empty());
         request.raw_query = Some(match rest {
             Some(rest) => format!("{rest}&secret={encoded}"),

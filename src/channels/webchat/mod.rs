@@ -25,7 +25,7 @@ use crate::domain::{
 };
 
 /// The header carrying the visitor's key on every POST.
-pub const KEY_HEADER: &str = "x-webchat-key";
+pub const KEY_HEADER: &str = crate::store::credentials::WEBCHAT_KEY_HEADER;
 
 pub struct Webchat {
     id: ChannelId,
@@ -112,7 +112,7 @@ impl ChannelAdapter for Webchat {
         // Without either the request goes as recorded, and the target refuses it.
         let Some(pseudonym) = request
             .headers
-            .remove(super::VISITOR_HEADER)
+            .remove(crate::store::credentials::VISITOR_HEADER)
             .and_then(|v| v.to_str().ok().map(str::to_string))
         else {
             return Ok(());

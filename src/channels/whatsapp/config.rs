@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::config::Secret;
+use crate::domain::Secret;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -114,7 +114,7 @@ fn entry(id: &str, fields: &HashMap<String, String>) -> Result<RawWebhook, Store
         query: fields.get("query").cloned(),
         // Entries added before a header was known to be a credential expire with the
         // stream; until then an export still leaves it out.
-        headers: crate::channels::kept_headers(
+        headers: crate::store::credentials::kept_headers(
             serde_json::from_str::<Vec<(String, String)>>(field("headers")?).map_err(corrupt)?,
         ),
         body: body.into(),

@@ -21,12 +21,19 @@ use super::{
     Appended, Completion, Conversation, Conversations, Handoff, Inbox, InboxEntry, IngestOutcome,
     Journal, Note, Outbox, OutboxEntry, StoreError, Summary, TurnOutcome, TurnUsage,
 };
-use crate::config::SyncMode;
 use crate::domain::{
     Author, ChannelId, ContactId, ConversationId, ConversationKey, DeliveryStatus, Direction,
     EventKind, InboundEvent, Message, MessageId, Millis, PlatformMessageId, ThreadState,
     now_millis,
 };
+
+/// How hard SQLite syncs the file at each commit (`[store] sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    Full,
+    Normal,
+}
 
 /// How long a status waits for the record of the send it describes.
 const EARLY_STATUS_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;

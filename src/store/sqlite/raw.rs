@@ -190,7 +190,7 @@ pub fn read(conn: &Connection, filter: &RawFilter) -> Result<Vec<KeptWebhook>, S
                 kind,
                 received_at,
                 query,
-                headers: crate::channels::kept_headers(
+                headers: crate::store::credentials::kept_headers(
                     serde_json::from_str::<Vec<(String, String)>>(&headers).map_err(|e| {
                         StoreError::Corrupt(format!("raw webhook {id} headers: {e}"))
                     })?,

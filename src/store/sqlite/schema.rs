@@ -46,8 +46,8 @@ fn scrub_raw_credentials(tx: &rusqlite::Transaction) -> rusqlite_migration::Hook
             let Ok(headers) = serde_json::from_str::<Vec<(String, String)>>(&text) else {
                 continue;
             };
-            if crate::channels::holds_credential(&headers) {
-                rows.push((id, crate::channels::kept_headers(headers)));
+            if crate::store::credentials::holds_credential(&headers) {
+                rows.push((id, crate::store::credentials::kept_headers(headers)));
             }
         }
     }
@@ -120,8 +120,8 @@ mod tests {
             vec![
                 ("content-type".to_string(), "application/json".to_string()),
                 (
-                    crate::channels::VISITOR_HEADER.to_string(),
-                    crate::channels::kept_headers([(
+                    crate::store::credentials::VISITOR_HEADER.to_string(),
+                    crate::store::credentials::kept_headers([(
                         "x-webchat-key".to_string(),
                         "visitor-key-LEAK-0123456789".to_string()
                     )])[0]

@@ -7,8 +7,6 @@ use std::borrow::Cow;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
-use super::WebhookRequest;
-
 /// Headers that carry a platform's signature or a secret (names in lower case).
 const CREDENTIAL_HEADERS: &[&str] = &[
     "x-hub-signature",
@@ -20,8 +18,11 @@ const CREDENTIAL_HEADERS: &[&str] = &[
     "cookie",
     // The web chat's visitor key: whoever holds it reads that visitor's history and posts as
     // them. It is kept as a pseudonym instead (see `VISITOR_HEADER`).
-    super::webchat::KEY_HEADER,
+    WEBCHAT_KEY_HEADER,
 ];
+
+/// The web chat's visitor key header (the web chat adapter reads it; it is never kept).
+pub const WEBCHAT_KEY_HEADER: &str = "x-webchat-key";
 
 /// Stands for the web chat's visitor key in a kept request: a one-way digest of it, so a
 /// replay can tell one visitor's messages from another's without the key itself.
@@ -33,14 +34,15 @@ const CREDENTIAL_PARAMS: &[&str] = &["secret", "password", "guid"];
 /// The request's query string and headers without credentials, as kept with the raw
 /// webhook: the query string keeps every other parameter byte for byte (`None` when nothing
 /// is left), the headers keep their order.
-pub fn kept_request(request: &WebhookRequest) -> (Option<String>, Vec<(String, String)>) {
+pub fn kept_request(
+    raw_query: Option<&str>,
+    headers: &HeaderMap,
+) -> (Option<String>, Vec<(String, String)>) {
     (
-        request
-            .raw_query
-            .as_deref()
+        raw_query
             .map(without_credential_params)
             .filter(|q| !q.is_empty()),
-        headers_without_credentials(&request.headers),
+        headers_without_credentials(headers),
     )
 }
 
@@ -66,7 +68,7 @@ pub fn kept_headers(headers: impl IntoIterator<Item = (String, String)>) -> Vec<
     let mut kept = Vec::new();
     for (name, value) in headers {
         let lower = name.to_ascii_lowercase();
-        if lower == super::webchat::KEY_HEADER {
+        if lower == WEBCHAT_KEY_HEADER {
             kept.push((VISITOR_HEADER.to_string(), visitor_pseudonym(&value)));
         } else if !CREDENTIAL_HEADERS.contains(&lower.as_str()) {
             kept.push((name, value));
@@ -91,7 +93,7 @@ pub fn holds_credential(headers: &[(String, String)]) -> bool {
 }
 
 /// A query string without its credential parameters, the others untouched and in order.
-pub(crate) fn without_credential_params(query: &str) -> String {
+pub fn without_credential_params(query: &str) -> String {
     query
         .split('&')
         .filter(|pair| !pair.is_empty() && !is_credential_param(pair))
@@ -111,9 +113,8 @@ fn is_credential_param(pair: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
-    fn request(query: Option<&str>, headers: &[(&str, &str)]) -> WebhookRequest {
+    fn request(query: Option<&str>, headers: &[(&str, &str)]) -> (Option<String>, HeaderMap) {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
             map.append(
@@ -121,17 +122,16 @@ mod tests {
                 http::HeaderValue::from_str(value).unwrap(),
             );
         }
-        WebhookRequest {
-            headers: map,
-            query: Default::default(),
-            raw_query: query.map(str::to_string),
-            body: Bytes::new(),
-        }
+        (query.map(str::to_string), map)
+    }
+
+    fn kept(request: (Option<String>, HeaderMap)) -> (Option<String>, Vec<(String, String)>) {
+        kept_request(request.0.as_deref(), &request.1)
     }
 
     #[test]
     fn signatures_and_secrets_are_dropped_the_rest_kept_in_order() {
-        let (query, headers) = kept_request(&request(
+        let (query, headers) = kept(request(
             Some("a=1&secret=s3&b=x%20y&Password=p&gu%69d=g&c"),
             &[
                 ("content-type", "application/json"),
@@ -170,9 +170,9 @@ mod tests {
 
     #[test]
     fn a_query_of_nothing_but_the_secret_is_no_query() {
-        let (query, _) = kept_request(&request(Some("secret=s3"), &[]));
+        let (query, _) = kept(request(Some("secret=s3"), &[]));
         assert_eq!(query, None);
-        let (query, _) = kept_request(&request(None, &[]));
+        let (query, _) = kept(request(None, &[]));
         assert_eq!(query, None);
     }
 }

@@ -4,6 +4,11 @@
 //!
 //! # Layout
 //!
+//! The layers are crates of their own (`crates/`, mapped in ARCHITECTURE.md); this crate is the
+//! composition root: it reads the configuration, wires the layers together and runs them. It
+//! re-exports each layer under the name the module had before the split, so a test or a tool
+//! names one crate.
+//!
 //! - [`domain`]: ids, messages, content, inbound events, thread state. Pure data, no I/O.
 //! - [`config`]: reads `concierge.toml`, `channels/*.toml` and `prompts/`, interpolates
 //!   `${VAR}`, applies `CONCIERGE__SECTION__KEY` overrides, and reports every problem with its
@@ -38,18 +43,29 @@
 //! The developer's tools (bench, chaos run, demo shop) are `cargo dev …` (crates/dev), and
 //! what tests share (fakes, the store suite) is crates/testkit: neither is in this crate.
 
-pub mod agents;
 pub mod app;
-pub mod channels;
 pub mod config;
-pub mod delivery;
-pub mod domain;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod handoff;
-pub mod http;
-pub mod orchestrator;
 pub mod replay;
-pub mod store;
-pub mod telemetry;
+
+pub use concierge_agents as agents;
+pub use concierge_channels as channels;
+pub use concierge_domain as domain;
+pub use concierge_engine::{delivery, handoff};
+pub use concierge_http as http;
+pub use concierge_telemetry as telemetry;
+
+/// The orchestrator, with the FAQ tier it asks first.
+pub mod orchestrator {
+    pub use concierge_engine::orchestrator::*;
+    pub use concierge_faq as faq;
+}
+
+/// The store's traits and its two backends.
+pub mod store {
+    pub use concierge_store::*;
+    pub use concierge_store_redis as redis;
+    pub use concierge_store_sqlite as sqlite;
+}

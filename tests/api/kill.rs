@@ -53,7 +53,7 @@ impl Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_concierge"))
             .args(["--log-format", "json", "serve", "--config"])
             .arg(deployment.config_path())
-            .env("RUST_LOG", "info,concierge::delivery=debug")
+            .env("RUST_LOG", "info,concierge_engine::delivery=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

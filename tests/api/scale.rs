@@ -161,7 +161,7 @@ impl Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_concierge"))
             .args(["--log-format", "json", "serve", "--config"])
             .arg(deployment.config_path())
-            .env("RUST_LOG", "info,concierge::delivery=debug")
+            .env("RUST_LOG", "info,concierge_engine::delivery=debug")
             .env("CONCIERGE__STORE__URL", &redis.url)
             .env("CONCIERGE__STORE__PREFIX", &redis.prefix)
             .env("CONCIERGE__STORE__TAKEOVER_MS", TAKEOVER_MS.to_string())

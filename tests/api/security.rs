@@ -443,11 +443,13 @@ async fn every_api_route_refuses_a_missing_malformed_or_wrong_token() {
         }
     }
     assert_eq!(routes.len(), 14, "{routes:?}");
-    // The router and the document are built from one table (src/http/openapi.rs), whose
+    // The router and the document are built from one table (crates/http/src/openapi.rs), whose
     // every entry is a documented handler: nothing is routed past it.
-    let source =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/http/openapi.rs"))
-            .unwrap();
+    let source = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crates/http/src/openapi.rs"
+    ))
+    .unwrap();
     let table = source
         .split("pub fn table()")
         .nth(1)
@@ -845,12 +847,12 @@ async fn an_injected_instruction_cannot_steer_a_tool_to_another_customers_orders
     }
 }
 
-/// Every comparison of a received credential with a configured secret in `src/channels`
+/// Every comparison of a received credential with a configured secret in `crates/channels`
 /// goes through `signature::same_secret` or an HMAC's `verify_slice`: a plain `==` on a
 /// secret would answer faster the earlier the first wrong byte, and leak it byte by byte.
 #[test]
 fn channel_secrets_are_compared_in_constant_time() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/channels");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/channels/src");
     let mut files = Vec::new();
     let mut dirs = vec![root.clone()];
     while let Some(dir) = dirs.pop() {

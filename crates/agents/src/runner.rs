@@ -1,0 +1,680 @@
+//! One customer turn worked by the agents: the entry agent's tool loop, the built-in tools
+//! (`handoff_to_human`, `offer_choices`, `ask_agent`), merchant tool calls, the limits (tool
+//! rounds, tool calls per turn, ask depth and cycles, a token budget per turn) and the audit
+//! trail of notes.
+
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+use super::definition::{
+    ASK_TOOL, AgentSet, CHOICES_TOOL, HANDOFF_TOOL, PromptContext, RenderError,
+};
+use super::llm::{LlmClient, LlmError, LlmMessage, LlmRequest, ToolCall, ToolSpec};
+use super::redact::Redactor;
+use super::tools::{Identity, MerchantTools};
+use concierge_domain::{ConversationId, clip_text};
+use concierge_telemetry::Metrics;
+
+/// The most options `offer_choices` may show.
+const MAX_CHOICES: usize = 10;
+
+/// The bounds on one turn.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_tool_rounds: usize,
+    pub max_ask_depth: usize,
+    /// Every tool call the model asks for in the turn counts, whichever agent asks (the
+    /// agents asked with `ask_agent` too) and whatever the tool.
+    pub max_tool_calls_per_turn: usize,
+    pub turn_token_budget: u64,
+}
+
+/// Everything the agents need, shared by every turn.
+pub struct AgentRuntime {
+    pub agents: Arc<AgentSet>,
+    pub tools: MerchantTools,
+    pub llm: Arc<dyn LlmClient>,
+    pub limits: Limits,
+    /// Counts the tool calls (the LLM calls are counted by the client's meter).
+    pub metrics: Metrics,
+}
+
+/// One turn's input.
+pub struct TurnInput {
+    pub identity: Identity,
+    pub context: PromptContext,
+    /// The conversation so far, the customer's new messages last (already masked).
+    pub history: Vec<LlmMessage>,
+    pub summary: Option<String>,
+    /// The note a concierge left when handing the conversation back to the bot.
+    pub team_note: Option<String>,
+    /// The masks applied to the history; tool answers are masked too when `redact_pii`.
+    pub redactor: Redactor,
+    pub redact_pii: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentReply {
+    Text(String),
+    Choices { text: String, options: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandoffRequest {
+    pub reason: String,
+    pub priority: Option<String>,
+    pub team: Option<String>,
+    pub requested_by: String,
+}
+
+/// Why the agents could not answer; the customer then gets the holding reply and a human.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AgentFailure {
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    #[error("the turn's token budget is spent ({spent} of {budget})")]
+    Budget { spent: u64, budget: u64 },
+    #[error("agent `{agent}` made {rounds} tool rounds without answering")]
+    Rounds { agent: String, rounds: usize },
+    #[error(
+        "agent `{agent}` asked for {asked} tool calls in one turn, more than the limit of {limit}"
+    )]
+    ToolCalls {
+        agent: String,
+        asked: usize,
+        limit: usize,
+    },
+    #[error("agent `{agent}` made an invalid tool call: {detail}")]
+    InvalidToolCall { agent: String, detail: String },
+    #[error("agent `{agent}` gave an empty answer")]
+    Empty { agent: String },
+    #[error("no entry agent is configured")]
+    NoEntry,
+    #[error(transparent)]
+    Render(#[from] RenderError),
+}
+
+impl AgentFailure {
+    /// The failure as concierges see it (the turn's note, the handoff brief): an LLM error
+    /// by its kind only; the detail goes to the log.
+    pub fn for_concierge(&self) -> String {
+        match self {
+            AgentFailure::Llm(e) => e.for_concierge(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// What a turn produced; on failure, the notes and usage gathered until then.
+#[derive(Debug, Default)]
+pub struct TurnResult {
+    pub replies: Vec<AgentReply>,
+    pub handoff: Option<HandoffRequest>,
+    /// (author, body), in order.
+    pub notes: Vec<(String, String)>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub llm_calls: u64,
+    pub failure: Option<AgentFailure>,
+    /// The agent that answered.
+    pub agent: String,
+}
+
+struct TurnState<'a> {
+    input: &'a TurnInput,
+    redactor: Redactor,
+    result: TurnResult,
+    /// The tool calls the model asked for so far in the turn, every agent together.
+    tool_calls: usize,
+}
+
+impl TurnState<'_> {
+    fn note(&mut self, author: &str, body: String) {
+        let body = self.redactor.restore_for_customer(&body);
+        self.result.notes.push((author.to_string(), body));
+    }
+
+    fn spent(&self) -> u64 {
+        self.result.input_tokens + self.result.output_tokens
+    }
+}
+
+/// How an agent's loop ended.
+enum Ending {
+    Text(String),
+    Choices { text: String, options: Vec<String> },
+    Handoff { text: Option<String> },
+}
+
+fn string_arg(args: &Value, key: &str) -> Option<String> {
+    args.get(key)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+impl AgentRuntime {
+    /// Works one customer turn with the entry agent.
+    pub async fn run_turn(&self, input: &TurnInput) -> TurnResult {
+        let Some(entry) = self.agents.entry() else {
+            return TurnResult {
+                failure: Some(AgentFailure::NoEntry),
+                ..TurnResult::default()
+            };
+        };
+        let entry = entry.name.clone();
+        let mut state = TurnState {
+            input,
+            redactor: input.redactor.clone(),
+            result: TurnResult {
+                agent: entry.clone(),
+                ..TurnResult::default()
+            },
+            tool_calls: 0,
+        };
+        let chain = vec![entry.clone()];
+        let ended = self
+            .run_agent(&entry, input.history.clone(), 0, chain, &mut state)
+            .await;
+        let redactor = state.redactor.clone();
+        match ended {
+            Ok(Ending::Text(text)) => state
+                .result
+                .replies
+                .push(AgentReply::Text(redactor.restore_for_customer(&text))),
+            Ok(Ending::Choices { text, options }) => {
+                state.result.replies.push(AgentReply::Choices {
+                    text: redactor.restore_for_customer(&text),
+                    options: options
+                        .iter()
+                        .map(|o| redactor.restore_for_customer(o))
+                        .collect(),
+                })
+            }
+            Ok(Ending::Handoff { text }) => {
+                if let Some(text) = text {
+                    state
+                        .result
+                        .replies
+                        .push(AgentReply::Text(redactor.restore_for_customer(&text)));
+                }
+            }
+            Err(failure) => {
+                // The detail is logged at warn where the failure is handled (the agent step).
+                state.note(
+                    "gateway",
+                    format!("the agents could not answer: {}", failure.for_concierge()),
+                );
+                state.result.failure = Some(failure);
+            }
+        }
+        state.result
+    }
+
+    fn specs_for(&self, agent: &str, depth: usize) -> Vec<ToolSpec> {
+        let Some(def) = self.agents.get(agent) else {
+            return Vec::new();
+        };
+        let mut specs: Vec<ToolSpec> = def
+            .tools
+            .iter()
+            .filter_map(|t| self.tools.spec(t))
+            .collect();
+        if !def.ask.is_empty() {
+            let described: Vec<String> = def
+                .ask
+                .iter()
+                .filter_map(|name| self.agents.get(name))
+                .map(|d| format!("- {}: {}", d.name, d.description))
+                .collect();
+            specs.push(ToolSpec {
+                name: ASK_TOOL.to_string(),
+                description: format!(
+                    "Ask a colleague a question in plain language and get their answer (the customer does not see it). Colleagues:\n{}",
+                    described.join("\n")
+                ),
+                parameters: json!({
+                    "type": "object",
+                    "properties": {
+                        "agent": { "type": "string", "enum": def.ask },
+                        "question": { "type": "string", "description": "The question, with everything the colleague needs to know (order number, product…)." }
+                    },
+                    "required": ["agent", "question"]
+                }),
+            });
+        }
+        if depth == 0 {
+            specs.push(ToolSpec {
+                name: HANDOFF_TOOL.to_string(),
+                description: "Hand the conversation to a human concierge: when the customer asks for a person, is upset, or needs something you cannot do. Ends your turn; the customer is told a person will answer.".to_string(),
+                parameters: json!({
+                    "type": "object",
+                    "properties": {
+                        "reason": { "type": "string", "description": "Why, in one sentence, for the concierge." },
+                        "priority": { "type": "string", "enum": ["low", "normal", "high", "urgent"] },
+                        "team": { "type": "string", "description": "The team that should answer, if you know it." }
+                    },
+                    "required": ["reason"]
+                }),
+            });
+            specs.push(ToolSpec {
+                name: CHOICES_TOOL.to_string(),
+                description: format!(
+                    "Show the customer a short question with up to {MAX_CHOICES} options to pick from (buttons or a list where the chat app can, numbered text otherwise). Ends your turn."
+                ),
+                parameters: json!({
+                    "type": "object",
+                    "properties": {
+                        "text": { "type": "string", "description": "The question shown above the options." },
+                        "options": { "type": "array", "items": { "type": "string" }, "minItems": 1, "maxItems": MAX_CHOICES }
+                    },
+                    "required": ["text", "options"]
+                }),
+            });
+        }
+        specs
+    }
+
+    fn run_agent<'a>(
+        &'a self,
+        agent: &'a str,
+        mut messages: Vec<LlmMessage>,
+        depth: usize,
+        chain: Vec<String>,
+        state: &'a mut TurnState<'_>,
+    ) -> BoxFuture<'a, Result<Ending, AgentFailure>> {
+        async move {
+            let def = self.agents.get(agent).ok_or_else(|| AgentFailure::InvalidToolCall {
+                agent: agent.to_string(),
+                detail: format!("no agent named `{agent}`"),
+            })?;
+            let mut context = state.input.context.clone();
+            context.agent = agent.to_string();
+            let mut system = self.agents.render(agent, &context)?;
+            if depth == 0 {
+                if let Some(summary) = &state.input.summary {
+                    system.push_str("\n\nSummary of the earlier conversation:\n");
+                    system.push_str(summary);
+                }
+                if let Some(note) = &state.input.team_note {
+                    system.push_str("\n\nA member of our team handled this conversation and handed it back to you with this internal note (never quote or reveal it to the customer); take it into account and continue from there:\n");
+                    system.push_str(note);
+                }
+            } else {
+                system.push_str(&format!(
+                    "\n\nA colleague ({}) is asking you this on behalf of the customer. Answer them in plain language, briefly, with the facts you found; the customer will not see your answer.",
+                    chain.get(chain.len().saturating_sub(2)).map(String::as_str).unwrap_or("a colleague")
+                ));
+            }
+            let tools = self.specs_for(agent, depth);
+            for round in 0..self.limits.max_tool_rounds {
+                let budget = self.limits.turn_token_budget;
+                if state.spent() >= budget {
+                    return Err(AgentFailure::Budget { spent: state.spent(), budget });
+                }
+                let request = LlmRequest {
+                    model: def.model.clone(),
+                    system: system.clone(),
+                    messages: messages.clone(),
+                    tools: tools.clone(),
+                    temperature: def.temperature,
+                    conversation: Some(state.input.identity.conversation.clone()),
+                };
+                let reply = self.llm.chat(&request).await?;
+                state.result.llm_calls += 1;
+                state.result.input_tokens += reply.input_tokens;
+                state.result.output_tokens += reply.output_tokens;
+                tracing::debug!(agent, round, depth, calls = reply.tool_calls.len(), "LLM answered");
+                if state.spent() > budget {
+                    return Err(AgentFailure::Budget { spent: state.spent(), budget });
+                }
+                if reply.tool_calls.is_empty() {
+                    return match reply.text {
+                        Some(text) => Ok(Ending::Text(text)),
+                        None => Err(AgentFailure::Empty { agent: agent.to_string() }),
+                    };
+                }
+                // A reply that would go past the limit is not run at all: the turn fails.
+                let asked = state.tool_calls + reply.tool_calls.len();
+                if asked > self.limits.max_tool_calls_per_turn {
+                    return Err(AgentFailure::ToolCalls {
+                        agent: agent.to_string(),
+                        asked,
+                        limit: self.limits.max_tool_calls_per_turn,
+                    });
+                }
+                state.tool_calls = asked;
+                messages.push(LlmMessage::Assistant {
+                    text: reply.text.clone(),
+                    tool_calls: reply.tool_calls.clone(),
+                });
+                let mut ending = None;
+                for call in &reply.tool_calls {
+                    let offered = tools.iter().any(|t| t.name == call.name);
+                    if !offered {
+                        // The name is the model's words: not a label.
+                        self.metrics.tool_call("unknown", "unknown_tool");
+                        return Err(AgentFailure::InvalidToolCall {
+                            agent: agent.to_string(),
+                            detail: format!("called `{}`, which it was not given", call.name),
+                        });
+                    }
+                    if !call.arguments.is_object() && !call.arguments.is_null() {
+                        self.metrics.tool_call(&call.name, "invalid_arguments");
+                        return Err(AgentFailure::InvalidToolCall {
+                            agent: agent.to_string(),
+                            detail: format!("the arguments of `{}` are not a JSON object", call.name),
+                        });
+                    }
+                    let content = if ending.is_some() {
+                        "not run: the turn already ended".to_string()
+                    } else {
+                        let span = tracing::info_span!(
+                            "tool",
+                            tool = %call.name,
+                            agent,
+                            conversation = %state.input.identity.conversation,
+                            outcome = tracing::field::Empty,
+                        );
+                        let (content, outcome) = match call.name.as_str() {
+                            HANDOFF_TOOL => {
+                                let (content, end) = self.handoff(agent, call, reply.text.clone(), state);
+                                let outcome = if end.is_some() { "ok" } else { "invalid_arguments" };
+                                ending = end;
+                                (content, outcome)
+                            }
+                            CHOICES_TOOL => {
+                                let (content, end) = self.choices(call);
+                                let outcome = if end.is_some() { "ok" } else { "invalid_arguments" };
+                                ending = end;
+                                (content, outcome)
+                            }
+                            ASK_TOOL => {
+                                let asked = self
+                                    .ask(agent, call, depth, &chain, state)
+                                    .instrument(span.clone())
+                                    .await;
+                                match asked {
+                                    Ok(asked) => asked,
+                                    Err(failure) => {
+                                        span.record("outcome", "error");
+                                        self.metrics.tool_call(ASK_TOOL, "error");
+                                        return Err(failure);
+                                    }
+                                }
+                            }
+                            tool => {
+                                let args = state.redactor.restore_json(&call.arguments);
+                                let output = self
+                                    .tools
+                                    .call(tool, &args, &state.input.identity)
+                                    .instrument(span.clone())
+                                    .await;
+                                state.note(
+                                    agent,
+                                    format!(
+                                        "called {tool} {} → {}: {}",
+                                        args,
+                                        if output.is_ok() { "ok" } else { "error" },
+                                        clip_text(&output.content, 500)
+                                    ),
+                                );
+                                let outcome = output.outcome.name();
+                                let content = if state.input.redact_pii {
+                                    state.redactor.mask(&output.content)
+                                } else {
+                                    output.content
+                                };
+                                (content, outcome)
+                            }
+                        };
+                        span.record("outcome", outcome);
+                        self.metrics.tool_call(&call.name, outcome);
+                        content
+                    };
+                    messages.push(LlmMessage::ToolResult {
+                        call_id: call.id.clone(),
+                        content,
+                    });
+                }
+                if let Some(ending) = ending {
+                    return Ok(ending);
+                }
+            }
+            Err(AgentFailure::Rounds {
+                agent: agent.to_string(),
+                rounds: self.limits.max_tool_rounds,
+            })
+        }
+        .boxed()
+    }
+
+    fn handoff(
+        &self,
+        agent: &str,
+        call: &ToolCall,
+        text: Option<String>,
+        state: &mut TurnState<'_>,
+    ) -> (String, Option<Ending>) {
+        let Some(reason) = string_arg(&call.arguments, "reason") else {
+            return (json!({ "error": "`reason` is required" }).to_string(), None);
+        };
+        state.note(
+            agent,
+            format!("handed the conversation to a human: {reason}"),
+        );
+        state.result.handoff = Some(HandoffRequest {
+            reason,
+            priority: string_arg(&call.arguments, "priority"),
+            team: string_arg(&call.arguments, "team"),
+            requested_by: agent.to_string(),
+        });
+        (
+            json!({ "ok": true }).to_string(),
+            Some(Ending::Handoff { text }),
+        )
+    }
+
+    fn choices(&self, call: &ToolCall) -> (String, Option<Ending>) {
+        let text = string_arg(&call.arguments, "text");
+        let options: Vec<String> = call
+            .arguments
+            .get("options")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|o| match o {
+                        Value::String(s) => Some(s.trim().to_string()),
+                        Value::Object(o) => o
+                            .get("title")
+                            .and_then(Value::as_str)
+                            .map(|s| s.trim().to_string()),
+                        _ => None,
+                    })
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        match text {
+            Some(text) if !options.is_empty() && options.len() <= MAX_CHOICES => (
+                json!({ "ok": true }).to_string(),
+                Some(Ending::Choices { text, options }),
+            ),
+            _ => (
+                json!({ "error": format!("`text` and 1 to {MAX_CHOICES} `options` are required") })
+                    .to_string(),
+                None,
+            ),
+        }
+    }
+
+    /// `ask_agent`: the colleague's answer, or an error the asking agent can read, with the
+    /// call's outcome (ok, invalid_arguments, refused) for the tool metrics.
+    async fn ask(
+        &self,
+        asker: &str,
+        call: &ToolCall,
+        depth: usize,
+        chain: &[String],
+        state: &mut TurnState<'_>,
+    ) -> Result<(String, &'static str), AgentFailure> {
+        let (Some(target), Some(question)) = (
+            string_arg(&call.arguments, "agent"),
+            string_arg(&call.arguments, "question"),
+        ) else {
+            return Ok((
+                json!({ "error": "`agent` and `question` are required" }).to_string(),
+                "invalid_arguments",
+            ));
+        };
+        let allowed = self
+            .agents
+            .get(asker)
+            .is_some_and(|d| d.ask.iter().any(|a| a == &target));
+        if !allowed {
+            return Ok((
+                json!({ "error": format!("you cannot ask `{target}`") }).to_string(),
+                "refused",
+            ));
+        }
+        let mut path = chain.to_vec();
+        path.push(target.clone());
+        let route = path.join(" → ");
+        if chain.iter().any(|a| a == &target) {
+            state.note(
+                "gateway",
+                format!("{asker} asked {target}, stopped: a cycle ({route}). Question: {question}"),
+            );
+            return Ok((
+                json!({ "error": format!("`{target}` is already working on this request ({route}); answer with what you know") }).to_string(),
+                "refused",
+            ));
+        }
+        if depth + 1 > self.limits.max_ask_depth {
+            state.note(
+                "gateway",
+                format!(
+                    "{asker} asked {target}, stopped: deeper than {} ({route}). Question: {question}",
+                    self.limits.max_ask_depth
+                ),
+            );
+            return Ok((
+                json!({ "error": format!("cannot ask `{target}` now: too many colleagues are already involved; answer with what you know") }).to_string(),
+                "refused",
+            ));
+        }
+        state.note(asker, format!("asked {target}: {question}"));
+        let ended = self
+            .run_agent(
+                &target,
+                vec![LlmMessage::User(question)],
+                depth + 1,
+                path,
+                state,
+            )
+            .await?;
+        let answer = match ended {
+            Ending::Text(text) => text,
+            Ending::Choices { text, .. } | Ending::Handoff { text: Some(text) } => text,
+            Ending::Handoff { text: None } => String::new(),
+        };
+        state.note(&target, format!("answered {asker}: {answer}"));
+        Ok((answer, "ok"))
+    }
+}
+
+/// The instructions for the LLM part of a handoff brief.
+const BRIEF_PROMPT: &str = "A customer service chat is being handed to a human colleague. Write their brief as one JSON object and nothing else, with these keys: \"summary\" (at most 80 words: who the customer is, what happened, what is still open), \"intent\" (what the customer wants, in a few words), \"mood\" (one or two words, like calm, impatient, upset), \"suggested_replies\" (two or three short first replies the colleague could send, in the customer's language, friendly, consistent with the facts found; never promise what was not checked). Write the summary in English.";
+
+/// The LLM's part of a handoff brief.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(default)]
+pub struct BriefDraft {
+    pub summary: Option<String>,
+    pub intent: Option<String>,
+    pub mood: Option<String>,
+    pub suggested_replies: Vec<String>,
+}
+
+/// The instructions for folding older messages into the rolling summary.
+const SUMMARY_PROMPT: &str = "You keep the running summary of a customer service chat for the colleagues who will continue it. Rewrite the summary so that it also covers the new messages: who the customer is, what they asked, order numbers and products mentioned, what was checked or promised, and what is still open. At most 150 words, plain sentences, in the customer's language. Answer with the summary only.";
+
+impl AgentRuntime {
+    /// Folds `transcript` (older messages, one per line) into the previous summary.
+    pub async fn summarize(
+        &self,
+        conversation: &ConversationId,
+        previous: Option<&str>,
+        transcript: &str,
+    ) -> Result<(String, u64, u64), LlmError> {
+        let mut text = String::new();
+        if let Some(previous) = previous {
+            text.push_str("Summary so far:\n");
+            text.push_str(previous);
+            text.push_str("\n\n");
+        }
+        text.push_str("New messages:\n");
+        text.push_str(transcript);
+        let reply = self
+            .llm
+            .chat(&LlmRequest {
+                model: None,
+                system: SUMMARY_PROMPT.to_string(),
+                messages: vec![LlmMessage::User(text)],
+                tools: Vec::new(),
+                temperature: Some(0.0),
+                conversation: Some(conversation.clone()),
+            })
+            .await?;
+        let summary = reply
+            .text
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| LlmError::Malformed("an empty summary".to_string()))?;
+        Ok((summary, reply.input_tokens, reply.output_tokens))
+    }
+
+    /// The LLM's part of a handoff brief, from the transcript and what the agents tried.
+    pub async fn brief(
+        &self,
+        conversation: &ConversationId,
+        reason: &str,
+        transcript: &str,
+        tried: &str,
+    ) -> Result<(BriefDraft, u64, u64), LlmError> {
+        let text = format!(
+            "Reason for the handoff: {reason}\n\nConversation:\n{transcript}\n\nWhat the assistants looked up:\n{}",
+            if tried.is_empty() { "(nothing)" } else { tried }
+        );
+        let reply = self
+            .llm
+            .chat(&LlmRequest {
+                model: None,
+                system: BRIEF_PROMPT.to_string(),
+                messages: vec![LlmMessage::User(text)],
+                tools: Vec::new(),
+                temperature: Some(0.0),
+                conversation: Some(conversation.clone()),
+            })
+            .await?;
+        let body = reply.text.unwrap_or_default();
+        // Models wrap JSON in prose or code fences now and then: take the outermost object.
+        let json = match (body.find('{'), body.rfind('}')) {
+            (Some(start), Some(end)) if end > start => &body[start..=end],
+            _ => {
+                return Err(LlmError::Malformed(
+                    "the brief is not a JSON object".to_string(),
+                ));
+            }
+        };
+        let mut draft: BriefDraft = serde_json::from_str(json)
+            .map_err(|e| LlmError::Malformed(format!("the brief: {e}")))?;
+        draft.suggested_replies.retain(|r| !r.trim().is_empty());
+        draft.suggested_replies.truncate(3);
+        Ok((draft, reply.input_tokens, reply.output_tokens))
+    }
+}

@@ -1,0 +1,547 @@
+//! The channel adapter trait and what differs between channels (`Capabilities`); one folder
+//! per platform implements it. Platform wire formats never leave their folder: adapters hand
+//! inward only domain values.
+
+pub mod bluebubbles;
+pub mod callback;
+mod limiter;
+pub mod outbound_http;
+pub mod signature;
+pub mod telegram;
+pub mod twilio;
+pub mod webchat;
+pub mod whatsapp;
+mod window;
+
+pub use self::limiter::RateLimiter;
+pub use self::window::{ReplyWindow, WindowDecision};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::HeaderMap;
+use serde::Deserialize;
+
+use concierge_domain::{
+    Author, ChannelId, ContactId, Content, ConversationId, InboundEvent, MediaKind, MediaRef,
+    MessageId, PlatformMessageId,
+};
+
+/// The closed set of channel kinds, chosen by `kind = "..."` in `channels/<id>.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    Webchat,
+    Whatsapp,
+    TwilioWhatsapp,
+    Bluebubbles,
+    Telegram,
+}
+
+impl ChannelKind {
+    pub const ALL: &'static [ChannelKind] = &[
+        ChannelKind::Webchat,
+        ChannelKind::Whatsapp,
+        ChannelKind::TwilioWhatsapp,
+        ChannelKind::Bluebubbles,
+        ChannelKind::Telegram,
+    ];
+
+    /// The customer's phone number in E.164, when this kind of channel identifies customers
+    /// by it (the platform vouches for it: the customer cannot type another one).
+    pub fn verified_phone(self, contact: &ContactId, aliases: &[ContactId]) -> Option<String> {
+        let e164 = |digits: &str| {
+            let ok = (6..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
+            ok.then(|| format!("+{digits}"))
+        };
+        let ids = std::iter::once(contact)
+            .chain(aliases.iter())
+            .map(ContactId::as_str);
+        match self {
+            ChannelKind::Whatsapp => ids.into_iter().find_map(e164),
+            ChannelKind::TwilioWhatsapp => ids.into_iter().find_map(|id| {
+                let id = id.strip_prefix("whatsapp:").unwrap_or(id);
+                e164(id.strip_prefix('+').unwrap_or(id))
+            }),
+            ChannelKind::Bluebubbles => ids.into_iter().find_map(|id| {
+                let handle = id.rsplit(';').next().unwrap_or(id);
+                handle.strip_prefix('+').and_then(e164)
+            }),
+            ChannelKind::Telegram | ChannelKind::Webchat => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelKind::Webchat => "webchat",
+            ChannelKind::Whatsapp => "whatsapp",
+            ChannelKind::TwilioWhatsapp => "twilio_whatsapp",
+            ChannelKind::Bluebubbles => "bluebubbles",
+            ChannelKind::Telegram => "telegram",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| k.name() == name)
+    }
+}
+
+/// A channel file's `new_conversations_per_minute` when it says none.
+fn default_new_conversations_per_minute() -> u32 {
+    120
+}
+
+/// A channel file, deserialised: the factory of its adapter.
+#[derive(Debug, Clone)]
+pub enum ChannelConfig {
+    Webchat(webchat::WebchatConfig),
+    Whatsapp(whatsapp::WhatsappConfig),
+    TwilioWhatsapp(twilio::TwilioConfig),
+    Bluebubbles(bluebubbles::BlueBubblesConfig),
+    Telegram(telegram::TelegramConfig),
+}
+
+impl ChannelConfig {
+    pub fn kind(&self) -> ChannelKind {
+        match self {
+            ChannelConfig::Webchat(_) => ChannelKind::Webchat,
+            ChannelConfig::Whatsapp(_) => ChannelKind::Whatsapp,
+            ChannelConfig::TwilioWhatsapp(_) => ChannelKind::TwilioWhatsapp,
+            ChannelConfig::Bluebubbles(_) => ChannelKind::Bluebubbles,
+            ChannelConfig::Telegram(_) => ChannelKind::Telegram,
+        }
+    }
+}
+
+impl ChannelConfig {
+    /// The channel's `new_conversations_per_minute` (0: no limit).
+    pub fn new_conversations_per_minute(&self) -> u32 {
+        match self {
+            ChannelConfig::Webchat(c) => c.new_conversations_per_minute,
+            ChannelConfig::Whatsapp(c) => c.new_conversations_per_minute,
+            ChannelConfig::TwilioWhatsapp(c) => c.new_conversations_per_minute,
+            ChannelConfig::Bluebubbles(c) => c.new_conversations_per_minute,
+            ChannelConfig::Telegram(c) => c.new_conversations_per_minute,
+        }
+    }
+
+    /// Values that parse but cannot work, as (key, why) pairs: an empty secret would let
+    /// anyone sign a webhook, a zero rate would never send.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        let mut required = |key: &'static str, value: &str| {
+            if value.trim().is_empty() {
+                problems.push((key, "must not be empty".to_string()));
+            }
+        };
+        let mut rate = None;
+        let mut urls = Vec::new();
+        match self {
+            ChannelConfig::Webchat(c) => problems.extend(c.problems()),
+            ChannelConfig::Whatsapp(c) => {
+                required("phone_number_id", &c.phone_number_id);
+                required("access_token", c.access_token.expose());
+                required("app_secret", c.app_secret.expose());
+                required("verify_token", c.verify_token.expose());
+                rate = Some(c.messages_per_second);
+                urls.push(("api_base", c.api_base.clone()));
+            }
+            ChannelConfig::TwilioWhatsapp(c) => {
+                required("account_sid", &c.account_sid);
+                required("auth_token", c.auth_token.expose());
+                required("from", &c.from);
+                rate = Some(c.messages_per_second);
+                urls.push(("api_base", c.api_base.clone()));
+                urls.push(("public_url", c.public_url.clone()));
+                if !c.from.starts_with("whatsapp:+") {
+                    problems.push(("from", "must look like whatsapp:+15550100000".to_string()));
+                }
+            }
+            ChannelConfig::Bluebubbles(c) => {
+                required("password", c.password.expose());
+                required("webhook_secret", c.webhook_secret.expose());
+                // It travels in a URL: characters a URL would change are refused.
+                if !c
+                    .webhook_secret
+                    .expose()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+                {
+                    problems.push((
+                        "webhook_secret",
+                        "may hold only letters, digits and - _ . ~ (it travels in a URL)"
+                            .to_string(),
+                    ));
+                }
+                urls.push(("server_url", c.server_url.clone()));
+                if !matches!(c.method.as_str(), "apple-script" | "private-api") {
+                    problems.push(("method", "must be apple-script or private-api".to_string()));
+                }
+            }
+            ChannelConfig::Telegram(c) => {
+                required("bot_token", c.bot_token.expose());
+                urls.push(("api_base", c.api_base.clone()));
+                if !matches!(c.mode.as_str(), "webhook" | "polling") {
+                    problems.push(("mode", "must be webhook or polling".to_string()));
+                }
+                // Telegram accepts 1 to 256 of A-Z, a-z, 0-9, _ and -.
+                let token = c.secret_token.expose();
+                let valid = (1..=256).contains(&token.len())
+                    && token
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !valid {
+                    problems.push((
+                        "secret_token",
+                        "must be 1 to 256 letters, digits, _ or -".to_string(),
+                    ));
+                }
+                rate = Some(c.messages_per_second);
+            }
+        }
+        if let Some(rate) = rate
+            && !(rate.is_finite() && (0.01..=100_000.0).contains(&rate))
+        {
+            problems.push((
+                "messages_per_second",
+                format!("{rate} is not between 0.01 and 100000"),
+            ));
+        }
+        for (key, url) in urls {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                problems.push((key, format!("`{url}` is not an http(s) URL")));
+            }
+        }
+        problems
+    }
+}
+
+/// What a channel can show and do; the orchestrator adapts its replies to it and never asks
+/// which platform it is talking to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Quick-reply buttons per message (0 when none).
+    pub max_buttons: usize,
+    /// Rows in a list picker (0 when none).
+    pub max_list_rows: usize,
+    /// The media kinds the channel can send.
+    pub media: &'static [MediaKind],
+    /// How long after the customer's last message a free-form reply is allowed.
+    pub reply_window: Option<Duration>,
+    pub typing: bool,
+    pub read_receipts: bool,
+    /// The longest text one message may carry, in characters.
+    pub max_text_chars: usize,
+    /// Platform-approved templates can be sent.
+    pub templates: bool,
+    /// A media message can carry a caption; where it cannot, the caption goes as a text of
+    /// its own (its own outbox entry, so neither part is ever sent twice).
+    pub media_captions: bool,
+}
+
+/// The events of one delivery status report: the status, and when the platform says the
+/// reply window had closed, the signal to re-engage. `status_name` (the platform's word for
+/// the status) makes each report's event id unique.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn status_report(
+    channel: &ChannelId,
+    contact: ContactId,
+    aliases: Vec<ContactId>,
+    target: PlatformMessageId,
+    status_name: &str,
+    status: concierge_domain::DeliveryStatus,
+    at: i64,
+    window_closed: bool,
+) -> Vec<InboundEvent> {
+    use concierge_domain::{EventId, EventKind};
+    let mut events = Vec::with_capacity(2);
+    if let Ok(event_id) = EventId::parse(format!("{target}:{status_name}")) {
+        events.push(InboundEvent {
+            channel: channel.clone(),
+            event_id,
+            contact: contact.clone(),
+            aliases: aliases.clone(),
+            at,
+            kind: EventKind::Status {
+                target: target.clone(),
+                status,
+                ours: None,
+            },
+        });
+    }
+    if window_closed && let Ok(event_id) = EventId::parse(format!("{target}:window")) {
+        events.push(InboundEvent {
+            channel: channel.clone(),
+            event_id,
+            contact,
+            aliases,
+            at,
+            kind: EventKind::WindowClosed { target },
+        });
+    }
+    events
+}
+
+/// A webhook request as adapters see it: no web framework type crosses into `channels/`.
+#[derive(Debug, Clone)]
+pub struct WebhookRequest {
+    pub headers: HeaderMap,
+    pub query: BTreeMap<String, String>,
+    /// The query string as received, for signatures computed over the full URL.
+    pub raw_query: Option<String>,
+    pub body: Bytes,
+}
+
+impl WebhookRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The answer to a GET handshake (a platform checking that the URL is ours).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeReply(pub String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("missing credentials: {0}")]
+    Missing(&'static str),
+    #[error("credentials do not match")]
+    Mismatch,
+    #[error("this channel does not answer GET requests")]
+    NoHandshake,
+}
+
+/// Why a recorded webhook cannot be signed for a channel (a Twilio body that is not a form).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot sign the webhook: {0}")]
+pub struct SignError(pub String);
+
+/// A payload that passed verification but could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot parse the payload: {0}")]
+pub struct ParseError(pub String);
+
+/// Why a send failed, said so the delivery worker knows what to do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The platform asked us to slow down: do not try before `after`.
+    #[error("rate limited, retry after {after:?}: {reason}")]
+    RetryAfter { after: Duration, reason: String },
+    /// The request did not reach the platform, or the platform failed it (a refused
+    /// connection, a 5xx): worth retrying with backoff.
+    #[error("transient: {reason}")]
+    Transient { reason: String },
+    /// The request may have reached the platform, but its answer was lost (a timeout, a
+    /// connection closed after sending): retry with backoff, idempotently where possible.
+    #[error("no answer: {reason}")]
+    Ambiguous { reason: String },
+    /// The platform refused the message for good (bad recipient, window closed, …).
+    #[error("rejected ({code:?}): {reason}")]
+    Rejected {
+        code: Option<String>,
+        reason: String,
+    },
+}
+
+/// One reply to deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundMessage {
+    pub message_id: MessageId,
+    /// The store's order of this message in its conversation.
+    pub seq: i64,
+    /// Repeated on every attempt of the same reply, for platforms that dedupe on it.
+    pub idempotency_key: String,
+    pub conversation: ConversationId,
+    pub contact: ContactId,
+    pub author: Author,
+    pub content: Content,
+    pub reply_to: Option<PlatformMessageId>,
+    pub created_at: i64,
+    /// An earlier attempt may have reached the platform.
+    pub maybe_sent: bool,
+    /// When the customer last wrote in this conversation, for channels with a reply window.
+    pub customer_last_message_at: Option<i64>,
+    /// The platform refused this reply for a closed reply window: send the channel's
+    /// re-engagement template instead.
+    pub reengage: bool,
+}
+
+impl OutboundMessage {
+    /// Whether the customer wrote within `window` (false when they never wrote).
+    pub fn within_window(&self, window: Duration, now: i64) -> bool {
+        let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        self.customer_last_message_at
+            .is_some_and(|at| now.saturating_sub(at) < window)
+    }
+}
+
+/// Media bytes fetched from a platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaBytes {
+    pub mime: Option<String>,
+    pub bytes: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    #[error("this channel does not fetch media")]
+    Unsupported,
+    #[error("the media is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the platform has no such media (expired or unknown)")]
+    NotFound,
+    #[error("cannot fetch the media: {0}")]
+    Failed(String),
+}
+
+/// What the platform said when it accepted a message.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SendReceipt {
+    pub platform_id: Option<PlatformMessageId>,
+}
+
+#[async_trait]
+pub trait ChannelAdapter: Send + Sync {
+    fn id(&self) -> &ChannelId;
+    fn kind(&self) -> ChannelKind;
+    fn capabilities(&self) -> &Capabilities;
+
+    /// Checks that a request comes from the platform, before anything parses it.
+    fn verify(&self, request: &WebhookRequest) -> Result<(), VerifyError>;
+
+    /// Signs a recorded request as the platform would for this channel's secrets, so
+    /// `verify` accepts it (`concierge replay`). A channel whose `verify` checks a secret
+    /// must implement it; the default sends the request as recorded.
+    fn sign(&self, _request: &mut WebhookRequest) -> Result<(), SignError> {
+        Ok(())
+    }
+
+    /// Answers a GET handshake; channels without one refuse.
+    fn handshake(&self, _request: &WebhookRequest) -> Result<HandshakeReply, VerifyError> {
+        Err(VerifyError::NoHandshake)
+    }
+
+    /// Turns a verified payload into events (possibly none: a payload of nothing but
+    /// unknown kinds is not an error).
+    fn parse(&self, request: &WebhookRequest) -> Result<Vec<InboundEvent>, ParseError>;
+
+    /// Delivers one reply.
+    async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, SendError>;
+
+    /// Whether this platform's status reports name the reply they are about (see
+    /// [`callback`]): a send whose answer was lost is then given time to be confirmed by
+    /// its status before it is sent again.
+    fn confirms_sends(&self) -> bool {
+        false
+    }
+
+    /// Fetches the bytes behind a media reference this adapter produced.
+    async fn fetch_media(&self, _media: &MediaRef) -> Result<MediaBytes, MediaError> {
+        Err(MediaError::Unsupported)
+    }
+
+    /// A turn starts on a customer's message: show it read and the bot typing, where the
+    /// platform can. Best effort: a failure is logged, never retried.
+    async fn turn_started(&self, _contact: &ContactId, _message: &PlatformMessageId) {}
+
+    /// A customer's message is being handled, whoever holds the thread: acknowledge what the
+    /// platform needs acknowledged (a Telegram button tap's spinner). Best effort.
+    async fn received(&self, _contact: &ContactId, _message: &PlatformMessageId) {}
+}
+
+/// The channel instances of a deployment, by id.
+#[derive(Clone, Default)]
+pub struct Registry {
+    adapters: BTreeMap<ChannelId, Arc<dyn ChannelAdapter>>,
+    webchats: BTreeMap<ChannelId, Arc<webchat::Webchat>>,
+    telegrams: BTreeMap<ChannelId, Arc<telegram::Telegram>>,
+}
+
+impl Registry {
+    /// Builds every adapter from its file; `http` is the one client they all share.
+    pub fn build(channels: &[(ChannelId, ChannelConfig)], http: &reqwest::Client) -> Self {
+        let mut registry = Registry::default();
+        for (id, config) in channels {
+            match config {
+                ChannelConfig::Webchat(config) => {
+                    let adapter = Arc::new(webchat::Webchat::new(id.clone(), config.clone()));
+                    registry.webchats.insert(id.clone(), adapter.clone());
+                    registry.adapters.insert(id.clone(), adapter);
+                }
+                ChannelConfig::Whatsapp(config) => {
+                    let adapter = whatsapp::Whatsapp::new(id.clone(), config.clone(), http.clone());
+                    registry.adapters.insert(id.clone(), Arc::new(adapter));
+                }
+                ChannelConfig::TwilioWhatsapp(config) => {
+                    let adapter = twilio::Twilio::new(id.clone(), config.clone(), http.clone());
+                    registry.adapters.insert(id.clone(), Arc::new(adapter));
+                }
+                ChannelConfig::Telegram(config) => {
+                    let adapter = Arc::new(telegram::Telegram::new(
+                        id.clone(),
+                        config.clone(),
+                        http.clone(),
+                    ));
+                    registry.telegrams.insert(id.clone(), adapter.clone());
+                    registry.adapters.insert(id.clone(), adapter);
+                }
+                ChannelConfig::Bluebubbles(config) => {
+                    let adapter =
+                        bluebubbles::BlueBubbles::new(id.clone(), config.clone(), http.clone());
+                    registry.adapters.insert(id.clone(), Arc::new(adapter));
+                }
+            }
+        }
+        registry
+    }
+
+    /// Adds an adapter built elsewhere (an embedding application's own channel, a test's
+    /// fake platform). It replaces a channel of the same id.
+    pub fn insert(&mut self, adapter: Arc<dyn ChannelAdapter>) {
+        self.adapters.insert(adapter.id().clone(), adapter);
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<dyn ChannelAdapter>> {
+        let id = ChannelId::parse(id).ok()?;
+        self.adapters.get(&id)
+    }
+
+    pub fn adapter(&self, id: &ChannelId) -> Option<&Arc<dyn ChannelAdapter>> {
+        self.adapters.get(id)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &ChannelId> {
+        self.adapters.keys()
+    }
+
+    /// The web chat instances, whose page and live stream the HTTP layer serves.
+    pub fn webchat(&self, id: &ChannelId) -> Option<&Arc<webchat::Webchat>> {
+        self.webchats.get(id)
+    }
+
+    /// Every web chat instance.
+    pub fn webchats(&self) -> impl Iterator<Item = &Arc<webchat::Webchat>> {
+        self.webchats.values()
+    }
+
+    /// The Telegram channels that poll instead of receiving webhooks.
+    pub fn telegram_pollers(&self) -> Vec<Arc<telegram::Telegram>> {
+        self.telegrams
+            .values()
+            .filter(|t| t.config().mode == "polling")
+            .cloned()
+            .collect()
+    }
+
+    pub fn telegram(&self, id: &ChannelId) -> Option<&Arc<telegram::Telegram>> {
+        self.telegrams.get(id)
+    }
+
+    pub fn first_webchat(&self) -> Option<&Arc<webchat::Webchat>> {
+        self.webchats.values().next()
+    }
+}

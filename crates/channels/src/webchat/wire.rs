@@ -1,0 +1,120 @@
+//! The web chat's own wire format: what the page posts, and the events its stream receives.
+
+use serde::{Deserialize, Serialize};
+
+use super::super::OutboundMessage;
+use concierge_domain::{Author, Choice, Content, Direction, Message};
+
+/// A message posted by the page.
+#[derive(Debug, Deserialize)]
+pub struct Post {
+    /// A random id the page makes for each message; a retried POST repeats it.
+    pub id: String,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub choice: Option<PostChoice>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PostChoice {
+    pub id: String,
+    pub title: String,
+}
+
+/// One message on the page's live stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatEvent {
+    /// Our message id; the page ignores ids it already shows.
+    pub id: String,
+    /// The order of the message in the conversation (also the SSE event id, for resuming).
+    pub seq: i64,
+    /// `in` for the visitor's own messages, `out` for replies.
+    pub direction: String,
+    /// `customer`, `bot`, `concierge` or `system`.
+    pub author: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub text: String,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub choices: Vec<Choice>,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+}
+
+impl ChatEvent {
+    fn build(
+        id: String,
+        seq: i64,
+        direction: Direction,
+        author: &Author,
+        content: &Content,
+        at: i64,
+    ) -> Self {
+        let (author, name) = match author {
+            Author::Customer => ("customer", None),
+            Author::Agent(_) => ("bot", None),
+            Author::Concierge(name) => ("concierge", Some(name.clone())),
+            Author::System => ("system", None),
+        };
+        let (text, choices) = match content {
+            Content::Choices { body, choices, .. } => (body.clone(), choices.clone()),
+            other => (
+                other
+                    .plain_text()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("[{}]", other.kind_name())),
+                Vec::new(),
+            ),
+        };
+        Self {
+            id,
+            seq,
+            direction: match direction {
+                Direction::Inbound => "in",
+                Direction::Outbound => "out",
+            }
+            .to_string(),
+            author: author.to_string(),
+            name,
+            text,
+            choices,
+            at,
+        }
+    }
+
+    pub fn from_outbound(message: &OutboundMessage) -> Self {
+        Self::build(
+            message.message_id.to_string(),
+            message.seq,
+            Direction::Outbound,
+            &message.author,
+            &message.content,
+            message.created_at,
+        )
+    }
+
+    /// A stored message; the visitor's own messages keep the id their page gave them, so
+    /// the page recognises them when they are replayed.
+    pub fn from_message(message: &Message) -> Self {
+        let id = match (&message.direction, &message.platform_id) {
+            // Stored as "<contact>:<page id>"; the page knows its own id.
+            (Direction::Inbound, Some(platform_id)) => platform_id
+                .as_str()
+                .split_once(':')
+                .map_or(platform_id.as_str(), |(_, id)| id)
+                .to_string(),
+            _ => message.id.to_string(),
+        };
+        Self::build(
+            id,
+            message.seq,
+            message.direction,
+            &message.author,
+            &message.content,
+            message.created_at,
+        )
+    }
+}

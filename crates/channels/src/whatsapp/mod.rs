@@ -1,0 +1,378 @@
+//! WhatsApp through Meta's Cloud API: the signed webhook and its handshake, every inbound
+//! kind, statuses, outbound rendering within the platform's limits, the 24-hour customer
+//! service window with its re-engagement template, and the platform's rate limits.
+
+mod config;
+mod parse;
+mod render;
+mod wire;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+
+pub use self::config::{TemplateRef, WhatsappConfig};
+use super::outbound_http::{read_media, request_error, retry_after, without_url};
+use super::signature::{same_secret, verify_sha256_hex};
+use super::{
+    Capabilities, ChannelAdapter, ChannelKind, HandshakeReply, MediaBytes, MediaError,
+    OutboundMessage, ParseError, RateLimiter, ReplyWindow, SendError, SendReceipt, VerifyError,
+    WebhookRequest, WindowDecision, callback,
+};
+use concierge_domain::{
+    ChannelId, ContactId, Content, InboundEvent, MediaKind, MediaRef, PlatformMessageId, now_millis,
+};
+
+/// The customer service window: free-form replies only this long after the customer wrote.
+pub const REPLY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+pub struct Whatsapp {
+    id: ChannelId,
+    config: WhatsappConfig,
+    http: reqwest::Client,
+    capabilities: Capabilities,
+    limiter: RateLimiter,
+    window: ReplyWindow,
+}
+
+/// What an error answer from the Graph API means for the delivery worker.
+enum Failure {
+    WindowClosed(String),
+    Send(SendError),
+}
+
+impl Whatsapp {
+    pub fn new(id: ChannelId, config: WhatsappConfig, http: reqwest::Client) -> Self {
+        let limiter = RateLimiter::new(config.messages_per_second);
+        Self {
+            id,
+            config,
+            http,
+            capabilities: Capabilities {
+                max_buttons: render::MAX_BUTTONS,
+                max_list_rows: render::MAX_LIST_ROWS,
+                media: &[
+                    MediaKind::Image,
+                    MediaKind::Audio,
+                    MediaKind::Video,
+                    MediaKind::Document,
+                    MediaKind::Sticker,
+                ],
+                reply_window: Some(REPLY_WINDOW),
+                typing: true,
+                read_receipts: true,
+                max_text_chars: render::MAX_TEXT,
+                templates: true,
+                media_captions: true,
+            },
+            limiter,
+            window: ReplyWindow::new(REPLY_WINDOW),
+        }
+    }
+
+    fn messages_url(&self) -> String {
+        format!(
+            "{}/{}/messages",
+            self.config.api_base.trim_end_matches('/'),
+            self.config.phone_number_id
+        )
+    }
+
+    /// Posts one body to /messages; the platform's message id on success. Messages wait for
+    /// the number's throughput; read receipts do not count against it.
+    async fn post(
+        &self,
+        body: &serde_json::Value,
+        limited: bool,
+    ) -> Result<Option<String>, Failure> {
+        if limited {
+            self.limiter.acquire().await;
+        }
+        let response = self
+            .http
+            .post(self.messages_url())
+            .bearer_auth(self.config.access_token.expose())
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| Failure::Send(request_error(&e)))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            // Accepted, but the answer was cut: sent, without its id (never send it again).
+            Err(_) if status.is_success() => return Ok(None),
+            Err(e) => return Err(Failure::Send(request_error(&e))),
+        };
+        if status.is_success() {
+            let id = serde_json::from_slice::<wire::SendResponse>(&bytes)
+                .ok()
+                .and_then(|r| r.messages.into_iter().next())
+                .map(|m| m.id);
+            return Ok(id);
+        }
+        let error = serde_json::from_slice::<wire::ErrorBody>(&bytes).ok();
+        let code = error.as_ref().and_then(|e| e.error.code);
+        let message = error
+            .as_ref()
+            .and_then(|e| e.error.message.clone())
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        Err(classify(
+            status.as_u16(),
+            code,
+            message,
+            retry_after(&headers),
+        ))
+    }
+
+    /// The re-engagement template as content, when one is configured.
+    fn reengagement(&self) -> Option<Content> {
+        self.config
+            .reengagement_template
+            .as_ref()
+            .map(|t| Content::Template {
+                name: t.name.clone(),
+                language: t.language.clone(),
+                params: t.params.clone(),
+            })
+    }
+
+    async fn send_content(
+        &self,
+        message: &OutboundMessage,
+        content: &Content,
+        reply_to: Option<&str>,
+    ) -> Result<Option<String>, Failure> {
+        let mut bodies = render::bodies(message.contact.as_str(), content, reply_to)
+            .map_err(|reason| Failure::Send(SendError::Rejected { code: None, reason }))?;
+        // Each part names the reply, and the status of the last one vouches for all of it.
+        let parts = bodies.len();
+        for (i, body) in bodies.iter_mut().enumerate() {
+            if let Some(body) = body.as_object_mut() {
+                body.insert(
+                    "biz_opaque_callback_data".to_string(),
+                    callback::encode(message.message_id, i + 1, parts).into(),
+                );
+            }
+        }
+        let mut last = None;
+        for body in &bodies {
+            last = self.post(body, true).await?;
+        }
+        Ok(last)
+    }
+
+    /// The re-engagement template instead of a reply the window no longer allows; a clear
+    /// failure when none is configured.
+    async fn reengage(
+        &self,
+        message: &OutboundMessage,
+        why: &str,
+    ) -> Result<SendReceipt, SendError> {
+        let Some(template) = self.reengagement() else {
+            return Err(SendError::Rejected {
+                code: Some("131047".to_string()),
+                reason: format!(
+                    "{why}: the 24-hour customer service window is closed and this channel has no reengagement_template"
+                ),
+            });
+        };
+        tracing::info!(channel = %self.id, "reply window closed: sending the re-engagement template");
+        match self.send_content(message, &template, None).await {
+            Ok(id) => {
+                self.window.reengaged(&message.conversation, now_millis());
+                Ok(receipt(id))
+            }
+            Err(Failure::Send(e)) => Err(e),
+            Err(Failure::WindowClosed(reason)) => Err(SendError::Rejected {
+                code: Some("131047".to_string()),
+                reason: format!("the re-engagement template was refused too: {reason}"),
+            }),
+        }
+    }
+}
+
+fn receipt(id: Option<String>) -> SendReceipt {
+    SendReceipt {
+        platform_id: id.and_then(|id| PlatformMessageId::parse(id).ok()),
+    }
+}
+
+/// Maps an error answer to what the worker should do. Codes from Meta's error reference.
+fn classify(status: u16, code: Option<i64>, message: String, after: Option<Duration>) -> Failure {
+    let code_text = code.map(|c| c.to_string());
+    match code {
+        Some(c) if parse::WINDOW_CLOSED_CODES.contains(&c) => Failure::WindowClosed(message),
+        // Throughput of the number exceeded.
+        Some(130429) => Failure::Send(SendError::RetryAfter {
+            after: after.unwrap_or(Duration::from_secs(1)),
+            reason: message,
+        }),
+        // Too many messages to the same customer: about one every 6 seconds is allowed.
+        Some(131056) => Failure::Send(SendError::RetryAfter {
+            after: after.unwrap_or(Duration::from_secs(6)),
+            reason: message,
+        }),
+        // Application, account or business-account rate limits.
+        Some(4) | Some(80007) | Some(130472) => Failure::Send(SendError::RetryAfter {
+            after: after.unwrap_or(Duration::from_secs(60)),
+            reason: message,
+        }),
+        // Temporary errors on Meta's side.
+        Some(1) | Some(2) | Some(131000) | Some(131016) | Some(133004) => {
+            Failure::Send(SendError::Transient { reason: message })
+        }
+        _ if status == 429 => Failure::Send(SendError::RetryAfter {
+            after: after.unwrap_or(Duration::from_secs(1)),
+            reason: message,
+        }),
+        _ if status >= 500 => Failure::Send(SendError::Transient { reason: message }),
+        _ if status == 408 => Failure::Send(SendError::Ambiguous { reason: message }),
+        _ => Failure::Send(SendError::Rejected {
+            code: code_text,
+            reason: message,
+        }),
+    }
+}
+
+#[async_trait]
+impl ChannelAdapter for Whatsapp {
+    fn id(&self) -> &ChannelId {
+        &self.id
+    }
+
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Whatsapp
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    fn verify(&self, request: &WebhookRequest) -> Result<(), VerifyError> {
+        let header = request
+            .header("x-hub-signature-256")
+            .ok_or(VerifyError::Missing("X-Hub-Signature-256"))?;
+        if verify_sha256_hex(
+            self.config.app_secret.expose().as_bytes(),
+            &request.body,
+            header,
+        ) {
+            Ok(())
+        } else {
+            Err(VerifyError::Mismatch)
+        }
+    }
+
+    fn sign(&self, request: &mut WebhookRequest) -> Result<(), super::SignError> {
+        let signature = super::signature::sign_sha256_hex(
+            self.config.app_secret.expose().as_bytes(),
+            &request.body,
+        );
+        let value =
+            http::HeaderValue::from_str(&signature).map_err(|e| super::SignError(e.to_string()))?;
+        request.headers.insert("x-hub-signature-256", value);
+        Ok(())
+    }
+
+    fn handshake(&self, request: &WebhookRequest) -> Result<HandshakeReply, VerifyError> {
+        let param = |name: &str| request.query.get(name).map(String::as_str);
+        let mode = param("hub.mode").ok_or(VerifyError::Missing("hub.mode"))?;
+        let token = param("hub.verify_token").ok_or(VerifyError::Missing("hub.verify_token"))?;
+        let challenge = param("hub.challenge").ok_or(VerifyError::Missing("hub.challenge"))?;
+        if mode == "subscribe"
+            && same_secret(
+                token.as_bytes(),
+                self.config.verify_token.expose().as_bytes(),
+            )
+        {
+            Ok(HandshakeReply(challenge.to_string()))
+        } else {
+            Err(VerifyError::Mismatch)
+        }
+    }
+
+    fn parse(&self, request: &WebhookRequest) -> Result<Vec<InboundEvent>, ParseError> {
+        parse::parse(&self.id, &self.config.phone_number_id, &request.body)
+    }
+
+    async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, SendError> {
+        match self.window.decide(message, now_millis()) {
+            WindowDecision::Send => {}
+            WindowDecision::Reengage => {
+                return self.reengage(message, "not sent as written").await;
+            }
+            WindowDecision::Refuse(reason) => {
+                return Err(SendError::Rejected {
+                    code: Some("131047".to_string()),
+                    reason,
+                });
+            }
+        }
+        match self
+            .send_content(
+                message,
+                &message.content,
+                message.reply_to.as_ref().map(|r| r.as_str()),
+            )
+            .await
+        {
+            Ok(id) => Ok(receipt(id)),
+            Err(Failure::Send(e)) => Err(e),
+            Err(Failure::WindowClosed(reason)) => self.reengage(message, &reason).await,
+        }
+    }
+
+    fn confirms_sends(&self) -> bool {
+        true
+    }
+
+    async fn fetch_media(&self, media: &MediaRef) -> Result<MediaBytes, MediaError> {
+        let failed = |e: reqwest::Error| MediaError::Failed(without_url(&e));
+        let lookup = self
+            .http
+            .get(format!(
+                "{}/{}",
+                self.config.api_base.trim_end_matches('/'),
+                media.0
+            ))
+            .bearer_auth(self.config.access_token.expose())
+            .send()
+            .await
+            .map_err(failed)?;
+        if lookup.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(MediaError::NotFound);
+        }
+        if !lookup.status().is_success() {
+            return Err(MediaError::Failed(format!(
+                "HTTP {} looking the media up",
+                lookup.status()
+            )));
+        }
+        let info: wire::MediaUrl = lookup
+            .json()
+            .await
+            .map_err(|e| MediaError::Failed(without_url(&e)))?;
+        let download = self
+            .http
+            .get(&info.url)
+            .bearer_auth(self.config.access_token.expose())
+            .send()
+            .await
+            .map_err(failed)?;
+        read_media(download, self.config.media_max_bytes, info.mime_type).await
+    }
+
+    async fn turn_started(&self, _contact: &ContactId, message: &PlatformMessageId) {
+        let body = json!({
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": message.as_str(),
+            "typing_indicator": { "type": "text" },
+        });
+        if let Err(Failure::Send(e)) = self.post(&body, false).await {
+            tracing::debug!(channel = %self.id, error = %e, "cannot mark the message read");
+        }
+    }
+}

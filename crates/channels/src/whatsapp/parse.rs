@@ -1,0 +1,430 @@
+//! From a verified Cloud API notification to normalised events. A message or status that
+//! cannot be read is skipped with a warning (its siblings in the batch still count); a type
+//! we do not know becomes `Unsupported`.
+
+use std::collections::HashMap;
+
+use super::wire;
+use crate::{ParseError, callback, status_report};
+use concierge_domain::{
+    ChannelId, Choice, ContactId, Content, DeliveryStatus, EventId, EventKind, InboundEvent,
+    InboundMessage, MediaKind, MediaRef, PlatformMessageId, now_millis,
+};
+
+/// The error codes that mean "the 24-hour customer service window is closed".
+pub const WINDOW_CLOSED_CODES: &[i64] = &[131047];
+
+/// Parses a notification for the phone number `phone_number_id`; changes for other numbers
+/// of the same app are left to their own channel.
+pub fn parse(
+    channel: &ChannelId,
+    phone_number_id: &str,
+    body: &[u8],
+) -> Result<Vec<InboundEvent>, ParseError> {
+    let notification: wire::Notification = serde_json::from_slice(body).map_err(|e| {
+        ParseError(format!(
+            "not a Cloud API notification ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if notification.object != "whatsapp_business_account" {
+        return Err(ParseError(format!(
+            "unexpected object `{}`",
+            notification.object.chars().take(40).collect::<String>()
+        )));
+    }
+    let mut events = Vec::new();
+    for change in notification.entry.iter().flat_map(|e| &e.changes) {
+        if change.field != "messages" {
+            tracing::debug!(field = %change.field, "ignoring a webhook field we do not use");
+            continue;
+        }
+        let Some(value) = &change.value else { continue };
+        let for_us = value
+            .metadata
+            .as_ref()
+            .is_none_or(|m| m.phone_number_id.is_empty() || m.phone_number_id == phone_number_id);
+        if !for_us {
+            // Meta posts every number of an app to the same URL: give each number a channel.
+            tracing::warn!(%channel, "a change for another phone number of the app; no channel here takes it");
+            continue;
+        }
+        let names = display_names(&value.contacts);
+        for raw in &value.messages {
+            match serde_json::from_value::<wire::Message>(raw.clone()) {
+                Ok(message) => {
+                    if let Some(event) = message_event(channel, &message, &names) {
+                        events.push(event);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%channel, error = %e.classify_name(), "skipping a message we cannot read")
+                }
+            }
+        }
+        for raw in &value.statuses {
+            match serde_json::from_value::<wire::Status>(raw.clone()) {
+                Ok(status) => events.extend(status_events(channel, &status)),
+                Err(e) => {
+                    tracing::warn!(%channel, error = %e.classify_name(), "skipping a status we cannot read")
+                }
+            }
+        }
+    }
+    Ok(events)
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "io",
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Data => "data",
+            serde_json::error::Category::Eof => "eof",
+        }
+    }
+}
+
+/// The customer's ids: the business-scoped user id when Meta sends one (it stays the same
+/// when the customer hides their number behind a username), else the phone number; and the
+/// phone number as an alias when both came, so the store keeps one contact for the person
+/// whichever id later events carry.
+pub fn contact_ids(
+    user_id: Option<&str>,
+    phone: Option<&str>,
+) -> Option<(ContactId, Vec<ContactId>)> {
+    let user_id = user_id.filter(|s| !s.is_empty());
+    let phone = phone.filter(|s| !s.is_empty());
+    let primary = ContactId::parse(user_id.or(phone)?).ok()?;
+    let aliases = match (user_id, phone) {
+        (Some(_), Some(phone)) => ContactId::parse(phone).ok().into_iter().collect(),
+        _ => Vec::new(),
+    };
+    Some((primary, aliases))
+}
+
+fn display_names(contacts: &[wire::Contact]) -> HashMap<String, String> {
+    let mut names = HashMap::new();
+    for contact in contacts {
+        let Some(name) = contact
+            .profile
+            .as_ref()
+            .and_then(|p| p.name.as_deref())
+            .and_then(concierge_domain::display_name)
+        else {
+            continue;
+        };
+        for key in [contact.user_id.as_deref(), contact.wa_id.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|k| !k.is_empty())
+        {
+            names.insert(key.to_string(), name.clone());
+        }
+    }
+    names
+}
+
+fn timestamp_millis(timestamp: Option<&str>) -> i64 {
+    timestamp
+        .and_then(|t| t.parse::<i64>().ok())
+        .and_then(|s| s.checked_mul(1000))
+        .unwrap_or_else(now_millis)
+}
+
+fn media(kind: MediaKind, media: &wire::Media) -> Content {
+    Content::Media {
+        kind,
+        mime: media.mime_type.clone(),
+        caption: media
+            .caption
+            .clone()
+            .or_else(|| media.filename.clone())
+            .filter(|c| !c.is_empty()),
+        media: MediaRef(media.id.clone()),
+    }
+}
+
+fn content(message: &wire::Message) -> Content {
+    let unsupported = || Content::Unsupported {
+        kind: message.kind.chars().take(40).collect(),
+    };
+    match message.kind.as_str() {
+        "text" => message.text.as_ref().map(|t| Content::text(t.body.clone())),
+        "image" => message.image.as_ref().map(|m| media(MediaKind::Image, m)),
+        "audio" => message.audio.as_ref().map(|m| media(MediaKind::Audio, m)),
+        "video" => message.video.as_ref().map(|m| media(MediaKind::Video, m)),
+        "document" => message
+            .document
+            .as_ref()
+            .map(|m| media(MediaKind::Document, m)),
+        "sticker" => message
+            .sticker
+            .as_ref()
+            .map(|m| media(MediaKind::Sticker, m)),
+        "location" => message.location.as_ref().map(|l| Content::Location {
+            latitude: l.latitude,
+            longitude: l.longitude,
+            name: l.name.clone(),
+            address: l.address.clone(),
+        }),
+        "interactive" => message.interactive.as_ref().and_then(|i| {
+            let reply = match i.kind.as_str() {
+                "button_reply" => i.button_reply.as_ref(),
+                "list_reply" => i.list_reply.as_ref(),
+                _ => None,
+            }?;
+            Some(Content::Choice(Choice {
+                id: reply.id.clone(),
+                title: reply.title.clone(),
+                description: reply.description.clone(),
+                section: None,
+            }))
+        }),
+        "button" => message.button.as_ref().map(|b| {
+            Content::Choice(Choice::new(
+                b.payload.clone().unwrap_or_else(|| b.text.clone()),
+                b.text.clone(),
+            ))
+        }),
+        "reaction" => message.reaction.as_ref().map(|r| Content::Reaction {
+            target: r.message_id.clone(),
+            emoji: r.emoji.clone().unwrap_or_default(),
+        }),
+        _ => None,
+    }
+    .unwrap_or_else(unsupported)
+}
+
+fn message_event(
+    channel: &ChannelId,
+    message: &wire::Message,
+    names: &HashMap<String, String>,
+) -> Option<InboundEvent> {
+    let (contact, aliases) = contact_ids(message.from_user_id.as_deref(), message.from.as_deref())?;
+    let key = contact.as_str().to_string();
+    let platform_id = PlatformMessageId::parse(message.id.clone()).ok()?;
+    let display_name = names.get(&key).cloned().or_else(|| {
+        message
+            .from
+            .as_deref()
+            .and_then(|phone| names.get(phone).cloned())
+    });
+    Some(InboundEvent {
+        channel: channel.clone(),
+        event_id: EventId::parse(message.id.clone()).ok()?,
+        contact,
+        aliases,
+        at: timestamp_millis(message.timestamp.as_deref()),
+        kind: EventKind::Message(InboundMessage {
+            platform_id,
+            content: content(message),
+            reply_to: message
+                .context
+                .as_ref()
+                .and_then(|c| c.id.clone())
+                .and_then(|id| PlatformMessageId::parse(id).ok()),
+            display_name,
+            over_budget: None,
+        }),
+    })
+}
+
+/// A status, and for a failure that means the reply window closed, the signal to reconcile.
+fn status_events(channel: &ChannelId, status: &wire::Status) -> Vec<InboundEvent> {
+    let Some((contact, aliases)) = contact_ids(
+        status.recipient_user_id.as_deref(),
+        status.recipient_id.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    let Ok(target) = PlatformMessageId::parse(status.id.clone()) else {
+        return Vec::new();
+    };
+    let delivery = match status.status.as_str() {
+        "sent" => DeliveryStatus::Sent,
+        "delivered" => DeliveryStatus::Delivered,
+        "read" => DeliveryStatus::Read,
+        "failed" => {
+            let error = status.errors.first();
+            DeliveryStatus::Failed {
+                code: error.and_then(|e| e.code).map(|c| c.to_string()),
+                reason: error
+                    .and_then(|e| e.title.clone().or_else(|| e.message.clone()))
+                    .unwrap_or_else(|| "failed".to_string()),
+            }
+        }
+        _ => return Vec::new(),
+    };
+    let window_closed = status
+        .errors
+        .iter()
+        .any(|e| e.code.is_some_and(|c| WINDOW_CLOSED_CODES.contains(&c)));
+    // A status that the reply got through names it, so a send whose answer was lost is
+    // known to have been accepted; a failure vouches for nothing.
+    let ours = match delivery {
+        DeliveryStatus::Failed { .. } => None,
+        _ => status
+            .biz_opaque_callback_data
+            .as_deref()
+            .and_then(callback::decode),
+    };
+    let mut events = status_report(
+        channel,
+        contact,
+        aliases,
+        target,
+        &status.status,
+        delivery,
+        timestamp_millis(status.timestamp.as_deref()),
+        window_closed,
+    );
+    for event in &mut events {
+        if let EventKind::Status { ours: slot, .. } = &mut event.kind {
+            *slot = ours;
+        }
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn channel() -> ChannelId {
+        ChannelId::parse("whatsapp").unwrap()
+    }
+
+    fn notification(messages: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "object": "whatsapp_business_account",
+            "entry": [{ "changes": [{ "field": "messages", "value": {
+                "metadata": { "phone_number_id": "1" },
+                "messages": messages
+            }}]}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn unknown_types_become_unsupported_and_bad_items_cost_only_themselves() {
+        let body = notification(json!([
+            { "from": "1555", "id": "wamid.a", "timestamp": "1", "type": "hologram", "hologram": {} },
+            { "from": "1555", "timestamp": "1", "type": "text", "text": { "body": "no id" } },
+            { "from": "1555", "id": "wamid.b", "timestamp": "x", "type": "image", "image": { "caption": "no id" } },
+            { "from": "1555", "id": "wamid.c", "timestamp": "1", "type": "text", "text": { "body": "fine" } },
+        ]));
+        let events = parse(&channel(), "1", &body).unwrap();
+        let contents: Vec<Content> = events
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::Message(m) => m.content.clone(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            contents,
+            vec![
+                Content::Unsupported {
+                    kind: "hologram".into()
+                },
+                Content::Unsupported {
+                    kind: "image".into()
+                },
+                Content::text("fine"),
+            ]
+        );
+    }
+
+    #[test]
+    fn changes_for_another_number_are_left_alone() {
+        let body = notification(json!([
+            { "from": "1555", "id": "wamid.a", "timestamp": "1", "type": "text", "text": { "body": "hi" } }
+        ]));
+        assert_eq!(parse(&channel(), "1", &body).unwrap().len(), 1);
+        assert!(parse(&channel(), "2", &body).unwrap().is_empty());
+    }
+
+    #[test]
+    fn other_objects_are_parse_errors_not_panics() {
+        assert!(parse(&channel(), "1", br#"{"object":"page","entry":[]}"#).is_err());
+        assert!(parse(&channel(), "1", b"[]").is_err());
+    }
+
+    fn arbitrary_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null)),
+            "[a-z_.0-9]{0,12}".prop_map(serde_json::Value::from),
+            prop_oneof![
+                Just("whatsapp_business_account"),
+                Just("messages"),
+                Just("text"),
+                Just("image"),
+                Just("interactive"),
+                Just("button_reply"),
+                Just("failed"),
+                Just("reaction"),
+            ]
+            .prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("object".to_string()),
+                        Just("entry".to_string()),
+                        Just("changes".to_string()),
+                        Just("field".to_string()),
+                        Just("value".to_string()),
+                        Just("messages".to_string()),
+                        Just("statuses".to_string()),
+                        Just("from".to_string()),
+                        Just("id".to_string()),
+                        Just("type".to_string()),
+                        Just("text".to_string()),
+                        Just("body".to_string()),
+                        Just("errors".to_string()),
+                        Just("code".to_string()),
+                        "[a-z_]{1,8}",
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse(&channel(), "1", &bytes);
+        }
+
+        #[test]
+        fn random_json_never_panics(value in arbitrary_json()) {
+            let body = serde_json::to_vec(&value).unwrap();
+            let _ = parse(&channel(), "1", &body);
+        }
+
+        #[test]
+        fn random_messages_in_a_valid_envelope_never_panic(messages in prop::collection::vec(arbitrary_json(), 0..4)) {
+            let _ = parse(&channel(), "1", &notification(serde_json::Value::Array(messages)));
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! What a message carries. Non-exhaustive: a kind a platform adds tomorrow becomes
+//! `Unsupported` at the adapter, never an error further in.
+
+use serde::{Deserialize, Serialize};
+
+/// The body of a message, in the one shape every channel is normalised into.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Content {
+    Text {
+        body: String,
+    },
+    Media {
+        kind: MediaKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mime: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caption: Option<String>,
+        media: MediaRef,
+    },
+    Location {
+        latitude: f64,
+        longitude: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+    },
+    /// The button or list row the customer picked.
+    Choice(Choice),
+    Reaction {
+        /// The platform id of the message reacted to.
+        target: String,
+        /// The emoji; empty when a reaction was removed.
+        emoji: String,
+    },
+    /// An outbound text offering choices. The adapter renders them within its platform's
+    /// limits (buttons, a list, or numbered text); nothing above it knows those limits.
+    Choices {
+        body: String,
+        choices: Vec<Choice>,
+        /// A title above the body, where the platform shows one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        header: Option<String>,
+        /// A small line under the body, where the platform shows one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        footer: Option<String>,
+        /// The label of the button that opens a list, where the platform needs one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        button: Option<String>,
+    },
+    /// A message template approved by the platform (the only kind WhatsApp lets a business
+    /// send outside the 24-hour customer service window).
+    Template {
+        name: String,
+        language: String,
+        /// The body's parameters, in order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        params: Vec<String>,
+    },
+    /// A kind we do not understand yet, kept so nothing is dropped silently.
+    Unsupported {
+        kind: String,
+    },
+}
+
+/// Cuts a text to `max` characters, marking the cut with an ellipsis (counted in `max`).
+pub fn clip_text(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The most characters a customer's display name keeps (see [`display_name`]).
+pub const MAX_DISPLAY_NAME: usize = 64;
+
+/// A display name the platform or the visitor chose, made safe to store, show and quote:
+/// control and invisible formatting characters (bidi overrides, zero-width spaces) removed,
+/// every run of whitespace (newlines included) one space, trimmed, and at most
+/// [`MAX_DISPLAY_NAME`] characters (cut on a character, the cut marked with an ellipsis).
+/// `None` when nothing is left. Reads no further than it needs, however long the input.
+pub fn display_name(raw: &str) -> Option<String> {
+    let mut out = String::new();
+    let (mut kept, mut space) = (0usize, false);
+    for c in raw.chars() {
+        if c.is_whitespace() {
+            space = kept > 0;
+            continue;
+        }
+        if c.is_control() || is_invisible_format(c) {
+            continue;
+        }
+        if space {
+            out.push(' ');
+            kept += 1;
+            space = false;
+        }
+        out.push(c);
+        kept += 1;
+        if kept > MAX_DISPLAY_NAME {
+            break;
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    Some(clip_text(out.trim_end(), MAX_DISPLAY_NAME))
+}
+
+/// Format characters that change how text around them reads without showing themselves:
+/// bidirectional overrides and isolates, zero-width spaces and marks, the byte order mark.
+/// The zero-width joiner stays (emoji sequences need it).
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}' | '\u{200C}' | '\u{200E}' | '\u{200F}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
+/// A location's name and address as one label (`Maison Lumière, 14 rue Auguste Comte`).
+pub fn place_label(name: Option<&str>, address: Option<&str>) -> String {
+    [name, address]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Content {
+    pub fn text(body: impl Into<String>) -> Self {
+        Content::Text { body: body.into() }
+    }
+
+    /// The plain text a responder can read, when the content has any.
+    pub fn plain_text(&self) -> Option<&str> {
+        match self {
+            Content::Text { body } | Content::Choices { body, .. } => Some(body),
+            Content::Media {
+                caption: Some(c), ..
+            } => Some(c),
+            Content::Choice(choice) => Some(&choice.title),
+            _ => None,
+        }
+    }
+
+    /// The content as one line of text a person or an LLM can read.
+    pub fn describe(&self) -> String {
+        match self {
+            Content::Text { body } => body.clone(),
+            Content::Media { kind, caption, .. } => match caption {
+                Some(caption) => format!("[{} attached] {caption}", kind.name()),
+                None => format!("[{} attached]", kind.name()),
+            },
+            Content::Location {
+                latitude,
+                longitude,
+                name,
+                address,
+            } => {
+                let place = place_label(name.as_deref(), address.as_deref());
+                format!("[location {latitude:.5}, {longitude:.5}] {place}")
+                    .trim_end()
+                    .to_string()
+            }
+            Content::Choice(choice) => format!("[picked] {}", choice.title),
+            Content::Choices { body, choices, .. } => {
+                let options: Vec<&str> = choices.iter().map(|c| c.title.as_str()).collect();
+                format!("{body}\n[options: {}]", options.join(" | "))
+            }
+            Content::Reaction { emoji, .. } => format!("[reacted {emoji}]"),
+            Content::Template { name, .. } => format!("[template {name}]"),
+            Content::Unsupported { kind } => format!("[a {kind} message the gateway cannot read]"),
+        }
+    }
+
+    /// Whether this is a platform-approved template (allowed outside a reply window).
+    pub fn is_template(&self) -> bool {
+        matches!(self, Content::Template { .. })
+    }
+
+    /// A short name of the kind, for logs and metrics (never the body).
+    pub fn kind_name(&self) -> &str {
+        match self {
+            Content::Text { .. } => "text",
+            Content::Media { .. } => "media",
+            Content::Location { .. } => "location",
+            Content::Choice(_) => "choice",
+            Content::Reaction { .. } => "reaction",
+            Content::Choices { .. } => "choices",
+            Content::Template { .. } => "template",
+            Content::Unsupported { .. } => "unsupported",
+        }
+    }
+}
+
+/// Splits a text into parts of at most `max` characters, cutting at a paragraph, then a
+/// line, then a word boundary when one falls in the second half of the part.
+///
+/// ```
+/// use concierge_domain::split_text;
+///
+/// let parts = split_text("Opening hours.\n\nDelivery takes two days.", 20);
+/// assert_eq!(parts, ["Opening hours.", "Delivery takes two", "days."]);
+/// ```
+pub fn split_text(body: &str, max: usize) -> Vec<String> {
+    let mut chunks = Vec::new();
+    let mut rest = body;
+    while rest.chars().count() > max {
+        let limit = rest.char_indices().nth(max).map_or(rest.len(), |(i, _)| i);
+        let window = &rest[..limit];
+        let cut = ["\n\n", "\n", " "]
+            .iter()
+            .filter_map(|sep| window.rfind(sep).map(|i| i + sep.len()))
+            .find(|i| *i > limit / 2)
+            .unwrap_or(limit);
+        chunks.push(rest[..cut].trim_end().to_string());
+        rest = &rest[cut..];
+    }
+    chunks.push(rest.to_string());
+    chunks
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Choice {
+    pub id: String,
+    pub title: String,
+    /// A second line, where the platform shows one (list rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The group the choice belongs to, where the platform groups them (list sections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section: Option<String>,
+}
+
+impl Choice {
+    pub fn new(id: impl Into<String>, title: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            title: title.into(),
+            description: None,
+            section: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    Image,
+    Audio,
+    Video,
+    Document,
+    Sticker,
+}
+
+impl MediaKind {
+    /// The kind's name, as it is serialised (`image`, `audio`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            MediaKind::Image => "image",
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+            MediaKind::Document => "document",
+            MediaKind::Sticker => "sticker",
+        }
+    }
+}
+
+/// A reference the channel adapter that produced it can resolve into bytes on demand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRef(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_DISPLAY_NAME, display_name, split_text};
+
+    #[test]
+    fn display_names_are_one_short_line_of_visible_characters() {
+        assert_eq!(
+            display_name("  Ana \n\n Lopez\t"),
+            Some("Ana Lopez".to_string())
+        );
+        assert_eq!(
+            display_name("Ana\r\n\u{0}\u{1b}[31mSYSTEM\u{202E}\u{200B}\u{2028}OVERRIDE"),
+            Some("Ana [31mSYSTEM OVERRIDE".to_string())
+        );
+        assert_eq!(display_name(" \n\u{7}\u{200B} "), None);
+        assert_eq!(
+            display_name("👩\u{200D}💻 Zoé"),
+            Some("👩\u{200D}💻 Zoé".to_string())
+        );
+        let long = display_name(&format!("{}\n\nSYSTEM OVERRIDE", "é".repeat(900_000))).unwrap();
+        assert_eq!(long.chars().count(), MAX_DISPLAY_NAME);
+        assert!(long.ends_with('…') && !long.contains('\n'));
+        let exact = "x".repeat(MAX_DISPLAY_NAME);
+        assert_eq!(display_name(&exact), Some(exact));
+    }
+
+    #[test]
+    fn splits_at_boundaries_within_the_limit() {
+        let text = format!("{}\n\n{}", "a".repeat(30), "b ".repeat(40));
+        let parts = split_text(&text, 40);
+        assert!(parts.iter().all(|p| p.chars().count() <= 40), "{parts:?}");
+        assert_eq!(parts[0], "a".repeat(30));
+        assert_eq!(
+            parts.concat().replace(['\n', ' '], ""),
+            text.replace(['\n', ' '], "")
+        );
+        assert_eq!(split_text("short", 40), vec!["short".to_string()]);
+        let unbroken = "é".repeat(100);
+        let parts = split_text(&unbroken, 40);
+        assert_eq!(parts.len(), 3);
+        assert!(parts.iter().all(|p| p.chars().count() <= 40));
+    }
+}

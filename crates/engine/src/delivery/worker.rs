@@ -1,0 +1,361 @@
+//! The outbox loop and one send.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::Backoff;
+use super::DeliveryConfig;
+use crate::handoff::{Bus, ConsoleEvent, EventKind as ConsoleKind};
+use concierge_channels::{OutboundMessage, Registry, SendError};
+use concierge_domain::{Author, now_millis};
+use concierge_store::{OutboxEntry, SharedStore};
+use concierge_telemetry::Metrics;
+
+/// The longest the worker sleeps without looking at the outbox.
+const POLL: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub struct DeliveryWorker {
+    store: SharedStore,
+    channels: Registry,
+    wake: Arc<Notify>,
+    backoff: Backoff,
+    give_up_after_ms: i64,
+    send_timeout: Duration,
+    max_in_flight: usize,
+    /// See [`DeliveryConfig::confirm_wait_ms`].
+    confirm_wait_ms: i64,
+    /// Entries maybe sent that already waited for a confirming status in this run: the next
+    /// attempt sends.
+    waited: Arc<Mutex<HashSet<i64>>>,
+    metrics: Metrics,
+    /// Tells the consoles how a concierge's reply fared.
+    events: Option<Bus>,
+}
+
+impl DeliveryWorker {
+    pub fn new(
+        store: SharedStore,
+        channels: Registry,
+        wake: Arc<Notify>,
+        config: &DeliveryConfig,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            store,
+            channels,
+            wake,
+            backoff: Backoff {
+                initial: Duration::from_millis(config.initial_backoff_ms.max(1)),
+                max: Duration::from_secs(config.max_backoff_secs.max(1)),
+            },
+            give_up_after_ms: i64::try_from(config.give_up_after_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            send_timeout: Duration::from_secs(config.send_timeout_secs.max(1)),
+            max_in_flight: config.max_in_flight.max(1),
+            confirm_wait_ms: i64::try_from(config.confirm_wait_ms).unwrap_or(i64::MAX / 4),
+            waited: Arc::default(),
+            metrics,
+            events: None,
+        }
+    }
+
+    /// Publishes the outcome of concierges' replies to the consoles.
+    pub fn with_events(mut self, events: Bus) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// A concierge's reply was sent or failed: their console hears it.
+    async fn tell_console(&self, entry: &OutboxEntry, status: &str) {
+        let Some(events) = &self.events else {
+            return;
+        };
+        let Author::Concierge(name) = &entry.message.author else {
+            return;
+        };
+        let conversation = &entry.message.conversation;
+        let team = match self.store.handoffs(conversation).await {
+            Ok(handoffs) => handoffs.into_iter().rev().find_map(|h| h.team),
+            Err(_) => return,
+        };
+        let mut event =
+            ConsoleEvent::new(ConsoleKind::Delivery, conversation.clone(), team).by(name.clone());
+        event.status = Some(status.to_string());
+        event.message_id = Some(entry.message.id.to_string());
+        events.publish(event);
+    }
+
+    /// A claim outlives one attempt comfortably; it only runs out when the gateway died.
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.send_timeout.as_millis() * 2).unwrap_or(i64::MAX / 2) + 10_000
+    }
+
+    /// Runs until `shutdown` fires, then waits for the sends in flight.
+    pub async fn run(self, shutdown: CancellationToken) {
+        match self.store.release_leases().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                entries = n,
+                "replies were being sent when the gateway last stopped; they will be sent again, idempotently where the platform allows"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot release the previous run's claims"),
+        }
+        let slots = Arc::new(Semaphore::new(self.max_in_flight));
+        let mut tasks = JoinSet::new();
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let free = slots.available_permits();
+            let mut claimed = 0;
+            if free > 0 {
+                match self
+                    .store
+                    .claim_due(now_millis(), free, self.lease_ms())
+                    .await
+                {
+                    Ok(entries) => {
+                        claimed = entries.len();
+                        for entry in entries {
+                            let Ok(permit) = slots.clone().acquire_owned().await else {
+                                break;
+                            };
+                            let worker = self.clone();
+                            tasks.spawn(async move {
+                                worker.deliver(entry).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read the outbox; retrying"),
+                }
+            }
+            if claimed > 0 && claimed == free {
+                // More may be due: wait for a free slot, not for a timer.
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tasks.join_next() => {}
+                }
+                continue;
+            }
+            let wait = match self.store.next_due_at().await {
+                Ok(Some(at)) => {
+                    Duration::from_millis(u64::try_from(at - now_millis()).unwrap_or(0))
+                        .clamp(Duration::from_millis(5), POLL)
+                }
+                _ => POLL,
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                Some(_) = tasks.join_next() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// One send, in a `deliver` span: the conversation, the outbox entry, our message id, the
+    /// channel, the customer message it quotes (`reply_to`, the platform's id), then the
+    /// platform's id of what was sent (`platform_id`, which its status receipts name) and
+    /// the outcome.
+    #[tracing::instrument(name = "deliver", skip_all, fields(
+        conversation = %entry.message.conversation,
+        outbox = entry.id,
+        message_id = %entry.message.id,
+        channel = %entry.message.channel,
+        attempt = entry.attempts,
+        reply_to = entry.message.reply_to.as_ref().map(tracing::field::display),
+        platform_id = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    ))]
+    async fn deliver(&self, entry: OutboxEntry) {
+        let channel = entry.message.channel.clone();
+        let Some(adapter) = self.channels.adapter(&channel).cloned() else {
+            let reason = format!("the channel `{channel}` is no longer configured");
+            tracing::warn!(%channel, "{reason}");
+            self.finish_failed(&entry, None, &reason).await;
+            return;
+        };
+        if entry.maybe_sent && adapter.confirms_sends() && self.first_wait(entry.id) {
+            // An earlier attempt may have gone through: its status, if it did, confirms it
+            // (see `http::webhooks`) while this entry waits, and it is never sent again.
+            tracing::Span::current().record("outcome", "awaiting_status");
+            tracing::info!(%channel, "an earlier attempt may have reached the platform; waiting for its status before sending again");
+            let at = now_millis() + self.confirm_wait_ms;
+            self.record(|| {
+                self.store.retry_at(
+                    entry.id,
+                    at,
+                    "waiting for the platform's status of an earlier attempt",
+                    true,
+                )
+            })
+            .await;
+            return;
+        }
+        if entry.maybe_sent {
+            self.metrics
+                .delivery(channel.as_str(), "resent_after_crash");
+        }
+        // Only channels with a reply window need to know when the customer last wrote.
+        let customer_last_message_at = if adapter.capabilities().reply_window.is_some() {
+            match self
+                .store
+                .last_inbound_at(&entry.message.conversation)
+                .await
+            {
+                Ok(at) => at,
+                Err(e) => {
+                    tracing::Span::current().record("outcome", "store_error");
+                    tracing::warn!(error = %e, "cannot read the reply window; retrying");
+                    let wait = self.backoff.delay(entry.attempts);
+                    let at = now_millis() + i64::try_from(wait.as_millis()).unwrap_or(1000);
+                    self.record(|| {
+                        self.store
+                            .retry_at(entry.id, at, "store unavailable", false)
+                    })
+                    .await;
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let message = OutboundMessage {
+            message_id: entry.message.id,
+            seq: entry.message.seq,
+            idempotency_key: entry.idempotency_key.clone(),
+            conversation: entry.message.conversation.clone(),
+            contact: entry.message.contact.clone(),
+            author: entry.message.author.clone(),
+            content: entry.message.content.clone(),
+            reply_to: entry.message.reply_to.clone(),
+            created_at: entry.message.created_at,
+            maybe_sent: entry.maybe_sent,
+            customer_last_message_at,
+            reengage: entry.reengage,
+        };
+        let result = match tokio::time::timeout(self.send_timeout, adapter.send(&message)).await {
+            Ok(result) => result,
+            Err(_) => Err(SendError::Ambiguous {
+                reason: format!("no answer within {:?}", self.send_timeout),
+            }),
+        };
+        let now = now_millis();
+        match result {
+            Ok(receipt) => {
+                let span = tracing::Span::current();
+                span.record("outcome", "sent");
+                if let Some(platform_id) = &receipt.platform_id {
+                    span.record("platform_id", tracing::field::display(platform_id));
+                }
+                // The message id again in the event itself: a JSON log line carries its
+                // event's fields, and tools that count sends read them from there.
+                tracing::debug!(
+                    message_id = %entry.message.id,
+                    maybe_sent = entry.maybe_sent,
+                    "reply accepted by the channel"
+                );
+                self.metrics.delivery(channel.as_str(), "sent");
+                self.settled(entry.id);
+                self.record(|| {
+                    self.store
+                        .mark_sent(entry.id, receipt.platform_id.clone(), now)
+                })
+                .await;
+                self.tell_console(&entry, "sent").await;
+            }
+            Err(SendError::Rejected { code, reason }) => {
+                tracing::warn!(%channel, ?code, %reason, "the platform refused the reply");
+                self.finish_failed(&entry, code, &reason).await;
+            }
+            Err(error) => {
+                let maybe_sent = matches!(error, SendError::Ambiguous { .. });
+                let mut wait = match &error {
+                    SendError::RetryAfter { after, .. } => self.backoff.after(*after),
+                    _ => self.backoff.delay(entry.attempts),
+                };
+                if maybe_sent && adapter.confirms_sends() {
+                    // Time for the platform's status to confirm it, if it went through.
+                    self.first_wait(entry.id);
+                    wait = wait.max(Duration::from_millis(
+                        u64::try_from(self.confirm_wait_ms).unwrap_or(0),
+                    ));
+                }
+                let at = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+                if at - entry.first_attempt_at > self.give_up_after_ms {
+                    let reason = format!(
+                        "gave up after {} attempts over {}s: {error}",
+                        entry.attempts,
+                        (now - entry.first_attempt_at) / 1000
+                    );
+                    tracing::warn!(%channel, %reason, "delivery failed");
+                    self.finish_failed(&entry, None, &reason).await;
+                } else {
+                    tracing::Span::current().record("outcome", "retried");
+                    tracing::info!(%channel, %error, wait_ms = wait.as_millis() as u64, "send failed; will retry");
+                    self.metrics.delivery(channel.as_str(), "retried");
+                    let text = error.to_string();
+                    self.record(|| self.store.retry_at(entry.id, at, &text, maybe_sent))
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Whether entry `id` has not yet waited for a confirming status in this run (and now
+    /// has).
+    fn first_wait(&self, id: i64) -> bool {
+        match self.waited.lock() {
+            Ok(mut waited) => waited.insert(id),
+            Err(poisoned) => poisoned.into_inner().insert(id),
+        }
+    }
+
+    /// Entry `id` is settled: no wait to remember.
+    fn settled(&self, id: i64) {
+        match self.waited.lock() {
+            Ok(mut waited) => waited.remove(&id),
+            Err(poisoned) => poisoned.into_inner().remove(&id),
+        };
+    }
+
+    async fn finish_failed(&self, entry: &OutboxEntry, code: Option<String>, reason: &str) {
+        self.settled(entry.id);
+        tracing::Span::current().record("outcome", "failed");
+        self.metrics
+            .delivery(entry.message.channel.as_str(), "failed");
+        self.record(|| {
+            self.store
+                .mark_failed(entry.id, code.clone(), reason, now_millis())
+        })
+        .await;
+        self.tell_console(entry, "failed").await;
+    }
+
+    /// Writes an outcome, retrying a few times: losing the record of a send that the
+    /// platform accepted would mean sending it again after the lease runs out.
+    async fn record<'a, F, Fut>(&'a self, write: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), concierge_store::StoreError>> + 'a,
+    {
+        let mut wait = Duration::from_millis(50);
+        for attempt in 1..=8 {
+            match write().await {
+                Ok(()) => return,
+                Err(e) if attempt == 8 => {
+                    tracing::error!(error = %e, "cannot record a delivery outcome; the reply may be sent again")
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot record a delivery outcome; retrying"),
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+    }
+}

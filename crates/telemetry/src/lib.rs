@@ -1,0 +1,788 @@
+//! Logs and metrics: the tracing subscriber, and the counters `/metrics` exposes in the
+//! Prometheus text format. Message bodies are never logged at info level or above.
+//!
+//! Every label value is bounded: channel ids, provider and model names and tool names come
+//! from the configuration, outcomes are fixed words. No conversation, contact or message id
+//! is ever a label; those go into the spans (`webhook`, `receipt`, `turn`, `llm`, `tool`,
+//! `deliver`), so one message can be followed in the logs.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::format::FmtSpan;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Installs the global subscriber; `RUST_LOG` refines the default `info` level.
+///
+/// When `RUST_LOG` asks for debug (`RUST_LOG=concierge=debug`), closing spans are logged too,
+/// with their busy and idle times: one message's webhook, turn, LLM and tool calls and
+/// delivery each show how long they took. At the default level they are not: one line per
+/// span and message would double the log for no one.
+pub fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let span_events = if filter
+        .max_level_hint()
+        .is_some_and(|level| level >= LevelFilter::DEBUG)
+    {
+        FmtSpan::CLOSE
+    } else {
+        FmtSpan::NONE
+    };
+    // Colours only for a terminal: a log file or a collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_span_events(span_events)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    // The JSON lines carry the current span and the list of spans above it (`span`,
+    // `spans`), with their fields: the conversation id is on every line of a turn.
+    let result = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    // A second init (tests starting several apps) keeps the first subscriber.
+    let _ = result;
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub channel: String,
+    /// accepted, duplicate, unauthorized, unparsed, unknown_channel, store_error, ignored,
+    /// polled
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabels {
+    pub channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    /// Which budget (the engine's budgets: new conversations, LLM calls).
+    pub budget: &'static str,
+    pub channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TurnLabels {
+    /// The responder that decided (faq, agent, holding, …), silent (a human holds the
+    /// thread), none
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub channel: String,
+    /// sent, retried, failed, resent_after_crash
+    pub outcome: &'static str,
+}
+
+/// One LLM: the configured provider and the model asked for (the `[llm]` model or an
+/// agent's override).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LlmLabels {
+    pub provider: &'static str,
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LlmTokenLabels {
+    pub provider: &'static str,
+    pub model: String,
+    /// prompt, completion
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LlmErrorLabels {
+    pub provider: &'static str,
+    pub model: String,
+    /// timeout, rate_limited, server_error, client_error, transport, malformed
+    pub error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLabels {
+    /// A merchant tool from `[[tools]]`, a built-in one, or `unknown` (a tool the model was
+    /// not given: its name is the model's words, never a label).
+    pub tool: String,
+    /// ok, http_error, timeout, unreachable, cut_off, invalid_arguments, refused, error,
+    /// unknown_tool
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// header_timeout (disconnected), headers_too_large (431), malformed (400),
+    /// body_timeout (408), body_too_large (413), request_timeout (408: the whole request,
+    /// its handler included, went past `request_timeout_secs`), too_many_connections (503:
+    /// `max_connections` were open)
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    /// `chat` (a web chat page) or `api` (a concierge's `/api/v1/events`).
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamClosedLabels {
+    pub kind: &'static str,
+    /// replaced (a newer stream of the same key past its cap), revoked (the concierge's token
+    /// or their place in the configuration is gone)
+    pub reason: &'static str,
+}
+
+/// A histogram family's constructor: a plain function, so the family has a nameable type.
+type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
+
+/// From instant FAQ answers (a store write, about a millisecond) to agents that call tools
+/// and ask each other (tens of seconds).
+const TURN_BUCKETS: [f64; 17] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+    120.0,
+];
+/// One LLM call: a small local model to a large one writing at length, up to the timeout.
+const LLM_BUCKETS: [f64; 14] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0, 120.0,
+];
+/// From a concierge watching the queue to one who comes back the next morning.
+const HANDOFF_WAIT_BUCKETS: [f64; 14] = [
+    5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
+    86400.0,
+];
+
+fn llm_histogram() -> Histogram {
+    Histogram::new(LLM_BUCKETS)
+}
+
+/// The gateway's counters. Cheap to clone; every part holds the same registry.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    webhooks: Family<WebhookLabels, Counter>,
+    turns: Family<TurnLabels, Counter>,
+    turn_seconds: Histogram,
+    deliveries: Family<DeliveryLabels, Counter>,
+    inbox_lag_seconds: Histogram,
+    lanes_active: Gauge,
+    lane_queue_depth: Gauge,
+    replies_refused: Counter,
+    queue_waiting: Gauge,
+    queue_owned: Gauge,
+    handoffs: Counter,
+    handoff_wait_seconds: Histogram,
+    sla_breaches: Counter,
+    llm_calls: Family<LlmLabels, Counter>,
+    llm_call_seconds: HistogramFamily<LlmLabels>,
+    llm_tokens: Family<LlmTokenLabels, Counter>,
+    llm_errors: Family<LlmErrorLabels, Counter>,
+    llm_retries: Family<LlmLabels, Counter>,
+    tool_calls: Family<ToolLabels, Counter>,
+    http_refused: Family<RefusedLabels, Counter>,
+    throttled: Family<ChannelLabels, Counter>,
+    llm_budget_exhausted: Counter,
+    connections_open: Gauge,
+    write_timeouts: Counter,
+    streams_open: Family<StreamLabels, Gauge>,
+    streams_closed: Family<StreamClosedLabels, Counter>,
+    budget_exceeded: Family<BudgetLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("concierge");
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhooks",
+            "Webhook requests by channel and outcome",
+            webhooks.clone(),
+        );
+        let turns = Family::<TurnLabels, Counter>::default();
+        registry.register("turns", "Inbox events processed, by outcome", turns.clone());
+        let turn_seconds = Histogram::new(TURN_BUCKETS);
+        registry.register(
+            "turn_seconds",
+            "Time to process one inbox event",
+            turn_seconds.clone(),
+        );
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Delivery attempts by channel and outcome (retried: a retry is scheduled)",
+            deliveries.clone(),
+        );
+        let inbox_lag_seconds = Histogram::new(TURN_BUCKETS);
+        registry.register(
+            "inbox_lag_seconds",
+            "Time from ingest to the start of processing",
+            inbox_lag_seconds.clone(),
+        );
+        let lanes_active = Gauge::default();
+        registry.register(
+            "lanes_active",
+            "Conversations with events being processed",
+            lanes_active.clone(),
+        );
+        let lane_queue_depth = Gauge::default();
+        registry.register(
+            "lane_queue_depth",
+            "Inbox events handed to their conversation's lane and waiting for their turn",
+            lane_queue_depth.clone(),
+        );
+        let replies_refused = Counter::default();
+        registry.register(
+            "replies_refused",
+            "Automated replies refused because a human or the queue holds the thread",
+            replies_refused.clone(),
+        );
+        let queue_waiting = Gauge::default();
+        registry.register(
+            "queue_waiting",
+            "Threads waiting in the handoff queue",
+            queue_waiting.clone(),
+        );
+        let queue_owned = Gauge::default();
+        registry.register(
+            "queue_owned",
+            "Threads owned by a concierge",
+            queue_owned.clone(),
+        );
+        let handoffs = Counter::default();
+        registry.register("handoffs", "Threads handed to the queue", handoffs.clone());
+        let handoff_wait_seconds = Histogram::new(HANDOFF_WAIT_BUCKETS);
+        registry.register(
+            "handoff_wait_seconds",
+            "Time from a handoff to its first claim by a concierge",
+            handoff_wait_seconds.clone(),
+        );
+        let sla_breaches = Counter::default();
+        registry.register(
+            "sla_breaches",
+            "Handoffs whose first-response SLA ran out",
+            sla_breaches.clone(),
+        );
+        let llm_calls = Family::<LlmLabels, Counter>::default();
+        registry.register(
+            "llm_calls",
+            "Requests to the LLM provider (each retry is one more)",
+            llm_calls.clone(),
+        );
+        let llm_call_seconds: HistogramFamily<LlmLabels> =
+            Family::new_with_constructor(llm_histogram);
+        registry.register(
+            "llm_call_seconds",
+            "Time one request to the LLM provider took, failed ones included",
+            llm_call_seconds.clone(),
+        );
+        let llm_tokens = Family::<LlmTokenLabels, Counter>::default();
+        registry.register(
+            "llm_tokens",
+            "Tokens the LLM provider counted, prompt and completion",
+            llm_tokens.clone(),
+        );
+        let llm_errors = Family::<LlmErrorLabels, Counter>::default();
+        registry.register(
+            "llm_errors",
+            "Requests to the LLM provider that failed, by kind",
+            llm_errors.clone(),
+        );
+        let llm_retries = Family::<LlmLabels, Counter>::default();
+        registry.register(
+            "llm_retries",
+            "LLM requests tried again after a rate limit, a server error or a lost connection",
+            llm_retries.clone(),
+        );
+        let tool_calls = Family::<ToolLabels, Counter>::default();
+        registry.register(
+            "tool_calls",
+            "Tool calls made by the agents, by tool and outcome",
+            tool_calls.clone(),
+        );
+        let http_refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "http_refused",
+            "HTTP requests refused before reaching a handler (a head or body too slow or too large, a malformed head, a request over its time), by reason",
+            http_refused.clone(),
+        );
+        let throttled = Family::<ChannelLabels, Counter>::default();
+        registry.register(
+            "throttled",
+            "Customer messages whose turn waited for the contact's turn rate limit (answered together in the next turn), by channel",
+            throttled.clone(),
+        );
+        let llm_budget_exhausted = Counter::default();
+        registry.register(
+            "llm_budget_exhausted",
+            "Turns that did not call the LLM because the conversation had spent its token budget (handed to a person instead)",
+            llm_budget_exhausted.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "HTTP connections open",
+            connections_open.clone(),
+        );
+        let write_timeouts = Counter::default();
+        registry.register(
+            "write_timeouts",
+            "Connections closed because the client stopped reading (a write waited past `write_timeout_secs`)",
+            write_timeouts.clone(),
+        );
+        let streams_open = Family::<StreamLabels, Gauge>::default();
+        registry.register(
+            "streams_open",
+            "Live event streams open, by kind (chat, api)",
+            streams_open.clone(),
+        );
+        let streams_closed = Family::<StreamClosedLabels, Counter>::default();
+        registry.register(
+            "streams_closed",
+            "Live event streams closed by the gateway, by kind and reason (replaced, revoked)",
+            streams_closed.clone(),
+        );
+        let budget_exceeded = Family::<BudgetLabels, Counter>::default();
+        registry.register(
+            "budget_exceeded",
+            "Turns not given to the agents because a budget of new conversations or LLM calls a minute was spent (the customer got the holding reply), by budget and channel",
+            budget_exceeded.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                webhooks,
+                turns,
+                turn_seconds,
+                deliveries,
+                inbox_lag_seconds,
+                lanes_active,
+                lane_queue_depth,
+                replies_refused,
+                queue_waiting,
+                queue_owned,
+                handoffs,
+                handoff_wait_seconds,
+                sla_breaches,
+                llm_calls,
+                llm_call_seconds,
+                llm_tokens,
+                llm_errors,
+                llm_retries,
+                tool_calls,
+                http_refused,
+                throttled,
+                llm_budget_exhausted,
+                connections_open,
+                write_timeouts,
+                streams_open,
+                streams_closed,
+                budget_exceeded,
+            }),
+        }
+    }
+
+    pub fn webhook(&self, channel: &str, outcome: &'static str) {
+        self.inner
+            .webhooks
+            .get_or_create(&WebhookLabels {
+                channel: channel.to_string(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn webhook_count(&self, channel: &str, outcome: &'static str) -> u64 {
+        self.inner
+            .webhooks
+            .get_or_create(&WebhookLabels {
+                channel: channel.to_string(),
+                outcome,
+            })
+            .get()
+    }
+
+    pub fn turn(&self, outcome: &'static str, seconds: f64) {
+        self.inner
+            .turns
+            .get_or_create(&TurnLabels { outcome })
+            .inc();
+        self.inner.turn_seconds.observe(seconds);
+    }
+
+    pub fn inbox_lag(&self, seconds: f64) {
+        self.inner.inbox_lag_seconds.observe(seconds.max(0.0));
+    }
+
+    pub fn delivery(&self, channel: &str, outcome: &'static str) {
+        self.inner
+            .deliveries
+            .get_or_create(&DeliveryLabels {
+                channel: channel.to_string(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn lanes_active(&self, delta: i64) {
+        self.inner.lanes_active.inc_by(delta);
+    }
+
+    /// One inbox event now waits in a lane; it stops counting when the guard drops.
+    pub fn lane_event_waiting(&self) -> Waiting {
+        self.inner.lane_queue_depth.inc();
+        Waiting(self.inner.lane_queue_depth.clone())
+    }
+
+    pub fn replies_refused(&self, n: u64) {
+        self.inner.replies_refused.inc_by(n);
+    }
+
+    pub fn queue_sizes(&self, waiting: i64, owned: i64) {
+        self.inner.queue_waiting.set(waiting);
+        self.inner.queue_owned.set(owned);
+    }
+
+    pub fn handoff(&self) {
+        self.inner.handoffs.inc();
+    }
+
+    /// A concierge claimed a handoff for the first time, `seconds` after it was made.
+    pub fn handoff_claimed(&self, seconds: f64) {
+        self.inner.handoff_wait_seconds.observe(seconds.max(0.0));
+    }
+
+    pub fn sla_breached(&self) {
+        self.inner.sla_breaches.inc();
+    }
+
+    /// One request to the LLM provider: its time, and its tokens or the kind of its failure.
+    pub fn llm_call(&self, labels: &LlmLabels, seconds: f64, result: LlmCallResult) {
+        self.inner.llm_calls.get_or_create(labels).inc();
+        self.inner
+            .llm_call_seconds
+            .get_or_create(labels)
+            .observe(seconds.max(0.0));
+        match result {
+            LlmCallResult::Answered {
+                prompt_tokens,
+                completion_tokens,
+            } => {
+                for (kind, tokens) in [("prompt", prompt_tokens), ("completion", completion_tokens)]
+                {
+                    self.inner
+                        .llm_tokens
+                        .get_or_create(&LlmTokenLabels {
+                            provider: labels.provider,
+                            model: labels.model.clone(),
+                            kind,
+                        })
+                        .inc_by(tokens);
+                }
+            }
+            LlmCallResult::Failed(error) => {
+                self.inner
+                    .llm_errors
+                    .get_or_create(&LlmErrorLabels {
+                        provider: labels.provider,
+                        model: labels.model.clone(),
+                        error,
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    pub fn llm_retry(&self, labels: &LlmLabels) {
+        self.inner.llm_retries.get_or_create(labels).inc();
+    }
+
+    /// `tool` must be a configured or built-in tool's name, never one the model made up.
+    pub fn tool_call(&self, tool: &str, outcome: &'static str) {
+        self.inner
+            .tool_calls
+            .get_or_create(&ToolLabels {
+                tool: tool.to_string(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// A request refused before any handler saw it; `reason` is a fixed word.
+    pub fn http_refused(&self, reason: &'static str) {
+        self.inner
+            .http_refused
+            .get_or_create(&RefusedLabels { reason })
+            .inc();
+    }
+
+    /// `n` customer messages of `channel` waited for the contact's turn rate limit.
+    pub fn throttled(&self, channel: &str, n: u64) {
+        self.inner
+            .throttled
+            .get_or_create(&ChannelLabels {
+                channel: channel.to_string(),
+            })
+            .inc_by(n);
+    }
+
+    /// A turn did not call the LLM: the conversation had spent its token budget.
+    pub fn llm_budget_exhausted(&self) {
+        self.inner.llm_budget_exhausted.inc();
+    }
+
+    /// A connection opened (`1`) or ended (`-1`).
+    pub fn connections_open(&self, delta: i64) {
+        self.inner.connections_open.inc_by(delta);
+    }
+
+    /// A connection closed because its client stopped reading.
+    pub fn write_timeout(&self) {
+        self.inner.write_timeouts.inc();
+    }
+
+    /// A live stream of `kind` opened (`1`) or ended (`-1`).
+    pub fn streams_open(&self, kind: &'static str, delta: i64) {
+        self.inner
+            .streams_open
+            .get_or_create(&StreamLabels { kind })
+            .inc_by(delta);
+    }
+
+    /// A live stream closed by the gateway; `reason` is a fixed word.
+    pub fn stream_closed(&self, kind: &'static str, reason: &'static str) {
+        self.inner
+            .streams_closed
+            .get_or_create(&StreamClosedLabels { kind, reason })
+            .inc();
+    }
+
+    /// A turn of `channel` went past `budget` and got the holding reply, not the agents.
+    pub fn budget_exceeded(&self, budget: &'static str, channel: &str) {
+        self.inner
+            .budget_exceeded
+            .get_or_create(&BudgetLabels {
+                budget,
+                channel: channel.to_string(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
+        out
+    }
+}
+
+/// How one request to the LLM provider ended, for [`Metrics::llm_call`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmCallResult {
+    Answered {
+        prompt_tokens: u64,
+        completion_tokens: u64,
+    },
+    /// The kind of failure: a fixed word.
+    Failed(&'static str),
+}
+
+/// Counts one inbox event in `lane_queue_depth` while it lives.
+#[derive(Debug)]
+pub struct Waiting(Gauge);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The line of `name` whose labels contain every one of `labels`.
+    fn line<'a>(text: &'a str, name: &str, labels: &[&str]) -> Option<&'a str> {
+        text.lines().find(|l| {
+            l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|p| l.contains(p))
+        })
+    }
+
+    fn value(text: &str, name: &str, labels: &[&str]) -> f64 {
+        line(text, name, labels)
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
+    }
+
+    #[test]
+    fn renders_the_llm_tool_lane_and_handoff_families() {
+        let metrics = Metrics::new();
+        let gpt = LlmLabels {
+            provider: "openai",
+            model: "gpt-4o".to_string(),
+        };
+        metrics.llm_call(
+            &gpt,
+            1.2,
+            LlmCallResult::Answered {
+                prompt_tokens: 120,
+                completion_tokens: 30,
+            },
+        );
+        metrics.llm_call(
+            &gpt,
+            0.4,
+            LlmCallResult::Answered {
+                prompt_tokens: 80,
+                completion_tokens: 10,
+            },
+        );
+        metrics.llm_call(&gpt, 0.1, LlmCallResult::Failed("rate_limited"));
+        metrics.llm_retry(&gpt);
+        metrics.tool_call("order_status", "ok");
+        metrics.tool_call("order_status", "timeout");
+        metrics.tool_call("unknown", "unknown_tool");
+        metrics.handoff_claimed(42.0);
+        let first = metrics.lane_event_waiting();
+        let second = metrics.lane_event_waiting();
+        drop(first);
+
+        let text = metrics.render();
+        let model = ["provider=\"openai\"", "model=\"gpt-4o\""];
+        assert_eq!(value(&text, "concierge_llm_calls_total", &model), 3.0);
+        assert_eq!(value(&text, "concierge_llm_retries_total", &model), 1.0);
+        let prompt = [model[0], model[1], "kind=\"prompt\""];
+        assert_eq!(value(&text, "concierge_llm_tokens_total", &prompt), 200.0);
+        let completion = [model[0], model[1], "kind=\"completion\""];
+        assert_eq!(
+            value(&text, "concierge_llm_tokens_total", &completion),
+            40.0
+        );
+        let limited = [model[0], model[1], "error=\"rate_limited\""];
+        assert_eq!(value(&text, "concierge_llm_errors_total", &limited), 1.0);
+        assert_eq!(
+            value(&text, "concierge_llm_call_seconds_count", &model),
+            3.0
+        );
+        let under_half = [model[0], model[1], "le=\"0.5\""];
+        assert_eq!(
+            value(&text, "concierge_llm_call_seconds_bucket", &under_half),
+            2.0
+        );
+        assert!(text.contains("# TYPE concierge_llm_call_seconds histogram"));
+
+        let ok = ["tool=\"order_status\"", "outcome=\"ok\""];
+        assert_eq!(value(&text, "concierge_tool_calls_total", &ok), 1.0);
+        let timeout = ["tool=\"order_status\"", "outcome=\"timeout\""];
+        assert_eq!(value(&text, "concierge_tool_calls_total", &timeout), 1.0);
+        let unknown = ["tool=\"unknown\"", "outcome=\"unknown_tool\""];
+        assert_eq!(value(&text, "concierge_tool_calls_total", &unknown), 1.0);
+
+        assert_eq!(value(&text, "concierge_lane_queue_depth", &[]), 1.0);
+        drop(second);
+        assert_eq!(
+            value(&metrics.render(), "concierge_lane_queue_depth", &[]),
+            0.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "concierge_handoff_wait_seconds_bucket",
+                &["le=\"60.0\""]
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "concierge_handoff_wait_seconds_bucket",
+                &["le=\"30.0\""]
+            ),
+            0.0
+        );
+        assert_eq!(
+            value(&text, "concierge_handoff_wait_seconds_sum", &[]),
+            42.0
+        );
+    }
+
+    #[test]
+    fn turn_buckets_tell_instant_answers_from_slow_agents() {
+        let metrics = Metrics::new();
+        metrics.turn("faq", 0.0004);
+        metrics.turn("agent", 45.0);
+        metrics.webhook("whatsapp", "accepted");
+        metrics.http_refused("header_timeout");
+        metrics.http_refused("header_timeout");
+        metrics.throttled("whatsapp", 3);
+        metrics.llm_budget_exhausted();
+        let text = metrics.render();
+        assert_eq!(
+            value(
+                &text,
+                "concierge_throttled_total",
+                &["channel=\"whatsapp\""]
+            ),
+            3.0
+        );
+        assert_eq!(
+            value(&text, "concierge_llm_budget_exhausted_total", &[]),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "concierge_http_refused_total",
+                &["reason=\"header_timeout\""]
+            ),
+            2.0
+        );
+        assert_eq!(
+            value(&text, "concierge_turn_seconds_bucket", &["le=\"0.001\""]),
+            1.0
+        );
+        assert_eq!(
+            value(&text, "concierge_turn_seconds_bucket", &["le=\"30.0\""]),
+            1.0
+        );
+        assert_eq!(
+            value(&text, "concierge_turn_seconds_bucket", &["le=\"60.0\""]),
+            2.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "concierge_webhooks_total",
+                &["channel=\"whatsapp\"", "outcome=\"accepted\""]
+            ),
+            1.0
+        );
+        assert_eq!(metrics.webhook_count("whatsapp", "accepted"), 1);
+    }
+}

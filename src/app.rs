@@ -17,7 +17,7 @@ use crate::agents::llm::Metered;
 use crate::agents::{AgentRuntime, Limits, MerchantTools, Retrying};
 use crate::channels::telegram::{self, poll::EventSink};
 use crate::channels::{ChannelAdapter, ChannelConfig, Registry};
-use crate::config::{Config, StoreLocation};
+use crate::config::{Config, DeliveryConfig, ServerConfig, StoreLocation};
 use crate::delivery::DeliveryWorker;
 use crate::domain::{ChannelId, InboundEvent, PlatformMessageId};
 use crate::handoff::keywords::Keywords;
@@ -70,273 +70,48 @@ impl App {
         listener: TcpListener,
         parts: Parts,
     ) -> anyhow::Result<App> {
-        let store = match parts.store {
-            Some(store) => store,
-            None => open_store(&config).await?,
-        };
+        let store = store_or_open(parts.store, &config).await?;
         let addr = listener.local_addr().context("reading the bound address")?;
-        let metrics = Metrics::new();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("concierge/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(
-                config.settings.delivery.send_timeout_secs.max(1),
-            ))
-            .build()
-            .context("building the HTTP client")?;
-        let mut channels = Registry::build(&config.channels, &http);
-        for adapter in parts.adapters {
-            channels.insert(adapter);
-        }
-        if let Some(fanout) = store.fanout() {
-            // Visitors' pages may be connected to any instance.
-            for webchat in channels.webchats() {
-                webchat.hub().connect(fanout.clone());
-            }
-        }
-        let inbox_wake = Arc::new(Notify::new());
-        let outbox_wake = Arc::new(Notify::new());
-        let shutdown = CancellationToken::new();
-        let settings = &config.settings;
-
+        let handles = Handles::new(store);
+        let channels = channels(&config, parts.adapters, &handles.store)?;
         let hints: Arc<dyn ChannelHints> = Arc::new(AdapterHints::new(channels.clone()));
-        let holding = Arc::new(HoldingResponder::new(
-            settings.responder.holding.clone(),
-            settings.responder.holding_repeat_secs,
-        ));
-        let agents = agent_runtime(&config, &metrics)?;
-        let desk = Arc::new(
-            Desk::new(
-                desk_settings(&config),
-                store.clone(),
-                Bus::shared(store.fanout()),
-                agents.clone(),
-                metrics.clone(),
-            )
-            .map_err(anyhow::Error::msg)?,
-        );
-        let responder: Arc<dyn Responder> = match parts.responder {
-            Some(responder) => responder,
-            None => {
-                let mut steps: Vec<Box<dyn Responder>> = vec![
-                    Box::new(TriggerResponder::new(
-                        Keywords::new(&settings.queue.keywords),
-                        settings.queue.max_bot_turns,
-                    )),
-                    Box::new(FaqResponder::new(
-                        config.faq.clone(),
-                        settings.faq.threshold,
-                    )),
-                ];
-                if let Some(runtime) = agents {
-                    steps.push(Box::new(
-                        AgentResponder::new(
-                            runtime,
-                            AgentSettings {
-                                merchant: settings.merchant.name.clone(),
-                                business_hours: settings.merchant.business_hours.clone(),
-                                timezone: config.timezone.clone(),
-                                history_messages: settings.agents.history_messages,
-                                redact_pii: settings.agents.redact_pii,
-                                conversation_token_budget: settings
-                                    .agents
-                                    .conversation_token_budget,
-                            },
-                            hints.clone(),
-                            holding.clone(),
-                        )
-                        .with_budgets(budgets(&config)),
-                    ));
-                }
-                steps.push(Box::new(SharedResponder(holding.clone())));
-                Arc::new(ResponderChain::new(steps))
-            }
-        };
-        let orchestrator = Orchestrator::new(
-            store.clone(),
-            responder,
-            inbox_wake.clone(),
-            outbox_wake.clone(),
-            settings.orchestrator.max_parallel_lanes,
-            hints,
-            metrics.clone(),
-        )
-        .with_burst_window(settings.orchestrator.burst_window_ms)
-        .with_contact_rate(
-            settings.orchestrator.contact_turns_per_minute,
-            settings.orchestrator.contact_turn_burst,
-        )
-        .with_desk(desk.clone());
-        let delivery = DeliveryWorker::new(
-            store.clone(),
-            channels.clone(),
-            outbox_wake.clone(),
-            &settings.delivery,
-            metrics.clone(),
-        )
-        .with_events(desk.events.clone());
-        let http_limits = HttpLimits {
-            body_limit_bytes: settings.server.body_limit_bytes,
-            body_read_timeout: Duration::from_secs(settings.server.body_read_timeout_secs.max(1)),
-            request_timeout: Duration::from_secs(settings.server.request_timeout_secs.max(1)),
-        };
-        let metrics_page = MetricsPage {
-            metrics: metrics.clone(),
-            token: settings.server.metrics_token.clone(),
-        };
-        // `/metrics` is on its own port, or on the public one behind a token, or nowhere.
-        let (public_metrics, metrics_listener) = match config.metrics_bind {
-            Some(at) => {
-                let listener = TcpListener::bind(at)
-                    .await
-                    .with_context(|| format!("cannot listen for /metrics on {at}"))?;
-                (None, Some(listener))
-            }
-            None => (
-                settings
-                    .server
-                    .metrics_token
-                    .is_some()
-                    .then(|| metrics_page.clone()),
-                None,
-            ),
-        };
-        let app_router = router(
-            AppState {
-                store: store.clone(),
-                channels: channels.clone(),
-                inbox_wake: inbox_wake.clone(),
-                outbox_wake: outbox_wake.clone(),
-                desk: desk.clone(),
-                metrics: metrics.clone(),
-                shutdown: shutdown.clone(),
-                max_event_age_ms: match settings.server.max_event_age_secs {
-                    0 => None,
-                    secs => Some(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)),
-                },
-                streams: crate::http::streams::Streams::new(metrics.clone()),
-                stream_caps: StreamCaps {
-                    per_key: settings.server.max_streams_per_key,
-                    per_concierge: settings.server.max_streams_per_concierge,
-                },
-                visitors: Arc::new(VisitorBudgets::new(config.channels.iter().filter_map(
-                    |(id, channel)| match channel {
-                        ChannelConfig::Webchat(c) => {
-                            Some((id.clone(), c.new_conversations_per_minute_per_ip))
-                        }
-                        _ => None,
-                    },
-                ))),
-            },
-            http_limits,
-            public_metrics,
-        );
-        let head_limits = HeadLimits {
-            read_timeout: Duration::from_secs(settings.server.header_read_timeout_secs.max(1)),
-            max_bytes: settings.server.max_header_bytes,
-            max_connections: settings.server.max_connections,
-            write_timeout: Duration::from_secs(settings.server.write_timeout_secs.max(1)),
-        };
-
-        tracing::info!(
-            %addr,
-            channels = config.channels.len(),
-            faq_entries = config.faq.entries().len(),
-            "Concierge is listening"
-        );
-        match &settings.llm {
-            Some(llm) => tracing::info!(
-                provider = ?llm.provider,
-                model = %llm.model,
-                agents = config.agent_files.len(),
-                tools = settings.tools.len(),
-                "agents answer what the FAQ tier cannot"
-            ),
-            None => tracing::info!(
-                "no [llm] is configured: answering from the FAQ tier only (add an [llm] section to concierge.toml for the agents)"
-            ),
-        }
-        let paused = settings.orchestrator.paused;
-        if paused {
-            tracing::warn!(
-                "processing is paused ([orchestrator] paused = true): messages are stored and acknowledged, not answered"
-            );
-        }
-        let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
-        let pollers: Vec<_> = channels
-            .telegram_pollers()
-            .into_iter()
-            .map(|bot| {
-                let sink: Arc<dyn EventSink> = Arc::new(InboxSink {
-                    store: store.clone(),
-                    inbox_wake: inbox_wake.clone(),
-                    metrics: metrics.clone(),
-                });
-                tokio::spawn(telegram::poll::run(bot, sink, shutdown.clone()))
-            })
-            .collect();
-        let queue_clock = tokio::spawn(crate::handoff::worker::run(
-            desk.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ));
-        let mut pollers = pollers;
-        pollers.push(queue_clock);
-        let metrics_addr = match metrics_listener {
-            Some(listener) => {
-                let at = listener
-                    .local_addr()
-                    .context("reading the metrics address")?;
-                tracing::info!(addr = %at, token = metrics_page.token.is_some(), "/metrics is served on a port of its own");
-                pollers.push(tokio::spawn(crate::http::server::serve(
-                    listener,
-                    metrics_router(metrics_page, http_limits),
-                    head_limits,
-                    metrics.clone(),
-                    shutdown.clone(),
-                )));
-                Some(at)
-            }
-            None => {
-                if metrics_page.token.is_some() {
-                    tracing::info!("/metrics is served on the public port, behind its token");
-                } else {
-                    tracing::info!(
-                        "/metrics is not served: set [server] metrics_bind or metrics_token to scrape it"
-                    );
-                }
-                None
-            }
-        };
+        let agents = agent_runtime(&config, &handles.metrics)?;
+        let desk = handoff_desk(&config, &handles, agents.clone())?;
+        let responder = parts
+            .responder
+            .unwrap_or_else(|| responder_chain(&config, agents, hints.clone()));
+        let orchestrator = orchestrator(&config, &handles, responder, hints, &desk);
+        let delivery = delivery_worker(&config, &handles, &channels, &desk);
+        let mut http = bind_http(&config, &handles, &channels, &desk).await?;
+        let metrics_addr = http.metrics_port.as_ref().map(|port| port.addr);
+        log_start(&config, addr);
+        let mut workers = spawn_workers(&channels, &handles, &desk);
+        workers.extend(http.serve_metrics(&handles));
         let welcome = Welcome {
             addr,
-            metrics: match (metrics_addr, settings.server.metrics_token.is_some()) {
-                (Some(at), token) => MetricsAt::OwnPort { addr: at, token },
-                (None, true) => MetricsAt::PublicPort,
-                (None, false) => MetricsAt::NotServed,
-            },
+            metrics: metrics_at(metrics_addr, http.metrics_page.token.is_some()),
             webchat: channels.first_webchat().is_some(),
         };
-        let task = tokio::spawn(run(
+        let runtime = Runtime {
             listener,
-            app_router,
-            head_limits,
-            metrics.clone(),
+            router: http.router,
+            head_limits: http.head_limits,
+            metrics: handles.metrics.clone(),
             orchestrator,
             delivery,
-            paused,
-            shutdown.clone(),
-            grace,
-            pollers,
-        ));
+            paused: config.settings.orchestrator.paused,
+            shutdown: handles.shutdown.clone(),
+            grace: Duration::from_secs(config.settings.server.shutdown_grace_secs),
+            workers,
+        };
         Ok(App {
             addr,
             metrics_addr,
             welcome,
-            store,
-            metrics,
-            shutdown,
-            task,
+            store: handles.store,
+            metrics: handles.metrics,
+            shutdown: handles.shutdown,
+            task: tokio::spawn(runtime.run()),
         })
     }
 
@@ -370,6 +145,90 @@ impl App {
     }
 }
 
+/// The handles most parts share: the store, the counters, the wake-ups between the HTTP
+/// handlers, the orchestrator and the delivery worker, and the shutdown signal.
+struct Handles {
+    store: SharedStore,
+    metrics: Metrics,
+    /// Rung when an event is stored: the orchestrator looks at the inbox.
+    inbox_wake: Arc<Notify>,
+    /// Rung when a reply is queued: the delivery worker looks at the outbox.
+    outbox_wake: Arc<Notify>,
+    shutdown: CancellationToken,
+}
+
+impl Handles {
+    fn new(store: SharedStore) -> Self {
+        Self {
+            store,
+            metrics: Metrics::new(),
+            inbox_wake: Arc::new(Notify::new()),
+            outbox_wake: Arc::new(Notify::new()),
+            shutdown: CancellationToken::new(),
+        }
+    }
+}
+
+/// The store the caller supplied, or the configured one, opened.
+async fn store_or_open(
+    supplied: Option<SharedStore>,
+    config: &Config,
+) -> anyhow::Result<SharedStore> {
+    match supplied {
+        Some(store) => Ok(store),
+        None => open_store(config).await,
+    }
+}
+
+/// The client the channels send with: a send may take `send_timeout_secs` (at least one).
+fn http_client(delivery: &DeliveryConfig) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("concierge/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(delivery.send_timeout_secs.max(1)))
+        .build()
+        .context("building the HTTP client")
+}
+
+/// The configured channels and the caller's, with the web chats' live pages connected
+/// across instances when the store can fan events out.
+fn channels(
+    config: &Config,
+    adapters: Vec<Arc<dyn ChannelAdapter>>,
+    store: &SharedStore,
+) -> anyhow::Result<Registry> {
+    let http = http_client(&config.settings.delivery)?;
+    let mut channels = Registry::build(&config.channels, &http);
+    for adapter in adapters {
+        channels.insert(adapter);
+    }
+    if let Some(fanout) = store.fanout() {
+        // Visitors' pages may be connected to any instance.
+        for webchat in channels.webchats() {
+            webchat.hub().connect(fanout.clone());
+        }
+    }
+    Ok(channels)
+}
+
+/// The human side: teams, the queue, concierges' actions, and the console's events (shared
+/// between instances when the store can fan them out).
+fn handoff_desk(
+    config: &Config,
+    handles: &Handles,
+    agents: Option<Arc<AgentRuntime>>,
+) -> anyhow::Result<Arc<Desk>> {
+    let desk = Desk::new(
+        desk_settings(config),
+        handles.store.clone(),
+        Bus::shared(handles.store.fanout()),
+        agents,
+        handles.metrics.clone(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(Arc::new(desk))
+}
+
 /// The desk's part of the deployment.
 fn desk_settings(config: &Config) -> DeskSettings {
     let settings = &config.settings;
@@ -386,6 +245,328 @@ fn desk_settings(config: &Config) -> DeskSettings {
         redact_pii: settings.agents.redact_pii,
         channel_teams: config.channel_teams.clone(),
     }
+}
+
+/// The configured responder chain: handoff triggers, the FAQ, the agents when an `[llm]` is
+/// configured, and last the holding reply (the thread goes to a person).
+fn responder_chain(
+    config: &Config,
+    agents: Option<Arc<AgentRuntime>>,
+    hints: Arc<dyn ChannelHints>,
+) -> Arc<dyn Responder> {
+    let settings = &config.settings;
+    // Shared: the agents give the same holding reply when they cannot answer or a budget is
+    // spent.
+    let holding = Arc::new(HoldingResponder::new(
+        settings.responder.holding.clone(),
+        settings.responder.holding_repeat_secs,
+    ));
+    let mut steps: Vec<Box<dyn Responder>> = vec![
+        Box::new(TriggerResponder::new(
+            Keywords::new(&settings.queue.keywords),
+            settings.queue.max_bot_turns,
+        )),
+        Box::new(FaqResponder::new(
+            config.faq.clone(),
+            settings.faq.threshold,
+        )),
+    ];
+    if let Some(runtime) = agents {
+        steps.push(Box::new(
+            AgentResponder::new(runtime, agent_settings(config), hints, holding.clone())
+                .with_budgets(budgets(config)),
+        ));
+    }
+    steps.push(Box::new(SharedResponder(holding)));
+    Arc::new(ResponderChain::new(steps))
+}
+
+/// What the agents' responder reads from the configuration.
+fn agent_settings(config: &Config) -> AgentSettings {
+    let settings = &config.settings;
+    AgentSettings {
+        merchant: settings.merchant.name.clone(),
+        business_hours: settings.merchant.business_hours.clone(),
+        timezone: config.timezone.clone(),
+        history_messages: settings.agents.history_messages,
+        redact_pii: settings.agents.redact_pii,
+        conversation_token_budget: settings.agents.conversation_token_budget,
+    }
+}
+
+/// The lanes: events from the inbox, in order per conversation, answered by `responder`.
+fn orchestrator(
+    config: &Config,
+    handles: &Handles,
+    responder: Arc<dyn Responder>,
+    hints: Arc<dyn ChannelHints>,
+    desk: &Arc<Desk>,
+) -> Orchestrator {
+    let settings = &config.settings.orchestrator;
+    Orchestrator::new(
+        handles.store.clone(),
+        responder,
+        handles.inbox_wake.clone(),
+        handles.outbox_wake.clone(),
+        settings.max_parallel_lanes,
+        hints,
+        handles.metrics.clone(),
+    )
+    .with_burst_window(settings.burst_window_ms)
+    .with_contact_rate(
+        settings.contact_turns_per_minute,
+        settings.contact_turn_burst,
+    )
+    .with_desk(desk.clone())
+}
+
+/// The outbox worker, publishing to the consoles what became of concierges' replies.
+fn delivery_worker(
+    config: &Config,
+    handles: &Handles,
+    channels: &Registry,
+    desk: &Desk,
+) -> DeliveryWorker {
+    DeliveryWorker::new(
+        handles.store.clone(),
+        channels.clone(),
+        handles.outbox_wake.clone(),
+        &config.settings.delivery,
+        handles.metrics.clone(),
+    )
+    .with_events(desk.events.clone())
+}
+
+/// The HTTP side, ready to serve: the public router, its limits, and `/metrics`.
+struct Http {
+    router: axum::Router,
+    limits: HttpLimits,
+    head_limits: HeadLimits,
+    metrics_page: MetricsPage,
+    /// `[server] metrics_bind`, bound.
+    metrics_port: Option<MetricsPort>,
+}
+
+/// `/metrics`'s own port, bound.
+struct MetricsPort {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+/// Builds the public router and binds `/metrics`'s own port when one is configured.
+async fn bind_http(
+    config: &Config,
+    handles: &Handles,
+    channels: &Registry,
+    desk: &Arc<Desk>,
+) -> anyhow::Result<Http> {
+    let server = &config.settings.server;
+    let limits = http_limits(server);
+    let metrics_page = MetricsPage {
+        metrics: handles.metrics.clone(),
+        token: server.metrics_token.clone(),
+    };
+    let metrics_port = bind_metrics(config.metrics_bind).await?;
+    let router = router(
+        app_state(config, handles, channels, desk),
+        limits,
+        public_metrics(&metrics_page, metrics_port.is_some()),
+    );
+    Ok(Http {
+        router,
+        limits,
+        head_limits: head_limits(server),
+        metrics_page,
+        metrics_port,
+    })
+}
+
+/// `/metrics`'s own port, when `[server] metrics_bind` gives one (port 0: a free one).
+async fn bind_metrics(at: Option<SocketAddr>) -> anyhow::Result<Option<MetricsPort>> {
+    let Some(at) = at else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(at)
+        .await
+        .with_context(|| format!("cannot listen for /metrics on {at}"))?;
+    let addr = listener
+        .local_addr()
+        .context("reading the metrics address")?;
+    Ok(Some(MetricsPort { listener, addr }))
+}
+
+/// The page the public port serves at `/metrics`: none when it has a port of its own, and
+/// none without a token (the counters are not for anyone who asks).
+fn public_metrics(page: &MetricsPage, own_port: bool) -> Option<MetricsPage> {
+    (!own_port && page.token.is_some()).then(|| page.clone())
+}
+
+/// What every request handler shares.
+fn app_state(
+    config: &Config,
+    handles: &Handles,
+    channels: &Registry,
+    desk: &Arc<Desk>,
+) -> AppState {
+    let server = &config.settings.server;
+    AppState {
+        store: handles.store.clone(),
+        channels: channels.clone(),
+        inbox_wake: handles.inbox_wake.clone(),
+        outbox_wake: handles.outbox_wake.clone(),
+        desk: desk.clone(),
+        metrics: handles.metrics.clone(),
+        shutdown: handles.shutdown.clone(),
+        max_event_age_ms: max_event_age_ms(server.max_event_age_secs),
+        streams: crate::http::streams::Streams::new(handles.metrics.clone()),
+        stream_caps: StreamCaps {
+            per_key: server.max_streams_per_key,
+            per_concierge: server.max_streams_per_concierge,
+        },
+        visitors: Arc::new(VisitorBudgets::new(config.channels.iter().filter_map(
+            |(id, channel)| match channel {
+                ChannelConfig::Webchat(c) => {
+                    Some((id.clone(), c.new_conversations_per_minute_per_ip))
+                }
+                _ => None,
+            },
+        ))),
+    }
+}
+
+/// `[server] max_event_age_secs` in milliseconds; 0 is no limit.
+fn max_event_age_ms(secs: u64) -> Option<i64> {
+    match secs {
+        0 => None,
+        secs => Some(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)),
+    }
+}
+
+/// The limits on a request's body and time. A timeout of 0 would refuse every request, so
+/// it counts as one second.
+fn http_limits(server: &ServerConfig) -> HttpLimits {
+    HttpLimits {
+        body_limit_bytes: server.body_limit_bytes,
+        body_read_timeout: Duration::from_secs(server.body_read_timeout_secs.max(1)),
+        request_timeout: Duration::from_secs(server.request_timeout_secs.max(1)),
+    }
+}
+
+/// The limits on a connection and a request's head; timeouts of 0 count as one second.
+fn head_limits(server: &ServerConfig) -> HeadLimits {
+    HeadLimits {
+        read_timeout: Duration::from_secs(server.header_read_timeout_secs.max(1)),
+        max_bytes: server.max_header_bytes,
+        max_connections: server.max_connections,
+        write_timeout: Duration::from_secs(server.write_timeout_secs.max(1)),
+    }
+}
+
+/// Says what is listening and how messages will be answered.
+fn log_start(config: &Config, addr: SocketAddr) {
+    let settings = &config.settings;
+    tracing::info!(
+        %addr,
+        channels = config.channels.len(),
+        faq_entries = config.faq.entries().len(),
+        "Concierge is listening"
+    );
+    match &settings.llm {
+        Some(llm) => tracing::info!(
+            provider = ?llm.provider,
+            model = %llm.model,
+            agents = config.agent_files.len(),
+            tools = settings.tools.len(),
+            "agents answer what the FAQ tier cannot"
+        ),
+        None => tracing::info!(
+            "no [llm] is configured: answering from the FAQ tier only (add an [llm] section to concierge.toml for the agents)"
+        ),
+    }
+    if settings.orchestrator.paused {
+        tracing::warn!(
+            "processing is paused ([orchestrator] paused = true): messages are stored and acknowledged, not answered"
+        );
+    }
+}
+
+/// Starts the background workers that stop on the shutdown signal: one poller per Telegram
+/// channel that polls, and the queue's clock (SLAs, offers).
+fn spawn_workers(channels: &Registry, handles: &Handles, desk: &Arc<Desk>) -> Vec<JoinHandle<()>> {
+    let mut workers: Vec<_> = channels
+        .telegram_pollers()
+        .into_iter()
+        .map(|bot| {
+            let sink: Arc<dyn EventSink> = Arc::new(InboxSink {
+                store: handles.store.clone(),
+                inbox_wake: handles.inbox_wake.clone(),
+                metrics: handles.metrics.clone(),
+            });
+            tokio::spawn(telegram::poll::run(bot, sink, handles.shutdown.clone()))
+        })
+        .collect();
+    workers.push(tokio::spawn(crate::handoff::worker::run(
+        desk.clone(),
+        handles.metrics.clone(),
+        handles.shutdown.clone(),
+    )));
+    workers
+}
+
+impl Http {
+    /// Serves `/metrics` on its own port, when it has one, until the shutdown signal; says
+    /// where it is either way.
+    fn serve_metrics(&mut self, handles: &Handles) -> Option<JoinHandle<()>> {
+        let Some(port) = self.metrics_port.take() else {
+            log_metrics_elsewhere(&self.metrics_page);
+            return None;
+        };
+        tracing::info!(addr = %port.addr, token = self.metrics_page.token.is_some(), "/metrics is served on a port of its own");
+        Some(tokio::spawn(crate::http::server::serve(
+            port.listener,
+            metrics_router(self.metrics_page.clone(), self.limits),
+            self.head_limits,
+            handles.metrics.clone(),
+            handles.shutdown.clone(),
+        )))
+    }
+}
+
+/// Says where `/metrics` is when it has no port of its own.
+fn log_metrics_elsewhere(page: &MetricsPage) {
+    if page.token.is_some() {
+        tracing::info!("/metrics is served on the public port, behind its token");
+    } else {
+        tracing::info!(
+            "/metrics is not served: set [server] metrics_bind or metrics_token to scrape it"
+        );
+    }
+}
+
+/// Where `/metrics` is, for the start-up lines.
+fn metrics_at(own_port: Option<SocketAddr>, token: bool) -> MetricsAt {
+    match (own_port, token) {
+        (Some(addr), token) => MetricsAt::OwnPort { addr, token },
+        (None, true) => MetricsAt::PublicPort,
+        (None, false) => MetricsAt::NotServed,
+    }
+}
+
+/// The parts the app's task runs until shutdown.
+struct Runtime {
+    listener: TcpListener,
+    router: axum::Router,
+    head_limits: HeadLimits,
+    metrics: Metrics,
+    orchestrator: Orchestrator,
+    delivery: DeliveryWorker,
+    /// `[orchestrator] paused`: events are stored, not answered.
+    paused: bool,
+    shutdown: CancellationToken,
+    /// How long the work in hand may take to finish after the shutdown signal.
+    grace: Duration,
+    /// The pollers, the queue's clock and `/metrics`'s own server.
+    workers: Vec<JoinHandle<()>>,
 }
 
 /// The agents' runtime, when an `[llm]` is configured.
@@ -594,45 +775,130 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
     }
 }
 
-/// Shutdown order: the HTTP server stops taking requests and the orchestrator stops taking
-/// events; lanes finish what they hold; the delivery worker keeps sending until they are done,
-/// then finishes its sends in flight.
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    listener: TcpListener,
-    app_router: axum::Router,
-    head_limits: HeadLimits,
-    metrics: Metrics,
-    orchestrator: Orchestrator,
-    delivery: DeliveryWorker,
-    paused: bool,
-    shutdown: CancellationToken,
-    grace: Duration,
-    pollers: Vec<JoinHandle<()>>,
-) -> anyhow::Result<()> {
-    let delivery_stop = CancellationToken::new();
-    let delivery_task = tokio::spawn(delivery.run(delivery_stop.clone()));
-    let orchestrator_task = (!paused).then(|| tokio::spawn(orchestrator.run(shutdown.clone())));
-    crate::http::server::serve(listener, app_router, head_limits, metrics, shutdown.clone()).await;
-    let drained = async {
-        for poller in pollers {
-            let _ = poller.await;
+impl Runtime {
+    /// Shutdown order: the HTTP server stops taking requests and the orchestrator stops
+    /// taking events; lanes finish what they hold; the delivery worker keeps sending until
+    /// they are done, then finishes its sends in flight.
+    async fn run(self) -> anyhow::Result<()> {
+        let Runtime {
+            listener,
+            router,
+            head_limits,
+            metrics,
+            orchestrator,
+            delivery,
+            paused,
+            shutdown,
+            grace,
+            workers,
+        } = self;
+        let delivery_stop = CancellationToken::new();
+        let delivery_task = tokio::spawn(delivery.run(delivery_stop.clone()));
+        let orchestrator_task = (!paused).then(|| tokio::spawn(orchestrator.run(shutdown.clone())));
+        crate::http::server::serve(listener, router, head_limits, metrics, shutdown.clone()).await;
+        let drained = async {
+            for worker in workers {
+                let _ = worker.await;
+            }
+            if let Some(task) = orchestrator_task
+                && let Err(e) = task.await
+            {
+                tracing::error!(error = %e, "the orchestrator stopped abnormally");
+            }
+            delivery_stop.cancel();
+            if let Err(e) = delivery_task.await {
+                tracing::error!(error = %e, "the delivery worker stopped abnormally");
+            }
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "work still in hand after the grace period; it resumes at the next start"
+            );
         }
-        if let Some(task) = orchestrator_task
-            && let Err(e) = task.await
-        {
-            tracing::error!(error = %e, "the orchestrator stopped abnormally");
-        }
-        delivery_stop.cancel();
-        if let Err(e) = delivery_task.await {
-            tracing::error!(error = %e, "the delivery worker stopped abnormally");
-        }
-    };
-    if tokio::time::timeout(grace, drained).await.is_err() {
-        tracing::warn!(
-            grace_secs = grace.as_secs(),
-            "work still in hand after the grace period; it resumes at the next start"
-        );
+        Ok(())
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_age_of_zero_is_no_limit() {
+        assert_eq!(max_event_age_ms(0), None);
+        assert_eq!(max_event_age_ms(7 * 24 * 3600), Some(604_800_000));
+    }
+
+    #[test]
+    fn an_event_age_past_i64_is_capped() {
+        assert_eq!(max_event_age_ms(u64::MAX), Some(i64::MAX));
+    }
+
+    #[test]
+    fn timeouts_of_zero_count_as_one_second() {
+        let server = ServerConfig {
+            request_timeout_secs: 0,
+            header_read_timeout_secs: 0,
+            body_read_timeout_secs: 0,
+            write_timeout_secs: 0,
+            ..ServerConfig::default()
+        };
+        let limits = http_limits(&server);
+        assert_eq!(limits.request_timeout, Duration::from_secs(1));
+        assert_eq!(limits.body_read_timeout, Duration::from_secs(1));
+        let head = head_limits(&server);
+        assert_eq!(head.read_timeout, Duration::from_secs(1));
+        assert_eq!(head.write_timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn limits_come_from_the_server_section() {
+        let server = ServerConfig::default();
+        let limits = http_limits(&server);
+        assert_eq!(limits.body_limit_bytes, server.body_limit_bytes);
+        assert_eq!(
+            limits.request_timeout,
+            Duration::from_secs(server.request_timeout_secs)
+        );
+        let head = head_limits(&server);
+        assert_eq!(head.max_bytes, server.max_header_bytes);
+        assert_eq!(head.max_connections, server.max_connections);
+    }
+
+    fn page(token: Option<&str>) -> MetricsPage {
+        MetricsPage {
+            metrics: Metrics::new(),
+            token: token.map(crate::config::Secret::new),
+        }
+    }
+
+    #[test]
+    fn the_public_port_serves_metrics_only_behind_a_token_and_without_a_port_of_their_own() {
+        assert!(public_metrics(&page(Some("t")), false).is_some());
+        assert!(public_metrics(&page(None), false).is_none());
+        assert!(public_metrics(&page(Some("t")), true).is_none());
+        assert!(public_metrics(&page(None), true).is_none());
+    }
+
+    #[test]
+    fn the_welcome_says_where_metrics_are() {
+        let at = SocketAddr::from(([127, 0, 0, 1], 9090));
+        assert_eq!(
+            metrics_at(Some(at), true),
+            MetricsAt::OwnPort {
+                addr: at,
+                token: true
+            }
+        );
+        assert_eq!(
+            metrics_at(Some(at), false),
+            MetricsAt::OwnPort {
+                addr: at,
+                token: false
+            }
+        );
+        assert_eq!(metrics_at(None, true), MetricsAt::PublicPort);
+        assert_eq!(metrics_at(None, false), MetricsAt::NotServed);
+    }
 }

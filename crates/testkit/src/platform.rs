@@ -659,3 +659,72 @@ async fn report(inner: Arc<Inner>, url: String, body: String, signature: String)
     }
     inner.statuses_pending.fetch_sub(1, Ordering::Relaxed);
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Sends `request` on a new connection; all the platform wrote before closing it.
+    async fn exchange(platform: &FakeApi, request: &str) -> String {
+        let address = platform.url.trim_start_matches("http://");
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer).await;
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_is_recorded_whole() {
+        let platform = FakeApi::start().await.unwrap();
+        let answer = exchange(
+            &platform,
+            "POST /2010-04-01/Accounts/AC1/Messages.json?x=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nTo=a&\r\n6\r\nBody=b\r\n0\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.contains("\"sid\":\"SMOUT"), "{answer}");
+        let forms = platform.forms();
+        assert_eq!(
+            forms,
+            [vec![
+                ("To".to_string(), "a".to_string()),
+                ("Body".to_string(), "b".to_string())
+            ]]
+        );
+        assert_eq!(
+            platform.requests()[0].path,
+            "/2010-04-01/Accounts/AC1/Messages.json"
+        );
+    }
+
+    #[tokio::test]
+    async fn sends_meet_the_script_in_order_and_indicators_never_do() {
+        let platform = FakeApi::start().await.unwrap();
+        platform.script([Fault::CloseBeforeAccept, Fault::too_many(3)]);
+        let send = |body: &str| {
+            format!(
+                "POST /v23.0/1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let receipt = exchange(&platform, &send(r#"{"status":"read"}"#)).await;
+        assert!(receipt.contains(r#"{"success":true}"#), "{receipt}");
+        let closed = exchange(&platform, &send(r#"{"to":"1555"}"#)).await;
+        assert_eq!(closed, "");
+        let refused = exchange(&platform, &send(r#"{"to":"1555"}"#)).await;
+        assert!(refused.starts_with("HTTP/1.1 429 "), "{refused}");
+        assert!(refused.contains("retry-after: 3\r\n"), "{refused}");
+        let sent = exchange(&platform, &send(r#"{"to":"1555","text":{"body":"hi"}}"#)).await;
+        assert!(sent.contains("wamid.OUT-1"), "{sent}");
+        assert_eq!(platform.faults(), ["closed_before_accept", "429"]);
+        assert_eq!(platform.indicators(), 1);
+        let accepted = platform.accepted();
+        assert_eq!((accepted.len(), accepted[0].text.as_str()), (1, "hi"));
+        assert_eq!(platform.sends().len(), 3);
+        assert_eq!(platform.receipts().len(), 1);
+    }
+}

@@ -29,7 +29,7 @@ pub(crate) struct Agents {
 pub(crate) async fn start(provider: &str, extra: &str) -> Agents {
     let llm = FakeLlm::start().await;
     let shop = FakeShop::start().await;
-    let graph = FakeApi::start().await;
+    let graph = FakeApi::start().await.expect("the fake platform");
     let (base, key) = match provider {
         // One without the trailing slash, one with: both work.
         "anthropic" => (format!("{}/v1/", llm.url), "anthropic-test-key"),
@@ -769,7 +769,7 @@ async fn the_summary_is_folded_every_few_turns_not_every_turn() {
 /// The repository's own deployment: its prompts, its tools, the demo shop behind them.
 async fn start_demo() -> Agents {
     let llm = FakeLlm::start().await;
-    let graph = FakeApi::start().await;
+    let graph = FakeApi::start().await.expect("the fake platform");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let shop =
         concierge_testkit::demo_shop::Shop::load(&root.join("examples/demo-shop.json")).unwrap();

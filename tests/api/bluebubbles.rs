@@ -24,7 +24,7 @@ struct Bb {
 }
 
 async fn start(responder: Option<Arc<dyn Responder>>) -> Bb {
-    let server = FakeApi::start().await;
+    let server = FakeApi::start().await.expect("the fake platform");
     let app = spawn_with_channel(
         "imessage.toml",
         format!(
@@ -367,7 +367,7 @@ impl Responder for Photo {
 #[tokio::test]
 async fn a_photo_is_uploaded_as_an_attachment_and_its_caption_follows_as_a_text() {
     // The photo is served by the same fake; its URL is known once the fake runs.
-    let server = FakeApi::start().await;
+    let server = FakeApi::start().await.expect("the fake platform");
     let photo = Arc::new(Photo {
         url: format!("{}/download/menu.jpg?sig=1", server.url),
     });

@@ -7,13 +7,13 @@
 use std::time::Duration;
 
 use concierge::domain::{ConversationId, DeliveryStatus, Direction};
-use concierge_testkit::graph::{Fault, Platform};
+use concierge_testkit::platform::{FakeApi, Fault};
 
 use crate::helpers::{Deployment, TestApp, eventually, metric, spawn_in};
 
 const SECRET: &str = "faults-app-secret";
 
-async fn start(platform: &Platform) -> TestApp {
+async fn start(platform: &FakeApi) -> TestApp {
     let deployment = Deployment::new(
         "[delivery]\nsend_timeout_secs = 1\nconfirm_wait_ms = 1500\n\n[faq]\nthreshold = 1.0\n",
     );
@@ -22,7 +22,7 @@ async fn start(platform: &Platform) -> TestApp {
         format!(
             "kind = \"whatsapp\"\nphone_number_id = \"{}\"\naccess_token = \"faults-token\"\napp_secret = \"{SECRET}\"\nverify_token = \"faults-verify\"\napi_base = \"{}\"\n",
             concierge_testkit::load::PHONE_NUMBER_ID,
-            platform.api_base
+            platform.graph_api_base()
         ),
     )
     .expect("channel file");
@@ -70,7 +70,7 @@ async fn customer_writes_and_the_reply_settles(app: &TestApp) {
 }
 
 /// What the customer's phone shows.
-fn shown(platform: &Platform) -> usize {
+fn shown(platform: &FakeApi) -> usize {
     platform
         .accepted()
         .iter()
@@ -86,9 +86,9 @@ async fn deliveries(app: &TestApp, outcome: &str) -> f64 {
     )
 }
 
-async fn one_fault(fault: Fault) -> (TestApp, Platform) {
-    let platform = Platform::start().await.expect("fake platform");
-    platform.script([fault]);
+async fn one_fault(fault: Fault) -> (TestApp, FakeApi) {
+    let platform = FakeApi::start().await.expect("fake platform");
+    platform.script([fault.clone()]);
     let app = start(&platform).await;
     customer_writes_and_the_reply_settles(&app).await;
     assert_eq!(platform.faults().len(), 1, "the fault was met");
@@ -98,17 +98,14 @@ async fn one_fault(fault: Fault) -> (TestApp, Platform) {
 
 #[tokio::test]
 async fn a_429_is_retried_after_its_wait_and_the_reply_shown_once() {
-    let (app, _platform) = one_fault(Fault::TooMany {
-        retry_after_secs: 1,
-    })
-    .await;
+    let (app, _platform) = one_fault(Fault::too_many(1)).await;
     assert_eq!(deliveries(&app, "retried").await, 1.0);
     assert_eq!(deliveries(&app, "reconciled").await, 0.0);
 }
 
 #[tokio::test]
 async fn a_500_is_retried_and_the_reply_shown_once() {
-    let (app, _platform) = one_fault(Fault::ServerError).await;
+    let (app, _platform) = one_fault(Fault::server_error()).await;
     assert_eq!(deliveries(&app, "retried").await, 1.0);
     assert_eq!(deliveries(&app, "reconciled").await, 0.0);
 }
@@ -146,12 +143,10 @@ async fn a_connection_closed_before_accepting_is_sent_again_after_the_wait() {
 
 #[tokio::test]
 async fn every_fault_in_a_row_still_ends_in_one_reply() {
-    let platform = Platform::start().await.expect("fake platform");
+    let platform = FakeApi::start().await.expect("fake platform");
     platform.script([
-        Fault::TooMany {
-            retry_after_secs: 1,
-        },
-        Fault::ServerError,
+        Fault::too_many(1),
+        Fault::server_error(),
         Fault::CloseBeforeAccept,
         Fault::CloseAfterAccept,
     ]);

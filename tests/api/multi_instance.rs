@@ -263,7 +263,7 @@ async fn all_queued(
 async fn concierges_on_two_instances_race_for_a_claim_and_one_wins() {
     const NAME: &str = "concierges_on_two_instances_race_for_a_claim_and_one_wins";
     let Some(redis) = redis(NAME) else { return };
-    let graph = FakeApi::start().await;
+    let graph = FakeApi::start().await.expect("the fake platform");
     let deployment = deployment(PEOPLE, &graph);
     let a = Instance::start(redis_config(&deployment, &redis), Parts::default()).await;
     let b = Instance::start(redis_config(&deployment, &redis), Parts::default()).await;
@@ -335,7 +335,7 @@ async fn concierges_on_two_instances_race_for_a_claim_and_one_wins() {
 async fn an_event_ingested_on_one_instance_reaches_a_console_on_another() {
     const NAME: &str = "an_event_ingested_on_one_instance_reaches_a_console_on_another";
     let Some(redis) = redis(NAME) else { return };
-    let graph = FakeApi::start().await;
+    let graph = FakeApi::start().await.expect("the fake platform");
     let deployment = deployment(PEOPLE, &graph);
     let a = Instance::start(redis_config(&deployment, &redis), Parts::default()).await;
     let b = Instance::start(redis_config(&deployment, &redis), Parts::default()).await;
@@ -461,7 +461,7 @@ async fn redis_restarted_under_load_loses_no_accepted_message() {
         return;
     };
     let redis = server.with_prefix();
-    let graph = FakeApi::start().await;
+    let graph = FakeApi::start().await.expect("the fake platform");
     let deployment = deployment("", &graph);
     let gateway = Arc::new(
         Instance::start(

@@ -14,8 +14,8 @@ use concierge::domain::{ChannelId, ContactId, ConversationKey};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
 
-use concierge_testkit::graph::{Accepted, Platform};
 use concierge_testkit::llm::{self, FakeLlm};
+use concierge_testkit::platform::{Accepted, FakeApi};
 
 use crate::helpers::{Deployment, METRICS_TOKEN, PATIENCE, http_client, metric};
 
@@ -417,9 +417,9 @@ async fn three_gateways_on_one_redis_lose_nothing_when_one_is_killed() {
 
     // Messages are accepted after a while, then answered at once: a sender killed meanwhile
     // sent nothing. No statuses are reported.
-    let graph = Platform::start().await.expect("the fake Graph API");
+    let graph = FakeApi::start().await.expect("the fake Graph API");
     graph.delay_accepts(GRAPH_DELAY);
-    let graph_url = graph.api_base.clone();
+    let graph_url = graph.graph_api_base();
     // The echo LLM; a call is counted when asked: a caller killed while it thinks still cost one.
     let llm = FakeLlm::with(llm::Options {
         latency: llm::Latency::Fixed(LLM_DELAY),

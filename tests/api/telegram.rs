@@ -30,7 +30,12 @@ async fn start_with(
     responder: Option<std::sync::Arc<dyn concierge::orchestrator::Responder>>,
     extra: &str,
 ) -> Tg {
-    start_on(FakeApi::start().await, responder, extra).await
+    start_on(
+        FakeApi::start().await.expect("the fake platform"),
+        responder,
+        extra,
+    )
+    .await
 }
 
 async fn start_on(
@@ -388,7 +393,7 @@ async fn choices_become_an_inline_keyboard() {
 
 #[tokio::test]
 async fn polling_delivers_updates_into_the_same_conversations_once_each() {
-    let api = FakeApi::start().await;
+    let api = FakeApi::start().await.expect("the fake platform");
     let text: Value = serde_json::from_slice(&fixture("telegram_text.json")).unwrap();
     let tap: Value = serde_json::from_slice(&fixture("telegram_callback_query.json")).unwrap();
     api.push_updates(vec![text, tap]);
@@ -441,7 +446,9 @@ async fn polling_delivers_updates_into_the_same_conversations_once_each() {
 #[test]
 fn set_webhook_registers_the_url_with_the_secret_token() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let api = runtime.block_on(FakeApi::start());
+    let api = runtime
+        .block_on(FakeApi::start())
+        .expect("the fake platform");
     let deployment = Deployment::new("");
     std::fs::write(
         deployment.path().join("channels/telegram.toml"),

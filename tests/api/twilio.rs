@@ -29,7 +29,7 @@ async fn start_with(
     template: bool,
     responder: Option<std::sync::Arc<dyn concierge::orchestrator::Responder>>,
 ) -> Tw {
-    let api = FakeApi::start().await;
+    let api = FakeApi::start().await.expect("the fake platform");
     let signatures = signatures();
     let url = signatures["twilio_webhook_url"]
         .as_str()

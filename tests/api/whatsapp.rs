@@ -46,7 +46,7 @@ struct Wa {
 }
 
 async fn start_with(template: bool, responder: Option<Arc<dyn Responder>>) -> Wa {
-    let graph = FakeApi::start().await;
+    let graph = FakeApi::start().await.expect("the fake platform");
     let template = if template {
         "reengagement_template = { name = \"reconnect_fake\", language = \"en_US\", params = [\"Maison Lumière\"] }\n"
     } else {
@@ -749,7 +749,7 @@ async fn rate_limits_and_errors_then_success_deliver_each_reply_once_in_order() 
 
 #[tokio::test]
 async fn media_is_fetched_on_demand_with_the_bearer_token() {
-    let graph = FakeApi::start().await;
+    let graph = FakeApi::start().await.expect("the fake platform");
     let config: concierge::channels::whatsapp::WhatsappConfig = toml::from_str(&format!(
         "phone_number_id = \"100000000000001\"\naccess_token = \"tok\"\napp_secret = \"s\"\nverify_token = \"v\"\napi_base = \"{}/v23.0\"\nmedia_max_bytes = 1000\n",
         graph.url

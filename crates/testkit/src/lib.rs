@@ -1,12 +1,11 @@
 //! What Concierge's tests, its bench and its chaos run share, so each fake exists once, over
 //! real HTTP in the real wire formats: the fake LLM provider ([`llm`], OpenAI and Anthropic,
-//! scripted, with latency and fault modes), the fake platforms ([`platform`]: Graph API, Bot
-//! API, Twilio and BlueBubbles, scripted answers; [`graph`]: the Graph API under load, with
-//! connection-level faults and status callbacks), the demo merchant backend, signed webhooks
-//! ([`load`]), and the store suite every backend runs.
+//! scripted, with latency and fault modes), the fake platform ([`platform`]: the Graph API,
+//! the Bot API, Twilio and BlueBubbles, scripted answers and connection-level faults, status
+//! callbacks), the demo merchant backend, signed webhooks ([`load`]), and the store suite
+//! every backend runs.
 
 pub mod demo_shop;
-pub mod graph;
 pub mod llm;
 pub mod load;
 pub mod platform;

@@ -45,7 +45,7 @@ async fn start(
 ) -> Gateway {
     let llm = FakeLlm::start().await;
     llm.echo();
-    let platform = FakeApi::start().await;
+    let platform = FakeApi::start().await.expect("the fake platform");
     let main = format!(
         "[llm]\nprovider = \"openai_compatible\"\nmodel = \"test-model\"\nbase_url = \"{}/v1\"\ntimeout_secs = 5\nmax_retries = 0\n\n[faq]\nthreshold = 0.99\n\n[merchant]\nname = \"Maison Test\"\n\n{main_extra}\n",
         llm.url

@@ -256,7 +256,7 @@ fn whatsapp(wamid: &str, body: &str) -> (Vec<u8>, String) {
 
 /// Drives a whole run against a fresh gateway and returns what it wrote.
 pub(super) async fn full_run(rust_log: Option<&str>, json_logs: bool) -> Run {
-    let api = FakeApi::start().await;
+    let api = FakeApi::start().await.expect("the fake platform");
     let llm = FakeLlm::start().await;
     let shop = FakeShop::start().await;
     let deployment = deployment(&api, &llm, &shop);

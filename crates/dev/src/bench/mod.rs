@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use concierge_testkit::graph::Platform as Graph;
 use concierge_testkit::llm::{self, FakeLlm};
 use concierge_testkit::load::{self, Shape};
+use concierge_testkit::platform::FakeApi as Graph;
 pub use process::{Served, free_port};
 pub use report::{Outcome, Side, Turns};
 
@@ -245,7 +245,7 @@ pub async fn run_one(binary: &Path, options: &Options, plan: &Plan) -> Result<Ou
     };
 
     let graph = Graph::start().await?;
-    let graph_url = graph.api_base.clone();
+    let graph_url = graph.graph_api_base();
     let llm = FakeLlm::with(llm::Options {
         latency: llm::Latency::Fixed(plan.llm_latency),
         record: false,

@@ -163,7 +163,7 @@ async fn run_one(binary: &Path, options: &Options, store: StoreKind) -> Result<R
         &run_id,
         concierge_testkit::tokens::token,
     ));
-    let platform = concierge_testkit::graph::Platform::start().await?;
+    let platform = concierge_testkit::platform::FakeApi::start().await?;
     platform.fail_randomly(options.faults_percent / 100.0);
     // A random wait up to llm_max_ms, so kills land mid-turn; each reply names what it answers.
     let llm = concierge_testkit::llm::FakeLlm::with(concierge_testkit::llm::Options {
@@ -175,7 +175,7 @@ async fn run_one(binary: &Path, options: &Options, store: StoreKind) -> Result<R
     let llm_url = llm.url.clone();
     let folder = std::env::temp_dir().join(format!("concierge-chaos-{run_id}"));
     let port = free_port()?;
-    write_deployment(&folder, port, &platform.api_base, &llm_url)?;
+    write_deployment(&folder, port, &platform.graph_api_base(), &llm_url)?;
     let prefix = format!("chaos-{run_id}");
     let mut env = vec![("RUST_LOG".to_string(), "info".to_string())];
     if store == StoreKind::Redis {

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::Options;
 use crate::bench::StoreKind;
-use concierge_testkit::graph::Accepted;
+use concierge_testkit::platform::Accepted;
 use concierge_testkit::tokens::tokens;
 
 /// One store's run.

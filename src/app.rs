@@ -329,6 +329,8 @@ fn delivery_worker(
 ) -> DeliveryWorker {
     DeliveryWorker::new(
         handles.store.clone(),
+        handles.store.clone(),
+        handles.store.clone(),
         channels.clone(),
         handles.outbox_wake.clone(),
         &config.settings.delivery,

@@ -13,7 +13,7 @@ use super::DeliveryConfig;
 use crate::handoff::{Bus, ConsoleEvent, EventKind as ConsoleKind};
 use concierge_channels::{OutboundMessage, Registry, SendError};
 use concierge_domain::{Author, now_millis};
-use concierge_store::{OutboxEntry, SharedStore};
+use concierge_store::{Conversations, Journal, Outbox, OutboxEntry};
 use concierge_telemetry::Metrics;
 
 /// The longest the worker sleeps without looking at the outbox.
@@ -21,7 +21,12 @@ const POLL: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct DeliveryWorker {
-    store: SharedStore,
+    /// What to send, and the record of each attempt.
+    outbox: Arc<dyn Outbox>,
+    /// When the customer last wrote (the reply window).
+    conversations: Arc<dyn Conversations>,
+    /// The conversation's handoffs (the team a failed reply is reported to).
+    journal: Arc<dyn Journal>,
     channels: Registry,
     wake: Arc<Notify>,
     backoff: Backoff,
@@ -39,15 +44,21 @@ pub struct DeliveryWorker {
 }
 
 impl DeliveryWorker {
+    /// The worker takes the store's roles it uses: the outbox, the conversations and the
+    /// journal (each an upcast of the one store).
     pub fn new(
-        store: SharedStore,
+        outbox: Arc<dyn Outbox>,
+        conversations: Arc<dyn Conversations>,
+        journal: Arc<dyn Journal>,
         channels: Registry,
         wake: Arc<Notify>,
         config: &DeliveryConfig,
         metrics: Metrics,
     ) -> Self {
         Self {
-            store,
+            outbox,
+            conversations,
+            journal,
             channels,
             wake,
             backoff: Backoff {
@@ -80,7 +91,7 @@ impl DeliveryWorker {
             return;
         };
         let conversation = &entry.message.conversation;
-        let team = match self.store.handoffs(conversation).await {
+        let team = match self.journal.handoffs(conversation).await {
             Ok(handoffs) => handoffs.into_iter().rev().find_map(|h| h.team),
             Err(_) => return,
         };
@@ -98,7 +109,7 @@ impl DeliveryWorker {
 
     /// Runs until `shutdown` fires, then waits for the sends in flight.
     pub async fn run(self, shutdown: CancellationToken) {
-        match self.store.release_leases().await {
+        match self.outbox.release_leases().await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 entries = n,
@@ -114,7 +125,7 @@ impl DeliveryWorker {
             let mut claimed = 0;
             if free > 0 {
                 match self
-                    .store
+                    .outbox
                     .claim_due(now_millis(), free, self.lease_ms())
                     .await
                 {
@@ -142,7 +153,7 @@ impl DeliveryWorker {
                 }
                 continue;
             }
-            let wait = match self.store.next_due_at().await {
+            let wait = match self.outbox.next_due_at().await {
                 Ok(Some(at)) => {
                     Duration::from_millis(u64::try_from(at - now_millis()).unwrap_or(0))
                         .clamp(Duration::from_millis(5), POLL)
@@ -188,7 +199,7 @@ impl DeliveryWorker {
             tracing::info!(%channel, "an earlier attempt may have reached the platform; waiting for its status before sending again");
             let at = now_millis() + self.confirm_wait_ms;
             self.record(|| {
-                self.store.retry_at(
+                self.outbox.retry_at(
                     entry.id,
                     at,
                     "waiting for the platform's status of an earlier attempt",
@@ -205,7 +216,7 @@ impl DeliveryWorker {
         // Only channels with a reply window need to know when the customer last wrote.
         let customer_last_message_at = if adapter.capabilities().reply_window.is_some() {
             match self
-                .store
+                .conversations
                 .last_inbound_at(&entry.message.conversation)
                 .await
             {
@@ -216,7 +227,7 @@ impl DeliveryWorker {
                     let wait = self.backoff.delay(entry.attempts);
                     let at = now_millis() + i64::try_from(wait.as_millis()).unwrap_or(1000);
                     self.record(|| {
-                        self.store
+                        self.outbox
                             .retry_at(entry.id, at, "store unavailable", false)
                     })
                     .await;
@@ -264,7 +275,7 @@ impl DeliveryWorker {
                 self.metrics.delivery(channel.as_str(), "sent");
                 self.settled(entry.id);
                 self.record(|| {
-                    self.store
+                    self.outbox
                         .mark_sent(entry.id, receipt.platform_id.clone(), now)
                 })
                 .await;
@@ -301,7 +312,7 @@ impl DeliveryWorker {
                     tracing::info!(%channel, %error, wait_ms = wait.as_millis() as u64, "send failed; will retry");
                     self.metrics.delivery(channel.as_str(), "retried");
                     let text = error.to_string();
-                    self.record(|| self.store.retry_at(entry.id, at, &text, maybe_sent))
+                    self.record(|| self.outbox.retry_at(entry.id, at, &text, maybe_sent))
                         .await;
                 }
             }
@@ -331,7 +342,7 @@ impl DeliveryWorker {
         self.metrics
             .delivery(entry.message.channel.as_str(), "failed");
         self.record(|| {
-            self.store
+            self.outbox
                 .mark_failed(entry.id, code.clone(), reason, now_millis())
         })
         .await;

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agents::genai_client::GenaiClient;
 use crate::agents::llm::Metered;
 use crate::agents::{AgentRuntime, Limits, MerchantTools, Retrying};
+#[cfg(feature = "telegram")]
 use crate::channels::telegram::{self, poll::EventSink};
 use crate::channels::{ChannelAdapter, ChannelConfig, Registry};
 use crate::config::{Config, DeliveryConfig, ServerConfig, StoreLocation};
@@ -495,6 +496,12 @@ fn log_start(config: &Config, addr: SocketAddr) {
 /// Starts the background workers that stop on the shutdown signal: one poller per Telegram
 /// channel that polls, and the queue's clock (SLAs, offers).
 fn spawn_workers(channels: &Registry, handles: &Handles, desk: &Arc<Desk>) -> Vec<JoinHandle<()>> {
+    #[cfg(not(feature = "telegram"))]
+    let mut workers: Vec<JoinHandle<()>> = {
+        let _ = channels;
+        Vec::new()
+    };
+    #[cfg(feature = "telegram")]
     let mut workers: Vec<_> = channels
         .telegram_pollers()
         .into_iter()
@@ -623,12 +630,14 @@ impl<R: Responder> Responder for SharedResponder<R> {
 }
 
 /// Stores polled events as the webhook handler stores posted ones.
+#[cfg(feature = "telegram")]
 struct InboxSink {
     store: SharedStore,
     inbox_wake: Arc<Notify>,
     metrics: Metrics,
 }
 
+#[cfg(feature = "telegram")]
 #[async_trait::async_trait]
 impl EventSink for InboxSink {
     #[tracing::instrument(name = "poll", skip_all, fields(channel = tracing::field::Empty, events = events.len(), seq = tracing::field::Empty, conversation = tracing::field::Empty))]

@@ -5,6 +5,7 @@ mod inbox;
 mod replay;
 mod serve;
 mod support;
+#[cfg(feature = "telegram")]
 mod telegram;
 mod token;
 
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use concierge::telemetry::LogFormat;
 
 pub use inbox::InboxCommand;
+#[cfg(feature = "telegram")]
 pub use telegram::TelegramCommand;
 pub use token::TokenCommand;
 
@@ -62,6 +64,7 @@ pub enum Command {
         config: PathBuf,
     },
     /// Telegram tools.
+    #[cfg(feature = "telegram")]
     Telegram {
         #[command(subcommand)]
         command: TelegramCommand,
@@ -88,6 +91,7 @@ impl Command {
         match self {
             Command::Serve { config } => serve::run(&config),
             Command::Check { config } => check::run(&config),
+            #[cfg(feature = "telegram")]
             Command::Telegram { command } => telegram::run(command),
             Command::Token { command } => token::run(command),
             Command::Inbox { command } => inbox::run(command),

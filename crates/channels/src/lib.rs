@@ -1,16 +1,61 @@
 //! The channel adapter trait and what differs between channels (`Capabilities`); one folder
 //! per platform implements it. Platform wire formats never leave their folder: adapters hand
 //! inward only domain values.
+//!
+//! Each platform but the web chat (which the gateway serves itself) is a cargo feature, all
+//! on by default; a build without one still reads its channel files and refuses them.
+// A build without some platform leaves helpers only those platforms use.
+#![cfg_attr(
+    not(all(
+        feature = "whatsapp",
+        feature = "twilio",
+        feature = "bluebubbles",
+        feature = "telegram"
+    )),
+    allow(dead_code, unused_imports)
+)]
 
+#[cfg(feature = "bluebubbles")]
 pub mod bluebubbles;
+/// Left out of this build (cargo feature `bluebubbles`): only its configuration, so a channel
+/// file of the kind still reads, and `concierge check` says what is missing.
+#[cfg(not(feature = "bluebubbles"))]
+pub mod bluebubbles {
+    mod config;
+    pub use self::config::{BlueBubblesConfig, SendMethod};
+}
 pub mod callback;
 mod limiter;
 pub mod outbound_http;
 pub mod signature;
+#[cfg(feature = "telegram")]
 pub mod telegram;
+/// Left out of this build (cargo feature `telegram`): only its configuration, so a channel
+/// file of the kind still reads, and `concierge check` says what is missing.
+#[cfg(not(feature = "telegram"))]
+pub mod telegram {
+    mod config;
+    pub use self::config::{TelegramConfig, TelegramMode};
+}
+#[cfg(feature = "twilio")]
 pub mod twilio;
+/// Left out of this build (cargo feature `twilio`): only its configuration, so a channel
+/// file of the kind still reads, and `concierge check` says what is missing.
+#[cfg(not(feature = "twilio"))]
+pub mod twilio {
+    mod config;
+    pub use self::config::{ContentTemplate, TwilioConfig};
+}
 pub mod webchat;
+#[cfg(feature = "whatsapp")]
 pub mod whatsapp;
+/// Left out of this build (cargo feature `whatsapp`): only its configuration, so a channel
+/// file of the kind still reads, and `concierge check` says what is missing.
+#[cfg(not(feature = "whatsapp"))]
+pub mod whatsapp {
+    mod config;
+    pub use self::config::{TemplateRef, WhatsappConfig};
+}
 mod window;
 
 pub use self::limiter::RateLimiter;
@@ -84,6 +129,28 @@ impl ChannelKind {
         }
     }
 
+    /// The cargo feature that builds the platform in (`None`: always built in).
+    pub fn feature(self) -> Option<&'static str> {
+        match self {
+            ChannelKind::Webchat => None,
+            ChannelKind::Whatsapp => Some("whatsapp"),
+            ChannelKind::TwilioWhatsapp => Some("twilio"),
+            ChannelKind::Bluebubbles => Some("bluebubbles"),
+            ChannelKind::Telegram => Some("telegram"),
+        }
+    }
+
+    /// Whether this build has the platform.
+    pub fn built_in(self) -> bool {
+        match self {
+            ChannelKind::Webchat => true,
+            ChannelKind::Whatsapp => cfg!(feature = "whatsapp"),
+            ChannelKind::TwilioWhatsapp => cfg!(feature = "twilio"),
+            ChannelKind::Bluebubbles => cfg!(feature = "bluebubbles"),
+            ChannelKind::Telegram => cfg!(feature = "telegram"),
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.iter().copied().find(|k| k.name() == name)
     }
@@ -132,6 +199,17 @@ impl ChannelConfig {
     /// anyone sign a webhook, a zero rate would never send.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
+        let kind = self.kind();
+        if !kind.built_in() {
+            problems.push((
+                "kind",
+                format!(
+                    "`{}` is not built into this gateway: build it with the cargo feature `{}`",
+                    kind.name(),
+                    kind.feature().unwrap_or_default()
+                ),
+            ));
+        }
         let mut required = |key: &'static str, value: &str| {
             if value.trim().is_empty() {
                 problems.push((key, "must not be empty".to_string()));
@@ -177,16 +255,10 @@ impl ChannelConfig {
                     ));
                 }
                 urls.push(("server_url", c.server_url.clone()));
-                if !matches!(c.method.as_str(), "apple-script" | "private-api") {
-                    problems.push(("method", "must be apple-script or private-api".to_string()));
-                }
             }
             ChannelConfig::Telegram(c) => {
                 required("bot_token", c.bot_token.expose());
                 urls.push(("api_base", c.api_base.clone()));
-                if !matches!(c.mode.as_str(), "webhook" | "polling") {
-                    problems.push(("mode", "must be webhook or polling".to_string()));
-                }
                 // Telegram accepts 1 to 256 of A-Z, a-z, 0-9, _ and -.
                 let token = c.secret_token.expose();
                 let valid = (1..=256).contains(&token.len())
@@ -458,12 +530,14 @@ pub trait ChannelAdapter: Send + Sync {
 pub struct Registry {
     adapters: BTreeMap<ChannelId, Arc<dyn ChannelAdapter>>,
     webchats: BTreeMap<ChannelId, Arc<webchat::Webchat>>,
+    #[cfg(feature = "telegram")]
     telegrams: BTreeMap<ChannelId, Arc<telegram::Telegram>>,
 }
 
 impl Registry {
     /// Builds every adapter from its file; `http` is the one client they all share.
     pub fn build(channels: &[(ChannelId, ChannelConfig)], http: &reqwest::Client) -> Self {
+        let _ = http; // only the platforms left out of a build leave it unused
         let mut registry = Registry::default();
         for (id, config) in channels {
             match config {
@@ -472,14 +546,17 @@ impl Registry {
                     registry.webchats.insert(id.clone(), adapter.clone());
                     registry.adapters.insert(id.clone(), adapter);
                 }
+                #[cfg(feature = "whatsapp")]
                 ChannelConfig::Whatsapp(config) => {
                     let adapter = whatsapp::Whatsapp::new(id.clone(), config.clone(), http.clone());
                     registry.adapters.insert(id.clone(), Arc::new(adapter));
                 }
+                #[cfg(feature = "twilio")]
                 ChannelConfig::TwilioWhatsapp(config) => {
                     let adapter = twilio::Twilio::new(id.clone(), config.clone(), http.clone());
                     registry.adapters.insert(id.clone(), Arc::new(adapter));
                 }
+                #[cfg(feature = "telegram")]
                 ChannelConfig::Telegram(config) => {
                     let adapter = Arc::new(telegram::Telegram::new(
                         id.clone(),
@@ -489,11 +566,16 @@ impl Registry {
                     registry.telegrams.insert(id.clone(), adapter.clone());
                     registry.adapters.insert(id.clone(), adapter);
                 }
+                #[cfg(feature = "bluebubbles")]
                 ChannelConfig::Bluebubbles(config) => {
                     let adapter =
                         bluebubbles::BlueBubbles::new(id.clone(), config.clone(), http.clone());
                     registry.adapters.insert(id.clone(), Arc::new(adapter));
                 }
+                // `concierge check` refuses a channel whose platform is left out (see
+                // `ChannelConfig::problems`): nothing to build.
+                #[allow(unreachable_patterns)]
+                _ => {}
             }
         }
         registry
@@ -529,19 +611,46 @@ impl Registry {
     }
 
     /// The Telegram channels that poll instead of receiving webhooks.
+    #[cfg(feature = "telegram")]
     pub fn telegram_pollers(&self) -> Vec<Arc<telegram::Telegram>> {
         self.telegrams
             .values()
-            .filter(|t| t.config().mode == "polling")
+            .filter(|t| t.config().mode == telegram::TelegramMode::Polling)
             .cloned()
             .collect()
     }
 
+    #[cfg(feature = "telegram")]
     pub fn telegram(&self, id: &ChannelId) -> Option<&Arc<telegram::Telegram>> {
         self.telegrams.get(id)
     }
 
     pub fn first_webchat(&self) -> Option<&Arc<webchat::Webchat>> {
         self.webchats.values().next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A channel file of a platform this build leaves out still reads, and is refused by its
+    /// `kind`, naming the feature (`cargo test -p concierge-channels --no-default-features`
+    /// runs the other side of it).
+    #[test]
+    fn a_platform_left_out_is_refused_by_its_kind() {
+        let telegram: telegram::TelegramConfig =
+            toml::from_str("bot_token = \"t\"\nsecret_token = \"s\"\n").unwrap();
+        let problems = ChannelConfig::Telegram(telegram).problems();
+        let refused = problems.iter().find(|(key, _)| *key == "kind");
+        assert_eq!(
+            refused.is_some(),
+            !cfg!(feature = "telegram"),
+            "{problems:?}"
+        );
+        if let Some((_, why)) = refused {
+            assert!(why.contains("cargo feature `telegram`"), "{why}");
+        }
+        assert!(ChannelKind::Webchat.built_in());
     }
 }

@@ -6,6 +6,7 @@ mod content;
 mod event;
 mod ids;
 mod message;
+mod priority;
 mod problem;
 mod secret;
 pub mod suggest;
@@ -21,6 +22,7 @@ pub use ids::{
     PlatformMessageId,
 };
 pub use message::{Author, DeliveryStatus, Direction, Message};
+pub use priority::Priority;
 pub use problem::{Problem, Problems};
 pub use secret::Secret;
 pub use thread::ThreadState;

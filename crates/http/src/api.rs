@@ -21,11 +21,12 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::body::ApiJson;
 use concierge_domain::{
-    Author, ConversationId, DeliveryStatus, Direction, Message, Millis, ThreadState, now_millis,
+    Author, ConversationId, DeliveryStatus, Direction, Message, Millis, Priority, ThreadState,
+    now_millis,
 };
 use concierge_engine::handoff::access::hash_token;
 use concierge_engine::handoff::actions::ActionError;
-use concierge_engine::handoff::{Brief, Caller, Desk, priority_rank};
+use concierge_engine::handoff::{Brief, Caller, Desk};
 use concierge_store::{Conversation, Handoff, QueueEntry, StoreError};
 
 /// How many messages a thread view returns: the latest ones.
@@ -479,7 +480,7 @@ pub async fn queue(
         let h = e.handoff.as_ref();
         (
             !waiting,
-            std::cmp::Reverse(priority_rank(h.and_then(|h| h.priority.as_deref()))),
+            std::cmp::Reverse(Priority::of(h.and_then(|h| h.priority.as_deref()))),
             h.map_or(e.conversation.last_message_at, |h| h.created_at),
         )
     });

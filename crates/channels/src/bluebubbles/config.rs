@@ -14,8 +14,8 @@ pub struct BlueBubblesConfig {
     /// The bridge cannot sign its webhooks: it calls `/webhooks/{id}?secret=...`.
     pub webhook_secret: Secret,
     /// How the server sends: `apple-script` (works everywhere) or `private-api`.
-    #[serde(default = "default_method")]
-    pub method: String,
+    #[serde(default)]
+    pub method: SendMethod,
     /// The largest attachment fetched from the server, in bytes.
     #[serde(default = "default_media_max")]
     pub media_max_bytes: u64,
@@ -25,8 +25,25 @@ pub struct BlueBubblesConfig {
     pub new_conversations_per_minute: u32,
 }
 
-fn default_method() -> String {
-    "apple-script".to_string()
+/// How the BlueBubbles server sends a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SendMethod {
+    /// Through AppleScript: works on every server, cannot quote a message.
+    #[default]
+    AppleScript,
+    /// Through the server's Private API: can quote (reply to) a message.
+    PrivateApi,
+}
+
+impl SendMethod {
+    /// The value of the server API's `method` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendMethod::AppleScript => "apple-script",
+            SendMethod::PrivateApi => "private-api",
+        }
+    }
 }
 
 fn default_media_max() -> u64 {

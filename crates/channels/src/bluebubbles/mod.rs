@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-pub use self::config::BlueBubblesConfig;
+pub use self::config::{BlueBubblesConfig, SendMethod};
 use super::outbound_http::{read_media, request_error, without_url};
 use super::signature::same_secret;
 use super::{
@@ -113,7 +113,7 @@ impl BlueBubbles {
             .text("chatGuid", chat.to_string())
             .text("tempGuid", temp_guid.to_string())
             .text("name", name)
-            .text("method", self.config.method.clone())
+            .text("method", self.config.method.as_str())
             .part("attachment", part);
         let request = self
             .http
@@ -301,11 +301,11 @@ impl ChannelAdapter for BlueBubbles {
                     "chatGuid": chat,
                     "tempGuid": temp_guid,
                     "message": text,
-                    "method": self.config.method,
+                    "method": self.config.method.as_str(),
                 });
                 // Quoting needs the server's Private API; AppleScript cannot quote.
-                if let (Some(reply_to), "private-api") =
-                    (&message.reply_to, self.config.method.as_str())
+                if let (Some(reply_to), SendMethod::PrivateApi) =
+                    (&message.reply_to, self.config.method)
                 {
                     body["selectedMessageGuid"] = json!(reply_to.as_str());
                 }

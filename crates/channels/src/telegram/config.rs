@@ -11,8 +11,8 @@ pub struct TelegramConfig {
     /// Sent by Telegram in X-Telegram-Bot-Api-Secret-Token on every webhook call.
     pub secret_token: Secret,
     /// `webhook`, or `polling` (getUpdates) for development without a public URL.
-    #[serde(default = "default_mode")]
-    pub mode: String,
+    #[serde(default)]
+    pub mode: TelegramMode,
     #[serde(default = "default_api_base")]
     pub api_base: String,
     /// The largest file fetched from Telegram, in bytes (the Bot API serves up to 20 MB).
@@ -30,8 +30,15 @@ pub struct TelegramConfig {
     pub new_conversations_per_minute: u32,
 }
 
-fn default_mode() -> String {
-    "webhook".to_string()
+/// How updates reach the gateway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TelegramMode {
+    /// Telegram calls `/webhooks/{id}` (setWebhook).
+    #[default]
+    Webhook,
+    /// The gateway asks with getUpdates: for development without a public URL.
+    Polling,
 }
 
 fn default_api_base() -> String {

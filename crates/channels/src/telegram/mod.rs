@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-pub use self::config::TelegramConfig;
+pub use self::config::{TelegramConfig, TelegramMode};
 use super::outbound_http::{read_media, request_error, without_url};
 use super::signature::same_secret;
 use super::{

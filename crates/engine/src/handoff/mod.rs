@@ -24,7 +24,7 @@ pub use self::config::{ConciergeConfig, ConciergeRole, QueueConfig, TeamConfig};
 pub use self::events::{Bus, ConsoleEvent, EventKind};
 pub use self::hours::Hours;
 use concierge_agents::AgentRuntime;
-use concierge_domain::{Author, ChannelId, Content, ConversationId, Millis, now_millis};
+use concierge_domain::{Author, ChannelId, Content, ConversationId, Millis, Priority, now_millis};
 use concierge_faq::{Lang, detect_language};
 use concierge_store::{
     NewHandoff, NewNote, Presence, QueueEntry, SharedStore, StoreError, TurnUsage,
@@ -34,17 +34,6 @@ use concierge_telemetry::Metrics;
 /// A concierge whose console has not been connected for this long is offline, whatever
 /// their status says.
 pub const PRESENCE_TTL_MS: i64 = 90_000;
-
-/// The priorities, lowest first.
-pub const PRIORITIES: [&str; 4] = ["low", "normal", "high", "urgent"];
-
-/// A priority's rank (an unknown one counts as normal).
-pub fn priority_rank(priority: Option<&str>) -> usize {
-    PRIORITIES
-        .iter()
-        .position(|p| Some(*p) == priority)
-        .unwrap_or(1)
-}
 
 /// A team, ready to answer questions about its hours.
 #[derive(Debug, Clone)]
@@ -259,14 +248,8 @@ impl Desk {
             });
         }
         draft.handoff.team = Some(team.name.clone());
-        let priority = draft
-            .handoff
-            .priority
-            .as_deref()
-            .map(str::to_lowercase)
-            .filter(|p| PRIORITIES.contains(&p.as_str()))
-            .unwrap_or_else(|| "normal".to_string());
-        draft.handoff.priority = Some(priority);
+        let priority = Priority::of(draft.handoff.priority.as_deref());
+        draft.handoff.priority = Some(priority.as_str().to_string());
         let opens = self.opens_at(&team, now);
         draft.handoff.sla_due_at = Some(opens.saturating_add(team.sla_ms));
 
@@ -506,7 +489,5 @@ mod tests {
         assert_eq!(describe_wait(5 * 60_000, "en"), "about 5 minutes");
         assert_eq!(describe_wait(5 * 60_000, "fr"), "environ 5 minutes");
         assert_eq!(describe_wait(100 * 60_000, "en"), "about 2 hours");
-        assert_eq!(priority_rank(Some("urgent")), 3);
-        assert_eq!(priority_rank(None), 1);
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{ConsoleEvent, Desk, EventKind, entry_team, owned_by, priority_rank};
-use concierge_domain::{ThreadState, now_millis};
+use super::{ConsoleEvent, Desk, EventKind, entry_team, owned_by};
+use concierge_domain::{Priority, ThreadState, now_millis};
 use concierge_store::{NewAudit, StoreError};
 use concierge_telemetry::Metrics;
 
@@ -66,7 +66,7 @@ async fn offer_waiting(desk: &Desk, metrics: &Metrics, now: i64) -> Result<(), S
         .collect();
     waiting.sort_by_key(|(_, h)| {
         (
-            std::cmp::Reverse(priority_rank(h.priority.as_deref())),
+            std::cmp::Reverse(Priority::of(h.priority.as_deref())),
             h.created_at,
         )
     });

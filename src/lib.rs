@@ -9,34 +9,34 @@
 //! re-exports each layer under the name the module had before the split, so a test or a tool
 //! names one crate.
 //!
-//! - [`domain`]: ids, messages, content, inbound events, thread state. Pure data, no I/O.
-//! - [`config`]: reads `concierge.toml`, `channels/*.toml` and `prompts/`, interpolates
+//! - [`domain`] (concierge-domain): ids, messages, content, inbound events, thread state. Pure data, no I/O.
+//! - [`config`] (here): reads `concierge.toml`, `channels/*.toml` and `prompts/`, interpolates
 //!   `${VAR}`, applies `CONCIERGE__SECTION__KEY` overrides, and reports every problem with its
 //!   file, line and key.
-//! - [`channels`]: the adapter trait (verify, parse, send, capabilities) and one folder per
+//! - [`channels`] (concierge-channels): the adapter trait (verify, parse, send, capabilities) and one folder per
 //!   platform: `webchat`, `whatsapp` (Meta's Cloud API), `twilio` (WhatsApp through Twilio),
 //!   `bluebubbles` (iMessage through a BlueBubbles server), `telegram` (the Bot API, webhook
 //!   or polling).
-//! - [`store`]: the store traits, the SQLite backend (one machine)
+//! - [`store`] (concierge-store, -store-sqlite, -store-redis): the store traits, the SQLite backend (one machine)
 //!   and the Redis backend (several instances: partitioned inbox streams, fenced leases, Lua).
-//! - [`agents`]: agent definitions from `prompts/`, the LLM client trait (on `genai`), the
+//! - [`agents`] (concierge-agents): agent definitions from `prompts/`, the LLM client trait (on `genai`), the
 //!   merchant's HTTP tools, PII masking, and the runner that works a turn (tool loop,
 //!   `ask_agent`, `offer_choices`, `handoff_to_human`, limits, internal notes).
-//! - [`orchestrator`]: ordered lanes per conversation fed from the inbox (bursts of messages
+//! - [`orchestrator`] (concierge-engine; the FAQ is concierge-faq): ordered lanes per conversation fed from the inbox (bursts of messages
 //!   answered in one turn, a per-contact turn rate limit), and the responder chain (FAQ,
 //!   agents within a per-conversation token budget and the budgets of new conversations and
 //!   LLM calls a minute, the holding message).
-//! - [`handoff`]: the human side: teams and hours, the queue's policy (team, priority, SLA,
+//! - [`handoff`] (concierge-engine): the human side: teams and hours, the queue's policy (team, priority, SLA,
 //!   expected wait, offers), the handoff brief, concierges' actions (claim, release,
 //!   resolve, transfer, reply, note), tokens and team scoping, live console events.
-//! - [`delivery`]: the outbox worker: send, retry with backoff, give up with a reason.
-//! - [`http`]: the router: webhooks, health, metrics, the web chat page and its stream; the
+//! - [`delivery`] (concierge-engine): the outbox worker: send, retry with backoff, give up with a reason.
+//! - [`http`] (concierge-http): the router: webhooks, health, metrics, the web chat page and its stream; the
 //!   accept loop and the limits that refuse a request before its handler; the web chat's
 //!   budget of new visitors per client address.
-//! - [`app`]: builds the parts from the configuration and runs them until shutdown.
-//! - [`replay`]: `inbox export` and `replay`: kept raw webhooks out as JSON lines, and into
+//! - [`app`] (here): builds the parts from the configuration and runs them until shutdown.
+//! - [`replay`] (here): `inbox export` and `replay`: kept raw webhooks out as JSON lines, and into
 //!   another gateway, re-signed for its secrets.
-//! - [`telemetry`]: logs and the Prometheus metrics.
+//! - [`telemetry`] (concierge-telemetry): logs and the Prometheus metrics.
 //! - `fuzzing` (hidden, the `fuzzing` feature): the fuzz targets, one function per target
 //!   (see FUZZING.md).
 //!

@@ -261,3 +261,15 @@ fn every_module_says_what_it_is_for() {
         "modules without a `//!` line: {silent:?}"
     );
 }
+
+/// The image's dependency layer is built from every crate's manifest, one `COPY` line each:
+/// a crate left out there breaks `docker build` (no engine runs here to catch it otherwise).
+#[test]
+fn the_dockerfile_copies_every_crates_manifest() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    for entry in std::fs::read_dir(root().join("crates")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let line = format!("COPY crates/{name}/Cargo.toml crates/{name}/");
+        assert!(dockerfile.contains(&line), "the Dockerfile lacks `{line}`");
+    }
+}

@@ -144,7 +144,7 @@ impl FromRequestParts<AppState> for Authed {
             )));
         };
         // Looked up by its hash: the token itself is never stored nor compared.
-        let owner = state.desk.store.token_owner(&hash_token(token)).await?;
+        let owner = state.desk.queue.token_owner(&hash_token(token)).await?;
         let caller = owner.and_then(|name| state.desk.caller(&name).cloned());
         match caller {
             Some(caller) => Ok(Authed(caller)),
@@ -299,7 +299,7 @@ pub async fn me(
     State(state): State<AppState>,
     Authed(caller): Authed,
 ) -> Result<Response, Rejection> {
-    let presence = state.desk.store.presence().await?;
+    let presence = state.desk.queue.presence().await?;
     let status = presence
         .iter()
         .find(|p| p.concierge == caller.name)
@@ -349,7 +349,7 @@ pub async fn set_status(
     }
     state
         .desk
-        .store
+        .queue
         .touch_presence(&caller.name, Some(&body.status), now_millis())
         .await?;
     me(State(state), Authed(caller)).await
@@ -419,8 +419,8 @@ pub async fn concierges(
     Authed(_caller): Authed,
 ) -> Result<Response, Rejection> {
     let now = now_millis();
-    let queue = state.desk.store.queue().await?;
-    let presence = state.desk.store.presence().await?;
+    let queue = state.desk.queue.queue().await?;
+    let presence = state.desk.queue.presence().await?;
     let concierges: Vec<ConciergeView> = state
         .desk
         .concierges
@@ -469,7 +469,7 @@ pub async fn queue(
     let now = now_millis();
     let mut entries: Vec<QueueEntry> = state
         .desk
-        .store
+        .queue
         .queue()
         .await?
         .into_iter()
@@ -574,7 +574,7 @@ pub async fn conversation(
     let id = conversation_id(id)?;
     let thread = state.desk.thread(&caller, &id).await?;
     let now = now_millis();
-    let store = &state.desk.store;
+    let store = &state.store;
     let messages = store.recent_messages(&id, HISTORY).await?;
     let last_inbound = messages
         .iter()
@@ -628,7 +628,7 @@ async fn answer(
     _caller: &Caller,
     id: &ConversationId,
 ) -> Result<Response, Rejection> {
-    let store = &state.desk.store;
+    let store = &state.store;
     let conversation = store.conversation(id).await?.ok_or(ActionError::NotFound)?;
     let handoff = store
         .handoffs(id)
@@ -808,7 +808,7 @@ pub async fn reply(
     };
     let conversation = state
         .desk
-        .store
+        .conversations
         .conversation(&id)
         .await?
         .ok_or(ActionError::NotFound)?;
@@ -900,7 +900,7 @@ pub async fn audit(
     }
     let records: Vec<AuditEntry> = state
         .desk
-        .store
+        .queue
         .audit_log(500)
         .await?
         .into_iter()
@@ -936,7 +936,7 @@ pub async fn events(
     };
     state
         .desk
-        .store
+        .queue
         .touch_presence(&caller.name, None, now_millis())
         .await?;
     let desk = state.desk.clone();
@@ -975,7 +975,7 @@ pub async fn events(
 /// its caller, and ends it (listing the concierge offline) when either is gone; every
 /// [`HEARTBEAT`], refreshes the concierge's presence.
 async fn watch(state: AppState, caller: Caller, hash: String, ended: CancellationToken) {
-    let store = &state.desk.store;
+    let store = &state.store;
     let mut revalidate = tokio::time::interval(REVALIDATE);
     revalidate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut touched = tokio::time::Instant::now();
@@ -1009,7 +1009,7 @@ async fn still_stands(state: &AppState, caller: &Caller, hash: &str) -> bool {
     if state.desk.caller(&caller.name) != Some(caller) {
         return false;
     }
-    match state.desk.store.token_owner(hash).await {
+    match state.desk.queue.token_owner(hash).await {
         Ok(owner) => owner.as_deref() == Some(caller.name.as_str()),
         Err(e) => {
             tracing::debug!(error = %e, "cannot check an event stream's token");

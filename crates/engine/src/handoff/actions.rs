@@ -62,11 +62,11 @@ impl Desk {
         id: &ConversationId,
     ) -> Result<Thread, ActionError> {
         let conversation = self
-            .store
+            .conversations
             .conversation(id)
             .await?
             .ok_or(ActionError::NotFound)?;
-        let handoffs = self.store.handoffs(id).await?;
+        let handoffs = self.journal.handoffs(id).await?;
         let handoff = handoffs.iter().rev().find(|h| h.is_open()).cloned();
         let thread = Thread {
             conversation,
@@ -96,7 +96,7 @@ impl Desk {
     }
 
     async fn apply(&self, change: ThreadMove) -> Result<(), ActionError> {
-        if self.store.move_thread(change).await? {
+        if self.queue.move_thread(change).await? {
             Ok(())
         } else {
             Err(ActionError::Conflict(
@@ -422,7 +422,7 @@ impl Desk {
             })
             .collect();
         let queued = self
-            .store
+            .queue
             .concierge_reply(
                 id,
                 &caller.name,
@@ -443,7 +443,7 @@ impl Desk {
             // is a client's mistake, and nothing of it is sent.
             let mut sent = Vec::new();
             for message in &queued.ids {
-                if let Some(message) = self.store.message(*message).await? {
+                if let Some(message) = self.conversations.message(*message).await? {
                     sent.push(message.content);
                 }
             }
@@ -468,7 +468,7 @@ impl Desk {
             return Err(ActionError::Invalid("the note is empty".to_string()));
         }
         self.thread(caller, id).await?;
-        self.store
+        self.queue
             .add_note(
                 id,
                 NewNote {

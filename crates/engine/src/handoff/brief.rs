@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use concierge_agents::{AgentRuntime, Redactor};
 use concierge_domain::{ConversationId, Direction, clip_text};
-use concierge_store::{NewNote, SharedStore, StoreError, TurnUsage};
+use concierge_store::{Conversations, Journal, NewNote, StoreError, TurnUsage};
 
 /// How many of the latest messages the brief quotes.
 const LAST_MESSAGES: usize = 6;
@@ -71,17 +71,18 @@ fn tried_and_facts(notes: &[NewNote]) -> (Vec<String>, Vec<String>) {
 /// Writes the brief of a handoff decided now; `notes` are this turn's (earlier turns' notes
 /// are read from the store).
 pub async fn write(
-    store: &SharedStore,
+    conversations: &dyn Conversations,
+    journal: &dyn Journal,
     llm: Option<&AgentRuntime>,
     redact_pii: bool,
     conversation: &ConversationId,
     reason: &str,
     notes: &[NewNote],
 ) -> Result<(Brief, TurnUsage), StoreError> {
-    let recent = store
+    let recent = conversations
         .recent_messages(conversation, TRANSCRIPT_MESSAGES)
         .await?;
-    let mut all_notes: Vec<NewNote> = store
+    let mut all_notes: Vec<NewNote> = journal
         .notes(conversation)
         .await?
         .into_iter()

@@ -27,7 +27,8 @@ use concierge_agents::AgentRuntime;
 use concierge_domain::{Author, ChannelId, Content, ConversationId, Millis, Priority, now_millis};
 use concierge_faq::{Lang, detect_language};
 use concierge_store::{
-    NewHandoff, NewNote, Presence, QueueEntry, SharedStore, StoreError, TurnUsage,
+    Conversations, Journal, NewHandoff, NewNote, Presence, Queue, QueueEntry, SharedStore,
+    StoreError, TurnUsage,
 };
 use concierge_telemetry::Metrics;
 
@@ -50,7 +51,12 @@ pub struct Desk {
     pub concierges: Vec<Caller>,
     pub settings: QueueConfig,
     pub tz: TimeZone,
-    pub store: SharedStore,
+    /// The queue, presence, tokens and audit: the desk's own part of the store.
+    pub queue: Arc<dyn Queue>,
+    /// The messages a brief and a concierge's reply read.
+    pub conversations: Arc<dyn Conversations>,
+    /// The handoffs and notes of a conversation.
+    pub journal: Arc<dyn Journal>,
     pub events: Bus,
     /// The LLM that writes the narrative part of briefs, when one is configured.
     briefs: Option<Arc<AgentRuntime>>,
@@ -165,7 +171,9 @@ impl Desk {
             concierges: config.concierges.iter().map(Caller::from_config).collect(),
             settings,
             tz: config.timezone,
-            store,
+            queue: store.clone(),
+            conversations: store.clone(),
+            journal: store,
             events,
             briefs,
             entry_agent: config.entry_agent,
@@ -259,7 +267,8 @@ impl Desk {
         let written = tokio::time::timeout(
             BRIEF_DEADLINE,
             brief::write(
-                &self.store,
+                self.conversations.as_ref(),
+                self.journal.as_ref(),
                 llm,
                 self.redact_pii,
                 draft.conversation,
@@ -358,8 +367,8 @@ impl Desk {
     /// ahead shared among the team's online concierges, at `minutes_per_thread` each; the
     /// SLA when nobody is online.
     pub async fn expected_wait(&self, team: &Team, now: Millis) -> Result<i64, StoreError> {
-        let queue = self.store.queue().await?;
-        let presence = self.store.presence().await?;
+        let queue = self.queue.queue().await?;
+        let presence = self.queue.presence().await?;
         let ahead = queue
             .iter()
             .filter(|e| {

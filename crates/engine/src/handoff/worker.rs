@@ -29,10 +29,10 @@ pub async fn run(desk: Arc<Desk>, metrics: Metrics, shutdown: CancellationToken)
 /// One pass: SLA breaches, then offers.
 pub async fn tick(desk: &Desk, metrics: &Metrics) -> Result<(), StoreError> {
     let now = now_millis();
-    for breach in desk.store.sla_breaches(now).await? {
+    for breach in desk.queue.sla_breaches(now).await? {
         tracing::info!(conversation = %breach.conversation, priority = %breach.priority, "first-response SLA breached; priority raised");
         metrics.sla_breached();
-        desk.store
+        desk.queue
             .audit(NewAudit {
                 actor: "gateway".to_string(),
                 action: "sla_breached".to_string(),
@@ -48,7 +48,7 @@ pub async fn tick(desk: &Desk, metrics: &Metrics) -> Result<(), StoreError> {
 }
 
 async fn offer_waiting(desk: &Desk, metrics: &Metrics, now: i64) -> Result<(), StoreError> {
-    let queue = desk.store.queue().await?;
+    let queue = desk.queue.queue().await?;
     let waiting = queue
         .iter()
         .filter(|e| matches!(e.conversation.thread, ThreadState::Queued { .. }))
@@ -57,7 +57,7 @@ async fn offer_waiting(desk: &Desk, metrics: &Metrics, now: i64) -> Result<(), S
     if desk.concierges.is_empty() {
         return Ok(());
     }
-    let presence = desk.store.presence().await?;
+    let presence = desk.queue.presence().await?;
     let mut waiting: Vec<_> = queue
         .iter()
         .filter(|e| matches!(e.conversation.thread, ThreadState::Queued { .. }))
@@ -119,7 +119,7 @@ async fn offer_waiting(desk: &Desk, metrics: &Metrics, now: i64) -> Result<(), S
             .unwrap_or(i64::MAX / 4);
         let until = now.saturating_add(offer_ms);
         if desk
-            .store
+            .queue
             .offer(&handoff.id, &concierge.name, now, until)
             .await?
         {

@@ -1,6 +1,7 @@
 //! Loads and cross-checks the deployment: `concierge.toml`, `channels/<id>.toml` and
 //! `prompts/`. Every file is read, every problem collected, before anything starts.
 
+mod checks;
 mod model;
 mod toml_file;
 
@@ -71,383 +72,206 @@ impl Config {
         overrides: &[(String, String)],
     ) -> Result<Config, Problems> {
         let mut problems = Problems::default();
-        let root = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let root = root_of(path);
+        let settings = read_settings(path, env, overrides, &mut problems);
+        let main = MainFile::read(path);
 
-        let settings = match TomlFile::read(path) {
-            Ok(mut file) => {
-                for p in file.interpolate(env) {
-                    problems.push(p);
-                }
-                for p in file.apply_overrides(OVERRIDE_PREFIX, overrides) {
-                    problems.push(p);
-                }
-                let table = file.table.clone();
-                let (settings, found) = file.deserialize::<FileConfig>(table);
-                for p in found {
-                    problems.push(p);
-                }
-                settings
-            }
-            Err(p) => {
-                problems.push(p);
-                None
-            }
-        };
-        let settings = settings.unwrap_or_default();
-        let settings_file =
-            TomlFile::parse(path, std::fs::read_to_string(path).unwrap_or_default()).ok();
-        let key_problem = |key: &str, message: String| {
-            let line = settings_file.as_ref().and_then(|f| f.line_of_key(key));
-            Problem::new(path, message).at_key(key).at_line(line)
-        };
+        let (listen, found) = checks::server(&settings.server);
+        main.place(&mut problems, found);
+        let (store, found) = checks::store(&settings.store, &root);
+        main.place(&mut problems, found);
+        main.place(&mut problems, checks::pipeline(&settings));
 
-        let bind = match settings.server.bind.parse::<SocketAddr>() {
-            Ok(bind) => bind,
-            Err(e) => {
-                problems.push(key_problem(
-                    "server.bind",
-                    format!(
-                        "`{}` is not an address like 127.0.0.1:8080: {e}",
-                        settings.server.bind
-                    ),
-                ));
-                SocketAddr::from(([127, 0, 0, 1], 8080))
-            }
-        };
-        let metrics_bind = match settings.server.metrics_bind.as_deref() {
-            None => None,
-            Some(text) => match text.parse::<SocketAddr>() {
-                Ok(addr) => Some(addr),
-                Err(e) => {
-                    problems.push(key_problem(
-                        "server.metrics_bind",
-                        format!("`{text}` is not an address like 127.0.0.1:9090: {e}"),
-                    ));
-                    None
-                }
-            },
-        };
-        if settings
-            .server
-            .metrics_token
-            .as_ref()
-            .is_some_and(|token| token.expose().trim().is_empty())
-        {
-            problems.push(key_problem(
-                "server.metrics_token",
-                "must not be empty (leave it out to serve /metrics without a token on metrics_bind)"
-                    .into(),
-            ));
-        }
-        if settings.server.body_limit_bytes == 0 {
-            problems.push(key_problem(
-                "server.body_limit_bytes",
-                "must be above 0".into(),
-            ));
-        }
-        for (key, value) in [
-            (
-                "server.header_read_timeout_secs",
-                settings.server.header_read_timeout_secs,
-            ),
-            (
-                "server.body_read_timeout_secs",
-                settings.server.body_read_timeout_secs,
-            ),
-            (
-                "server.write_timeout_secs",
-                settings.server.write_timeout_secs,
-            ),
-            (
-                "server.max_connections",
-                to_u64(settings.server.max_connections),
-            ),
-            (
-                "server.max_streams_per_key",
-                to_u64(settings.server.max_streams_per_key),
-            ),
-            (
-                "server.max_streams_per_concierge",
-                to_u64(settings.server.max_streams_per_concierge),
-            ),
-        ] {
-            if value == 0 {
-                problems.push(key_problem(key, "must be above 0".into()));
-            }
-        }
-        // Above 256 KiB the connection's read buffer (about 400 KB) would be the limit.
-        if !(1024..=256 * 1024).contains(&settings.server.max_header_bytes) {
-            problems.push(key_problem(
-                "server.max_header_bytes",
-                format!(
-                    "{} is not between 1024 and 262144",
-                    settings.server.max_header_bytes
-                ),
-            ));
-        }
-
-        let store = match settings.store.url.split_once(':') {
-            Some(("sqlite", rest)) if !rest.trim().is_empty() => {
-                let rest = rest.strip_prefix("//").unwrap_or(rest);
-                StoreLocation::Sqlite(resolve(&root, rest))
-            }
-            Some(("redis" | "rediss", _)) => match redis::parse_redis_url(&settings.store.url) {
-                Some(_) => StoreLocation::Redis(settings.store.url.clone()),
-                None => {
-                    problems.push(key_problem(
-                        "store.url",
-                        "is not a Redis URL like redis://127.0.0.1:6379/0".into(),
-                    ));
-                    StoreLocation::Redis(settings.store.url.clone())
-                }
-            },
-            _ => {
-                problems.push(key_problem(
-                    "store.url",
-                    format!(
-                        "`{}` is not a store this build supports; use sqlite:PATH or redis://HOST:PORT/DB",
-                        settings.store.url
-                    ),
-                ));
-                StoreLocation::Sqlite(root.join("data/concierge.db"))
-            }
-        };
-
-        let store_settings = &settings.store;
-        let prefix_ok = !store_settings.prefix.is_empty()
-            && store_settings.prefix.len() <= 64
-            && store_settings
-                .prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !prefix_ok {
-            problems.push(key_problem(
-                "store.prefix",
-                "must be 1 to 64 letters, digits, '-', '_' or '.'".into(),
-            ));
-        }
-        if !(1..=1024).contains(&store_settings.partitions) {
-            problems.push(key_problem(
-                "store.partitions",
-                format!("{} is not between 1 and 1024", store_settings.partitions),
-            ));
-        }
-        if !(1_000..=600_000).contains(&store_settings.takeover_ms) {
-            problems.push(key_problem(
-                "store.takeover_ms",
-                format!(
-                    "{} is not between 1000 and 600000",
-                    store_settings.takeover_ms
-                ),
-            ));
-        }
-        if store_settings.dedupe_ttl_secs < 3600 {
-            problems.push(key_problem(
-                "store.dedupe_ttl_secs",
-                "must be at least 3600: platforms retry a webhook for hours".into(),
-            ));
-        }
-        if !(1..=3650).contains(&store_settings.raw_retention_days) {
-            problems.push(key_problem(
-                "store.raw_retention_days",
-                format!(
-                    "{} is not between 1 and 3650",
-                    store_settings.raw_retention_days
-                ),
-            ));
-        }
-
-        if !(0.0..=1.0).contains(&settings.faq.threshold) {
-            problems.push(key_problem(
-                "faq.threshold",
-                format!("{} is not between 0 and 1", settings.faq.threshold),
-            ));
-        }
-        if !settings.responder.holding.contains_key("en") {
-            problems.push(key_problem(
-                "responder.holding",
-                "needs an `en` entry, the fallback for every language".into(),
-            ));
-        }
-        if settings.orchestrator.max_parallel_lanes == 0 {
-            problems.push(key_problem(
-                "orchestrator.max_parallel_lanes",
-                "must be above 0".into(),
-            ));
-        }
-        if settings.delivery.max_in_flight == 0 {
-            problems.push(key_problem(
-                "delivery.max_in_flight",
-                "must be above 0".into(),
-            ));
-        }
-
-        let channels_dir = resolve(
-            &root,
-            settings.paths.channels.as_deref().unwrap_or("channels"),
-        );
-        let prompts_dir = resolve(
-            &root,
-            settings.paths.prompts.as_deref().unwrap_or("prompts"),
-        );
-        let mut known_teams: Vec<String> = settings.teams.iter().map(|t| t.name.clone()).collect();
-        if known_teams.is_empty() {
-            known_teams.push(settings.queue.default_team.clone());
-        }
-        let (channels, mut channel_teams) =
-            load_channels(&channels_dir, env, &known_teams, &mut problems);
-        for (id, _) in &channels {
-            channel_teams
-                .entry(id.clone())
-                .or_insert_with(|| settings.queue.default_team.clone());
-        }
-
+        // The channels come after the main file's checks: "no channel is configured" is only
+        // worth saying when nothing else is wrong.
+        let (channels_dir, prompts_dir) = checks::paths(&settings, &root);
+        let (channels, channel_teams) =
+            load_channel_files(&settings, &channels_dir, env, &mut problems);
         let faq_path = prompts_dir.join(&settings.faq.file);
-        let faq = if faq_path.exists() {
-            match std::fs::read_to_string(&faq_path) {
-                Ok(text) => match FaqIndex::parse(&text) {
-                    Ok(index) => index,
-                    Err(e) => {
-                        problems
-                            .push(Problem::new(&faq_path, e.to_string()).at_line(Some(e.line())));
-                        FaqIndex::default()
-                    }
-                },
-                Err(e) => {
-                    problems.push(Problem::new(
-                        &faq_path,
-                        format!("cannot read the file: {e}"),
-                    ));
-                    FaqIndex::default()
-                }
-            }
-        } else {
-            FaqIndex::default()
-        };
-        let agent_files: Vec<PathBuf> = list_files(&prompts_dir, "md")
-            .into_iter()
-            .filter(|p| p != &faq_path)
-            .collect();
+        let faq = load_faq(&faq_path, &mut problems);
+        let agent_files = agent_files(&prompts_dir, &faq_path);
 
-        if let Some(llm) = &settings.llm {
-            let base = llm.base_url.as_deref().map(str::trim).unwrap_or_default();
-            if llm.provider == LlmProvider::OpenaiCompatible && base.is_empty() {
-                problems.push(key_problem(
-                    "llm.base_url",
-                    "is required for openai_compatible: the server's URL, like http://localhost:8000/v1".into(),
-                ));
-            }
-            if !base.is_empty()
-                && !reqwest::Url::parse(base).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-            {
-                problems.push(key_problem(
-                    "llm.base_url",
-                    format!("`{base}` is not an http(s) URL"),
-                ));
-            }
-            let needs_key = matches!(llm.provider, LlmProvider::Openai | LlmProvider::Anthropic);
-            if needs_key && llm.api_key.as_ref().is_none_or(|k| k.is_empty()) {
-                problems.push(key_problem(
-                    "llm.api_key",
-                    "is required for this provider: set it to \"${VAR}\" and export the key".into(),
-                ));
-            }
-            if llm.model.trim().is_empty() {
-                problems.push(key_problem("llm.model", "is empty".into()));
-            }
-            if llm.timeout_secs == 0 {
-                problems.push(key_problem("llm.timeout_secs", "must be above 0".into()));
-            }
+        let timezone = cross_check(&settings, &main, &mut problems);
+        let agents = load_agents(&settings, &prompts_dir, &agent_files, &mut problems);
+
+        attribute_overrides(&mut problems, path, overrides, main.table());
+        problems.sort(path);
+        if !problems.is_empty() {
+            return Err(problems);
         }
-        for (key, message) in crate::agents::tools::check(&settings.tools) {
-            problems.push(key_problem(&key, message));
+        Ok(Config {
+            file: path.to_path_buf(),
+            settings,
+            bind: listen.bind,
+            metrics_bind: listen.metrics_bind,
+            store,
+            channels_dir,
+            prompts_dir,
+            channels,
+            channel_teams,
+            faq,
+            agent_files,
+            agents,
+            timezone,
+        })
+    }
+}
+
+/// The folder relative paths are resolved against: the main file's own.
+fn root_of(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Reads the main file: `${VAR}`s, then `CONCIERGE__…` overrides, then the typed settings.
+/// Whatever cannot be read leaves the defaults, so the other checks still run.
+fn read_settings(
+    path: &Path,
+    env: Env<'_>,
+    overrides: &[(String, String)],
+    problems: &mut Problems,
+) -> FileConfig {
+    let mut file = match TomlFile::read(path) {
+        Ok(file) => file,
+        Err(p) => {
+            problems.push(p);
+            return FileConfig::default();
         }
-        if settings.agents.max_tool_rounds == 0 {
-            problems.push(key_problem(
-                "agents.max_tool_rounds",
-                "must be above 0".into(),
-            ));
+    };
+    for p in file.interpolate(env) {
+        problems.push(p);
+    }
+    for p in file.apply_overrides(OVERRIDE_PREFIX, overrides) {
+        problems.push(p);
+    }
+    let table = file.table.clone();
+    let (settings, found) = file.deserialize::<FileConfig>(table);
+    for p in found {
+        problems.push(p);
+    }
+    settings.unwrap_or_default()
+}
+
+/// The main file as written, without overrides: where a refused key's line is, and which
+/// keys the file itself sets (see [`attribute_overrides`]).
+struct MainFile<'a> {
+    path: &'a Path,
+    file: Option<TomlFile<'a>>,
+}
+
+impl<'a> MainFile<'a> {
+    fn read(path: &'a Path) -> Self {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        Self {
+            path,
+            file: TomlFile::parse(path, text).ok(),
         }
-        if settings.agents.max_tool_calls_per_turn == 0 {
-            problems.push(key_problem(
-                "agents.max_tool_calls_per_turn",
-                "must be above 0".into(),
-            ));
+    }
+
+    fn table(&self) -> Option<&toml::Table> {
+        self.file.as_ref().map(|f| &f.table)
+    }
+
+    /// Turns refused keys into problems at their line of the main file, in order.
+    fn place(&self, problems: &mut Problems, faults: Vec<checks::Fault>) {
+        for (key, message) in faults {
+            let line = self.file.as_ref().and_then(|f| f.line_of_key(&key));
+            problems.push(Problem::new(self.path, message).at_key(key).at_line(line));
         }
-        if settings.agents.history_messages == 0 {
-            problems.push(key_problem(
-                "agents.history_messages",
-                "must be above 0".into(),
-            ));
-        }
-        for (key, message) in
-            crate::handoff::config::check(&settings.queue, &settings.teams, &settings.concierges)
-        {
-            problems.push(key_problem(&key, message));
-        }
-        let timezone = match jiff::tz::TimeZone::get(&settings.merchant.timezone) {
-            Ok(tz) => tz,
+    }
+}
+
+/// channels/, with every channel's team: its file's `team`, else `[queue] default_team`.
+fn load_channel_files(
+    settings: &FileConfig,
+    dir: &Path,
+    env: Env<'_>,
+    problems: &mut Problems,
+) -> Channels {
+    let known_teams = checks::known_teams(settings);
+    let (channels, mut channel_teams) = load_channels(dir, env, &known_teams, problems);
+    for (id, _) in &channels {
+        channel_teams
+            .entry(id.clone())
+            .or_insert_with(|| settings.queue.default_team.clone());
+    }
+    (channels, channel_teams)
+}
+
+/// The FAQ file, when there is one; an unreadable or malformed one is a problem and no FAQ.
+fn load_faq(faq_path: &Path, problems: &mut Problems) -> FaqIndex {
+    if !faq_path.exists() {
+        return FaqIndex::default();
+    }
+    match std::fs::read_to_string(faq_path) {
+        Ok(text) => match FaqIndex::parse(&text) {
+            Ok(index) => index,
             Err(e) => {
-                problems.push(key_problem(
-                    "merchant.timezone",
-                    format!(
-                        "`{}` is not a known time zone (like Europe/Paris): {e}",
-                        settings.merchant.timezone
-                    ),
-                ));
-                jiff::tz::TimeZone::UTC
+                problems.push(Problem::new(faq_path, e.to_string()).at_line(Some(e.line())));
+                FaqIndex::default()
             }
-        };
-        let tool_names = settings.tools.iter().map(|t| t.name.clone()).collect();
-        let agents = if agent_files.is_empty() {
-            if settings.llm.is_some() {
-                problems.push(Problem::new(
-                    &prompts_dir,
-                    "[llm] is configured but there is no agent: add an agent file such as front_desk.md with `entry = true`",
-                ));
+        },
+        Err(e) => {
+            problems.push(Problem::new(faq_path, format!("cannot read the file: {e}")));
+            FaqIndex::default()
+        }
+    }
+}
+
+/// Every `.md` in prompts/ but the FAQ is an agent.
+fn agent_files(prompts_dir: &Path, faq_path: &Path) -> Vec<PathBuf> {
+    list_files(prompts_dir, "md")
+        .into_iter()
+        .filter(|p| p != faq_path)
+        .collect()
+}
+
+/// The settings that refer to one another (the LLM, tools, agents' bounds, teams and
+/// concierges, the merchant's time zone), each refused key placed in the main file.
+fn cross_check(
+    settings: &FileConfig,
+    main: &MainFile<'_>,
+    problems: &mut Problems,
+) -> jiff::tz::TimeZone {
+    main.place(problems, checks::llm(settings.llm.as_ref()));
+    main.place(problems, crate::agents::tools::check(&settings.tools));
+    main.place(problems, checks::agents(&settings.agents));
+    main.place(
+        problems,
+        crate::handoff::config::check(&settings.queue, &settings.teams, &settings.concierges),
+    );
+    let (timezone, found) = checks::timezone(&settings.merchant.timezone);
+    main.place(problems, found);
+    timezone
+}
+
+/// The agents, checked against each other and the configured tools. Without agent files
+/// there are none, which is only a problem once an `[llm]` would need them.
+fn load_agents(
+    settings: &FileConfig,
+    prompts_dir: &Path,
+    agent_files: &[PathBuf],
+    problems: &mut Problems,
+) -> Option<std::sync::Arc<crate::agents::AgentSet>> {
+    if agent_files.is_empty() {
+        if settings.llm.is_some() {
+            problems.push(Problem::new(
+                prompts_dir,
+                "[llm] is configured but there is no agent: add an agent file such as front_desk.md with `entry = true`",
+            ));
+        }
+        return None;
+    }
+    let tool_names = settings.tools.iter().map(|t| t.name.clone()).collect();
+    match crate::agents::AgentSet::load(agent_files, &tool_names) {
+        Ok(set) => Some(std::sync::Arc::new(set)),
+        Err(found) => {
+            for p in found {
+                problems.push(p);
             }
             None
-        } else {
-            match crate::agents::AgentSet::load(&agent_files, &tool_names) {
-                Ok(set) => Some(std::sync::Arc::new(set)),
-                Err(found) => {
-                    for p in found {
-                        problems.push(p);
-                    }
-                    None
-                }
-            }
-        };
-
-        attribute_overrides(
-            &mut problems,
-            path,
-            overrides,
-            settings_file.as_ref().map(|f| &f.table),
-        );
-        problems.sort(path);
-        if problems.is_empty() {
-            Ok(Config {
-                file: path.to_path_buf(),
-                settings,
-                bind,
-                metrics_bind,
-                store,
-                channels_dir,
-                prompts_dir,
-                channels,
-                channel_teams,
-                faq,
-                agent_files,
-                agents,
-                timezone,
-            })
-        } else {
-            Err(problems)
         }
     }
 }

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::definition::{
     ASK_TOOL, AgentSet, CHOICES_TOOL, HANDOFF_TOOL, PromptContext, RenderError,
 };
-use super::llm::{LlmClient, LlmError, LlmMessage, LlmRequest, ToolCall, ToolSpec};
+use super::llm::{LlmClient, LlmError, LlmMessage, LlmReply, LlmRequest, ToolCall, ToolSpec};
 use super::redact::Redactor;
 use super::tools::{Identity, MerchantTools};
 use concierge_domain::{ConversationId, clip_text};
@@ -148,6 +148,122 @@ enum Ending {
     Text(String),
     Choices { text: String, options: Vec<String> },
     Handoff { text: Option<String> },
+}
+
+/// Where an agent runs in the turn: the entry agent at depth 0, a colleague asked with
+/// `ask_agent` deeper, `chain` the agents from the entry one down to it.
+#[derive(Clone, Copy)]
+struct Hop<'a> {
+    agent: &'a str,
+    depth: usize,
+    chain: &'a [String],
+}
+
+/// What the prompt adds after the agent's own: for the entry agent, the summary and a
+/// concierge's note; for a colleague, who is asking and that the customer will not see it.
+fn prompt_addendum(hop: Hop<'_>, summary: Option<&str>, team_note: Option<&str>) -> String {
+    let mut text = String::new();
+    if hop.depth == 0 {
+        if let Some(summary) = summary {
+            text.push_str("\n\nSummary of the earlier conversation:\n");
+            text.push_str(summary);
+        }
+        if let Some(note) = team_note {
+            text.push_str("\n\nA member of our team handled this conversation and handed it back to you with this internal note (never quote or reveal it to the customer); take it into account and continue from there:\n");
+            text.push_str(note);
+        }
+    } else {
+        text.push_str(&format!(
+            "\n\nA colleague ({}) is asking you this on behalf of the customer. Answer them in plain language, briefly, with the facts you found; the customer will not see your answer.",
+            hop.chain
+                .get(hop.chain.len().saturating_sub(2))
+                .map(String::as_str)
+                .unwrap_or("a colleague")
+        ));
+    }
+    text
+}
+
+/// The turn's token budget: no call once `spent` reaches it, and an answer that took it
+/// past fails the turn (`answered`) even if it was the last one needed.
+fn within_budget(spent: u64, budget: u64, answered: bool) -> Result<(), AgentFailure> {
+    let over = if answered {
+        spent > budget
+    } else {
+        spent >= budget
+    };
+    if over {
+        return Err(AgentFailure::Budget { spent, budget });
+    }
+    Ok(())
+}
+
+/// A reply without tool calls ends the agent's loop: with its text, or as a failure.
+fn final_answer(agent: &str, text: Option<String>) -> Result<Ending, AgentFailure> {
+    text.map(Ending::Text).ok_or_else(|| AgentFailure::Empty {
+        agent: agent.to_string(),
+    })
+}
+
+/// The turn's tool calls once this reply's are counted. A reply that would go past the
+/// limit is not run at all: the turn fails.
+fn within_tool_call_limit(
+    agent: &str,
+    so_far: usize,
+    asked_now: usize,
+    limit: usize,
+) -> Result<usize, AgentFailure> {
+    let asked = so_far + asked_now;
+    if asked > limit {
+        return Err(AgentFailure::ToolCalls {
+            agent: agent.to_string(),
+            asked,
+            limit,
+        });
+    }
+    Ok(asked)
+}
+
+/// The tool metric a refused call is counted under.
+#[derive(Debug, PartialEq, Eq)]
+struct Refused<'a> {
+    tool: &'a str,
+    outcome: &'static str,
+}
+
+/// A tool call the agent may make: one of the tools it was given, with an object (or no)
+/// arguments. Any other fails the turn.
+fn vet_tool_call<'a>(
+    agent: &str,
+    call: &'a ToolCall,
+    tools: &[ToolSpec],
+) -> Result<(), (Refused<'a>, AgentFailure)> {
+    if !tools.iter().any(|t| t.name == call.name) {
+        // The name is the model's words: not a label.
+        return Err((
+            Refused {
+                tool: "unknown",
+                outcome: "unknown_tool",
+            },
+            AgentFailure::InvalidToolCall {
+                agent: agent.to_string(),
+                detail: format!("called `{}`, which it was not given", call.name),
+            },
+        ));
+    }
+    if !call.arguments.is_object() && !call.arguments.is_null() {
+        return Err((
+            Refused {
+                tool: &call.name,
+                outcome: "invalid_arguments",
+            },
+            AgentFailure::InvalidToolCall {
+                agent: agent.to_string(),
+                detail: format!("the arguments of `{}` are not a JSON object", call.name),
+            },
+        ));
+    }
+    Ok(())
 }
 
 fn string_arg(args: &Value, key: &str) -> Option<String> {
@@ -289,34 +405,21 @@ impl AgentRuntime {
         state: &'a mut TurnState<'_>,
     ) -> BoxFuture<'a, Result<Ending, AgentFailure>> {
         async move {
-            let def = self.agents.get(agent).ok_or_else(|| AgentFailure::InvalidToolCall {
-                agent: agent.to_string(),
-                detail: format!("no agent named `{agent}`"),
-            })?;
-            let mut context = state.input.context.clone();
-            context.agent = agent.to_string();
-            let mut system = self.agents.render(agent, &context)?;
-            if depth == 0 {
-                if let Some(summary) = &state.input.summary {
-                    system.push_str("\n\nSummary of the earlier conversation:\n");
-                    system.push_str(summary);
-                }
-                if let Some(note) = &state.input.team_note {
-                    system.push_str("\n\nA member of our team handled this conversation and handed it back to you with this internal note (never quote or reveal it to the customer); take it into account and continue from there:\n");
-                    system.push_str(note);
-                }
-            } else {
-                system.push_str(&format!(
-                    "\n\nA colleague ({}) is asking you this on behalf of the customer. Answer them in plain language, briefly, with the facts you found; the customer will not see your answer.",
-                    chain.get(chain.len().saturating_sub(2)).map(String::as_str).unwrap_or("a colleague")
-                ));
-            }
+            let def = self
+                .agents
+                .get(agent)
+                .ok_or_else(|| AgentFailure::InvalidToolCall {
+                    agent: agent.to_string(),
+                    detail: format!("no agent named `{agent}`"),
+                })?;
+            let hop = Hop {
+                agent,
+                depth,
+                chain: &chain,
+            };
+            let system = self.system_prompt(hop, state)?;
             let tools = self.specs_for(agent, depth);
             for round in 0..self.limits.max_tool_rounds {
-                let budget = self.limits.turn_token_budget;
-                if state.spent() >= budget {
-                    return Err(AgentFailure::Budget { spent: state.spent(), budget });
-                }
                 let request = LlmRequest {
                     model: def.model.clone(),
                     system: system.clone(),
@@ -325,124 +428,31 @@ impl AgentRuntime {
                     temperature: def.temperature,
                     conversation: Some(state.input.identity.conversation.clone()),
                 };
-                let reply = self.llm.chat(&request).await?;
-                state.result.llm_calls += 1;
-                state.result.input_tokens += reply.input_tokens;
-                state.result.output_tokens += reply.output_tokens;
-                tracing::debug!(agent, round, depth, calls = reply.tool_calls.len(), "LLM answered");
-                if state.spent() > budget {
-                    return Err(AgentFailure::Budget { spent: state.spent(), budget });
-                }
+                let reply = self.ask_model(&request, state).await?;
+                tracing::debug!(
+                    agent,
+                    round,
+                    depth,
+                    calls = reply.tool_calls.len(),
+                    "LLM answered"
+                );
                 if reply.tool_calls.is_empty() {
-                    return match reply.text {
-                        Some(text) => Ok(Ending::Text(text)),
-                        None => Err(AgentFailure::Empty { agent: agent.to_string() }),
-                    };
+                    return final_answer(agent, reply.text);
                 }
-                // A reply that would go past the limit is not run at all: the turn fails.
-                let asked = state.tool_calls + reply.tool_calls.len();
-                if asked > self.limits.max_tool_calls_per_turn {
-                    return Err(AgentFailure::ToolCalls {
-                        agent: agent.to_string(),
-                        asked,
-                        limit: self.limits.max_tool_calls_per_turn,
-                    });
-                }
-                state.tool_calls = asked;
+                state.tool_calls = within_tool_call_limit(
+                    agent,
+                    state.tool_calls,
+                    reply.tool_calls.len(),
+                    self.limits.max_tool_calls_per_turn,
+                )?;
                 messages.push(LlmMessage::Assistant {
                     text: reply.text.clone(),
                     tool_calls: reply.tool_calls.clone(),
                 });
-                let mut ending = None;
-                for call in &reply.tool_calls {
-                    let offered = tools.iter().any(|t| t.name == call.name);
-                    if !offered {
-                        // The name is the model's words: not a label.
-                        self.metrics.tool_call("unknown", "unknown_tool");
-                        return Err(AgentFailure::InvalidToolCall {
-                            agent: agent.to_string(),
-                            detail: format!("called `{}`, which it was not given", call.name),
-                        });
-                    }
-                    if !call.arguments.is_object() && !call.arguments.is_null() {
-                        self.metrics.tool_call(&call.name, "invalid_arguments");
-                        return Err(AgentFailure::InvalidToolCall {
-                            agent: agent.to_string(),
-                            detail: format!("the arguments of `{}` are not a JSON object", call.name),
-                        });
-                    }
-                    let content = if ending.is_some() {
-                        "not run: the turn already ended".to_string()
-                    } else {
-                        let span = tracing::info_span!(
-                            "tool",
-                            tool = %call.name,
-                            agent,
-                            conversation = %state.input.identity.conversation,
-                            outcome = tracing::field::Empty,
-                        );
-                        let (content, outcome) = match call.name.as_str() {
-                            HANDOFF_TOOL => {
-                                let (content, end) = self.handoff(agent, call, reply.text.clone(), state);
-                                let outcome = if end.is_some() { "ok" } else { "invalid_arguments" };
-                                ending = end;
-                                (content, outcome)
-                            }
-                            CHOICES_TOOL => {
-                                let (content, end) = self.choices(call);
-                                let outcome = if end.is_some() { "ok" } else { "invalid_arguments" };
-                                ending = end;
-                                (content, outcome)
-                            }
-                            ASK_TOOL => {
-                                let asked = self
-                                    .ask(agent, call, depth, &chain, state)
-                                    .instrument(span.clone())
-                                    .await;
-                                match asked {
-                                    Ok(asked) => asked,
-                                    Err(failure) => {
-                                        span.record("outcome", "error");
-                                        self.metrics.tool_call(ASK_TOOL, "error");
-                                        return Err(failure);
-                                    }
-                                }
-                            }
-                            tool => {
-                                let args = state.redactor.restore_json(&call.arguments);
-                                let output = self
-                                    .tools
-                                    .call(tool, &args, &state.input.identity)
-                                    .instrument(span.clone())
-                                    .await;
-                                state.note(
-                                    agent,
-                                    format!(
-                                        "called {tool} {} → {}: {}",
-                                        args,
-                                        if output.is_ok() { "ok" } else { "error" },
-                                        clip_text(&output.content, 500)
-                                    ),
-                                );
-                                let outcome = output.outcome.name();
-                                let content = if state.input.redact_pii {
-                                    state.redactor.mask(&output.content)
-                                } else {
-                                    output.content
-                                };
-                                (content, outcome)
-                            }
-                        };
-                        span.record("outcome", outcome);
-                        self.metrics.tool_call(&call.name, outcome);
-                        content
-                    };
-                    messages.push(LlmMessage::ToolResult {
-                        call_id: call.id.clone(),
-                        content,
-                    });
-                }
-                if let Some(ending) = ending {
+                if let Some(ending) = self
+                    .run_tool_calls(hop, &reply, &tools, &mut messages, state)
+                    .await?
+                {
                     return Ok(ending);
                 }
             }
@@ -452,6 +462,156 @@ impl AgentRuntime {
             })
         }
         .boxed()
+    }
+
+    /// The agent's rendered prompt, with what its place in the turn adds.
+    fn system_prompt(&self, hop: Hop<'_>, state: &TurnState<'_>) -> Result<String, AgentFailure> {
+        let mut context = state.input.context.clone();
+        context.agent = hop.agent.to_string();
+        let mut system = self.agents.render(hop.agent, &context)?;
+        system.push_str(&prompt_addendum(
+            hop,
+            state.input.summary.as_deref(),
+            state.input.team_note.as_deref(),
+        ));
+        Ok(system)
+    }
+
+    /// One LLM call, counted in the turn's usage; none once the token budget is spent.
+    async fn ask_model(
+        &self,
+        request: &LlmRequest,
+        state: &mut TurnState<'_>,
+    ) -> Result<LlmReply, AgentFailure> {
+        within_budget(state.spent(), self.limits.turn_token_budget, false)?;
+        let reply = self.llm.chat(request).await?;
+        state.result.llm_calls += 1;
+        state.result.input_tokens += reply.input_tokens;
+        state.result.output_tokens += reply.output_tokens;
+        Ok(reply)
+    }
+
+    /// Runs the reply's tool calls in order, each answer going back into `messages`. Once
+    /// one ends the turn (a handoff, choices), the rest are answered without being run.
+    async fn run_tool_calls(
+        &self,
+        hop: Hop<'_>,
+        reply: &LlmReply,
+        tools: &[ToolSpec],
+        messages: &mut Vec<LlmMessage>,
+        state: &mut TurnState<'_>,
+    ) -> Result<Option<Ending>, AgentFailure> {
+        let mut ending = None;
+        for call in &reply.tool_calls {
+            if let Err((outcome, failure)) = vet_tool_call(hop.agent, call, tools) {
+                self.metrics.tool_call(outcome.tool, outcome.outcome);
+                return Err(failure);
+            }
+            let content = if ending.is_some() {
+                "not run: the turn already ended".to_string()
+            } else {
+                self.run_tool_call(hop, call, &reply.text, &mut ending, state)
+                    .await?
+            };
+            messages.push(LlmMessage::ToolResult {
+                call_id: call.id.clone(),
+                content,
+            });
+        }
+        Ok(ending)
+    }
+
+    /// One tool call, in its span and counted: what the model reads back. A built-in tool
+    /// that ends the turn sets `ending`.
+    async fn run_tool_call(
+        &self,
+        hop: Hop<'_>,
+        call: &ToolCall,
+        reply_text: &Option<String>,
+        ending: &mut Option<Ending>,
+        state: &mut TurnState<'_>,
+    ) -> Result<String, AgentFailure> {
+        let agent = hop.agent;
+        let span = tracing::info_span!(
+            "tool",
+            tool = %call.name,
+            agent,
+            conversation = %state.input.identity.conversation,
+            outcome = tracing::field::Empty,
+        );
+        let (content, outcome) = match call.name.as_str() {
+            HANDOFF_TOOL => {
+                let (content, end) = self.handoff(agent, call, reply_text.clone(), state);
+                let outcome = if end.is_some() {
+                    "ok"
+                } else {
+                    "invalid_arguments"
+                };
+                *ending = end;
+                (content, outcome)
+            }
+            CHOICES_TOOL => {
+                let (content, end) = self.choices(call);
+                let outcome = if end.is_some() {
+                    "ok"
+                } else {
+                    "invalid_arguments"
+                };
+                *ending = end;
+                (content, outcome)
+            }
+            ASK_TOOL => {
+                let asked = self
+                    .ask(agent, call, hop.depth, hop.chain, state)
+                    .instrument(span.clone())
+                    .await;
+                match asked {
+                    Ok(asked) => asked,
+                    Err(failure) => {
+                        span.record("outcome", "error");
+                        self.metrics.tool_call(ASK_TOOL, "error");
+                        return Err(failure);
+                    }
+                }
+            }
+            tool => {
+                self.call_merchant_tool(agent, tool, call, state)
+                    .instrument(span.clone())
+                    .await
+            }
+        };
+        span.record("outcome", outcome);
+        self.metrics.tool_call(&call.name, outcome);
+        Ok(content)
+    }
+
+    /// A merchant tool: its answer (masked when `redact_pii`) and outcome; the call and a
+    /// clip of the answer go into the notes.
+    async fn call_merchant_tool(
+        &self,
+        agent: &str,
+        tool: &str,
+        call: &ToolCall,
+        state: &mut TurnState<'_>,
+    ) -> (String, &'static str) {
+        let args = state.redactor.restore_json(&call.arguments);
+        let output = self.tools.call(tool, &args, &state.input.identity).await;
+        state.note(
+            agent,
+            format!(
+                "called {tool} {} → {}: {}",
+                args,
+                if output.is_ok() { "ok" } else { "error" },
+                clip_text(&output.content, 500)
+            ),
+        );
+        let outcome = output.outcome.name();
+        let content = if state.input.redact_pii {
+            state.redactor.mask(&output.content)
+        } else {
+            output.content
+        };
+        (content, outcome)
     }
 
     fn handoff(
@@ -676,5 +836,111 @@ impl AgentRuntime {
         draft.suggested_replies.retain(|r| !r.trim().is_empty());
         draft.suggested_replies.truncate(3);
         Ok((draft, reply.input_tokens, reply.output_tokens))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hop<'a>(depth: usize, chain: &'a [String]) -> Hop<'a> {
+        Hop {
+            agent: "front_desk",
+            depth,
+            chain,
+        }
+    }
+
+    #[test]
+    fn the_entry_agent_reads_the_summary_and_the_concierges_note() {
+        let chain = ["front_desk".to_string()];
+        assert_eq!(prompt_addendum(hop(0, &chain), None, None), "");
+        let text = prompt_addendum(
+            hop(0, &chain),
+            Some("asked about order 7"),
+            Some("refunded"),
+        );
+        assert!(
+            text.starts_with("\n\nSummary of the earlier conversation:\nasked about order 7\n\n")
+        );
+        assert!(text.ends_with("continue from there:\nrefunded"));
+    }
+
+    #[test]
+    fn a_colleague_is_told_who_asks_and_not_the_summary() {
+        let chain = ["front_desk".to_string(), "orders".to_string()];
+        let text = prompt_addendum(hop(1, &chain), Some("secret"), Some("note"));
+        assert!(text.starts_with("\n\nA colleague (front_desk) is asking you this"));
+        assert!(!text.contains("secret") && !text.contains("note"));
+    }
+
+    #[test]
+    fn the_budget_stops_a_call_at_the_limit_and_an_answer_past_it() {
+        assert!(within_budget(99, 100, false).is_ok());
+        assert!(matches!(
+            within_budget(100, 100, false),
+            Err(AgentFailure::Budget {
+                spent: 100,
+                budget: 100
+            })
+        ));
+        assert!(within_budget(100, 100, true).is_ok());
+        assert!(within_budget(101, 100, true).is_err());
+    }
+
+    #[test]
+    fn an_empty_answer_fails_and_the_tool_call_limit_counts_the_whole_reply() {
+        assert!(matches!(final_answer("a", Some("hi".into())), Ok(Ending::Text(t)) if t == "hi"));
+        assert!(matches!(
+            final_answer("a", None),
+            Err(AgentFailure::Empty { .. })
+        ));
+        assert_eq!(within_tool_call_limit("a", 2, 2, 4).unwrap(), 4);
+        assert!(matches!(
+            within_tool_call_limit("a", 2, 3, 4),
+            Err(AgentFailure::ToolCalls {
+                asked: 5,
+                limit: 4,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn only_given_tools_with_object_arguments_are_run() {
+        let tools = [ToolSpec {
+            name: "order_status".into(),
+            description: String::new(),
+            parameters: json!({}),
+        }];
+        let call = |name: &str, arguments: Value| ToolCall {
+            id: "1".into(),
+            name: name.into(),
+            arguments,
+        };
+        assert!(vet_tool_call("a", &call("order_status", json!({ "id": 1 })), &tools).is_ok());
+        assert!(vet_tool_call("a", &call("order_status", Value::Null), &tools).is_ok());
+        let unknown = call("drop_tables", json!({}));
+        let (refused, _) = vet_tool_call("a", &unknown, &tools).unwrap_err();
+        assert_eq!(
+            refused,
+            Refused {
+                tool: "unknown",
+                outcome: "unknown_tool"
+            }
+        );
+        let listed = call("order_status", json!([1]));
+        let (refused, failure) = vet_tool_call("a", &listed, &tools).unwrap_err();
+        assert_eq!(
+            refused,
+            Refused {
+                tool: "order_status",
+                outcome: "invalid_arguments"
+            }
+        );
+        assert_eq!(
+            failure.to_string(),
+            "agent `a` made an invalid tool call: the arguments of `order_status` are not a JSON object"
+        );
     }
 }

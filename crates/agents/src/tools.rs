@@ -450,41 +450,10 @@ impl MerchantTools {
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let mut tools = BTreeMap::new();
-        for config in configs {
-            let (Some(method), Some(redirects)) = (
-                parse_method(&config.method),
-                parse_redirects(&config.follow_redirects),
-            ) else {
-                continue;
-            };
-            let placeholders = placeholders(&config.url);
-            if misplaced_placeholder(&config.url, &placeholders).is_some() {
-                continue;
-            }
-            let parameters = config
-                .parameters
-                .as_ref()
-                .map(|t| toml_to_json(&toml::Value::Table(t.clone())))
-                .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
-            let (properties, required) = schema_fields(config);
-            tools.insert(
-                config.name.clone(),
-                MerchantTool {
-                    shape: Url::parse(&fill(&config.url, &placeholders, "x"))
-                        .ok()
-                        .map(|u| Shape::of(&u)),
-                    pieces: pieces(&config.url),
-                    placeholders,
-                    config: config.clone(),
-                    method,
-                    parameters,
-                    properties,
-                    required,
-                    redirects,
-                },
-            );
-        }
+        let tools = configs
+            .iter()
+            .filter_map(|config| Some((config.name.clone(), MerchantTool::from_config(config)?)))
+            .collect();
         Ok(Self { tools, http })
     }
 
@@ -509,45 +478,203 @@ impl MerchantTools {
                 format!("there is no tool named `{name}`"),
             );
         };
-        let empty = Map::new();
+        let call = match tool.plan(name, arguments) {
+            Ok(call) => call,
+            Err(refused) => return refused,
+        };
+        let timeout = Duration::from_secs(tool.config.timeout_secs.max(1));
+        let started = Instant::now();
+        let mut response = match self
+            .send(tool, name, identity, call, started + timeout)
+            .await
+        {
+            Ok(response) => response,
+            Err(failed) => return failed,
+        };
+        let status = response.status();
+        let (body, truncated) =
+            match read_bounded(&mut response, tool.config.max_response_bytes).await {
+                Ok(read) => read,
+                Err(e) if e.is_timeout() => return timed_out(name, tool.config.timeout_secs),
+                Err(_) => {
+                    return ToolOutput::error(
+                        ToolOutcome::CutOff,
+                        format!("the {name} service's answer was cut off"),
+                    );
+                }
+            };
+        tracing::debug!(
+            tool = name,
+            status = status.as_u16(),
+            bytes = body.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "tool called"
+        );
+        answer(status, &body, truncated)
+    }
+
+    /// Sends the call, following the redirects the tool allows, until an answer that is not
+    /// a redirect. `deadline` bounds the whole chain, not each hop.
+    async fn send(
+        &self,
+        tool: &MerchantTool,
+        name: &str,
+        identity: &Identity,
+        mut call: Call,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, ToolOutput> {
+        let mut followed = 0;
+        loop {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            let request = tool.request(&self.http, &call, identity, left);
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(e) if e.is_timeout() => {
+                    return Err(timed_out(name, tool.config.timeout_secs));
+                }
+                Err(e) => {
+                    tracing::warn!(tool = name, error = %concierge_channels::outbound_http::without_url(&e), "tool call failed");
+                    return Err(ToolOutput::error(
+                        ToolOutcome::Unreachable,
+                        format!("the {name} service cannot be reached"),
+                    ));
+                }
+            };
+            let status = response.status();
+            if !status.is_redirection() {
+                return Ok(response);
+            }
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok());
+            match tool.redirect(&call, status, location, followed) {
+                Ok(next) => {
+                    followed += 1;
+                    call = next;
+                }
+                Err(same_origin) => {
+                    tracing::info!(
+                        tool = name,
+                        status = status.as_u16(),
+                        same_origin,
+                        "a tool's redirect not followed"
+                    );
+                    return Err(ToolOutput::error(
+                        ToolOutcome::Redirect,
+                        format!(
+                            "the {name} service answered with a redirect ({}), which is not followed",
+                            status.as_u16()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// One request to a tool's backend: what a followed redirect may change.
+#[derive(Debug, Clone, PartialEq)]
+struct Call {
+    method: Method,
+    url: Url,
+    body: Option<Value>,
+}
+
+impl MerchantTool {
+    /// A declaration ready to call; `None` for one [`check`] would refuse.
+    fn from_config(config: &ToolConfig) -> Option<MerchantTool> {
+        let method = parse_method(&config.method)?;
+        let redirects = parse_redirects(&config.follow_redirects)?;
+        let placeholders = placeholders(&config.url);
+        if misplaced_placeholder(&config.url, &placeholders).is_some() {
+            return None;
+        }
+        let parameters = config
+            .parameters
+            .as_ref()
+            .map(|t| toml_to_json(&toml::Value::Table(t.clone())))
+            .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
+        let (properties, required) = schema_fields(config);
+        Some(MerchantTool {
+            shape: Url::parse(&fill(&config.url, &placeholders, "x"))
+                .ok()
+                .map(|u| Shape::of(&u)),
+            pieces: pieces(&config.url),
+            placeholders,
+            config: config.clone(),
+            method,
+            parameters,
+            properties,
+            required,
+            redirects,
+        })
+    }
+
+    /// The request the model's arguments make, or why they make none (never sent).
+    fn plan(&self, name: &str, arguments: &Value) -> Result<Call, ToolOutput> {
+        let mut args = self.declared_arguments(name, arguments)?;
+        let url = self.url(name, &args)?;
+        for p in &self.placeholders {
+            args.remove(p.as_str());
+        }
+        Ok(self.with_rest(url, &args))
+    }
+
+    /// The arguments the schema declares, once every required one is there. Only declared
+    /// arguments pass: whatever else the model adds (another customer's phone number, say)
+    /// never reaches the merchant.
+    fn declared_arguments<'a>(
+        &self,
+        name: &str,
+        arguments: &'a Value,
+    ) -> Result<BTreeMap<&'a str, &'a Value>, ToolOutput> {
         let arguments = match arguments {
-            Value::Object(map) => map,
-            Value::Null => &empty,
+            Value::Object(map) => Some(map),
+            Value::Null => None,
             _ => {
-                return ToolOutput::error(
+                return Err(ToolOutput::error(
                     ToolOutcome::InvalidArguments,
                     "the arguments must be a JSON object",
-                );
+                ));
             }
         };
-        // Only declared arguments pass: whatever else the model adds (another customer's
-        // phone number, say) never reaches the merchant.
-        let mut args: BTreeMap<&str, &Value> = arguments
-            .iter()
+        let args: BTreeMap<&str, &Value> = arguments
+            .into_iter()
+            .flatten()
             .filter(|(k, v)| {
-                !v.is_null() && tool.properties.as_ref().is_none_or(|p| p.contains(*k))
+                !v.is_null() && self.properties.as_ref().is_none_or(|p| p.contains(*k))
             })
             .map(|(k, v)| (k.as_str(), v))
             .collect();
         let dropped: Vec<&String> = arguments
-            .keys()
+            .into_iter()
+            .flat_map(|map| map.keys())
             .filter(|k| !args.contains_key(k.as_str()))
             .collect();
         if !dropped.is_empty() {
             tracing::info!(tool = name, ?dropped, "undeclared tool arguments dropped");
         }
-        if let Some(missing) = tool
+        if let Some(missing) = self
             .required
             .iter()
             .find(|r| !args.contains_key(r.as_str()))
         {
-            return ToolOutput::error(
+            return Err(ToolOutput::error(
                 ToolOutcome::InvalidArguments,
                 format!("the argument `{missing}` is required"),
-            );
+            ));
         }
+        Ok(args)
+    }
+
+    /// The tool's URL with its placeholders filled in, each value encoded; refused when a
+    /// value would change where the call goes.
+    fn url(&self, name: &str, args: &BTreeMap<&str, &Value>) -> Result<Url, ToolOutput> {
         let mut url = String::new();
-        for piece in &tool.pieces {
+        for piece in &self.pieces {
             let (arg, in_path) = match piece {
                 Piece::Text(text) => {
                     url.push_str(text);
@@ -557,174 +684,174 @@ impl MerchantTools {
                 Piece::Query(arg) => (arg, false),
             };
             let Some(value) = args.get(arg.as_str()) else {
-                return ToolOutput::error(
+                return Err(ToolOutput::error(
                     ToolOutcome::InvalidArguments,
                     format!("the argument `{arg}` is required"),
-                );
+                ));
             };
             let value = as_url_value(value);
             if in_path && !is_segment_value(&value) {
                 tracing::info!(tool = name, argument = %arg, "a path argument that is empty or dots refused");
-                return ToolOutput::error(
+                return Err(ToolOutput::error(
                     ToolOutcome::InvalidArguments,
                     format!("the argument `{arg}` must be a real value, not empty, `.` or `..`"),
-                );
+                ));
             }
             url.extend(utf8_percent_encode(&value, URL_VALUE));
         }
-        for p in &tool.placeholders {
-            args.remove(p.as_str());
-        }
         // Belt and braces: whatever the arguments, the call goes where the URL says, with as
         // many path segments.
-        let mut url = match Url::parse(&url) {
-            Ok(url) if tool.shape.as_ref() == Some(&Shape::of(&url)) => url,
-            _ => {
-                return ToolOutput::error(
-                    ToolOutcome::InvalidArguments,
-                    "the arguments do not fit in the tool's URL",
-                );
-            }
-        };
-        let mut method = tool.method.clone();
+        match Url::parse(&url) {
+            Ok(url) if self.shape.as_ref() == Some(&Shape::of(&url)) => Ok(url),
+            _ => Err(ToolOutput::error(
+                ToolOutcome::InvalidArguments,
+                "the arguments do not fit in the tool's URL",
+            )),
+        }
+    }
+
+    /// Puts the arguments the URL did not take into a JSON body (POST, PUT, PATCH) or the
+    /// query (the other methods).
+    fn with_rest(&self, mut url: Url, rest: &BTreeMap<&str, &Value>) -> Call {
+        let method = self.method.clone();
         let mut body = None;
         if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
-            let fields: Map<String, Value> = args
+            let fields: Map<String, Value> = rest
                 .iter()
                 .map(|(k, v)| (k.to_string(), (*v).clone()))
                 .collect();
             body = Some(Value::Object(fields));
-        } else if !args.is_empty() {
+        } else if !rest.is_empty() {
             url.query_pairs_mut()
-                .extend_pairs(args.iter().map(|(k, v)| (*k, as_url_value(v))));
+                .extend_pairs(rest.iter().map(|(k, v)| (*k, as_url_value(v))));
         }
-        let timeout = Duration::from_secs(tool.config.timeout_secs.max(1));
-        let started = Instant::now();
-        let deadline = started + timeout;
-        let mut redirects = 0;
-        let mut response = loop {
-            let left = deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1));
-            let mut request = self.http.request(method.clone(), url.clone()).timeout(left);
-            if let Some(body) = &body {
-                request = request.json(body);
-            }
-            // Only ever sent to the tool's own origin: a redirect elsewhere is not followed.
-            for (name, value) in &tool.config.headers {
-                request = request.header(name.as_str(), value.expose());
-            }
-            request = request
-                .header("x-concierge-channel", identity.channel.as_str())
-                .header("x-concierge-contact", identity.contact.as_str())
-                .header("x-concierge-conversation", identity.conversation.as_str());
-            if let Some(phone) = &identity.phone {
-                request = request.header("x-concierge-phone", phone.as_str());
-            }
-            let response = match request.send().await {
-                Ok(response) => response,
-                Err(e) if e.is_timeout() => {
-                    return timed_out(name, tool.config.timeout_secs);
-                }
-                Err(e) => {
-                    tracing::warn!(tool = name, error = %concierge_channels::outbound_http::without_url(&e), "tool call failed");
-                    return ToolOutput::error(
-                        ToolOutcome::Unreachable,
-                        format!("the {name} service cannot be reached"),
-                    );
-                }
-            };
-            let status = response.status();
-            if !status.is_redirection() {
-                break response;
-            }
-            let next = response
-                .headers()
-                .get(LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .and_then(|l| url.join(l).ok());
-            let same_origin = next.as_ref().is_some_and(|n| origin(n) == origin(&url));
-            let follow =
-                same_origin && tool.redirects == Redirects::SameOrigin && redirects < MAX_REDIRECTS;
-            let Some(next) = next.filter(|_| follow) else {
-                tracing::info!(
-                    tool = name,
-                    status = status.as_u16(),
-                    same_origin,
-                    "a tool's redirect not followed"
-                );
-                return ToolOutput::error(
-                    ToolOutcome::Redirect,
-                    format!(
-                        "the {name} service answered with a redirect ({}), which is not followed",
-                        status.as_u16()
-                    ),
-                );
-            };
-            redirects += 1;
-            // As browsers do: a 303, or a 301/302 after a POST, is followed with a GET.
-            if status == StatusCode::SEE_OTHER
-                || (method == Method::POST
-                    && matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND))
-            {
-                method = Method::GET;
-                body = None;
-            }
-            url = next;
+        Call { method, url, body }
+    }
+
+    /// The request for one hop: the tool's own headers, then the identity the gateway
+    /// vouches for, which the tool's headers may not override (see [`check`]).
+    fn request(
+        &self,
+        http: &reqwest::Client,
+        call: &Call,
+        identity: &Identity,
+        left: Duration,
+    ) -> reqwest::RequestBuilder {
+        let mut request = http
+            .request(call.method.clone(), call.url.clone())
+            .timeout(left);
+        if let Some(body) = &call.body {
+            request = request.json(body);
+        }
+        for (name, value) in self.headers(identity) {
+            request = request.header(name, value);
+        }
+        request
+    }
+
+    /// Every header of a call, in the order they are set: the tool's own, then who the call
+    /// is about.
+    fn headers<'a>(&'a self, identity: &'a Identity) -> Vec<(&'a str, &'a str)> {
+        // Only ever sent to the tool's own origin: a redirect elsewhere is not followed.
+        let mut headers: Vec<(&str, &str)> = self
+            .config
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.expose()))
+            .collect();
+        headers.extend([
+            ("x-concierge-channel", identity.channel.as_str()),
+            ("x-concierge-contact", identity.contact.as_str()),
+            ("x-concierge-conversation", identity.conversation.as_str()),
+        ]);
+        if let Some(phone) = &identity.phone {
+            headers.push(("x-concierge-phone", phone.as_str()));
+        }
+        headers
+    }
+
+    /// The next hop of a redirect when the tool follows it (same origin, opted in, under
+    /// [`MAX_REDIRECTS`]); else whether it led to the same origin, for the log.
+    fn redirect(
+        &self,
+        call: &Call,
+        status: StatusCode,
+        location: Option<&str>,
+        followed: usize,
+    ) -> Result<Call, bool> {
+        let next = location.and_then(|l| call.url.join(l).ok());
+        let same_origin = next
+            .as_ref()
+            .is_some_and(|n| origin(n) == origin(&call.url));
+        let follow =
+            same_origin && self.redirects == Redirects::SameOrigin && followed < MAX_REDIRECTS;
+        let Some(url) = next.filter(|_| follow) else {
+            return Err(same_origin);
         };
-        let status = response.status();
-        let limit = tool.config.max_response_bytes;
-        let mut body = Vec::new();
-        let mut truncated = false;
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = limit.saturating_sub(body.len());
-                    if chunk.len() > room {
-                        body.extend_from_slice(&chunk[..room]);
-                        truncated = true;
-                        break;
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) if e.is_timeout() => {
-                    return timed_out(name, tool.config.timeout_secs);
-                }
-                Err(_) => {
-                    return ToolOutput::error(
-                        ToolOutcome::CutOff,
-                        format!("the {name} service's answer was cut off"),
-                    );
-                }
-            }
+        // As browsers do: a 303, or a 301/302 after a POST, is followed with a GET.
+        if status == StatusCode::SEE_OTHER
+            || (call.method == Method::POST
+                && matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND))
+        {
+            return Ok(Call {
+                method: Method::GET,
+                url,
+                body: None,
+            });
         }
-        tracing::debug!(
-            tool = name,
-            status = status.as_u16(),
-            bytes = body.len(),
-            ms = started.elapsed().as_millis() as u64,
-            "tool called"
-        );
-        let mut text = String::from_utf8_lossy(&body).into_owned();
-        if truncated {
-            text.push_str("\n[answer cut: too long]");
+        Ok(Call {
+            method: call.method.clone(),
+            url,
+            body: call.body.clone(),
+        })
+    }
+}
+
+/// Reads at most `limit` bytes of the answer; `true` with them when there was more.
+async fn read_bounded(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> reqwest::Result<(Vec<u8>, bool)> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if !take_within(&mut body, &chunk, limit) {
+            return Ok((body, true));
         }
-        if status.is_success() {
-            ToolOutput {
-                outcome: ToolOutcome::Ok,
-                content: text,
-            }
-        } else {
-            let detail = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or(text);
-            ToolOutput {
-                outcome: ToolOutcome::HttpError,
-                content: json!({ "error": detail, "status": status.as_u16() }).to_string(),
-            }
-        }
+    }
+    Ok((body, false))
+}
+
+/// Appends as much of `chunk` as fits under `limit`; `false` when some of it did not.
+fn take_within(body: &mut Vec<u8>, chunk: &[u8], limit: usize) -> bool {
+    let room = limit.saturating_sub(body.len());
+    if chunk.len() > room {
+        body.extend_from_slice(&chunk[..room]);
+        return false;
+    }
+    body.extend_from_slice(chunk);
+    true
+}
+
+/// What the model reads of an answer: a 2xx as it came (marked when cut), anything else as
+/// an error with the backend's own `error` text when it gave one.
+fn answer(status: StatusCode, body: &[u8], truncated: bool) -> ToolOutput {
+    let mut text = String::from_utf8_lossy(body).into_owned();
+    if truncated {
+        text.push_str("\n[answer cut: too long]");
+    }
+    if status.is_success() {
+        return ToolOutput {
+            outcome: ToolOutcome::Ok,
+            content: text,
+        };
+    }
+    let detail = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or(text);
+    ToolOutput {
+        outcome: ToolOutcome::HttpError,
+        content: json!({ "error": detail, "status": status.as_u16() }).to_string(),
     }
 }
 
@@ -825,6 +952,162 @@ mod tests {
                 Piece::Text(String::new()),
             ]
         );
+    }
+
+    fn built(config: ToolConfig) -> MerchantTool {
+        MerchantTool::from_config(&config).unwrap()
+    }
+
+    fn error_of(output: &ToolOutput) -> String {
+        let value: Value = serde_json::from_str(&output.content).unwrap();
+        value["error"].as_str().unwrap().to_string()
+    }
+
+    const ORDER_ID: &str = "type = \"object\"\nrequired = [\"order_id\"]\n[properties.order_id]\ntype = \"string\"\n[properties.detail]\ntype = \"boolean\"";
+
+    #[test]
+    fn a_plan_fills_the_path_encodes_it_and_puts_the_rest_in_the_query() {
+        let t = built(tool("http://shop/orders/{order_id}", ORDER_ID));
+        let call = t
+            .plan(
+                "order_status",
+                &json!({ "order_id": "A/1.2", "detail": true, "phone": "+1555" }),
+            )
+            .unwrap();
+        assert_eq!(call.method, Method::GET);
+        assert_eq!(
+            call.url.as_str(),
+            "http://shop/orders/A%2F1%2E2?detail=true"
+        );
+        assert_eq!(call.body, None);
+    }
+
+    #[test]
+    fn a_post_sends_the_arguments_the_url_did_not_take_as_its_body() {
+        let mut config = tool("http://shop/orders/{order_id}", ORDER_ID);
+        config.method = "POST".into();
+        let call = built(config)
+            .plan("order_status", &json!({ "order_id": "7", "detail": false }))
+            .unwrap();
+        assert_eq!(call.url.as_str(), "http://shop/orders/7");
+        assert_eq!(call.body, Some(json!({ "detail": false })));
+    }
+
+    #[test]
+    fn arguments_that_are_missing_dots_or_not_an_object_are_never_sent() {
+        let t = built(tool("http://shop/orders/{order_id}", ORDER_ID));
+        for (arguments, why) in [
+            (json!(null), "the argument `order_id` is required"),
+            (
+                json!({ "order_id": null }),
+                "the argument `order_id` is required",
+            ),
+            (json!([1]), "the arguments must be a JSON object"),
+            (
+                json!({ "order_id": ".." }),
+                "the argument `order_id` must be a real value, not empty, `.` or `..`",
+            ),
+        ] {
+            let refused = t.plan("order_status", &arguments).unwrap_err();
+            assert_eq!(refused.outcome, ToolOutcome::InvalidArguments);
+            assert_eq!(error_of(&refused), why, "{arguments}");
+        }
+    }
+
+    #[test]
+    fn the_request_carries_the_tools_headers_and_the_verified_identity() {
+        let mut config = tool("http://shop/orders", "type = \"object\"");
+        config.headers.insert(
+            "authorization".into(),
+            concierge_domain::Secret::new("Bearer k"),
+        );
+        let t = built(config);
+        let identity = Identity {
+            channel: ChannelId::parse("web").unwrap(),
+            contact: ContactId::parse("+33600000000").unwrap(),
+            conversation: ConversationId::parse("c1").unwrap(),
+            phone: Some("+33600000000".into()),
+        };
+        assert_eq!(
+            t.headers(&identity),
+            [
+                ("authorization", "Bearer k"),
+                ("x-concierge-channel", "web"),
+                ("x-concierge-contact", "+33600000000"),
+                ("x-concierge-conversation", "c1"),
+                ("x-concierge-phone", "+33600000000"),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_same_origin_redirects_are_followed_and_only_when_asked() {
+        let mut config = tool("http://shop/a", "type = \"object\"");
+        config.method = "POST".into();
+        let call = Call {
+            method: Method::POST,
+            url: Url::parse("http://shop/a").unwrap(),
+            body: Some(json!({ "x": 1 })),
+        };
+        let none = built(config.clone());
+        assert_eq!(
+            none.redirect(&call, StatusCode::TEMPORARY_REDIRECT, Some("/b"), 0),
+            Err(true)
+        );
+        config.follow_redirects = "same-origin".into();
+        let same = built(config);
+        let kept = same
+            .redirect(&call, StatusCode::TEMPORARY_REDIRECT, Some("/b"), 0)
+            .unwrap();
+        assert_eq!(
+            kept,
+            Call {
+                url: Url::parse("http://shop/b").unwrap(),
+                ..call.clone()
+            }
+        );
+        let get = same
+            .redirect(&call, StatusCode::FOUND, Some("/b"), 0)
+            .unwrap();
+        assert_eq!((get.method, get.body), (Method::GET, None));
+        for (location, followed) in [
+            (Some("http://elsewhere/b"), 0),
+            (Some("https://shop/b"), 0),
+            (None, 0),
+            (Some("/b"), MAX_REDIRECTS),
+        ] {
+            let refused = same.redirect(&call, StatusCode::FOUND, location, followed);
+            assert!(refused.is_err(), "{location:?} after {followed}");
+        }
+    }
+
+    #[test]
+    fn a_body_is_read_up_to_its_limit() {
+        let mut body = Vec::new();
+        assert!(take_within(&mut body, b"abc", 5));
+        assert!(!take_within(&mut body, b"defg", 5));
+        assert_eq!(body, b"abcde");
+        assert!(!take_within(&mut body, b"h", 5));
+        assert_eq!(body, b"abcde");
+    }
+
+    #[test]
+    fn an_answer_is_marked_when_cut_and_an_error_keeps_the_backends_words() {
+        let ok = answer(StatusCode::OK, b"{\"a\":1}", true);
+        assert_eq!(ok.outcome, ToolOutcome::Ok);
+        assert_eq!(ok.content, "{\"a\":1}\n[answer cut: too long]");
+        let failed = answer(
+            StatusCode::NOT_FOUND,
+            b"{\"error\":\"no such order\"}",
+            false,
+        );
+        assert_eq!(failed.outcome, ToolOutcome::HttpError);
+        assert_eq!(
+            serde_json::from_str::<Value>(&failed.content).unwrap(),
+            json!({ "error": "no such order", "status": 404 })
+        );
+        let plain = answer(StatusCode::BAD_GATEWAY, b"down", false);
+        assert_eq!(error_of(&plain), "down");
     }
 
     #[test]

@@ -486,7 +486,8 @@ fn conversation_id(
 }
 
 /// Appends one webhook's events, and its raw request with the first inbox row it produces;
-/// the caller holds the transaction (or savepoint).
+/// the caller holds the transaction (or savepoint). Every step below writes through `tx`,
+/// so the webhook is stored whole or not at all.
 fn ingest_events(
     tx: &rusqlite::Connection,
     key: &ConversationKey,
@@ -500,145 +501,204 @@ fn ingest_events(
         if matches!(event.kind, EventKind::Typing) {
             continue;
         }
-        // A known event is answered before the INSERT: with AUTOINCREMENT, even an ignored
-        // insert bumps the sequence, which is a page to write and sync for a duplicate.
-        let known = tx
-            .prepare_cached("SELECT 1 FROM inbox WHERE channel_id = ?1 AND event_id = ?2")?
-            .exists(params![event.channel.as_str(), event.event_id.as_str()])?;
-        if known {
+        if in_inbox(tx, event)? {
             outcome.duplicates += 1;
             continue;
         }
         let resolved = resolve_contact(tx, event)?;
         let event = resolved.as_ref().unwrap_or(event);
         let conversation = conversation_id(tx, key, &event.channel, &event.contact)?;
-        let done_at = match event.kind {
-            EventKind::Status { .. } => Some(now),
-            _ => None,
-        };
         if raw_id.is_none()
             && let Some(raw) = raw
         {
             raw_id = Some(raw::insert(tx, raw)?);
         }
-        let inserted = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO inbox (channel_id, event_id, conversation_id, event, received_at, done_at, raw_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                event.channel.as_str(),
-                event.event_id.as_str(),
-                conversation.as_str(),
-                json(event)?,
-                now,
-                done_at,
-                raw_id
-            ])?;
-        if inserted == 0 {
+        let Some(seq) = insert_inbox_row(tx, event, &conversation, now, raw_id)? else {
             outcome.duplicates += 1;
             continue;
-        }
-        let seq = tx.last_insert_rowid();
-        match &event.kind {
-            EventKind::Status { target, status, .. } => {
-                outcome.accepted += 1;
-                if !apply_status(tx, &event.channel, target, status)?
-                    && !message_exists(tx, &event.channel, target)?
-                {
-                    // The send it describes is not recorded yet (the platform answered the
-                    // status webhook before our send call returned): keep it for mark_sent.
-                    tx.prepare_cached(
-                        "INSERT OR IGNORE INTO early_statuses (channel_id, platform_id, status, status_rank, received_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?
-                    .execute(params![
-                        event.channel.as_str(),
-                        target.as_str(),
-                        json(status)?,
-                        status.rank(),
-                        now
-                    ])?;
-                    // Statuses for sends never recorded (another tool on the same number)
-                    // would otherwise pile up: a week is far longer than any send takes.
-                    tx.prepare_cached("DELETE FROM early_statuses WHERE received_at < ?1")?
-                        .execute(params![now - EARLY_STATUS_RETENTION_MS])?;
-                }
-            }
-            EventKind::Message(message) => {
-                upsert_conversation(tx, event, &conversation, now)?;
-                let id = MessageId::new();
-                let fresh = insert_message(
-                    tx,
-                    id,
-                    &conversation,
-                    &event.channel,
-                    &event.contact,
-                    Some(&message.platform_id),
-                    Direction::Inbound,
-                    &Author::Customer,
-                    &message.content,
-                    message.reply_to.as_ref(),
-                    event.at,
-                    &DeliveryStatus::Delivered,
-                )?;
-                if fresh {
-                    outcome.accepted += 1;
-                    tx.prepare_cached("UPDATE inbox SET message_id = ?1 WHERE seq = ?2")?
-                        .execute(params![id.to_string(), seq])?;
-                    outcome.appended.push(Appended {
-                        seq,
-                        conversation: conversation.clone(),
-                    });
-                } else {
-                    // The same message under another event id (a platform re-sent it with a
-                    // new envelope): recorded, not answered twice.
-                    outcome.duplicates += 1;
-                    tx.prepare_cached(
-                        "UPDATE inbox SET done_at = ?1, note = 'duplicate message' WHERE seq = ?2",
-                    )?
-                    .execute(params![now, seq])?;
-                }
-            }
-            EventKind::Started { source } => {
-                outcome.accepted += 1;
-                upsert_conversation(tx, event, &conversation, now)?;
-                outcome.appended.push(Appended {
-                    seq,
-                    conversation: conversation.clone(),
-                });
-                if let Some(source) = source {
-                    tx.prepare_cached("UPDATE conversations SET source = ?1 WHERE id = ?2")?
-                        .execute(params![source, conversation.as_str()])?;
-                }
-            }
-            EventKind::Edit { target, content } => {
-                outcome.accepted += 1;
-                upsert_conversation(tx, event, &conversation, now)?;
-                outcome.appended.push(Appended {
-                    seq,
-                    conversation: conversation.clone(),
-                });
-                // The customer's own message now reads as edited.
-                tx.prepare_cached(
-                    "UPDATE messages SET content = ?1
-                     WHERE channel_id = ?2 AND platform_id = ?3 AND direction = ?4",
-                )?
-                .execute(params![
-                    json(content)?,
-                    event.channel.as_str(),
-                    target.as_str(),
-                    json(&Direction::Inbound)?
-                ])?;
-            }
-            _ => {
-                outcome.accepted += 1;
-                upsert_conversation(tx, event, &conversation, now)?;
-                outcome.appended.push(Appended { seq, conversation });
-            }
-        }
+        };
+        let recorded = record_event(tx, event, seq, &conversation, now)?;
+        tally(&mut outcome, recorded, seq, conversation);
     }
     Ok(outcome)
+}
+
+/// Whether the event is in the inbox already. Asked before the INSERT: with AUTOINCREMENT,
+/// even an ignored insert bumps the sequence, which is a page to write and sync for a
+/// duplicate.
+fn in_inbox(tx: &rusqlite::Connection, event: &InboundEvent) -> Result<bool, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM inbox WHERE channel_id = ?1 AND event_id = ?2")?
+        .exists(params![event.channel.as_str(), event.event_id.as_str()])?)
+}
+
+/// The event's inbox row, and its place in the inbox; `None` when the row was there.
+fn insert_inbox_row(
+    tx: &rusqlite::Connection,
+    event: &InboundEvent,
+    conversation: &ConversationId,
+    now: Millis,
+    raw_id: Option<i64>,
+) -> Result<Option<i64>, StoreError> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO inbox (channel_id, event_id, conversation_id, event, received_at, done_at, raw_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            event.channel.as_str(),
+            event.event_id.as_str(),
+            conversation.as_str(),
+            json(event)?,
+            now,
+            done_at(&event.kind, now),
+            raw_id
+        ])?;
+    Ok((inserted > 0).then(|| tx.last_insert_rowid()))
+}
+
+/// A delivery status is applied as it is ingested, so its row is done at once; every other
+/// event waits for its turn.
+fn done_at(kind: &EventKind, now: Millis) -> Option<Millis> {
+    match kind {
+        EventKind::Status { .. } => Some(now),
+        _ => None,
+    }
+}
+
+/// What a new inbox row turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    /// Applied at once (a delivery status): nothing to process.
+    Applied,
+    /// Waiting in the inbox for its conversation's turn.
+    Appended,
+    /// A message already stored under another event id.
+    Duplicate,
+}
+
+/// Counts one new inbox row into the webhook's outcome.
+fn tally(outcome: &mut IngestOutcome, recorded: Recorded, seq: i64, conversation: ConversationId) {
+    match recorded {
+        Recorded::Applied => outcome.accepted += 1,
+        Recorded::Appended => {
+            outcome.accepted += 1;
+            outcome.appended.push(Appended { seq, conversation });
+        }
+        Recorded::Duplicate => outcome.duplicates += 1,
+    }
+}
+
+/// Writes what the event means beyond its inbox row at `seq`.
+fn record_event(
+    tx: &rusqlite::Connection,
+    event: &InboundEvent,
+    seq: i64,
+    conversation: &ConversationId,
+    now: Millis,
+) -> Result<Recorded, StoreError> {
+    match &event.kind {
+        EventKind::Status { target, status, .. } => {
+            record_status(tx, &event.channel, target, status, now)?;
+            return Ok(Recorded::Applied);
+        }
+        EventKind::Message(message) => {
+            return record_message(tx, event, message, seq, conversation, now);
+        }
+        _ => {}
+    }
+    upsert_conversation(tx, event, conversation, now)?;
+    match &event.kind {
+        EventKind::Started {
+            source: Some(source),
+        } => {
+            tx.prepare_cached("UPDATE conversations SET source = ?1 WHERE id = ?2")?
+                .execute(params![source, conversation.as_str()])?;
+        }
+        EventKind::Edit { target, content } => {
+            // The customer's own message now reads as edited.
+            tx.prepare_cached(
+                "UPDATE messages SET content = ?1
+                 WHERE channel_id = ?2 AND platform_id = ?3 AND direction = ?4",
+            )?
+            .execute(params![
+                json(content)?,
+                event.channel.as_str(),
+                target.as_str(),
+                json(&Direction::Inbound)?
+            ])?;
+        }
+        _ => {}
+    }
+    Ok(Recorded::Appended)
+}
+
+/// A delivery status, applied to the send it describes, or kept until that send is
+/// recorded.
+fn record_status(
+    tx: &rusqlite::Connection,
+    channel: &ChannelId,
+    target: &PlatformMessageId,
+    status: &DeliveryStatus,
+    now: Millis,
+) -> Result<(), StoreError> {
+    if apply_status(tx, channel, target, status)? || message_exists(tx, channel, target)? {
+        return Ok(());
+    }
+    // The send it describes is not recorded yet (the platform answered the status webhook
+    // before our send call returned): keep it for mark_sent.
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO early_statuses (channel_id, platform_id, status, status_rank, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        channel.as_str(),
+        target.as_str(),
+        json(status)?,
+        status.rank(),
+        now
+    ])?;
+    // Statuses for sends never recorded (another tool on the same number) would otherwise
+    // pile up: a week is far longer than any send takes.
+    tx.prepare_cached("DELETE FROM early_statuses WHERE received_at < ?1")?
+        .execute(params![now - EARLY_STATUS_RETENTION_MS])?;
+    Ok(())
+}
+
+/// A customer's message, tied to its inbox row; one already stored under another event id
+/// (a platform re-sent it with a new envelope) is recorded as done, not answered twice.
+fn record_message(
+    tx: &rusqlite::Connection,
+    event: &InboundEvent,
+    message: &concierge_domain::InboundMessage,
+    seq: i64,
+    conversation: &ConversationId,
+    now: Millis,
+) -> Result<Recorded, StoreError> {
+    upsert_conversation(tx, event, conversation, now)?;
+    let id = MessageId::new();
+    let fresh = insert_message(
+        tx,
+        id,
+        conversation,
+        &event.channel,
+        &event.contact,
+        Some(&message.platform_id),
+        Direction::Inbound,
+        &Author::Customer,
+        &message.content,
+        message.reply_to.as_ref(),
+        event.at,
+        &DeliveryStatus::Delivered,
+    )?;
+    if fresh {
+        tx.prepare_cached("UPDATE inbox SET message_id = ?1 WHERE seq = ?2")?
+            .execute(params![id.to_string(), seq])?;
+        return Ok(Recorded::Appended);
+    }
+    tx.prepare_cached("UPDATE inbox SET done_at = ?1, note = 'duplicate message' WHERE seq = ?2")?
+        .execute(params![now, seq])?;
+    Ok(Recorded::Duplicate)
 }
 
 impl concierge_store::Instances for SqliteStore {}
@@ -1443,5 +1503,93 @@ mod error_tests {
         assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
         let source = std::error::Error::source(&e).map(ToString::to_string);
         assert!(source.is_some_and(|s| s.contains("nowhere")));
+    }
+}
+
+#[cfg(test)]
+mod ingest_tests {
+    use super::*;
+    use concierge_domain::{Content, EventId, InboundMessage};
+
+    fn event(event_id: &str, kind: EventKind) -> InboundEvent {
+        InboundEvent {
+            channel: ChannelId::parse("web").unwrap(),
+            event_id: EventId::parse(event_id).unwrap(),
+            contact: ContactId::parse("ana").unwrap(),
+            aliases: Vec::new(),
+            at: 1_000,
+            kind,
+        }
+    }
+
+    fn message(platform_id: &str) -> EventKind {
+        EventKind::Message(InboundMessage {
+            platform_id: PlatformMessageId::parse(platform_id).unwrap(),
+            content: Content::text("hello"),
+            reply_to: None,
+            display_name: None,
+            over_budget: None,
+        })
+    }
+
+    #[test]
+    fn each_new_row_is_counted_by_what_it_turned_out_to_be() {
+        let conversation = ConversationId::parse("c1").unwrap();
+        let mut outcome = IngestOutcome::default();
+        tally(&mut outcome, Recorded::Applied, 1, conversation.clone());
+        tally(&mut outcome, Recorded::Appended, 2, conversation.clone());
+        tally(&mut outcome, Recorded::Duplicate, 3, conversation.clone());
+        assert_eq!((outcome.accepted, outcome.duplicates), (2, 1));
+        assert_eq!(
+            outcome.appended,
+            [Appended {
+                seq: 2,
+                conversation
+            }]
+        );
+        assert_eq!(done_at(&EventKind::Typing, 5), None);
+    }
+
+    #[test]
+    fn one_webhook_is_counted_and_stored_step_by_step() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        schema::migrations().to_latest(&mut conn).unwrap();
+        let key = conversation_key(&conn).unwrap();
+        let status = EventKind::Status {
+            target: PlatformMessageId::parse("ours-1").unwrap(),
+            status: DeliveryStatus::Read,
+            ours: None,
+        };
+        let events = [
+            event("e1", message("p1")),
+            event("e1", message("p1")),
+            event("e2", message("p1")),
+            event("e3", EventKind::Typing),
+            event("e4", status),
+            event(
+                "e5",
+                EventKind::Started {
+                    source: Some("ad".into()),
+                },
+            ),
+        ];
+        let tx = conn.transaction().unwrap();
+        let outcome = ingest_events(&tx, &key, &events, 2_000, None).unwrap();
+        tx.commit().unwrap();
+        assert_eq!((outcome.accepted, outcome.duplicates), (3, 2));
+        let seqs: Vec<i64> = outcome.appended.iter().map(|a| a.seq).collect();
+        assert_eq!(seqs, [1, 4]);
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |row| row.get(0)).unwrap() };
+        assert_eq!(count("SELECT COUNT(*) FROM inbox"), 4);
+        assert_eq!(count("SELECT COUNT(*) FROM messages"), 1);
+        assert_eq!(count("SELECT COUNT(*) FROM early_statuses"), 1);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM inbox WHERE note = 'duplicate message' AND done_at = 2000"),
+            1
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM conversations WHERE source = 'ad'"),
+            1
+        );
     }
 }

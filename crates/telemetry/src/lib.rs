@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -171,6 +171,301 @@ fn llm_histogram() -> Histogram {
     Histogram::new(LLM_BUCKETS)
 }
 
+/// Registers one metric and hands back the handle the gateway counts with: the registry
+/// keeps a clone, and both count into the same value.
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// Webhooks and the inbox events they become.
+struct Ingest {
+    webhooks: Family<WebhookLabels, Counter>,
+    turns: Family<TurnLabels, Counter>,
+    turn_seconds: Histogram,
+}
+
+impl Ingest {
+    fn register(registry: &mut Registry) -> Self {
+        Self {
+            webhooks: register(
+                registry,
+                "webhooks",
+                "Webhook requests by channel and outcome",
+                Family::default(),
+            ),
+            turns: register(
+                registry,
+                "turns",
+                "Inbox events processed, by outcome",
+                Family::default(),
+            ),
+            turn_seconds: register(
+                registry,
+                "turn_seconds",
+                "Time to process one inbox event",
+                Histogram::new(TURN_BUCKETS),
+            ),
+        }
+    }
+}
+
+/// Replies sent to the platforms.
+struct Delivery {
+    deliveries: Family<DeliveryLabels, Counter>,
+}
+
+impl Delivery {
+    fn register(registry: &mut Registry) -> Self {
+        Self {
+            deliveries: register(
+                registry,
+                "deliveries",
+                "Delivery attempts by channel and outcome (retried: a retry is scheduled)",
+                Family::default(),
+            ),
+        }
+    }
+}
+
+/// The per-conversation lanes that process inbox events.
+struct Lanes {
+    inbox_lag_seconds: Histogram,
+    lanes_active: Gauge,
+    lane_queue_depth: Gauge,
+    replies_refused: Counter,
+}
+
+impl Lanes {
+    fn register(registry: &mut Registry) -> Self {
+        Self {
+            inbox_lag_seconds: register(
+                registry,
+                "inbox_lag_seconds",
+                "Time from ingest to the start of processing",
+                Histogram::new(TURN_BUCKETS),
+            ),
+            lanes_active: register(
+                registry,
+                "lanes_active",
+                "Conversations with events being processed",
+                Gauge::default(),
+            ),
+            lane_queue_depth: register(
+                registry,
+                "lane_queue_depth",
+                "Inbox events handed to their conversation's lane and waiting for their turn",
+                Gauge::default(),
+            ),
+            replies_refused: register(
+                registry,
+                "replies_refused",
+                "Automated replies refused because a human or the queue holds the thread",
+                Counter::default(),
+            ),
+        }
+    }
+}
+
+/// The human side: the queue, handoffs and their SLA.
+struct Handoff {
+    queue_waiting: Gauge,
+    queue_owned: Gauge,
+    handoffs: Counter,
+    handoff_wait_seconds: Histogram,
+    sla_breaches: Counter,
+}
+
+impl Handoff {
+    fn register(registry: &mut Registry) -> Self {
+        Self {
+            queue_waiting: register(
+                registry,
+                "queue_waiting",
+                "Threads waiting in the handoff queue",
+                Gauge::default(),
+            ),
+            queue_owned: register(
+                registry,
+                "queue_owned",
+                "Threads owned by a concierge",
+                Gauge::default(),
+            ),
+            handoffs: register(
+                registry,
+                "handoffs",
+                "Threads handed to the queue",
+                Counter::default(),
+            ),
+            handoff_wait_seconds: register(
+                registry,
+                "handoff_wait_seconds",
+                "Time from a handoff to its first claim by a concierge",
+                Histogram::new(HANDOFF_WAIT_BUCKETS),
+            ),
+            sla_breaches: register(
+                registry,
+                "sla_breaches",
+                "Handoffs whose first-response SLA ran out",
+                Counter::default(),
+            ),
+        }
+    }
+}
+
+/// Requests to the LLM provider.
+struct Llm {
+    llm_calls: Family<LlmLabels, Counter>,
+    llm_call_seconds: HistogramFamily<LlmLabels>,
+    llm_tokens: Family<LlmTokenLabels, Counter>,
+    llm_errors: Family<LlmErrorLabels, Counter>,
+    llm_retries: Family<LlmLabels, Counter>,
+}
+
+impl Llm {
+    fn register(registry: &mut Registry) -> Self {
+        Self {
+            llm_calls: register(
+                registry,
+                "llm_calls",
+                "Requests to the LLM provider (each retry is one more)",
+                Family::default(),
+            ),
+            llm_call_seconds: register(
+                registry,
+                "llm_call_seconds",
+                "Time one request to the LLM provider took, failed ones included",
+                Family::new_with_constructor(llm_histogram),
+            ),
+            llm_tokens: register(
+                registry,
+                "llm_tokens",
+                "Tokens the LLM provider counted, prompt and completion",
+                Family::default(),
+            ),
+            llm_errors: register(
+                registry,
+                "llm_errors",
+                "Requests to the LLM provider that failed, by kind",
+                Family::default(),
+            ),
+            llm_retries: register(
+                registry,
+                "llm_retries",
+                "LLM requests tried again after a rate limit, a server error or a lost connection",
+                Family::default(),
+            ),
+        }
+    }
+}
+
+/// The agents' tool calls.
+struct Tools {
+    tool_calls: Family<ToolLabels, Counter>,
+}
+
+impl Tools {
+    fn register(registry: &mut Registry) -> Self {
+        Self {
+            tool_calls: register(
+                registry,
+                "tool_calls",
+                "Tool calls made by the agents, by tool and outcome",
+                Family::default(),
+            ),
+        }
+    }
+}
+
+/// Work turned away or held back before it ran: requests, throttled and over-budget turns.
+struct Refusals {
+    http_refused: Family<RefusedLabels, Counter>,
+    throttled: Family<ChannelLabels, Counter>,
+    llm_budget_exhausted: Counter,
+}
+
+impl Refusals {
+    fn register(registry: &mut Registry) -> Self {
+        Self {
+            http_refused: register(
+                registry,
+                "http_refused",
+                "HTTP requests refused before reaching a handler (a head or body too slow or too large, a malformed head, a request over its time), by reason",
+                Family::default(),
+            ),
+            throttled: register(
+                registry,
+                "throttled",
+                "Customer messages whose turn waited for the contact's turn rate limit (answered together in the next turn), by channel",
+                Family::default(),
+            ),
+            llm_budget_exhausted: register(
+                registry,
+                "llm_budget_exhausted",
+                "Turns that did not call the LLM because the conversation had spent its token budget (handed to a person instead)",
+                Counter::default(),
+            ),
+        }
+    }
+}
+
+/// HTTP connections and the live event streams they carry.
+struct Connections {
+    connections_open: Gauge,
+    write_timeouts: Counter,
+    streams_open: Family<StreamLabels, Gauge>,
+    streams_closed: Family<StreamClosedLabels, Counter>,
+}
+
+impl Connections {
+    fn register(registry: &mut Registry) -> Self {
+        Self {
+            connections_open: register(
+                registry,
+                "connections_open",
+                "HTTP connections open",
+                Gauge::default(),
+            ),
+            write_timeouts: register(
+                registry,
+                "write_timeouts",
+                "Connections closed because the client stopped reading (a write waited past `write_timeout_secs`)",
+                Counter::default(),
+            ),
+            streams_open: register(
+                registry,
+                "streams_open",
+                "Live event streams open, by kind (chat, api)",
+                Family::default(),
+            ),
+            streams_closed: register(
+                registry,
+                "streams_closed",
+                "Live event streams closed by the gateway, by kind and reason (replaced, revoked)",
+                Family::default(),
+            ),
+        }
+    }
+}
+
+/// The budgets of new conversations and LLM calls a minute.
+struct Budgets {
+    budget_exceeded: Family<BudgetLabels, Counter>,
+}
+
+impl Budgets {
+    fn register(registry: &mut Registry) -> Self {
+        Self {
+            budget_exceeded: register(
+                registry,
+                "budget_exceeded",
+                "Turns not given to the agents because a budget of new conversations or LLM calls a minute was spent (the customer got the holding reply), by budget and channel",
+                Family::default(),
+            ),
+        }
+    }
+}
+
 /// The gateway's counters. Cheap to clone; every part holds the same registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -179,33 +474,15 @@ pub struct Metrics {
 
 struct Inner {
     registry: Registry,
-    webhooks: Family<WebhookLabels, Counter>,
-    turns: Family<TurnLabels, Counter>,
-    turn_seconds: Histogram,
-    deliveries: Family<DeliveryLabels, Counter>,
-    inbox_lag_seconds: Histogram,
-    lanes_active: Gauge,
-    lane_queue_depth: Gauge,
-    replies_refused: Counter,
-    queue_waiting: Gauge,
-    queue_owned: Gauge,
-    handoffs: Counter,
-    handoff_wait_seconds: Histogram,
-    sla_breaches: Counter,
-    llm_calls: Family<LlmLabels, Counter>,
-    llm_call_seconds: HistogramFamily<LlmLabels>,
-    llm_tokens: Family<LlmTokenLabels, Counter>,
-    llm_errors: Family<LlmErrorLabels, Counter>,
-    llm_retries: Family<LlmLabels, Counter>,
-    tool_calls: Family<ToolLabels, Counter>,
-    http_refused: Family<RefusedLabels, Counter>,
-    throttled: Family<ChannelLabels, Counter>,
-    llm_budget_exhausted: Counter,
-    connections_open: Gauge,
-    write_timeouts: Counter,
-    streams_open: Family<StreamLabels, Gauge>,
-    streams_closed: Family<StreamClosedLabels, Counter>,
-    budget_exceeded: Family<BudgetLabels, Counter>,
+    ingest: Ingest,
+    delivery: Delivery,
+    lanes: Lanes,
+    handoff: Handoff,
+    llm: Llm,
+    tools: Tools,
+    refusals: Refusals,
+    connections: Connections,
+    budgets: Budgets,
 }
 
 impl Default for Metrics {
@@ -216,198 +493,36 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        // Registration order is the order of `/metrics`: the groups follow it.
         let mut registry = Registry::with_prefix("concierge");
-        let webhooks = Family::<WebhookLabels, Counter>::default();
-        registry.register(
-            "webhooks",
-            "Webhook requests by channel and outcome",
-            webhooks.clone(),
-        );
-        let turns = Family::<TurnLabels, Counter>::default();
-        registry.register("turns", "Inbox events processed, by outcome", turns.clone());
-        let turn_seconds = Histogram::new(TURN_BUCKETS);
-        registry.register(
-            "turn_seconds",
-            "Time to process one inbox event",
-            turn_seconds.clone(),
-        );
-        let deliveries = Family::<DeliveryLabels, Counter>::default();
-        registry.register(
-            "deliveries",
-            "Delivery attempts by channel and outcome (retried: a retry is scheduled)",
-            deliveries.clone(),
-        );
-        let inbox_lag_seconds = Histogram::new(TURN_BUCKETS);
-        registry.register(
-            "inbox_lag_seconds",
-            "Time from ingest to the start of processing",
-            inbox_lag_seconds.clone(),
-        );
-        let lanes_active = Gauge::default();
-        registry.register(
-            "lanes_active",
-            "Conversations with events being processed",
-            lanes_active.clone(),
-        );
-        let lane_queue_depth = Gauge::default();
-        registry.register(
-            "lane_queue_depth",
-            "Inbox events handed to their conversation's lane and waiting for their turn",
-            lane_queue_depth.clone(),
-        );
-        let replies_refused = Counter::default();
-        registry.register(
-            "replies_refused",
-            "Automated replies refused because a human or the queue holds the thread",
-            replies_refused.clone(),
-        );
-        let queue_waiting = Gauge::default();
-        registry.register(
-            "queue_waiting",
-            "Threads waiting in the handoff queue",
-            queue_waiting.clone(),
-        );
-        let queue_owned = Gauge::default();
-        registry.register(
-            "queue_owned",
-            "Threads owned by a concierge",
-            queue_owned.clone(),
-        );
-        let handoffs = Counter::default();
-        registry.register("handoffs", "Threads handed to the queue", handoffs.clone());
-        let handoff_wait_seconds = Histogram::new(HANDOFF_WAIT_BUCKETS);
-        registry.register(
-            "handoff_wait_seconds",
-            "Time from a handoff to its first claim by a concierge",
-            handoff_wait_seconds.clone(),
-        );
-        let sla_breaches = Counter::default();
-        registry.register(
-            "sla_breaches",
-            "Handoffs whose first-response SLA ran out",
-            sla_breaches.clone(),
-        );
-        let llm_calls = Family::<LlmLabels, Counter>::default();
-        registry.register(
-            "llm_calls",
-            "Requests to the LLM provider (each retry is one more)",
-            llm_calls.clone(),
-        );
-        let llm_call_seconds: HistogramFamily<LlmLabels> =
-            Family::new_with_constructor(llm_histogram);
-        registry.register(
-            "llm_call_seconds",
-            "Time one request to the LLM provider took, failed ones included",
-            llm_call_seconds.clone(),
-        );
-        let llm_tokens = Family::<LlmTokenLabels, Counter>::default();
-        registry.register(
-            "llm_tokens",
-            "Tokens the LLM provider counted, prompt and completion",
-            llm_tokens.clone(),
-        );
-        let llm_errors = Family::<LlmErrorLabels, Counter>::default();
-        registry.register(
-            "llm_errors",
-            "Requests to the LLM provider that failed, by kind",
-            llm_errors.clone(),
-        );
-        let llm_retries = Family::<LlmLabels, Counter>::default();
-        registry.register(
-            "llm_retries",
-            "LLM requests tried again after a rate limit, a server error or a lost connection",
-            llm_retries.clone(),
-        );
-        let tool_calls = Family::<ToolLabels, Counter>::default();
-        registry.register(
-            "tool_calls",
-            "Tool calls made by the agents, by tool and outcome",
-            tool_calls.clone(),
-        );
-        let http_refused = Family::<RefusedLabels, Counter>::default();
-        registry.register(
-            "http_refused",
-            "HTTP requests refused before reaching a handler (a head or body too slow or too large, a malformed head, a request over its time), by reason",
-            http_refused.clone(),
-        );
-        let throttled = Family::<ChannelLabels, Counter>::default();
-        registry.register(
-            "throttled",
-            "Customer messages whose turn waited for the contact's turn rate limit (answered together in the next turn), by channel",
-            throttled.clone(),
-        );
-        let llm_budget_exhausted = Counter::default();
-        registry.register(
-            "llm_budget_exhausted",
-            "Turns that did not call the LLM because the conversation had spent its token budget (handed to a person instead)",
-            llm_budget_exhausted.clone(),
-        );
-        let connections_open = Gauge::default();
-        registry.register(
-            "connections_open",
-            "HTTP connections open",
-            connections_open.clone(),
-        );
-        let write_timeouts = Counter::default();
-        registry.register(
-            "write_timeouts",
-            "Connections closed because the client stopped reading (a write waited past `write_timeout_secs`)",
-            write_timeouts.clone(),
-        );
-        let streams_open = Family::<StreamLabels, Gauge>::default();
-        registry.register(
-            "streams_open",
-            "Live event streams open, by kind (chat, api)",
-            streams_open.clone(),
-        );
-        let streams_closed = Family::<StreamClosedLabels, Counter>::default();
-        registry.register(
-            "streams_closed",
-            "Live event streams closed by the gateway, by kind and reason (replaced, revoked)",
-            streams_closed.clone(),
-        );
-        let budget_exceeded = Family::<BudgetLabels, Counter>::default();
-        registry.register(
-            "budget_exceeded",
-            "Turns not given to the agents because a budget of new conversations or LLM calls a minute was spent (the customer got the holding reply), by budget and channel",
-            budget_exceeded.clone(),
-        );
+        let ingest = Ingest::register(&mut registry);
+        let delivery = Delivery::register(&mut registry);
+        let lanes = Lanes::register(&mut registry);
+        let handoff = Handoff::register(&mut registry);
+        let llm = Llm::register(&mut registry);
+        let tools = Tools::register(&mut registry);
+        let refusals = Refusals::register(&mut registry);
+        let connections = Connections::register(&mut registry);
+        let budgets = Budgets::register(&mut registry);
         Self {
             inner: Arc::new(Inner {
                 registry,
-                webhooks,
-                turns,
-                turn_seconds,
-                deliveries,
-                inbox_lag_seconds,
-                lanes_active,
-                lane_queue_depth,
-                replies_refused,
-                queue_waiting,
-                queue_owned,
-                handoffs,
-                handoff_wait_seconds,
-                sla_breaches,
-                llm_calls,
-                llm_call_seconds,
-                llm_tokens,
-                llm_errors,
-                llm_retries,
-                tool_calls,
-                http_refused,
-                throttled,
-                llm_budget_exhausted,
-                connections_open,
-                write_timeouts,
-                streams_open,
-                streams_closed,
-                budget_exceeded,
+                ingest,
+                delivery,
+                lanes,
+                handoff,
+                llm,
+                tools,
+                refusals,
+                connections,
+                budgets,
             }),
         }
     }
 
     pub fn webhook(&self, channel: &str, outcome: &'static str) {
         self.inner
+            .ingest
             .webhooks
             .get_or_create(&WebhookLabels {
                 channel: channel.to_string(),
@@ -418,6 +533,7 @@ impl Metrics {
 
     pub fn webhook_count(&self, channel: &str, outcome: &'static str) -> u64 {
         self.inner
+            .ingest
             .webhooks
             .get_or_create(&WebhookLabels {
                 channel: channel.to_string(),
@@ -428,18 +544,20 @@ impl Metrics {
 
     pub fn turn(&self, outcome: &'static str, seconds: f64) {
         self.inner
+            .ingest
             .turns
             .get_or_create(&TurnLabels { outcome })
             .inc();
-        self.inner.turn_seconds.observe(seconds);
+        self.inner.ingest.turn_seconds.observe(seconds);
     }
 
     pub fn inbox_lag(&self, seconds: f64) {
-        self.inner.inbox_lag_seconds.observe(seconds.max(0.0));
+        self.inner.lanes.inbox_lag_seconds.observe(seconds.max(0.0));
     }
 
     pub fn delivery(&self, channel: &str, outcome: &'static str) {
         self.inner
+            .delivery
             .deliveries
             .get_or_create(&DeliveryLabels {
                 channel: channel.to_string(),
@@ -449,41 +567,45 @@ impl Metrics {
     }
 
     pub fn lanes_active(&self, delta: i64) {
-        self.inner.lanes_active.inc_by(delta);
+        self.inner.lanes.lanes_active.inc_by(delta);
     }
 
     /// One inbox event now waits in a lane; it stops counting when the guard drops.
     pub fn lane_event_waiting(&self) -> Waiting {
-        self.inner.lane_queue_depth.inc();
-        Waiting(self.inner.lane_queue_depth.clone())
+        self.inner.lanes.lane_queue_depth.inc();
+        Waiting(self.inner.lanes.lane_queue_depth.clone())
     }
 
     pub fn replies_refused(&self, n: u64) {
-        self.inner.replies_refused.inc_by(n);
+        self.inner.lanes.replies_refused.inc_by(n);
     }
 
     pub fn queue_sizes(&self, waiting: i64, owned: i64) {
-        self.inner.queue_waiting.set(waiting);
-        self.inner.queue_owned.set(owned);
+        self.inner.handoff.queue_waiting.set(waiting);
+        self.inner.handoff.queue_owned.set(owned);
     }
 
     pub fn handoff(&self) {
-        self.inner.handoffs.inc();
+        self.inner.handoff.handoffs.inc();
     }
 
     /// A concierge claimed a handoff for the first time, `seconds` after it was made.
     pub fn handoff_claimed(&self, seconds: f64) {
-        self.inner.handoff_wait_seconds.observe(seconds.max(0.0));
+        self.inner
+            .handoff
+            .handoff_wait_seconds
+            .observe(seconds.max(0.0));
     }
 
     pub fn sla_breached(&self) {
-        self.inner.sla_breaches.inc();
+        self.inner.handoff.sla_breaches.inc();
     }
 
     /// One request to the LLM provider: its time, and its tokens or the kind of its failure.
     pub fn llm_call(&self, labels: &LlmLabels, seconds: f64, result: LlmCallResult) {
-        self.inner.llm_calls.get_or_create(labels).inc();
+        self.inner.llm.llm_calls.get_or_create(labels).inc();
         self.inner
+            .llm
             .llm_call_seconds
             .get_or_create(labels)
             .observe(seconds.max(0.0));
@@ -495,6 +617,7 @@ impl Metrics {
                 for (kind, tokens) in [("prompt", prompt_tokens), ("completion", completion_tokens)]
                 {
                     self.inner
+                        .llm
                         .llm_tokens
                         .get_or_create(&LlmTokenLabels {
                             provider: labels.provider,
@@ -506,6 +629,7 @@ impl Metrics {
             }
             LlmCallResult::Failed(error) => {
                 self.inner
+                    .llm
                     .llm_errors
                     .get_or_create(&LlmErrorLabels {
                         provider: labels.provider,
@@ -518,12 +642,13 @@ impl Metrics {
     }
 
     pub fn llm_retry(&self, labels: &LlmLabels) {
-        self.inner.llm_retries.get_or_create(labels).inc();
+        self.inner.llm.llm_retries.get_or_create(labels).inc();
     }
 
     /// `tool` must be a configured or built-in tool's name, never one the model made up.
     pub fn tool_call(&self, tool: &str, outcome: &'static str) {
         self.inner
+            .tools
             .tool_calls
             .get_or_create(&ToolLabels {
                 tool: tool.to_string(),
@@ -535,6 +660,7 @@ impl Metrics {
     /// A request refused before any handler saw it; `reason` is a fixed word.
     pub fn http_refused(&self, reason: &'static str) {
         self.inner
+            .refusals
             .http_refused
             .get_or_create(&RefusedLabels { reason })
             .inc();
@@ -543,6 +669,7 @@ impl Metrics {
     /// `n` customer messages of `channel` waited for the contact's turn rate limit.
     pub fn throttled(&self, channel: &str, n: u64) {
         self.inner
+            .refusals
             .throttled
             .get_or_create(&ChannelLabels {
                 channel: channel.to_string(),
@@ -552,22 +679,23 @@ impl Metrics {
 
     /// A turn did not call the LLM: the conversation had spent its token budget.
     pub fn llm_budget_exhausted(&self) {
-        self.inner.llm_budget_exhausted.inc();
+        self.inner.refusals.llm_budget_exhausted.inc();
     }
 
     /// A connection opened (`1`) or ended (`-1`).
     pub fn connections_open(&self, delta: i64) {
-        self.inner.connections_open.inc_by(delta);
+        self.inner.connections.connections_open.inc_by(delta);
     }
 
     /// A connection closed because its client stopped reading.
     pub fn write_timeout(&self) {
-        self.inner.write_timeouts.inc();
+        self.inner.connections.write_timeouts.inc();
     }
 
     /// A live stream of `kind` opened (`1`) or ended (`-1`).
     pub fn streams_open(&self, kind: &'static str, delta: i64) {
         self.inner
+            .connections
             .streams_open
             .get_or_create(&StreamLabels { kind })
             .inc_by(delta);
@@ -576,6 +704,7 @@ impl Metrics {
     /// A live stream closed by the gateway; `reason` is a fixed word.
     pub fn stream_closed(&self, kind: &'static str, reason: &'static str) {
         self.inner
+            .connections
             .streams_closed
             .get_or_create(&StreamClosedLabels { kind, reason })
             .inc();
@@ -584,6 +713,7 @@ impl Metrics {
     /// A turn of `channel` went past `budget` and got the holding reply, not the agents.
     pub fn budget_exceeded(&self, budget: &'static str, channel: &str) {
         self.inner
+            .budgets
             .budget_exceeded
             .get_or_create(&BudgetLabels {
                 budget,
@@ -625,6 +755,36 @@ impl Drop for Waiting {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_groups_register_in_the_order_metrics_has_always_been_rendered_in() {
+        // Families without labels render from the start, so their order shows the groups'.
+        let text = Metrics::new().render();
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# HELP concierge_"))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "turn_seconds",
+                "inbox_lag_seconds",
+                "lanes_active",
+                "lane_queue_depth",
+                "replies_refused",
+                "queue_waiting",
+                "queue_owned",
+                "handoffs",
+                "handoff_wait_seconds",
+                "sla_breaches",
+                "llm_budget_exhausted",
+                "connections_open",
+                "write_timeouts",
+            ]
+        );
+        assert!(text.contains("# HELP concierge_turn_seconds Time to process one inbox event.\n"));
+    }
 
     /// The line of `name` whose labels contain every one of `labels`.
     fn line<'a>(text: &'a str, name: &str, labels: &[&str]) -> Option<&'a str> {

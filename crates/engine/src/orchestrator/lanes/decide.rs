@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 
 use super::lane::Lane;
+use super::shape::{Answering, Limits, change, outcome, shape};
 use crate::handoff::{ConsoleEvent, Draft, EventKind as ConsoleKind};
-use crate::orchestrator::responder::{DecidedBy, ResponderError, Turn};
+use crate::orchestrator::responder::{DecidedBy, Decision, ResponderError, Turn};
 use concierge_domain::{
-    Content, Direction, EventKind, InboundMessage, PlatformMessageId, ThreadState, now_millis,
-    split_text,
+    Content, Direction, EventKind, InboundMessage, PlatformMessageId, ThreadState, clip_text,
+    now_millis,
 };
-use concierge_store::{InboxEntry, NewReply, StoreError, ThreadChange, TurnOutcome};
+use concierge_store::{Completion, InboxEntry, NewReply, StoreError, TurnOutcome};
 
 /// How long a window-closed report waits for the record of the send it refers to.
 const WINDOW_CLOSED_PATIENCE_MS: i64 = 120_000;
@@ -87,62 +88,20 @@ impl Lane {
 
     /// One try at deciding and completing an event.
     async fn attempt(&self, burst: &[InboxEntry], started: Instant) -> Attempt {
-        let orchestrator = &self.orchestrator;
         let Some(entry) = burst.last() else {
             return Attempt::Done;
         };
-        // A panicking responder is a bug; it must not kill the lane (the events queued behind
-        // it would then run out of order). The event is completed without replies.
-        let decided = std::panic::AssertUnwindSafe(self.decide(burst))
-            .catch_unwind()
-            .await;
-        let (mut outcome, by) = match decided {
-            Ok(Ok(decided)) => decided,
-            Ok(Err(ResponderError::NotYet(why))) => {
-                tracing::debug!(why, "the turn waits");
-                return Attempt::Again;
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot decide the turn; retrying");
-                return Attempt::Again;
-            }
-            Err(_) => {
-                tracing::error!("the responder panicked; the event is completed without a reply");
-                (TurnOutcome::default(), "panic")
-            }
+        let Some((mut outcome, by)) = self.decide_guarded(burst).await else {
+            return Attempt::Again;
         };
         outcome.absorbed = burst[..burst.len() - 1].iter().map(|e| e.seq).collect();
         let handoff = outcome
             .handoff
             .as_ref()
             .map(|h| (h.team.clone(), h.priority.clone()));
-        match orchestrator.store.complete(entry.seq, outcome).await {
+        match self.orchestrator.store.complete(entry.seq, outcome).await {
             Ok(completion) => {
-                if completion.thread_changed
-                    && let (Some((team, priority)), Some(desk)) = (handoff, &orchestrator.desk)
-                {
-                    orchestrator.metrics.handoff();
-                    let mut event =
-                        ConsoleEvent::new(ConsoleKind::Handoff, entry.conversation.clone(), team);
-                    event.priority = priority;
-                    desk.events.publish(event);
-                }
-                if completion.refused > 0 {
-                    orchestrator
-                        .metrics
-                        .replies_refused(completion.refused as u64);
-                    tracing::info!(
-                        refused = completion.refused,
-                        "automated replies refused: a human or the queue holds the thread"
-                    );
-                }
-                if !completion.queued.is_empty() {
-                    orchestrator.outbox_wake.notify_one();
-                }
-                orchestrator
-                    .metrics
-                    .turn(by, started.elapsed().as_secs_f64());
-                tracing::debug!(by, replies = completion.queued.len(), "turn done");
+                self.completed(entry, &completion, handoff, by, started);
                 Attempt::Done
             }
             Err(StoreError::Moved(why)) => {
@@ -156,6 +115,70 @@ impl Lane {
                 Attempt::Again
             }
         }
+    }
+
+    /// The turn's outcome and who decided it, or `None` when the turn is worth another try.
+    async fn decide_guarded(&self, burst: &[InboxEntry]) -> Option<(TurnOutcome, &'static str)> {
+        // A panicking responder is a bug; it must not kill the lane (the events queued behind
+        // it would then run out of order). The event is completed without replies.
+        let decided = std::panic::AssertUnwindSafe(self.decide(burst))
+            .catch_unwind()
+            .await;
+        match decided {
+            Ok(Ok(decided)) => Some(decided),
+            Ok(Err(ResponderError::NotYet(why))) => {
+                tracing::debug!(why, "the turn waits");
+                None
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot decide the turn; retrying");
+                None
+            }
+            Err(_) => {
+                tracing::error!("the responder panicked; the event is completed without a reply");
+                Some(unanswered("panic"))
+            }
+        }
+    }
+
+    /// Tells who needs to know what a stored turn did: the consoles of the handoff it made,
+    /// the delivery worker of the replies it queued, the metrics of all of it.
+    fn completed(
+        &self,
+        entry: &InboxEntry,
+        completion: &Completion,
+        handoff: Option<(Option<String>, Option<String>)>,
+        by: &'static str,
+        started: Instant,
+    ) {
+        let orchestrator = &self.orchestrator;
+        // A thread change that did not apply (a concierge took the thread meanwhile) took
+        // its handoff with it: nothing to announce.
+        if completion.thread_changed
+            && let (Some((team, priority)), Some(desk)) = (handoff, &orchestrator.desk)
+        {
+            orchestrator.metrics.handoff();
+            let mut event =
+                ConsoleEvent::new(ConsoleKind::Handoff, entry.conversation.clone(), team);
+            event.priority = priority;
+            desk.events.publish(event);
+        }
+        if completion.refused > 0 {
+            orchestrator
+                .metrics
+                .replies_refused(completion.refused as u64);
+            tracing::info!(
+                refused = completion.refused,
+                "automated replies refused: a human or the queue holds the thread"
+            );
+        }
+        if !completion.queued.is_empty() {
+            orchestrator.outbox_wake.notify_one();
+        }
+        orchestrator
+            .metrics
+            .turn(by, started.elapsed().as_secs_f64());
+        tracing::debug!(by, replies = completion.queued.len(), "turn done");
     }
 
     /// The platform refused one of our replies because the customer service window had
@@ -179,7 +202,7 @@ impl Lane {
                 ));
             }
             tracing::warn!(%target, "a window-closed report for a message we never recorded");
-            return Ok((TurnOutcome::default(), "none"));
+            return Ok(unanswered("none"));
         };
         if refused.direction != Direction::Outbound
             || refused.content.is_template()
@@ -187,7 +210,7 @@ impl Lane {
             || store.is_reengagement(refused.id).await?
         {
             // Templates and re-engagements themselves are not re-sent: no loop.
-            return Ok((TurnOutcome::default(), "none"));
+            return Ok(unanswered("none"));
         }
         let reply = NewReply {
             idempotency_key: format!("window:{}:{}", entry.event.channel, target),
@@ -205,47 +228,53 @@ impl Lane {
         ))
     }
 
+    /// What the event asks: an answer to a customer's message, the re-send of a reply the
+    /// platform refused, a reopened thread for a customer starting over; the rest (edits,
+    /// anything else that needs no answer) is recorded and done.
     async fn decide(
         &self,
         burst: &[InboxEntry],
     ) -> Result<(TurnOutcome, &'static str), ResponderError> {
-        let orchestrator = &self.orchestrator;
         let Some(entry) = burst.last() else {
-            return Ok((TurnOutcome::default(), "none"));
+            return Ok(unanswered("none"));
         };
-        let message = match &entry.event.kind {
-            EventKind::Message(message) => message,
-            EventKind::WindowClosed { target } => return self.window_closed(entry, target).await,
-            EventKind::Started { .. } => {
-                // A customer starting over reopens a closed thread; nothing to answer yet.
-                let current = orchestrator.store.thread_state(&entry.conversation).await?;
-                let reopened = current.clone().on_customer_message();
-                let thread = (reopened != current).then_some(ThreadChange {
-                    from: current,
-                    to: reopened,
-                });
-                return Ok((
-                    TurnOutcome {
-                        thread,
-                        ..TurnOutcome::default()
-                    },
-                    "started",
-                ));
-            }
-            // Edits, and anything else that needs no answer, are recorded and done.
-            _ => return Ok((TurnOutcome::default(), "none")),
+        match &entry.event.kind {
+            EventKind::Message(message) => self.answer(burst, entry, message).await,
+            EventKind::WindowClosed { target } => self.window_closed(entry, target).await,
+            EventKind::Started { .. } => self.started(entry).await,
+            _ => Ok(unanswered("none")),
+        }
+    }
+
+    /// A customer starting over reopens a closed thread; nothing to answer yet.
+    async fn started(
+        &self,
+        entry: &InboxEntry,
+    ) -> Result<(TurnOutcome, &'static str), ResponderError> {
+        let store = &self.orchestrator.store;
+        let current = store.thread_state(&entry.conversation).await?;
+        let reopened = current.clone().on_customer_message();
+        let outcome = TurnOutcome {
+            thread: change(&current, &reopened),
+            ..TurnOutcome::default()
         };
+        Ok((outcome, "started"))
+    }
+
+    /// Answers the burst's customer messages (`message` is the last of them): the responders
+    /// do while the bot holds the thread; otherwise the consoles hear them.
+    async fn answer(
+        &self,
+        burst: &[InboxEntry],
+        entry: &InboxEntry,
+        message: &InboundMessage,
+    ) -> Result<(TurnOutcome, &'static str), ResponderError> {
+        let orchestrator = &self.orchestrator;
         if matches!(message.content, Content::Reaction { .. }) {
             // A reaction acknowledges; it asks nothing, so nothing answers it.
-            return Ok((TurnOutcome::default(), "none"));
+            return Ok(unanswered("none"));
         }
-        let messages: Vec<&InboundMessage> = burst
-            .iter()
-            .filter_map(|e| match &e.event.kind {
-                EventKind::Message(m) => Some(m),
-                _ => None,
-            })
-            .collect();
+        let messages = customer_messages(burst);
         for e in burst {
             if let EventKind::Message(m) = &e.event.kind {
                 orchestrator.hints.received(&e.event, &m.platform_id);
@@ -254,31 +283,8 @@ impl Lane {
         let current = orchestrator.store.thread_state(&entry.conversation).await?;
         let thread = current.clone().on_customer_message();
         if !thread.bot_may_reply() {
-            // A human or the queue holds the thread: the bot stays silent; the consoles hear
-            // the customer.
-            if let Some(desk) = &orchestrator.desk {
-                let team = orchestrator
-                    .store
-                    .handoffs(&entry.conversation)
-                    .await?
-                    .into_iter()
-                    .rev()
-                    .find(|h| h.is_open())
-                    .and_then(|h| h.team);
-                for m in &messages {
-                    let mut event = ConsoleEvent::new(
-                        ConsoleKind::Message,
-                        entry.conversation.clone(),
-                        team.clone(),
-                    );
-                    event.text = Some(concierge_domain::clip_text(&m.content.describe(), 500));
-                    if let ThreadState::Human { concierge } = &thread {
-                        event.concierge = Some(concierge.clone());
-                    }
-                    desk.events.publish(event);
-                }
-            }
-            return Ok((TurnOutcome::default(), "silent"));
+            self.tell_consoles(entry, &messages, &thread).await?;
+            return Ok(unanswered("silent"));
         }
         orchestrator
             .hints
@@ -292,15 +298,73 @@ impl Lane {
             store: &orchestrator.store,
             now: now_millis(),
         };
-        let mut decision = orchestrator.responder.respond(&turn).await?;
+        let decision = self.respond(&turn).await?;
+        let moved = change(&current, &thread);
+        let Some(decision) = decision else {
+            let outcome = TurnOutcome {
+                thread: moved,
+                ..TurnOutcome::default()
+            };
+            return Ok((outcome, "none"));
+        };
+        let to = Answering {
+            channel: &entry.event.channel,
+            event: &entry.event.event_id,
+            message: &message.platform_id,
+        };
+        let limits = Limits::of(orchestrator.hints.as_ref(), &entry.event.channel);
+        let replies = shape(&decision, &to, &limits);
+        Ok(outcome(decision, replies, current, moved))
+    }
+
+    /// A person or the queue holds the thread: the bot stays silent, and the consoles hear
+    /// the customer (with the team of the open handoff, and the concierge who holds it).
+    async fn tell_consoles(
+        &self,
+        entry: &InboxEntry,
+        messages: &[&InboundMessage],
+        thread: &ThreadState,
+    ) -> Result<(), ResponderError> {
+        let orchestrator = &self.orchestrator;
+        let Some(desk) = &orchestrator.desk else {
+            return Ok(());
+        };
+        let team = orchestrator
+            .store
+            .handoffs(&entry.conversation)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|h| h.is_open())
+            .and_then(|h| h.team);
+        for m in messages {
+            let mut event = ConsoleEvent::new(
+                ConsoleKind::Message,
+                entry.conversation.clone(),
+                team.clone(),
+            );
+            event.text = Some(clip_text(&m.content.describe(), 500));
+            if let ThreadState::Human { concierge } = thread {
+                event.concierge = Some(concierge.clone());
+            }
+            desk.events.publish(event);
+        }
+        Ok(())
+    }
+
+    /// The responders' decision, with the desk's part of a handoff added to it: team, SLA,
+    /// brief and acknowledgement.
+    async fn respond(&self, turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
+        let orchestrator = &self.orchestrator;
+        let mut decision = orchestrator.responder.respond(turn).await?;
         if let (Some(decision), Some(desk)) = (decision.as_mut(), &orchestrator.desk)
             && let Some(handoff) = decision.handoff.as_mut()
         {
             let text = turn.text();
             let spent = desk
                 .prepare(Draft {
-                    conversation: &entry.conversation,
-                    channel: &entry.event.channel,
+                    conversation: &turn.entry.conversation,
+                    channel: &turn.entry.event.channel,
                     text: text.as_deref(),
                     handoff,
                     replies: &mut decision.replies,
@@ -317,78 +381,22 @@ impl Lane {
                     .add(spent);
             }
         }
-        let changed = (thread != current).then(|| ThreadChange {
-            from: current.clone(),
-            to: thread.clone(),
-        });
-        let Some(decision) = decision else {
-            return Ok((
-                TurnOutcome {
-                    thread: changed,
-                    ..TurnOutcome::default()
-                },
-                "none",
-            ));
-        };
-        let quote = decision.quote;
-        let limit = orchestrator.hints.max_text_chars(&entry.event.channel);
-        let captions = orchestrator.hints.media_captions(&entry.event.channel);
-        let mut replies = Vec::new();
-        for (i, (author, content)) in decision.replies.into_iter().enumerate() {
-            let parts = match (&content, limit) {
-                (Content::Text { body }, Some(limit)) if body.chars().count() > limit => {
-                    split_text(body, limit)
-                        .into_iter()
-                        .map(Content::text)
-                        .collect()
-                }
-                (
-                    Content::Media {
-                        kind,
-                        mime,
-                        caption: Some(caption),
-                        media,
-                    },
-                    _,
-                ) if !captions => vec![
-                    Content::Media {
-                        kind: *kind,
-                        mime: mime.clone(),
-                        caption: None,
-                        media: media.clone(),
-                    },
-                    Content::text(caption.clone()),
-                ],
-                _ => vec![content],
-            };
-            for (part, content) in parts.into_iter().enumerate() {
-                // Part 0 keeps the key a whole reply would have: stable across versions.
-                let key = match part {
-                    0 => format!("{}:{}:{i}", entry.event.channel, entry.event.event_id),
-                    n => format!("{}:{}:{i}.{n}", entry.event.channel, entry.event.event_id),
-                };
-                replies.push(NewReply {
-                    idempotency_key: key,
-                    author: author.clone(),
-                    content,
-                    reply_to: (quote && i == 0 && part == 0).then(|| message.platform_id.clone()),
-                    reengage: false,
-                });
-            }
-        }
-        Ok((
-            TurnOutcome {
-                replies,
-                thread: decision
-                    .thread
-                    .map(|to| ThreadChange { from: current, to })
-                    .or(changed),
-                absorbed: Vec::new(),
-                notes: decision.notes,
-                handoff: decision.handoff,
-                usage: decision.usage,
-            },
-            decision.by.name(),
-        ))
+        Ok(decision)
     }
+}
+
+/// A turn that stores no reply and leaves the thread as it is, labelled `by`.
+fn unanswered(by: &'static str) -> (TurnOutcome, &'static str) {
+    (TurnOutcome::default(), by)
+}
+
+/// The burst's customer messages, oldest first.
+fn customer_messages(burst: &[InboxEntry]) -> Vec<&InboundMessage> {
+    burst
+        .iter()
+        .filter_map(|e| match &e.event.kind {
+            EventKind::Message(m) => Some(m),
+            _ => None,
+        })
+        .collect()
 }

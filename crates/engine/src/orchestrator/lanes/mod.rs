@@ -6,6 +6,7 @@
 mod decide;
 mod dispatcher;
 mod lane;
+mod shape;
 
 use std::sync::Arc;
 

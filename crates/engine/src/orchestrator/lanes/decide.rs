@@ -99,7 +99,7 @@ impl Lane {
             .handoff
             .as_ref()
             .map(|h| (h.team.clone(), h.priority.clone()));
-        match self.orchestrator.store.complete(entry.seq, outcome).await {
+        match self.orchestrator.inbox.complete(entry.seq, outcome).await {
             Ok(completion) => {
                 self.completed(entry, &completion, handoff, by, started);
                 Attempt::Done
@@ -189,8 +189,9 @@ impl Lane {
         entry: &InboxEntry,
         target: &PlatformMessageId,
     ) -> Result<(TurnOutcome, &'static str), ResponderError> {
-        let store = &self.orchestrator.store;
-        let Some(refused) = store
+        let orchestrator = &self.orchestrator;
+        let Some(refused) = orchestrator
+            .conversations
             .message_by_platform_id(&entry.event.channel, target)
             .await?
         else {
@@ -207,7 +208,7 @@ impl Lane {
         if refused.direction != Direction::Outbound
             || refused.content.is_template()
             || refused.conversation != entry.conversation
-            || store.is_reengagement(refused.id).await?
+            || orchestrator.outbox.is_reengagement(refused.id).await?
         {
             // Templates and re-engagements themselves are not re-sent: no loop.
             return Ok(unanswered("none"));
@@ -251,8 +252,8 @@ impl Lane {
         &self,
         entry: &InboxEntry,
     ) -> Result<(TurnOutcome, &'static str), ResponderError> {
-        let store = &self.orchestrator.store;
-        let current = store.thread_state(&entry.conversation).await?;
+        let conversations = &self.orchestrator.conversations;
+        let current = conversations.thread_state(&entry.conversation).await?;
         let reopened = current.clone().on_customer_message();
         let outcome = TurnOutcome {
             thread: change(&current, &reopened),
@@ -280,7 +281,10 @@ impl Lane {
                 orchestrator.hints.received(&e.event, &m.platform_id);
             }
         }
-        let current = orchestrator.store.thread_state(&entry.conversation).await?;
+        let current = orchestrator
+            .conversations
+            .thread_state(&entry.conversation)
+            .await?;
         let thread = current.clone().on_customer_message();
         if !thread.bot_may_reply() {
             self.tell_consoles(entry, &messages, &thread).await?;
@@ -295,7 +299,7 @@ impl Lane {
             messages: &messages,
             burst,
             thread: &thread,
-            store: &orchestrator.store,
+            store: &orchestrator.responders_store,
             now: now_millis(),
         };
         let decision = self.respond(&turn).await?;
@@ -330,7 +334,7 @@ impl Lane {
             return Ok(());
         };
         let team = orchestrator
-            .store
+            .journal
             .handoffs(&entry.conversation)
             .await?
             .into_iter()

@@ -42,7 +42,7 @@ impl Orchestrator {
         // Everything up to `cursor` has been handed to a lane in this run.
         let mut cursor = 0i64;
         // Rung when another instance sharing the store appended events for this one.
-        let remote = self.store.inbox_signal();
+        let remote = self.instances.inbox_signal();
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -56,7 +56,7 @@ impl Orchestrator {
                 }
                 continue;
             }
-            let page = match self.store.take(cursor, room).await {
+            let page = match self.inbox.take(cursor, room).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the inbox; retrying");
@@ -106,7 +106,7 @@ impl Orchestrator {
             }
         }
         // What is left unfinished goes to another instance now rather than after a lease.
-        self.store.release_inbox().await;
+        self.instances.release_inbox().await;
     }
 
     fn dispatch(

@@ -167,7 +167,7 @@ impl Lane {
     async fn bot_may_reply(&self) -> bool {
         match self
             .orchestrator
-            .store
+            .conversations
             .thread_state(&self.conversation)
             .await
         {

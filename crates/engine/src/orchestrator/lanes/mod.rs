@@ -16,7 +16,7 @@ use super::responder::Responder;
 use super::throttle::ContactRate;
 use crate::handoff::Desk;
 use concierge_domain::{ChannelId, InboundEvent, PlatformMessageId};
-use concierge_store::SharedStore;
+use concierge_store::{Conversations, Inbox, Instances, Journal, Outbox, SharedStore};
 use concierge_telemetry::Metrics;
 
 /// The most inbox events held in memory between the inbox and the lanes (or twice the
@@ -27,7 +27,21 @@ const IN_MEMORY: usize = 4096;
 /// Feeds inbox events into per-conversation lanes.
 #[derive(Clone)]
 pub struct Orchestrator {
-    store: SharedStore,
+    // The store by the roles the lanes use, one handle each, so every step shows which part
+    // of the store it depends on.
+    /// For the events to take and complete.
+    inbox: Arc<dyn Inbox>,
+    /// For the other instances sharing the store: their wake-ups, the hand-over at shutdown.
+    instances: Arc<dyn Instances>,
+    /// For thread states, and the sends that window-closed reports refer to.
+    conversations: Arc<dyn Conversations>,
+    /// For whether a refused reply was itself a re-engagement (never re-sent: no loop).
+    outbox: Arc<dyn Outbox>,
+    /// For the open handoff's team, which the consoles are told.
+    journal: Arc<dyn Journal>,
+    /// The whole store, for the responders only: a [`Turn`](super::Turn) carries it, and each
+    /// responder reads the roles it needs.
+    responders_store: SharedStore,
     responder: Arc<dyn Responder>,
     /// Rung by the webhook handlers after an ingest.
     inbox_wake: Arc<Notify>,
@@ -105,8 +119,18 @@ impl Orchestrator {
         hints: Arc<dyn ChannelHints>,
         metrics: Metrics,
     ) -> Self {
+        let inbox: Arc<dyn Inbox> = store.clone();
+        let instances: Arc<dyn Instances> = store.clone();
+        let conversations: Arc<dyn Conversations> = store.clone();
+        let outbox: Arc<dyn Outbox> = store.clone();
+        let journal: Arc<dyn Journal> = store.clone();
         Self {
-            store,
+            inbox,
+            instances,
+            conversations,
+            outbox,
+            journal,
+            responders_store: store,
             responder,
             inbox_wake,
             outbox_wake,

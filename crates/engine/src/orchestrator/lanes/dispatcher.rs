@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -80,35 +80,38 @@ impl Orchestrator {
                 self.dispatch(queued, &lanes, &mut tasks, &shutdown);
             }
             while let Some(done) = tasks.try_join_next() {
-                if let Err(e) = done {
-                    tracing::error!(error = %e, "a lane stopped abnormally");
-                }
+                ended(done);
             }
-            if full {
-                continue;
-            }
-            let remote_wake = async {
-                match &remote {
-                    Some(remote) => remote.notified().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = self.inbox_wake.notified() => {}
-                _ = remote_wake => {}
-                _ = tokio::time::sleep(POLL) => {}
+            // A full page says more is waiting: read on without waiting.
+            if !full && !self.wait_for_events(remote.as_deref(), &shutdown).await {
+                break;
             }
         }
         while let Some(done) = tasks.join_next().await {
-            if let Err(e) = done {
-                tracing::error!(error = %e, "a lane stopped abnormally");
-            }
+            ended(done);
         }
         // What is left unfinished goes to another instance now rather than after a lease.
         self.instances.release_inbox().await;
     }
 
+    /// Waits for a reason to read the inbox again: an ingest here or on another instance, or
+    /// the poll, which catches what a missed wake-up would leave. Returns false on shutdown.
+    async fn wait_for_events(&self, remote: Option<&Notify>, shutdown: &CancellationToken) -> bool {
+        let remote_wake = async {
+            match remote {
+                Some(remote) => remote.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = self.inbox_wake.notified() => true,
+            _ = remote_wake => true,
+            _ = tokio::time::sleep(POLL) => true,
+        }
+    }
+
+    /// Hands `entry` to its conversation's lane, starting the lane when there is none.
     fn dispatch(
         &self,
         entry: Queued,
@@ -133,14 +136,21 @@ impl Orchestrator {
         let _ = sender.send(entry);
         map.insert(conversation.clone(), sender);
         drop(map);
-        let lane = Lane {
+        let lane = Lane::new(
             conversation,
-            done_upto: 0,
             receiver,
-            lanes: lanes.clone(),
-            orchestrator: self.clone(),
-            shutdown: shutdown.clone(),
-        };
+            lanes.clone(),
+            self.clone(),
+            shutdown.clone(),
+        );
         tasks.spawn(lane.run());
+    }
+}
+
+/// A lane's task ended: a lane that stopped abnormally (a panic outside the responders) is
+/// logged, the dispatcher goes on.
+fn ended(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        tracing::error!(error = %e, "a lane stopped abnormally");
     }
 }

@@ -20,13 +20,15 @@ const MAX_BURST_WINDOWS: i64 = 10;
 /// answered in few turns, each reading a bounded prompt; what is left waits for the next turn.
 const MAX_THROTTLED_BURST: usize = 100;
 
+/// One conversation's lane: a task that lives while the conversation has events queued.
 pub(super) struct Lane {
     pub(super) conversation: ConversationId,
     /// The newest inbox event this lane completed: a copy of an event at or before it (a
     /// shared store handing an event out again after a partition changed hands) is skipped.
-    pub(super) done_upto: i64,
-    pub(super) receiver: mpsc::UnboundedReceiver<Box<Queued>>,
-    pub(super) lanes: LaneMap,
+    done_upto: i64,
+    receiver: mpsc::UnboundedReceiver<Box<Queued>>,
+    /// The dispatcher's lanes, which this one leaves when it ends.
+    lanes: LaneMap,
     pub(super) orchestrator: Orchestrator,
     pub(super) shutdown: CancellationToken,
 }
@@ -37,6 +39,23 @@ fn burstable(entry: &InboxEntry) -> bool {
 }
 
 impl Lane {
+    pub(super) fn new(
+        conversation: ConversationId,
+        receiver: mpsc::UnboundedReceiver<Box<Queued>>,
+        lanes: LaneMap,
+        orchestrator: Orchestrator,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            conversation,
+            done_upto: 0,
+            receiver,
+            lanes,
+            orchestrator,
+            shutdown,
+        }
+    }
+
     /// The next event for this lane, or `None` when it ran dry (the lane then ends).
     fn next(&mut self) -> Option<Queued> {
         if let Ok(queued) = self.receiver.try_recv() {
@@ -106,11 +125,7 @@ impl Lane {
             return true;
         }
         let mut since: Option<Instant> = None;
-        loop {
-            let wait = match rate.try_take(&self.conversation, Instant::now()) {
-                Ok(()) => break,
-                Err(wait) => wait,
-            };
+        while let Err(wait) = rate.try_take(&self.conversation, Instant::now()) {
             if since.is_none() {
                 since = Some(Instant::now());
                 if !self.bot_may_reply().await {
@@ -118,48 +133,68 @@ impl Lane {
                 }
             }
             let deadline = tokio::time::Instant::now() + wait;
-            loop {
-                let next = match after.take() {
-                    Some(next) => Some(next),
-                    None if burst.len() >= MAX_THROTTLED_BURST => None,
-                    None => tokio::select! {
-                        next = self.receiver.recv() => next.map(|boxed| *boxed),
-                        _ = tokio::time::sleep_until(deadline) => break,
-                        _ = self.shutdown.cancelled() => return false,
-                    },
-                };
-                match next {
-                    Some(next) if next.entry.seq <= self.done_upto => {}
-                    Some(next) if burstable(&next.entry) && burst.len() < MAX_THROTTLED_BURST => {
-                        burst.push(next);
-                    }
-                    other => {
-                        // Nothing more may join: wait out the limit.
-                        *after = other;
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(deadline) => break,
-                            _ = self.shutdown.cancelled() => return false,
-                        }
-                    }
-                }
+            if !self.gather_until(deadline, burst, after).await {
+                return false;
             }
         }
         if let Some(since) = since {
-            let channel = burst.first().map(|q| q.entry.event.channel.clone());
-            if let Some(channel) = channel {
-                self.orchestrator
-                    .metrics
-                    .throttled(channel.as_str(), burst.len() as u64);
-                tracing::info!(
-                    conversation = %self.conversation,
-                    %channel,
-                    messages = burst.len(),
-                    waited_ms = since.elapsed().as_millis() as u64,
-                    "the contact writes faster than the turn rate limit: messages answered together"
-                );
-            }
+            self.report_throttled(burst, since);
         }
         true
+    }
+
+    /// Gathers into `burst` the customer messages that arrive before `deadline`, while the
+    /// rate limit holds it; the first event that cannot join stops the gathering and waits
+    /// in `after`. Returns false if shutdown came first.
+    async fn gather_until(
+        &mut self,
+        deadline: tokio::time::Instant,
+        burst: &mut Vec<Queued>,
+        after: &mut Option<Queued>,
+    ) -> bool {
+        loop {
+            let next = match after.take() {
+                Some(next) => Some(next),
+                None if burst.len() >= MAX_THROTTLED_BURST => None,
+                None => tokio::select! {
+                    next = self.receiver.recv() => next.map(|boxed| *boxed),
+                    _ = tokio::time::sleep_until(deadline) => return true,
+                    _ = self.shutdown.cancelled() => return false,
+                },
+            };
+            match next {
+                Some(next) if next.entry.seq <= self.done_upto => {}
+                Some(next) if burstable(&next.entry) && burst.len() < MAX_THROTTLED_BURST => {
+                    burst.push(next);
+                }
+                other => {
+                    // Nothing more may join: wait out the limit.
+                    *after = other;
+                    return tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => true,
+                        _ = self.shutdown.cancelled() => false,
+                    };
+                }
+            }
+        }
+    }
+
+    /// A burst the rate limit held since `since`: operators see how often contacts write
+    /// faster than the limit, and how long they waited.
+    fn report_throttled(&self, burst: &[Queued], since: Instant) {
+        let Some(channel) = burst.first().map(|q| &q.entry.event.channel) else {
+            return;
+        };
+        self.orchestrator
+            .metrics
+            .throttled(channel.as_str(), burst.len() as u64);
+        tracing::info!(
+            conversation = %self.conversation,
+            %channel,
+            messages = burst.len(),
+            waited_ms = since.elapsed().as_millis() as u64,
+            "the contact writes faster than the turn rate limit: messages answered together"
+        );
     }
 
     /// Whether the bot answers the conversation's next customer message (a store failure
@@ -176,6 +211,14 @@ impl Lane {
         }
     }
 
+    /// Takes the lane off the map as it stops with events still queued, so none is sent to
+    /// it any more.
+    fn leave(&self) {
+        let mut map = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&self.conversation);
+    }
+
+    /// Handles the lane's events, in order, until it runs dry or shutdown stops it.
     pub(super) async fn run(mut self) {
         let mut held: Option<Queued> = None;
         loop {
@@ -193,8 +236,7 @@ impl Lane {
             if !self.throttle(&mut burst, &mut after).await {
                 // Shutdown came while the limit held the burst: it stays unfinished in the
                 // inbox, with everything behind it, for the next start.
-                let mut map = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-                map.remove(&self.conversation);
+                self.leave();
                 return;
             }
             held = after;
@@ -205,8 +247,7 @@ impl Lane {
             } else {
                 // Stopping before this event was completed: the events after it must not run
                 // ahead of it. They all stay unfinished in the inbox for the next start.
-                let mut map = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-                map.remove(&self.conversation);
+                self.leave();
                 return;
             }
         }

@@ -60,9 +60,73 @@ pub enum Content {
         params: Vec<String>,
     },
     /// A kind we do not understand yet, kept so nothing is dropped silently.
+    /// Contact cards the customer shared (a person's name, phones, e-mails): data to read,
+    /// never numbers the gateway calls or writes to by itself.
+    Contacts {
+        contacts: Vec<ContactCard>,
+    },
     Unsupported {
         kind: String,
     },
+}
+
+/// A shared contact card, bounded: see [`ContactCard::new`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactCard {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emails: Vec<String>,
+}
+
+impl ContactCard {
+    /// The most cards one message keeps, and phones or e-mails one card keeps.
+    pub const MAX_CARDS: usize = 10;
+    pub const MAX_FIELDS: usize = 5;
+
+    /// A card as a platform sent it, made safe to store and show: the name as a display
+    /// name, at most [`Self::MAX_FIELDS`] phones and e-mails, each cleaned and clipped as a
+    /// display name is (one line, at most [`MAX_DISPLAY_NAME`] characters).
+    pub fn new(
+        name: &str,
+        phones: impl IntoIterator<Item = String>,
+        emails: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let field = |v: String| display_name(&v);
+        ContactCard {
+            name: display_name(name).unwrap_or_default(),
+            phones: phones
+                .into_iter()
+                .filter_map(field)
+                .take(Self::MAX_FIELDS)
+                .collect(),
+            emails: emails
+                .into_iter()
+                .filter_map(field)
+                .take(Self::MAX_FIELDS)
+                .collect(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let details: Vec<&str> = self
+            .phones
+            .iter()
+            .chain(&self.emails)
+            .map(String::as_str)
+            .collect();
+        let name = if self.name.is_empty() {
+            "(no name)"
+        } else {
+            &self.name
+        };
+        if details.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name} ({})", details.join(", "))
+        }
+    }
 }
 
 /// Cuts a text to `max` characters, marking the cut with an ellipsis (counted in `max`).
@@ -174,6 +238,10 @@ impl Content {
             }
             Content::Reaction { emoji, .. } => format!("[reacted {emoji}]"),
             Content::Template { name, .. } => format!("[template {name}]"),
+            Content::Contacts { contacts } => {
+                let cards: Vec<String> = contacts.iter().map(ContactCard::describe).collect();
+                format!("[contact card] {}", cards.join("; "))
+            }
             Content::Unsupported { kind } => format!("[a {kind} message the gateway cannot read]"),
         }
     }
@@ -193,6 +261,7 @@ impl Content {
             Content::Reaction { .. } => "reaction",
             Content::Choices { .. } => "choices",
             Content::Template { .. } => "template",
+            Content::Contacts { .. } => "contacts",
             Content::Unsupported { .. } => "unsupported",
         }
     }
@@ -277,7 +346,30 @@ pub struct MediaRef(pub String);
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_DISPLAY_NAME, display_name, split_text};
+    use super::{ContactCard, Content, MAX_DISPLAY_NAME, display_name, split_text};
+
+    #[test]
+    fn a_contact_card_is_bounded_and_reads_as_data() {
+        let card = ContactCard::new(
+            "Chandler\u{202E} Bing\n",
+            (0..9).map(|i| format!("+1 555-000-000{i}")),
+            ["c@example.com".to_string(), "x".repeat(300)],
+        );
+        assert_eq!(card.name, "Chandler Bing");
+        assert_eq!(card.phones.len(), ContactCard::MAX_FIELDS);
+        assert_eq!(card.emails[1].chars().count(), MAX_DISPLAY_NAME);
+        let shared = Content::Contacts {
+            contacts: vec![
+                ContactCard::new("Monica", ["+1 666".to_string()], []),
+                ContactCard::new("", [], []),
+            ],
+        };
+        assert_eq!(
+            shared.describe(),
+            "[contact card] Monica (+1 666); (no name)"
+        );
+        assert_eq!(shared.kind_name(), "contacts");
+    }
 
     #[test]
     fn display_names_are_one_short_line_of_visible_characters() {

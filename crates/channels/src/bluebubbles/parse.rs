@@ -58,6 +58,9 @@ struct Message {
 struct Handle {
     #[serde(default)]
     address: Option<String>,
+    /// `iMessage` or `SMS`: the first part of a one-to-one chat's guid.
+    #[serde(default)]
+    service: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +81,13 @@ struct Chat {
 #[derive(Debug, Deserialize)]
 struct Typing {
     guid: String,
+    /// `false` when the customer stopped typing: nothing to show.
+    #[serde(default = "shown")]
+    display: bool,
+}
+
+fn shown() -> bool {
+    true
 }
 
 /// The emoji of a tapback, by BlueBubbles' name for it.
@@ -130,6 +140,9 @@ pub fn parse(channel: &ChannelId, body: &[u8]) -> Result<Vec<InboundEvent>, Pars
         "typing-indicator" => {
             let typing: Typing = serde_json::from_value(data)
                 .map_err(|_| ParseError("a typing indicator without a chat".to_string()))?;
+            if !typing.display {
+                return Ok(Vec::new());
+            }
             let Ok(contact) = ContactId::parse(typing.guid) else {
                 return Ok(Vec::new());
             };
@@ -255,8 +268,10 @@ fn new_message(channel: &ChannelId, message: Message) -> Result<Vec<InboundEvent
 
 /// Delivered and read receipts for our own messages.
 fn updated_message(channel: &ChannelId, message: Message) -> Vec<InboundEvent> {
+    // The server's webhooks leave `chats` out of an updated message (its socket events carry
+    // them): a one-to-one chat's guid is then `service;-;address` of the handle.
     let (Some(contact), Ok(target)) = (
-        chat(&message),
+        chat(&message).or_else(|| direct_chat(&message)),
         PlatformMessageId::parse(message.guid.clone()),
     ) else {
         return Vec::new();
@@ -279,6 +294,14 @@ fn updated_message(channel: &ChannelId, message: Message) -> Vec<InboundEvent> {
         at,
         false,
     )
+}
+
+/// The one-to-one chat of a message that names only its handle.
+fn direct_chat(message: &Message) -> Option<ContactId> {
+    let handle = message.handle.as_ref()?;
+    let address = handle.address.as_deref().filter(|a| !a.is_empty())?;
+    let service = handle.service.as_deref().unwrap_or("iMessage");
+    ContactId::parse(format!("{service};-;{address}")).ok()
 }
 
 /// One of our messages failed; reported under its guid and the temporary guid we sent it with.

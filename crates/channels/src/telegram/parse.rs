@@ -3,10 +3,10 @@
 //! chat).
 
 use super::super::ParseError;
-use super::wire::{Message, MessageContent, ReactionType, Update, UpdateKind};
+use super::wire::{FileKind, FileRef, Message, MessageContent, ReactionType, Update, UpdateKind};
 use concierge_domain::{
-    ChannelId, Choice, ContactId, Content, EventId, EventKind, InboundEvent, InboundMessage,
-    MediaKind, MediaRef, PlatformMessageId, now_millis,
+    ChannelId, Choice, ContactCard, ContactId, Content, EventId, EventKind, InboundEvent,
+    InboundMessage, MediaKind, MediaRef, PlatformMessageId, now_millis,
 };
 
 /// Our id of a Telegram message.
@@ -185,6 +185,32 @@ fn start_parameter(message: &Message) -> Option<Option<String>> {
     Some((!payload.is_empty()).then(|| payload.chars().take(256).collect()))
 }
 
+/// A file message as media the agents are told about: its kind, and what the customer wrote
+/// with it, else what describes it (a sticker's emoji, a sound's or video's length).
+fn file_content(kind: FileKind, file: &FileRef, caption: Option<String>) -> Content {
+    let media_kind = match kind {
+        FileKind::Audio | FileKind::Voice => MediaKind::Audio,
+        FileKind::Sticker => MediaKind::Sticker,
+        FileKind::Animation | FileKind::Video | FileKind::VideoNote => MediaKind::Video,
+    };
+    let described = match kind {
+        FileKind::Sticker => file.emoji.clone(),
+        FileKind::Voice => file.duration.map(|d| format!("voice note, {d} s")),
+        FileKind::VideoNote => file.duration.map(|d| format!("video note, {d} s")),
+        FileKind::Animation => Some("GIF".to_string()),
+        FileKind::Audio | FileKind::Video => file
+            .file_name
+            .clone()
+            .or_else(|| file.duration.map(|d| format!("{d} s"))),
+    };
+    Content::Media {
+        kind: media_kind,
+        mime: file.mime_type.clone(),
+        caption: caption.or(described).filter(|c| !c.is_empty()),
+        media: MediaRef(file.file_id.clone()),
+    }
+}
+
 fn inbound(message: &Message) -> InboundMessage {
     let caption = message.caption.clone();
     let content = match message.content() {
@@ -218,7 +244,40 @@ fn inbound(message: &Message) -> InboundMessage {
             name: None,
             address: None,
         },
-        MessageContent::Other | MessageContent::Service => Content::Unsupported {
+        MessageContent::Venue(venue) => Content::Location {
+            latitude: venue.location.latitude,
+            longitude: venue.location.longitude,
+            name: concierge_domain::display_name(&venue.title),
+            address: venue
+                .address
+                .as_deref()
+                .and_then(concierge_domain::display_name),
+        },
+        MessageContent::File(kind, file) => file_content(kind, file, caption),
+        MessageContent::Contact(contact) => Content::Contacts {
+            contacts: vec![ContactCard::new(
+                &[
+                    Some(contact.first_name.as_str()),
+                    contact.last_name.as_deref(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" "),
+                [contact.phone_number.clone()],
+                [],
+            )],
+        },
+        // What the customer threw shows as its emoji and the value it landed on.
+        MessageContent::Dice(dice) => Content::text(format!(
+            "{} {}",
+            concierge_domain::clip_text(&dice.emoji, 8),
+            dice.value
+        )),
+        MessageContent::Other(kind) => Content::Unsupported {
+            kind: kind.to_string(),
+        },
+        MessageContent::Service => Content::Unsupported {
             kind: "message".to_string(),
         },
     };
@@ -351,11 +410,12 @@ mod tests {
     }
 
     /// Telegram bodies recorded or published by others (teloxide's fixtures, python-telegram-bot
-    /// serialisations, a 2018 bot's log; see /work/shared/protocols/third-party/README.md),
-    /// each read without error, into the events teloxide-core's types gave before ours — but
-    /// for the three 2018 bodies whose files lack `file_unique_id` (required since Bot API
-    /// 4.5, never read here): teloxide dropped them, they now arrive (a sticker and a voice
-    /// note as `Unsupported`, the document as a document).
+    /// serialisations, a 2018 bot's log; see crates/channels/tests/fixtures/inbound-samples.md),
+    /// each read without error into the events below: media kinds (stickers, voice notes,
+    /// videos, GIFs) as media with their file id, a venue as a location with its name and
+    /// address, a contact as a contact card, a dice as its emoji and value; the three 2018
+    /// bodies whose files lack `file_unique_id` (required since Bot API 4.5, never read
+    /// here) arrive all the same.
     #[test]
     fn third_party_samples_read_as_before() {
         let samples: Vec<serde_json::Value> =
@@ -385,7 +445,7 @@ mod tests {
         (
             "teloxide:update:issue_1107:0",
             &[
-                "u439432599 -1001293752024 at=1721592028000 message -1001293752024:134545 unsupported message reply=None from=Some(\"Wert\")",
+                "u439432599 -1001293752024 at=1721592028000 message -1001293752024:134545 unsupported story reply=None from=Some(\"Wert\")",
             ],
         ),
         (
@@ -401,7 +461,12 @@ mod tests {
             ],
         ),
         ("teloxide:update:pinned_message_works:0", &[]),
-        ("teloxide:update:dice_works:0", &[]),
+        (
+            "teloxide:update:dice_works:0",
+            &[
+                "u573255266 -1001276785818 at=1596014550000 message -1001276785818:35410 text \"🎲 2\" reply=None from=Some(\"Hirrolot\")",
+            ],
+        ),
         ("teloxide:update:new_update_kind_error:0", &[]),
         ("teloxide:update:issue_523:0", &[]),
         (
@@ -420,7 +485,7 @@ mod tests {
         (
             "teloxide:message:de_media_forwarded:0",
             &[
-                "u700001 250918540 at=1567927221000 message 250918540:198283 unsupported message reply=None from=Some(\"Андрей Власов\")",
+                "u700001 250918540 at=1567927221000 message 250918540:198283 Video Some(\"video/mp4\") Some(\"13 s\") BAADAgADpgQAAgX9qEud6QcgPiOAlhYE reply=None from=Some(\"Андрей Власов\")",
             ],
         ),
         (
@@ -432,7 +497,7 @@ mod tests {
         (
             "teloxide:message:de_sticker:0",
             &[
-                "u700003 250918540 at=1568290188000 message 250918540:199787 unsupported message reply=None from=Some(\"Андрей Власов\")",
+                "u700003 250918540 at=1568290188000 message 250918540:199787 Sticker None Some(\"😡\") CAACAgIAAxkBAAESLdBjMImep-J0W8XaTN6S_Lz1-j1QIQACIwADsND4DGmmygHGlyggKQQ reply=None from=Some(\"Андрей Власов\")",
             ],
         ),
         (
@@ -443,7 +508,7 @@ mod tests {
         ),
         (
             "teloxide:message:issue_481:0",
-            &["u700005 0 at=0 message 0:0 unsupported message reply=None from=None"],
+            &["u700005 0 at=0 message 0:0 location 0,0 reply=None from=None"],
         ),
         (
             "teloxide:message:parse_caption_entities:0",
@@ -472,13 +537,13 @@ mod tests {
         (
             "cxabot-2018:sticker",
             &[
-                "u271683412 -1001319789908 at=1529560890000 message -1001319789908:193 unsupported message reply=None from=Some(\"Worakorn CXA\")",
+                "u271683412 -1001319789908 at=1529560890000 message -1001319789908:193 Sticker None Some(\"💪\") CAADBQADHAADyIsGAAFzjQavel2uswI reply=None from=Some(\"Worakorn CXA\")",
             ],
         ),
         (
             "cxabot-2018:voice",
             &[
-                "u271683418 -1001319789908 at=1529561021000 message -1001319789908:205 unsupported message reply=None from=Some(\"Worakorn CXA\")",
+                "u271683418 -1001319789908 at=1529561021000 message -1001319789908:205 Audio Some(\"audio/ogg\") Some(\"voice note, 1 s\") AwADBQADJgADsdhYVfc01ObqFg9_Ag reply=None from=Some(\"Worakorn CXA\")",
             ],
         ),
         (
@@ -490,7 +555,7 @@ mod tests {
         (
             "cxabot-2018:contact",
             &[
-                "u271683426 -1001319789908 at=1529561907000 message -1001319789908:221 unsupported message reply=None from=Some(\"Worakorn CXA\")",
+                "u271683426 -1001319789908 at=1529561907000 message -1001319789908:221 Contacts { contacts: [ContactCard { name: \"Wundzen 💎\", phones: [\"0815432345\"], emails: [] }] } reply=None from=Some(\"Worakorn CXA\")",
             ],
         ),
         (
@@ -508,7 +573,7 @@ mod tests {
         (
             "ptb-2024:voice",
             &[
-                "u880002 220428984 at=1714121016000 message 220428984:19 unsupported message reply=None from=Some(\"D\")",
+                "u880002 220428984 at=1714121016000 message 220428984:19 Audio Some(\"audio/ogg\") Some(\"voice note, 2 s\") AwACAgIAAxkBAAMTZitpN09G4YxVXg5swK80bQK1CtYAAtBMAAJoImFJOs0IfBYLJw00BA reply=None from=Some(\"D\")",
             ],
         ),
         (

@@ -165,35 +165,36 @@ pub struct Message {
     pub document: Option<Document>,
     #[serde(default)]
     pub location: Option<Location>,
-    // Present only to tell what a message is; their content is not read.
     #[serde(default)]
-    pub animation: Option<IgnoredAny>,
+    pub animation: Option<FileRef>,
     #[serde(default)]
-    pub audio: Option<IgnoredAny>,
+    pub audio: Option<FileRef>,
     #[serde(default)]
-    pub contact: Option<IgnoredAny>,
+    pub contact: Option<SharedContact>,
     #[serde(default)]
     pub paid_media: Option<IgnoredAny>,
     #[serde(default)]
     pub game: Option<IgnoredAny>,
     #[serde(default)]
-    pub venue: Option<IgnoredAny>,
+    pub venue: Option<Venue>,
     #[serde(default)]
     pub poll: Option<IgnoredAny>,
     #[serde(default)]
     pub checklist: Option<IgnoredAny>,
     #[serde(default)]
-    pub sticker: Option<IgnoredAny>,
+    pub sticker: Option<FileRef>,
     #[serde(default)]
     pub story: Option<IgnoredAny>,
     #[serde(default)]
-    pub video: Option<IgnoredAny>,
+    pub video: Option<FileRef>,
     #[serde(default)]
-    pub video_note: Option<IgnoredAny>,
+    pub video_note: Option<FileRef>,
     #[serde(default)]
-    pub voice: Option<IgnoredAny>,
+    pub voice: Option<FileRef>,
     #[serde(default)]
     pub migrate_to_chat_id: Option<IgnoredAny>,
+    #[serde(default)]
+    pub dice: Option<Dice>,
     #[serde(default)]
     pub migrate_from_chat_id: Option<IgnoredAny>,
 }
@@ -205,8 +206,13 @@ pub enum MessageContent<'a> {
     Photo(&'a [PhotoSize]),
     Document(&'a Document),
     Location(&'a Location),
-    /// Something said that we do not read (a voice note, a sticker, a contact…).
-    Other,
+    /// A file the Bot API serves by id: a voice note, a sticker, a video…
+    File(FileKind, &'a FileRef),
+    Venue(&'a Venue),
+    Contact(&'a SharedContact),
+    Dice(&'a Dice),
+    /// Something said that we do not read, by its kind (a poll, a game, a story…).
+    Other(&'static str),
     /// Nothing said: a service message (members joined, title changed, pinned, a dice…).
     Service,
 }
@@ -215,25 +221,33 @@ impl Message {
     /// What this message carries. When Telegram sets two fields for compatibility (an
     /// animation is also a document, a venue also a location) the first in this order wins.
     pub fn content(&self) -> MessageContent<'_> {
-        let other = |present: bool| present.then_some(MessageContent::Other);
-        other(self.animation.is_some() || self.audio.is_some() || self.contact.is_some())
+        let other =
+            |kind: &'static str, present: bool| present.then_some(MessageContent::Other(kind));
+        fn file(kind: FileKind, file: &Option<FileRef>) -> Option<MessageContent<'_>> {
+            file.as_ref().map(|f| MessageContent::File(kind, f))
+        }
+        file(FileKind::Animation, &self.animation)
+            .or_else(|| file(FileKind::Audio, &self.audio))
+            .or_else(|| self.contact.as_ref().map(MessageContent::Contact))
             .or_else(|| self.document.as_ref().map(MessageContent::Document))
-            .or_else(|| other(self.paid_media.is_some() || self.game.is_some()))
-            .or_else(|| other(self.venue.is_some()))
+            .or_else(|| other("paid media", self.paid_media.is_some()))
+            .or_else(|| other("game", self.game.is_some()))
+            .or_else(|| self.venue.as_ref().map(MessageContent::Venue))
             .or_else(|| self.location.as_ref().map(MessageContent::Location))
             .or_else(|| self.photo.as_deref().map(MessageContent::Photo))
-            .or_else(|| {
-                other(self.poll.is_some() || self.checklist.is_some())
-                    .or_else(|| other(self.sticker.is_some() || self.story.is_some()))
-            })
+            .or_else(|| other("poll", self.poll.is_some()))
+            .or_else(|| other("checklist", self.checklist.is_some()))
+            .or_else(|| file(FileKind::Sticker, &self.sticker))
+            .or_else(|| other("story", self.story.is_some()))
             .or_else(|| self.text.as_deref().map(MessageContent::Text))
+            .or_else(|| file(FileKind::Video, &self.video))
+            .or_else(|| file(FileKind::VideoNote, &self.video_note))
+            .or_else(|| file(FileKind::Voice, &self.voice))
+            .or_else(|| self.dice.as_ref().map(MessageContent::Dice))
             .or_else(|| {
                 other(
-                    self.video.is_some()
-                        || self.video_note.is_some()
-                        || self.voice.is_some()
-                        || self.migrate_to_chat_id.is_some()
-                        || self.migrate_from_chat_id.is_some(),
+                    "group migration",
+                    self.migrate_to_chat_id.is_some() || self.migrate_from_chat_id.is_some(),
                 )
             })
             .unwrap_or(MessageContent::Service)
@@ -273,6 +287,57 @@ pub struct Document {
     pub file_name: Option<String>,
     #[serde(default)]
     pub mime_type: Option<String>,
+}
+
+/// The kinds of file a message may carry besides photos and documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Animation,
+    Audio,
+    Sticker,
+    Video,
+    VideoNote,
+    Voice,
+}
+
+/// A file by its id (older payloads have no `file_unique_id`; it is not read).
+#[derive(Debug, Deserialize)]
+pub struct FileRef {
+    pub file_id: String,
+    #[serde(default)]
+    pub mime_type: Option<String>,
+    /// Seconds, for sound and video.
+    #[serde(default)]
+    pub duration: Option<u64>,
+    /// A sticker's emoji.
+    #[serde(default)]
+    pub emoji: Option<String>,
+    #[serde(default)]
+    pub file_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Venue {
+    pub location: Location,
+    pub title: String,
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+/// A contact card shared in the chat.
+#[derive(Debug, Deserialize)]
+pub struct SharedContact {
+    pub phone_number: String,
+    pub first_name: String,
+    #[serde(default)]
+    pub last_name: Option<String>,
+}
+
+/// A die (or dart, ball…) thrown, with the value it showed.
+#[derive(Debug, Deserialize)]
+pub struct Dice {
+    pub emoji: String,
+    pub value: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -418,7 +483,7 @@ mod tests {
     }
 
     #[test]
-    fn an_animation_is_not_read_as_its_document_nor_a_venue_as_its_location() {
+    fn an_animation_is_read_as_an_animation_not_its_document_and_a_venue_not_its_location() {
         let message = |extra: serde_json::Value| -> Message {
             let mut m = serde_json::json!({ "message_id": 1, "date": 1, "chat": { "id": 1 } });
             if let (Some(m), Some(extra)) = (m.as_object_mut(), extra.as_object()) {
@@ -428,11 +493,15 @@ mod tests {
         };
         let document = serde_json::json!({ "file_id": "f" });
         let animation = message(serde_json::json!({ "animation": document, "document": document }));
-        assert!(matches!(animation.content(), MessageContent::Other));
+        assert!(matches!(
+            animation.content(),
+            MessageContent::File(FileKind::Animation, _)
+        ));
         let location = serde_json::json!({ "latitude": 1.0, "longitude": 2.0 });
-        let venue =
-            message(serde_json::json!({ "venue": { "location": location }, "location": location }));
-        assert!(matches!(venue.content(), MessageContent::Other));
+        let venue = message(
+            serde_json::json!({ "venue": { "location": location, "title": "Shop" }, "location": location }),
+        );
+        assert!(matches!(venue.content(), MessageContent::Venue(v) if v.title == "Shop"));
         assert!(matches!(
             message(serde_json::json!({ "location": location })).content(),
             MessageContent::Location(_)

@@ -190,9 +190,13 @@ fn status_events(channel: &ChannelId, form: &Form, sid: &str, status: &str) -> V
         "read" => DeliveryStatus::Read,
         "failed" | "undelivered" => DeliveryStatus::Failed {
             code: form.get("ErrorCode").map(str::to_string),
-            reason: form
-                .get("ChannelStatusMessage")
-                .map(str::to_string)
+            // The channel's own words first, then Twilio's (`ErrorMessage` is what most
+            // undelivered callbacks carry), then just the status.
+            reason: ["ChannelStatusMessage", "ErrorMessage"]
+                .iter()
+                .filter_map(|key| form.get(key).filter(|v| !v.trim().is_empty()))
+                .map(|v| concierge_domain::clip_text(v, 300))
+                .next()
                 .unwrap_or_else(|| status.to_string()),
         },
         // queued, accepted, sending, scheduled…: nothing the customer sees yet.

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use super::wire;
 use crate::{ParseError, callback, status_report};
 use concierge_domain::{
-    ChannelId, Choice, ContactId, Content, DeliveryStatus, EventId, EventKind, InboundEvent,
-    InboundMessage, MediaKind, MediaRef, PlatformMessageId, now_millis,
+    ChannelId, Choice, ContactCard, ContactId, Content, DeliveryStatus, EventId, EventKind,
+    InboundEvent, InboundMessage, MediaKind, MediaRef, PlatformMessageId, now_millis,
 };
 
 /// The error codes that mean "the 24-hour customer service window is closed".
@@ -193,6 +193,14 @@ fn content(message: &wire::Message) -> Content {
                 b.text.clone(),
             ))
         }),
+        "contacts" if !message.contacts.is_empty() => Some(Content::Contacts {
+            contacts: message
+                .contacts
+                .iter()
+                .take(ContactCard::MAX_CARDS)
+                .map(card)
+                .collect(),
+        }),
         "reaction" => message.reaction.as_ref().map(|r| Content::Reaction {
             target: r.message_id.clone(),
             emoji: r.emoji.clone().unwrap_or_default(),
@@ -202,12 +210,32 @@ fn content(message: &wire::Message) -> Content {
     .unwrap_or_else(unsupported)
 }
 
+fn card(shared: &wire::SharedContact) -> ContactCard {
+    let name = shared.name.as_ref().map(|n| {
+        n.formatted_name.clone().unwrap_or_else(|| {
+            [n.first_name.as_deref(), n.last_name.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+    });
+    ContactCard::new(
+        name.as_deref().unwrap_or_default(),
+        shared.phones.iter().filter_map(|p| p.phone.clone()),
+        shared.emails.iter().filter_map(|e| e.email.clone()),
+    )
+}
+
 fn message_event(
     channel: &ChannelId,
     message: &wire::Message,
     names: &HashMap<String, String>,
 ) -> Option<InboundEvent> {
     let (contact, aliases) = contact_ids(message.from_user_id.as_deref(), message.from.as_deref())?;
+    if let Some(edited) = &message.edit {
+        return edit_event(channel, message, edited, contact, aliases);
+    }
     let key = contact.as_str().to_string();
     let platform_id = PlatformMessageId::parse(message.id.clone()).ok()?;
     let display_name = names.get(&key).cloned().or_else(|| {
@@ -236,6 +264,37 @@ fn message_event(
     })
 }
 
+/// An edit: the original message's new content, read as a message of its own would be (the
+/// edited message carries no id, so it takes the original's for reading).
+fn edit_event(
+    channel: &ChannelId,
+    message: &wire::Message,
+    edited: &wire::Edit,
+    contact: ContactId,
+    aliases: Vec<ContactId>,
+) -> Option<InboundEvent> {
+    let target = PlatformMessageId::parse(edited.original_message_id.clone()).ok()?;
+    let mut inner = edited.message.clone();
+    inner.insert(
+        "id".to_string(),
+        serde_json::Value::String(edited.original_message_id.clone()),
+    );
+    let content = match serde_json::from_value::<wire::Message>(serde_json::Value::Object(inner)) {
+        Ok(now) => content(&now),
+        Err(_) => Content::Unsupported {
+            kind: "edit".to_string(),
+        },
+    };
+    Some(InboundEvent {
+        channel: channel.clone(),
+        event_id: EventId::parse(message.id.clone()).ok()?,
+        contact,
+        aliases,
+        at: timestamp_millis(message.timestamp.as_deref()),
+        kind: EventKind::Edit { target, content },
+    })
+}
+
 /// A status, and for a failure that means the reply window closed, the signal to reconcile.
 fn status_events(channel: &ChannelId, status: &wire::Status) -> Vec<InboundEvent> {
     let Some((contact, aliases)) = contact_ids(
@@ -250,7 +309,8 @@ fn status_events(channel: &ChannelId, status: &wire::Status) -> Vec<InboundEvent
     let delivery = match status.status.as_str() {
         "sent" => DeliveryStatus::Sent,
         "delivered" => DeliveryStatus::Delivered,
-        "read" => DeliveryStatus::Read,
+        // A voice note listened to: as far as a message gets, for us it is read.
+        "read" | "played" => DeliveryStatus::Read,
         "failed" => {
             let error = status.errors.first();
             DeliveryStatus::Failed {

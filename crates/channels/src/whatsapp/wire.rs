@@ -95,6 +95,12 @@ pub struct Message {
     pub button: Option<Button>,
     #[serde(default, deserialize_with = "lenient")]
     pub reaction: Option<Reaction>,
+    /// `type: "contacts"`: contact cards the customer shared.
+    #[serde(default)]
+    pub contacts: Vec<SharedContact>,
+    /// `type: "edit"`: the customer changed an earlier message.
+    #[serde(default)]
+    pub edit: Option<Edit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,4 +231,45 @@ where
 {
     let value = serde_json::Value::deserialize(deserializer)?;
     Ok(T::deserialize(value).ok())
+}
+
+/// An edited message: the original's id and the message as it is now (no id or sender of
+/// its own).
+#[derive(Debug, Deserialize)]
+pub struct Edit {
+    pub original_message_id: String,
+    pub message: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A contact card shared in a message (not the sender's own profile, `Value::contacts`).
+#[derive(Debug, Deserialize)]
+pub struct SharedContact {
+    #[serde(default)]
+    pub name: Option<ContactName>,
+    #[serde(default)]
+    pub phones: Vec<ContactPhone>,
+    #[serde(default)]
+    pub emails: Vec<ContactEmail>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContactName {
+    #[serde(default)]
+    pub formatted_name: Option<String>,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContactPhone {
+    #[serde(default)]
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContactEmail {
+    #[serde(default)]
+    pub email: Option<String>,
 }

@@ -236,6 +236,9 @@ async fn openai_format_tool_round_trip_carries_the_verified_identity() {
         "Bearer openai-test-key"
     );
     assert_eq!(llm[0].body["model"], "test-model");
+    // OpenAI's current name for the reply's limit; `max_tokens` is deprecated there.
+    assert_eq!(llm[0].body["max_completion_tokens"], 1024);
+    assert!(llm[0].body.get("max_tokens").is_none(), "{}", llm[0].body);
     assert!(
         llm[0]
             .system()
@@ -837,6 +840,13 @@ async fn the_shipped_agents_work_the_demo_shop_end_to_end() {
     );
     let llm = a.llm.calls();
     assert_eq!(llm.len(), 4);
+    // A server that speaks OpenAI's older shape gets the limit it knows.
+    assert!(
+        llm[0].body["max_tokens"].as_u64().is_some(),
+        "{}",
+        llm[0].body
+    );
+    assert!(llm[0].body.get("max_completion_tokens").is_none());
     // The shipped prompts rendered with the merchant's details and the channel.
     assert!(
         llm[0].system().contains("Maison Lumière"),

@@ -21,6 +21,10 @@ pub struct GenaiClient {
     kind: AdapterKind,
     model: String,
     max_tokens: u32,
+    /// OpenAI's own API: the reply's limit is `max_completion_tokens` (`max_tokens` is
+    /// deprecated there, and refused by its reasoning models); servers that only speak the
+    /// older shape (`openai_compatible`) keep `max_tokens`.
+    completion_tokens: bool,
     timeout: Duration,
 }
 
@@ -51,6 +55,7 @@ impl GenaiClient {
             kind,
             model: config.model.clone(),
             max_tokens: config.max_tokens,
+            completion_tokens: config.provider == LlmProvider::Openai,
             timeout,
         })
     }
@@ -155,9 +160,13 @@ impl LlmClient for GenaiClient {
     async fn chat(&self, request: &LlmRequest) -> Result<LlmReply, LlmError> {
         let model = request.model.clone().unwrap_or_else(|| self.model.clone());
         let mut options = ChatOptions::default()
-            .with_max_tokens(self.max_tokens)
             .with_capture_usage(true)
             .with_capture_tool_calls(true);
+        options = if self.completion_tokens {
+            options.with_extra_body(serde_json::json!({ "max_completion_tokens": self.max_tokens }))
+        } else {
+            options.with_max_tokens(self.max_tokens)
+        };
         if let Some(t) = request.temperature {
             options = options.with_temperature(t);
         }

@@ -121,11 +121,22 @@ impl Twilio {
         match content {
             Content::Text { body } => fields.push(("Body".into(), clip(body))),
             Content::Choices { body, choices, .. } => {
-                let mut lines = vec![body.clone(), String::new()];
-                for (i, choice) in choices.iter().enumerate() {
-                    lines.push(format!("{}. {}", i + 1, choice.title));
-                }
-                fields.push(("Body".into(), clip(&lines.join("\n"))));
+                // The options are what the customer answers with: when the whole does not
+                // fit, the question is shortened, not the options (the orchestrator already
+                // sent a long question's beginning as a message of its own).
+                let options: Vec<String> = choices
+                    .iter()
+                    .enumerate()
+                    .map(|(i, choice)| format!("{}. {}", i + 1, choice.title))
+                    .collect();
+                let options = options.join("\n");
+                let room = MAX_BODY.saturating_sub(options.chars().count() + 2);
+                let text = if room >= 20 {
+                    format!("{}\n\n{options}", concierge_domain::clip_text(body, room))
+                } else {
+                    format!("{body}\n\n{options}")
+                };
+                fields.push(("Body".into(), clip(&text)));
             }
             Content::Media { caption, media, .. } => {
                 if !(media.0.starts_with("https://") || media.0.starts_with("http://")) {
@@ -434,6 +445,25 @@ mod tests {
     }
 
     /// Twilio's published validation example, whose URL carries a query string.
+    #[test]
+    fn a_question_too_long_for_its_options_is_shortened_never_the_options() {
+        let twilio = adapter("https://gw.example.com/webhooks/twilio");
+        let choices: Vec<concierge_domain::Choice> = (1..=5)
+            .map(|i| concierge_domain::Choice::new(format!("c{i}"), format!("Option {i}")))
+            .collect();
+        let content = Content::Choices {
+            body: "Which one? ".repeat(300),
+            choices,
+            header: None,
+            footer: None,
+            button: None,
+        };
+        let fields = twilio.fields(&content).unwrap();
+        let body = &fields.iter().find(|(k, _)| k == "Body").unwrap().1;
+        assert!(body.chars().count() <= MAX_BODY);
+        assert!(body.ends_with("4. Option 4\n5. Option 5"), "{body}");
+    }
+
     #[test]
     fn twilios_documented_vector_verifies_with_the_query_we_received() {
         let adapter = adapter("https://mycompany.com/myapp.php");

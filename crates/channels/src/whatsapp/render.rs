@@ -14,7 +14,9 @@ const MAX_ROW_DESCRIPTION: usize = 72;
 const MAX_SECTION_TITLE: usize = 24;
 const MAX_HEADER: usize = 60;
 const MAX_FOOTER: usize = 60;
-const MAX_INTERACTIVE_BODY: usize = 1024;
+/// A reply-button message's body; a list's may hold a whole text message.
+const MAX_BUTTONS_BODY: usize = 1024;
+const MAX_LIST_BODY: usize = 4096;
 pub const MAX_TEXT: usize = 4096;
 
 /// The recipient fields: a phone number goes in `to`, a business-scoped user id in
@@ -44,13 +46,13 @@ pub fn bodies(
             header,
             footer,
             button,
-        } => vec![choices_body(
+        } => choices_bodies(
             body,
             choices,
             header.as_deref(),
             footer.as_deref(),
             button.as_deref(),
-        )],
+        ),
         Content::Media {
             kind,
             caption,
@@ -146,36 +148,74 @@ fn text(body: &str) -> Value {
     json!({ "type": "text", "text": { "preview_url": has_link(body), "body": body } })
 }
 
-fn choices_body(
+/// Whether the choices can be reply buttons: at most three, short, without a second line, and
+/// with titles Meta can tell apart (it refuses two buttons of the same title).
+fn fits_buttons(choices: &[Choice]) -> bool {
+    let mut titles: Vec<String> = choices.iter().map(|c| c.title.to_lowercase()).collect();
+    titles.sort();
+    titles.dedup();
+    choices.len() <= MAX_BUTTONS
+        && titles.len() == choices.len()
+        && choices
+            .iter()
+            .all(|c| c.title.chars().count() <= MAX_BUTTON_TITLE && c.description.is_none())
+}
+
+/// A question with its choices, nothing of it cut: a body longer than the interactive
+/// message takes goes first as text, and the choices come in a last message that fits.
+fn choices_bodies(
     body: &str,
     choices: &[Choice],
     header: Option<&str>,
     footer: Option<&str>,
     button: Option<&str>,
-) -> Value {
-    let fits_buttons = choices.len() <= MAX_BUTTONS
-        && choices
-            .iter()
-            .all(|c| c.title.chars().count() <= MAX_BUTTON_TITLE && c.description.is_none());
+) -> Vec<Value> {
     if choices.is_empty() {
-        return text(body);
+        return split_text(body, MAX_TEXT).iter().map(|c| text(c)).collect();
     }
     if choices.len() > MAX_LIST_ROWS {
-        // Too many for a list: numbered text the customer can answer with a number.
+        // Too many for a list: numbered text the customer can answer with a number, in as
+        // many messages as it takes.
         let mut lines = vec![body.to_string(), String::new()];
         for (i, choice) in choices.iter().enumerate() {
             lines.push(format!("{}. {}", i + 1, choice.title));
         }
-        return text(&clip_text(&lines.join("\n"), MAX_TEXT));
+        return split_text(&lines.join("\n"), MAX_TEXT)
+            .iter()
+            .map(|c| text(c))
+            .collect();
     }
-    let mut interactive = if fits_buttons {
+    let buttons = fits_buttons(choices);
+    let limit = if buttons {
+        MAX_BUTTONS_BODY
+    } else {
+        MAX_LIST_BODY
+    };
+    let mut parts = split_text(body, limit);
+    let last = parts.pop().unwrap_or_default();
+    let mut bodies: Vec<Value> = parts.iter().map(|c| text(c)).collect();
+    bodies.push(choices_body(
+        &last, choices, buttons, header, footer, button,
+    ));
+    bodies
+}
+
+fn choices_body(
+    body: &str,
+    choices: &[Choice],
+    buttons: bool,
+    header: Option<&str>,
+    footer: Option<&str>,
+    button: Option<&str>,
+) -> Value {
+    let mut interactive = if buttons {
         let buttons: Vec<Value> = choices
             .iter()
             .map(|c| json!({ "type": "reply", "reply": { "id": c.id, "title": c.title } }))
             .collect();
         json!({
             "type": "button",
-            "body": { "text": clip_text(body, MAX_INTERACTIVE_BODY) },
+            "body": { "text": clip_text(body, MAX_BUTTONS_BODY) },
             "action": { "buttons": buttons },
         })
     } else {
@@ -212,7 +252,7 @@ fn choices_body(
             .collect();
         json!({
             "type": "list",
-            "body": { "text": clip_text(body, MAX_INTERACTIVE_BODY) },
+            "body": { "text": clip_text(body, MAX_LIST_BODY) },
             "action": {
                 "button": clip_text(button.unwrap_or("Choose"), MAX_BUTTON_TITLE),
                 "sections": sections,
@@ -250,6 +290,74 @@ mod tests {
             footer: None,
             button: None,
         }
+    }
+
+    fn asking(body: &str, list: Vec<Choice>) -> Vec<Value> {
+        let content = Content::Choices {
+            body: body.into(),
+            choices: list,
+            header: None,
+            footer: None,
+            button: None,
+        };
+        bodies("15550100001", &content, None).unwrap()
+    }
+
+    #[test]
+    fn buttons_of_the_same_title_become_a_list() {
+        let same = vec![
+            Choice::new("a", "Yes"),
+            Choice::new("b", "yes"),
+            Choice::new("c", "No"),
+        ];
+        let parts = asking("Sure?", same);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0]["interactive"]["type"], "list");
+        let rows = &parts[0]["interactive"]["action"]["sections"][0]["rows"];
+        assert_eq!(rows.as_array().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn a_long_question_goes_first_as_text_and_the_choices_last_nothing_cut() {
+        let question = format!("{} end of the question?", "word ".repeat(400));
+        let parts = asking(&question, choices(2, "Option "));
+        assert!(parts.len() >= 2, "{parts:?}");
+        let last = parts.last().unwrap();
+        assert_eq!(last["interactive"]["type"], "button");
+        let body = last["interactive"]["body"]["text"].as_str().unwrap();
+        assert!(body.chars().count() <= MAX_BUTTONS_BODY);
+        assert!(body.ends_with("end of the question?"), "{body}");
+        let mut sent: Vec<&str> = parts[..parts.len() - 1]
+            .iter()
+            .map(|p| p["text"]["body"].as_str().unwrap())
+            .collect();
+        sent.push(body);
+        assert_eq!(
+            sent.join(" ").split_whitespace().count(),
+            question.split_whitespace().count()
+        );
+        // A list takes a body of a whole text message.
+        let long_list = format!("{}?", "x".repeat(3000));
+        let parts = asking(&long_list, choices(5, "Option "));
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0]["interactive"]["body"]["text"], long_list.as_str());
+    }
+
+    #[test]
+    fn many_numbered_choices_are_split_never_cut() {
+        let parts = asking(&"q ".repeat(2000), choices(40, &"t".repeat(100)));
+        assert!(parts.len() >= 2);
+        let all: String = parts
+            .iter()
+            .map(|p| p["text"]["body"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(all.contains("40. "), "the last option is there");
+        assert!(
+            parts
+                .iter()
+                .all(|p| p["text"]["body"].as_str().unwrap().chars().count() <= MAX_TEXT)
+        );
     }
 
     #[test]

@@ -64,6 +64,30 @@ fn parts(content: &Content, limits: &Limits) -> Vec<Content> {
                 .collect()
         }
         (
+            Content::Choices {
+                body,
+                choices,
+                header,
+                footer,
+                button,
+            },
+            Some(limit),
+        ) if body.chars().count() > choices_room(choices, limit) => {
+            // The question first, as text, and the choices in a last message that fits: no
+            // channel cuts the question's end or drops its options.
+            let mut parts = split_text(body, choices_room(choices, limit));
+            let last = parts.pop().unwrap_or_default();
+            let mut out: Vec<Content> = parts.into_iter().map(Content::text).collect();
+            out.push(Content::Choices {
+                body: last,
+                choices: choices.clone(),
+                header: header.clone(),
+                footer: footer.clone(),
+                button: button.clone(),
+            });
+            out
+        }
+        (
             Content::Media {
                 kind,
                 mime,
@@ -82,6 +106,18 @@ fn parts(content: &Content, limits: &Limits) -> Vec<Content> {
         ],
         _ => vec![content.clone()],
     }
+}
+
+/// How long a question with choices may be in one message: the channel's text limit, less
+/// what the choices take where a channel writes them as numbered lines (Twilio, iMessage),
+/// and at least a quarter of the limit.
+fn choices_room(choices: &[concierge_domain::Choice], limit: usize) -> usize {
+    let numbered: usize = choices
+        .iter()
+        .map(|c| c.title.chars().count() + 6)
+        .sum::<usize>()
+        + 2;
+    limit.saturating_sub(numbered).max(limit / 4).max(1)
 }
 
 /// Part 0 keeps the key a whole reply would have: stable across versions, so an event
@@ -327,26 +363,38 @@ mod tests {
     }
 
     #[test]
-    fn choices_go_whole_to_the_adapter_which_renders_them_within_its_limits() {
+    fn a_question_with_choices_that_fits_goes_whole_a_long_one_first_as_text() {
         let ids = Ids::new();
-        let choices = Content::Choices {
-            body: "Which size would you like? We have several.".to_string(),
+        let asking = |body: &str| Content::Choices {
+            body: body.to_string(),
             choices: vec![Choice::new("s", "Small"), Choice::new("l", "Large")],
             header: None,
             footer: None,
             button: None,
         };
+        // 60 characters, less the two numbered lines (11 each) and a blank line: 36 left.
         let limits = Limits {
-            max_text_chars: Some(10),
+            max_text_chars: Some(60),
             media_captions: false,
         };
+        let short = asking("Which size would you like?");
         let replies = shape(
-            &decision(vec![(agent(), choices.clone())]),
+            &decision(vec![(agent(), short.clone())]),
             &ids.answering(),
             &limits,
         );
-        assert_eq!(keys(&replies), ["web:evt-1:0"]);
-        assert_eq!(contents(&replies), [&choices]);
+        assert_eq!(contents(&replies), [&short]);
+
+        let long = asking("We have the candle in two sizes. Which size would you like?");
+        let replies = shape(&decision(vec![(agent(), long)]), &ids.answering(), &limits);
+        assert_eq!(keys(&replies), ["web:evt-1:0", "web:evt-1:0.1"]);
+        assert_eq!(
+            contents(&replies),
+            [
+                &Content::text("We have the candle in two sizes."),
+                &asking("Which size would you like?"),
+            ]
+        );
     }
 
     #[test]

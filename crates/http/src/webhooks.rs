@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::field::Empty;
 
 use super::AppState;
-use concierge_channels::{VerifyError, WebhookRequest};
+use concierge_channels::{ChannelAdapter, VerifyError, WebhookRequest};
 use concierge_domain::{EventKind, InboundEvent, now_millis};
 
 fn request(headers: HeaderMap, raw_query: Option<String>, body: Bytes) -> WebhookRequest {
@@ -63,9 +63,9 @@ pub async fn receive(
     let events = match adapter.parse(&request) {
         Ok(events) => events,
         Err(e) => {
-            outcome(&state, channel.as_str(), "unparsed");
-            tracing::warn!(%channel, size = request.body.len(), error = %e, "webhook payload not understood; acknowledged and dropped");
-            return (StatusCode::OK, "ignored").into_response();
+            tracing::warn!(%channel, size = request.body.len(), error = %e, "webhook payload not understood; kept and acknowledged");
+            let raw = raw_of(adapter.as_ref(), &request);
+            return keep_alone(&state, &channel, raw, "unparsed").await;
         }
     };
     let (mut events, stale) = without_stale(&state, channel.as_str(), events);
@@ -75,8 +75,11 @@ pub async fn receive(
         return (StatusCode::OK, "ok").into_response();
     }
     if events.is_empty() {
-        outcome(&state, channel.as_str(), "ignored");
-        return (StatusCode::OK, "ok").into_response();
+        // Nothing the gateway reads (an error report, an echo, an update kind it does not
+        // use): kept all the same, so nothing a platform sends vanishes without a trace.
+        tracing::debug!(%channel, "a webhook with nothing to store but itself");
+        let raw = raw_of(adapter.as_ref(), &request);
+        return keep_alone(&state, &channel, raw, "ignored").await;
     }
     // A web chat visitor past the budget of its address: kept, not given to the agents.
     let peer = extensions
@@ -86,16 +89,7 @@ pub async fn receive(
         .visitors
         .mark(peer, &mut events, std::time::Instant::now());
     // Kept with the events, without credentials, for `concierge inbox export` and `replay`.
-    let (kept_query, kept_headers) =
-        concierge_store::credentials::kept_request(request.raw_query.as_deref(), &request.headers);
-    let raw = concierge_store::RawWebhook {
-        channel: channel.clone(),
-        kind: adapter.kind().name().to_string(),
-        received_at: concierge_domain::now_millis(),
-        query: kept_query,
-        headers: kept_headers,
-        body: request.body.clone(),
-    };
+    let raw = raw_of(adapter.as_ref(), &request);
     match state.store.ingest_raw(&events, raw).await {
         Ok(stored) => {
             if stored.accepted > 0 {
@@ -125,6 +119,41 @@ pub async fn receive(
             // Nothing was stored: a 503 asks the platform to deliver it again later.
             outcome(&state, channel.as_str(), "store_error");
             tracing::error!(%channel, error = %e, "cannot store a webhook");
+            (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response()
+        }
+    }
+}
+
+/// The request as the store keeps it: everything but its credentials.
+fn raw_of(adapter: &dyn ChannelAdapter, request: &WebhookRequest) -> concierge_store::RawWebhook {
+    let (query, headers) =
+        concierge_store::credentials::kept_request(request.raw_query.as_deref(), &request.headers);
+    concierge_store::RawWebhook {
+        channel: adapter.id().clone(),
+        kind: adapter.kind().name().to_string(),
+        received_at: concierge_domain::now_millis(),
+        query,
+        headers,
+        body: request.body.clone(),
+    }
+}
+
+/// Keeps a webhook that brought no event, counts it under `label` and acknowledges it; a store
+/// that cannot keep it asks the platform to send it again.
+async fn keep_alone(
+    state: &AppState,
+    channel: &concierge_domain::ChannelId,
+    raw: concierge_store::RawWebhook,
+    label: &'static str,
+) -> Response {
+    match state.store.ingest_raw(&[], raw).await {
+        Ok(_) => {
+            outcome(state, channel.as_str(), label);
+            (StatusCode::OK, "ok").into_response()
+        }
+        Err(e) => {
+            outcome(state, channel.as_str(), "store_error");
+            tracing::error!(%channel, error = %e, "cannot keep a webhook");
             (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response()
         }
     }

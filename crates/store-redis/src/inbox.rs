@@ -656,6 +656,10 @@ impl Inbox for RedisStore {
         events: &[InboundEvent],
         raw: concierge_store::RawWebhook,
     ) -> Result<IngestOutcome, StoreError> {
+        if events.is_empty() {
+            super::raw::keep_alone(self, &raw).await?;
+            return Ok(IngestOutcome::default());
+        }
         self.ingest_with(events, super::raw::script_json(&raw)?)
             .await
     }

@@ -520,6 +520,14 @@ fn ingest_events(
         let recorded = record_event(tx, event, seq, &conversation, now)?;
         tally(&mut outcome, recorded, seq, conversation);
     }
+    // A webhook the adapter found nothing in (an error report, an update kind it does not
+    // read, an echo) is kept all the same, to no conversation: nothing a platform sends
+    // vanishes without a trace to read back.
+    if events.is_empty()
+        && let Some(raw) = raw
+    {
+        raw::insert(tx, raw)?;
+    }
     Ok(outcome)
 }
 

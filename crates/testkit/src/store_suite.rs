@@ -29,6 +29,7 @@ macro_rules! store_suite {
             ingest_dedupes_on_channel_and_event_id,
             ingest_stores_the_customer_message,
             a_raw_webhook_comes_back_exactly_without_credentials,
+            a_webhook_of_no_event_is_kept_to_no_conversation,
             pending_follows_inbox_order,
             complete_writes_replies_and_marks_done_together,
             complete_twice_writes_once,
@@ -256,6 +257,42 @@ fn kept_webhook(query: &str, body: &[u8], received_at: i64) -> concierge::store:
         headers,
         body: bytes::Bytes::copy_from_slice(body),
     }
+}
+
+/// A webhook the adapter found nothing in (an error report, an update kind it does not read)
+/// is kept all the same: it comes back in an export of its channel, and in none of a
+/// conversation's, and creates no inbox entry.
+pub async fn a_webhook_of_no_event_is_kept_to_no_conversation(store: SharedStore) {
+    use concierge::store::RawFilter;
+    let now = now_millis();
+    let errors = kept_webhook("", b"{\"errors\":[{\"code\":130429}]}", now);
+    let outcome = store.ingest_raw(&[], errors.clone()).await.unwrap();
+    assert_eq!((outcome.accepted, outcome.duplicates), (0, 0));
+    assert!(store.pending(0, 10).await.unwrap().is_empty());
+    let kept = store
+        .raw_webhooks(RawFilter {
+            channel: Some(channel()),
+            limit: 10,
+            ..RawFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].raw.body, errors.body);
+    let ana = store
+        .ingest(&[text_event("ana", "raw-alone-1", "hello")])
+        .await
+        .unwrap();
+    let conversation = ana.appended[0].conversation.clone();
+    let of_ana = store
+        .raw_webhooks(RawFilter {
+            conversation: Some(conversation),
+            limit: 10,
+            ..RawFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(of_ana.is_empty(), "{of_ana:?}");
 }
 
 pub async fn a_raw_webhook_comes_back_exactly_without_credentials(store: SharedStore) {

@@ -65,9 +65,73 @@ pub enum Content {
     Contacts {
         contacts: Vec<ContactCard>,
     },
+    /// A cart the customer sent from the business's catalogue (WhatsApp's `order`): the
+    /// products by the merchant's own ids, as the platform reported them; the merchant's
+    /// systems, never this, say what they cost.
+    Order {
+        catalog_id: String,
+        items: Vec<OrderItem>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+    },
+    /// A form the customer filled in (a completed WhatsApp Flow): its answers by field name,
+    /// bounded, and the token that says which form it was.
+    FormReply {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flow_token: Option<String>,
+        answers: serde_json::Map<String, serde_json::Value>,
+    },
     Unsupported {
         kind: String,
     },
+}
+
+/// One line of a cart: a product by the merchant's id, how many, and the price the platform
+/// showed (a decimal as it was written, with its currency).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderItem {
+    pub product: String,
+    pub quantity: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_price: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+}
+
+impl OrderItem {
+    /// The most lines one cart keeps.
+    pub const MAX_ITEMS: usize = 100;
+
+    fn describe(&self) -> String {
+        match (&self.unit_price, &self.currency) {
+            (Some(price), Some(currency)) => {
+                format!("{} × {} at {price} {currency}", self.quantity, self.product)
+            }
+            (Some(price), None) => format!("{} × {} at {price}", self.quantity, self.product),
+            _ => format!("{} × {}", self.quantity, self.product),
+        }
+    }
+}
+
+/// The most a form's answers may hold, as JSON: a form is data for the agents, not a
+/// document.
+pub const MAX_FORM_BYTES: usize = 8 * 1024;
+
+/// A form's answers within [`MAX_FORM_BYTES`]: fields past it are left out, whole.
+pub fn bounded_answers(
+    answers: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut kept = serde_json::Map::new();
+    let mut size = 2;
+    for (key, value) in answers {
+        let cost = key.len() + value.to_string().len() + 4;
+        if size + cost > MAX_FORM_BYTES {
+            continue;
+        }
+        size += cost;
+        kept.insert(key, value);
+    }
+    kept
 }
 
 /// A shared contact card, bounded: see [`ContactCard::new`].
@@ -242,6 +306,32 @@ impl Content {
                 let cards: Vec<String> = contacts.iter().map(ContactCard::describe).collect();
                 format!("[contact card] {}", cards.join("; "))
             }
+            Content::Order {
+                catalog_id,
+                items,
+                text,
+            } => {
+                let lines: Vec<String> = items.iter().map(OrderItem::describe).collect();
+                let note = text
+                    .as_deref()
+                    .filter(|t| !t.is_empty())
+                    .map(|t| format!(" \"{t}\""))
+                    .unwrap_or_default();
+                format!(
+                    "[order from catalogue {catalog_id}] {}{note}",
+                    lines.join("; ")
+                )
+            }
+            Content::FormReply { answers, .. } => {
+                let fields: Vec<String> = answers
+                    .iter()
+                    .map(|(k, v)| match v {
+                        serde_json::Value::String(s) => format!("{k}: {s}"),
+                        other => format!("{k}: {other}"),
+                    })
+                    .collect();
+                format!("[form answered] {}", fields.join("; "))
+            }
             Content::Unsupported { kind } => format!("[a {kind} message the gateway cannot read]"),
         }
     }
@@ -262,6 +352,8 @@ impl Content {
             Content::Choices { .. } => "choices",
             Content::Template { .. } => "template",
             Content::Contacts { .. } => "contacts",
+            Content::Order { .. } => "order",
+            Content::FormReply { .. } => "form_reply",
             Content::Unsupported { .. } => "unsupported",
         }
     }
@@ -346,7 +438,51 @@ pub struct MediaRef(pub String);
 
 #[cfg(test)]
 mod tests {
-    use super::{ContactCard, Content, MAX_DISPLAY_NAME, display_name, split_text};
+    use super::{
+        ContactCard, Content, MAX_DISPLAY_NAME, MAX_FORM_BYTES, OrderItem, bounded_answers,
+        display_name, split_text,
+    };
+
+    #[test]
+    fn an_order_and_a_form_read_as_data_and_a_form_stays_bounded() {
+        let order = Content::Order {
+            catalog_id: "354160437058781".into(),
+            items: vec![
+                OrderItem {
+                    product: "BOU-FIGUIER".into(),
+                    quantity: 2,
+                    unit_price: Some("38.50".into()),
+                    currency: Some("EUR".into()),
+                },
+                OrderItem {
+                    product: "MECHE".into(),
+                    quantity: 1,
+                    unit_price: None,
+                    currency: None,
+                },
+            ],
+            text: Some("gift wrap please".into()),
+        };
+        assert_eq!(
+            order.describe(),
+            "[order from catalogue 354160437058781] 2 × BOU-FIGUIER at 38.50 EUR; 1 × MECHE \"gift wrap please\""
+        );
+        let mut answers = serde_json::Map::new();
+        answers.insert("rating".into(), serde_json::json!("4"));
+        answers.insert("huge".into(), serde_json::json!("x".repeat(MAX_FORM_BYTES)));
+        answers.insert("recommend".into(), serde_json::json!(true));
+        let kept = bounded_answers(answers);
+        assert_eq!(kept.len(), 2, "the field past the bound is left out whole");
+        let form = Content::FormReply {
+            flow_token: None,
+            answers: kept,
+        };
+        assert_eq!(
+            form.describe(),
+            "[form answered] rating: 4; recommend: true"
+        );
+        assert_eq!(form.kind_name(), "form_reply");
+    }
 
     #[test]
     fn a_contact_card_is_bounded_and_reads_as_data() {

@@ -13,8 +13,8 @@ pub mod suggest;
 mod thread;
 
 pub use content::{
-    Choice, ContactCard, Content, MAX_DISPLAY_NAME, MediaKind, MediaRef, clip_text, display_name,
-    place_label, split_text,
+    Choice, ContactCard, Content, MAX_DISPLAY_NAME, MAX_FORM_BYTES, MediaKind, MediaRef, OrderItem,
+    bounded_answers, clip_text, display_name, place_label, split_text,
 };
 pub use event::{EventKind, InboundEvent, InboundMessage};
 pub use ids::{

@@ -8,7 +8,7 @@ use super::wire;
 use crate::{ParseError, callback, status_report};
 use concierge_domain::{
     ChannelId, Choice, ContactCard, ContactId, Content, DeliveryStatus, EventId, EventKind,
-    InboundEvent, InboundMessage, MediaKind, MediaRef, PlatformMessageId, now_millis,
+    InboundEvent, InboundMessage, MediaKind, MediaRef, OrderItem, PlatformMessageId, now_millis,
 };
 
 /// The error codes that mean "the 24-hour customer service window is closed".
@@ -175,6 +175,9 @@ fn content(message: &wire::Message) -> Content {
             address: l.address.clone(),
         }),
         "interactive" => message.interactive.as_ref().and_then(|i| {
+            if let Some(form) = &i.nfm_reply {
+                return form_reply(form);
+            }
             let reply = match i.kind.as_str() {
                 "button_reply" => i.button_reply.as_ref(),
                 "list_reply" => i.list_reply.as_ref(),
@@ -193,6 +196,7 @@ fn content(message: &wire::Message) -> Content {
                 b.text.clone(),
             ))
         }),
+        "order" => message.order.as_ref().map(order),
         "contacts" if !message.contacts.is_empty() => Some(Content::Contacts {
             contacts: message
                 .contacts
@@ -208,6 +212,49 @@ fn content(message: &wire::Message) -> Content {
         _ => None,
     }
     .unwrap_or_else(unsupported)
+}
+
+/// A cart as the platform sent it, bounded: at most [`OrderItem::MAX_ITEMS`] lines, ids and
+/// texts clipped.
+fn order(order: &wire::Order) -> Content {
+    let clip = |s: &str, max: usize| concierge_domain::clip_text(s.trim(), max);
+    Content::Order {
+        catalog_id: clip(&order.catalog_id, 64),
+        items: order
+            .product_items
+            .iter()
+            .take(OrderItem::MAX_ITEMS)
+            .map(|item| OrderItem {
+                product: clip(&item.product_retailer_id, 100),
+                quantity: item.quantity,
+                unit_price: item.item_price.as_ref().map(|p| clip(&p.to_string(), 32)),
+                currency: item.currency.as_deref().map(|c| clip(c, 8)),
+            })
+            .collect(),
+        text: order
+            .text
+            .as_deref()
+            .map(|t| clip(t, 1000))
+            .filter(|t| !t.is_empty()),
+    }
+}
+
+/// A completed Flow: its answers (a JSON object in a string), the flow token apart. Answers
+/// that are not an object are not a form we can read.
+fn form_reply(form: &wire::NfmReply) -> Option<Content> {
+    let serde_json::Value::Object(mut answers) =
+        serde_json::from_str::<serde_json::Value>(&form.response_json).ok()?
+    else {
+        return None;
+    };
+    let flow_token = match answers.remove("flow_token") {
+        Some(serde_json::Value::String(token)) => Some(concierge_domain::clip_text(&token, 200)),
+        _ => None,
+    };
+    Some(Content::FormReply {
+        flow_token,
+        answers: concierge_domain::bounded_answers(answers),
+    })
 }
 
 fn card(shared: &wire::SharedContact) -> ContactCard {

@@ -95,6 +95,9 @@ pub struct Message {
     pub button: Option<Button>,
     #[serde(default, deserialize_with = "lenient")]
     pub reaction: Option<Reaction>,
+    /// `type: "order"`: a cart sent from the catalogue.
+    #[serde(default)]
+    pub order: Option<Order>,
     /// `type: "contacts"`: contact cards the customer shared.
     #[serde(default)]
     pub contacts: Vec<SharedContact>,
@@ -144,6 +147,9 @@ pub struct Interactive {
     pub button_reply: Option<Reply>,
     #[serde(default)]
     pub list_reply: Option<Reply>,
+    /// A completed Flow.
+    #[serde(default)]
+    pub nfm_reply: Option<NfmReply>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,4 +278,29 @@ pub struct ContactPhone {
 pub struct ContactEmail {
     #[serde(default)]
     pub email: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NfmReply {
+    /// The form's answers, a JSON object written as a string.
+    pub response_json: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Order {
+    pub catalog_id: String,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub product_items: Vec<ProductItem>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ProductItem {
+    pub product_retailer_id: String,
+    pub quantity: u32,
+    #[serde(default)]
+    pub item_price: Option<serde_json::Number>,
+    #[serde(default)]
+    pub currency: Option<String>,
 }

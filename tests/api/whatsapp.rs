@@ -849,3 +849,43 @@ async fn a_customer_keeps_one_conversation_when_meta_adds_their_business_scoped_
     .await;
     assert!(wa.messages(bsuid).await.is_empty());
 }
+
+/// A message the customer deleted keeps its place in the thread, without its words, and is
+/// not answered: the revoke is an edit to the deleted marker.
+#[tokio::test]
+async fn a_revoked_message_loses_its_words_and_is_not_answered() {
+    let wa = start_with(true, Some(Arc::new(Silent))).await;
+    wa.post(text_payload(
+        "wamid.REVOKE-ME",
+        "my card is 4970 1234",
+        Duration::ZERO,
+    ))
+    .await;
+    wa.inbound(CUSTOMER).await;
+    let revoke = serde_json::to_vec(&json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": "200000000000002", "changes": [{ "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15550100000", "phone_number_id": "100000000000001" },
+            "contacts": [{ "profile": { "name": "Test User" }, "wa_id": CUSTOMER }],
+            "messages": [{ "from": CUSTOMER, "id": "wamid.THE-REVOKE", "timestamp": "1767225700",
+                           "type": "revoke", "revoke": { "original_message_id": "wamid.REVOKE-ME" } }]
+        }}]}]
+    }))
+    .unwrap();
+    wa.post(revoke).await;
+    eventually("the message reads as deleted", || async {
+        wa.inbound(CUSTOMER)
+            .await
+            .iter()
+            .any(|m| m.content == Content::Deleted)
+    })
+    .await;
+    let inbound = wa.inbound(CUSTOMER).await;
+    assert_eq!(
+        inbound.len(),
+        1,
+        "a revoke is not a new message: {inbound:?}"
+    );
+    assert_eq!(Content::Deleted.describe(), "[deleted by the customer]");
+}

@@ -120,6 +120,7 @@ fn content(content: &Content) -> String {
         Content::Reaction { .. } => "reaction".to_string(),
         Content::Unsupported { kind } => format!("unsupported:{kind}"),
         Content::Contacts { contacts } => format!("contacts:{}", contacts.len()),
+        Content::Deleted => "deleted".to_string(),
         Content::Order { items, .. } => format!("order:{}", items.len()),
         Content::FormReply { flow_token, .. } => {
             format!(
@@ -180,7 +181,7 @@ const EXPECTED: [&str; 96] = [
     /* 37 pywa/system.json:phone_number_change */ "contact_changed",
     /* 38 pywa/system.json:identity_change */ "identity_changed",
     /* 39 pywa/edited_message.json:image */ "edit:media:image",
-    /* 40 pywa/deleted_message.json:revoke */ "deleted",
+    /* 40 pywa/deleted_message.json:revoke */ "edit:deleted",
     /* 41 meta-docs:webhooks/reference/messages/errors */ "channel_error",
     /* 42 meta-docs:webhooks/reference/messages/interactive(list_reply) */ "message:choice",
     /* 43 composed:status failed 131047 */
@@ -252,10 +253,6 @@ const PENDING: &[(usize, &str)] = &[
     (
         38,
         "an identity change is noted on the contact and shown to concierges; no reply",
-    ),
-    (
-        40,
-        "a revoked message is marked deleted (hidden from the LLM, shown deleted to concierges); no reply",
     ),
     (
         41,

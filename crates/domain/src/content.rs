@@ -81,6 +81,9 @@ pub enum Content {
         flow_token: Option<String>,
         answers: serde_json::Map<String, serde_json::Value>,
     },
+    /// What a message the customer deleted (WhatsApp's revoke) is stored as: its words are
+    /// gone, as the customer asked; the agents do not see it, a concierge sees it was there.
+    Deleted,
     Unsupported {
         kind: String,
     },
@@ -332,6 +335,7 @@ impl Content {
                     .collect();
                 format!("[form answered] {}", fields.join("; "))
             }
+            Content::Deleted => "[deleted by the customer]".to_string(),
             Content::Unsupported { kind } => format!("[a {kind} message the gateway cannot read]"),
         }
     }
@@ -354,6 +358,7 @@ impl Content {
             Content::Contacts { .. } => "contacts",
             Content::Order { .. } => "order",
             Content::FormReply { .. } => "form_reply",
+            Content::Deleted => "deleted",
             Content::Unsupported { .. } => "unsupported",
         }
     }

@@ -283,6 +283,21 @@ fn message_event(
     if let Some(edited) = &message.edit {
         return edit_event(channel, message, edited, contact, aliases);
     }
+    if let Some(revoked) = &message.revoke {
+        // The stored message takes the deleted marker in place of its words: an edit to
+        // nothing, applied by the store as any edit is, never answered.
+        return Some(InboundEvent {
+            channel: channel.clone(),
+            event_id: EventId::parse(message.id.clone()).ok()?,
+            contact,
+            aliases,
+            at: timestamp_millis(message.timestamp.as_deref()),
+            kind: EventKind::Edit {
+                target: PlatformMessageId::parse(revoked.original_message_id.clone()).ok()?,
+                content: Content::Deleted,
+            },
+        });
+    }
     let key = contact.as_str().to_string();
     let platform_id = PlatformMessageId::parse(message.id.clone()).ok()?;
     let display_name = names.get(&key).cloned().or_else(|| {

@@ -101,6 +101,9 @@ pub struct Message {
     /// `type: "contacts"`: contact cards the customer shared.
     #[serde(default)]
     pub contacts: Vec<SharedContact>,
+    /// `type: "revoke"`: the customer deleted an earlier message.
+    #[serde(default)]
+    pub revoke: Option<Revoke>,
     /// `type: "edit"`: the customer changed an earlier message.
     #[serde(default)]
     pub edit: Option<Edit>,
@@ -303,4 +306,9 @@ pub struct ProductItem {
     pub item_price: Option<serde_json::Number>,
     #[serde(default)]
     pub currency: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Revoke {
+    pub original_message_id: String,
 }

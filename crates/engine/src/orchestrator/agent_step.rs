@@ -141,6 +141,7 @@ impl AgentResponder {
             let fold: Vec<Message> = recent.drain(..recent.len() - keep).collect();
             let transcript: Vec<String> = fold
                 .iter()
+                .filter(|m| !matches!(m.content, Content::Deleted))
                 .map(|m| {
                     format!(
                         "{}: {}",
@@ -184,7 +185,11 @@ impl AgentResponder {
             }
         }
         let mut messages: Vec<LlmMessage> = Vec::new();
-        for m in &recent {
+        // What the customer deleted is not read back to the model.
+        for m in recent
+            .iter()
+            .filter(|m| !matches!(m.content, Content::Deleted))
+        {
             let text = m.content.describe();
             match &m.author {
                 Author::Customer => {

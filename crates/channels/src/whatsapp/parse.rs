@@ -286,17 +286,12 @@ fn message_event(
     if let Some(revoked) = &message.revoke {
         // The stored message takes the deleted marker in place of its words: an edit to
         // nothing, applied by the store as any edit is, never answered.
-        return Some(InboundEvent {
-            channel: channel.clone(),
-            event_id: EventId::parse(message.id.clone()).ok()?,
-            contact,
-            aliases,
-            at: timestamp_millis(message.timestamp.as_deref()),
-            kind: EventKind::Edit {
-                target: PlatformMessageId::parse(revoked.original_message_id.clone()).ok()?,
-                content: Content::Deleted,
-            },
-        });
+        let target = PlatformMessageId::parse(revoked.original_message_id.clone()).ok()?;
+        let kind = EventKind::Edit {
+            target,
+            content: Content::Deleted,
+        };
+        return event(channel, message, contact, aliases, kind);
     }
     let key = contact.as_str().to_string();
     let platform_id = PlatformMessageId::parse(message.id.clone()).ok()?;
@@ -306,23 +301,35 @@ fn message_event(
             .as_deref()
             .and_then(|phone| names.get(phone).cloned())
     });
+    let kind = EventKind::Message(InboundMessage {
+        platform_id,
+        content: content(message),
+        reply_to: message
+            .context
+            .as_ref()
+            .and_then(|c| c.id.clone())
+            .and_then(|id| PlatformMessageId::parse(id).ok()),
+        display_name,
+        over_budget: None,
+    });
+    event(channel, message, contact, aliases, kind)
+}
+
+/// The event a message of the customer's brings, keyed on the message's id and dated by it.
+fn event(
+    channel: &ChannelId,
+    message: &wire::Message,
+    contact: ContactId,
+    aliases: Vec<ContactId>,
+    kind: EventKind,
+) -> Option<InboundEvent> {
     Some(InboundEvent {
         channel: channel.clone(),
         event_id: EventId::parse(message.id.clone()).ok()?,
         contact,
         aliases,
         at: timestamp_millis(message.timestamp.as_deref()),
-        kind: EventKind::Message(InboundMessage {
-            platform_id,
-            content: content(message),
-            reply_to: message
-                .context
-                .as_ref()
-                .and_then(|c| c.id.clone())
-                .and_then(|id| PlatformMessageId::parse(id).ok()),
-            display_name,
-            over_budget: None,
-        }),
+        kind,
     })
 }
 
@@ -347,14 +354,13 @@ fn edit_event(
             kind: "edit".to_string(),
         },
     };
-    Some(InboundEvent {
-        channel: channel.clone(),
-        event_id: EventId::parse(message.id.clone()).ok()?,
+    event(
+        channel,
+        message,
         contact,
         aliases,
-        at: timestamp_millis(message.timestamp.as_deref()),
-        kind: EventKind::Edit { target, content },
-    })
+        EventKind::Edit { target, content },
+    )
 }
 
 /// A status, and for a failure that means the reply window closed, the signal to reconcile.

@@ -280,6 +280,13 @@ fn message_event(
     names: &HashMap<String, String>,
 ) -> Option<InboundEvent> {
     let (contact, aliases) = contact_ids(message.from_user_id.as_deref(), message.from.as_deref())?;
+    if message.kind == "system" {
+        // A changed number or identity is an event about the contact, not words to answer.
+        // Until the store re-links contacts on it, it is logged, and the webhook is kept
+        // raw (a webhook of no event is), never answered.
+        tracing::info!(%channel, message = %message.id, "a WhatsApp system message (a changed number or identity); kept raw, not answered");
+        return None;
+    }
     if let Some(edited) = &message.edit {
         return edit_event(channel, message, edited, contact, aliases);
     }

@@ -25,11 +25,11 @@ fn registry() -> Registry {
         ),
         (
             "twilio",
-            "kind = \"twilio_whatsapp\"\naccount_sid = \"AC3a85f12b7d1cc23b1bfd205a1fdc15ec\"\nauth_token = \"auth\"\nfrom = \"whatsapp:+201035460160\"\npublic_url = \"https://gateway.example.com/webhooks/twilio\"\n",
+            "kind = \"twilio_whatsapp\"\naccount_sid = \"ACtesttesttesttesttesttesttest0001\"\nauth_token = \"auth\"\nfrom = \"whatsapp:+201035460160\"\npublic_url = \"https://gateway.example.com/webhooks/twilio\"\n",
         ),
         (
             "twilio2",
-            "kind = \"twilio_whatsapp\"\naccount_sid = \"AC1a03647d811fab342c0ad608e382fab2\"\nauth_token = \"auth\"\nfrom = \"whatsapp:+14123456789\"\npublic_url = \"https://gateway.example.com/webhooks/twilio2\"\n",
+            "kind = \"twilio_whatsapp\"\naccount_sid = \"ACtesttesttesttesttesttesttest0000\"\nauth_token = \"auth\"\nfrom = \"whatsapp:+14123456789\"\npublic_url = \"https://gateway.example.com/webhooks/twilio2\"\n",
         ),
         (
             "tg",

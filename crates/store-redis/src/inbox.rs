@@ -576,11 +576,14 @@ impl RedisStore {
         events: &[InboundEvent],
         raw: Json,
     ) -> Result<IngestOutcome, StoreError> {
+        // A webhook the adapter found nothing in is still kept, to no conversation (one of
+        // only typing is not: that was understood).
+        let alone = events.is_empty() && !raw.is_null();
         let events: Vec<&InboundEvent> = events
             .iter()
             .filter(|e| !matches!(e.kind, EventKind::Typing))
             .collect();
-        if events.is_empty() {
+        if events.is_empty() && !alone {
             return Ok(IngestOutcome::default());
         }
         let mut conn = self.conn();
@@ -595,7 +598,11 @@ impl RedisStore {
                     .collect();
                 pipe.mget(keys);
             }
-            let known: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
+            let known: Vec<Vec<Option<String>>> = if events.is_empty() {
+                Vec::new()
+            } else {
+                pipe.query_async(&mut conn).await?
+            };
             let key = self.conversation_key().await?;
             let mut batch = Vec::with_capacity(events.len());
             for (event, known) in events.iter().zip(known) {
@@ -610,6 +617,7 @@ impl RedisStore {
                         "initial": thread_json(&ThreadState::initial())?,
                         "events": batch,
                         "raw": raw,
+                        "alone": alone,
                     }),
                 )
                 .await?;
@@ -656,10 +664,6 @@ impl Inbox for RedisStore {
         events: &[InboundEvent],
         raw: concierge_store::RawWebhook,
     ) -> Result<IngestOutcome, StoreError> {
-        if events.is_empty() {
-            super::raw::keep_alone(self, &raw).await?;
-            return Ok(IngestOutcome::default());
-        }
         self.ingest_with(events, super::raw::script_json(&raw)?)
             .await
     }

@@ -43,48 +43,6 @@ pub(super) fn script_json(raw: &RawWebhook) -> Result<Json, StoreError> {
     Ok(value)
 }
 
-/// Keeps a webhook the adapter found nothing in (an error report, an update kind it does not
-/// read, an echo): no events to keep it with, so it is added alone, to no conversation, with
-/// the same trim and expiry as the ingest script's.
-pub(super) async fn keep_alone(store: &RedisStore, raw: &RawWebhook) -> Result<(), StoreError> {
-    let key = store.key(&["raw"]);
-    let ttl_ms = store.inner.settings.dedupe_ttl_secs.saturating_mul(1000);
-    let now = concierge_domain::now_millis();
-    let mut add = redis::cmd("XADD");
-    add.arg(&key)
-        .arg("MINID")
-        .arg("~")
-        .arg(now.saturating_sub(i64::try_from(ttl_ms).unwrap_or(i64::MAX)))
-        .arg("*")
-        .arg("ch")
-        .arg(raw.channel.as_str())
-        .arg("kind")
-        .arg(&raw.kind)
-        .arg("at")
-        .arg(raw.received_at)
-        .arg("convs")
-        .arg("")
-        .arg("headers")
-        .arg(serde_json::to_string(&raw.headers).map_err(corrupt)?);
-    if let Some(query) = &raw.query {
-        add.arg("query").arg(query);
-    }
-    match std::str::from_utf8(&raw.body) {
-        Ok(text) => add.arg("body").arg(text),
-        Err(_) => add
-            .arg("body64")
-            .arg(base64::engine::general_purpose::STANDARD.encode(&raw.body)),
-    };
-    let mut pipe = redis::pipe();
-    pipe.atomic()
-        .add_command(add)
-        .ignore()
-        .pexpire(&key, i64::try_from(ttl_ms).unwrap_or(i64::MAX))
-        .ignore();
-    let () = pipe.query_async(&mut store.conn()).await?;
-    Ok(())
-}
-
 /// The kept webhooks matching `filter`, oldest first, read page by page from the stream.
 pub(super) async fn read(
     store: &RedisStore,

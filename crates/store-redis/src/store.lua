@@ -411,8 +411,9 @@ function ops.ingest()
     end
   end
   local raw = nn(a.raw)
-  if raw and #convs > 0 then
-    -- The webhook's raw request, once, trimmed and expiring with the dedupe window.
+  if raw and (#convs > 0 or a.alone) then
+    -- The webhook's raw request, once, trimmed and expiring with the dedupe window; `alone`:
+    -- a webhook of no event, kept to no conversation.
     local key = k('raw')
     local add = {'XADD', key, 'MINID', '~', s(now - a.dedupe_ms), '*',
       'ch', raw.ch, 'kind', raw.kind, 'at', s(raw.at), 'convs', table.concat(convs, ' '),

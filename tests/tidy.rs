@@ -273,3 +273,59 @@ fn the_dockerfile_copies_every_crates_manifest() {
         assert!(dockerfile.contains(&line), "the Dockerfile lacks `{line}`");
     }
 }
+
+/// `cargo tree` of the product, as `name vX.Y.Z` lines.
+fn product_tree(extra: &[&str]) -> Vec<String> {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-e",
+            "normal",
+            "-p",
+            "concierge",
+            "-f",
+            "{p}",
+            "--offline",
+        ])
+        .args(extra)
+        .current_dir(root())
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        output.status.success(),
+        "cargo tree: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// What the housekeeping took out stays out: teloxide-core with its second reqwest and its
+/// chrono, and the `time` crate (jiff is the one time library); tower-http is reached only
+/// through reqwest, which uses it for redirects, never declared by us.
+#[test]
+fn the_product_depends_on_none_of_the_crates_taken_out() {
+    let tree = product_tree(&["--prefix", "none"]);
+    let taken_out = [
+        "teloxide-core ",
+        "teloxide ",
+        "chrono ",
+        "time ",
+        "reqwest v0.12",
+    ];
+    for line in &tree {
+        assert!(
+            !taken_out.iter().any(|name| line.starts_with(name)),
+            "`{line}` is back in the product's dependencies"
+        );
+    }
+    let users = product_tree(&["--prefix", "depth", "-i", "tower-http"]);
+    for line in users.iter().filter(|l| l.starts_with('1')) {
+        assert!(
+            line.starts_with("1reqwest "),
+            "tower-http is used by `{line}`, not only by reqwest"
+        );
+    }
+}

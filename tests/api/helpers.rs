@@ -101,6 +101,26 @@ impl Deployment {
         std::fs::write(self.config_path(), main).expect("concierge.toml");
     }
 
+    /// The deployment's configuration with its store on `redis`, as the environment
+    /// overrides set it, with `more` overrides.
+    pub fn config_on_redis(
+        &self,
+        redis: &crate::redis_server::TestRedis,
+        more: &[(&str, &str)],
+    ) -> Config {
+        let env = |_: &str| None;
+        let overrides: Vec<(String, String)> = [
+            ("CONCIERGE__STORE__URL", redis.url.as_str()),
+            ("CONCIERGE__STORE__PREFIX", redis.prefix.as_str()),
+        ]
+        .iter()
+        .chain(more)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Config::load_with(&self.config_path(), &env, &overrides)
+            .unwrap_or_else(|problems| panic!("test config invalid:\n{problems}"))
+    }
+
     pub fn config(&self) -> Config {
         let env = |_: &str| None;
         // Quick retries, so tests of failing sends take milliseconds.
@@ -158,11 +178,17 @@ pub async fn spawn_with_channel(
 }
 
 pub async fn spawn_in(deployment: Deployment, parts: Parts) -> TestApp {
+    let config = deployment.config();
+    spawn_with(deployment, config, parts).await
+}
+
+/// A gateway of `deployment` started with `config` (its own, changed: on Redis, say).
+pub async fn spawn_with(deployment: Deployment, config: Config, parts: Parts) -> TestApp {
     init();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let app = App::start_with(deployment.config(), listener, parts)
+    let app = App::start_with(config, listener, parts)
         .await
         .expect("app starts");
     TestApp {

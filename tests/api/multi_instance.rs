@@ -57,19 +57,16 @@ fn deployment(extra: &str, graph: &FakeApi) -> Deployment {
 
 /// The deployment's configuration with its store on `redis`, as the env overrides set it.
 fn redis_config(deployment: &Deployment, redis: &TestRedis) -> Config {
-    let env = |_: &str| None;
-    let overrides = [
-        ("CONCIERGE__STORE__URL", redis.url.as_str()),
-        ("CONCIERGE__STORE__PREFIX", redis.prefix.as_str()),
-        ("CONCIERGE__STORE__TAKEOVER_MS", "2000"),
-        // Quick retries, and webhooks that give up in seconds when the store hangs.
-        ("CONCIERGE__DELIVERY__INITIAL_BACKOFF_MS", "20"),
-        ("CONCIERGE__DELIVERY__MAX_BACKOFF_SECS", "1"),
-        ("CONCIERGE__SERVER__REQUEST_TIMEOUT_SECS", "5"),
-    ]
-    .map(|(k, v)| (k.to_string(), v.to_string()));
-    Config::load_with(&deployment.config_path(), &env, &overrides)
-        .unwrap_or_else(|problems| panic!("test config invalid:\n{problems}"))
+    deployment.config_on_redis(
+        redis,
+        &[
+            ("CONCIERGE__STORE__TAKEOVER_MS", "2000"),
+            // Quick retries, and webhooks that give up in seconds when the store hangs.
+            ("CONCIERGE__DELIVERY__INITIAL_BACKOFF_MS", "20"),
+            ("CONCIERGE__DELIVERY__MAX_BACKOFF_SECS", "1"),
+            ("CONCIERGE__SERVER__REQUEST_TIMEOUT_SECS", "5"),
+        ],
+    )
 }
 
 /// One gateway instance: an `App` on its own listener.

@@ -25,6 +25,7 @@ pub mod bluebubbles {
     pub use self::config::{BlueBubblesConfig, SendMethod};
 }
 pub mod callback;
+mod choice_id;
 mod limiter;
 pub mod outbound_http;
 pub mod signature;
@@ -523,6 +524,15 @@ pub trait ChannelAdapter: Send + Sync {
     /// A customer's message is being handled, whoever holds the thread: acknowledge what the
     /// platform needs acknowledged (a Telegram button tap's spinner). Best effort.
     async fn received(&self, _contact: &ContactId, _message: &PlatformMessageId) {}
+
+    /// A verified webhook brought nothing to store: answer what the platform still waits
+    /// for (a tap on a Telegram button of a message the gateway did not send, whose spinner
+    /// would turn until it times out). Best effort.
+    async fn unanswered(&self, _request: &WebhookRequest) {}
+
+    /// The platform reported a fault of the channel (see `EventKind::ChannelError`): a
+    /// rate limit slows the channel's sends. Called once the fault is stored.
+    fn fault(&self, _fault: &concierge_domain::ChannelFault) {}
 }
 
 /// The channel instances of a deployment, by id.

@@ -1,14 +1,30 @@
 //! A send-rate limiter: spaces calls evenly at a configured rate, so a burst of replies stays
-//! within a platform's throughput instead of earning rate-limit errors.
+//! within a platform's throughput instead of earning rate-limit errors; slower for a while
+//! when the platform reports the sender went too fast anyway.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::Mutex;
 use tokio::time::Instant;
+
+/// How many times the spacing may double after rate-limit reports.
+const MAX_SLOWDOWN_SHIFT: u32 = 4;
+/// How long the spacing stays wider after the last rate-limit report.
+const SLOWDOWN_HOLD: Duration = Duration::from_secs(300);
+/// The spacing of a slowed limiter that had none (no configured rate).
+const SLOWED_FLOOR: Duration = Duration::from_millis(250);
 
 pub struct RateLimiter {
     interval: Duration,
-    next: Mutex<Instant>,
+    /// Held only to reserve a slot or record a report, never while sleeping.
+    state: Mutex<State>,
+}
+
+struct State {
+    next: Instant,
+    /// The spacing is doubled this many times until `slowed_until`.
+    shift: u32,
+    slowed_until: Instant,
 }
 
 impl RateLimiter {
@@ -22,26 +38,58 @@ impl RateLimiter {
         } else {
             Duration::ZERO
         };
+        let now = Instant::now();
         Self {
             interval,
-            next: Mutex::new(Instant::now()),
+            state: Mutex::new(State {
+                next: now,
+                shift: 0,
+                slowed_until: now,
+            }),
         }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding it leaves plain numbers behind: still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Holds every later call back for `duration` (a platform asked the whole sender to wait).
     pub async fn pause(&self, duration: Duration) {
-        let mut next = self.next.lock().await;
-        *next = (*next).max(Instant::now() + duration);
+        let mut state = self.state();
+        state.next = state.next.max(Instant::now() + duration);
+    }
+
+    /// The platform reported that the sender goes too fast: later calls wait `pause`, and
+    /// for five minutes from this report are spaced twice as widely as before it (up to 16
+    /// times the configured spacing). Answers the spacing now in force.
+    pub fn slow_down(&self, pause: Duration) -> Duration {
+        let mut state = self.state();
+        let now = Instant::now();
+        state.shift = if now < state.slowed_until {
+            (state.shift + 1).min(MAX_SLOWDOWN_SHIFT)
+        } else {
+            1
+        };
+        state.slowed_until = now + SLOWDOWN_HOLD;
+        state.next = state.next.max(now + pause);
+        self.spacing(&state, now)
+    }
+
+    fn spacing(&self, state: &State, now: Instant) -> Duration {
+        if now >= state.slowed_until || state.shift == 0 {
+            return self.interval;
+        }
+        self.interval.max(SLOWED_FLOOR) * (1u32 << state.shift)
     }
 
     /// Waits for this call's slot.
     pub async fn acquire(&self) {
         let slot = {
-            // Held only to reserve a slot, never while sleeping.
-            let mut next = self.next.lock().await;
+            let mut state = self.state();
             let now = Instant::now();
-            let slot = (*next).max(now);
-            *next = slot + self.interval;
+            let slot = state.next.max(now);
+            state.next = slot + self.spacing(&state, now);
             slot
         };
         tokio::time::sleep_until(slot).await;
@@ -72,5 +120,42 @@ mod tests {
         limiter.pause(Duration::from_secs(3)).await;
         limiter.acquire().await;
         assert_eq!(start.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_reports_widen_the_spacing_for_a_while() {
+        let limiter = RateLimiter::new(10.0);
+        assert_eq!(
+            limiter.slow_down(Duration::ZERO),
+            Duration::from_millis(500)
+        );
+        assert_eq!(limiter.slow_down(Duration::ZERO), Duration::from_secs(1));
+        for _ in 0..5 {
+            limiter.slow_down(Duration::ZERO);
+        }
+        // At most 16 times the base spacing (itself no less than 250 ms once slowed).
+        assert_eq!(limiter.slow_down(Duration::ZERO), Duration::from_secs(4));
+        let start = Instant::now();
+        limiter.acquire().await;
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
+        // Five minutes without a report: back to the configured rate.
+        tokio::time::sleep(SLOWDOWN_HOLD).await;
+        let start = Instant::now();
+        limiter.acquire().await;
+        limiter.acquire().await;
+        assert!(start.elapsed() <= Duration::from_secs(4));
+        let start = Instant::now();
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_report_pauses_at_once_even_without_a_rate() {
+        let limiter = RateLimiter::new(0.0);
+        limiter.slow_down(Duration::from_secs(2));
+        let start = Instant::now();
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
     }
 }

@@ -364,7 +364,13 @@ impl Content {
     }
 }
 
-/// Splits a text into parts of at most `max` characters, cutting at a paragraph, then a
+/// How long a text is as the strictest platforms count it: in UTF-16 units (Telegram's 4,096
+/// and Twilio's 1,600 are such units; an emoji takes two). Never less than its characters.
+pub fn text_units(text: &str) -> usize {
+    text.encode_utf16().count()
+}
+
+/// Splits a text into parts of at most `max` [`text_units`], cutting at a paragraph, then a
 /// line, then a word boundary when one falls in the second half of the part.
 ///
 /// ```
@@ -372,12 +378,24 @@ impl Content {
 ///
 /// let parts = split_text("Opening hours.\n\nDelivery takes two days.", 20);
 /// assert_eq!(parts, ["Opening hours.", "Delivery takes two", "days."]);
+/// // An emoji counts twice, as Telegram counts it.
+/// assert_eq!(split_text("😀😀😀", 4), ["😀😀", "😀"]);
 /// ```
 pub fn split_text(body: &str, max: usize) -> Vec<String> {
+    let max = max.max(2);
     let mut chunks = Vec::new();
     let mut rest = body;
-    while rest.chars().count() > max {
-        let limit = rest.char_indices().nth(max).map_or(rest.len(), |(i, _)| i);
+    while text_units(rest) > max {
+        // The longest prefix within `max` units.
+        let mut units = 0;
+        let mut limit = rest.len();
+        for (i, c) in rest.char_indices() {
+            units += c.len_utf16();
+            if units > max {
+                limit = i;
+                break;
+            }
+        }
         let window = &rest[..limit];
         let cut = ["\n\n", "\n", " "]
             .iter()

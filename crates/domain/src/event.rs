@@ -54,6 +54,51 @@ pub enum EventKind {
     /// (WhatsApp 131047, Twilio 63016): the message is sent again as the channel's
     /// re-engagement template, once.
     WindowClosed { target: PlatformMessageId },
+    /// The customer's number changed (WhatsApp's `user_changed_number`). The event comes
+    /// from the customer's id with both numbers among its ids, so the store links them to
+    /// one contact and the conversation goes on; a conversation that was addressed to
+    /// `previous` is addressed to `address` from now on, and the change is noted for
+    /// concierges. Applied as it is stored: never a turn.
+    ContactChanged {
+        previous: ContactId,
+        address: ContactId,
+    },
+    /// The platform warns that the person behind the contact may not be who they were (
+    /// WhatsApp's `customer_identity_changed`: a new phone, a reinstalled app, or someone
+    /// else): noted for concierges, who should check before sharing anything private.
+    /// Applied as it is stored: never a turn.
+    IdentityChanged,
+    /// The platform reports a fault of the channel itself rather than of one message
+    /// (WhatsApp's `value.errors`: a rate limit hit, an account problem). The event's contact
+    /// is the channel's own number; no conversation is touched: the store keeps it on the
+    /// channel's health record, the gateway counts it and a rate limit slows the channel.
+    ChannelError(ChannelFault),
+}
+
+/// A fault the platform reported about a channel, bounded in size (the platform's text is
+/// data, shown to concierges as it came).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelFault {
+    /// The platform's error code, when it gave one (`130429`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl ChannelFault {
+    /// The longest title or detail kept, in characters.
+    pub const MAX_TEXT: usize = 500;
+
+    pub fn new(code: Option<String>, title: &str, detail: Option<&str>) -> Self {
+        let clip = |text: &str| text.trim().chars().take(Self::MAX_TEXT).collect::<String>();
+        Self {
+            code: code.map(|c| c.chars().take(40).collect()),
+            title: clip(title),
+            detail: detail.map(clip).filter(|d| !d.is_empty()),
+        }
+    }
 }
 
 impl EventKind {
@@ -65,7 +110,43 @@ impl EventKind {
             EventKind::Typing => "typing",
             EventKind::Started { .. } => "started",
             EventKind::WindowClosed { .. } => "window_closed",
+            EventKind::ContactChanged { .. } => "contact_changed",
+            EventKind::IdentityChanged => "identity_changed",
+            EventKind::ChannelError(_) => "channel_error",
         }
+    }
+
+    /// What the store notes for concierges when it applies the event, if anything.
+    pub fn note(&self) -> Option<String> {
+        match self {
+            EventKind::ContactChanged { address, .. } => Some(format!(
+                "The customer's number changed to {address}: replies go there from now on; \
+                 the old number stays linked to this conversation."
+            )),
+            EventKind::IdentityChanged => Some(
+                "The platform reports that the customer's identity changed (a new phone, a \
+                 reinstalled app, or someone else): check who you are talking to before \
+                 sharing anything private."
+                    .to_string(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Applied as it is stored, without a turn: a delivery status, a contact's change.
+    pub fn applied_at_ingest(&self) -> bool {
+        matches!(
+            self,
+            EventKind::Status { .. }
+                | EventKind::ContactChanged { .. }
+                | EventKind::IdentityChanged
+        )
+    }
+
+    /// About no conversation: kept by the store apart from every thread (typing is not
+    /// stored at all).
+    pub fn outside_conversations(&self) -> bool {
+        matches!(self, EventKind::Typing | EventKind::ChannelError(_))
     }
 }
 

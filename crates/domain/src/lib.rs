@@ -14,9 +14,9 @@ mod thread;
 
 pub use content::{
     Choice, ContactCard, Content, MAX_DISPLAY_NAME, MAX_FORM_BYTES, MediaKind, MediaRef, OrderItem,
-    bounded_answers, clip_text, display_name, place_label, split_text,
+    bounded_answers, clip_text, display_name, place_label, split_text, text_units,
 };
-pub use event::{EventKind, InboundEvent, InboundMessage};
+pub use event::{ChannelFault, EventKind, InboundEvent, InboundMessage};
 pub use ids::{
     ChannelId, ContactId, ConversationId, ConversationKey, EventId, IdError, MessageId,
     PlatformMessageId,

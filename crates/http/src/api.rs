@@ -21,8 +21,8 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::body::ApiJson;
 use concierge_domain::{
-    Author, ConversationId, DeliveryStatus, Direction, Message, Millis, Priority, ThreadState,
-    now_millis,
+    Author, Content, ConversationId, DeliveryStatus, Direction, Message, Millis, Priority,
+    ThreadState, now_millis,
 };
 use concierge_engine::handoff::access::hash_token;
 use concierge_engine::handoff::actions::ActionError;
@@ -506,6 +506,11 @@ struct MessageView {
     author: AuthorView,
     text: String,
     kind: String,
+    /// The content itself, for the kinds a console shows in their own form (`order`,
+    /// `contacts`, `form_reply`); as stored, already bounded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    content: Option<serde_json::Value>,
     #[schema(value_type = i64)]
     at: Millis,
     #[schema(value_type = String)]
@@ -529,6 +534,12 @@ fn message_view(m: &Message) -> MessageView {
         author: AuthorView { kind, name },
         text: m.content.describe(),
         kind: m.content.kind_name().to_string(),
+        content: match &m.content {
+            Content::Order { .. } | Content::Contacts { .. } | Content::FormReply { .. } => {
+                serde_json::to_value(&m.content).ok()
+            }
+            _ => None,
+        },
         at: m.created_at,
         status: match &m.status {
             DeliveryStatus::Failed { .. } => "failed",

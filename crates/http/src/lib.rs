@@ -5,6 +5,7 @@
 mod api;
 mod assets;
 mod body;
+mod channel_health;
 mod chat;
 mod console;
 mod csp;

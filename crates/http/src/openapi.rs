@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, api};
+use super::{AppState, api, channel_health};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -58,6 +58,7 @@ pub fn table() -> OpenApiRouter<AppState> {
         .routes(routes!(api::me))
         .routes(routes!(api::set_status))
         .routes(routes!(api::teams))
+        .routes(routes!(channel_health::channels))
         .routes(routes!(api::concierges))
         .routes(routes!(api::queue))
         .routes(routes!(api::audit))

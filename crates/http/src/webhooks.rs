@@ -71,15 +71,20 @@ pub async fn receive(
     let (mut events, stale) = without_stale(&state, channel.as_str(), events);
     tracing::Span::current().record("events", events.len());
     if events.is_empty() && stale > 0 {
-        outcome(&state, channel.as_str(), "stale");
-        return (StatusCode::OK, "ok").into_response();
+        // Kept, to no conversation, as anything else not answered is.
+        let raw = raw_of(adapter.as_ref(), &request);
+        return keep_alone(&state, &channel, raw, "stale").await;
     }
     if events.is_empty() {
         // Nothing the gateway reads (an error report, an echo, an update kind it does not
         // use): kept all the same, so nothing a platform sends vanishes without a trace.
         tracing::debug!(%channel, "a webhook with nothing to store but itself");
         let raw = raw_of(adapter.as_ref(), &request);
-        return keep_alone(&state, &channel, raw, "ignored").await;
+        let answer = keep_alone(&state, &channel, raw, "ignored").await;
+        // What the platform still waits for (a stray button tap's spinner), off the answer's
+        // path.
+        tokio::spawn(async move { adapter.unanswered(&request).await });
+        return answer;
     }
     // A web chat visitor past the budget of its address: kept, not given to the agents.
     let peer = extensions
@@ -97,6 +102,9 @@ pub async fn receive(
             }
             stored.trace();
             receipts(&events);
+            if stored.accepted > 0 {
+                faults(&state, adapter.as_ref(), &events);
+            }
             // Even for a status already stored: the confirmation may be what a crash cut.
             if let Err(e) = confirm_sends(&state, &events).await {
                 outcome(&state, channel.as_str(), "store_error");
@@ -222,6 +230,19 @@ async fn confirm_sends(
         }
     }
     Ok(())
+}
+
+/// The faults of the channel the request reported, now kept: counted by code, and applied
+/// (a rate limit slows the channel's sends).
+fn faults(state: &AppState, adapter: &dyn ChannelAdapter, events: &[InboundEvent]) {
+    for event in events {
+        if let EventKind::ChannelError(fault) = &event.kind {
+            state
+                .metrics
+                .channel_fault(event.channel.as_str(), fault.code.as_deref());
+            adapter.fault(fault);
+        }
+    }
 }
 
 /// A `receipt` span for each delivery status the request brought, under the `webhook` one:

@@ -576,14 +576,30 @@ impl RedisStore {
         events: &[InboundEvent],
         raw: Json,
     ) -> Result<IngestOutcome, StoreError> {
-        // A webhook the adapter found nothing in is still kept, to no conversation (one of
-        // only typing is not: that was understood).
-        let alone = events.is_empty() && !raw.is_null();
+        // A webhook the adapter found nothing in, or nothing for a conversation (typing, a
+        // channel fault), is still kept, to no conversation.
+        let alone = !raw.is_null()
+            && (events.is_empty() || events.iter().any(|e| matches!(e.kind, EventKind::Typing)));
+        let mut faults = Vec::new();
+        for event in events {
+            if let EventKind::ChannelError(fault) = &event.kind {
+                let kept = concierge_store::KeptFault {
+                    channel: event.channel.clone(),
+                    fault: fault.clone(),
+                    at: event.at,
+                };
+                faults.push(json!({
+                    "ch": event.channel.as_str(),
+                    "eid": event.event_id.as_str(),
+                    "fault": super::faults::to_json(&kept)?,
+                }));
+            }
+        }
         let events: Vec<&InboundEvent> = events
             .iter()
-            .filter(|e| !matches!(e.kind, EventKind::Typing))
+            .filter(|e| !e.kind.outside_conversations())
             .collect();
-        if events.is_empty() && !alone {
+        if events.is_empty() && faults.is_empty() && !alone {
             return Ok(IngestOutcome::default());
         }
         let mut conn = self.conn();
@@ -618,6 +634,9 @@ impl RedisStore {
                         "events": batch,
                         "raw": raw,
                         "alone": alone,
+                        "faults": faults,
+                        "faults_kept": concierge_store::FAULTS_PER_CHANNEL,
+                        "faults_ms": concierge_store::FAULT_RETENTION_MS,
                     }),
                 )
                 .await?;
@@ -673,6 +692,13 @@ impl Inbox for RedisStore {
         filter: concierge_store::RawFilter,
     ) -> Result<Vec<concierge_store::KeptWebhook>, StoreError> {
         super::raw::read(self, &filter).await
+    }
+
+    async fn channel_faults(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<concierge_store::KeptFault>, StoreError> {
+        super::faults::read(self, limit).await
     }
 
     async fn pending(&self, after: i64, limit: usize) -> Result<Vec<InboxEntry>, StoreError> {
@@ -807,6 +833,13 @@ impl RedisStore {
             EventKind::Started { source } => json!({"kind": "started", "source": source}),
             EventKind::Edit { target, content } => json!({
                 "kind": "edit", "target": target.as_str(), "content": json_text(content)?,
+            }),
+            EventKind::ContactChanged { previous, address } => json!({
+                "kind": "contact_changed", "previous": previous.as_str(),
+                "address": address.as_str(), "note": event.kind.note(),
+            }),
+            EventKind::IdentityChanged => json!({
+                "kind": "identity_changed", "note": event.kind.note(),
             }),
             _ => json!({}),
         };

@@ -63,12 +63,12 @@ impl Queue for RedisStore {
         }
         let mut pipe = redis::pipe();
         for (conversation, fields) in &conversations {
+            // A conversation that followed a changed number names its person apart.
+            let person = fields
+                .get("person")
+                .map_or(conversation.contact.as_str(), String::as_str);
             pipe.hget(
-                self.key(&[
-                    "contact",
-                    conversation.channel.as_str(),
-                    conversation.contact.as_str(),
-                ]),
+                self.key(&["contact", conversation.channel.as_str(), person]),
                 "name",
             );
             pipe.hgetall(self.key(&["ho", fields.get("ho").map_or("-", String::as_str)]));
@@ -110,12 +110,14 @@ impl Queue for RedisStore {
         conversation: &ConversationId,
     ) -> Result<Option<String>, StoreError> {
         let mut conn = self.conn();
-        let (channel, contact): (Option<String>, Option<String>) = redis::pipe()
-            .hget(self.key(&["conv", conversation.as_str()]), "ch")
-            .hget(self.key(&["conv", conversation.as_str()]), "contact")
-            .query_async(&mut conn)
-            .await?;
-        let (Some(channel), Some(contact)) = (channel, contact) else {
+        let (channel, contact, person): (Option<String>, Option<String>, Option<String>) =
+            redis::pipe()
+                .hget(self.key(&["conv", conversation.as_str()]), "ch")
+                .hget(self.key(&["conv", conversation.as_str()]), "contact")
+                .hget(self.key(&["conv", conversation.as_str()]), "person")
+                .query_async(&mut conn)
+                .await?;
+        let (Some(channel), Some(contact)) = (channel, person.or(contact)) else {
             return Ok(None);
         };
         Ok(conn

@@ -395,7 +395,16 @@ function ops.ingest()
             table.insert(appended, cand.conv)
           end
         else
-          if ev.kind == 'started' and nn(ev.source) then
+          if ev.kind == 'contact_changed' or ev.kind == 'identity_changed' then
+            -- Applied now, no turn: the conversation follows the new number (its contact
+            -- hash, which holds the name, stays the person's), and concierges get a note.
+            local ckey = k('conv', cand.conv)
+            if ev.kind == 'contact_changed' and hget(ckey, 'contact') == ev.previous then
+              redis.call('HSET', ckey, 'contact', ev.address)
+              redis.call('HSETNX', ckey, 'person', canon)
+            end
+            add_note(cand.conv, {author = ev.ch, body = ev.note}, now)
+          elseif ev.kind == 'started' and nn(ev.source) then
             redis.call('HSET', k('conv', cand.conv), 'source', ev.source)
           elseif ev.kind == 'edit' then
             local msg = redis.call('GET', k('pmid', ev.ch, ev.target))
@@ -403,15 +412,33 @@ function ops.ingest()
               redis.call('HSET', k('msg', msg), 'content', ev.content)
             end
           end
-          local seq = append_event(cand, now, nil)
-          table.insert(appended, s(seq))
-          table.insert(appended, cand.conv)
+          if ev.kind ~= 'contact_changed' and ev.kind ~= 'identity_changed' then
+            local seq = append_event(cand, now, nil)
+            table.insert(appended, s(seq))
+            table.insert(appended, cand.conv)
+          end
         end
       end
     end
   end
+  -- Faults of a channel itself: on the channel's health record, once each, for 30 days.
+  local alone = a.alone
+  for _, f in ipairs(a.faults) do
+    local dk = k('dedupe', f.ch, f.eid)
+    if redis.call('SET', dk, '1', 'PX', a.dedupe_ms, 'NX') then
+      local fk = k('faults', f.ch)
+      redis.call('LPUSH', fk, f.fault)
+      redis.call('LTRIM', fk, 0, a.faults_kept - 1)
+      redis.call('PEXPIRE', fk, a.faults_ms)
+      redis.call('SADD', k('faulted'), f.ch)
+      accepted = accepted + 1
+      alone = true
+    else
+      duplicates = duplicates + 1
+    end
+  end
   local raw = nn(a.raw)
-  if raw and (#convs > 0 or a.alone) then
+  if raw and (#convs > 0 or alone) then
     -- The webhook's raw request, once, trimmed and expiring with the dedupe window; `alone`:
     -- a webhook of no event, kept to no conversation.
     local key = k('raw')

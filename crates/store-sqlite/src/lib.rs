@@ -497,9 +497,24 @@ fn ingest_events(
 ) -> Result<IngestOutcome, StoreError> {
     let mut outcome = IngestOutcome::default();
     let mut raw_id = None;
+    // Something new that touches no conversation: the raw webhook is then kept alone.
+    let mut alone = events.is_empty();
     for event in events {
-        if matches!(event.kind, EventKind::Typing) {
-            continue;
+        match &event.kind {
+            EventKind::Typing => {
+                alone = true;
+                continue;
+            }
+            EventKind::ChannelError(fault) => {
+                if record_fault(tx, event, fault, now)? {
+                    outcome.accepted += 1;
+                    alone = true;
+                } else {
+                    outcome.duplicates += 1;
+                }
+                continue;
+            }
+            _ => {}
         }
         if in_inbox(tx, event)? {
             outcome.duplicates += 1;
@@ -520,15 +535,51 @@ fn ingest_events(
         let recorded = record_event(tx, event, seq, &conversation, now)?;
         tally(&mut outcome, recorded, seq, conversation);
     }
-    // A webhook the adapter found nothing in (an error report, an update kind it does not
-    // read, an echo) is kept all the same, to no conversation: nothing a platform sends
-    // vanishes without a trace to read back.
-    if events.is_empty()
+    // A webhook the adapter found nothing in (an update kind it does not read, an echo), or
+    // nothing for a conversation (typing, a channel fault), is kept all the same, to no
+    // conversation: nothing a platform sends vanishes without a trace to read back.
+    if alone
+        && raw_id.is_none()
         && let Some(raw) = raw
     {
         raw::insert(tx, raw)?;
     }
     Ok(outcome)
+}
+
+/// Keeps a channel fault on the channel's health record; `false` when it was kept already
+/// (a redelivered webhook). Faults past 30 days, or past the 200 newest of the channel, go.
+fn record_fault(
+    tx: &rusqlite::Connection,
+    event: &InboundEvent,
+    fault: &concierge_domain::ChannelFault,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    let channel = event.channel.as_str();
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO channel_faults (channel_id, event_id, code, title, detail, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            channel,
+            event.event_id.as_str(),
+            fault.code,
+            fault.title,
+            fault.detail,
+            event.at
+        ])?;
+    tx.prepare_cached(
+        "DELETE FROM channel_faults WHERE at < ?1
+            OR (channel_id = ?2 AND seq <= (SELECT seq FROM channel_faults WHERE channel_id = ?2
+                                            ORDER BY seq DESC LIMIT 1 OFFSET ?3))",
+    )?
+    .execute(params![
+        now - concierge_store::FAULT_RETENTION_MS,
+        channel,
+        concierge_store::FAULTS_PER_CHANNEL as i64
+    ])?;
+    Ok(inserted > 0)
 }
 
 /// Whether the event is in the inbox already. Asked before the INSERT: with AUTOINCREMENT,
@@ -565,13 +616,10 @@ fn insert_inbox_row(
     Ok((inserted > 0).then(|| tx.last_insert_rowid()))
 }
 
-/// A delivery status is applied as it is ingested, so its row is done at once; every other
-/// event waits for its turn.
+/// A delivery status or a contact's change is applied as it is ingested, so its row is done
+/// at once; every other event waits for its turn.
 fn done_at(kind: &EventKind, now: Millis) -> Option<Millis> {
-    match kind {
-        EventKind::Status { .. } => Some(now),
-        _ => None,
-    }
+    kind.applied_at_ingest().then_some(now)
 }
 
 /// What a new inbox row turned out to be.
@@ -613,6 +661,10 @@ fn record_event(
         EventKind::Message(message) => {
             return record_message(tx, event, message, seq, conversation, now);
         }
+        EventKind::ContactChanged { .. } | EventKind::IdentityChanged => {
+            record_contact_change(tx, event, conversation, now)?;
+            return Ok(Recorded::Applied);
+        }
         _ => {}
     }
     upsert_conversation(tx, event, conversation, now)?;
@@ -639,6 +691,39 @@ fn record_event(
         _ => {}
     }
     Ok(Recorded::Appended)
+}
+
+/// A changed number or identity: the conversation is addressed to the new number (the ids
+/// were linked when the event was resolved), and concierges find a note of it.
+fn record_contact_change(
+    tx: &rusqlite::Connection,
+    event: &InboundEvent,
+    conversation: &ConversationId,
+    now: Millis,
+) -> Result<(), StoreError> {
+    upsert_conversation(tx, event, conversation, now)?;
+    if let EventKind::ContactChanged { previous, address } = &event.kind {
+        tx.prepare_cached(
+            "UPDATE conversations SET contact_id = ?1 WHERE id = ?2 AND contact_id = ?3",
+        )?
+        .execute(params![
+            address.as_str(),
+            conversation.as_str(),
+            previous.as_str()
+        ])?;
+    }
+    if let Some(note) = event.kind.note() {
+        tx.prepare_cached(
+            "INSERT INTO notes (conversation_id, author, body, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            conversation.as_str(),
+            event.channel.as_str(),
+            note,
+            now
+        ])?;
+    }
+    Ok(())
 }
 
 /// A delivery status, applied to the send it describes, or kept until that send is
@@ -737,6 +822,35 @@ impl Inbox for SqliteStore {
         filter: concierge_store::RawFilter,
     ) -> Result<Vec<concierge_store::KeptWebhook>, StoreError> {
         self.read(move |conn| raw::read(conn, &filter)).await
+    }
+
+    async fn channel_faults(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<concierge_store::KeptFault>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT channel_id, code, title, detail, at FROM channel_faults
+                 ORDER BY at DESC, seq DESC LIMIT ?1",
+            )?;
+            let mut rows = stmt.query(params![limit as i64])?;
+            let mut faults = Vec::new();
+            while let Some(row) = rows.next()? {
+                let channel: String = row.get(0)?;
+                faults.push(concierge_store::KeptFault {
+                    channel: ChannelId::parse(channel)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    fault: concierge_domain::ChannelFault {
+                        code: row.get(1)?,
+                        title: row.get(2)?,
+                        detail: row.get(3)?,
+                    },
+                    at: row.get(4)?,
+                });
+            }
+            Ok(faults)
+        })
+        .await
     }
 
     async fn pending(&self, after: i64, limit: usize) -> Result<Vec<InboxEntry>, StoreError> {

@@ -159,6 +159,12 @@ pub fn raised(priority: Option<&str>) -> &'static str {
     }
 }
 
+/// The contact a conversation's address stands for: the address itself, or the contact it is
+/// an alias of (a number the customer changed to), whose row holds the name.
+const PERSON: &str = "COALESCE((SELECT a.contact_id FROM contact_aliases a
+                                WHERE a.channel_id = c.channel_id AND a.alias = c.contact_id),
+                               c.contact_id)";
+
 #[async_trait]
 impl Queue for SqliteStore {
     async fn queue(&self) -> Result<Vec<QueueEntry>, StoreError> {
@@ -167,7 +173,7 @@ impl Queue for SqliteStore {
                 "SELECT c.id, c.channel_id, c.contact_id, c.thread, c.created_at,
                         c.last_message_at, c.source, k.display_name, {HANDOFF_COLUMNS}
                  FROM conversations c
-                 LEFT JOIN contacts k ON k.channel_id = c.channel_id AND k.contact_id = c.contact_id
+                 LEFT JOIN contacts k ON k.channel_id = c.channel_id AND k.contact_id = {PERSON}
                  LEFT JOIN handoffs h ON h.conversation_id = c.id AND h.closed_at IS NULL
                  WHERE json_extract(c.thread, '$.state') IN ('queued', 'human')"
             ))?;
@@ -238,11 +244,11 @@ impl Queue for SqliteStore {
         let conversation = conversation.clone();
         self.read(move |conn| {
             let name: Option<Option<String>> = conn
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "SELECT k.display_name FROM conversations c
-                     JOIN contacts k ON k.channel_id = c.channel_id AND k.contact_id = c.contact_id
-                     WHERE c.id = ?1",
-                )?
+                     JOIN contacts k ON k.channel_id = c.channel_id AND k.contact_id = {PERSON}
+                     WHERE c.id = ?1"
+                ))?
                 .query_row(params![conversation.as_str()], |row| row.get(0))
                 .optional()?;
             Ok(name.flatten())

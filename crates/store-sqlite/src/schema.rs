@@ -30,6 +30,8 @@ pub fn migrations() -> Migrations<'static> {
         // v7: the deployment's secrets (the key new conversation ids are made with), made
         // once at the first start; `INSERT OR IGNORE` lets processes sharing the file agree.
         M::up(include_str!("migrations/007_secrets.sql")),
+        // v8: the faults platforms report about a channel itself, for its health.
+        M::up(include_str!("migrations/008_channel_faults.sql")),
     ])
 }
 

@@ -158,6 +158,18 @@ pub struct KeptWebhook {
     pub raw: RawWebhook,
 }
 
+/// A fault a platform reported about a channel, as the channel's health record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptFault {
+    pub channel: ChannelId,
+    pub fault: concierge_domain::ChannelFault,
+    pub at: Millis,
+}
+
+/// How long a channel's faults are kept, and how many of a channel at most.
+pub const FAULT_RETENTION_MS: Millis = 30 * 24 * 3600 * 1000;
+pub const FAULTS_PER_CHANNEL: usize = 200;
+
 /// An inbox event waiting for (or done with) processing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboxEntry {
@@ -445,14 +457,20 @@ pub struct Conversation {
 #[async_trait]
 pub trait Inbox: Send + Sync {
     /// Appends events atomically, ignoring ones already seen (by event id, or for messages
-    /// by platform message id). An edit replaces the content of the customer's message. Delivery statuses are applied to their message at once (they
-    /// need no turn); a status for a message not yet marked sent is kept and applied when it
-    /// is. Typing signals are not stored.
+    /// by platform message id). An edit replaces the content of the customer's message.
+    /// Delivery statuses are applied to their message at once (they need no turn); a status
+    /// for a message not yet marked sent is kept and applied when it is. A contact's change
+    /// is applied at once too: a changed number links the new id to the contact and becomes
+    /// the conversation's address, and both kinds leave a note for concierges. A channel
+    /// fault goes to the channel's health record, not to a conversation. Typing signals are
+    /// not stored.
     async fn ingest(&self, events: &[InboundEvent]) -> Result<IngestOutcome, StoreError>;
 
     /// `ingest`, keeping the webhook's raw request in the same write, once, referenced from
-    /// the inbox entries it produced. It is kept when at least one event is new by event id:
-    /// a webhook of nothing but retries keeps none (the first delivery's record stands).
+    /// the inbox entries it produced. It is kept when at least one event is new by event id,
+    /// to no conversation when none of them touched one (typing, a channel fault, or no
+    /// event at all): a webhook of nothing but retries keeps none (the first delivery's
+    /// record stands).
     /// Raw records expire: after `dedupe_ttl_secs` on Redis, `raw_retention_days` on SQLite.
     async fn ingest_raw(
         &self,
@@ -463,6 +481,10 @@ pub trait Inbox: Send + Sync {
     /// The raw webhooks kept, oldest first (in the order they were stored), at most
     /// `filter.limit`.
     async fn raw_webhooks(&self, filter: RawFilter) -> Result<Vec<KeptWebhook>, StoreError>;
+
+    /// The channel faults ingest kept (`EventKind::ChannelError`), newest first, at most
+    /// `limit` (and at most [`FAULTS_PER_CHANNEL`] of a channel, for 30 days).
+    async fn channel_faults(&self, limit: usize) -> Result<Vec<KeptFault>, StoreError>;
 
     /// Unfinished inbox events with `seq > after`, oldest first. An entry that cannot be read
     /// back (written by another version, or damaged) is set aside as done with the reason,

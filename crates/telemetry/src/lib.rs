@@ -66,6 +66,13 @@ pub struct WebhookLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    pub channel: String,
+    /// The platform's error code (`130429`), `none` when it gave none.
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChannelLabels {
     pub channel: String,
 }
@@ -181,6 +188,7 @@ fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, 
 /// Webhooks and the inbox events they become.
 struct Ingest {
     webhooks: Family<WebhookLabels, Counter>,
+    channel_faults: Family<FaultLabels, Counter>,
     turns: Family<TurnLabels, Counter>,
     turn_seconds: Histogram,
 }
@@ -192,6 +200,12 @@ impl Ingest {
                 registry,
                 "webhooks",
                 "Webhook requests by channel and outcome",
+                Family::default(),
+            ),
+            channel_faults: register(
+                registry,
+                "channel_faults",
+                "Faults the platforms reported about a channel itself, by error code",
                 Family::default(),
             ),
             turns: register(
@@ -527,6 +541,18 @@ impl Metrics {
             .get_or_create(&WebhookLabels {
                 channel: channel.to_string(),
                 outcome,
+            })
+            .inc();
+    }
+
+    /// A fault the platform reported about the channel itself (stored once).
+    pub fn channel_fault(&self, channel: &str, code: Option<&str>) {
+        self.inner
+            .ingest
+            .channel_faults
+            .get_or_create(&FaultLabels {
+                channel: channel.to_string(),
+                code: code.unwrap_or("none").chars().take(40).collect(),
             })
             .inc();
     }

@@ -38,6 +38,19 @@ pub struct Telegram {
 }
 
 impl Telegram {
+    /// Stops a button's spinner. Best effort: a failure is logged.
+    pub(crate) async fn answer_callback(&self, query: &str) {
+        if let Err(e) = self
+            .call(
+                "answerCallbackQuery",
+                &json!({ "callback_query_id": query }),
+            )
+            .await
+        {
+            tracing::debug!(channel = %self.id, error = %e, "cannot answer the callback query");
+        }
+    }
+
     pub fn new(id: ChannelId, config: TelegramConfig, http: reqwest::Client) -> Self {
         let chat_interval = Duration::try_from_secs_f64(1.0 / config.messages_per_second_per_chat)
             .unwrap_or(Duration::from_secs(1))
@@ -54,8 +67,8 @@ impl Telegram {
                 reply_window: None,
                 typing: true,
                 read_receipts: false,
-                // Telegram counts 4,096 UTF-16 units: a margin for emoji, which take two.
-                max_text_chars: 3000,
+                // Telegram counts 4,096 UTF-16 units, as the engine's split does.
+                max_text_chars: 4096,
                 templates: false,
                 media_captions: true,
             },
@@ -280,18 +293,10 @@ impl Telegram {
     }
 }
 
-/// Telegram takes 1 to 64 bytes of callback data: longer choice ids are cut at a character
-/// boundary (the button's title still says what was picked).
+/// Telegram takes 1 to 64 bytes of callback data: a longer choice id is fitted (its start
+/// and a digest), so that two long ids stay apart; the button's title says what was picked.
 fn callback_data(id: &str) -> String {
-    let mut end = id.len().min(64);
-    while !id.is_char_boundary(end) {
-        end -= 1;
-    }
-    if end == 0 {
-        "_".to_string()
-    } else {
-        id[..end].to_string()
-    }
+    crate::choice_id::fitted(id, 64)
 }
 
 #[async_trait]
@@ -404,15 +409,17 @@ impl ChannelAdapter for Telegram {
 
     /// A button tap is answered at once, whoever holds the thread, so its spinner stops.
     async fn received(&self, _contact: &ContactId, message: &PlatformMessageId) {
-        if let Some(query) = message.as_str().strip_prefix("cbq:")
-            && let Err(e) = self
-                .call(
-                    "answerCallbackQuery",
-                    &json!({ "callback_query_id": query }),
-                )
-                .await
+        if let Some(query) = message.as_str().strip_prefix("cbq:") {
+            self.answer_callback(query).await;
+        }
+    }
+
+    /// A tap on a button of an inline message: answered, so the spinner stops.
+    async fn unanswered(&self, request: &WebhookRequest) {
+        if let Ok(update) = parse::read_update(&request.body)
+            && let Some(query) = parse::stray_callback(&update)
         {
-            tracing::debug!(channel = %self.id, error = %e, "cannot answer the callback query");
+            self.answer_callback(query).await;
         }
     }
 

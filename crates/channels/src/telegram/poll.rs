@@ -77,6 +77,9 @@ pub async fn run(bot: Arc<Telegram>, sink: Arc<dyn EventSink>, shutdown: Cancell
                 Polled::Read(update) => {
                     last = last.max(Some(update.update_id));
                     events.extend(super::parse::events(&bot.id, &update));
+                    if let Some(query) = super::parse::stray_callback(&update) {
+                        bot.answer_callback(query).await;
+                    }
                 }
                 Polled::Unreadable { update_id } => {
                     last = last.max(update_id);

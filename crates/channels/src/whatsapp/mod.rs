@@ -297,6 +297,19 @@ impl ChannelAdapter for Whatsapp {
         parse::parse(&self.id, &self.config.phone_number_id, &request.body)
     }
 
+    /// A throughput error (130429), a spam-rate limit (131048) or the account's rate limit
+    /// (80007): the number pauses, then sends more slowly for a while.
+    fn fault(&self, fault: &concierge_domain::ChannelFault) {
+        if fault
+            .code
+            .as_deref()
+            .is_some_and(|code| parse::RATE_LIMIT_CODES.contains(&code))
+        {
+            let spacing = self.limiter.slow_down(parse::RATE_LIMIT_PAUSE);
+            tracing::warn!(channel = %self.id, code = fault.code.as_deref().unwrap_or(""), spacing_ms = spacing.as_millis() as u64, "WhatsApp reports a rate limit: the number's sends slow down");
+        }
+    }
+
     async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, SendError> {
         match self.window.decide(message, now_millis()) {
             WindowDecision::Send => {}

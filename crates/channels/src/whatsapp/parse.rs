@@ -7,12 +7,20 @@ use std::collections::HashMap;
 use super::wire;
 use crate::{ParseError, callback, status_report};
 use concierge_domain::{
-    ChannelId, Choice, ContactCard, ContactId, Content, DeliveryStatus, EventId, EventKind,
-    InboundEvent, InboundMessage, MediaKind, MediaRef, OrderItem, PlatformMessageId, now_millis,
+    ChannelFault, ChannelId, Choice, ContactCard, ContactId, Content, DeliveryStatus, EventId,
+    EventKind, InboundEvent, InboundMessage, MediaKind, MediaRef, OrderItem, PlatformMessageId,
+    now_millis,
 };
 
 /// The error codes that mean "the 24-hour customer service window is closed".
 pub const WINDOW_CLOSED_CODES: &[i64] = &[131047];
+
+/// The fault codes that mean "the number sends too fast": its throughput (130429), the
+/// spam-rate limit (131048), the business account's rate limit (80007).
+pub const RATE_LIMIT_CODES: &[&str] = &["130429", "131048", "80007"];
+
+/// How long a number holds its sends after a rate-limit fault.
+pub const RATE_LIMIT_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Parses a notification for the phone number `phone_number_id`; changes for other numbers
 /// of the same app are left to their own channel.
@@ -61,6 +69,14 @@ pub fn parse(
                 }
                 Err(e) => {
                     tracing::warn!(%channel, error = %e.classify_name(), "skipping a message we cannot read")
+                }
+            }
+        }
+        for raw in &value.errors {
+            match serde_json::from_value::<wire::ApiError>(raw.clone()) {
+                Ok(error) => events.extend(fault_event(channel, phone_number_id, &error)),
+                Err(e) => {
+                    tracing::warn!(%channel, error = %e.classify_name(), "skipping an error report we cannot read")
                 }
             }
         }
@@ -282,10 +298,7 @@ fn message_event(
     let (contact, aliases) = contact_ids(message.from_user_id.as_deref(), message.from.as_deref())?;
     if message.kind == "system" {
         // A changed number or identity is an event about the contact, not words to answer.
-        // Until the store re-links contacts on it, it is logged, and the webhook is kept
-        // raw (a webhook of no event is), never answered.
-        tracing::info!(%channel, message = %message.id, "a WhatsApp system message (a changed number or identity); kept raw, not answered");
-        return None;
+        return system_event(channel, message, contact, aliases);
     }
     if let Some(edited) = &message.edit {
         return edit_event(channel, message, edited, contact, aliases);
@@ -320,6 +333,77 @@ fn message_event(
         over_budget: None,
     });
     event(channel, message, contact, aliases, kind)
+}
+
+/// A system message: a changed number links the new id to the contact; an identity change
+/// is noted. Any other kind (none is documented) is logged; the webhook is kept raw.
+fn system_event(
+    channel: &ChannelId,
+    message: &wire::Message,
+    contact: ContactId,
+    mut aliases: Vec<ContactId>,
+) -> Option<InboundEvent> {
+    let system = message.system.as_ref();
+    let kind = match system.map(|s| s.kind.as_str()) {
+        Some("user_changed_number") => {
+            let address = system
+                .and_then(|s| s.wa_id.as_deref())
+                .and_then(|id| ContactId::parse(id).ok())?;
+            let previous = message
+                .from
+                .as_deref()
+                .and_then(|id| ContactId::parse(id).ok())?;
+            if address == previous {
+                return None;
+            }
+            for id in [&previous, &address] {
+                if *id != contact && !aliases.contains(id) {
+                    aliases.push(id.clone());
+                }
+            }
+            EventKind::ContactChanged { previous, address }
+        }
+        Some("customer_identity_changed") => EventKind::IdentityChanged,
+        other => {
+            tracing::info!(%channel, message = %message.id, kind = other.unwrap_or(""), "a WhatsApp system message of a kind we do not read; kept raw, not answered");
+            return None;
+        }
+    };
+    event(channel, message, contact, aliases, kind)
+}
+
+/// A fault of the number (`value.errors`), as the channel's health record keeps it. Its id
+/// is the fault itself, so a redelivered webhook counts it once.
+fn fault_event(
+    channel: &ChannelId,
+    phone_number_id: &str,
+    error: &wire::ApiError,
+) -> Option<InboundEvent> {
+    let fault = ChannelFault::new(
+        error.code.map(|c| c.to_string()),
+        error
+            .title
+            .as_deref()
+            .or(error.message.as_deref())
+            .unwrap_or("error"),
+        error.error_data.as_ref().and_then(|d| d.details.as_deref()),
+    );
+    tracing::warn!(%channel, code = fault.code.as_deref().unwrap_or(""), title = %fault.title, "WhatsApp reports a fault of the number");
+    let at = now_millis();
+    Some(InboundEvent {
+        channel: channel.clone(),
+        // Meta dates none of these: a fault is kept once a minute at most.
+        event_id: EventId::parse(format!(
+            "fault:{}:{}",
+            fault.code.as_deref().unwrap_or("-"),
+            at / 60_000
+        ))
+        .ok()?,
+        contact: ContactId::parse(phone_number_id).ok()?,
+        aliases: Vec::new(),
+        at,
+        kind: EventKind::ChannelError(fault),
+    })
 }
 
 /// The event a message of the customer's brings, keyed on the message's id and dated by it.

@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use crate::choice_id::fitted;
 use concierge_domain::{Choice, Content, MediaKind, clip_text, split_text};
 
 pub const MAX_BUTTONS: usize = 3;
@@ -11,6 +12,9 @@ pub const MAX_BUTTON_TITLE: usize = 20;
 pub const MAX_LIST_ROWS: usize = 10;
 const MAX_ROW_TITLE: usize = 24;
 const MAX_ROW_DESCRIPTION: usize = 72;
+/// Meta's limits on a list row's id and a reply button's id.
+const MAX_ROW_ID: usize = 200;
+const MAX_BUTTON_ID: usize = 256;
 const MAX_SECTION_TITLE: usize = 24;
 const MAX_HEADER: usize = 60;
 const MAX_FOOTER: usize = 60;
@@ -200,6 +204,24 @@ fn choices_bodies(
     bodies
 }
 
+/// The list rows' titles, each within Meta's 24 characters; when cutting makes two alike,
+/// every title is numbered so that the rows stay apart.
+fn row_titles(choices: &[Choice]) -> Vec<String> {
+    let cut: Vec<String> = choices
+        .iter()
+        .map(|c| clip_text(&c.title, MAX_ROW_TITLE))
+        .collect();
+    let alike = cut.iter().enumerate().any(|(i, t)| cut[..i].contains(t));
+    if !alike {
+        return cut;
+    }
+    choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| clip_text(&format!("{}. {}", i + 1, c.title), MAX_ROW_TITLE))
+        .collect()
+}
+
 fn choices_body(
     body: &str,
     choices: &[Choice],
@@ -211,7 +233,11 @@ fn choices_body(
     let mut interactive = if buttons {
         let buttons: Vec<Value> = choices
             .iter()
-            .map(|c| json!({ "type": "reply", "reply": { "id": c.id, "title": c.title } }))
+            .map(|c| {
+                json!({ "type": "reply", "reply": {
+                    "id": fitted(&c.id, MAX_BUTTON_ID), "title": c.title,
+                } })
+            })
             .collect();
         json!({
             "type": "button",
@@ -221,15 +247,23 @@ fn choices_body(
     } else {
         // Rows grouped by section, in the order sections first appear.
         let mut sections: Vec<(String, Vec<Value>)> = Vec::new();
-        for choice in choices {
+        let titles = row_titles(choices);
+        for (choice, row_title) in choices.iter().zip(titles) {
             let title = clip_text(
                 choice.section.as_deref().unwrap_or_default(),
                 MAX_SECTION_TITLE,
             );
-            let mut row =
-                json!({ "id": choice.id, "title": clip_text(&choice.title, MAX_ROW_TITLE) });
-            if let Some(description) = &choice.description {
-                row["description"] = json!(clip_text(description, MAX_ROW_DESCRIPTION));
+            // A title cut to fit is given whole on the row's second line.
+            let cut = row_title != choice.title;
+            let description = match (&choice.description, cut) {
+                (Some(d), true) => Some(format!("{} · {d}", choice.title)),
+                (Some(d), false) => Some(d.clone()),
+                (None, true) => Some(choice.title.clone()),
+                (None, false) => None,
+            };
+            let mut row = json!({ "id": fitted(&choice.id, MAX_ROW_ID), "title": row_title });
+            if let Some(description) = description {
+                row["description"] = json!(clip_text(&description, MAX_ROW_DESCRIPTION));
             }
             match sections.iter_mut().find(|(t, _)| *t == title) {
                 Some((_, rows)) => rows.push(row),

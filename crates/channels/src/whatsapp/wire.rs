@@ -36,6 +36,9 @@ pub struct Value {
     pub messages: Vec<serde_json::Value>,
     #[serde(default)]
     pub statuses: Vec<serde_json::Value>,
+    /// Faults of the number itself, not of one message (a rate limit hit).
+    #[serde(default)]
+    pub errors: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +110,18 @@ pub struct Message {
     /// `type: "edit"`: the customer changed an earlier message.
     #[serde(default)]
     pub edit: Option<Edit>,
+    /// `type: "system"`: a changed number or identity.
+    #[serde(default, deserialize_with = "lenient")]
+    pub system: Option<System>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct System {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// `user_changed_number`: the customer's new id.
+    #[serde(default)]
+    pub wa_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,6 +219,14 @@ pub struct ApiError {
     pub title: Option<String>,
     #[serde(default)]
     pub message: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub error_data: Option<ErrorData>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ErrorData {
+    #[serde(default)]
+    pub details: Option<String>,
 }
 
 /// The body of an error answer from the Graph API.

@@ -5,7 +5,7 @@ const TITLE = "Concierge console";
 const $ = (id) => document.getElementById(id);
 const E = {};
 for (const id of ["signin", "sign-in-form", "token", "sign-in", "sign-in-error", "app", "me", "role", "status-toggle", "sign-out",
-  "connection", "notify", "help-open", "help", "help-close", "filter", "queue", "queue-status", "empty", "thread", "thread-title",
+  "connection", "notify", "health", "health-panel", "health-list", "health-close", "help-open", "help", "help-close", "filter", "queue", "queue-status", "empty", "thread", "thread-title",
   "thread-state", "thread-meta", "thread-sub", "thread-hint", "claim", "release", "resolve", "transfer", "release-box", "release-note",
   "release-go", "transfer-box", "transfer-target", "transfer-go", "history", "brief", "reply-form", "reply", "choices", "send",
   "note-form", "note", "add-note", "toast"]) E[id] = $(id);
@@ -17,7 +17,7 @@ let busy = false, scrollToEnd = false, historyKey = "", briefKey = "", lastSugge
 const drafts = new Map();
 let unread = 0, askedPermission = false;
 let streamGen = 0, streamCtl = null, lastEventId = "", live = false, lastChunkAt = 0;
-let queueTimer = 0, threadTimer = 0, threadSeq = 0, tickTimer = 0, pollTimer = 0;
+let queueTimer = 0, threadTimer = 0, threadSeq = 0, tickTimer = 0, pollTimer = 0, healthTimer = 0;
 
 // ---------- helpers ----------
 function el(tag, attrs, ...kids) {
@@ -120,9 +120,11 @@ async function signIn(t, fromStorage) {
   E.role.textContent = me.role === "admin" ? "admin" : (me.teams || []).join(", ");
   renderStatus(); updateNotifyButton(); updateTitle();
   refreshQueue();
+  refreshChannels();
   streamLoop();
   tickTimer = setInterval(tick, 1000);
   pollTimer = setInterval(() => { if (!live) { refreshQueue(); refreshThread(); } }, 15000);
+  healthTimer = setInterval(refreshChannels, 60000);
   const hash = decodeURIComponent(location.hash.slice(1));
   if (hash) openConversation(hash);
 }
@@ -130,7 +132,7 @@ function signOut(message) {
   signedIn = false; token = null; me = null;
   sessionStorage.removeItem(TOKEN_KEY);
   streamGen++; if (streamCtl) streamCtl.abort();
-  clearInterval(tickTimer); clearInterval(pollTimer); clearTimeout(queueTimer); clearTimeout(threadTimer);
+  clearInterval(tickTimer); clearInterval(pollTimer); clearInterval(healthTimer); clearTimeout(queueTimer); clearTimeout(threadTimer);
   queue = []; openId = null; current = null; cursorId = null; drafts.clear(); unread = 0; updateTitle();
   E.queue.replaceChildren(); E.reply.value = ""; E.note.value = ""; E.filter.value = "";
   E.thread.hidden = true; E.empty.hidden = false; E.app.hidden = true; E.signin.hidden = false;
@@ -381,13 +383,56 @@ function renderHistory(messages, notes, c) {
     const mark = m.direction === "out" ? statusMark(m.status) : null;
     frag.append(el("div", { class: "msg " + (m.direction === "in" ? "in" : "out") + " by-" + kind, "data-id": m.id, "data-seq": m.seq },
       el("span", { class: "meta" }, who + " · ", time, mark ? el("span", { class: "st " + m.status, title: mark[1] }, mark[0]) : null),
-      m.text));
+      messageBody(m)));
   }
   if (!entries.length) frag.append(el("p", { class: "muted" }, "No messages yet."));
   h.replaceChildren(frag);
   if (scrollToEnd || atEnd) h.scrollTop = h.scrollHeight; else h.scrollTop = prevTop;
   scrollToEnd = false;
 }
+// The kinds shown in their own form; every other kind is its text.
+function messageBody(m) {
+  const c = m.content || {};
+  if (m.kind === "deleted") return el("em", { class: "deleted" }, "Deleted by the customer");
+  if (m.kind === "order" && Array.isArray(c.items)) {
+    const rows = c.items.map((i) => el("tr", {}, el("td", {}, String(i.quantity) + " ×"), el("td", {}, i.product),
+      el("td", { class: "num" }, i.unit_price ? i.unit_price + (i.currency ? " " + i.currency : "") : "")));
+    return el("div", { class: "card-body" }, el("strong", {}, "Order"), el("span", { class: "muted" }, " · catalogue " + (c.catalog_id || "?")),
+      el("table", { class: "order" }, ...rows), c.text ? el("div", {}, c.text) : null);
+  }
+  if (m.kind === "contacts" && Array.isArray(c.contacts)) {
+    return el("div", { class: "card-body" }, el("strong", {}, c.contacts.length > 1 ? "Contact cards" : "Contact card"),
+      ...c.contacts.map((k) => el("div", { class: "contact-card" }, el("div", {}, k.name || "(no name)"),
+        ...(k.phones || []).concat(k.emails || []).map((v) => el("div", { class: "muted" }, v)))));
+  }
+  if (m.kind === "form_reply" && c.answers && typeof c.answers === "object") {
+    const rows = Object.entries(c.answers).map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, typeof v === "string" ? v : JSON.stringify(v))));
+    return el("div", { class: "card-body" }, el("strong", {}, "Form answered"), el("table", { class: "form" }, ...rows));
+  }
+  return m.text;
+}
+
+// ---------- channel health ----------
+let channelHealth = [];
+async function refreshChannels() {
+  if (!signedIn) return;
+  try { channelHealth = ((await api("GET", "/api/v1/channels")) || {}).channels || []; } catch (_) { return; }
+  const bad = channelHealth.filter((c) => c.health !== "ok");
+  E.health.hidden = !bad.length;
+  E.health.textContent = "⚠ " + (bad.length === 1 ? bad[0].id : bad.length + " channels");
+  E.health.title = bad.map((c) => c.id + ": " + c.recent + " fault(s) reported in 24 h").join("\n");
+  if (!E["health-panel"].hidden) renderChannels();
+}
+function renderChannels() {
+  const rows = channelHealth.map((c) => el("section", { class: "channel " + c.health },
+    el("h3", {}, c.id, el("span", { class: "muted" }, " · " + c.kind + " · " + (c.health === "ok" ? "no fault in 24 h" : c.recent + " fault(s) in 24 h"))),
+    c.faults.length ? el("ul", {}, ...c.faults.map((f) => el("li", {},
+      el("time", { datetime: new Date(f.at).toISOString() }, new Date(f.at).toLocaleString()), " ",
+      el("strong", {}, (f.code ? f.code + " " : "") + f.title), f.detail ? el("div", { class: "muted" }, f.detail) : null))) : null));
+  E["health-list"].replaceChildren(...rows);
+}
+function openChannels() { renderChannels(); E["health-panel"].hidden = false; E["health-close"].focus(); }
+
 function renderBrief(b, c) {
   const key = JSON.stringify([b, c.handoff && c.handoff.reason]);
   if (key === briefKey) return;
@@ -591,6 +636,9 @@ E.notify.addEventListener("click", () => askPermission(true));
 E.app.addEventListener("click", () => askPermission(false), true);
 E["help-open"].addEventListener("click", () => { E.help.hidden = false; E["help-close"].focus(); });
 E["help-close"].addEventListener("click", () => { E.help.hidden = true; });
+E.health.addEventListener("click", openChannels);
+E["health-close"].addEventListener("click", () => { E["health-panel"].hidden = true; });
+E["health-panel"].addEventListener("click", (ev) => { if (ev.target === E["health-panel"]) E["health-panel"].hidden = true; });
 E.help.addEventListener("click", (ev) => { if (ev.target === E.help) E.help.hidden = true; });
 E.filter.addEventListener("input", renderQueue);
 E.claim.addEventListener("click", doClaim);
@@ -613,6 +661,7 @@ document.addEventListener("keydown", (ev) => {
   const t = ev.target, k = ev.key;
   if (k === "Escape") {
     if (!E.help.hidden) { E.help.hidden = true; ev.preventDefault(); return; }
+    if (!E["health-panel"].hidden) { E["health-panel"].hidden = true; ev.preventDefault(); return; }
     const picker = !E["release-box"].hidden || !E["transfer-box"].hidden;
     closePickers();
     if (isTextField(t) || picker) { if (document.activeElement && document.activeElement.blur) document.activeElement.blur(); ev.preventDefault(); }

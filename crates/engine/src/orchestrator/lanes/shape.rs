@@ -3,7 +3,9 @@
 
 use super::ChannelHints;
 use crate::orchestrator::responder::Decision;
-use concierge_domain::{ChannelId, Content, EventId, PlatformMessageId, ThreadState, split_text};
+use concierge_domain::{
+    ChannelId, Content, EventId, PlatformMessageId, ThreadState, split_text, text_units,
+};
 use concierge_store::{NewReply, ThreadChange, TurnOutcome};
 
 /// What one message may carry on a channel.
@@ -57,7 +59,7 @@ fn parts(content: &Content, limits: &Limits) -> Vec<Content> {
     // A limit of 0 would leave `split_text` nothing to cut: it means no limit.
     let limit = limits.max_text_chars.filter(|limit| *limit > 0);
     match (content, limit) {
-        (Content::Text { body }, Some(limit)) if body.chars().count() > limit => {
+        (Content::Text { body }, Some(limit)) if text_units(body) > limit => {
             split_text(body, limit)
                 .into_iter()
                 .map(Content::text)
@@ -72,7 +74,7 @@ fn parts(content: &Content, limits: &Limits) -> Vec<Content> {
                 button,
             },
             Some(limit),
-        ) if body.chars().count() > choices_room(choices, limit) => {
+        ) if text_units(body) > choices_room(choices, limit) => {
             // The question first, as text, and the choices in a last message that fits: no
             // channel cuts the question's end or drops its options.
             let mut parts = split_text(body, choices_room(choices, limit));
@@ -114,7 +116,7 @@ fn parts(content: &Content, limits: &Limits) -> Vec<Content> {
 fn choices_room(choices: &[concierge_domain::Choice], limit: usize) -> usize {
     let numbered: usize = choices
         .iter()
-        .map(|c| c.title.chars().count() + 6)
+        .map(|c| text_units(&c.title) + 6)
         .sum::<usize>()
         + 2;
     limit.saturating_sub(numbered).max(limit / 4).max(1)

@@ -461,3 +461,118 @@ async fn a_concierge_signs_in_sees_a_handoff_live_claims_it_and_replies() {
     driver.screenshot(&artifact).await;
     assert!(std::fs::metadata(&artifact).unwrap().len() > 10_000);
 }
+
+/// What a platform tells beyond words, as a concierge sees it: a cart, a shared contact card
+/// and a message the customer deleted, each in its own form in the thread, and a rate-limit
+/// fault of the number behind the channel-health button. Screenshots at desktop and phone
+/// widths are kept in target/test-artifacts/.
+#[tokio::test]
+async fn a_concierge_sees_carts_cards_deletions_and_channel_faults() {
+    let Some((chromium, chromedriver)) =
+        browser("a_concierge_sees_carts_cards_deletions_and_channel_faults")
+    else {
+        return;
+    };
+    let a = start(
+        "openai",
+        "[[teams]]\nname = \"support\"\n\n[[concierges]]\nname = \"ana\"\nteams = [\"support\"]\n",
+    )
+    .await;
+    let ana = Api::new(&a, "ana").await;
+    a.llm.script(vec![text(
+        r#"{"summary": "Claire wants to change her order.", "intent": "order change", "mood": "calm", "suggested_replies": []}"#,
+    )]);
+    a.whatsapp("wamid.K1", "Can I talk to a person about my order?")
+        .await;
+    let conversation = a.wa_conversation().await;
+    crate::helpers::eventually("the handoff is queued", || async {
+        ana.get(&format!("/conversations/{conversation}")).await.1["conversation"]["state"].as_str()
+            == Some("queued")
+    })
+    .await;
+    ana.post(&format!("/conversations/{conversation}/claim"), json!({}))
+        .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let from = crate::agents::PHONE;
+    a.whatsapp_value(json!({ "messages": [
+        { "from": from, "id": "wamid.K2", "timestamp": now, "type": "order", "order": {
+            "catalog_id": "cat-1", "text": "Gift wrapped, please",
+            "product_items": [
+                { "product_retailer_id": "BOU-FIGUIER", "quantity": 2, "item_price": 38, "currency": "EUR" },
+                { "product_retailer_id": "DIFF-ROSE", "quantity": 1, "item_price": 24.5, "currency": "EUR" }
+            ] } },
+        { "from": from, "id": "wamid.K3", "timestamp": now, "type": "contacts", "contacts": [
+            { "name": { "formatted_name": "Léa Martin" }, "phones": [{ "phone": "+33 6 11 22 33 44" }],
+              "emails": [{ "email": "lea@example.com" }] } ] },
+        { "from": from, "id": "wamid.K4", "timestamp": now, "type": "revoke",
+          "revoke": { "original_message_id": "wamid.K1" } }
+    ]}))
+    .await;
+    a.whatsapp_value(json!({ "errors": [{ "code": 130429, "title": "Rate limit hit",
+        "message": "Rate limit hit",
+        "error_data": { "details": "Too many messages sent from this phone number in a short period" } }] }))
+    .await;
+
+    let driver = Driver::start(&chromium, &chromedriver).await;
+    driver
+        .goto(&a.app.url(&format!("/console#{conversation}")))
+        .await;
+    driver.type_into("#token", &ana.token).await;
+    driver.click("#sign-in").await;
+    driver
+        .until(
+            "the order, the card and the deletion in the thread",
+            "return document.querySelector('#history table.order') !== null \
+             && document.querySelector('#history .contact-card') !== null \
+             && document.querySelector('#history em.deleted') !== null",
+        )
+        .await;
+    let history = driver
+        .script("return document.getElementById('history').textContent")
+        .await;
+    let history = history.as_str().unwrap_or_default();
+    for shown in [
+        "BOU-FIGUIER",
+        "38 EUR",
+        "Gift wrapped",
+        "Léa Martin",
+        "lea@example.com",
+        "Deleted by the customer",
+    ] {
+        assert!(history.contains(shown), "{shown} not in {history}");
+    }
+    assert!(
+        !history.contains("talk to a person about my order"),
+        "the deleted message's words are still shown: {history}"
+    );
+    driver
+        .until(
+            "the channel-health button",
+            "return !document.getElementById('health').hidden",
+        )
+        .await;
+    driver.click("#health").await;
+    driver
+        .until(
+            "the fault in the panel",
+            "return document.getElementById('health-list').textContent.includes('130429 Rate limit hit')",
+        )
+        .await;
+    driver.assert_no_csp_violation().await;
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    driver
+        .screenshot(&artifacts.join("console-health.png"))
+        .await;
+    driver.click("#health-close").await;
+    driver
+        .screenshot(&artifacts.join("console-kinds.png"))
+        .await;
+    driver.resize(390, 844).await;
+    driver
+        .screenshot(&artifacts.join("console-kinds-390.png"))
+        .await;
+}

@@ -412,8 +412,11 @@ mod tests {
             other => format!("{other:?}"),
         };
         let tap = matches!(&event.kind, EventKind::Message(m) if m.platform_id.as_str().starts_with("cbq:"));
+        // A tap, or a message of no date (0), is dated when it was read.
         let at = if tap {
             String::new()
+        } else if event.at > 1_700_000_000_000 && event.at >= now_millis() - 60_000 {
+            " at=received".to_string()
         } else {
             format!(" at={}", event.at)
         };
@@ -523,7 +526,7 @@ mod tests {
         ),
         (
             "teloxide:message:issue_481:0",
-            &["u700005 0 at=0 message 0:0 location 0,0 reply=None from=None"],
+            &["u700005 0 at=received message 0:0 location 0,0 reply=None from=None"],
         ),
         (
             "teloxide:message:parse_caption_entities:0",

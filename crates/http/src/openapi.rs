@@ -133,7 +133,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(operations, 15);
+        assert_eq!(operations, 16);
         // Every `$ref` points at a schema the document has.
         let text = document.to_string();
         for reference in text.split("\"#/components/schemas/").skip(1) {

@@ -264,14 +264,34 @@ impl Driver {
             .await;
     }
 
+    /// Clicks the element `css` finds; found again when the page re-rendered it between
+    /// the find and the click (a live queue does), a few times at most.
     pub(crate) async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
-        )
-        .await;
+        for _ in 0..5 {
+            let id = self.find(css).await;
+            let url = format!("{}/session/{}/element/{id}/click", self.base, self.session);
+            let answer: Value = self
+                .client
+                .post(url)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            match answer["value"].get("error").and_then(Value::as_str) {
+                None => return,
+                Some("stale element reference") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Some(error) => panic!(
+                    "WebDriver click {css}: {error}: {}",
+                    answer["value"]["message"]
+                ),
+            }
+        }
+        panic!("WebDriver click {css}: the element kept going stale");
     }
 
     pub(crate) async fn type_into(&self, css: &str, text: &str) {

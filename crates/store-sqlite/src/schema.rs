@@ -89,7 +89,7 @@ mod tests {
             assert!(at > last, "{file} runs out of order");
             last = at;
         }
-        assert_eq!(files.len(), 6, "{files:?}");
+        assert_eq!(files.len(), 7, "{files:?}");
     }
 
     /// A visitor key kept before v6 is replaced by its pseudonym; other rows are untouched.

@@ -23,6 +23,7 @@ COPY crates/domain/Cargo.toml crates/domain/
 COPY crates/engine/Cargo.toml crates/engine/
 COPY crates/faq/Cargo.toml crates/faq/
 COPY crates/http/Cargo.toml crates/http/
+COPY crates/media/Cargo.toml crates/media/
 COPY crates/store/Cargo.toml crates/store/
 COPY crates/store-redis/Cargo.toml crates/store-redis/
 COPY crates/store-sqlite/Cargo.toml crates/store-sqlite/
@@ -70,7 +71,8 @@ COPY --from=build /out/concierge /usr/local/bin/concierge
 COPY concierge.toml ./
 COPY channels ./channels
 COPY prompts ./prompts
-# The default store, sqlite:data/concierge.db, lives here (unused with a Redis store).
+# The default store, sqlite:data/concierge.db, lives here (unused with a Redis store), and
+# customers' media, data/media (with Redis too: several instances must share that folder).
 RUN mkdir data && chown concierge:concierge data
 VOLUME ["/app/data"]
 

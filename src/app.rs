@@ -27,9 +27,11 @@ use crate::http::server::HeadLimits;
 use crate::http::visitors::VisitorBudgets;
 use crate::http::welcome::{MetricsAt, Welcome};
 use crate::http::{AppState, HttpLimits, MetricsPage, StreamCaps, metrics_router, router};
+use crate::media::MediaStore;
 use crate::orchestrator::{
     AgentResponder, AgentSettings, BudgetSettings, Budgets, ChannelHints, ChannelProfile,
-    FaqResponder, HoldingResponder, Orchestrator, Responder, ResponderChain, TriggerResponder,
+    FaqResponder, HoldingResponder, MediaIntake, Orchestrator, Responder, ResponderChain,
+    TriggerResponder,
 };
 use crate::store::SharedStore;
 use crate::store::redis::{RedisSettings, RedisStore};
@@ -78,12 +80,15 @@ impl App {
         let hints: Arc<dyn ChannelHints> = Arc::new(AdapterHints::new(channels.clone()));
         let agents = agent_runtime(&config, &handles.metrics)?;
         let desk = handoff_desk(&config, &handles, agents.clone())?;
+        let media = MediaStore::in_folder(&config.media_dir, config.settings.media.max_bytes)
+            .with_context(|| format!("opening the media folder {}", config.media_dir.display()))?;
         let responder = parts
             .responder
-            .unwrap_or_else(|| responder_chain(&config, agents, hints.clone()));
-        let orchestrator = orchestrator(&config, &handles, responder, hints, &desk);
+            .unwrap_or_else(|| responder_chain(&config, agents, hints.clone(), &media));
+        let orchestrator = orchestrator(&config, &handles, responder, hints, &desk)
+            .with_media(media_intake(&config, &handles, &channels, &media));
         let delivery = delivery_worker(&config, &handles, &channels, &desk);
-        let mut http = bind_http(&config, &handles, &channels, &desk).await?;
+        let mut http = bind_http(&config, &handles, &channels, &desk, &media).await?;
         let metrics_addr = http.metrics_port.as_ref().map(|port| port.addr);
         log_start(&config, addr);
         let mut workers = spawn_workers(&channels, &handles, &desk);
@@ -254,6 +259,7 @@ fn responder_chain(
     config: &Config,
     agents: Option<Arc<AgentRuntime>>,
     hints: Arc<dyn ChannelHints>,
+    media: &MediaStore,
 ) -> Arc<dyn Responder> {
     let settings = &config.settings;
     // Shared: the agents give the same holding reply when they cannot answer or a budget is
@@ -273,10 +279,13 @@ fn responder_chain(
         )),
     ];
     if let Some(runtime) = agents {
-        steps.push(Box::new(
+        let mut agents =
             AgentResponder::new(runtime, agent_settings(config), hints, holding.clone())
-                .with_budgets(budgets(config)),
-        ));
+                .with_budgets(budgets(config));
+        if settings.media.images_to_llm {
+            agents = agents.with_images(media.clone());
+        }
+        steps.push(Box::new(agents));
     }
     steps.push(Box::new(SharedResponder(holding)));
     Arc::new(ResponderChain::new(steps))
@@ -321,6 +330,22 @@ fn orchestrator(
     .with_desk(desk.clone())
 }
 
+/// What fetches customers' media before their turn.
+fn media_intake(
+    config: &Config,
+    handles: &Handles,
+    channels: &Registry,
+    media: &MediaStore,
+) -> MediaIntake {
+    MediaIntake::new(
+        channels.clone(),
+        media.clone(),
+        handles.store.clone(),
+        Duration::from_millis(config.settings.media.wait_ms),
+        handles.metrics.clone(),
+    )
+}
+
 /// The outbox worker, publishing to the consoles what became of concierges' replies.
 fn delivery_worker(
     config: &Config,
@@ -362,6 +387,7 @@ async fn bind_http(
     handles: &Handles,
     channels: &Registry,
     desk: &Arc<Desk>,
+    media: &MediaStore,
 ) -> anyhow::Result<Http> {
     let server = &config.settings.server;
     let limits = http_limits(server);
@@ -371,7 +397,7 @@ async fn bind_http(
     };
     let metrics_port = bind_metrics(config.metrics_bind).await?;
     let router = router(
-        app_state(config, handles, channels, desk),
+        app_state(config, handles, channels, desk, media),
         limits,
         public_metrics(&metrics_page, metrics_port.is_some()),
     );
@@ -410,6 +436,7 @@ fn app_state(
     handles: &Handles,
     channels: &Registry,
     desk: &Arc<Desk>,
+    media: &MediaStore,
 ) -> AppState {
     let server = &config.settings.server;
     AppState {
@@ -434,6 +461,7 @@ fn app_state(
                 _ => None,
             },
         ))),
+        media: Some(media.clone()),
     }
 }
 

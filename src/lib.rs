@@ -55,6 +55,7 @@ pub use concierge_channels as channels;
 pub use concierge_domain as domain;
 pub use concierge_engine::{delivery, handoff};
 pub use concierge_http as http;
+pub use concierge_media as media;
 pub use concierge_telemetry as telemetry;
 
 /// The orchestrator, with the FAQ tier it asks first.

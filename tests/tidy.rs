@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     ("concierge-domain", &[]),
     ("concierge-faq", &[]),
+    ("concierge-media", &["concierge-domain"]),
     ("concierge-telemetry", &[]),
     ("concierge-store", &["concierge-domain"]),
     (
@@ -37,6 +38,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "concierge-domain",
             "concierge-faq",
+            "concierge-media",
             "concierge-telemetry",
             "concierge-store",
             "concierge-channels",
@@ -47,6 +49,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "concierge-http",
         &[
             "concierge-domain",
+            "concierge-media",
             "concierge-telemetry",
             "concierge-store",
             "concierge-channels",

@@ -186,7 +186,15 @@ pub(super) fn pipeline(settings: &FileConfig) -> Vec<Fault> {
     if settings.delivery.max_in_flight == 0 {
         faults.push(fault("delivery.max_in_flight", "must be above 0"));
     }
+    for (key, problem) in settings.media.check() {
+        faults.push(fault(&format!("media.{key}"), problem));
+    }
     faults
+}
+
+/// The media folder, relative to the main file's folder.
+pub(super) fn media_dir(settings: &FileConfig, root: &Path) -> PathBuf {
+    resolve(root, &settings.media.store)
 }
 
 /// Where channels/ and prompts/ are: `[paths]`, relative to the main file's folder.

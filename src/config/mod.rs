@@ -34,6 +34,8 @@ pub struct Config {
     pub store: StoreLocation,
     pub channels_dir: PathBuf,
     pub prompts_dir: PathBuf,
+    /// Where customers' media is kept (`[media] store`, resolved).
+    pub media_dir: PathBuf,
     /// Channel instances, sorted by id.
     pub channels: Vec<(ChannelId, ChannelConfig)>,
     /// The team each channel's conversations belong to until a handoff names another (a
@@ -85,6 +87,7 @@ impl Config {
         // The channels come after the main file's checks: "no channel is configured" is only
         // worth saying when nothing else is wrong.
         let (channels_dir, prompts_dir) = checks::paths(&settings, &root);
+        let media_dir = checks::media_dir(&settings, &root);
         let (channels, channel_teams) =
             load_channel_files(&settings, &channels_dir, env, &mut problems);
         let faq_path = prompts_dir.join(&settings.faq.file);
@@ -107,6 +110,7 @@ impl Config {
             store,
             channels_dir,
             prompts_dir,
+            media_dir,
             channels,
             channel_teams,
             faq,

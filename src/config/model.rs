@@ -9,6 +9,7 @@ use super::Secret;
 pub use crate::agents::{AgentsConfig, LlmConfig, LlmProvider, ToolConfig};
 pub use crate::delivery::DeliveryConfig;
 pub use crate::handoff::{ConciergeConfig, ConciergeRole, QueueConfig, TeamConfig};
+pub use crate::media::MediaConfig;
 pub use crate::orchestrator::OrchestratorConfig;
 pub use crate::store::sqlite::SyncMode;
 
@@ -29,6 +30,9 @@ pub struct FileConfig {
     pub orchestrator: OrchestratorConfig,
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// Customers' media: where it is kept, its limits, whether the LLM sees images.
+    #[serde(default)]
+    pub media: MediaConfig,
     /// The LLM provider; without it the gateway answers from the FAQ only.
     pub llm: Option<LlmConfig>,
     #[serde(default)]

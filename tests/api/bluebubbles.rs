@@ -136,6 +136,7 @@ async fn fixture_attachment_is_a_media_reference_fetched_on_demand() {
             mime: Some("image/jpeg".into()),
             caption: Some("IMG_0001.jpeg".into()),
             media: MediaRef("FAKEATT0-0000-4000-8000-000000000002".into()),
+            kept: None,
         }
     );
     let config: concierge::channels::bluebubbles::BlueBubblesConfig = toml::from_str(&format!(
@@ -353,6 +354,7 @@ impl Responder for Photo {
                     mime: None,
                     caption: Some("Menu (fake)".into()),
                     media: MediaRef(self.url.clone()),
+                    kept: None,
                 },
             )],
             thread: None,

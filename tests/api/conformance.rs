@@ -478,8 +478,12 @@ async fn stored(
             let Some(stored) = message(&m.platform_id).await? else {
                 return Err(format!("message {} not stored", m.platform_id));
             };
-            if stored.content != m.content {
+            if stored.content.without_kept() != m.content {
                 return Err(format!("stored as {:?}", stored.content));
+            }
+            // Media is fetched for its turn: kept, or a reason why not.
+            if matches!(&stored.content, Content::Media { kept: None, .. }) {
+                return Err(format!("its media was not fetched: {:?}", stored.content));
             }
             if let Some(turn) = turns.first()
                 && *turn != stored.conversation

@@ -13,10 +13,11 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::agents::start;
+use crate::agents::{Agents, start};
 use crate::fake_llm::text;
 use crate::handoff::Api;
 use crate::helpers::PATIENCE;
+use concierge::domain::ConversationId;
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -493,25 +494,12 @@ async fn a_concierge_sees_carts_cards_deletions_and_channel_faults() {
     else {
         return;
     };
-    let a = start(
-        "openai",
-        "[[teams]]\nname = \"support\"\n\n[[concierges]]\nname = \"ana\"\nteams = [\"support\"]\n",
+    let (a, ana, conversation) = claimed_by_ana(
+        "wamid.K1",
+        "Can I talk to a person about my order?",
+        r#"{"summary": "Claire wants to change her order.", "intent": "order change", "mood": "calm", "suggested_replies": []}"#,
     )
     .await;
-    let ana = Api::new(&a, "ana").await;
-    a.llm.script(vec![text(
-        r#"{"summary": "Claire wants to change her order.", "intent": "order change", "mood": "calm", "suggested_replies": []}"#,
-    )]);
-    a.whatsapp("wamid.K1", "Can I talk to a person about my order?")
-        .await;
-    let conversation = a.wa_conversation().await;
-    crate::helpers::eventually("the handoff is queued", || async {
-        ana.get(&format!("/conversations/{conversation}")).await.1["conversation"]["state"].as_str()
-            == Some("queued")
-    })
-    .await;
-    ana.post(&format!("/conversations/{conversation}/claim"), json!({}))
-        .await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -537,12 +525,7 @@ async fn a_concierge_sees_carts_cards_deletions_and_channel_faults() {
         "error_data": { "details": "Too many messages sent from this phone number in a short period" } }] }))
     .await;
 
-    let driver = Driver::start(&chromium, &chromedriver).await;
-    driver
-        .goto(&a.app.url(&format!("/console#{conversation}")))
-        .await;
-    driver.type_into("#token", &ana.token).await;
-    driver.click("#sign-in").await;
+    let driver = signed_in_at(&chromium, &chromedriver, &a, &ana, &conversation).await;
     driver
         .until(
             "the order, the card and the deletion in the thread",
@@ -594,5 +577,123 @@ async fn a_concierge_sees_carts_cards_deletions_and_channel_faults() {
     driver.resize(390, 844).await;
     driver
         .screenshot(&artifacts.join("console-kinds-390.png"))
+        .await;
+}
+
+/// A deployment whose WhatsApp customer asked for a person (`words`, with the LLM's `brief`)
+/// and whose concierge ana claimed the thread: the deployment, ana, the conversation.
+async fn claimed_by_ana(wamid: &str, words: &str, brief: &str) -> (Agents, Api, ConversationId) {
+    let a = start(
+        "openai",
+        "[[teams]]\nname = \"support\"\n\n[[concierges]]\nname = \"ana\"\nteams = [\"support\"]\n",
+    )
+    .await;
+    let ana = Api::new(&a, "ana").await;
+    a.llm.script(vec![text(brief)]);
+    a.whatsapp(wamid, words).await;
+    let conversation = a.wa_conversation().await;
+    crate::helpers::eventually("the handoff is queued", || async {
+        ana.get(&format!("/conversations/{conversation}")).await.1["conversation"]["state"].as_str()
+            == Some("queued")
+    })
+    .await;
+    ana.post(&format!("/conversations/{conversation}/claim"), json!({}))
+        .await;
+    (a, ana, conversation)
+}
+
+/// The console in Chromium, signed in as `concierge`, on `conversation`.
+async fn signed_in_at(
+    chromium: &Path,
+    chromedriver: &Path,
+    a: &Agents,
+    concierge: &Api,
+    conversation: &ConversationId,
+) -> Driver {
+    let driver = Driver::start(chromium, chromedriver).await;
+    driver
+        .goto(&a.app.url(&format!("/console#{conversation}")))
+        .await;
+    driver.type_into("#token", &concierge.token).await;
+    driver.click("#sign-in").await;
+    driver
+}
+
+/// A photo and a voice note from the customer, in the thread as a thumbnail (the original a
+/// click away) and an audio player, read with the concierge's token.
+#[tokio::test]
+async fn a_concierge_sees_the_customers_photo_and_voice_note() {
+    let Some((chromium, chromedriver)) =
+        browser("a_concierge_sees_the_customers_photo_and_voice_note")
+    else {
+        return;
+    };
+    let (a, ana, conversation) = claimed_by_ana(
+        "wamid.M1",
+        "Can I talk to a person? My candle arrived broken",
+        r#"{"summary": "Claire's candle arrived cracked.", "intent": "after-sales", "mood": "upset", "suggested_replies": []}"#,
+    )
+    .await;
+    a.graph
+        .serve_media("700000000000020", "image/png", crate::media::png(1200, 900));
+    let mut voice = b"OggS\x00\x02".to_vec();
+    voice.resize(4096, 0);
+    a.graph.serve_media("700000000000021", "audio/ogg", voice);
+    a.whatsapp_media(
+        "wamid.M2",
+        "image",
+        "700000000000020",
+        Some("the crack near the wick"),
+    )
+    .await;
+    a.whatsapp_media("wamid.M3", "audio", "700000000000021", None)
+        .await;
+    crate::helpers::eventually("both media are kept", || async {
+        let (_, thread) = ana.get(&format!("/conversations/{conversation}")).await;
+        thread["messages"].as_array().is_some_and(|m| {
+            m.iter()
+                .filter(|m| m["content"]["kept"]["state"] == "stored")
+                .count()
+                == 2
+        })
+    })
+    .await;
+
+    let driver = signed_in_at(&chromium, &chromedriver, &a, &ana, &conversation).await;
+    driver
+        .until(
+            "the photo's thumbnail and the audio player in the thread",
+            "const img = document.querySelector('#history img.media-image'); \
+             const audio = document.querySelector('#history audio.media-player'); \
+             return img !== null && img.complete && img.naturalWidth === 320 \
+               && audio !== null && audio.src.startsWith('blob:')",
+        )
+        .await;
+    let history = driver
+        .script("return document.getElementById('history').textContent")
+        .await;
+    let history = history.as_str().unwrap_or_default();
+    driver
+        .until(
+            "the thread's end in view once the photo took its height",
+            "const h = document.getElementById('history'); \
+             return h.scrollHeight - h.scrollTop - h.clientHeight < 8",
+        )
+        .await;
+    for shown in [
+        "the crack near the wick",
+        "image/png · 1200×900",
+        "audio/ogg",
+    ] {
+        assert!(history.contains(shown), "{shown} not in {history}");
+    }
+    driver.assert_no_csp_violation().await;
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    driver
+        .screenshot(&artifacts.join("console-media.png"))
+        .await;
+    driver.resize(390, 844).await;
+    driver
+        .screenshot(&artifacts.join("console-media-390.png"))
         .await;
 }

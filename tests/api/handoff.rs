@@ -15,7 +15,7 @@ use crate::fake_llm::text;
 use crate::helpers::{PATIENCE, eventually};
 
 /// Two teams, two concierges in support, one in billing, and an admin.
-const PEOPLE: &str = r#"
+pub(crate) const PEOPLE: &str = r#"
 [[teams]]
 name = "support"
 

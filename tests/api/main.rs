@@ -17,6 +17,7 @@ mod ingest;
 mod kill;
 mod lanes;
 mod limits;
+mod media;
 mod metrics;
 mod multi_instance;
 mod outbound_limits;

@@ -64,6 +64,9 @@ fn redis_config(deployment: &Deployment, redis: &TestRedis) -> Config {
             // Quick retries, and webhooks that give up in seconds when the store hangs.
             ("CONCIERGE__DELIVERY__INITIAL_BACKOFF_MS", "20"),
             ("CONCIERGE__DELIVERY__MAX_BACKOFF_SECS", "1"),
+            // A delivery lease (twice this, plus 10 s) that outlives the test's patience
+            // would hide a reply whose outcome could not be recorded.
+            ("CONCIERGE__DELIVERY__SEND_TIMEOUT_SECS", "5"),
             ("CONCIERGE__SERVER__REQUEST_TIMEOUT_SECS", "5"),
         ],
     )

@@ -417,6 +417,7 @@ fn cases(media_base: &str) -> Vec<Case> {
                 mime: None,
                 caption,
                 media: MediaRef(media),
+                kept: None,
             })
         };
         let long_caption = Some(prose(1_500));

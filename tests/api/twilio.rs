@@ -166,6 +166,7 @@ async fn fixture_image_and_its_media_fetched_with_basic_auth() {
         mime,
         caption,
         media,
+        ..
     } = &m.content
     else {
         panic!("{:?}", m.content)
@@ -196,6 +197,21 @@ async fn fixture_image_and_its_media_fetched_with_basic_auth() {
         .await
         .unwrap();
     assert_eq!(bytes.bytes.as_ref(), b"FAKE-JPEG-BYTES");
+    // The account's credentials go nowhere else, whatever the webhook names.
+    let requests_before = tw.api.requests().len();
+    for elsewhere in [
+        "https://elsewhere.example/2010-04-01/Accounts/ACx/Media/ME2".to_string(),
+        format!("{}.evil.example/download/ME1", tw.api.url),
+    ] {
+        assert!(
+            matches!(
+                adapter.fetch_media(&MediaRef(elsewhere.clone())).await,
+                Err(concierge::channels::MediaError::Refused(_))
+            ),
+            "{elsewhere}"
+        );
+    }
+    assert_eq!(tw.api.requests().len(), requests_before);
     // The gateway's own calls may land around it: the download is the one to read.
     let request = tw
         .api
@@ -428,6 +444,7 @@ impl concierge::orchestrator::Responder for Kinds {
                 mime: None,
                 caption: Some("Menu (fake)".into()),
                 media: MediaRef("https://cdn.example.test/menu.jpg".into()),
+                kept: None,
             },
             "template" => Content::Template {
                 name: "HX0000000000000000000000000000beef".into(),

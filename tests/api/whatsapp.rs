@@ -248,12 +248,13 @@ async fn fixture_text() {
 async fn fixture_image() {
     let m = one_inbound("whatsapp_image.json", CUSTOMER).await;
     assert_eq!(
-        m.content,
+        m.content.without_kept(),
         Content::Media {
             kind: MediaKind::Image,
             mime: Some("image/jpeg".into()),
             caption: Some("This is the dish I want to order".into()),
             media: MediaRef("300000000000003".into()),
+            kept: None,
         }
     );
 }
@@ -526,6 +527,7 @@ impl Responder for Shapes {
                 mime: None,
                 caption: Some("Menu (fake)".into()),
                 media: MediaRef("400000000000004".into()),
+                kept: None,
             },
             "template" => Content::Template {
                 name: "booking_reminder_fake".into(),

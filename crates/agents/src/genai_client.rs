@@ -12,7 +12,7 @@ use genai::chat::{
 use genai::resolver::{AuthData, Endpoint};
 use genai::{Client, ModelIden, WebConfig};
 
-use super::llm::{LlmClient, LlmError, LlmMessage, LlmReply, LlmRequest, ToolCall};
+use super::llm::{LlmClient, LlmError, LlmMessage, LlmReply, LlmRequest, ToolCall, UserPart};
 use super::{LlmConfig, LlmProvider};
 
 /// A client bound to one provider and base URL.
@@ -87,6 +87,21 @@ fn to_genai(request: &LlmRequest) -> ChatRequest {
     for message in &request.messages {
         messages.push(match message {
             LlmMessage::User(text) => ChatMessage::user(text.as_str()),
+            LlmMessage::UserParts(parts) => {
+                use base64::Engine;
+                let parts: Vec<ContentPart> = parts
+                    .iter()
+                    .map(|part| match part {
+                        UserPart::Text(text) => ContentPart::Text(text.clone()),
+                        UserPart::Media(media) => ContentPart::from_binary_base64(
+                            media.mime.clone(),
+                            base64::engine::general_purpose::STANDARD.encode(&media.bytes),
+                            None,
+                        ),
+                    })
+                    .collect();
+                ChatMessage::new(ChatRole::User, MessageContent::from_parts(parts))
+            }
             LlmMessage::Assistant { text, tool_calls } if tool_calls.is_empty() => {
                 ChatMessage::assistant(text.clone().unwrap_or_default())
             }

@@ -11,7 +11,9 @@ pub mod tools;
 
 pub use self::config::{AgentsConfig, LlmConfig, LlmProvider, ToolConfig};
 pub use self::definition::{AgentDef, AgentSet, ChannelContext, CustomerContext, PromptContext};
-pub use self::llm::{LlmClient, LlmError, LlmMessage, LlmReply, LlmRequest, Retrying};
+pub use self::llm::{
+    LlmClient, LlmError, LlmMedia, LlmMessage, LlmReply, LlmRequest, Retrying, UserPart,
+};
 pub use self::redact::Redactor;
 pub use self::runner::{
     AgentFailure, AgentReply, AgentRuntime, BriefDraft, HandoffRequest, Limits, TurnInput,

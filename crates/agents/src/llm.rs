@@ -27,6 +27,8 @@ pub struct LlmRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LlmMessage {
     User(String),
+    /// A customer's words with what they showed (images), in the order they came.
+    UserParts(Vec<UserPart>),
     Assistant {
         text: Option<String>,
         tool_calls: Vec<ToolCall>,
@@ -35,6 +37,70 @@ pub enum LlmMessage {
         call_id: String,
         content: String,
     },
+}
+
+/// One part of a customer's message to the model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserPart {
+    Text(String),
+    Media(LlmMedia),
+}
+
+/// Bytes the model reads beside the text: an image (fitted to the size models use).
+#[derive(Clone, PartialEq)]
+pub struct LlmMedia {
+    pub mime: String,
+    pub bytes: bytes::Bytes,
+}
+
+impl std::fmt::Debug for LlmMedia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LlmMedia({}, {} bytes)", self.mime, self.bytes.len())
+    }
+}
+
+impl LlmMessage {
+    /// Adds a customer's message to this one if it is the customer's too (consecutive
+    /// messages of one author are one turn for every provider); gives it back otherwise.
+    pub fn join_customer(&mut self, text: String, media: Option<LlmMedia>) -> Option<LlmMessage> {
+        match self {
+            LlmMessage::User(previous) => match media {
+                None => {
+                    previous.push('\n');
+                    previous.push_str(&text);
+                }
+                Some(media) => {
+                    let before = std::mem::take(previous);
+                    *self = LlmMessage::UserParts(vec![
+                        UserPart::Text(format!("{before}\n{text}")),
+                        UserPart::Media(media),
+                    ]);
+                }
+            },
+            LlmMessage::UserParts(parts) => {
+                match parts.last_mut() {
+                    Some(UserPart::Text(previous)) => {
+                        previous.push('\n');
+                        previous.push_str(&text);
+                    }
+                    _ => parts.push(UserPart::Text(text)),
+                }
+                parts.extend(media.map(UserPart::Media));
+            }
+            _ => return Some(LlmMessage::customer(text, media)),
+        }
+        None
+    }
+
+    /// A customer's message, with its image if it has one.
+    pub fn customer(text: String, media: Option<LlmMedia>) -> LlmMessage {
+        match media {
+            None => LlmMessage::User(text),
+            Some(media) => {
+                LlmMessage::UserParts(vec![UserPart::Text(text), UserPart::Media(media)])
+            }
+        }
+    }
 }
 
 /// A tool the model may call.

@@ -467,6 +467,9 @@ pub enum MediaError {
     TooLarge { limit: u64 },
     #[error("the platform has no such media (expired or unknown)")]
     NotFound,
+    /// The reference names a place the gateway does not fetch from (not the platform's).
+    #[error("the media is not fetched from there: {0}")]
+    Refused(String),
     #[error("cannot fetch the media: {0}")]
     Failed(String),
 }

@@ -18,6 +18,10 @@ pub enum Content {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         caption: Option<String>,
         media: MediaRef,
+        /// What the gateway made of the bytes once it fetched them: kept (with what they
+        /// are), or why it could not. `None` until then, and on outbound media.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kept: Option<KeptMedia>,
     },
     Location {
         latitude: f64,
@@ -283,10 +287,26 @@ impl Content {
     pub fn describe(&self) -> String {
         match self {
             Content::Text { body } => body.clone(),
-            Content::Media { kind, caption, .. } => match caption {
-                Some(caption) => format!("[{} attached] {caption}", kind.name()),
-                None => format!("[{} attached]", kind.name()),
-            },
+            Content::Media {
+                kind,
+                caption,
+                kept,
+                ..
+            } => {
+                let what = match kept {
+                    Some(KeptMedia::Stored(stored)) => {
+                        format!("[{} attached, {}]", kind.name(), stored.describe())
+                    }
+                    Some(KeptMedia::Unavailable { reason }) => {
+                        format!("[{} attached; it could not be read: {reason}]", kind.name())
+                    }
+                    None => format!("[{} attached]", kind.name()),
+                };
+                match caption {
+                    Some(caption) => format!("{what} {caption}"),
+                    None => what,
+                }
+            }
             Content::Location {
                 latitude,
                 longitude,
@@ -458,6 +478,143 @@ impl MediaKind {
 /// A reference the channel adapter that produced it can resolve into bytes on demand.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaRef(pub String);
+
+impl Content {
+    /// A media message as an adapter reads it: what the platform said, nothing fetched yet.
+    pub fn media(
+        kind: MediaKind,
+        mime: Option<String>,
+        caption: Option<String>,
+        media: MediaRef,
+    ) -> Content {
+        Content::Media {
+            kind,
+            mime,
+            caption,
+            media,
+            kept: None,
+        }
+    }
+}
+
+impl Content {
+    /// The content as the adapter read it: a media message without what was kept of it.
+    pub fn without_kept(&self) -> Content {
+        match self {
+            Content::Media {
+                kind,
+                mime,
+                caption,
+                media,
+                ..
+            } => Content::media(*kind, mime.clone(), caption.clone(), media.clone()),
+            other => other.clone(),
+        }
+    }
+
+    /// This media content with what became of its bytes; `None` for any other content.
+    pub fn with_kept(&self, outcome: KeptMedia) -> Option<Content> {
+        match self {
+            Content::Media {
+                kind,
+                mime,
+                caption,
+                media,
+                ..
+            } => Some(Content::Media {
+                kind: *kind,
+                mime: mime.clone(),
+                caption: caption.clone(),
+                media: media.clone(),
+                kept: Some(outcome),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What became of a message's media once the gateway fetched it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum KeptMedia {
+    Stored(StoredMedia),
+    /// Not kept, and why, in words a concierge (and the model) can read: too large, a kind
+    /// not allowed, gone from the platform, unreadable.
+    Unavailable {
+        reason: String,
+    },
+}
+
+/// Media bytes the gateway keeps: by the SHA-256 of the bytes, with what the bytes are (read
+/// from them, not from what the sender claimed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMedia {
+    pub id: MediaId,
+    pub mime: String,
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+}
+
+impl StoredMedia {
+    /// `image/jpeg, 1600×1200, 412 KB`.
+    pub fn describe(&self) -> String {
+        let size = if self.bytes >= 1024 * 1024 {
+            format!("{:.1} MB", self.bytes as f64 / (1024.0 * 1024.0))
+        } else {
+            format!("{} KB", self.bytes.div_ceil(1024))
+        };
+        match (self.width, self.height) {
+            (Some(w), Some(h)) => format!("{}, {w}×{h}, {size}", self.mime),
+            _ => format!("{}, {size}", self.mime),
+        }
+    }
+}
+
+/// The id of kept media: the SHA-256 of its bytes, 64 lowercase hex digits. Anything else
+/// is refused, so an id can name a file and a URL path safely.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MediaId(String);
+
+impl MediaId {
+    pub fn parse(text: &str) -> Result<MediaId, String> {
+        let ok = text.len() == 64
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if ok {
+            Ok(MediaId(text.to_string()))
+        } else {
+            Err(format!("`{}` is not a media id", clip_text(text, 80)))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for MediaId {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        MediaId::parse(&text)
+    }
+}
+
+impl From<MediaId> for String {
+    fn from(id: MediaId) -> String {
+        id.0
+    }
+}
+
+impl std::fmt::Display for MediaId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -13,8 +13,9 @@ pub mod suggest;
 mod thread;
 
 pub use content::{
-    Choice, ContactCard, Content, MAX_DISPLAY_NAME, MAX_FORM_BYTES, MediaKind, MediaRef, OrderItem,
-    bounded_answers, clip_text, display_name, place_label, split_text, text_units,
+    Choice, ContactCard, Content, KeptMedia, MAX_DISPLAY_NAME, MAX_FORM_BYTES, MediaId, MediaKind,
+    MediaRef, OrderItem, StoredMedia, bounded_answers, clip_text, display_name, place_label,
+    split_text, text_units,
 };
 pub use event::{ChannelFault, EventKind, InboundEvent, InboundMessage};
 pub use ids::{

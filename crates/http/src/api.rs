@@ -112,6 +112,12 @@ impl From<StoreError> for Rejection {
 /// A refused request, already answered.
 pub struct Rejection(Response);
 
+impl Rejection {
+    pub(super) fn from_response(response: Response) -> Self {
+        Rejection(response)
+    }
+}
+
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         self.0
@@ -507,7 +513,8 @@ struct MessageView {
     text: String,
     kind: String,
     /// The content itself, for the kinds a console shows in their own form (`order`,
-    /// `contacts`, `form_reply`); as stored, already bounded.
+    /// `contacts`, `form_reply`, and `media` with what was kept of it, without the
+    /// platform's reference); as stored, already bounded.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     content: Option<serde_json::Value>,
@@ -538,6 +545,16 @@ fn message_view(m: &Message) -> MessageView {
             Content::Order { .. } | Content::Contacts { .. } | Content::FormReply { .. } => {
                 serde_json::to_value(&m.content).ok()
             }
+            // The platform's reference stays inside: the console reads kept media by its id.
+            Content::Media {
+                kind,
+                mime,
+                caption,
+                kept,
+                ..
+            } => Some(serde_json::json!({
+                "type": "media", "kind": kind, "mime": mime, "caption": caption, "kept": kept,
+            })),
             _ => None,
         },
         at: m.created_at,

@@ -11,6 +11,7 @@ mod console;
 mod csp;
 mod health;
 mod limits;
+mod media;
 mod openapi;
 pub mod server;
 pub mod streams;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub stream_caps: StreamCaps,
     /// The web chat's budgets of new visitors per client address.
     pub visitors: Arc<visitors::VisitorBudgets>,
+    /// Where customers' media is kept (`None`: media is not fetched).
+    pub media: Option<concierge_media::MediaStore>,
 }
 
 /// The most live streams of one key on an instance; a new one past it closes the oldest.

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, api, channel_health};
+use super::{AppState, api, channel_health, media};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -59,6 +59,7 @@ pub fn table() -> OpenApiRouter<AppState> {
         .routes(routes!(api::set_status))
         .routes(routes!(api::teams))
         .routes(routes!(channel_health::channels))
+        .routes(routes!(media::media))
         .routes(routes!(api::concierges))
         .routes(routes!(api::queue))
         .routes(routes!(api::audit))
@@ -133,7 +134,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(operations, 16);
+        assert_eq!(operations, 17);
         // Every `$ref` points at a schema the document has.
         let text = document.to_string();
         for reference in text.split("\"#/components/schemas/").skip(1) {

@@ -145,11 +145,11 @@ impl Outbox for RedisStore {
         Ok(flag.as_deref() == Some("1"))
     }
 
-    async fn release_leases(&self) -> Result<usize, StoreError> {
+    async fn release_leases(&self, keep: &[i64]) -> Result<usize, StoreError> {
         let answer = self
             .op(
                 "release_leases",
-                json!({"owner": self.instance(), "now": concierge_domain::now_millis()}),
+                json!({"owner": self.instance(), "now": concierge_domain::now_millis(), "keep": keep}),
             )
             .await?;
         Ok(status(&answer).parse().unwrap_or(0))

@@ -244,6 +244,41 @@ impl Conversations for RedisStore {
         Ok(status(&answer) == "1")
     }
 
+    async fn set_media(
+        &self,
+        message: MessageId,
+        kept: &concierge_domain::KeptMedia,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(&["msg", &message.to_string()]);
+        // Read, change, and write only if nothing changed it meanwhile (an edit of the
+        // caption): then read again.
+        for _ in 0..3 {
+            let mut conn = self.conn();
+            let content: Option<String> = conn.hget(&key, "content").await?;
+            let Some(content) = content else {
+                return Ok(false);
+            };
+            let Some(changed) =
+                parse::<concierge_domain::Content>(&content)?.with_kept(kept.clone())
+            else {
+                return Ok(false);
+            };
+            let changed = serde_json::to_string(&changed).map_err(super::corrupt)?;
+            let answer = self
+                .op(
+                    "set_content",
+                    json!({"msg": message.to_string(), "old": content, "new": changed}),
+                )
+                .await?;
+            if status(&answer) == "ok" {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::unavailable(format!(
+            "message {message} kept changing while its media was recorded"
+        )))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;

@@ -625,12 +625,15 @@ function ops.mark_failed()
   return {'ok'}
 end
 
--- Gives back the leases this instance holds (its sends in flight), due again at once.
+-- Gives back the leases this instance holds (its sends in flight), due again at once, but
+-- those of the entries in `keep` (sends still in the worker's hands).
 function ops.release_leases()
   local count = 0
+  local keep = {}
+  for _, id in ipairs(a.keep or {}) do keep[s(id)] = true end
   for _, conv in ipairs(redis.call('SMEMBERS', k('leases', a.owner))) do
     local id = redis.call('ZRANGE', k('obq', conv), 0, 0)[1]
-    if id then
+    if id and not keep[id] then
       local key = k('ob', id)
       if hget(key, 'state') == 'sending' and hget(key, 'owner') == a.owner then
         redis.call('HSET', key, 'state', 'pending', 'maybe', '1')
@@ -641,6 +644,14 @@ function ops.release_leases()
     end
   end
   return {s(count)}
+end
+
+-- Replaces a message's content if it is still `old` (what the caller read).
+function ops.set_content()
+  local key = k('msg', a.msg)
+  if hget(key, 'content') ~= a.old then return {'changed'} end
+  redis.call('HSET', key, 'content', a.new)
+  return {'ok'}
 end
 
 function ops.set_thread()

@@ -18,9 +18,9 @@ use tokio::sync::mpsc;
 
 use self::rows::{MESSAGE_COLUMNS, json, message_from_row, parse_json};
 use concierge_domain::{
-    Author, ChannelId, ContactId, ConversationId, ConversationKey, DeliveryStatus, Direction,
-    EventKind, InboundEvent, Message, MessageId, Millis, PlatformMessageId, ThreadState,
-    now_millis,
+    Author, ChannelId, ContactId, Content, ConversationId, ConversationKey, DeliveryStatus,
+    Direction, EventKind, InboundEvent, KeptMedia, Message, MessageId, Millis, PlatformMessageId,
+    ThreadState, now_millis,
 };
 use concierge_store::{
     Appended, Completion, Conversation, Conversations, Handoff, Inbox, InboxEntry, IngestOutcome,
@@ -1233,12 +1233,13 @@ impl Outbox for SqliteStore {
         .await
     }
 
-    async fn release_leases(&self) -> Result<usize, StoreError> {
-        self.write(|conn| {
+    async fn release_leases(&self, keep: &[i64]) -> Result<usize, StoreError> {
+        let keep = serde_json::to_string(keep).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.write(move |conn| {
             Ok(conn.execute(
                 "UPDATE outbox SET state = 'pending', maybe_sent = 1, lease_until = NULL
-                 WHERE state = 'sending'",
-                [],
+                 WHERE state = 'sending' AND id NOT IN (SELECT value FROM json_each(?1))",
+                params![keep],
             )?)
         })
         .await
@@ -1478,6 +1479,27 @@ impl Conversations for SqliteStore {
         self.write(move |tx| {
             let changed = apply_status(tx, &channel, &platform_id, &status)?;
             Ok(changed)
+        })
+        .await
+    }
+
+    async fn set_media(&self, message: MessageId, kept: &KeptMedia) -> Result<bool, StoreError> {
+        let kept = kept.clone();
+        self.write(move |tx| {
+            let id = message.to_string();
+            let content: Option<String> = tx
+                .prepare_cached("SELECT content FROM messages WHERE id = ?1")?
+                .query_row(params![id], |row| row.get(0))
+                .optional()?;
+            let Some(content) = content else {
+                return Ok(false);
+            };
+            let Some(changed) = parse_json::<Content>(&content)?.with_kept(kept) else {
+                return Ok(false);
+            };
+            tx.prepare_cached("UPDATE messages SET content = ?1 WHERE id = ?2")?
+                .execute(params![json(&changed)?, id])?;
+            Ok(true)
         })
         .await
     }

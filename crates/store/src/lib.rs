@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, broadcast};
 
 use concierge_domain::{
-    Author, ChannelId, ContactId, Content, ConversationId, DeliveryStatus, InboundEvent, Message,
-    MessageId, Millis, PlatformMessageId, ThreadState,
+    Author, ChannelId, ContactId, Content, ConversationId, DeliveryStatus, InboundEvent, KeptMedia,
+    Message, MessageId, Millis, PlatformMessageId, ThreadState,
 };
 
 /// The store as the rest of the gateway holds it.
@@ -567,8 +567,10 @@ pub trait Outbox: Send + Sync {
     /// Releases the delivery leases this gateway holds: for the embedded store, those of its
     /// previous run (single-instance startup); for a shared store, those this instance took
     /// (another instance's leases run out by themselves, their entries then handed out again
-    /// marked `maybe_sent`). Returns how many entries were in flight.
-    async fn release_leases(&self) -> Result<usize, StoreError>;
+    /// marked `maybe_sent`). The entries in `keep` stay leased: their sends are still in the
+    /// worker's hands (a worker that lost the answer to a claim releases what the claim may
+    /// have leased, not what it is sending). Returns how many entries were released.
+    async fn release_leases(&self, keep: &[i64]) -> Result<usize, StoreError>;
 }
 
 #[async_trait]
@@ -639,6 +641,10 @@ pub trait Conversations: Send + Sync {
         platform_id: &PlatformMessageId,
         status: DeliveryStatus,
     ) -> Result<bool, StoreError>;
+
+    /// Records what became of a media message's bytes (`Content::Media::kept`). Returns
+    /// whether the message is a media message (and now says so); any other is left alone.
+    async fn set_media(&self, message: MessageId, kept: &KeptMedia) -> Result<bool, StoreError>;
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -73,6 +73,14 @@ pub struct FaultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MediaLabels {
+    pub channel: String,
+    /// `kept`, or why not: `too_large`, `not_allowed`, `unreadable`, `gone`, `refused`,
+    /// `failed`, `unsupported`, `store_error`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChannelLabels {
     pub channel: String,
 }
@@ -183,6 +191,38 @@ fn llm_histogram() -> Histogram {
 fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
     registry.register(name, help, metric.clone());
     metric
+}
+
+/// Customers' media, fetched from the platforms.
+struct Media {
+    downloads: Family<MediaLabels, Counter>,
+    bytes: Family<ChannelLabels, Counter>,
+    late: Counter,
+}
+
+impl Media {
+    fn register(registry: &mut Registry) -> Self {
+        Self {
+            downloads: register(
+                registry,
+                "media_downloads",
+                "Media fetched from the platforms for a turn, by channel and outcome",
+                Family::default(),
+            ),
+            bytes: register(
+                registry,
+                "media_bytes",
+                "Bytes of media kept, by channel",
+                Family::default(),
+            ),
+            late: register(
+                registry,
+                "media_late",
+                "Turns that began before their media was downloaded (past `[media] wait_ms`)",
+                Counter::default(),
+            ),
+        }
+    }
 }
 
 /// Webhooks and the inbox events they become.
@@ -497,6 +537,7 @@ struct Inner {
     refusals: Refusals,
     connections: Connections,
     budgets: Budgets,
+    media: Media,
 }
 
 impl Default for Metrics {
@@ -518,6 +559,7 @@ impl Metrics {
         let refusals = Refusals::register(&mut registry);
         let connections = Connections::register(&mut registry);
         let budgets = Budgets::register(&mut registry);
+        let media = Media::register(&mut registry);
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -530,6 +572,7 @@ impl Metrics {
                 refusals,
                 connections,
                 budgets,
+                media,
             }),
         }
     }
@@ -543,6 +586,42 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// One media download for a turn ended: `kept` with its size, or why not.
+    pub fn media_download(&self, channel: &str, outcome: &'static str, bytes: u64) {
+        let media = &self.inner.media;
+        media
+            .downloads
+            .get_or_create(&MediaLabels {
+                channel: channel.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        if bytes > 0 {
+            media
+                .bytes
+                .get_or_create(&ChannelLabels {
+                    channel: channel.to_string(),
+                })
+                .inc_by(bytes);
+        }
+    }
+
+    /// A turn began before its media was downloaded.
+    pub fn media_late(&self) {
+        self.inner.media.late.inc();
+    }
+
+    pub fn media_download_count(&self, channel: &str, outcome: &str) -> u64 {
+        self.inner
+            .media
+            .downloads
+            .get_or_create(&MediaLabels {
+                channel: channel.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .get()
     }
 
     /// A fault the platform reported about the channel itself (stored once).

@@ -32,9 +32,35 @@ pub fn phone(c: usize) -> String {
     format!("1555{c:07}")
 }
 
+/// What each message of a load carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carries {
+    /// A text message: `text(i)`.
+    Text,
+    /// A photo, Graph media id `bench-media-{i % photos}`, captioned `text(i)`.
+    Photo { photos: usize },
+}
+
+/// The Graph media id of photo `n` of a [`Carries::Photo`] load.
+pub fn photo_id(n: usize) -> String {
+    format!("bench-media-{n}")
+}
+
 /// `count` webhooks, round-robin over `conversations` customers, each with one text message
 /// (`text(i)`) and a fresh message id, signed with `secret`.
 pub fn shots(
+    count: usize,
+    conversations: usize,
+    secret: &str,
+    run: &str,
+    text: impl Fn(usize) -> String,
+) -> Vec<Shot> {
+    shots_of(Carries::Text, count, conversations, secret, run, text)
+}
+
+/// [`shots`], each message carrying `carries`.
+pub fn shots_of(
+    carries: Carries,
     count: usize,
     conversations: usize,
     secret: &str,
@@ -46,6 +72,17 @@ pub fn shots(
         .map(|d| d.as_secs())
         .unwrap_or_default();
     let conversations = conversations.max(1);
+    let message = |i: usize, from: &str| {
+        let id = format!("wamid.bench-{run}-{i}");
+        match carries {
+            Carries::Text => json!({ "from": from, "id": id, "timestamp": now.to_string(),
+                                     "type": "text", "text": { "body": text(i) } }),
+            Carries::Photo { photos } => json!({ "from": from, "id": id,
+                "timestamp": now.to_string(), "type": "image",
+                "image": { "id": photo_id(i % photos.max(1)), "mime_type": "image/jpeg",
+                           "sha256": "bench", "caption": text(i) } }),
+        }
+    };
     (0..count)
         .map(|i| {
             let c = i % conversations;
@@ -56,9 +93,7 @@ pub fn shots(
                     "messaging_product": "whatsapp",
                     "metadata": { "display_phone_number": "15550100000", "phone_number_id": PHONE_NUMBER_ID },
                     "contacts": [{ "profile": { "name": format!("Customer {c}") }, "wa_id": from }],
-                    "messages": [{ "from": from, "id": format!("wamid.bench-{run}-{i}"),
-                                   "timestamp": now.to_string(), "type": "text",
-                                   "text": { "body": text(i) } }]
+                    "messages": [message(i, &from)]
                 }}]}]
             })
             .to_string();

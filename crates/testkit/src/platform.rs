@@ -166,6 +166,11 @@ struct State {
     callbacks: Option<Callbacks>,
     /// Telegram updates served by getUpdates.
     updates: Vec<Value>,
+    /// Media served by id (a Graph media id, a Telegram file id, a Twilio media sid, a
+    /// BlueBubbles attachment guid): its type and bytes. Others get `FAKE-JPEG-BYTES`.
+    media: std::collections::HashMap<String, (String, Bytes)>,
+    /// Downloads of a media id still to fail with a 500.
+    media_failures: std::collections::HashMap<String, usize>,
 }
 
 #[derive(Default)]
@@ -210,7 +215,7 @@ impl Route {
 /// What the platform does with one request.
 enum Reply {
     Json(Answer),
-    Jpeg,
+    Media { mime: String, bytes: Bytes },
     Close,
 }
 
@@ -406,9 +411,9 @@ impl FakeApi {
             self.state().requests.push(request.clone());
             let written = match self.reply(&request).await {
                 Reply::Close => return,
-                Reply::Jpeg => {
-                    let headers = [("content-type", "image/jpeg".to_string())];
-                    http1::write_response(&mut stream, 200, &headers, b"FAKE-JPEG-BYTES").await
+                Reply::Media { mime, bytes } => {
+                    let headers = [("content-type", mime)];
+                    http1::write_response(&mut stream, 200, &headers, &bytes).await
                 }
                 Reply::Json(answer) => {
                     let mut headers = vec![("content-type", "application/json".to_string())];
@@ -455,24 +460,78 @@ impl FakeApi {
 
     /// A media lookup (Graph: its download URL) or download (all platforms).
     fn lookup(&self, path: &str) -> Reply {
-        if path.starts_with("/download/")
-            || path.ends_with("/download")
-            || path.starts_with("/file/")
-        {
-            return Reply::Jpeg;
+        let download = if let Some(id) = path.strip_prefix("/download/") {
+            Some(id)
+        } else if let Some(rest) = path.strip_suffix("/download") {
+            Some(rest.rsplit('/').next().unwrap_or_default())
+        } else if path.starts_with("/file/") {
+            Some(path.rsplit('/').next().unwrap_or_default())
+        } else {
+            None
+        };
+        if let Some(id) = download {
+            let mut state = self.state();
+            if let Some(left) = state.media_failures.get_mut(id)
+                && *left > 0
+            {
+                *left -= 1;
+                return Reply::Json(answer(500, r#"{"error":"media server error"}"#));
+            }
+            return match state.media.get(id) {
+                Some((mime, bytes)) => Reply::Media {
+                    mime: mime.clone(),
+                    bytes: bytes.clone(),
+                },
+                None => Reply::Media {
+                    mime: "image/jpeg".to_string(),
+                    bytes: Bytes::from_static(b"FAKE-JPEG-BYTES"),
+                },
+            };
         }
         let id = path.rsplit('/').next().unwrap_or_default();
         if id == "missing" {
             return Reply::Json(answer(404, "{}"));
         }
+        let (mime, size) = match self.state().media.get(id) {
+            Some((mime, bytes)) => (mime.clone(), bytes.len()),
+            None => ("image/jpeg".to_string(), 15),
+        };
         ok(json!({
             "messaging_product": "whatsapp",
             "url": format!("{}/download/{id}", self.url),
-            "mime_type": "image/jpeg",
+            "mime_type": mime,
             "sha256": "fa4e",
-            "file_size": "15",
+            "file_size": size.to_string(),
             "id": id,
         }))
+    }
+
+    /// Serves `bytes` as media `id` (of type `mime`) from now on.
+    pub fn serve_media(&self, id: &str, mime: &str, bytes: impl Into<Bytes>) {
+        self.state()
+            .media
+            .insert(id.to_string(), (mime.to_string(), bytes.into()));
+    }
+
+    /// The next `times` downloads of media `id` fail with a 500.
+    pub fn fail_media(&self, id: &str, times: usize) {
+        self.state().media_failures.insert(id.to_string(), times);
+    }
+
+    /// The downloads of media `id` the platform was asked for.
+    pub fn media_downloads(&self, id: &str) -> usize {
+        self.state()
+            .requests
+            .iter()
+            .filter(|r| {
+                r.method == Method::GET
+                    && (r.path.ends_with(&format!("/{id}"))
+                        || r.path.ends_with(&format!("/{id}/download")))
+                    && (r.path.starts_with("/download/")
+                        || r.path.starts_with("/file/")
+                        || r.path.ends_with("/download"))
+            })
+            .count()
     }
 
     /// The Bot API calls that are not sends: never scripted.
@@ -501,7 +560,15 @@ impl FakeApi {
                 ));
             }
             "getFile" => {
-                json!({ "file_id": "f", "file_unique_id": "u", "file_size": 15, "file_path": "photos/file_1.jpg" })
+                let id = json["file_id"].as_str().unwrap_or("f").to_string();
+                match self.state().media.get(&id) {
+                    Some((_, bytes)) => {
+                        json!({ "file_id": id, "file_unique_id": "u", "file_size": bytes.len(), "file_path": format!("media/{id}") })
+                    }
+                    None => {
+                        json!({ "file_id": "f", "file_unique_id": "u", "file_size": 15, "file_path": "photos/file_1.jpg" })
+                    }
+                }
             }
             "sendChatAction" | "answerCallbackQuery" => json!(true),
             _ => return None,

@@ -4,8 +4,8 @@
 
 use concierge::domain::{
     Author, ChannelId, Choice, ContactId, Content, ConversationId, DeliveryStatus, Direction,
-    EventId, EventKind, InboundEvent, InboundMessage, MessageId, PlatformMessageId, ThreadState,
-    now_millis,
+    EventId, EventKind, InboundEvent, InboundMessage, KeptMedia, MediaId, MediaKind, MediaRef,
+    MessageId, PlatformMessageId, StoredMedia, ThreadState, now_millis,
 };
 use concierge::store::{
     Appended, HandoffChange, NewAudit, NewHandoff, NewNote, NewReply, SharedStore, StoreError,
@@ -40,11 +40,13 @@ macro_rules! store_suite {
             retry_waits_until_due,
             an_expired_lease_is_reclaimed_as_maybe_sent,
             released_leases_are_due_again,
+            released_leases_spare_the_sends_in_hand,
             a_failed_entry_records_the_reason_and_unblocks_the_next,
             delivery_status_only_moves_forward,
             status_events_apply_at_ingest_and_dedupe,
             thread_state_defaults_and_transitions,
             recent_messages_are_the_last_ones_in_order,
+            a_media_message_records_what_became_of_its_bytes,
             a_turn_reads_up_to_its_message_and_the_replies_written_since,
             ping_answers,
             a_turn_does_not_undo_a_takeover_that_happened_meanwhile,
@@ -649,7 +651,7 @@ pub async fn a_sent_entry_is_never_handed_out_again(store: SharedStore) {
         .unwrap();
     let far = now + 365 * 24 * 3600 * 1000;
     assert!(store.claim_due(far, 10, 10).await.unwrap().is_empty());
-    assert_eq!(store.release_leases().await.unwrap(), 0);
+    assert_eq!(store.release_leases(&[]).await.unwrap(), 0);
     assert!(store.claim_due(far, 10, 10).await.unwrap().is_empty());
     assert_eq!(store.next_due_at().await.unwrap(), None);
     let message = store.message(claimed[0].message.id).await.unwrap().unwrap();
@@ -714,9 +716,35 @@ pub async fn released_leases_are_due_again(store: SharedStore) {
     turn(&store, text_event("ana", "a1", "x"), vec![reply("k", "r")]).await;
     let now = now_millis();
     store.claim_due(now, 10, 3_600_000).await.unwrap();
-    assert_eq!(store.release_leases().await.unwrap(), 1);
+    assert_eq!(store.release_leases(&[]).await.unwrap(), 1);
     let again = store.claim_due(now, 10, 60_000).await.unwrap();
     assert_eq!(again.len(), 1);
+    assert!(again[0].maybe_sent);
+}
+
+/// A worker that lost a claim's answer releases its leases but those whose sends it still
+/// has in hand.
+pub async fn released_leases_spare_the_sends_in_hand(store: SharedStore) {
+    turn(
+        &store,
+        text_event("ana", "a1", "x"),
+        vec![reply("ka", "to ana")],
+    )
+    .await;
+    turn(
+        &store,
+        text_event("bob", "b1", "x"),
+        vec![reply("kb", "to bob")],
+    )
+    .await;
+    let now = now_millis();
+    let claimed = store.claim_due(now, 10, 3_600_000).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let in_hand = claimed[0].id;
+    assert_eq!(store.release_leases(&[in_hand]).await.unwrap(), 1);
+    let again = store.claim_due(now, 10, 60_000).await.unwrap();
+    assert_eq!(again.len(), 1, "only the entry not in hand is due again");
+    assert_eq!(again[0].id, claimed[1].id);
     assert!(again[0].maybe_sent);
 }
 
@@ -881,6 +909,43 @@ pub async fn thread_state_defaults_and_transitions(store: SharedStore) {
         store.thread_state(&conversation).await.unwrap(),
         ThreadState::initial()
     );
+}
+
+pub async fn a_media_message_records_what_became_of_its_bytes(store: SharedStore) {
+    let mut event = text_event("ana", "e-photo", "");
+    let photo = Content::media(
+        MediaKind::Image,
+        Some("image/jpeg".into()),
+        Some("the crack".into()),
+        MediaRef("wa-media-1".into()),
+    );
+    if let EventKind::Message(m) = &mut event.kind {
+        m.content = photo.clone();
+    }
+    store.ingest(&[event]).await.unwrap();
+    store
+        .ingest(&[text_event("ana", "e-text", "and this")])
+        .await
+        .unwrap();
+    let conversation = id_of(&store, &text_event("ana", "x", "x")).await;
+    let recent = store.recent_messages(&conversation, 2).await.unwrap();
+    let kept = KeptMedia::Stored(StoredMedia {
+        id: MediaId::parse(&"ab".repeat(32)).unwrap(),
+        mime: "image/png".into(),
+        bytes: 2048,
+        width: Some(640),
+        height: Some(480),
+    });
+    assert!(store.set_media(recent[0].id, &kept).await.unwrap());
+    assert!(
+        !store.set_media(recent[1].id, &kept).await.unwrap(),
+        "a text has no media"
+    );
+    assert!(!store.set_media(MessageId::new(), &kept).await.unwrap());
+    let stored = store.message(recent[0].id).await.unwrap().unwrap();
+    assert_eq!(stored.content, photo.with_kept(kept).unwrap());
+    let stored = store.message(recent[1].id).await.unwrap().unwrap();
+    assert_eq!(stored.content, Content::text("and this"));
 }
 
 pub async fn recent_messages_are_the_last_ones_in_order(store: SharedStore) {

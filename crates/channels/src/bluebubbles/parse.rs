@@ -221,6 +221,7 @@ fn new_message(channel: &ChannelId, message: Message) -> Result<Vec<InboundEvent
                     attachment.transfer_name.clone()
                 },
                 media: MediaRef(attachment.guid.clone()),
+                kept: None,
             });
         }
         if contents.is_empty() {

@@ -223,6 +223,7 @@ fn file_content(kind: FileKind, file: &FileRef, caption: Option<String>) -> Cont
         mime: file.mime_type.clone(),
         caption: caption.or(described).filter(|c| !c.is_empty()),
         media: MediaRef(file.file_id.clone()),
+        kept: None,
     }
 }
 
@@ -241,6 +242,7 @@ fn inbound(message: &Message) -> InboundMessage {
                     mime: Some("image/jpeg".to_string()),
                     caption,
                     media: MediaRef(photo.file_id.clone()),
+                    kept: None,
                 },
                 None => Content::Unsupported {
                     kind: "photo".to_string(),
@@ -252,6 +254,7 @@ fn inbound(message: &Message) -> InboundMessage {
             mime: document.mime_type.clone(),
             caption: caption.or_else(|| document.file_name.clone()),
             media: MediaRef(document.file_id.clone()),
+            kept: None,
         },
         MessageContent::Location(location) => Content::Location {
             latitude: location.latitude,

@@ -379,6 +379,13 @@ impl ChannelAdapter for Twilio {
     }
 
     async fn fetch_media(&self, media: &MediaRef) -> Result<MediaBytes, MediaError> {
+        // The account's credentials go only to Twilio's own API, whatever a webhook names.
+        let api = format!("{}/", self.config.api_base.trim_end_matches('/'));
+        if !media.0.starts_with(&api) {
+            return Err(MediaError::Refused(format!(
+                "not under the channel's api_base ({api})"
+            )));
+        }
         let response = self
             .http
             .get(&media.0)

@@ -111,6 +111,7 @@ pub fn parse(
                 None
             },
             media: MediaRef(url.to_string()),
+            kept: None,
         });
     }
     if contents.is_empty() {

@@ -164,6 +164,7 @@ fn media(kind: MediaKind, media: &wire::Media) -> Content {
             .or_else(|| media.filename.clone())
             .filter(|c| !c.is_empty()),
         media: MediaRef(media.id.clone()),
+        kept: None,
     }
 }
 

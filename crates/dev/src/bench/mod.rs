@@ -41,14 +41,18 @@ pub enum Scenario {
     SlowLlm,
     /// Questions the FAQ answers: full turns with no LLM call.
     Faq,
+    /// Full turns on a 0 ms LLM, each message a photo (2000×1500 JPEG, a different one for
+    /// each message): downloaded from the Graph API, kept, fitted, and sent to the LLM.
+    Media,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
         Scenario::Ingest,
         Scenario::Turns,
         Scenario::SlowLlm,
         Scenario::Faq,
+        Scenario::Media,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +61,7 @@ impl Scenario {
             Scenario::Turns => "turns",
             Scenario::SlowLlm => "slow-llm",
             Scenario::Faq => "faq",
+            Scenario::Media => "media",
         }
     }
 }
@@ -135,6 +140,7 @@ impl Plan {
             Scenario::Turns => (20_000, 1_000, 0, 256),
             Scenario::SlowLlm => (10_000, 10_000, 2_000, 10_000),
             Scenario::Faq => (20_000, 1_000, 0, 256),
+            Scenario::Media => (500, 50, 0, 256),
         };
         let shape = match (options.rate, options.concurrency) {
             (Some(rate), _) => Shape::Rate(rate),
@@ -201,7 +207,14 @@ pub async fn run(options: &Options) -> Result<Vec<Outcome>, BenchError> {
 pub async fn run_one(binary: &Path, options: &Options, plan: &Plan) -> Result<Outcome, BenchError> {
     let run_id = format!("{:08x}", rand::random::<u32>());
     let texts = texts(plan.scenario);
-    let shots = Arc::new(load::shots(
+    let carries = match plan.scenario {
+        Scenario::Media => load::Carries::Photo {
+            photos: plan.requests,
+        },
+        _ => load::Carries::Text,
+    };
+    let shots = Arc::new(load::shots_of(
+        carries,
         plan.requests,
         plan.conversations,
         SECRET,
@@ -245,6 +258,11 @@ pub async fn run_one(binary: &Path, options: &Options, plan: &Plan) -> Result<Ou
     };
 
     let graph = Graph::start().await?;
+    if let load::Carries::Photo { photos } = carries {
+        for n in 0..photos {
+            graph.serve_media(&load::photo_id(n), "image/jpeg", photo(n));
+        }
+    }
     let graph_url = graph.graph_api_base();
     let llm = FakeLlm::with(llm::Options {
         latency: llm::Latency::Fixed(plan.llm_latency),
@@ -310,6 +328,26 @@ pub async fn run_one(binary: &Path, options: &Options, plan: &Plan) -> Result<Ou
         indicators: graph.indicators(),
         unknown_graph_calls: graph.unknown(),
     })
+}
+
+/// Photo `n` of the media scenario: a 2000×1500 JPEG as a phone sends one (a gradient with
+/// `n` in it, so no two are the same bytes and each is kept and fitted anew).
+fn photo(n: usize) -> Vec<u8> {
+    let seed = n as u32;
+    let picture = image::RgbImage::from_fn(2000, 1500, |x, y| {
+        image::Rgb([
+            ((x + seed) % 256) as u8,
+            ((y * 3 + seed) % 256) as u8,
+            ((x ^ y) % 256) as u8,
+        ])
+    });
+    let mut out = Vec::new();
+    let encoded =
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80).encode_image(&picture);
+    if encoded.is_err() {
+        out.clear();
+    }
+    out
 }
 
 /// The text of message `i`: an id the echo LLM hands back, or one of the FAQ's questions.

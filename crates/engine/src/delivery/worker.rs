@@ -19,6 +19,15 @@ use concierge_telemetry::Metrics;
 /// The longest the worker sleeps without looking at the outbox.
 const POLL: Duration = Duration::from_secs(1);
 
+/// The entries whose leases the worker keeps when it releases its own.
+#[derive(Default)]
+struct InHand {
+    /// Being sent.
+    sending: HashSet<i64>,
+    /// Sent, maybe, with no outcome recorded: their lease runs out before they go again.
+    unrecorded: HashSet<i64>,
+}
+
 #[derive(Clone)]
 pub struct DeliveryWorker {
     /// What to send, and the record of each attempt.
@@ -38,6 +47,9 @@ pub struct DeliveryWorker {
     /// Entries maybe sent that already waited for a confirming status in this run: the next
     /// attempt sends.
     waited: Arc<Mutex<HashSet<i64>>>,
+    /// Entries whose leases stay when the worker releases its own: those being sent, and
+    /// those whose outcome could not be recorded (sent, maybe: their lease runs out first).
+    in_hand: Arc<Mutex<InHand>>,
     metrics: Metrics,
     /// Tells the consoles how a concierge's reply fared.
     events: Option<Bus>,
@@ -71,6 +83,7 @@ impl DeliveryWorker {
             max_in_flight: config.max_in_flight.max(1),
             confirm_wait_ms: i64::try_from(config.confirm_wait_ms).unwrap_or(i64::MAX / 4),
             waited: Arc::default(),
+            in_hand: Arc::default(),
             metrics,
             events: None,
         }
@@ -109,7 +122,7 @@ impl DeliveryWorker {
 
     /// Runs until `shutdown` fires, then waits for the sends in flight.
     pub async fn run(self, shutdown: CancellationToken) {
-        match self.outbox.release_leases().await {
+        match self.outbox.release_leases(&[]).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 entries = n,
@@ -119,11 +132,18 @@ impl DeliveryWorker {
         }
         let slots = Arc::new(Semaphore::new(self.max_in_flight));
         let mut tasks = JoinSet::new();
+        // A claim whose answer was lost (the store went away mid-call) may have leased
+        // entries nobody here is sending: they are released once the store answers again,
+        // instead of waiting out their lease.
+        let mut claims_unsure = false;
         loop {
             while tasks.try_join_next().is_some() {}
+            if claims_unsure {
+                claims_unsure = !self.release_unsent().await;
+            }
             let free = slots.available_permits();
             let mut claimed = 0;
-            if free > 0 {
+            if free > 0 && !claims_unsure {
                 match self
                     .outbox
                     .claim_due(now_millis(), free, self.lease_ms())
@@ -136,13 +156,19 @@ impl DeliveryWorker {
                                 break;
                             };
                             let worker = self.clone();
+                            let id = entry.id;
+                            worker.hold(id);
                             tasks.spawn(async move {
                                 worker.deliver(entry).await;
+                                worker.let_go(id);
                                 drop(permit);
                             });
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot read the outbox; retrying"),
+                    Err(e) => {
+                        claims_unsure = true;
+                        tracing::warn!(error = %e, "cannot read the outbox; retrying");
+                    }
                 }
             }
             if claimed > 0 && claimed == free {
@@ -198,7 +224,7 @@ impl DeliveryWorker {
             tracing::Span::current().record("outcome", "awaiting_status");
             tracing::info!(%channel, "an earlier attempt may have reached the platform; waiting for its status before sending again");
             let at = now_millis() + self.confirm_wait_ms;
-            self.record(|| {
+            self.record(entry.id, || {
                 self.outbox.retry_at(
                     entry.id,
                     at,
@@ -226,7 +252,7 @@ impl DeliveryWorker {
                     tracing::warn!(error = %e, "cannot read the reply window; retrying");
                     let wait = self.backoff.delay(entry.attempts);
                     let at = now_millis() + i64::try_from(wait.as_millis()).unwrap_or(1000);
-                    self.record(|| {
+                    self.record(entry.id, || {
                         self.outbox
                             .retry_at(entry.id, at, "store unavailable", false)
                     })
@@ -274,7 +300,7 @@ impl DeliveryWorker {
                 );
                 self.metrics.delivery(channel.as_str(), "sent");
                 self.settled(entry.id);
-                self.record(|| {
+                self.record(entry.id, || {
                     self.outbox
                         .mark_sent(entry.id, receipt.platform_id.clone(), now)
                 })
@@ -312,9 +338,58 @@ impl DeliveryWorker {
                     tracing::info!(%channel, %error, wait_ms = wait.as_millis() as u64, "send failed; will retry");
                     self.metrics.delivery(channel.as_str(), "retried");
                     let text = error.to_string();
-                    self.record(|| self.outbox.retry_at(entry.id, at, &text, maybe_sent))
-                        .await;
+                    self.record(entry.id, || {
+                        self.outbox.retry_at(entry.id, at, &text, maybe_sent)
+                    })
+                    .await;
                 }
+            }
+        }
+    }
+
+    /// Entry `id` is being sent.
+    fn hold(&self, id: i64) {
+        let mut in_hand = self.in_hand();
+        in_hand.unrecorded.remove(&id);
+        in_hand.sending.insert(id);
+    }
+
+    /// Entry `id`'s send is over.
+    fn let_go(&self, id: i64) {
+        self.in_hand().sending.remove(&id);
+    }
+
+    fn unrecorded(&self, id: i64) {
+        self.in_hand().unrecorded.insert(id);
+    }
+
+    fn in_hand(&self) -> std::sync::MutexGuard<'_, InHand> {
+        self.in_hand.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Releases this worker's leases but those of the entries in hand; whether the store
+    /// answered.
+    async fn release_unsent(&self) -> bool {
+        let keep: Vec<i64> = {
+            let in_hand = self.in_hand();
+            in_hand
+                .sending
+                .union(&in_hand.unrecorded)
+                .copied()
+                .collect()
+        };
+        match self.outbox.release_leases(&keep).await {
+            Ok(0) => true,
+            Ok(n) => {
+                tracing::warn!(
+                    entries = n,
+                    "a claim's answer was lost: the replies it may have leased are due again"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot release the outbox leases yet; retrying");
+                false
             }
         }
     }
@@ -341,7 +416,7 @@ impl DeliveryWorker {
         tracing::Span::current().record("outcome", "failed");
         self.metrics
             .delivery(entry.message.channel.as_str(), "failed");
-        self.record(|| {
+        self.record(entry.id, || {
             self.outbox
                 .mark_failed(entry.id, code.clone(), reason, now_millis())
         })
@@ -349,9 +424,10 @@ impl DeliveryWorker {
         self.tell_console(entry, "failed").await;
     }
 
-    /// Writes an outcome, retrying a few times: losing the record of a send that the
-    /// platform accepted would mean sending it again after the lease runs out.
-    async fn record<'a, F, Fut>(&'a self, write: F)
+    /// Writes entry `id`'s outcome, retrying a few times: losing the record of a send that
+    /// the platform accepted would mean sending it again after the lease runs out (and the
+    /// entry keeps its lease until then: see `in_hand`).
+    async fn record<'a, F, Fut>(&'a self, id: i64, write: F)
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<(), concierge_store::StoreError>> + 'a,
@@ -361,6 +437,7 @@ impl DeliveryWorker {
             match write().await {
                 Ok(()) => return,
                 Err(e) if attempt == 8 => {
+                    self.unrecorded(id);
                     tracing::error!(error = %e, "cannot record a delivery outcome; the reply may be sent again")
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot record a delivery outcome; retrying"),

@@ -8,6 +8,7 @@
 //! A turn past a budget of new conversations or LLM calls a minute
 //! (`super::budgets`) gets the holding reply without any LLM call, and stays with the bot.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,10 +18,13 @@ use super::budgets::{Budgets, NEW_CONVERSATIONS_PER_IP};
 use super::lanes::ChannelHints;
 use super::responder::{DecidedBy, Decision, HoldingResponder, Responder, ResponderError, Turn};
 use concierge_agents::{
-    AgentFailure, AgentReply, AgentRuntime, ChannelContext, CustomerContext, Identity, LlmMessage,
-    PromptContext, Redactor, TurnInput,
+    AgentFailure, AgentReply, AgentRuntime, ChannelContext, CustomerContext, Identity, LlmMedia,
+    LlmMessage, PromptContext, Redactor, TurnInput,
 };
-use concierge_domain::{Author, Choice, Content, Direction, Message, ThreadState};
+use concierge_domain::{
+    Author, Choice, Content, Direction, KeptMedia, MediaKind, Message, MessageId, ThreadState,
+};
+use concierge_media::{MediaStore, Variant};
 use concierge_store::{NewHandoff, NewNote, Summary, TurnUsage};
 
 /// How long after a release its note is given to the agents.
@@ -56,7 +60,12 @@ pub struct AgentResponder {
     hints: Arc<dyn ChannelHints>,
     holding: Arc<HoldingResponder>,
     budgets: Arc<Budgets>,
+    /// Where customers' images are kept, when the model is to see them.
+    media: Option<MediaStore>,
 }
+
+/// The most images one LLM call carries (the newest of the window).
+const IMAGES_PER_TURN: usize = 4;
 
 impl AgentResponder {
     pub fn new(
@@ -71,7 +80,14 @@ impl AgentResponder {
             hints,
             holding,
             budgets: Arc::new(Budgets::unlimited()),
+            media: None,
         }
+    }
+
+    /// Shows customers' kept images to the model (`[media] images_to_llm`).
+    pub fn with_images(mut self, media: MediaStore) -> Self {
+        self.media = Some(media);
+        self
     }
 
     /// The budgets of new conversations and LLM calls a minute (none by default).
@@ -184,6 +200,19 @@ impl AgentResponder {
                 }
             }
         }
+        // The turn's own messages as the lane has them: their media fetched for this turn
+        // (or still downloading), which the stored copy may not say yet.
+        for m in recent.iter_mut() {
+            if let Some(content) = turn.burst.iter().find_map(|e| match &e.event.kind {
+                concierge_domain::EventKind::Message(own) if e.message == Some(m.id) => {
+                    Some(&own.content)
+                }
+                _ => None,
+            }) {
+                m.content = content.clone();
+            }
+        }
+        let mut pictures = self.pictures(&recent).await;
         let mut messages: Vec<LlmMessage> = Vec::new();
         // What the customer deleted is not read back to the model.
         for m in recent
@@ -194,13 +223,12 @@ impl AgentResponder {
             match &m.author {
                 Author::Customer => {
                     let text = self.mask(redactor, &text);
-                    match messages.last_mut() {
-                        Some(LlmMessage::User(previous)) => {
-                            previous.push('\n');
-                            previous.push_str(&text);
-                        }
-                        _ => messages.push(LlmMessage::User(text)),
-                    }
+                    let picture = pictures.remove(&m.id);
+                    let apart = match messages.last_mut() {
+                        Some(last) => last.join_customer(text, picture),
+                        None => Some(LlmMessage::customer(text, picture)),
+                    };
+                    messages.extend(apart);
                 }
                 author => {
                     let text = match author {
@@ -234,6 +262,34 @@ impl AgentResponder {
             messages.push(LlmMessage::User(self.mask(redactor, &text)));
         }
         Ok((messages, summary_text))
+    }
+
+    /// The images the model sees, by message: the customer's newest kept images in the
+    /// window (at most [`IMAGES_PER_TURN`]), fitted for the LLM. Older ones, and any that
+    /// cannot be read now, reach it as their description only.
+    async fn pictures(&self, recent: &[Message]) -> HashMap<MessageId, LlmMedia> {
+        let mut pictures = HashMap::new();
+        let Some(store) = &self.media else {
+            return pictures;
+        };
+        let images = recent.iter().rev().filter_map(|m| match &m.content {
+            Content::Media {
+                kind: MediaKind::Image | MediaKind::Sticker,
+                kept: Some(KeptMedia::Stored(stored)),
+                ..
+            } if m.author == Author::Customer && stored.width.is_some() => Some((m.id, stored)),
+            _ => None,
+        });
+        for (id, stored) in images.take(IMAGES_PER_TURN) {
+            match store.read(&stored.id, Variant::ForLlm).await {
+                Ok(Some((bytes, mime))) => {
+                    pictures.insert(id, LlmMedia { mime, bytes });
+                }
+                Ok(None) => tracing::warn!(media = %stored.id, "a kept image is missing"),
+                Err(e) => tracing::warn!(error = %e, "cannot read a kept image for the model"),
+            }
+        }
+        pictures
     }
 
     /// Masks personal data when the deployment asks for it.

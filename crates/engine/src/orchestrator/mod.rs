@@ -6,6 +6,7 @@ mod agent_step;
 pub mod budgets;
 mod config;
 mod lanes;
+mod media;
 mod responder;
 mod throttle;
 mod triggers;
@@ -14,6 +15,7 @@ pub use self::agent_step::{AgentResponder, AgentSettings};
 pub use self::budgets::{BudgetSettings, Budgets};
 pub use self::config::OrchestratorConfig;
 pub use self::lanes::{ChannelHints, ChannelProfile, NoHints, Orchestrator};
+pub use self::media::MediaIntake;
 pub use self::responder::{
     DecidedBy, Decision, FaqResponder, HoldingResponder, Responder, ResponderChain, ResponderError,
     Turn,

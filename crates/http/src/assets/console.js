@@ -131,6 +131,7 @@ async function signIn(t, fromStorage) {
 function signOut(message) {
   signedIn = false; token = null; me = null;
   sessionStorage.removeItem(TOKEN_KEY);
+  forgetMedia();
   streamGen++; if (streamCtl) streamCtl.abort();
   clearInterval(tickTimer); clearInterval(pollTimer); clearInterval(healthTimer); clearTimeout(queueTimer); clearTimeout(threadTimer);
   queue = []; openId = null; current = null; cursorId = null; drafts.clear(); unread = 0; updateTitle();
@@ -391,9 +392,66 @@ function renderHistory(messages, notes, c) {
   scrollToEnd = false;
 }
 // The kinds shown in their own form; every other kind is its text.
+// ---------- media ----------
+// Kept media is read with the concierge's token (an <img src> cannot send it) and shown from
+// a blob URL, fetched once per page.
+const mediaUrls = new Map();
+function mediaUrl(id, variant) {
+  const key = id + (variant ? "?" + variant : "");
+  if (!mediaUrls.has(key)) {
+    const path = "/api/v1/media/" + encodeURIComponent(id) + (variant ? "?variant=" + variant : "");
+    mediaUrls.set(key, fetch(path, { headers: { Authorization: "Bearer " + token }, cache: "no-store" })
+      .then((r) => { if (!r.ok) throw new Error("HTTP " + r.status); return r.blob(); })
+      .then((b) => URL.createObjectURL(b))
+      .catch((e) => { mediaUrls.delete(key); throw e; }));
+  }
+  return mediaUrls.get(key);
+}
+function forgetMedia() {
+  for (const url of mediaUrls.values()) url.then((u) => URL.revokeObjectURL(u), () => {});
+  mediaUrls.clear();
+}
+function fmtBytes(n) {
+  return n >= 1048576 ? (n / 1048576).toFixed(1) + " MB" : Math.max(1, Math.ceil(n / 1024)) + " KB";
+}
+function mediaBody(c) {
+  const kind = c.kind || "media", kept = c.kept || {};
+  const caption = c.caption ? el("div", { class: "caption" }, c.caption) : null;
+  if (kept.state !== "stored") {
+    const why = kept.state === "unavailable" ? "could not be read: " + kept.reason : "not downloaded yet";
+    return el("div", { class: "media missing" }, el("span", {}, "📎 " + kind + " · " + why), caption);
+  }
+  const info = kept.mime + (kept.width ? " · " + kept.width + "×" + kept.height : "") + " · " + fmtBytes(kept.bytes);
+  const failed = (view) => () => view.replaceWith(el("span", { class: "muted" }, "📎 " + kind + " · it could not be loaded"));
+  let view;
+  if (kept.mime.startsWith("image/")) {
+    view = el("img", { class: "media-image", alt: c.caption || "A photo from the customer", title: "Open the original · " + info, tabindex: "0" });
+    // The thread keeps its end in view when the photo's height arrives.
+    view.addEventListener("load", () => {
+      const h = E.history;
+      if (h.contains(view) && h.scrollHeight - h.scrollTop - h.clientHeight < view.height + 80) h.scrollTop = h.scrollHeight;
+    });
+    mediaUrl(kept.id, "thumb").then((u) => { view.src = u; }, failed(view));
+    const open = () => mediaUrl(kept.id).then((u) => window.open(u, "_blank", "noopener"), () => toast("The original could not be loaded", "", { kind: "error" }));
+    view.addEventListener("click", open);
+    view.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
+  } else if (kept.mime.startsWith("audio/") || kept.mime.startsWith("video/")) {
+    view = el(kept.mime.startsWith("audio/") ? "audio" : "video", { class: "media-player", controls: true, preload: "metadata" });
+    mediaUrl(kept.id).then((u) => { view.src = u; }, failed(view));
+  } else {
+    view = el("button", { class: "media-file", type: "button" }, "⬇ Download the " + kind);
+    view.addEventListener("click", () => mediaUrl(kept.id).then((u) => {
+      const a = el("a", { href: u, download: (c.caption || kind).replace(/[\\/:*?"<>|]+/g, "_") });
+      document.body.append(a); a.click(); a.remove();
+    }, () => toast("The file could not be loaded", "", { kind: "error" })));
+  }
+  return el("div", { class: "media" }, view, el("div", { class: "muted media-info" }, info), caption);
+}
+
 function messageBody(m) {
   const c = m.content || {};
   if (m.kind === "deleted") return el("em", { class: "deleted" }, "Deleted by the customer");
+  if (m.kind === "media" && c.type === "media") return mediaBody(c);
   if (m.kind === "order" && Array.isArray(c.items)) {
     const rows = c.items.map((i) => el("tr", {}, el("td", {}, String(i.quantity) + " ×"), el("td", {}, i.product),
       el("td", { class: "num" }, i.unit_price ? i.unit_price + (i.currency ? " " + i.currency : "") : "")));

@@ -53,9 +53,12 @@ impl Lane {
     /// ahead, or order would break. The parallelism permit is held only while working, not
     /// while waiting to retry.
     #[tracing::instrument(name = "turn", skip_all, fields(conversation = %self.conversation, seq = burst.last().map(|e| e.seq), burst = burst.len(), messages = %PlatformIds(&burst)))]
-    pub(super) async fn handle(&self, burst: Vec<InboxEntry>) -> bool {
+    pub(super) async fn handle(&self, mut burst: Vec<InboxEntry>) -> bool {
         let orchestrator = &self.orchestrator;
         let started = Instant::now();
+        if let Some(media) = &orchestrator.media {
+            media.prepare(&mut burst).await;
+        }
         if let Some(first) = burst.first() {
             let lag_ms = now_millis() - first.received_at;
             orchestrator.metrics.inbox_lag(lag_ms as f64 / 1000.0);

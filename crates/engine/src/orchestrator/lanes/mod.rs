@@ -59,6 +59,8 @@ pub struct Orchestrator {
     /// The handoff desk: completes handoffs (team, SLA, brief, acknowledgement) and tells
     /// the consoles about them and about customer messages in held threads.
     desk: Option<Arc<Desk>>,
+    /// Fetches customers' media before their turn; `None`: media is read as attached only.
+    media: Option<super::MediaIntake>,
 }
 
 /// What the lanes may ask of a conversation's channel without knowing which platform it is.
@@ -141,12 +143,19 @@ impl Orchestrator {
             burst_window_ms: 0,
             contact_rate: None,
             desk: None,
+            media: None,
         }
     }
 
     /// Hands handoffs to the desk.
     pub fn with_desk(mut self, desk: Arc<Desk>) -> Self {
         self.desk = Some(desk);
+        self
+    }
+
+    /// Fetches the media of customers' messages before their turn.
+    pub fn with_media(mut self, media: super::MediaIntake) -> Self {
+        self.media = Some(media);
         self
     }
 

@@ -95,6 +95,7 @@ fn parts(content: &Content, limits: &Limits) -> Vec<Content> {
                 mime,
                 caption: Some(caption),
                 media,
+                kept,
             },
             _,
         ) if !limits.media_captions => vec![
@@ -103,6 +104,7 @@ fn parts(content: &Content, limits: &Limits) -> Vec<Content> {
                 mime: mime.clone(),
                 caption: None,
                 media: media.clone(),
+                kept: kept.clone(),
             },
             Content::text(caption.clone()),
         ],
@@ -219,6 +221,7 @@ mod tests {
             mime: Some("image/jpeg".to_string()),
             caption: caption.map(str::to_string),
             media: MediaRef("media-1".to_string()),
+            kept: None,
         }
     }
 

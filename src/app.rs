@@ -27,7 +27,7 @@ use crate::http::server::HeadLimits;
 use crate::http::visitors::VisitorBudgets;
 use crate::http::welcome::{MetricsAt, Welcome};
 use crate::http::{AppState, HttpLimits, MetricsPage, StreamCaps, metrics_router, router};
-use crate::media::MediaStore;
+use crate::media::{MediaStore, Transcriber};
 use crate::orchestrator::{
     AgentResponder, AgentSettings, BudgetSettings, Budgets, ChannelHints, ChannelProfile,
     FaqResponder, HoldingResponder, MediaIntake, Orchestrator, Responder, ResponderChain,
@@ -86,7 +86,7 @@ impl App {
             .responder
             .unwrap_or_else(|| responder_chain(&config, agents, hints.clone(), &media));
         let orchestrator = orchestrator(&config, &handles, responder, hints, &desk)
-            .with_media(media_intake(&config, &handles, &channels, &media));
+            .with_media(media_intake(&config, &handles, &channels, &media)?);
         let delivery = delivery_worker(&config, &handles, &channels, &desk);
         let mut http = bind_http(&config, &handles, &channels, &desk, &media).await?;
         let metrics_addr = http.metrics_port.as_ref().map(|port| port.addr);
@@ -336,14 +336,21 @@ fn media_intake(
     handles: &Handles,
     channels: &Registry,
     media: &MediaStore,
-) -> MediaIntake {
-    MediaIntake::new(
+) -> anyhow::Result<MediaIntake> {
+    let intake = MediaIntake::new(
         channels.clone(),
         media.clone(),
         handles.store.clone(),
         Duration::from_millis(config.settings.media.wait_ms),
         handles.metrics.clone(),
-    )
+    );
+    Ok(match &config.settings.transcription {
+        Some(transcription) => intake.with_transcriber(Transcriber::new(
+            transcription.clone(),
+            http_client(&config.settings.delivery)?,
+        )),
+        None => intake,
+    })
 }
 
 /// The outbox worker, publishing to the consoles what became of concierges' replies.

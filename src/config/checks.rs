@@ -189,6 +189,11 @@ pub(super) fn pipeline(settings: &FileConfig) -> Vec<Fault> {
     for (key, problem) in settings.media.check() {
         faults.push(fault(&format!("media.{key}"), problem));
     }
+    if let Some(transcription) = &settings.transcription {
+        for (key, problem) in transcription.check() {
+            faults.push(fault(&format!("transcription.{key}"), problem));
+        }
+    }
     faults
 }
 

@@ -9,7 +9,7 @@ use super::Secret;
 pub use crate::agents::{AgentsConfig, LlmConfig, LlmProvider, ToolConfig};
 pub use crate::delivery::DeliveryConfig;
 pub use crate::handoff::{ConciergeConfig, ConciergeRole, QueueConfig, TeamConfig};
-pub use crate::media::MediaConfig;
+pub use crate::media::{MediaConfig, TranscriptionConfig};
 pub use crate::orchestrator::OrchestratorConfig;
 pub use crate::store::sqlite::SyncMode;
 
@@ -33,6 +33,8 @@ pub struct FileConfig {
     /// Customers' media: where it is kept, its limits, whether the LLM sees images.
     #[serde(default)]
     pub media: MediaConfig,
+    /// The server voice notes are put into words by; without it they are not transcribed.
+    pub transcription: Option<TranscriptionConfig>,
     /// The LLM provider; without it the gateway answers from the FAQ only.
     pub llm: Option<LlmConfig>,
     #[serde(default)]

@@ -495,6 +495,7 @@ async fn a_concierge_sees_carts_cards_deletions_and_channel_faults() {
         return;
     };
     let (a, ana, conversation) = claimed_by_ana(
+        "",
         "wamid.K1",
         "Can I talk to a person about my order?",
         r#"{"summary": "Claire wants to change her order.", "intent": "order change", "mood": "calm", "suggested_replies": []}"#,
@@ -582,10 +583,17 @@ async fn a_concierge_sees_carts_cards_deletions_and_channel_faults() {
 
 /// A deployment whose WhatsApp customer asked for a person (`words`, with the LLM's `brief`)
 /// and whose concierge ana claimed the thread: the deployment, ana, the conversation.
-async fn claimed_by_ana(wamid: &str, words: &str, brief: &str) -> (Agents, Api, ConversationId) {
+async fn claimed_by_ana(
+    extra: &str,
+    wamid: &str,
+    words: &str,
+    brief: &str,
+) -> (Agents, Api, ConversationId) {
     let a = start(
         "openai",
-        "[[teams]]\nname = \"support\"\n\n[[concierges]]\nname = \"ana\"\nteams = [\"support\"]\n",
+        &format!(
+            "[[teams]]\nname = \"support\"\n\n[[concierges]]\nname = \"ana\"\nteams = [\"support\"]\n\n{extra}"
+        ),
     )
     .await;
     let ana = Api::new(&a, "ana").await;
@@ -620,7 +628,8 @@ async fn signed_in_at(
 }
 
 /// A photo and a voice note from the customer, in the thread as a thumbnail (the original a
-/// click away) and an audio player, read with the concierge's token.
+/// click away) and an audio player with the note's words under it, read with the
+/// concierge's token.
 #[tokio::test]
 async fn a_concierge_sees_the_customers_photo_and_voice_note() {
     let Some((chromium, chromedriver)) =
@@ -628,7 +637,17 @@ async fn a_concierge_sees_the_customers_photo_and_voice_note() {
     else {
         return;
     };
+    let transcriber = concierge_testkit::transcriber::FakeTranscriber::start()
+        .await
+        .unwrap();
+    transcriber.script(vec![concierge_testkit::transcriber::Said::Words(
+        "The wick broke the first time I lit it.".into(),
+    )]);
     let (a, ana, conversation) = claimed_by_ana(
+        &format!(
+            "[transcription]\nprovider = \"openai_compatible\"\nbase_url = \"{}/v1\"\n",
+            transcriber.url
+        ),
         "wamid.M1",
         "Can I talk to a person? My candle arrived broken",
         r#"{"summary": "Claire's candle arrived cracked.", "intent": "after-sales", "mood": "upset", "suggested_replies": []}"#,
@@ -684,6 +703,7 @@ async fn a_concierge_sees_the_customers_photo_and_voice_note() {
         "the crack near the wick",
         "image/png · 1200×900",
         "audio/ogg",
+        "The wick broke the first time I lit it.",
     ] {
         assert!(history.contains(shown), "{shown} not in {history}");
     }

@@ -52,7 +52,12 @@ impl Agents {
         id: &str,
         caption: Option<&str>,
     ) {
-        let mut media = json!({ "id": id, "mime_type": "image/png", "sha256": "x" });
+        let mime = match kind {
+            "audio" => "audio/ogg; codecs=opus",
+            "document" => "application/pdf",
+            _ => "image/png",
+        };
+        let mut media = json!({ "id": id, "mime_type": mime, "sha256": "x" });
         if let Some(caption) = caption {
             media["caption"] = json!(caption);
         }
@@ -336,6 +341,117 @@ async fn media_that_cannot_be_kept_is_a_clear_line_and_the_turn_still_answers() 
                 &metrics,
                 "concierge_media_downloads_total",
                 &format!(r#"channel="whatsapp",outcome="{outcome}""#)
+            ),
+            count,
+            "{outcome}"
+        );
+    }
+}
+
+/// An Ogg voice note of `size` bytes, different for each `seed`.
+fn voice(seed: u8, size: usize) -> Vec<u8> {
+    let mut bytes = b"OggS\x00\x02".to_vec();
+    bytes.resize(size, seed);
+    bytes
+}
+
+#[tokio::test]
+async fn a_voice_note_is_answered_in_its_words_and_a_failed_transcription_is_said() {
+    let transcriber = concierge_testkit::transcriber::FakeTranscriber::start()
+        .await
+        .unwrap();
+    let a = start(
+        "openai",
+        &format!(
+            "[transcription]\nprovider = \"openai_compatible\"\nbase_url = \"{}/v1\"\nmodel = \"whisper-test\"\napi_key = \"transcribe-test-key\"\n",
+            transcriber.url
+        ),
+    )
+    .await;
+    a.llm.echo();
+    use concierge_testkit::transcriber::Said;
+    transcriber.script(vec![
+        Said::Words("Bonjour, ma bougie est arrivée cassée, je voudrais un échange.".into()),
+        Said::Status(500),
+        Said::Garbage,
+        Said::Words("Can I talk to a real person please".into()),
+    ]);
+    let notes: Vec<Vec<u8>> = (1..=4).map(|n| voice(n, 3000 + usize::from(n))).collect();
+    for (n, note) in notes.iter().enumerate() {
+        a.graph
+            .serve_media(&format!("70000000000003{n}"), "audio/ogg", note.clone());
+    }
+    for n in 0..3 {
+        a.whatsapp_media(
+            &format!("wamid.VOICE{n}"),
+            "audio",
+            &format!("70000000000003{n}"),
+            None,
+        )
+        .await;
+        eventually("the voice note is answered", || async {
+            a.llm.count() > n as u64
+        })
+        .await;
+    }
+
+    // The server got the audio as uploaded, with the model and the key.
+    let heard = transcriber.heard();
+    assert_eq!(heard.len(), 3);
+    assert_eq!(heard[0].path, "/v1/audio/transcriptions");
+    assert!(
+        heard[0].carries(&notes[0]),
+        "the audio bytes, as downloaded"
+    );
+    assert_eq!(heard[0].field("model").as_deref(), Some("whisper-test"));
+    assert_eq!(
+        heard[0].headers["authorization"],
+        "Bearer transcribe-test-key"
+    );
+    assert!(
+        String::from_utf8_lossy(&heard[0].body).contains("filename=\"voice.ogg\""),
+        "a file name the server tells the format by"
+    );
+    // The agent answers the words; a failure is said, and the turn still answers.
+    let first = texts(&a.user_message(0));
+    assert!(
+        first.contains("its words:] Bonjour, ma bougie est arrivée cassée"),
+        "{first}"
+    );
+    let second = texts(&a.user_message(1));
+    assert!(
+        second.contains("could not be put into words: the transcription server answered 500"),
+        "{second}"
+    );
+    let third = texts(&a.user_message(2));
+    assert!(third.contains("answer could not be read"), "{third}");
+    let outcomes = kept(&a).await;
+    assert!(
+        matches!(&outcomes[0], Some(KeptMedia::Stored(s)) if s.transcript.as_deref().is_some_and(|t| t.ends_with("échange."))),
+        "{outcomes:?}"
+    );
+
+    // Words that ask for a person hand the thread over, as if typed.
+    a.whatsapp_media("wamid.VOICE3", "audio", "700000000000033", None)
+        .await;
+    let conversation = a.wa_conversation().await;
+    eventually(
+        "the spoken request for a person queues the thread",
+        || async {
+            matches!(
+                a.app.store().thread_state(&conversation).await,
+                Ok(concierge::domain::ThreadState::Queued { .. })
+            )
+        },
+    )
+    .await;
+    let metrics = a.app.metrics().await;
+    for (outcome, count) in [("ok", 2.0), ("status", 1.0), ("malformed", 1.0)] {
+        assert_eq!(
+            metric(
+                &metrics,
+                "concierge_transcriptions_total",
+                &format!(r#"outcome="{outcome}""#)
             ),
             count,
             "{outcome}"

@@ -278,6 +278,15 @@ impl Content {
             Content::Media {
                 caption: Some(c), ..
             } => Some(c),
+            // A voice note's words, once transcribed.
+            Content::Media {
+                kept:
+                    Some(KeptMedia::Stored(StoredMedia {
+                        transcript: Some(words),
+                        ..
+                    })),
+                ..
+            } => Some(words),
             Content::Choice(choice) => Some(&choice.title),
             _ => None,
         }
@@ -295,7 +304,21 @@ impl Content {
             } => {
                 let what = match kept {
                     Some(KeptMedia::Stored(stored)) => {
-                        format!("[{} attached, {}]", kind.name(), stored.describe())
+                        match (&stored.transcript, &stored.transcript_problem) {
+                            (Some(words), _) => format!(
+                                "[{} attached, {}, its words:] {words}",
+                                kind.name(),
+                                stored.describe()
+                            ),
+                            (None, Some(problem)) => format!(
+                                "[{} attached, {}; it could not be put into words: {problem}]",
+                                kind.name(),
+                                stored.describe()
+                            ),
+                            (None, None) => {
+                                format!("[{} attached, {}]", kind.name(), stored.describe())
+                            }
+                        }
                     }
                     Some(KeptMedia::Unavailable { reason }) => {
                         format!("[{} attached; it could not be read: {reason}]", kind.name())
@@ -556,6 +579,12 @@ pub struct StoredMedia {
     pub width: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub height: Option<u32>,
+    /// A voice note's words, from the transcription server (bounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<String>,
+    /// Why a voice note has no transcript (the server failed, or none is configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript_problem: Option<String>,
 }
 
 impl StoredMedia {

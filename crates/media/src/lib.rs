@@ -1,6 +1,6 @@
 //! Media customers send and concierges see: what the bytes are (`sniff`), where they are
 //! kept (`store`, in a `folder`), and the smaller copies the LLM and the console get
-//! (`picture`).
+//! (`picture`); and voice notes put into words (`transcribe`).
 
 mod config;
 mod error;
@@ -8,9 +8,11 @@ mod folder;
 mod picture;
 mod sniff;
 mod store;
+mod transcribe;
 
 pub use config::MediaConfig;
 pub use error::MediaError;
 pub use picture::{LLM_LONG_SIDE, THUMB_LONG_SIDE};
 pub use sniff::{Sniffed, sniff};
 pub use store::{MediaStore, Variant};
+pub use transcribe::{MAX_TRANSCRIPT_CHARS, TranscribeError, Transcriber, TranscriptionConfig};

@@ -96,6 +96,8 @@ impl MediaStore {
             bytes: bytes.len() as u64,
             width: None,
             height: None,
+            transcript: None,
+            transcript_problem: None,
         };
         let mut copies = Vec::new();
         if sniffed.kind == MediaKind::Image {

@@ -198,6 +198,8 @@ struct Media {
     downloads: Family<MediaLabels, Counter>,
     bytes: Family<ChannelLabels, Counter>,
     late: Counter,
+    transcriptions: Family<TurnLabels, Counter>,
+    transcription_seconds: Histogram,
 }
 
 impl Media {
@@ -220,6 +222,18 @@ impl Media {
                 "media_late",
                 "Turns that began before their media was downloaded (past `[media] wait_ms`)",
                 Counter::default(),
+            ),
+            transcriptions: register(
+                registry,
+                "transcriptions",
+                "Voice notes sent to the transcription server, by outcome (ok, timeout, status, transport, malformed)",
+                Family::default(),
+            ),
+            transcription_seconds: register(
+                registry,
+                "transcription_seconds",
+                "Time the transcription server took for one voice note",
+                Histogram::new(TURN_BUCKETS),
             ),
         }
     }
@@ -606,6 +620,16 @@ impl Metrics {
                 })
                 .inc_by(bytes);
         }
+    }
+
+    /// One voice note transcribed (`ok`) or not (the error's kind), in `seconds`.
+    pub fn transcription(&self, outcome: &'static str, seconds: f64) {
+        let media = &self.inner.media;
+        media
+            .transcriptions
+            .get_or_create(&TurnLabels { outcome })
+            .inc();
+        media.transcription_seconds.observe(seconds);
     }
 
     /// A turn began before its media was downloaded.

@@ -11,6 +11,7 @@ pub mod load;
 pub mod platform;
 pub mod store_suite;
 pub mod tokens;
+pub mod transcriber;
 
 /// What can stop a fake from serving.
 #[derive(Debug, thiserror::Error)]

@@ -935,6 +935,8 @@ pub async fn a_media_message_records_what_became_of_its_bytes(store: SharedStore
         bytes: 2048,
         width: Some(640),
         height: Some(480),
+        transcript: None,
+        transcript_problem: None,
     });
     assert!(store.set_media(recent[0].id, &kept).await.unwrap());
     assert!(

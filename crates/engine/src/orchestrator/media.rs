@@ -9,8 +9,9 @@ use std::time::Duration;
 use concierge_channels::{MediaError as FetchError, Registry};
 use concierge_domain::{
     ChannelId, Content, ConversationId, EventKind, KeptMedia, MediaKind, MediaRef, MessageId,
+    StoredMedia,
 };
-use concierge_media::{MediaError, MediaStore};
+use concierge_media::{MediaError, MediaStore, Transcriber};
 use concierge_store::{Conversations, InboxEntry};
 use concierge_telemetry::Metrics;
 
@@ -33,6 +34,8 @@ pub struct MediaIntake {
     conversations: Arc<dyn Conversations>,
     wait: Duration,
     metrics: Metrics,
+    /// Puts voice notes into words; `None`: none is configured.
+    transcriber: Option<Transcriber>,
 }
 
 impl MediaIntake {
@@ -49,7 +52,14 @@ impl MediaIntake {
             conversations,
             wait,
             metrics,
+            transcriber: None,
         }
+    }
+
+    /// Transcribes customers' voice notes (`[transcription]`).
+    pub fn with_transcriber(mut self, transcriber: Transcriber) -> Self {
+        self.transcriber = Some(transcriber);
+        self
     }
 
     /// Fetches the media of the burst's messages not fetched yet, at once, and writes what
@@ -120,9 +130,12 @@ impl MediaIntake {
         message: Option<MessageId>,
     ) -> KeptMedia {
         let (outcome, label, bytes) = match self.download(&channel, &media).await {
-            Ok(bytes) => match self.store.keep(bytes, kind).await {
-                Ok(stored) => match self.store.link(&stored.id, &conversation).await {
+            Ok(bytes) => match self.store.keep(bytes.clone(), kind).await {
+                Ok(mut stored) => match self.store.link(&stored.id, &conversation).await {
                     Ok(()) => {
+                        if kind == MediaKind::Audio {
+                            self.transcribe(&mut stored, bytes).await;
+                        }
                         let size = stored.bytes;
                         (KeptMedia::Stored(stored), "kept", size)
                     }
@@ -157,6 +170,27 @@ impl MediaIntake {
             self.record(message, &outcome).await;
         }
         outcome
+    }
+
+    /// Puts a kept voice note into words, or says why it could not be.
+    async fn transcribe(&self, stored: &mut StoredMedia, audio: bytes::Bytes) {
+        let Some(transcriber) = &self.transcriber else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let result = transcriber.transcribe(audio, &stored.mime).await;
+        let seconds = started.elapsed().as_secs_f64();
+        match result {
+            Ok(words) => {
+                self.metrics.transcription("ok", seconds);
+                stored.transcript = Some(words);
+            }
+            Err(e) => {
+                self.metrics.transcription(e.kind(), seconds);
+                tracing::warn!(error = %e, "a voice note could not be transcribed");
+                stored.transcript_problem = Some(e.to_string());
+            }
+        }
     }
 
     /// The bytes behind `media`, tried again on transient failures.

@@ -445,7 +445,9 @@ function mediaBody(c) {
       document.body.append(a); a.click(); a.remove();
     }, () => toast("The file could not be loaded", "", { kind: "error" })));
   }
-  return el("div", { class: "media" }, view, el("div", { class: "muted media-info" }, info), caption);
+  const words = kept.transcript ? el("blockquote", { class: "transcript", title: "What the voice note says (transcribed)" }, kept.transcript)
+    : kept.transcript_problem ? el("div", { class: "muted transcript-missing" }, "Not transcribed: " + kept.transcript_problem) : null;
+  return el("div", { class: "media" }, view, el("div", { class: "muted media-info" }, info), words, caption);
 }
 
 function messageBody(m) {

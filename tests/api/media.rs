@@ -15,6 +15,10 @@ use crate::handoff::{Api, PEOPLE};
 use crate::helpers::{eventually, metric};
 use concierge::domain::{Content, KeptMedia};
 
+/// Turns wait for their media as long as a loaded test machine may need (the default 5 s
+/// is for people, not for a debug build decoding photos beside a whole test suite).
+const PATIENT: &str = "[media]\nwait_ms = 60000\n";
+
 /// A PNG of `width`×`height`: a gradient, so it does not compress to nothing.
 pub(crate) fn png(width: u32, height: u32) -> Vec<u8> {
     let image = image::RgbImage::from_fn(width, height, |x, y| {
@@ -105,7 +109,7 @@ async fn kept(a: &Agents) -> Vec<Option<KeptMedia>> {
 
 #[tokio::test]
 async fn a_whatsapp_photo_reaches_the_llm_fitted_and_the_concierge_sees_it() {
-    let a = start("openai", PEOPLE).await;
+    let a = start("openai", &format!("{PEOPLE}\n{PATIENT}")).await;
     let photo = png(2400, 1200);
     a.graph
         .serve_media("700000000000007", "image/png", photo.clone());
@@ -252,7 +256,7 @@ async fn a_whatsapp_photo_reaches_the_llm_fitted_and_the_concierge_sees_it() {
 
 #[tokio::test]
 async fn anthropic_gets_a_small_photo_as_it_was_sent() {
-    let a = start("anthropic", "").await;
+    let a = start("anthropic", PATIENT).await;
     let photo = png(800, 600);
     a.graph
         .serve_media("700000000000008", "image/png", photo.clone());
@@ -278,7 +282,7 @@ async fn anthropic_gets_a_small_photo_as_it_was_sent() {
 
 #[tokio::test]
 async fn media_that_cannot_be_kept_is_a_clear_line_and_the_turn_still_answers() {
-    let a = start("openai", "").await;
+    let a = start("openai", PATIENT).await;
     a.llm.echo();
     // A web page claiming to be a photo; a photo whose first two downloads fail; media the
     // platform no longer has.
@@ -363,7 +367,7 @@ async fn a_voice_note_is_answered_in_its_words_and_a_failed_transcription_is_sai
     let a = start(
         "openai",
         &format!(
-            "[transcription]\nprovider = \"openai_compatible\"\nbase_url = \"{}/v1\"\nmodel = \"whisper-test\"\napi_key = \"transcribe-test-key\"\n",
+            "{PATIENT}\n[transcription]\nprovider = \"openai_compatible\"\nbase_url = \"{}/v1\"\nmodel = \"whisper-test\"\napi_key = \"transcribe-test-key\"\n",
             transcriber.url
         ),
     )

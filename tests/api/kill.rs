@@ -50,10 +50,16 @@ fn sends_in(logs: &[String]) -> Vec<(String, bool)> {
 impl Gateway {
     /// Starts `concierge serve` and reads the address it listens on from its JSON logs.
     fn start(deployment: &Deployment) -> Gateway {
+        Gateway::start_with(deployment, &[])
+    }
+
+    /// [`Gateway::start`] with more environment (a store on Redis, say).
+    fn start_with(deployment: &Deployment, env: &[(String, String)]) -> Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_concierge"))
             .args(["--log-format", "json", "serve", "--config"])
             .arg(deployment.config_path())
             .env("RUST_LOG", "info,concierge_engine::delivery=debug")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -251,5 +257,221 @@ async fn killed_mid_traffic_every_message_is_answered_once_in_order() {
     eprintln!(
         "{} replies, {resent} re-sent after a kill (flagged, deduped by id)",
         sent_ids.len()
+    );
+}
+
+/// Which store a media kill run is on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Backend {
+    Sqlite,
+    Redis,
+}
+
+#[tokio::test]
+async fn killed_during_media_downloads_every_photo_is_kept_and_answered_once_on_sqlite() {
+    killed_during_media_downloads(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn killed_during_media_downloads_every_photo_is_kept_and_answered_once_on_redis() {
+    killed_during_media_downloads(Backend::Redis).await;
+}
+
+/// Customers send photos captioned with FAQ questions while the gateway is killed every few
+/// acknowledgements, each download slow enough that kills land during downloads: after the
+/// restarts every photo is kept on its message and answered once, in order.
+async fn killed_during_media_downloads(backend: Backend) {
+    use concierge_testkit::load::{self, Carries};
+    let redis = match backend {
+        Backend::Redis => match crate::redis_server::redis(
+            "killed_during_media_downloads_every_photo_is_kept_and_answered_once_on_redis",
+        ) {
+            Some(redis) => Some(redis),
+            None => return,
+        },
+        Backend::Sqlite => None,
+    };
+    const SECRET: &str = "kill-media-secret";
+    let graph = concierge_testkit::platform::FakeApi::start()
+        .await
+        .expect("the fake platform");
+    let deployment = Deployment::new("[media]\nwait_ms = 60000\n");
+    std::fs::write(
+        deployment.path().join("channels/whatsapp.toml"),
+        format!(
+            "kind = \"whatsapp\"\nphone_number_id = \"{}\"\naccess_token = \"t\"\napp_secret = \"{SECRET}\"\nverify_token = \"v\"\napi_base = \"{}/v23.0\"\n",
+            load::PHONE_NUMBER_ID,
+            graph.url
+        ),
+    )
+    .unwrap();
+    let mut env = Vec::new();
+    if let Some(redis) = &redis {
+        env.push(("CONCIERGE__STORE__URL".to_string(), redis.url.clone()));
+        env.push(("CONCIERGE__STORE__PREFIX".to_string(), redis.prefix.clone()));
+        env.push((
+            "CONCIERGE__STORE__TAKEOVER_MS".to_string(),
+            "1500".to_string(),
+        ));
+    }
+    let (conversations, per_conversation) = (4, 6);
+    let count = conversations * per_conversation;
+    let question = |i: usize| QUESTIONS[i % QUESTIONS.len()].to_string();
+    let shots = load::shots_of(
+        Carries::Photo { photos: count },
+        count,
+        conversations,
+        SECRET,
+        "kill",
+        question,
+    );
+    let mut photos = Vec::new();
+    for n in 0..count {
+        // Each its own bytes (kept once each), each download slow: kills land during them.
+        let photo = crate::media::png(60 + n as u32, 40);
+        graph.serve_media(&load::photo_id(n), "image/png", photo.clone());
+        graph.slow_media(&load::photo_id(n), Duration::from_millis(250));
+        photos.push(photo);
+    }
+    let client = http_client();
+    let post = |base: String, shot: usize| {
+        let client = client.clone();
+        let (body, signature) = (shots[shot].body.clone(), shots[shot].signature.clone());
+        async move {
+            let response = client
+                .post(format!("{base}/webhooks/whatsapp"))
+                .header("content-type", "application/json")
+                .header("x-hub-signature-256", signature)
+                .body(body)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+            matches!(response, Ok(r) if r.status() == 200)
+        }
+    };
+    let mut gateway = Gateway::start_with(&deployment, &env);
+    let mut logs = Vec::new();
+    let mut kills = 0;
+    for shot in 0..count {
+        while !post(gateway.base.clone(), shot).await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if shot % 5 == 4 {
+            // Give the lanes a moment to be in the middle of downloads.
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            logs.extend(gateway.kill());
+            kills += 1;
+            gateway = Gateway::start_with(&deployment, &env);
+            // The platform redelivers what it may not have seen acknowledged.
+            assert!(post(gateway.base.clone(), shot).await);
+        }
+    }
+    assert!(kills >= 4);
+
+    let store: SharedStore = match &redis {
+        None => Arc::new(
+            SqliteStore::open(&deployment.path().join("data/test.db"), SyncMode::Normal)
+                .await
+                .expect("open the gateway's store"),
+        ),
+        Some(redis) => Arc::new(
+            concierge::store::redis::RedisStore::open(concierge::store::redis::RedisSettings {
+                url: redis.url.clone(),
+                prefix: redis.prefix.clone(),
+                partitions: 16,
+                takeover_ms: 1_500,
+                dedupe_ttl_secs: 3_600,
+            })
+            .await
+            .expect("open the Redis store"),
+        ),
+    };
+    let mut ids = Vec::new();
+    for c in 0..conversations {
+        ids.push(crate::helpers::conversation_in(&store, "whatsapp", &load::phone(c)).await);
+    }
+    eventually("every photo answered and every reply sent", || {
+        let (store, ids) = (store.clone(), ids.clone());
+        async move {
+            let mut sent = 0;
+            for id in &ids {
+                let messages = store.messages(id, 0, 1000).await.unwrap_or_default();
+                sent += messages
+                    .iter()
+                    .filter(|m| {
+                        m.direction == Direction::Outbound
+                            && m.status == concierge::domain::DeliveryStatus::Sent
+                    })
+                    .count();
+            }
+            sent == count
+        }
+    })
+    .await;
+    let index = FaqIndex::parse(FAQ).unwrap();
+    let mut reply_ids = HashSet::new();
+    for (c, id) in ids.iter().enumerate() {
+        let messages = store.messages(id, 0, 1000).await.unwrap();
+        let inbound: Vec<_> = messages
+            .iter()
+            .filter(|m| m.direction == Direction::Inbound)
+            .collect();
+        let outbound: Vec<_> = messages
+            .iter()
+            .filter(|m| m.direction == Direction::Outbound)
+            .collect();
+        assert_eq!(
+            inbound.len(),
+            per_conversation,
+            "conversation {c}: no photo lost or stored twice"
+        );
+        assert_eq!(
+            outbound.len(),
+            per_conversation,
+            "conversation {c}: one reply per photo"
+        );
+        reply_ids.extend(outbound.iter().map(|m| m.id.to_string()));
+        for (i, (photo, reply)) in inbound.iter().zip(&outbound).enumerate() {
+            let n = c + i * conversations;
+            let Content::Media {
+                kept: Some(concierge::domain::KeptMedia::Stored(stored)),
+                ..
+            } = &photo.content
+            else {
+                panic!("conversation {c} photo {i} not kept: {:?}", photo.content);
+            };
+            assert_eq!(
+                stored.bytes,
+                photos[n].len() as u64,
+                "conversation {c} photo {i} is its own"
+            );
+            let expected = &index.best_match(&question(n)).unwrap().entry.answer;
+            assert_eq!(
+                reply.content,
+                Content::text(expected.clone()),
+                "conversation {c} reply {i} answers its photo, in order"
+            );
+        }
+    }
+    assert!(store.pending(0, 10).await.unwrap().is_empty());
+    let (status, last) = gateway.terminate();
+    assert!(status.success(), "{status:?}");
+    logs.extend(last);
+    let sends = sends_in(&logs);
+    let sent_ids: HashSet<String> = sends.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(sent_ids, reply_ids, "every reply handed to the channel");
+    let mut seen = HashSet::new();
+    for (id, maybe_sent) in &sends {
+        if !seen.insert(id.clone()) {
+            assert!(maybe_sent, "{id} sent twice without the maybe-sent flag");
+        }
+    }
+    let downloads: usize = (0..count)
+        .map(|n| graph.media_downloads(&load::photo_id(n)))
+        .sum();
+    eprintln!(
+        "{backend:?}: {count} photos over {kills} kills: every one kept and answered once; {downloads} downloads ({} again after a kill), {} replies re-sent (flagged)",
+        downloads.saturating_sub(count),
+        sends.len() - sent_ids.len()
     );
 }

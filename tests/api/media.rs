@@ -462,3 +462,32 @@ async fn a_voice_note_is_answered_in_its_words_and_a_failed_transcription_is_sai
         );
     }
 }
+
+#[tokio::test]
+async fn a_slow_download_does_not_keep_the_customer_waiting_and_is_recorded_when_done() {
+    let a = start("openai", "[media]\nwait_ms = 200\n").await;
+    a.llm.echo();
+    a.graph
+        .serve_media("700000000000040", "image/png", png(64, 48));
+    a.graph
+        .slow_media("700000000000040", std::time::Duration::from_millis(1500));
+    a.whatsapp_media(
+        "wamid.SLOW1",
+        "image",
+        "700000000000040",
+        Some("is this normal?"),
+    )
+    .await;
+    eventually("the turn is answered", || async { a.llm.count() >= 1 }).await;
+    let words = texts(&a.user_message(0));
+    assert!(words.contains("still downloading"), "{words}");
+    assert!(words.contains("is this normal?"), "{words}");
+    // The download went on and is recorded on the message, for the console and the next turn.
+    eventually("the photo is kept after the turn", || async {
+        matches!(kept(&a).await.first(), Some(Some(KeptMedia::Stored(_))))
+    })
+    .await;
+    let metrics = a.app.metrics().await;
+    assert_eq!(metric(&metrics, "concierge_media_late_total", ""), 1.0);
+    assert_eq!(a.graph.media_downloads("700000000000040"), 1);
+}

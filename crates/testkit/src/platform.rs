@@ -171,6 +171,8 @@ struct State {
     media: std::collections::HashMap<String, (String, Bytes)>,
     /// Downloads of a media id still to fail with a 500.
     media_failures: std::collections::HashMap<String, usize>,
+    /// How long a download of a media id takes before its answer.
+    media_delays: std::collections::HashMap<String, Duration>,
 }
 
 #[derive(Default)]
@@ -432,6 +434,20 @@ impl FakeApi {
 
     async fn reply(&self, request: &Recorded) -> Reply {
         if request.method == Method::GET {
+            let delay = {
+                let state = self.state();
+                state
+                    .media_delays
+                    .iter()
+                    .find(|(id, _)| {
+                        request.path.starts_with("/download/")
+                            && request.path.ends_with(id.as_str())
+                    })
+                    .map(|(_, delay)| *delay)
+            };
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
             return self.lookup(&request.path);
         }
         let path = request.path.as_str();
@@ -511,6 +527,11 @@ impl FakeApi {
         self.state()
             .media
             .insert(id.to_string(), (mime.to_string(), bytes.into()));
+    }
+
+    /// Each download of media `id` takes `delay` before it is answered.
+    pub fn slow_media(&self, id: &str, delay: Duration) {
+        self.state().media_delays.insert(id.to_string(), delay);
     }
 
     /// The next `times` downloads of media `id` fail with a 500.

@@ -32,10 +32,17 @@ struct FrontMatter {
     model: Option<String>,
     #[serde(default)]
     temperature: Option<f64>,
+    /// Whether its model reads images (`false`: it gets their description only).
+    #[serde(default = "sees")]
+    vision: bool,
     #[serde(default)]
     tools: Vec<String>,
     #[serde(default)]
     ask: Vec<String>,
+}
+
+fn sees() -> bool {
+    true
 }
 
 /// One agent, as its file declares it.
@@ -46,6 +53,8 @@ pub struct AgentDef {
     pub entry: bool,
     pub model: Option<String>,
     pub temperature: Option<f64>,
+    /// Whether its model reads images; without vision it gets their description only.
+    pub vision: bool,
     /// Merchant tools it may call (the built-ins are not listed here).
     pub tools: Vec<String>,
     /// Agents it may ask.
@@ -477,6 +486,7 @@ fn read_agent(file: &Path) -> Result<(AgentDef, String), Problem> {
             entry: matter.entry,
             model: matter.model,
             temperature: matter.temperature,
+            vision: matter.vision,
             tools,
             ask: matter.ask,
             file: file.to_path_buf(),
@@ -519,6 +529,24 @@ mod tests {
             set.render("front_desk", &sample).unwrap(),
             "You work for Sample Shop. The customer is \"Claire\".\n"
         );
+    }
+
+    #[test]
+    fn an_agent_sees_images_unless_its_file_says_vision_false() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write(
+            dir.path(),
+            "front_desk",
+            "+++\ndescription = \"greets\"\nentry = true\nask = [\"orders\"]\n+++\nHello.\n",
+        );
+        let b = write(
+            dir.path(),
+            "orders",
+            "+++\ndescription = \"orders\"\nvision = false\n+++\nOrders.\n",
+        );
+        let set = AgentSet::load(&[a, b], &tools()).unwrap();
+        assert!(set.get("front_desk").unwrap().vision);
+        assert!(!set.get("orders").unwrap().vision);
     }
 
     #[test]

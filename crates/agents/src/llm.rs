@@ -92,6 +92,23 @@ impl LlmMessage {
         None
     }
 
+    /// The message without its images (their description stays in the text).
+    pub fn without_media(self) -> LlmMessage {
+        match self {
+            LlmMessage::UserParts(parts) => {
+                let texts: Vec<String> = parts
+                    .into_iter()
+                    .filter_map(|part| match part {
+                        UserPart::Text(text) => Some(text),
+                        UserPart::Media(_) => None,
+                    })
+                    .collect();
+                LlmMessage::User(texts.join("\n"))
+            }
+            other => other,
+        }
+    }
+
     /// A customer's message, with its image if it has one.
     pub fn customer(text: String, media: Option<LlmMedia>) -> LlmMessage {
         match media {
@@ -316,6 +333,42 @@ impl<C: LlmClient> LlmClient for Metered<C> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn customers_messages_join_with_their_images_in_order_and_lose_them_for_a_blind_model() {
+        use super::{LlmMedia, LlmMessage, UserPart};
+        let photo = || LlmMedia {
+            mime: "image/jpeg".into(),
+            bytes: bytes::Bytes::from_static(b"jpeg"),
+        };
+        let mut message = LlmMessage::customer("hello".into(), None);
+        assert!(
+            message
+                .join_customer("[image attached] the crack".into(), Some(photo()))
+                .is_none()
+        );
+        assert!(message.join_customer("and this".into(), None).is_none());
+        assert_eq!(
+            message,
+            LlmMessage::UserParts(vec![
+                UserPart::Text("hello\n[image attached] the crack".into()),
+                UserPart::Media(photo()),
+                UserPart::Text("and this".into()),
+            ])
+        );
+        assert_eq!(
+            message.without_media(),
+            LlmMessage::User("hello\n[image attached] the crack\nand this".into())
+        );
+        let mut answer = LlmMessage::Assistant {
+            text: Some("hi".into()),
+            tool_calls: Vec::new(),
+        };
+        assert!(
+            answer.join_customer("next".into(), None).is_some(),
+            "another author: apart"
+        );
+    }
+
     use std::sync::Mutex;
 
     use super::*;

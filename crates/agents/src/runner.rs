@@ -417,6 +417,13 @@ impl AgentRuntime {
                 depth,
                 chain: &chain,
             };
+            if !def.vision {
+                // Its model reads no images: the text around them describes each.
+                messages = messages
+                    .into_iter()
+                    .map(LlmMessage::without_media)
+                    .collect();
+            }
             let system = self.system_prompt(hop, state)?;
             let tools = self.specs_for(agent, depth);
             for round in 0..self.limits.max_tool_rounds {

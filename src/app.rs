@@ -285,6 +285,16 @@ fn responder_chain(
         if settings.media.images_to_llm {
             agents = agents.with_images(media.clone());
         }
+        // OpenAI's and Anthropic's own APIs read PDFs; servers that only speak the chat
+        // shape (openai_compatible, Ollama) get a document's description.
+        if settings.llm.as_ref().is_some_and(|llm| {
+            matches!(
+                llm.provider,
+                crate::agents::LlmProvider::Openai | crate::agents::LlmProvider::Anthropic
+            )
+        }) {
+            agents = agents.with_files();
+        }
         steps.push(Box::new(agents));
     }
     steps.push(Box::new(SharedResponder(holding)));

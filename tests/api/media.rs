@@ -491,3 +491,41 @@ async fn a_slow_download_does_not_keep_the_customer_waiting_and_is_recorded_when
     assert_eq!(metric(&metrics, "concierge_media_late_total", ""), 1.0);
     assert_eq!(a.graph.media_downloads("700000000000040"), 1);
 }
+
+#[tokio::test]
+async fn a_pdf_reaches_openai_as_a_file_with_its_name() {
+    let a = start("openai", PATIENT).await;
+    let pdf = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n".to_vec();
+    a.graph
+        .serve_media("700000000000050", "application/pdf", pdf.clone());
+    a.llm.script(vec![text("Thanks, I have your invoice.")]);
+    a.whatsapp_media(
+        "wamid.PDF1",
+        "document",
+        "700000000000050",
+        Some("invoice-ML-10421.pdf"),
+    )
+    .await;
+    eventually("the LLM is asked", || async { a.llm.count() > 0 }).await;
+    let user = a.user_message(0);
+    let file = user["content"]
+        .as_array()
+        .expect("a message of parts")
+        .iter()
+        .find(|p| p["type"] == "file")
+        .expect("a file part")
+        .clone();
+    assert_eq!(file["file"]["filename"], "invoice-ML-10421.pdf");
+    let data = file["file"]["file_data"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("data:application/pdf;base64,")
+        .expect("a PDF data URL");
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap(),
+        pdf
+    );
+    assert!(texts(&user).contains("application/pdf"), "{user}");
+}

@@ -96,7 +96,7 @@ fn to_genai(request: &LlmRequest) -> ChatRequest {
                         UserPart::Media(media) => ContentPart::from_binary_base64(
                             media.mime.clone(),
                             base64::engine::general_purpose::STANDARD.encode(&media.bytes),
-                            None,
+                            media.name.clone(),
                         ),
                     })
                     .collect();

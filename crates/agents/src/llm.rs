@@ -51,11 +51,19 @@ pub enum UserPart {
 pub struct LlmMedia {
     pub mime: String,
     pub bytes: bytes::Bytes,
+    /// The file name a provider shows the model (a PDF's); none for images.
+    pub name: Option<String>,
 }
 
 impl std::fmt::Debug for LlmMedia {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LlmMedia({}, {} bytes)", self.mime, self.bytes.len())
+        write!(
+            f,
+            "LlmMedia({}, {} bytes, {:?})",
+            self.mime,
+            self.bytes.len(),
+            self.name
+        )
     }
 }
 
@@ -339,6 +347,7 @@ mod tests {
         let photo = || LlmMedia {
             mime: "image/jpeg".into(),
             bytes: bytes::Bytes::from_static(b"jpeg"),
+            name: None,
         };
         let mut message = LlmMessage::customer("hello".into(), None);
         assert!(

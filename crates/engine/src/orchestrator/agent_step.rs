@@ -62,10 +62,15 @@ pub struct AgentResponder {
     budgets: Arc<Budgets>,
     /// Where customers' images are kept, when the model is to see them.
     media: Option<MediaStore>,
+    /// Whether the provider reads PDFs as files (OpenAI's and Anthropic's APIs do).
+    files: bool,
 }
 
 /// The most images one LLM call carries (the newest of the window).
 const IMAGES_PER_TURN: usize = 4;
+/// The most PDFs one LLM call carries, and the largest one sent.
+const FILES_PER_TURN: usize = 2;
+const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
 impl AgentResponder {
     pub fn new(
@@ -81,7 +86,14 @@ impl AgentResponder {
             holding,
             budgets: Arc::new(Budgets::unlimited()),
             media: None,
+            files: false,
         }
+    }
+
+    /// Sends customers' PDFs to the model as files too (a provider that reads them).
+    pub fn with_files(mut self) -> Self {
+        self.files = true;
+        self
     }
 
     /// Shows customers' kept images to the model (`[media] images_to_llm`).
@@ -264,29 +276,56 @@ impl AgentResponder {
         Ok((messages, summary_text))
     }
 
-    /// The images the model sees, by message: the customer's newest kept images in the
-    /// window (at most [`IMAGES_PER_TURN`]), fitted for the LLM. Older ones, and any that
-    /// cannot be read now, reach it as their description only.
+    /// What the model sees of the customer's media, by message: the newest kept images in
+    /// the window (at most [`IMAGES_PER_TURN`]), fitted for the LLM, and where the provider
+    /// reads files, the newest PDFs (at most [`FILES_PER_TURN`], each within
+    /// [`MAX_FILE_BYTES`]). Older ones, and any that cannot be read now, reach it as their
+    /// description only.
     async fn pictures(&self, recent: &[Message]) -> HashMap<MessageId, LlmMedia> {
         let mut pictures = HashMap::new();
         let Some(store) = &self.media else {
             return pictures;
         };
-        let images = recent.iter().rev().filter_map(|m| match &m.content {
-            Content::Media {
-                kind: MediaKind::Image | MediaKind::Sticker,
-                kept: Some(KeptMedia::Stored(stored)),
-                ..
-            } if m.author == Author::Customer && stored.width.is_some() => Some((m.id, stored)),
-            _ => None,
-        });
-        for (id, stored) in images.take(IMAGES_PER_TURN) {
-            match store.read(&stored.id, Variant::ForLlm).await {
+        let customers = || {
+            recent
+                .iter()
+                .rev()
+                .filter(|m| m.author == Author::Customer)
+                .filter_map(|m| match &m.content {
+                    Content::Media {
+                        kind,
+                        caption,
+                        kept: Some(KeptMedia::Stored(stored)),
+                        ..
+                    } => Some((m.id, *kind, caption.as_deref(), stored)),
+                    _ => None,
+                })
+        };
+        let images = customers()
+            .filter(|(_, kind, _, stored)| {
+                matches!(kind, MediaKind::Image | MediaKind::Sticker) && stored.width.is_some()
+            })
+            .take(IMAGES_PER_TURN)
+            .map(|(id, _, _, stored)| (id, stored, Variant::ForLlm, None));
+        let files = customers()
+            .filter(|(_, _, _, stored)| {
+                self.files && stored.mime == "application/pdf" && stored.bytes <= MAX_FILE_BYTES
+            })
+            .take(FILES_PER_TURN)
+            .map(|(id, _, caption, stored)| {
+                let name = caption
+                    .filter(|c| c.to_ascii_lowercase().ends_with(".pdf"))
+                    .unwrap_or("document.pdf");
+                (id, stored, Variant::Original, Some(name.to_string()))
+            });
+        let wanted: Vec<_> = images.chain(files).collect();
+        for (id, stored, variant, name) in wanted {
+            match store.read(&stored.id, variant).await {
                 Ok(Some((bytes, mime))) => {
-                    pictures.insert(id, LlmMedia { mime, bytes });
+                    pictures.insert(id, LlmMedia { mime, bytes, name });
                 }
-                Ok(None) => tracing::warn!(media = %stored.id, "a kept image is missing"),
-                Err(e) => tracing::warn!(error = %e, "cannot read a kept image for the model"),
+                Ok(None) => tracing::warn!(media = %stored.id, "kept media is missing"),
+                Err(e) => tracing::warn!(error = %e, "cannot read kept media for the model"),
             }
         }
         pictures

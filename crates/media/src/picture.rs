@@ -33,6 +33,7 @@ fn reader(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>, MediaError> {
 
 /// The width and height the image's header gives, without decoding it; `None` for a format
 /// this build does not decode (HEIF, AVIF: kept and shown, never resized).
+#[cfg(test)]
 pub(crate) fn dimensions(bytes: &[u8]) -> Result<Option<(u32, u32)>, MediaError> {
     let reader = reader(bytes)?;
     if reader.format().is_none() {
@@ -44,35 +45,70 @@ pub(crate) fn dimensions(bytes: &[u8]) -> Result<Option<(u32, u32)>, MediaError>
         .map_err(|e| MediaError::Unreadable(e.to_string()))
 }
 
-/// The image fitted within `long_side` as a JPEG, or `None` when it fits already in a format
-/// every provider reads (JPEG, PNG, WebP). Decodes the whole image: the caller runs it off
-/// the async threads.
-pub(crate) fn fitted(bytes: &[u8], long_side: u32) -> Result<Option<Vec<u8>>, MediaError> {
+/// What one decode of an image gives: its size, and the copies made of it.
+#[derive(Debug, Default)]
+pub(crate) struct Prepared {
+    /// `None` for a format this build does not decode (HEIF, AVIF: kept, never resized).
+    pub(crate) size: Option<(u32, u32)>,
+    /// Fitted for the LLM, `None` when the original fits already in a format every provider
+    /// reads (JPEG, PNG, WebP).
+    pub(crate) llm: Option<Vec<u8>>,
+    /// The console's thumbnail, `None` when the original is small already (and readable).
+    pub(crate) thumb: Option<Vec<u8>>,
+}
+
+/// Decodes the image once and makes its copies: the LLM's within `llm_side`, and the
+/// thumbnail within `thumb_side` from that smaller image. Takes the whole image in memory
+/// (within [`MAX_ALLOC`]): the caller runs it off the async threads, a few at a time.
+pub(crate) fn prepare(
+    bytes: &[u8],
+    llm_side: u32,
+    thumb_side: u32,
+) -> Result<Prepared, MediaError> {
     let reader = reader(bytes)?;
     let Some(format) = reader.format() else {
-        return Ok(None);
+        return Ok(Prepared::default());
     };
     let image = reader
         .decode()
         .map_err(|e| MediaError::Unreadable(e.to_string()))?;
-    let fits = image.width().max(image.height()) <= long_side;
+    let size = (image.width(), image.height());
     let readable = matches!(
         format,
         ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP
     );
-    if fits && readable {
-        return Ok(None);
-    }
-    let image = if fits {
-        image
+    let long = size.0.max(size.1);
+    let fitted = if long > llm_side {
+        Some(image.resize(llm_side, llm_side, image::imageops::FilterType::Triangle))
     } else {
-        image.resize(long_side, long_side, image::imageops::FilterType::Triangle)
+        None
     };
+    let llm = match (&fitted, readable) {
+        (Some(fitted), _) => Some(jpeg(fitted)?),
+        (None, true) => None,
+        (None, false) => Some(jpeg(&image)?),
+    };
+    let smaller = fitted.as_ref().unwrap_or(&image);
+    let thumb = if long > thumb_side {
+        Some(jpeg(&smaller.thumbnail(thumb_side, thumb_side))?)
+    } else if readable {
+        None
+    } else {
+        Some(jpeg(smaller)?)
+    };
+    Ok(Prepared {
+        size: Some(size),
+        llm,
+        thumb,
+    })
+}
+
+fn jpeg(image: &image::DynamicImage) -> Result<Vec<u8>, MediaError> {
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY)
         .encode_image(&image.to_rgb8())
         .map_err(|e| MediaError::Unreadable(e.to_string()))?;
-    Ok(Some(out))
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -95,12 +131,18 @@ pub(crate) mod tests {
     fn a_large_photo_is_fitted_and_a_small_one_kept_as_it_is() {
         let large = png(2400, 1200);
         assert_eq!(dimensions(&large).unwrap(), Some((2400, 1200)));
-        let fitted = fitted(&large, LLM_LONG_SIDE)
-            .unwrap()
-            .expect("made smaller");
+        let made = prepare(&large, LLM_LONG_SIDE, THUMB_LONG_SIDE).unwrap();
+        assert_eq!(made.size, Some((2400, 1200)));
+        let fitted = made.llm.expect("made smaller");
         assert_eq!(dimensions(&fitted).unwrap(), Some((1568, 784)));
         assert_eq!(&fitted[..3], &[0xFF, 0xD8, 0xFF], "a JPEG");
-        assert_eq!(super::fitted(&png(800, 600), LLM_LONG_SIDE).unwrap(), None);
+        let thumb = made.thumb.expect("a thumbnail");
+        assert_eq!(dimensions(&thumb).unwrap(), Some((320, 160)));
+        let small = prepare(&png(800, 600), LLM_LONG_SIDE, THUMB_LONG_SIDE).unwrap();
+        assert!(small.llm.is_none(), "fits already");
+        assert!(small.thumb.is_some());
+        let tiny = prepare(&png(200, 100), LLM_LONG_SIDE, THUMB_LONG_SIDE).unwrap();
+        assert!(tiny.llm.is_none() && tiny.thumb.is_none());
     }
 
     #[test]
@@ -108,7 +150,7 @@ pub(crate) mod tests {
         let mut broken = png(64, 64);
         broken.truncate(60);
         assert!(matches!(
-            fitted(&broken, LLM_LONG_SIDE),
+            prepare(&broken, LLM_LONG_SIDE, THUMB_LONG_SIDE),
             Err(MediaError::Unreadable(_))
         ));
     }

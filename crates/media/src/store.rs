@@ -8,6 +8,9 @@
 //! `refs/abcd…/{conversation}` empty markers.
 
 use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -32,6 +35,8 @@ pub enum Variant {
 pub struct MediaStore {
     objects: Folder,
     max_bytes: u64,
+    /// Images decoded at once: one per core (a decoded 12 MP photo takes tens of MB).
+    decoding: Arc<Semaphore>,
 }
 
 /// The key of `id`'s object in `top`: `top/ab/abcd…{suffix}`.
@@ -58,9 +63,11 @@ impl MediaStore {
         std::fs::create_dir_all(folder).map_err(|e| {
             MediaError::Store(format!("cannot make the folder {}: {e}", folder.display()))
         })?;
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
         Ok(MediaStore {
             objects: Folder::new(folder.to_path_buf()),
             max_bytes,
+            decoding: Arc::new(Semaphore::new(cores.max(1))),
         })
     }
 
@@ -102,15 +109,18 @@ impl MediaStore {
         let mut copies = Vec::new();
         if sniffed.kind == MediaKind::Image {
             let source = bytes.clone();
+            // A few decodes at a time: each holds a whole photo in memory.
+            let _turn = self
+                .decoding
+                .acquire()
+                .await
+                .map_err(|e| MediaError::Store(e.to_string()))?;
             let made = tokio::task::spawn_blocking(move || {
-                let size = picture::dimensions(&source)?;
-                let llm = picture::fitted(&source, LLM_LONG_SIDE)?;
-                let thumb = picture::fitted(&source, THUMB_LONG_SIDE)?;
-                Ok::<_, MediaError>((size, llm, thumb))
+                picture::prepare(&source, LLM_LONG_SIDE, THUMB_LONG_SIDE)
             })
             .await
             .map_err(|e| MediaError::Unreadable(format!("the image decoder failed: {e}")))??;
-            let (size, llm, thumb) = made;
+            let picture::Prepared { size, llm, thumb } = made;
             if let Some((w, h)) = size {
                 stored.width = Some(w);
                 stored.height = Some(h);

@@ -111,6 +111,47 @@ impl Gateway {
     }
 }
 
+/// Waits until `count` replies of the conversations `ids` are marked sent.
+async fn until_sent(store: &SharedStore, ids: &[ConversationId], count: usize) {
+    eventually("every message answered and every reply sent", || {
+        let (store, ids) = (store.clone(), ids.to_vec());
+        async move {
+            let mut sent = 0;
+            for id in &ids {
+                let messages = store.messages(id, 0, 1000).await.unwrap_or_default();
+                sent += messages
+                    .iter()
+                    .filter(|m| {
+                        m.direction == Direction::Outbound
+                            && m.status == concierge::domain::DeliveryStatus::Sent
+                    })
+                    .count();
+            }
+            sent == count
+        }
+    })
+    .await;
+}
+
+/// What the channel was handed across every run (from the logs): each reply at least once,
+/// and again only when flagged as possibly sent (a kill between the send and its record),
+/// which the channel dedupes on the message id. Returns the sends and the ids sent.
+fn handed_once(
+    logs: &[String],
+    reply_ids: &HashSet<String>,
+) -> (Vec<(String, bool)>, HashSet<String>) {
+    let sends = sends_in(logs);
+    let sent_ids: HashSet<String> = sends.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(&sent_ids, reply_ids, "every reply handed to the channel");
+    let mut seen = HashSet::new();
+    for (id, maybe_sent) in &sends {
+        if !seen.insert(id.clone()) {
+            assert!(maybe_sent, "{id} sent twice without the maybe-sent flag");
+        }
+    }
+    (sends, sent_ids)
+}
+
 /// Posts until the gateway acknowledges, as a platform retries an unacknowledged webhook.
 async fn post_until_acked(
     client: &reqwest::Client,
@@ -175,25 +216,7 @@ async fn killed_mid_traffic_every_message_is_answered_once_in_order() {
         let key = visitor_key(&format!("k{c}"));
         conversation_ids.push(crate::helpers::visitor_conversation_in(&store, "web", &key).await);
     }
-    eventually("every message answered and every reply sent", || {
-        let store = store.clone();
-        let ids = conversation_ids.clone();
-        async move {
-            let mut sent = 0;
-            for id in &ids {
-                let messages = store.messages(id, 0, 1000).await.unwrap();
-                sent += messages
-                    .iter()
-                    .filter(|m| {
-                        m.direction == Direction::Outbound
-                            && m.status == concierge::domain::DeliveryStatus::Sent
-                    })
-                    .count();
-            }
-            sent == conversations * per_conversation
-        }
-    })
-    .await;
+    until_sent(&store, &conversation_ids, conversations * per_conversation).await;
 
     let mut counts = HashMap::new();
     let mut reply_ids = HashSet::new();
@@ -241,18 +264,7 @@ async fn killed_mid_traffic_every_message_is_answered_once_in_order() {
     );
     logs.extend(last);
 
-    // What the channel was actually handed, across every run: each reply at least once, and
-    // again only when flagged as possibly sent (a kill between the send and its record),
-    // which the channel dedupes on the message id.
-    let sends = sends_in(&logs);
-    let sent_ids: HashSet<String> = sends.iter().map(|(id, _)| id.clone()).collect();
-    assert_eq!(sent_ids, reply_ids, "every reply handed to the channel");
-    let mut seen = HashSet::new();
-    for (id, maybe_sent) in &sends {
-        if !seen.insert(id.clone()) {
-            assert!(maybe_sent, "{id} sent twice without the maybe-sent flag");
-        }
-    }
+    let (sends, sent_ids) = handed_once(&logs, &reply_ids);
     let resent = sends.len() - sent_ids.len();
     eprintln!(
         "{} replies, {resent} re-sent after a kill (flagged, deduped by id)",
@@ -390,24 +402,7 @@ async fn killed_during_media_downloads(backend: Backend) {
     for c in 0..conversations {
         ids.push(crate::helpers::conversation_in(&store, "whatsapp", &load::phone(c)).await);
     }
-    eventually("every photo answered and every reply sent", || {
-        let (store, ids) = (store.clone(), ids.clone());
-        async move {
-            let mut sent = 0;
-            for id in &ids {
-                let messages = store.messages(id, 0, 1000).await.unwrap_or_default();
-                sent += messages
-                    .iter()
-                    .filter(|m| {
-                        m.direction == Direction::Outbound
-                            && m.status == concierge::domain::DeliveryStatus::Sent
-                    })
-                    .count();
-            }
-            sent == count
-        }
-    })
-    .await;
+    until_sent(&store, &ids, count).await;
     let index = FaqIndex::parse(FAQ).unwrap();
     let mut reply_ids = HashSet::new();
     for (c, id) in ids.iter().enumerate() {
@@ -457,15 +452,7 @@ async fn killed_during_media_downloads(backend: Backend) {
     let (status, last) = gateway.terminate();
     assert!(status.success(), "{status:?}");
     logs.extend(last);
-    let sends = sends_in(&logs);
-    let sent_ids: HashSet<String> = sends.iter().map(|(id, _)| id.clone()).collect();
-    assert_eq!(sent_ids, reply_ids, "every reply handed to the channel");
-    let mut seen = HashSet::new();
-    for (id, maybe_sent) in &sends {
-        if !seen.insert(id.clone()) {
-            assert!(maybe_sent, "{id} sent twice without the maybe-sent flag");
-        }
-    }
+    let (sends, sent_ids) = handed_once(&logs, &reply_ids);
     let downloads: usize = (0..count)
         .map(|n| graph.media_downloads(&load::photo_id(n)))
         .sum();

@@ -910,6 +910,8 @@ mod tests {
                 "llm_budget_exhausted",
                 "connections_open",
                 "write_timeouts",
+                "media_late",
+                "transcription_seconds",
             ]
         );
         assert!(text.contains("# HELP concierge_turn_seconds Time to process one inbox event.\n"));

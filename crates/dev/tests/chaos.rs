@@ -59,6 +59,10 @@ fn chaos(store: &str, env: &[(&str, &str)]) -> Value {
     assert_eq!(row["accepted"], 1800, "{row}");
     assert!(row["kills"].as_u64() > Some(0), "{row}");
     assert!(row["faults"].as_u64() > Some(0), "{row}");
+    // One message in five was a photo, each downloaded at least once (again after a kill).
+    assert_eq!(row["photos"], 360, "{row}");
+    assert!(row["photo_downloads"].as_u64() >= Some(360), "{row}");
+    eprintln!("chaos {store}: {row}");
     row
 }
 

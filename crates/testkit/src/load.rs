@@ -39,6 +39,23 @@ pub enum Carries {
     Text,
     /// A photo, Graph media id `bench-media-{i % photos}`, captioned `text(i)`.
     Photo { photos: usize },
+    /// Every `every`th message (0, `every`, …) a photo, `bench-media-{(i / every) % photos}`,
+    /// captioned `text(i)`; the others text.
+    Mixed { every: usize, photos: usize },
+}
+
+impl Carries {
+    /// The photo message `i` carries, if any.
+    pub fn photo_of(self, i: usize) -> Option<usize> {
+        match self {
+            Carries::Text => None,
+            Carries::Photo { photos } => Some(i % photos.max(1)),
+            Carries::Mixed { every, photos } => {
+                let every = every.max(1);
+                i.is_multiple_of(every).then(|| (i / every) % photos.max(1))
+            }
+        }
+    }
 }
 
 /// The Graph media id of photo `n` of a [`Carries::Photo`] load.
@@ -74,12 +91,12 @@ pub fn shots_of(
     let conversations = conversations.max(1);
     let message = |i: usize, from: &str| {
         let id = format!("wamid.bench-{run}-{i}");
-        match carries {
-            Carries::Text => json!({ "from": from, "id": id, "timestamp": now.to_string(),
-                                     "type": "text", "text": { "body": text(i) } }),
-            Carries::Photo { photos } => json!({ "from": from, "id": id,
+        match carries.photo_of(i) {
+            None => json!({ "from": from, "id": id, "timestamp": now.to_string(),
+                            "type": "text", "text": { "body": text(i) } }),
+            Some(n) => json!({ "from": from, "id": id,
                 "timestamp": now.to_string(), "type": "image",
-                "image": { "id": photo_id(i % photos.max(1)), "mime_type": "image/jpeg",
+                "image": { "id": photo_id(n), "mime_type": "image/jpeg",
                            "sha256": "bench", "caption": text(i) } }),
         }
     };

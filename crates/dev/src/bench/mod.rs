@@ -260,7 +260,7 @@ pub async fn run_one(binary: &Path, options: &Options, plan: &Plan) -> Result<Ou
     let graph = Graph::start().await?;
     if let load::Carries::Photo { photos } = carries {
         for n in 0..photos {
-            graph.serve_media(&load::photo_id(n), "image/jpeg", photo(n));
+            graph.serve_media(&load::photo_id(n), "image/jpeg", photo(n, 2000, 1500));
         }
     }
     let graph_url = graph.graph_api_base();
@@ -330,11 +330,12 @@ pub async fn run_one(binary: &Path, options: &Options, plan: &Plan) -> Result<Ou
     })
 }
 
-/// Photo `n` of the media scenario: a 2000×1500 JPEG as a phone sends one (a gradient with
-/// `n` in it, so no two are the same bytes and each is kept and fitted anew).
-fn photo(n: usize) -> Vec<u8> {
+/// Photo `n`: a `width`×`height` JPEG (2000×1500 as a phone sends one in the media
+/// scenario), a gradient with `n` in it, so no two are the same bytes and each is kept and
+/// fitted anew.
+pub(crate) fn photo(n: usize, width: u32, height: u32) -> Vec<u8> {
     let seed = n as u32;
-    let picture = image::RgbImage::from_fn(2000, 1500, |x, y| {
+    let picture = image::RgbImage::from_fn(width, height, |x, y| {
         image::Rgb([
             ((x + seed) % 256) as u8,
             ((y * 3 + seed) % 256) as u8,

@@ -153,10 +153,19 @@ async fn customer(
     }
 }
 
+/// One customer message in this many is a photo (downloaded, kept and shown to the LLM in
+/// its turn), the others text.
+const PHOTO_EVERY: usize = 5;
+
 async fn run_one(binary: &Path, options: &Options, store: StoreKind) -> Result<Row, BenchError> {
     let run_id = format!("{:08x}", rand::random::<u32>());
     let (unique, lists) = schedule(options);
-    let shots = Arc::new(concierge_testkit::load::shots(
+    let carries = concierge_testkit::load::Carries::Mixed {
+        every: PHOTO_EVERY,
+        photos: unique.div_ceil(PHOTO_EVERY),
+    };
+    let shots = Arc::new(concierge_testkit::load::shots_of(
+        carries,
         unique,
         options.conversations.max(1),
         SECRET,
@@ -164,6 +173,13 @@ async fn run_one(binary: &Path, options: &Options, store: StoreKind) -> Result<R
         concierge_testkit::tokens::token,
     ));
     let platform = concierge_testkit::platform::FakeApi::start().await?;
+    // Every photo its own bytes, each download slow enough that kills land during some.
+    let photos: Vec<usize> = (0..unique).filter_map(|i| carries.photo_of(i)).collect();
+    for &n in &photos {
+        let id = concierge_testkit::load::photo_id(n);
+        platform.serve_media(&id, "image/jpeg", crate::bench::photo(n, 320, 240));
+        platform.slow_media(&id, Duration::from_millis(100));
+    }
     platform.fail_randomly(options.faults_percent / 100.0);
     // A random wait up to llm_max_ms, so kills land mid-turn; each reply names what it answers.
     let llm = concierge_testkit::llm::FakeLlm::with(concierge_testkit::llm::Options {
@@ -284,6 +300,11 @@ async fn run_one(binary: &Path, options: &Options, store: StoreKind) -> Result<R
         llm_calls: llm.count(),
         sent_in,
         drained_in,
+        photos: photos.len(),
+        photo_downloads: photos
+            .iter()
+            .map(|&n| platform.media_downloads(&concierge_testkit::load::photo_id(n)))
+            .sum(),
     });
     if store == StoreKind::Redis {
         crate::bench::forget_redis(&options.redis_url, &prefix).await?;

@@ -41,6 +41,10 @@ pub struct Row {
     /// How long the kills went on (until the last acknowledgement, or `--kill-for-secs`).
     pub kill_secs: f64,
     pub drained_secs: f64,
+    /// Distinct customer messages that were photos, and their downloads (again after a kill
+    /// mid-download).
+    pub photos: usize,
+    pub photo_downloads: usize,
 }
 
 impl Row {
@@ -60,6 +64,7 @@ impl Row {
             "faults": self.faults, "reconciled": self.reconciled, "replies": self.replies,
             "llm_calls": self.llm_calls, "attempts": self.attempts,
             "kill_secs": self.kill_secs, "drained_secs": self.drained_secs,
+            "photos": self.photos, "photo_downloads": self.photo_downloads,
         })
         .to_string()
     }
@@ -79,6 +84,8 @@ pub struct Inputs<'a> {
     pub llm_calls: u64,
     pub sent_in: Duration,
     pub drained_in: Duration,
+    pub photos: usize,
+    pub photo_downloads: usize,
 }
 
 /// Lines of the gateway's logs containing `needle`.
@@ -161,18 +168,20 @@ pub fn analyse(inputs: Inputs<'_>) -> Row {
         attempts: inputs.attempts,
         kill_secs: inputs.sent_in.as_secs_f64(),
         drained_secs: inputs.drained_in.as_secs_f64(),
+        photos: inputs.photos,
+        photo_downloads: inputs.photo_downloads,
     }
 }
 
 /// The table: the bar's columns first, then what the run did.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| store | webhooks | duplicates | accepted | lost | processed twice | replies sent twice | out of order | kills | faults | reconciled | replies | LLM calls | killed for | done in |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| store | webhooks | duplicates | accepted | lost | processed twice | replies sent twice | out of order | kills | faults | reconciled | replies | LLM calls | killed for | done in | photos (downloads) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {:.1} s |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {:.1} s | {} ({}) |\n",
             r.store,
             r.webhooks,
             r.duplicates,
@@ -188,6 +197,8 @@ pub fn table(rows: &[Row]) -> String {
             r.llm_calls,
             r.kill_secs,
             r.drained_secs,
+            r.photos,
+            r.photo_downloads,
         ));
     }
     out

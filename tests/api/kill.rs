@@ -222,14 +222,9 @@ async fn killed_mid_traffic_every_message_is_answered_once_in_order() {
     let mut reply_ids = HashSet::new();
     for (c, id) in conversation_ids.iter().enumerate() {
         let messages = store.messages(id, 0, 1000).await.unwrap();
-        let inbound: Vec<_> = messages
+        let (inbound, outbound): (Vec<_>, Vec<_>) = messages
             .iter()
-            .filter(|m| m.direction == Direction::Inbound)
-            .collect();
-        let outbound: Vec<_> = messages
-            .iter()
-            .filter(|m| m.direction == Direction::Outbound)
-            .collect();
+            .partition(|m| m.direction == Direction::Inbound);
         counts.insert(c, (inbound.len(), outbound.len()));
         reply_ids.extend(outbound.iter().map(|m| m.id.to_string()));
         assert_eq!(
@@ -407,14 +402,9 @@ async fn killed_during_media_downloads(backend: Backend) {
     let mut reply_ids = HashSet::new();
     for (c, id) in ids.iter().enumerate() {
         let messages = store.messages(id, 0, 1000).await.unwrap();
-        let inbound: Vec<_> = messages
+        let (inbound, outbound): (Vec<_>, Vec<_>) = messages
             .iter()
-            .filter(|m| m.direction == Direction::Inbound)
-            .collect();
-        let outbound: Vec<_> = messages
-            .iter()
-            .filter(|m| m.direction == Direction::Outbound)
-            .collect();
+            .partition(|m| m.direction == Direction::Inbound);
         assert_eq!(
             inbound.len(),
             per_conversation,

@@ -523,34 +523,21 @@ impl Content {
 impl Content {
     /// The content as the adapter read it: a media message without what was kept of it.
     pub fn without_kept(&self) -> Content {
-        match self {
-            Content::Media {
-                kind,
-                mime,
-                caption,
-                media,
-                ..
-            } => Content::media(*kind, mime.clone(), caption.clone(), media.clone()),
-            other => other.clone(),
-        }
+        self.replacing_kept(None).unwrap_or_else(|| self.clone())
     }
 
     /// This media content with what became of its bytes; `None` for any other content.
     pub fn with_kept(&self, outcome: KeptMedia) -> Option<Content> {
-        match self {
-            Content::Media {
-                kind,
-                mime,
-                caption,
-                media,
-                ..
-            } => Some(Content::Media {
-                kind: *kind,
-                mime: mime.clone(),
-                caption: caption.clone(),
-                media: media.clone(),
-                kept: Some(outcome),
-            }),
+        self.replacing_kept(Some(outcome))
+    }
+
+    fn replacing_kept(&self, outcome: Option<KeptMedia>) -> Option<Content> {
+        let mut content = self.clone();
+        match &mut content {
+            Content::Media { kept, .. } => {
+                *kept = outcome;
+                Some(content)
+            }
             _ => None,
         }
     }

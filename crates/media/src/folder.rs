@@ -22,13 +22,13 @@ impl Folder {
         Folder { root }
     }
 
-    fn path(&self, key: &[&str]) -> PathBuf {
+    fn path(&self, key: &[impl AsRef<str>]) -> PathBuf {
         key.iter()
-            .fold(self.root.clone(), |path, part| path.join(part))
+            .fold(self.root.clone(), |path, part| path.join(part.as_ref()))
     }
 
     /// Writes `bytes` under `key`, replacing what was there.
-    pub(crate) async fn put(&self, key: &[&str], bytes: &[u8]) -> std::io::Result<()> {
+    pub(crate) async fn put(&self, key: &[impl AsRef<str>], bytes: &[u8]) -> std::io::Result<()> {
         let path = self.path(key);
         if let Some(parent) = path.parent() {
             tokio::fs::create_dir_all(parent).await?;
@@ -51,7 +51,7 @@ impl Folder {
     }
 
     /// The bytes under `key`, if any.
-    pub(crate) async fn get(&self, key: &[&str]) -> std::io::Result<Option<Bytes>> {
+    pub(crate) async fn get(&self, key: &[impl AsRef<str>]) -> std::io::Result<Option<Bytes>> {
         match tokio::fs::read(self.path(key)).await {
             Ok(bytes) => Ok(Some(Bytes::from(bytes))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -60,13 +60,13 @@ impl Folder {
     }
 
     /// Whether something is under `key`.
-    pub(crate) async fn exists(&self, key: &[&str]) -> std::io::Result<bool> {
+    pub(crate) async fn exists(&self, key: &[impl AsRef<str>]) -> std::io::Result<bool> {
         tokio::fs::try_exists(self.path(key)).await
     }
 
     /// The names under the folder `key` (none when it does not exist), temporary files left
     /// out.
-    pub(crate) async fn names(&self, key: &[&str]) -> std::io::Result<Vec<String>> {
+    pub(crate) async fn names(&self, key: &[impl AsRef<str>]) -> std::io::Result<Vec<String>> {
         let mut entries = match tokio::fs::read_dir(self.path(key)).await {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

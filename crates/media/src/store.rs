@@ -40,21 +40,13 @@ pub struct MediaStore {
 }
 
 /// The key of `id`'s object in `top`: `top/ab/abcd…{suffix}`.
-struct Sharded(String, String, String);
-
-impl Sharded {
-    fn key(&self) -> [&str; 3] {
-        [&self.0, &self.1, &self.2]
-    }
-}
-
-fn sharded(top: &str, id: &MediaId, suffix: &str) -> Sharded {
+fn sharded(top: &str, id: &MediaId, suffix: &str) -> [String; 3] {
     let id = id.as_str();
-    Sharded(
+    [
         top.to_string(),
         id[..2].to_string(),
         format!("{id}{suffix}"),
-    )
+    ]
 }
 
 impl MediaStore {
@@ -132,28 +124,22 @@ impl MediaStore {
                 copies.push((sharded("thumb", &id, ""), thumb));
             }
         }
-        self.objects
-            .put(&sharded("blobs", &id, "").key(), &bytes)
-            .await?;
+        self.objects.put(&sharded("blobs", &id, ""), &bytes).await?;
         for (path, copy) in copies {
-            self.objects.put(&path.key(), &copy).await?;
+            self.objects.put(&path, &copy).await?;
         }
         // What the bytes are comes last: kept media is only ever read through it, so a crash
         // before it leaves nothing half-kept (the next download writes the same files).
         let meta = serde_json::to_vec(&stored).map_err(|e| MediaError::Store(e.to_string()))?;
         self.objects
-            .put(&sharded("meta", &id, ".json").key(), &meta)
+            .put(&sharded("meta", &id, ".json"), &meta)
             .await?;
         Ok(stored)
     }
 
     /// What is kept under `id`, if anything.
     pub async fn stored(&self, id: &MediaId) -> Result<Option<StoredMedia>, MediaError> {
-        let Some(meta) = self
-            .objects
-            .get(&sharded("meta", id, ".json").key())
-            .await?
-        else {
+        let Some(meta) = self.objects.get(&sharded("meta", id, ".json")).await? else {
             return Ok(None);
         };
         serde_json::from_slice(&meta)
@@ -208,13 +194,13 @@ impl MediaStore {
             Variant::Thumbnail => Some("thumb"),
         };
         if let Some(top) = copy
-            && let Some(bytes) = self.objects.get(&sharded(top, id, "").key()).await?
+            && let Some(bytes) = self.objects.get(&sharded(top, id, "")).await?
         {
             return Ok(Some((bytes, "image/jpeg".to_string())));
         }
         Ok(self
             .objects
-            .get(&sharded("blobs", id, "").key())
+            .get(&sharded("blobs", id, ""))
             .await?
             .map(|bytes| (bytes, stored.mime)))
     }

@@ -87,7 +87,8 @@ impl App {
             .unwrap_or_else(|| responder_chain(&config, agents, hints.clone(), &media));
         let orchestrator = orchestrator(&config, &handles, responder, hints, &desk)
             .with_media(media_intake(&config, &handles, &channels, &media)?);
-        let delivery = delivery_worker(&config, &handles, &channels, &desk);
+        let delivery =
+            delivery_worker(&config, &handles, &channels, &desk).with_media(media.clone());
         let mut http = bind_http(&config, &handles, &channels, &desk, &media).await?;
         let metrics_addr = http.metrics_port.as_ref().map(|port| port.addr);
         log_start(&config, addr);
@@ -407,7 +408,7 @@ async fn bind_http(
     media: &MediaStore,
 ) -> anyhow::Result<Http> {
     let server = &config.settings.server;
-    let limits = http_limits(server);
+    let limits = http_limits(server, config.settings.media.max_bytes);
     let metrics_page = MetricsPage {
         metrics: handles.metrics.clone(),
         token: server.metrics_token.clone(),
@@ -492,9 +493,10 @@ fn max_event_age_ms(secs: u64) -> Option<i64> {
 
 /// The limits on a request's body and time. A timeout of 0 would refuse every request, so
 /// it counts as one second.
-fn http_limits(server: &ServerConfig) -> HttpLimits {
+fn http_limits(server: &ServerConfig, media_max_bytes: u64) -> HttpLimits {
     HttpLimits {
         body_limit_bytes: server.body_limit_bytes,
+        upload_limit_bytes: usize::try_from(media_max_bytes).unwrap_or(usize::MAX),
         body_read_timeout: Duration::from_secs(server.body_read_timeout_secs.max(1)),
         request_timeout: Duration::from_secs(server.request_timeout_secs.max(1)),
     }
@@ -900,7 +902,7 @@ mod tests {
             write_timeout_secs: 0,
             ..ServerConfig::default()
         };
-        let limits = http_limits(&server);
+        let limits = http_limits(&server, 1);
         assert_eq!(limits.request_timeout, Duration::from_secs(1));
         assert_eq!(limits.body_read_timeout, Duration::from_secs(1));
         let head = head_limits(&server);
@@ -911,8 +913,9 @@ mod tests {
     #[test]
     fn limits_come_from_the_server_section() {
         let server = ServerConfig::default();
-        let limits = http_limits(&server);
+        let limits = http_limits(&server, 16 << 20);
         assert_eq!(limits.body_limit_bytes, server.body_limit_bytes);
+        assert_eq!(limits.upload_limit_bytes, 16 << 20);
         assert_eq!(
             limits.request_timeout,
             Duration::from_secs(server.request_timeout_secs)

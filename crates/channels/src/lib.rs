@@ -27,6 +27,7 @@ pub mod bluebubbles {
 pub mod callback;
 mod choice_id;
 mod limiter;
+pub mod media_link;
 pub mod outbound_http;
 pub mod signature;
 #[cfg(feature = "telegram")]
@@ -441,6 +442,48 @@ pub struct OutboundMessage {
     /// The platform refused this reply for a closed reply window: send the channel's
     /// re-engagement template instead.
     pub reengage: bool,
+    /// The bytes of the media this reply sends, read from the media store (a concierge's
+    /// upload): the adapter uploads them, or links to them, as its platform wants.
+    pub attachment: Option<Attachment>,
+}
+
+/// A file a reply sends: what it is, and its bytes.
+#[derive(Clone, PartialEq)]
+pub struct Attachment {
+    pub media: concierge_domain::StoredMedia,
+    pub bytes: bytes::Bytes,
+}
+
+impl Attachment {
+    /// The file's name for the platform: the sender's, else one made from its id and type.
+    pub fn file_name(&self) -> String {
+        if let Some(name) = self.media.name.as_deref().filter(|n| !n.is_empty()) {
+            return name.to_string();
+        }
+        let extension = match self.media.mime.as_str() {
+            "image/jpeg" => "jpg",
+            "image/png" => "png",
+            "image/webp" => "webp",
+            "image/gif" => "gif",
+            "audio/ogg" => "ogg",
+            "audio/mpeg" => "mp3",
+            "audio/mp4" | "audio/x-m4a" => "m4a",
+            "video/mp4" => "mp4",
+            "application/pdf" => "pdf",
+            _ => "bin",
+        };
+        format!("{}.{extension}", &self.media.id.as_str()[..12])
+    }
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment")
+            .field("media", &self.media.id)
+            .field("mime", &self.media.mime)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
 }
 
 impl OutboundMessage {
@@ -516,6 +559,17 @@ pub trait ChannelAdapter: Send + Sync {
     }
 
     /// Fetches the bytes behind a media reference this adapter produced.
+    /// Whether a signed link to media `id` of this channel (see [`media_link`]) is valid now:
+    /// only channels whose platform fetches a reply's media by URL mint them.
+    fn media_link_valid(
+        &self,
+        _id: &concierge_domain::MediaId,
+        _expires: i64,
+        _signature: &str,
+    ) -> bool {
+        false
+    }
+
     async fn fetch_media(&self, _media: &MediaRef) -> Result<MediaBytes, MediaError> {
         Err(MediaError::Unsupported)
     }

@@ -112,6 +112,7 @@ mod tests {
             maybe_sent: false,
             customer_last_message_at: last_customer,
             reengage: false,
+            attachment: None,
         }
     }
 

@@ -496,11 +496,36 @@ impl MediaKind {
             MediaKind::Sticker => "sticker",
         }
     }
+
+    /// The kind a file of type `mime` is sent as: a picture, a sound, a film, else a document.
+    pub fn for_mime(mime: &str) -> MediaKind {
+        match mime.split('/').next().unwrap_or_default() {
+            "image" => MediaKind::Image,
+            "audio" => MediaKind::Audio,
+            "video" => MediaKind::Video,
+            _ => MediaKind::Document,
+        }
+    }
 }
 
 /// A reference the channel adapter that produced it can resolve into bytes on demand.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaRef(pub String);
+
+impl MediaRef {
+    const KEPT: &'static str = "kept:";
+
+    /// A reference to media the gateway already keeps (a web chat visitor's upload): the
+    /// intake takes it from the store, and only if the conversation holds it.
+    pub fn kept(id: &MediaId) -> MediaRef {
+        MediaRef(format!("{}{id}", Self::KEPT))
+    }
+
+    /// The kept media this reference names, if it names one.
+    pub fn kept_id(&self) -> Option<MediaId> {
+        MediaId::parse(self.0.strip_prefix(Self::KEPT)?).ok()
+    }
+}
 
 impl Content {
     /// A media message as an adapter reads it: what the platform said, nothing fetched yet.
@@ -572,6 +597,10 @@ pub struct StoredMedia {
     /// Why a voice note has no transcript (the server failed, or none is configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcript_problem: Option<String>,
+    /// The file's name as its sender gave it (a concierge's upload), for the platforms that
+    /// show one; bounded and without a path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl StoredMedia {

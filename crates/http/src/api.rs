@@ -21,11 +21,11 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::body::ApiJson;
 use concierge_domain::{
-    Author, Content, ConversationId, DeliveryStatus, Direction, Message, Millis, Priority,
-    ThreadState, now_millis,
+    Author, Content, ConversationId, DeliveryStatus, Direction, MediaId, Message, Millis, Priority,
+    StoredMedia, ThreadState, now_millis,
 };
 use concierge_engine::handoff::access::hash_token;
-use concierge_engine::handoff::actions::ActionError;
+use concierge_engine::handoff::actions::{ActionError, Reply, ReplyShape};
 use concierge_engine::handoff::{Brief, Caller, Desk};
 use concierge_store::{Conversation, Handoff, QueueEntry, StoreError};
 
@@ -776,10 +776,25 @@ pub async fn transfer(
 
 #[derive(Deserialize, ToSchema)]
 pub struct ReplyBody {
+    /// The words; with `media`, its caption (and may be empty).
+    #[serde(default)]
     text: String,
     /// Quick-reply options, where the channel has them.
     #[serde(default)]
     choices: Vec<String>,
+    /// A file kept for this conversation by `POST /conversations/{id}/media`, sent as the
+    /// platform's own media message.
+    #[serde(default)]
+    media: Option<ReplyMedia>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ReplyMedia {
+    /// The id the upload answered.
+    id: String,
+    /// The file's name, shown with a document.
+    #[serde(default)]
+    name: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -840,15 +855,24 @@ pub async fn reply(
         .conversation(&id)
         .await?
         .ok_or(ActionError::NotFound)?;
-    let limit = state
+    let capabilities = state
         .channels
         .adapter(&conversation.channel)
-        .map(|a| a.capabilities().max_text_chars)
-        .filter(|n| *n > 0);
-    let queued = state
-        .desk
-        .reply(&caller, &id, &body.text, &body.choices, &key, limit)
-        .await?;
+        .map(|a| a.capabilities());
+    let shape = ReplyShape {
+        max_text_chars: capabilities.map(|c| c.max_text_chars).filter(|n| *n > 0),
+        media_captions: capabilities.is_none_or(|c| c.media_captions),
+    };
+    let media = match &body.media {
+        Some(wanted) => Some(reply_file(&state, &id, wanted).await?),
+        None => None,
+    };
+    let reply = Reply {
+        text: &body.text,
+        choices: &body.choices,
+        media: media.as_ref(),
+    };
+    let queued = state.desk.reply(&caller, &id, reply, &key, shape).await?;
     state.outbox_wake.notify_one();
     let first = queued.first().map(ToString::to_string);
     Ok((
@@ -859,6 +883,41 @@ pub async fn reply(
         }),
     )
         .into_response())
+}
+
+/// The file a reply names: kept for this conversation, else 404 (as for a file that does not
+/// exist), so a concierge can only send what was uploaded to a thread they may see.
+async fn reply_file(
+    state: &AppState,
+    conversation: &ConversationId,
+    wanted: &ReplyMedia,
+) -> Result<StoredMedia, Rejection> {
+    let not_found = || {
+        Rejection::from_response(problem(
+            StatusCode::NOT_FOUND,
+            "no such media in this conversation",
+        ))
+    };
+    let (Some(store), Ok(id)) = (state.media.as_ref(), MediaId::parse(&wanted.id)) else {
+        return Err(not_found());
+    };
+    let unavailable = |e: concierge_media::MediaError| {
+        tracing::warn!(error = %e, "the media store failed");
+        Rejection::from_response(problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the media store is unavailable; try again",
+        ))
+    };
+    if !store.linked(&id, conversation).await.map_err(unavailable)? {
+        return Err(not_found());
+    }
+    let mut stored = store
+        .stored(&id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(not_found)?;
+    stored.name = wanted.name.as_deref().and_then(super::media::file_name);
+    Ok(stored)
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -16,7 +16,10 @@ use tokio::sync::broadcast;
 use super::AppState;
 use super::streams::Slot;
 use concierge_channels::webchat::{ChatEvent, Webchat};
-use concierge_domain::{ChannelId, DeliveryStatus, Message};
+use concierge_domain::{
+    ChannelId, ContactId, ConversationId, DeliveryStatus, MediaId, MediaKind, Message,
+};
+use concierge_media::{MediaError, Variant};
 
 const PAGE: &str = include_str!("assets/chat.html");
 /// The most messages replayed when a page (re)connects: the latest ones.
@@ -133,29 +136,14 @@ pub async fn events(
     let Some(chat) = find(&state, &channel_id).cloned() else {
         return (StatusCode::NOT_FOUND, "no such web chat").into_response();
     };
-    let params: Vec<(String, String)> = query
-        .as_deref()
-        .and_then(|q| serde_urlencoded::from_str(q).ok())
-        .unwrap_or_default();
+    let params = query_params(query.as_deref());
     let param = |name: &str| {
         params
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    // The page sends its key in a cookie scoped to this stream (EventSource cannot set
-    // headers, and a query string ends up in proxy logs); `?key=` serves other clients.
-    let cookie_name = format!("concierge_chat_{channel_id}");
-    let from_cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == cookie_name)
-        .map(|(_, value)| value.to_string());
-    let key = from_cookie.or_else(|| param("key").map(str::to_string));
-    let Some(contact) = key.and_then(|key| chat.contact_for_key(&key)) else {
+    let Some(contact) = visitor(&chat, &channel_id, &headers, param("key")) else {
         return (StatusCode::UNAUTHORIZED, "a valid key is required").into_response();
     };
     let after = headers
@@ -165,15 +153,9 @@ pub async fn events(
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap_or(0)
         .max(0);
-    let conversation = {
-        use concierge_channels::ChannelAdapter;
-        match state.store.conversation_of(chat.id(), &contact).await {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot open a web chat stream: the store does not answer");
-                return (StatusCode::SERVICE_UNAVAILABLE, "try again shortly").into_response();
-            }
-        }
+    let conversation = match visitors_conversation(&state, &chat, &contact).await {
+        Ok(conversation) => conversation,
+        Err(answer) => return answer,
     };
     // Subscribe before reading history, so nothing published in between is missed.
     let live = chat.hub().subscribe(&contact);
@@ -200,6 +182,172 @@ pub async fn events(
     let stream = replay_then_follow(history, live, after, slot).take_until(ended.cancelled_owned());
     Sse::new(stream.map(Ok::<_, Infallible>))
         .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn query_params(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default()
+}
+
+/// The visitor a request comes from: by the key in its header (the page's POSTs), its cookie
+/// (scoped to `/chat/{channel}/`: the stream and media, which cannot set headers), or
+/// `?key=` (other clients).
+fn visitor(
+    chat: &Webchat,
+    channel_id: &str,
+    headers: &HeaderMap,
+    from_query: Option<&str>,
+) -> Option<ContactId> {
+    let cookie_name = format!("concierge_chat_{channel_id}");
+    let from_header = headers
+        .get(concierge_channels::webchat::KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let from_cookie = || {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == cookie_name)
+            .map(|(_, value)| value.to_string())
+    };
+    let key = from_header
+        .or_else(from_cookie)
+        .or_else(|| from_query.map(str::to_string))?;
+    chat.contact_for_key(&key)
+}
+
+/// The visitor's conversation on this web chat, once they are known.
+async fn visitors_conversation(
+    state: &AppState,
+    chat: &Webchat,
+    contact: &ContactId,
+) -> Result<ConversationId, Response> {
+    use concierge_channels::ChannelAdapter;
+    state
+        .store
+        .conversation_of(chat.id(), contact)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "the store does not answer a web chat visitor");
+            (StatusCode::SERVICE_UNAVAILABLE, "try again shortly").into_response()
+        })
+}
+
+/// `GET /chat/{channel}/media/{id}`: a file of the visitor's own conversation (theirs, or a
+/// reply's), for the page to show; anything else is 404.
+pub async fn media(
+    State(state): State<AppState>,
+    Path((channel_id, id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let not_found = || (StatusCode::NOT_FOUND, "no such file").into_response();
+    let Some(chat) = find(&state, &channel_id).cloned() else {
+        return not_found();
+    };
+    let params = query_params(query.as_deref());
+    let key = params
+        .iter()
+        .find(|(k, _)| k == "key")
+        .map(|(_, v)| v.as_str());
+    let Some(contact) = visitor(&chat, &channel_id, &headers, key) else {
+        return (StatusCode::UNAUTHORIZED, "a valid key is required").into_response();
+    };
+    let (Some(store), Ok(id)) = (state.media.as_ref(), MediaId::parse(&id)) else {
+        return not_found();
+    };
+    let conversation = match visitors_conversation(&state, &chat, &contact).await {
+        Ok(conversation) => conversation,
+        Err(answer) => return answer,
+    };
+    match store.linked(&id, &conversation).await {
+        Ok(true) => {}
+        Ok(false) => return not_found(),
+        Err(e) => return media_unavailable(e),
+    }
+    let thumb = params.iter().any(|(k, v)| k == "variant" && v == "thumb");
+    let variant = if thumb {
+        Variant::Thumbnail
+    } else {
+        Variant::Original
+    };
+    match store.read(&id, variant).await {
+        Ok(Some((bytes, mime))) => super::media::serve(&id, bytes, mime, "private, max-age=3600"),
+        Ok(None) => not_found(),
+        Err(e) => media_unavailable(e),
+    }
+}
+
+fn media_unavailable(e: concierge_media::MediaError) -> Response {
+    tracing::warn!(error = %e, "the media store failed");
+    (StatusCode::SERVICE_UNAVAILABLE, "try again shortly").into_response()
+}
+
+/// What an upload answers the page: the file, to post a message with.
+#[derive(serde::Serialize)]
+struct VisitorUpload {
+    id: String,
+    mime: String,
+    bytes: u64,
+    name: Option<String>,
+}
+
+/// `POST /chat/{channel}/media`: a visitor keeps a file (within `[media] max_bytes`, of a
+/// kind that is kept) in their conversation; the page then posts a message naming it.
+pub async fn upload(
+    State(state): State<AppState>,
+    Path(channel_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(chat) = find(&state, &channel_id).cloned() else {
+        return (StatusCode::NOT_FOUND, "no such web chat").into_response();
+    };
+    let Some(contact) = visitor(&chat, &channel_id, &headers, None) else {
+        return (StatusCode::UNAUTHORIZED, "a valid key is required").into_response();
+    };
+    let Some(store) = state.media.as_ref() else {
+        return (StatusCode::NOT_FOUND, "files are not taken here").into_response();
+    };
+    if body.is_empty() {
+        return (StatusCode::UNPROCESSABLE_ENTITY, "the file is empty").into_response();
+    }
+    let conversation = match visitors_conversation(&state, &chat, &contact).await {
+        Ok(conversation) => conversation,
+        Err(answer) => return answer,
+    };
+    let stored = match store.keep(body, MediaKind::Document).await {
+        Ok(stored) => stored,
+        Err(e @ MediaError::TooLarge { .. }) => {
+            return (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response();
+        }
+        Err(e @ (MediaError::NotAllowed(_) | MediaError::Unreadable(_))) => {
+            return (StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()).into_response();
+        }
+        Err(e) => return media_unavailable(e),
+    };
+    if let Err(e) = store.link(&stored.id, &conversation).await {
+        return media_unavailable(e);
+    }
+    let name = query_params(query.as_deref())
+        .into_iter()
+        .find(|(k, _)| k == "name")
+        .and_then(|(_, v)| super::media::file_name(&v));
+    (
+        StatusCode::CREATED,
+        axum::Json(VisitorUpload {
+            id: stored.id.to_string(),
+            mime: stored.mime,
+            bytes: stored.bytes,
+            name,
+        }),
+    )
         .into_response()
 }
 

@@ -72,6 +72,8 @@ pub struct StreamCaps {
 #[derive(Clone, Copy)]
 pub struct HttpLimits {
     pub body_limit_bytes: usize,
+    /// The body limit of an upload of a file (`[media] max_bytes`).
+    pub upload_limit_bytes: usize,
     /// How long a body may take to arrive once the request's head is in.
     pub body_read_timeout: Duration,
     pub request_timeout: Duration,
@@ -80,6 +82,7 @@ pub struct HttpLimits {
 fn guard(limits: &HttpLimits, metrics: &Metrics) -> limits::Guard {
     limits::Guard {
         body_limit: limits.body_limit_bytes,
+        upload_limit: limits.upload_limit_bytes.max(limits.body_limit_bytes),
         body_timeout: limits.body_read_timeout,
         request_timeout: limits.request_timeout,
         metrics: metrics.clone(),
@@ -124,10 +127,18 @@ pub fn router(state: AppState, limits: HttpLimits, metrics: Option<MetricsPage>)
         .route("/chat", get(chat::default_page))
         .route("/chat/{channel_id}", get(chat::page))
         .route("/chat/{channel_id}/events", get(chat::events))
+        .route(
+            "/chat/{channel_id}/media",
+            axum::routing::post(chat::upload),
+        )
+        .route("/chat/{channel_id}/media/{id}", get(chat::media))
+        .route("/media/out/{channel_id}/{id}", get(media::linked))
         .route("/console", get(console::page))
         .route("/assets/{name}", get(assets::asset))
         .nest("/api/v1", openapi::table().into())
-        .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
+        .layer(DefaultBodyLimit::max(
+            limits.upload_limit_bytes.max(limits.body_limit_bytes),
+        ))
         // Outermost: the body limits and both timeouts (413, 408), counted.
         .layer(axum::middleware::from_fn_with_state(guard, limits::guard))
         .with_state(state)

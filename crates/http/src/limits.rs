@@ -18,6 +18,8 @@ use concierge_telemetry::Metrics;
 #[derive(Clone)]
 pub struct Guard {
     pub body_limit: usize,
+    /// The limit of a file's upload (a concierge's, a visitor's).
+    pub upload_limit: usize,
     /// How long the body may take to arrive, from the end of the head.
     pub body_timeout: Duration,
     /// How long the whole request may take, body and handler included.
@@ -37,6 +39,11 @@ enum Unread {
 pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
+    let limit = if is_upload(&parts.method, parts.uri.path()) {
+        guard.upload_limit
+    } else {
+        guard.body_limit
+    };
     let body = if body.is_end_stream() {
         body
     } else {
@@ -45,11 +52,11 @@ pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> 
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > guard.body_limit as u64) {
+        if declared.is_some_and(|n| n > limit as u64) {
             return guard.refuse(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
         }
         let deadline = started + guard.body_timeout.min(guard.request_timeout);
-        match tokio::time::timeout_at(deadline, read(body, guard.body_limit)).await {
+        match tokio::time::timeout_at(deadline, read(body, limit)).await {
             Ok(Ok(bytes)) => Body::from(bytes),
             Ok(Err(Unread::TooLarge)) => {
                 return guard.refuse(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
@@ -69,6 +76,14 @@ pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> 
         Ok(response) => response,
         Err(_) => guard.refuse(StatusCode::REQUEST_TIMEOUT, "request_timeout"),
     }
+}
+
+/// The routes that take a file: `POST /api/v1/conversations/{id}/media` and
+/// `POST /chat/{channel}/media`.
+fn is_upload(method: &http::Method, path: &str) -> bool {
+    method == http::Method::POST
+        && path.ends_with("/media")
+        && (path.starts_with("/api/v1/conversations/") || path.starts_with("/chat/"))
 }
 
 impl Guard {

@@ -70,6 +70,7 @@ pub fn table() -> OpenApiRouter<AppState> {
         .routes(routes!(api::resolve))
         .routes(routes!(api::transfer))
         .routes(routes!(api::reply))
+        .routes(routes!(media::upload))
         .routes(routes!(api::note))
 }
 

@@ -97,6 +97,7 @@ impl MediaStore {
             height: None,
             transcript: None,
             transcript_problem: None,
+            name: None,
         };
         let mut copies = Vec::new();
         if sniffed.kind == MediaKind::Image {

@@ -198,6 +198,7 @@ struct Media {
     downloads: Family<MediaLabels, Counter>,
     bytes: Family<ChannelLabels, Counter>,
     late: Counter,
+    links: Family<TurnLabels, Counter>,
     transcriptions: Family<TurnLabels, Counter>,
     transcription_seconds: Histogram,
 }
@@ -222,6 +223,12 @@ impl Media {
                 "media_late",
                 "Turns that began before their media was downloaded (past `[media] wait_ms`)",
                 Counter::default(),
+            ),
+            links: register(
+                registry,
+                "media_links",
+                "Signed links to replies' files asked for by a platform, by outcome (served, refused)",
+                Family::default(),
             ),
             transcriptions: register(
                 registry,
@@ -630,6 +637,15 @@ impl Metrics {
             .get_or_create(&TurnLabels { outcome })
             .inc();
         media.transcription_seconds.observe(seconds);
+    }
+
+    /// A platform asked for a reply's file by its signed link: `served` or `refused`.
+    pub fn media_links(&self, outcome: &'static str) {
+        self.inner
+            .media
+            .links
+            .get_or_create(&TurnLabels { outcome })
+            .inc();
     }
 
     /// A turn began before its media was downloaded.

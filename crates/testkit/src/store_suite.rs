@@ -937,6 +937,7 @@ pub async fn a_media_message_records_what_became_of_its_bytes(store: SharedStore
         height: Some(480),
         transcript: None,
         transcript_problem: None,
+        name: None,
     });
     assert!(store.set_media(recent[0].id, &kept).await.unwrap());
     assert!(

@@ -102,8 +102,21 @@ impl BlueBubbles {
             .filter(|name| !name.is_empty())
             .unwrap_or("attachment")
             .to_string();
-        let mut part = reqwest::multipart::Part::bytes(file.bytes.to_vec()).file_name(name.clone());
-        if let Some(mime) = &file.mime {
+        self.send_file(chat, temp_guid, name, file.mime.as_deref(), file.bytes)
+            .await
+    }
+
+    /// Uploads one file to the chat (`POST /message/attachment`, multipart).
+    async fn send_file(
+        &self,
+        chat: &str,
+        temp_guid: &str,
+        name: String,
+        mime: Option<&str>,
+        bytes: bytes::Bytes,
+    ) -> Result<Option<String>, SendError> {
+        let mut part = reqwest::multipart::Part::stream(bytes).file_name(name.clone());
+        if let Some(mime) = mime {
             part = part.mime_str(mime).map_err(|e| SendError::Rejected {
                 code: None,
                 reason: format!("the attachment's type is not valid: {e}"),
@@ -258,8 +271,8 @@ impl ChannelAdapter for BlueBubbles {
         let chat = message.contact.as_str();
         // The temporary guid is stable across attempts: the server and its echo carry it.
         let temp_guid = format!("temp-{}", message.message_id);
-        let guid = match &message.content {
-            Content::Reaction { target, emoji } => {
+        let guid = match (&message.content, &message.attachment) {
+            (Content::Reaction { target, emoji }, _) => {
                 let Some(reaction) = parse::tapback_name(emoji) else {
                     return Err(SendError::Rejected {
                         code: None,
@@ -281,7 +294,17 @@ impl ChannelAdapter for BlueBubbles {
                 )
                 .await?
             }
-            Content::Media { media, .. } => {
+            (Content::Media { .. }, Some(file)) => {
+                self.send_file(
+                    chat,
+                    &temp_guid,
+                    file.file_name(),
+                    Some(&file.media.mime),
+                    file.bytes.clone(),
+                )
+                .await?
+            }
+            (Content::Media { media, .. }, None) => {
                 if !(media.0.starts_with("https://") || media.0.starts_with("http://")) {
                     return Err(SendError::Rejected {
                         code: None,
@@ -290,7 +313,7 @@ impl ChannelAdapter for BlueBubbles {
                 }
                 self.post_attachment(chat, &temp_guid, &media.0).await?
             }
-            content => {
+            (content, _) => {
                 let Some(text) = Self::text_of(content) else {
                     return Err(SendError::Rejected {
                         code: None,

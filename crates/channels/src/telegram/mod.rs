@@ -19,8 +19,8 @@ pub use self::config::{TelegramConfig, TelegramMode};
 use super::outbound_http::{read_media, request_error, without_url};
 use super::signature::same_secret;
 use super::{
-    Capabilities, ChannelAdapter, ChannelKind, MediaBytes, MediaError, OutboundMessage, ParseError,
-    RateLimiter, SendError, SendReceipt, VerifyError, WebhookRequest,
+    Attachment, Capabilities, ChannelAdapter, ChannelKind, MediaBytes, MediaError, OutboundMessage,
+    ParseError, RateLimiter, SendError, SendReceipt, VerifyError, WebhookRequest,
 };
 use concierge_domain::{
     ChannelId, ContactId, Content, InboundEvent, MediaKind, MediaRef, PlatformMessageId,
@@ -156,6 +156,58 @@ impl Telegram {
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
         }
+        Self::answer(request).await
+    }
+
+    /// Sends a reply's file with its method's multipart form (`sendPhoto`, `sendVoice`, …):
+    /// the field named for the kind carries the bytes, with the chat, caption and reply.
+    async fn upload(
+        &self,
+        chat: i64,
+        content: &Content,
+        attachment: &Attachment,
+        reply_to: Option<i32>,
+    ) -> Result<Value, SendError> {
+        let (method, field) = match attachment.media.mime.as_str() {
+            "image/jpeg" | "image/png" | "image/webp" => ("sendPhoto", "photo"),
+            "image/gif" => ("sendAnimation", "animation"),
+            "audio/ogg" => ("sendVoice", "voice"),
+            "audio/mpeg" | "audio/mp4" => ("sendAudio", "audio"),
+            "video/mp4" => ("sendVideo", "video"),
+            _ => ("sendDocument", "document"),
+        };
+        let file = reqwest::multipart::Part::stream(attachment.bytes.clone())
+            .file_name(attachment.file_name())
+            .mime_str(&attachment.media.mime)
+            .map_err(|e| SendError::Rejected {
+                code: None,
+                reason: format!("the file's type cannot be sent: {e}"),
+            })?;
+        let mut form = reqwest::multipart::Form::new()
+            .text("chat_id", chat.to_string())
+            .part(field, file);
+        if let Content::Media {
+            caption: Some(caption),
+            ..
+        } = content
+        {
+            form = form.text("caption", caption.chars().take(1024).collect::<String>());
+        }
+        if let Some(reply_to) = reply_to {
+            form = form.text(
+                "reply_parameters",
+                json!({ "message_id": reply_to, "allow_sending_without_reply": true }).to_string(),
+            );
+        }
+        let request = self.http.post(self.method_url(method)).multipart(form);
+        Ok(Self::answer::<Value>(request).await?.unwrap_or(Value::Null))
+    }
+
+    /// Reads a Bot API answer: its `result` as a `T` on success (`None` when it has none of
+    /// that shape), the error as the worker's next step otherwise.
+    async fn answer<T: DeserializeOwned>(
+        request: reqwest::RequestBuilder,
+    ) -> Result<Option<T>, SendError> {
         let response = request.send().await.map_err(|e| request_error(&e))?;
         let status = response.status();
         let bytes = match response.bytes().await {
@@ -356,7 +408,14 @@ impl ChannelAdapter for Telegram {
         let (method, body) = Self::request(chat, &message.content, reply_to)
             .map_err(|reason| SendError::Rejected { code: None, reason })?;
         self.pace(message.contact.as_str()).await;
-        let result = match self.call(method, &body).await {
+        let sent = match (&message.content, &message.attachment) {
+            (Content::Media { .. }, Some(attachment)) => {
+                self.upload(chat, &message.content, attachment, reply_to)
+                    .await
+            }
+            _ => self.call(method, &body).await,
+        };
+        let result = match sent {
             Ok(result) => result,
             Err(SendError::RetryAfter { after, reason }) => {
                 // A flood limit holds the whole bot back, not only this reply.

@@ -31,6 +31,10 @@ pub struct TwilioConfig {
     /// The largest media file fetched from Twilio, in bytes.
     #[serde(default = "default_media_max")]
     pub media_max_bytes: u64,
+    /// How long the link Twilio fetches a reply's file from stays valid, in seconds (Twilio
+    /// may hold a message in its queue for up to 4 hours before it sends it).
+    #[serde(default = "default_media_link_secs")]
+    pub media_link_secs: u64,
     /// New conversations a minute the agents take on this channel (see `[orchestrator]
     /// new_conversations_per_minute`). 0: no limit.
     #[serde(default = "super::super::default_new_conversations_per_minute")]
@@ -56,6 +60,10 @@ fn default_messaging_api_base() -> String {
 
 fn default_rate() -> f64 {
     10.0
+}
+
+fn default_media_link_secs() -> u64 {
+    4 * 3600 + 600
 }
 
 fn default_media_max() -> u64 {

@@ -12,14 +12,17 @@ use serde::Deserialize;
 
 pub use self::config::{ContentTemplate, TwilioConfig};
 use self::parse::Form;
+use super::media_link::MediaLinks;
 use super::outbound_http::{read_media, request_error, retry_after, without_url};
 use super::signature::verify_sha1_base64;
 use super::{
-    Capabilities, ChannelAdapter, ChannelKind, MediaBytes, MediaError, OutboundMessage, ParseError,
-    RateLimiter, ReplyWindow, SendError, SendReceipt, VerifyError, WebhookRequest, WindowDecision,
+    Attachment, Capabilities, ChannelAdapter, ChannelKind, MediaBytes, MediaError, OutboundMessage,
+    ParseError, RateLimiter, ReplyWindow, SendError, SendReceipt, VerifyError, WebhookRequest,
+    WindowDecision,
 };
 use concierge_domain::{
-    ChannelId, ContactId, Content, InboundEvent, MediaKind, MediaRef, PlatformMessageId, now_millis,
+    ChannelId, ContactId, Content, InboundEvent, MediaId, MediaKind, MediaRef, PlatformMessageId,
+    now_millis,
 };
 
 /// The customer service window, as for every WhatsApp sender.
@@ -33,6 +36,8 @@ pub struct Twilio {
     capabilities: Capabilities,
     limiter: RateLimiter,
     window: ReplyWindow,
+    /// Signs the links Twilio fetches a reply's media from.
+    links: Option<MediaLinks>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,8 +61,11 @@ enum Failure {
 impl Twilio {
     pub fn new(id: ChannelId, config: TwilioConfig, http: reqwest::Client) -> Self {
         let limiter = RateLimiter::new(config.messages_per_second);
+        let links = MediaLinks::origin_of(&config.public_url)
+            .map(|origin| MediaLinks::new(config.auth_token.expose().as_bytes(), &origin));
         Self {
             id,
+            links,
             config,
             http,
             capabilities: Capabilities {
@@ -291,6 +299,30 @@ impl Twilio {
     }
 }
 
+impl Twilio {
+    /// A reply's file as Twilio takes it: a `MediaUrl` Twilio fetches from the gateway, signed
+    /// and good for `media_link_secs`.
+    fn linked(
+        &self,
+        caption: Option<String>,
+        attachment: &Attachment,
+    ) -> Result<Content, SendError> {
+        let links = self.links.as_ref().ok_or_else(|| SendError::Rejected {
+            code: None,
+            reason: "public_url has no origin to serve the file from".to_string(),
+        })?;
+        let expires = now_millis() / 1000
+            + i64::try_from(self.config.media_link_secs).unwrap_or(i64::MAX / 2);
+        let url = links.url(&self.id, &attachment.media.id, expires);
+        Ok(Content::media(
+            MediaKind::for_mime(&attachment.media.mime),
+            Some(attachment.media.mime.clone()),
+            caption,
+            MediaRef(url),
+        ))
+    }
+}
+
 fn clip(text: &str) -> String {
     concierge_domain::clip_text(text, MAX_BODY)
 }
@@ -305,6 +337,12 @@ fn receipt(sid: Option<String>) -> SendReceipt {
 impl ChannelAdapter for Twilio {
     fn id(&self) -> &ChannelId {
         &self.id
+    }
+
+    fn media_link_valid(&self, id: &MediaId, expires: i64, signature: &str) -> bool {
+        self.links
+            .as_ref()
+            .is_some_and(|links| links.valid(&self.id, id, expires, signature, now_millis() / 1000))
     }
 
     fn kind(&self) -> ChannelKind {
@@ -371,7 +409,14 @@ impl ChannelAdapter for Twilio {
                 });
             }
         }
-        match self.create(&message.contact, &message.content).await {
+        let linked = match (&message.content, &message.attachment) {
+            (Content::Media { caption, .. }, Some(attachment)) => {
+                Some(self.linked(caption.clone(), attachment)?)
+            }
+            _ => None,
+        };
+        let content = linked.as_ref().unwrap_or(&message.content);
+        match self.create(&message.contact, content).await {
             Ok(sid) => Ok(receipt(sid)),
             Err(Failure::Send(e)) => Err(e),
             Err(Failure::WindowClosed(reason)) => self.reengage(message, &reason).await,

@@ -21,7 +21,7 @@ use super::{
 };
 use concierge_domain::{
     ChannelId, Choice, ContactId, Content, EventId, EventKind, InboundEvent, InboundMessage,
-    PlatformMessageId, now_millis,
+    MediaId, MediaKind, MediaRef, PlatformMessageId, now_millis,
 };
 
 /// The header carrying the visitor's key on every POST.
@@ -42,13 +42,18 @@ impl Webchat {
             capabilities: Capabilities {
                 max_buttons: 10,
                 max_list_rows: 10,
-                media: &[],
+                media: &[
+                    MediaKind::Image,
+                    MediaKind::Audio,
+                    MediaKind::Video,
+                    MediaKind::Document,
+                ],
                 reply_window: None,
                 typing: false,
                 read_receipts: false,
                 max_text_chars: 4096,
                 templates: false,
-                media_captions: false,
+                media_captions: true,
             },
             hub: Arc::new(Hub::default()),
         }
@@ -154,10 +159,25 @@ impl ChannelAdapter for Webchat {
         let platform_id =
             PlatformMessageId::parse(scoped.clone()).map_err(|e| ParseError(e.to_string()))?;
         let event_id = EventId::parse(scoped).map_err(|e| ParseError(e.to_string()))?;
-        let content = match (post.text, post.choice) {
-            (_, Some(choice)) => Content::Choice(Choice::new(choice.id, choice.title)),
-            (Some(text), None) if !text.trim().is_empty() => Content::text(text),
-            _ => return Err(ParseError("a message needs a text or a choice".to_string())),
+        let content = match (post.text, post.choice, post.media) {
+            (text, None, Some(file)) => {
+                let id = MediaId::parse(&file.id).map_err(ParseError)?;
+                let mime = file.mime.filter(|m| m.len() <= 100 && m.contains('/'));
+                Content::media(
+                    mime.as_deref()
+                        .map_or(MediaKind::Document, MediaKind::for_mime),
+                    mime,
+                    text.filter(|t| !t.trim().is_empty()),
+                    MediaRef::kept(&id),
+                )
+            }
+            (_, Some(choice), _) => Content::Choice(Choice::new(choice.id, choice.title)),
+            (Some(text), None, None) if !text.trim().is_empty() => Content::text(text),
+            _ => {
+                return Err(ParseError(
+                    "a message needs a text, a choice or a file".to_string(),
+                ));
+            }
         };
         if content
             .plain_text()

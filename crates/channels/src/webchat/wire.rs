@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::super::OutboundMessage;
-use concierge_domain::{Author, Choice, Content, Direction, Message};
+use concierge_domain::{Author, Choice, Content, Direction, KeptMedia, Message};
 
 /// A message posted by the page.
 #[derive(Debug, Deserialize)]
@@ -16,6 +16,18 @@ pub struct Post {
     pub choice: Option<PostChoice>,
     #[serde(default)]
     pub name: Option<String>,
+    /// A file the visitor uploaded to `/chat/{channel}/media` first; `text` is its caption.
+    #[serde(default)]
+    pub media: Option<PostMedia>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PostMedia {
+    /// The id the upload answered.
+    pub id: String,
+    /// Its type as the upload answered it (the gateway reads it again from the bytes).
+    #[serde(default)]
+    pub mime: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,8 +52,50 @@ pub struct ChatEvent {
     pub text: String,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub choices: Vec<Choice>,
+    /// A file the message carries, kept by the gateway; the page fetches it from
+    /// `/chat/{channel}/media/{id}` with the visitor's cookie.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub media: Option<ChatMedia>,
     /// Milliseconds since the Unix epoch.
     pub at: i64,
+}
+
+/// What the page needs to show a kept file: a picture, a player, or a link to download.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMedia {
+    pub id: String,
+    /// `image`, `audio`, `video`, `document` or `sticker`.
+    pub kind: String,
+    pub mime: String,
+    pub bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub height: Option<u32>,
+}
+
+impl ChatMedia {
+    fn of(content: &Content) -> Option<ChatMedia> {
+        let Content::Media {
+            kind,
+            kept: Some(KeptMedia::Stored(stored)),
+            ..
+        } = content
+        else {
+            return None;
+        };
+        Some(ChatMedia {
+            id: stored.id.to_string(),
+            kind: kind.name().to_string(),
+            mime: stored.mime.clone(),
+            bytes: stored.bytes,
+            name: stored.name.clone(),
+            width: stored.width,
+            height: stored.height,
+        })
+    }
 }
 
 impl ChatEvent {
@@ -59,8 +113,12 @@ impl ChatEvent {
             Author::Concierge(name) => ("concierge", Some(name.clone())),
             Author::System => ("system", None),
         };
+        let media = ChatMedia::of(content);
         let (text, choices) = match content {
             Content::Choices { body, choices, .. } => (body.clone(), choices.clone()),
+            Content::Media { caption, .. } if media.is_some() => {
+                (caption.clone().unwrap_or_default(), Vec::new())
+            }
             other => (
                 other
                     .plain_text()
@@ -81,6 +139,7 @@ impl ChatEvent {
             name,
             text,
             choices,
+            media,
             at,
         }
     }

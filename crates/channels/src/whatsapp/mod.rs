@@ -16,7 +16,7 @@ pub use self::config::{TemplateRef, WhatsappConfig};
 use super::outbound_http::{read_media, request_error, retry_after, without_url};
 use super::signature::{same_secret, verify_sha256_hex};
 use super::{
-    Capabilities, ChannelAdapter, ChannelKind, HandshakeReply, MediaBytes, MediaError,
+    Attachment, Capabilities, ChannelAdapter, ChannelKind, HandshakeReply, MediaBytes, MediaError,
     OutboundMessage, ParseError, RateLimiter, ReplyWindow, SendError, SendReceipt, VerifyError,
     WebhookRequest, WindowDecision, callback,
 };
@@ -89,11 +89,28 @@ impl Whatsapp {
         if limited {
             self.limiter.acquire().await;
         }
-        let response = self
+        let request = self
             .http
             .post(self.messages_url())
             .bearer_auth(self.config.access_token.expose())
-            .json(body)
+            .json(body);
+        // Accepted, but the answer was cut: sent, without its id (never send it again).
+        let Some(bytes) = self.exchange(request).await? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice::<wire::SendResponse>(&bytes)
+            .ok()
+            .and_then(|r| r.messages.into_iter().next())
+            .map(|m| m.id))
+    }
+
+    /// Sends one request to the Graph API: the answer's bytes on success (`None` when a
+    /// successful answer was cut), its error read as the worker's next step otherwise.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Option<bytes::Bytes>, Failure> {
+        let response = request
             .send()
             .await
             .map_err(|e| Failure::Send(request_error(&e)))?;
@@ -101,16 +118,11 @@ impl Whatsapp {
         let headers = response.headers().clone();
         let bytes = match response.bytes().await {
             Ok(bytes) => bytes,
-            // Accepted, but the answer was cut: sent, without its id (never send it again).
             Err(_) if status.is_success() => return Ok(None),
             Err(e) => return Err(Failure::Send(request_error(&e))),
         };
         if status.is_success() {
-            let id = serde_json::from_slice::<wire::SendResponse>(&bytes)
-                .ok()
-                .and_then(|r| r.messages.into_iter().next())
-                .map(|m| m.id);
-            return Ok(id);
+            return Ok(Some(bytes));
         }
         let error = serde_json::from_slice::<wire::ErrorBody>(&bytes).ok();
         let code = error.as_ref().and_then(|e| e.error.code);
@@ -123,6 +135,68 @@ impl Whatsapp {
             code,
             message,
             retry_after(&headers),
+        ))
+    }
+
+    /// Uploads a reply's file to the number's media (`POST /{phone-number-id}/media`): the
+    /// id a message then sends it by. An upload whose answer was lost is uploaded again (an
+    /// unused upload expires on Meta's side; only the message is never sent twice).
+    async fn upload(&self, attachment: &Attachment) -> Result<String, Failure> {
+        let file = reqwest::multipart::Part::stream(attachment.bytes.clone())
+            .file_name(attachment.file_name())
+            .mime_str(&attachment.media.mime)
+            .map_err(|e| {
+                Failure::Send(SendError::Rejected {
+                    code: None,
+                    reason: format!("the file's type cannot be sent: {e}"),
+                })
+            })?;
+        let form = reqwest::multipart::Form::new()
+            .text("messaging_product", "whatsapp")
+            .text("type", attachment.media.mime.clone())
+            .part("file", file);
+        let request = self
+            .http
+            .post(format!(
+                "{}/{}/media",
+                self.config.api_base.trim_end_matches('/'),
+                self.config.phone_number_id
+            ))
+            .bearer_auth(self.config.access_token.expose())
+            .multipart(form);
+        let cut = || {
+            Failure::Send(SendError::Transient {
+                reason: "the media upload's answer was cut".to_string(),
+            })
+        };
+        let bytes = self.exchange(request).await?.ok_or_else(cut)?;
+        serde_json::from_slice::<wire::UploadResponse>(&bytes)
+            .map(|r| r.id)
+            .map_err(|_| cut())
+    }
+
+    /// The content a reply with an attachment sends: the file uploaded, sent by its id, as
+    /// the kind WhatsApp takes for its type (a document with its name otherwise).
+    async fn uploaded(
+        &self,
+        content: &Content,
+        attachment: &Attachment,
+    ) -> Result<(Content, Option<String>), Failure> {
+        let caption = match content {
+            Content::Media { caption, .. } => caption.clone(),
+            _ => None,
+        };
+        let kind = whatsapp_kind(&attachment.media.mime);
+        let id = self.upload(attachment).await?;
+        let name = (kind == MediaKind::Document).then(|| attachment.file_name());
+        Ok((
+            Content::media(
+                kind,
+                Some(attachment.media.mime.clone()),
+                caption,
+                MediaRef(id),
+            ),
+            name,
         ))
     }
 
@@ -144,8 +218,19 @@ impl Whatsapp {
         content: &Content,
         reply_to: Option<&str>,
     ) -> Result<Option<String>, Failure> {
+        let (uploaded, file_name) = match (content, &message.attachment) {
+            (Content::Media { .. }, Some(attachment)) => {
+                let (content, name) = self.uploaded(content, attachment).await?;
+                (Some(content), name)
+            }
+            _ => (None, None),
+        };
+        let content = uploaded.as_ref().unwrap_or(content);
         let mut bodies = render::bodies(message.contact.as_str(), content, reply_to)
             .map_err(|reason| Failure::Send(SendError::Rejected { code: None, reason }))?;
+        if let (Some(name), Some(body)) = (file_name, bodies.first_mut()) {
+            body["document"]["filename"] = json!(name);
+        }
         // Each part names the reply, and the status of the last one vouches for all of it.
         let parts = bodies.len();
         for (i, body) in bodies.iter_mut().enumerate() {
@@ -196,6 +281,17 @@ impl Whatsapp {
 fn receipt(id: Option<String>) -> SendReceipt {
     SendReceipt {
         platform_id: id.and_then(|id| PlatformMessageId::parse(id).ok()),
+    }
+}
+
+/// The message kind WhatsApp takes a file of type `mime` as (its supported media types);
+/// anything else goes as a document.
+fn whatsapp_kind(mime: &str) -> MediaKind {
+    match mime {
+        "image/jpeg" | "image/png" => MediaKind::Image,
+        "audio/aac" | "audio/amr" | "audio/mpeg" | "audio/mp4" | "audio/ogg" => MediaKind::Audio,
+        "video/mp4" | "video/3gpp" => MediaKind::Video,
+        _ => MediaKind::Document,
     }
 }
 

@@ -247,6 +247,12 @@ pub struct SentMessage {
     pub id: String,
 }
 
+/// The answer to an upload to POST /{phone-number-id}/media.
+#[derive(Debug, Deserialize)]
+pub struct UploadResponse {
+    pub id: String,
+}
+
 /// The answer to GET /{media-id}.
 #[derive(Debug, Deserialize)]
 pub struct MediaUrl {

@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 use super::Backoff;
 use super::DeliveryConfig;
 use crate::handoff::{Bus, ConsoleEvent, EventKind as ConsoleKind};
-use concierge_channels::{OutboundMessage, Registry, SendError};
-use concierge_domain::{Author, now_millis};
+use concierge_channels::{Attachment, OutboundMessage, Registry, SendError};
+use concierge_domain::{Author, Content, KeptMedia, now_millis};
+use concierge_media::{MediaStore, Variant};
 use concierge_store::{Conversations, Journal, Outbox, OutboxEntry};
 use concierge_telemetry::Metrics;
 
@@ -53,6 +54,8 @@ pub struct DeliveryWorker {
     metrics: Metrics,
     /// Tells the consoles how a concierge's reply fared.
     events: Option<Bus>,
+    /// Where a reply's file is read from (`None`: replies carry no files).
+    media: Option<MediaStore>,
 }
 
 impl DeliveryWorker {
@@ -86,6 +89,40 @@ impl DeliveryWorker {
             in_hand: Arc::default(),
             metrics,
             events: None,
+            media: None,
+        }
+    }
+
+    /// Reads replies' files from `media` to hand them to the adapters.
+    pub fn with_media(mut self, media: MediaStore) -> Self {
+        self.media = Some(media);
+        self
+    }
+
+    /// The file a reply sends, read from the media store: `Ok(None)` when the reply has
+    /// none; an error in words when it cannot be had (gone: the reply fails; the store did
+    /// not answer: it is tried again).
+    async fn attachment(&self, content: &Content) -> Result<Option<Attachment>, (bool, String)> {
+        let Content::Media {
+            kept: Some(KeptMedia::Stored(stored)),
+            ..
+        } = content
+        else {
+            return Ok(None);
+        };
+        let Some(media) = &self.media else {
+            return Err((
+                true,
+                "no media store is configured to send the file from".to_string(),
+            ));
+        };
+        match media.read(&stored.id, Variant::Original).await {
+            Ok(Some((bytes, _))) => Ok(Some(Attachment {
+                media: stored.clone(),
+                bytes,
+            })),
+            Ok(None) => Err((true, format!("the file {} is no longer kept", stored.id))),
+            Err(e) => Err((false, format!("cannot read the file to send: {e}"))),
         }
     }
 
@@ -248,20 +285,27 @@ impl DeliveryWorker {
             {
                 Ok(at) => at,
                 Err(e) => {
-                    tracing::Span::current().record("outcome", "store_error");
                     tracing::warn!(error = %e, "cannot read the reply window; retrying");
-                    let wait = self.backoff.delay(entry.attempts);
-                    let at = now_millis() + i64::try_from(wait.as_millis()).unwrap_or(1000);
-                    self.record(entry.id, || {
-                        self.outbox
-                            .retry_at(entry.id, at, "store unavailable", false)
-                    })
-                    .await;
+                    self.store_unavailable(&entry, "store unavailable").await;
                     return;
                 }
             }
         } else {
             None
+        };
+        let attachment = match self.attachment(&entry.message.content).await {
+            Ok(attachment) => attachment,
+            Err((true, reason)) => {
+                tracing::warn!(%channel, %reason, "the reply's file cannot be sent");
+                self.finish_failed(&entry, None, &reason).await;
+                return;
+            }
+            Err((false, reason)) => {
+                tracing::warn!(%reason, "retrying");
+                self.store_unavailable(&entry, "media store unavailable")
+                    .await;
+                return;
+            }
         };
         let message = OutboundMessage {
             message_id: entry.message.id,
@@ -276,6 +320,7 @@ impl DeliveryWorker {
             maybe_sent: entry.maybe_sent,
             customer_last_message_at,
             reengage: entry.reengage,
+            attachment,
         };
         let result = match tokio::time::timeout(self.send_timeout, adapter.send(&message)).await {
             Ok(result) => result,
@@ -409,6 +454,16 @@ impl DeliveryWorker {
             Ok(mut waited) => waited.remove(&id),
             Err(poisoned) => poisoned.into_inner().remove(&id),
         };
+    }
+
+    /// A store the send needs did not answer: the entry is tried again after its backoff,
+    /// nothing having been sent.
+    async fn store_unavailable(&self, entry: &OutboxEntry, why: &str) {
+        tracing::Span::current().record("outcome", "store_error");
+        let wait = self.backoff.delay(entry.attempts);
+        let at = now_millis() + i64::try_from(wait.as_millis()).unwrap_or(1000);
+        self.record(entry.id, || self.outbox.retry_at(entry.id, at, why, false))
+            .await;
     }
 
     async fn finish_failed(&self, entry: &OutboxEntry, code: Option<String>, reason: &str) {

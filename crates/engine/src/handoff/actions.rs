@@ -5,7 +5,8 @@
 use sha2::{Digest, Sha256};
 
 use concierge_domain::{
-    Author, Choice, Content, ConversationId, MessageId, ThreadState, split_text,
+    Author, Choice, Content, ConversationId, KeptMedia, MediaKind, MediaRef, MessageId,
+    StoredMedia, ThreadState, split_text,
 };
 use concierge_store::{
     Conversation, Handoff, HandoffChange, NewAudit, NewHandoff, NewNote, NewReply, StoreError,
@@ -52,6 +53,24 @@ fn owner(thread: &ThreadState) -> Option<&str> {
         ThreadState::Human { concierge } => Some(concierge),
         _ => None,
     }
+}
+
+/// What a concierge's reply says: words, choices for the customer to pick from, or a file
+/// (already kept, with the words as its caption).
+#[derive(Debug, Clone, Copy)]
+pub struct Reply<'a> {
+    pub text: &'a str,
+    pub choices: &'a [String],
+    pub media: Option<&'a StoredMedia>,
+}
+
+/// What the conversation's channel can take in one message.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyShape {
+    /// A longer text is split at this many characters.
+    pub max_text_chars: Option<usize>,
+    /// Whether a file carries a caption; without, the words follow as a message of their own.
+    pub media_captions: bool,
 }
 
 impl Desk {
@@ -355,13 +374,17 @@ impl Desk {
         &self,
         caller: &Caller,
         id: &ConversationId,
-        text: &str,
-        choices: &[String],
+        reply: Reply<'_>,
         request_key: &str,
-        max_text_chars: Option<usize>,
+        shape: ReplyShape,
     ) -> Result<Vec<MessageId>, ActionError> {
+        let Reply {
+            text,
+            choices,
+            media,
+        } = reply;
         let text = text.trim();
-        if text.is_empty() {
+        if text.is_empty() && media.is_none() {
             return Err(ActionError::Invalid("the reply is empty".to_string()));
         }
         if choices.len() > 10 || choices.iter().any(|c| c.trim().is_empty()) {
@@ -369,6 +392,12 @@ impl Desk {
                 "at most 10 choices, none empty".to_string(),
             ));
         }
+        if media.is_some() && !choices.is_empty() {
+            return Err(ActionError::Invalid(
+                "a file and choices go in separate replies".to_string(),
+            ));
+        }
+        let max_text_chars = shape.max_text_chars;
         let thread = self.thread(caller, id).await?;
         match &thread.conversation.thread {
             ThreadState::Human { concierge } if *concierge == caller.name => {}
@@ -385,7 +414,23 @@ impl Desk {
             }
         }
         let author = Author::Concierge(caller.name.clone());
-        let contents: Vec<Content> = if choices.is_empty() {
+        let contents: Vec<Content> = if let Some(stored) = media {
+            let caption = (!text.is_empty()).then(|| text.to_string());
+            let file = |caption: Option<String>| Content::Media {
+                kind: MediaKind::for_mime(&stored.mime),
+                mime: Some(stored.mime.clone()),
+                caption,
+                media: MediaRef(stored.id.to_string()),
+                kept: Some(KeptMedia::Stored(stored.clone())),
+            };
+            match caption {
+                // A platform without captions gets the words as a message of their own.
+                Some(caption) if !shape.media_captions => {
+                    vec![file(None), Content::text(caption)]
+                }
+                caption => vec![file(caption)],
+            }
+        } else if choices.is_empty() {
             match max_text_chars {
                 Some(limit) if text.chars().count() > limit => split_text(text, limit)
                     .into_iter()
@@ -431,7 +476,14 @@ impl Desk {
                     caller,
                     "reply",
                     id,
-                    format!("{} characters", text.chars().count()),
+                    match media {
+                        Some(stored) => format!(
+                            "{} characters, a file ({})",
+                            text.chars().count(),
+                            stored.describe()
+                        ),
+                        None => format!("{} characters", text.chars().count()),
+                    },
                 ),
             )
             .await?

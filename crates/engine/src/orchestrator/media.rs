@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use concierge_channels::{MediaError as FetchError, Registry};
 use concierge_domain::{
-    ChannelId, Content, ConversationId, EventKind, KeptMedia, MediaKind, MediaRef, MessageId,
-    StoredMedia,
+    ChannelId, Content, ConversationId, EventKind, KeptMedia, MediaId, MediaKind, MediaRef,
+    MessageId, StoredMedia,
 };
-use concierge_media::{MediaError, MediaStore, Transcriber};
+use concierge_media::{MediaError, MediaStore, Transcriber, Variant};
 use concierge_store::{Conversations, InboxEntry};
 use concierge_telemetry::Metrics;
 
@@ -129,7 +129,11 @@ impl MediaIntake {
         conversation: ConversationId,
         message: Option<MessageId>,
     ) -> KeptMedia {
-        let (outcome, label, bytes) = match self.download(&channel, &media).await {
+        let fetched = match media.kept_id() {
+            Some(id) => self.uploaded(&id, &conversation).await,
+            None => self.download(&channel, &media).await,
+        };
+        let (outcome, label, bytes) = match fetched {
             Ok(bytes) => match self.store.keep(bytes.clone(), kind).await {
                 Ok(mut stored) => match self.store.link(&stored.id, &conversation).await {
                     Ok(()) => {
@@ -190,6 +194,30 @@ impl MediaIntake {
                 tracing::warn!(error = %e, "a voice note could not be transcribed");
                 stored.transcript_problem = Some(e.to_string());
             }
+        }
+    }
+
+    /// The bytes of a file the customer uploaded to the gateway itself (the web chat's): only
+    /// one their conversation holds, so a message cannot name anyone else's.
+    async fn uploaded(
+        &self,
+        id: &MediaId,
+        conversation: &ConversationId,
+    ) -> Result<bytes::Bytes, FetchError> {
+        let failed = |e: MediaError| FetchError::Failed(e.to_string());
+        if !self.store.linked(id, conversation).await.map_err(failed)? {
+            return Err(FetchError::Refused(
+                "not a file uploaded in this conversation".to_string(),
+            ));
+        }
+        match self
+            .store
+            .read(id, Variant::Original)
+            .await
+            .map_err(failed)?
+        {
+            Some((bytes, _)) => Ok(bytes),
+            None => Err(FetchError::NotFound),
         }
     }
 

@@ -66,7 +66,7 @@ async fn conversation(store: &concierge::store::SharedStore) -> ConversationId {
 }
 
 /// Twilio's signature for `params` posted to `url`.
-fn sign(token: &str, url: &str, body: &str) -> String {
+pub(crate) fn sign(token: &str, url: &str, body: &str) -> String {
     use base64::Engine;
     use hmac::{Hmac, Mac};
     let mut params: Vec<(String, String)> = serde_urlencoded::from_str(body).unwrap();

@@ -13,6 +13,7 @@
 //! retried until the gateway takes it, as Meta does.
 
 mod http1;
+mod multipart;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +27,17 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::KitError;
+pub use multipart::{FilePart, Form};
+
+/// A file Twilio fetched from a `MediaUrl` it was given: the URL, the answer's status, type
+/// and bytes.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    pub url: String,
+    pub status: u16,
+    pub mime: Option<String>,
+    pub bytes: Bytes,
+}
 
 /// One request the platform received.
 #[derive(Clone, Debug)]
@@ -38,8 +50,17 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    /// The body as JSON; a multipart form's text fields as an object.
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+        match multipart::read(&self.headers, &self.body) {
+            Some(form) => Value::Object(
+                form.fields
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::from(v)))
+                    .collect(),
+            ),
+            None => serde_json::from_slice(&self.body).unwrap_or(Value::Null),
+        }
     }
 }
 
@@ -173,6 +194,10 @@ struct State {
     media_failures: std::collections::HashMap<String, usize>,
     /// How long a download of a media id takes before its answer.
     media_delays: std::collections::HashMap<String, Duration>,
+    /// Multipart requests (uploads and file sends), by path, in order.
+    uploads: Vec<(String, Form)>,
+    /// What Twilio fetched of the media URLs it was sent.
+    fetched: Vec<Fetched>,
 }
 
 #[derive(Default)]
@@ -451,7 +476,17 @@ impl FakeApi {
             return self.lookup(&request.path);
         }
         let path = request.path.as_str();
+        let form = multipart::read(&request.headers, &request.body);
+        if let Some(form) = &form {
+            self.state().uploads.push((path.to_string(), form.clone()));
+        }
         let json = request.json();
+        if let Some(form) = &form
+            && path.starts_with("/v")
+            && path.ends_with("/media")
+        {
+            return self.graph_upload(form);
+        }
         if path.ends_with("/Indicators/Typing.json")
             || path.starts_with("/api/v1/chat/")
             || json.get("status").is_some()
@@ -471,7 +506,97 @@ impl FakeApi {
         {
             return reply;
         }
-        self.send(route, &json).await
+        let media_url = (route == Route::Twilio)
+            .then(|| {
+                serde_urlencoded::from_bytes::<Vec<(String, String)>>(&request.body)
+                    .ok()?
+                    .into_iter()
+                    .find(|(k, _)| k == "MediaUrl")
+                    .map(|(_, v)| v)
+            })
+            .flatten();
+        let reply = self.send(route, &json).await;
+        if let (Some(url), Reply::Json(answer)) = (media_url, &reply)
+            && (200..300).contains(&answer.status)
+        {
+            // As Twilio does: the file is fetched from the URL once the message is taken.
+            tokio::spawn(self.clone().fetch_media_url(url));
+        }
+        reply
+    }
+
+    /// A Graph API media upload: kept under a new id, served from it, answered with it.
+    fn graph_upload(&self, form: &Form) -> Reply {
+        let Some(file) = form.files.iter().find(|f| f.field == "file") else {
+            return Reply::Json(answer(
+                400,
+                r#"{"error":{"message":"(#100) The parameter file is required.","code":100}}"#,
+            ));
+        };
+        if form.field("messaging_product") != Some("whatsapp") {
+            return Reply::Json(answer(
+                400,
+                r#"{"error":{"message":"(#100) The parameter messaging_product is required.","code":100}}"#,
+            ));
+        }
+        let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = format!("UPLOAD-{n}");
+        let mime = form
+            .field("type")
+            .or(file.mime.as_deref())
+            .unwrap_or("application/octet-stream")
+            .to_string();
+        self.state()
+            .media
+            .insert(id.clone(), (mime, file.bytes.clone()));
+        ok(json!({ "id": id }))
+    }
+
+    async fn fetch_media_url(self, url: String) {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        let fetched = match client.get(&url).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let mime = response
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let bytes = response.bytes().await.unwrap_or_default();
+                Fetched {
+                    url,
+                    status,
+                    mime,
+                    bytes,
+                }
+            }
+            Err(_) => Fetched {
+                url,
+                status: 0,
+                mime: None,
+                bytes: Bytes::new(),
+            },
+        };
+        self.state().fetched.push(fetched);
+    }
+
+    /// The multipart requests (uploads, files sent) by path, in order.
+    pub fn uploads(&self) -> Vec<(String, Form)> {
+        self.state().uploads.clone()
+    }
+
+    /// What was fetched of the `MediaUrl`s Twilio was sent.
+    pub fn fetched(&self) -> Vec<Fetched> {
+        self.state().fetched.clone()
+    }
+
+    /// The bytes of media served under `id` (an upload's, or one set by `serve_media`).
+    pub fn media(&self, id: &str) -> Option<(String, Bytes)> {
+        self.state().media.get(id).cloned()
     }
 
     /// A media lookup (Graph: its download URL) or download (all platforms).

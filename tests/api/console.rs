@@ -712,6 +712,66 @@ async fn a_concierge_sees_the_customers_photo_and_voice_note() {
     driver
         .screenshot(&artifacts.join("console-media.png"))
         .await;
+
+    // Ana drops a photo on the reply box, sees it waiting with its size, writes its caption
+    // and sends it: WhatsApp gets an upload, then an image message by its id.
+    driver
+        .script(
+            "const c = document.createElement('canvas'); c.width = 200; c.height = 150; \
+             const g = c.getContext('2d'); g.fillStyle = '#c84'; g.fillRect(0, 0, 200, 150); \
+             c.toBlob((b) => { const dt = new DataTransfer(); \
+               dt.items.add(new File([b], 'replacement.png', { type: 'image/png' })); \
+               document.querySelector('.composer').dispatchEvent(new DragEvent('drop', \
+                 { dataTransfer: dt, bubbles: true, cancelable: true })); }, 'image/png'); \
+             return true",
+        )
+        .await;
+    driver
+        .until(
+            "the dropped photo waits beside the reply box",
+            "const a = document.getElementById('attachment'); \
+             return !a.hidden && a.querySelector('img.attachment-preview') !== null \
+               && a.textContent.includes('replacement.png')",
+        )
+        .await;
+    driver
+        .type_into("#reply", "Here is the replacement we are sending you")
+        .await;
+    driver
+        .screenshot(&artifacts.join("console-attach.png"))
+        .await;
+    driver.click("#send").await;
+    crate::helpers::eventually("the photo reaches WhatsApp", || async {
+        a.graph.sends().iter().any(|s| {
+            s["type"] == "image"
+                && s["image"]["caption"] == "Here is the replacement we are sending you"
+                && s["image"]["id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("UPLOAD-"))
+        })
+    })
+    .await;
+    let uploads = a.graph.uploads();
+    let (_, form) = uploads
+        .iter()
+        .find(|(path, _)| path.ends_with("/media"))
+        .expect("an upload to the Graph API");
+    assert_eq!(form.files[0].name.as_deref(), Some("replacement.png"));
+    assert!(form.files[0].bytes.starts_with(b"\x89PNG"));
+    driver
+        .until(
+            "the box is clear and the sent photo is in the thread",
+            "return document.getElementById('attachment').hidden \
+               && document.getElementById('reply').value === '' \
+               && [...document.querySelectorAll('#history .msg')].some((m) => \
+                    m.textContent.includes('Here is the replacement') \
+                    && m.querySelector('img.media-image') !== null)",
+        )
+        .await;
+    driver.assert_no_csp_violation().await;
+    driver
+        .screenshot(&artifacts.join("console-media-sent.png"))
+        .await;
     driver.resize(390, 844).await;
     driver
         .screenshot(&artifacts.join("console-media-390.png"))

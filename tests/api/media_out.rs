@@ -599,3 +599,106 @@ async fn the_web_chat_shows_a_concierges_photo_and_takes_a_visitors_file() {
     })
     .await;
 }
+
+/// The web chat in Chromium: the visitor sees a concierge's photo inline, then attaches a
+/// photo of their own with a caption; screenshots at desktop and phone widths.
+#[tokio::test]
+async fn in_a_browser_the_visitor_sees_the_photo_and_sends_one() {
+    let Some((chromium, chromedriver)) =
+        crate::console::browser("in_a_browser_the_visitor_sees_the_photo_and_sends_one")
+    else {
+        return;
+    };
+    let out = start(3600).await;
+    let driver = crate::console::Driver::start(&chromium, &chromedriver).await;
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    driver.goto(&out.app.url("/chat/web")).await;
+    driver
+        .until(
+            "the live stream",
+            "return document.getElementById('status').textContent === 'online'",
+        )
+        .await;
+    driver.type_into("#text", HUMAN).await;
+    driver.click("#form button[type=submit]").await;
+    driver
+        .until(
+            "the question is taken",
+            "const m = document.querySelector('#log .msg.in'); return m !== null && !m.classList.contains('pending')",
+        )
+        .await;
+    let key = driver
+        .script("return localStorage.getItem('concierge.webchat.web.key')")
+        .await;
+    let conversation = out
+        .app
+        .visitor_conversation(key.as_str().expect("the page's key"))
+        .await;
+    out.queued(&conversation).await;
+    out.sends_the_photo(&conversation, &png(640, 480)).await;
+    driver
+        .until(
+            "the concierge's photo shows in the chat",
+            "const img = document.querySelector('#log .msg.out .media img'); \
+             return img !== null && img.complete && img.naturalWidth === 320 \
+               && img.closest('.msg').textContent.includes('Here is the fig candle')",
+        )
+        .await;
+
+    // The visitor picks a photo (as the file dialog would), writes a caption and sends it.
+    driver
+        .script(
+            "const c = document.createElement('canvas'); c.width = 160; c.height = 120; \
+             const g = c.getContext('2d'); g.fillStyle = '#468'; g.fillRect(0, 0, 160, 120); \
+             c.toBlob((b) => { const dt = new DataTransfer(); \
+               dt.items.add(new File([b], 'crack.png', { type: 'image/png' })); \
+               const input = document.getElementById('file'); input.files = dt.files; \
+               input.dispatchEvent(new Event('change', { bubbles: true })); }, 'image/png'); \
+             return true",
+        )
+        .await;
+    driver
+        .until(
+            "the chosen file waits above the box",
+            "const c = document.getElementById('chosen'); return !c.hidden && c.textContent.includes('crack.png')",
+        )
+        .await;
+    driver.type_into("#text", "this is the crack").await;
+    driver.screenshot(&artifacts.join("chat-attach.png")).await;
+    driver.click("#form button[type=submit]").await;
+    driver
+        .until(
+            "the visitor's photo is in the chat, sent",
+            "const ms = [...document.querySelectorAll('#log .msg.in')]; \
+             const m = ms[ms.length - 1]; \
+             return m.querySelector('.media img') !== null && m.textContent.includes('this is the crack') \
+               && !m.classList.contains('pending') && !m.classList.contains('failed')",
+        )
+        .await;
+    eventually("the visitor's photo is kept on their message", || async {
+        out.app
+            .store()
+            .recent_messages(&conversation, 10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| {
+                matches!(
+                    &m.content,
+                    concierge::domain::Content::Media {
+                        caption: Some(c),
+                        kept: Some(KeptMedia::Stored(s)),
+                        ..
+                    } if c == "this is the crack" && s.width == Some(160)
+                )
+            })
+    })
+    .await;
+    driver.assert_no_csp_violation().await;
+    for (width, height, name) in [(1280, 800, "desktop"), (390, 844, "phone")] {
+        driver.resize(width, height).await;
+        driver
+            .screenshot(&artifacts.join(format!("chat-media-{name}.png")))
+            .await;
+    }
+}

@@ -161,7 +161,7 @@ enum Inbound {
 /// What the agent answers.
 #[derive(Clone, Debug)]
 enum Answer {
-    Say(Content),
+    Say(Box<Content>),
     /// A reaction with this emoji on the customer's message.
     React(&'static str),
 }
@@ -219,13 +219,16 @@ impl Case {
             // The reply window is closed: the template goes instead, by design.
             return (Vec::new(), Vec::new());
         }
-        match &self.answer {
-            Answer::Say(Content::Text { body }) => (vec![body.clone()], Vec::new()),
-            Answer::Say(Content::Choices { body, choices, .. }) => (
+        let Answer::Say(content) = &self.answer else {
+            return (Vec::new(), Vec::new());
+        };
+        match content.as_ref() {
+            Content::Text { body } => (vec![body.clone()], Vec::new()),
+            Content::Choices { body, choices, .. } => (
                 vec![body.clone()],
                 choices.iter().map(|c| c.title.clone()).collect(),
             ),
-            Answer::Say(Content::Choice(choice)) => (vec![choice.title.clone()], Vec::new()),
+            Content::Choice(choice) => (vec![choice.title.clone()], Vec::new()),
             _ => (Vec::new(), Vec::new()),
         }
     }
@@ -292,7 +295,7 @@ fn cases(media_base: &str) -> Vec<Case> {
                 refuse_first: false,
             });
         };
-        let say = Answer::Say;
+        let say = |content: Content| Answer::Say(Box::new(content));
         add(
             "text",
             say(Content::text("Your table for 2 at 7:00 PM is confirmed.")),
@@ -548,7 +551,7 @@ fn cases(media_base: &str) -> Vec<Case> {
         platform: Platform::Whatsapp,
         name: "reengagement_template",
         index: 0,
-        answer: Answer::Say(Content::text("Your table is ready.")),
+        answer: Answer::Say(Box::new(Content::text("Your table is ready."))),
         quote: false,
         inbound: Inbound::Old,
         refuse_first: false,
@@ -557,7 +560,7 @@ fn cases(media_base: &str) -> Vec<Case> {
         platform: Platform::Whatsapp,
         name: "text_to_business_scoped_id",
         index: 0,
-        answer: Answer::Say(Content::text("Hello! How can I help?")),
+        answer: Answer::Say(Box::new(Content::text("Hello! How can I help?"))),
         quote: false,
         inbound: Inbound::BusinessScoped,
         refuse_first: false,
@@ -566,7 +569,7 @@ fn cases(media_base: &str) -> Vec<Case> {
         platform: Platform::Telegram,
         name: "button_tap",
         index: 0,
-        answer: Answer::Say(Content::text("Noted: see you at seven.")),
+        answer: Answer::Say(Box::new(Content::text("Noted: see you at seven."))),
         quote: false,
         inbound: Inbound::Tap,
         refuse_first: false,
@@ -575,7 +578,7 @@ fn cases(media_base: &str) -> Vec<Case> {
         platform: Platform::Twilio,
         name: "reengagement_template",
         index: 0,
-        answer: Answer::Say(Content::text("Your table is ready.")),
+        answer: Answer::Say(Box::new(Content::text("Your table is ready."))),
         quote: false,
         inbound: Inbound::Text,
         refuse_first: true,
@@ -596,7 +599,7 @@ impl Responder for Scripted {
             return Ok(None);
         };
         let content = match &case.answer {
-            Answer::Say(content) => content.clone(),
+            Answer::Say(content) => content.as_ref().clone(),
             Answer::React(emoji) => Content::Reaction {
                 target: turn.message.platform_id.as_str().to_string(),
                 emoji: emoji.to_string(),

@@ -849,6 +849,11 @@ pub async fn reply(
             }
         },
     };
+    if body.text.trim().is_empty() && body.media.is_none() {
+        return Err(
+            ActionError::Invalid("the reply is empty: give a text or a file".to_string()).into(),
+        );
+    }
     let conversation = state
         .desk
         .conversations

@@ -42,7 +42,8 @@ function render(msg) {
     who.textContent = msg.name;
     el.appendChild(who);
   }
-  el.appendChild(document.createTextNode(msg.text));
+  if (msg.media) el.appendChild(mediaView(msg.media, msg.preview));
+  if (msg.text) el.appendChild(document.createTextNode(msg.text));
   if (msg.choices && msg.choices.length) {
     const box = document.createElement("div");
     box.className = "choices";
@@ -57,6 +58,47 @@ function render(msg) {
   }
   log.scrollTop = log.scrollHeight;
 }
+
+// A file of the conversation, fetched with the visitor's cookie (or key, when framed over
+// plain HTTP); the visitor's own file shows from its local copy until the page reloads.
+const keyQuery = framed && !secure ? "key=" + encodeURIComponent(key) : "";
+function mediaUrl(id, thumb) {
+  const q = [thumb ? "variant=thumb" : "", keyQuery].filter(Boolean).join("&");
+  return "/chat/" + encodeURIComponent(SETTINGS.channel) + "/media/" + encodeURIComponent(id) + (q ? "?" + q : "");
+}
+function mediaView(media, preview) {
+  const box = document.createElement("div");
+  box.className = "media";
+  if (media.kind === "image" || media.kind === "sticker") {
+    const img = document.createElement("img");
+    img.src = preview || mediaUrl(media.id, true);
+    img.alt = media.name || "A picture";
+    img.loading = "lazy";
+    if (media.width && media.height) { img.width = Math.min(240, media.width); img.style.aspectRatio = media.width + " / " + media.height; }
+    img.onload = () => { log.scrollTop = log.scrollHeight; };
+    const link = document.createElement("a");
+    link.href = preview || mediaUrl(media.id, false);
+    link.target = "_blank";
+    link.rel = "noopener";
+    link.appendChild(img);
+    box.appendChild(link);
+  } else if (media.kind === "audio" || media.kind === "video") {
+    const player = document.createElement(media.kind);
+    player.controls = true;
+    player.preload = "metadata";
+    player.src = preview || mediaUrl(media.id, false);
+    box.appendChild(player);
+  } else {
+    const link = document.createElement("a");
+    link.className = "file";
+    link.href = preview || mediaUrl(media.id, false);
+    link.download = media.name || "";
+    link.textContent = (media.name || "Download the file") + (media.bytes ? " · " + size(media.bytes) : "");
+    box.appendChild(link);
+  }
+  return box;
+}
+function size(n) { return !n ? "" : n >= 1048576 ? (n / 1048576).toFixed(1) + " MB" : Math.max(1, Math.ceil(n / 1024)) + " KB"; }
 
 async function post(body) {
   // A retried POST repeats the same id: the gateway keeps one copy.
@@ -75,22 +117,83 @@ async function post(body) {
   return false;
 }
 
-async function send(extra, text) {
+async function send(extra, text, file) {
   const msg = { id: randomId(), direction: "in", author: "customer", text: text, pending: true };
+  if (file) {
+    msg.preview = URL.createObjectURL(file);
+    msg.media = { id: "", kind: kindOf(file.type), mime: file.type, name: file.name, bytes: file.size };
+  }
   render(msg);
-  const ok = await post(Object.assign({ id: msg.id }, extra));
+  let ok = true;
+  if (file) {
+    const kept = await upload(file);
+    if (kept) extra.media = { id: kept.id, mime: kept.mime };
+    else ok = false;
+  }
+  ok = ok && await post(Object.assign({ id: msg.id }, extra));
   msg.pending = false;
   msg.failed = !ok;
   render(msg);
 }
 
+// ---------- a file from the visitor ----------
+const MAX_FILE = 16 * 1024 * 1024;
+const fileInput = document.getElementById("file");
+const chosen = document.getElementById("chosen");
+let pendingFile = null;
+function kindOf(mime) {
+  const top = (mime || "").split("/")[0];
+  return top === "image" || top === "audio" || top === "video" ? top : "document";
+}
+function choose(file) {
+  pendingFile = file;
+  chosen.textContent = "";
+  chosen.hidden = !file;
+  if (!file) return;
+  const name = document.createElement("span");
+  name.textContent = (file.name || "image") + " · " + size(file.size);
+  const remove = document.createElement("button");
+  remove.type = "button";
+  remove.textContent = "✕";
+  remove.setAttribute("aria-label", "Remove the file");
+  remove.onclick = () => choose(null);
+  chosen.append(name, remove);
+}
+async function upload(file) {
+  const path = "/chat/" + encodeURIComponent(SETTINGS.channel) + "/media?name=" + encodeURIComponent(file.name || "image");
+  for (let attempt = 0; attempt < 4; attempt++) {
+    try {
+      const res = await fetch(path, { method: "POST", headers: { "x-webchat-key": key, "content-type": file.type || "application/octet-stream" }, body: file });
+      if (res.ok) return await res.json();
+      if (res.status < 500) {
+        statusEl.textContent = res.status === 413 ? "that file is too large" : res.status === 415 ? "that kind of file cannot be sent" : "the file was not sent";
+        return null;
+      }
+    } catch (e) { /* network: retry */ }
+    await new Promise(r => setTimeout(r, 500 * 2 ** attempt));
+  }
+  return null;
+}
+document.getElementById("attach").addEventListener("click", () => fileInput.click());
+fileInput.addEventListener("change", () => {
+  const file = fileInput.files[0];
+  fileInput.value = "";
+  if (!file) return;
+  if (file.size > MAX_FILE) { statusEl.textContent = "that file is too large (16 MB at most)"; return; }
+  choose(file);
+  document.getElementById("text").focus();
+});
+
 document.getElementById("form").addEventListener("submit", e => {
   e.preventDefault();
   const box = document.getElementById("text");
   const text = box.value.trim();
-  if (!text) return;
+  const file = pendingFile;
+  if (!text && !file) return;
   box.value = "";
-  send({ text: text }, text);
+  choose(null);
+  // With a file, the words are its caption.
+  send({ text: text }, text, file);
 });
 document.getElementById("text").addEventListener("keydown", e => {
   if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); document.getElementById("form").requestSubmit(); }

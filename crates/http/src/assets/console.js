@@ -7,7 +7,7 @@ const E = {};
 for (const id of ["signin", "sign-in-form", "token", "sign-in", "sign-in-error", "app", "me", "role", "status-toggle", "sign-out",
   "connection", "notify", "health", "health-panel", "health-list", "health-close", "help-open", "help", "help-close", "filter", "queue", "queue-status", "empty", "thread", "thread-title",
   "thread-state", "thread-meta", "thread-sub", "thread-hint", "claim", "release", "resolve", "transfer", "release-box", "release-note",
-  "release-go", "transfer-box", "transfer-target", "transfer-go", "history", "brief", "reply-form", "reply", "choices", "send",
+  "release-go", "transfer-box", "transfer-target", "transfer-go", "history", "brief", "reply-form", "reply", "choices", "send", "attach", "attach-file", "attachment",
   "note-form", "note", "add-note", "toast"]) E[id] = $(id);
 
 let token = null, me = null, signedIn = false;
@@ -15,6 +15,7 @@ let queue = [], clockOffset = 0;
 let openId = null, current = null, cursorId = null;
 let busy = false, scrollToEnd = false, historyKey = "", briefKey = "", lastSuggestions = [];
 const drafts = new Map();
+let pending = null, pendingPreview = null; // the file waiting to go with the reply
 let unread = 0, askedPermission = false;
 let streamGen = 0, streamCtl = null, lastEventId = "", live = false, lastChunkAt = 0;
 let queueTimer = 0, threadTimer = 0, threadSeq = 0, tickTimer = 0, pollTimer = 0, healthTimer = 0;
@@ -264,6 +265,7 @@ function openConversation(id) {
   if (id !== openId) {
     openId = id; current = null; historyKey = ""; briefKey = ""; scrollToEnd = true;
     E.reply.value = drafts.get(id) || ""; E.choices.value = ""; E.note.value = "";
+    setPending(null);
     closePickers();
     E.history.replaceChildren(el("p", { class: "muted" }, "Loading…"));
     E.brief.replaceChildren();
@@ -333,7 +335,7 @@ function applyPerms() {
   set(E.resolve, p.resolve, p.resolveWhy, "Resolve (x)");
   set(E.transfer, p.transfer, p.transferWhy, "Transfer to a team or a concierge (t)");
   set(E.send, p.reply, p.replyWhy, "Send (Ctrl+Enter)");
-  E.reply.disabled = !p.reply; E.choices.disabled = !p.reply;
+  E.reply.disabled = !p.reply; E.choices.disabled = !p.reply || !!pending; E.attach.disabled = busy || !p.reply;
   E.reply.placeholder = p.reply ? "Reply to the customer…  (Ctrl+Enter to send)" : (p.replyWhy || "Replying is not possible") + ".";
   E["release-go"].disabled = busy || !p.release; E["transfer-go"].disabled = busy || !p.transfer;
   E.note.disabled = !current; E["add-note"].disabled = busy || !current;
@@ -425,7 +427,7 @@ function mediaBody(c) {
   const failed = (view) => () => view.replaceWith(el("span", { class: "muted" }, "📎 " + kind + " · it could not be loaded"));
   let view;
   if (kept.mime.startsWith("image/")) {
-    view = el("img", { class: "media-image", alt: c.caption || "A photo from the customer", title: "Open the original · " + info, tabindex: "0" });
+    view = el("img", { class: "media-image", alt: c.caption || "A photo", title: "Open the original · " + info, tabindex: "0" });
     // The thread keeps its end in view when the photo's height arrives.
     view.addEventListener("load", () => {
       const h = E.history;
@@ -584,15 +586,66 @@ async function doTransfer() {
 async function doSend() {
   if (!openId || E.send.disabled) return;
   const text = E.reply.value.trim();
-  if (!text) { E.reply.focus(); return; }
-  const choices = E.choices.value.split(",").map((s) => s.trim()).filter(Boolean);
-  const body = choices.length ? { text, choices } : { text };
+  const file = pending;
+  if (!text && !file) { E.reply.focus(); return; }
+  const choices = file ? [] : E.choices.value.split(",").map((s) => s.trim()).filter(Boolean);
   const id = openId;
   scrollToEnd = true;
-  if (await act((cid) => post(cid, "messages", body))) {
+  const send = async (cid) => {
+    const body = choices.length ? { text, choices } : { text };
+    if (file) {
+      const kept = await upload(cid, file);
+      body.media = { id: kept.id, name: kept.name || file.name };
+    }
+    return post(cid, "messages", body);
+  };
+  if (await act(send)) {
     drafts.delete(id);
-    if (id === openId) { E.reply.value = ""; E.choices.value = ""; E.reply.focus(); }
+    if (id === openId) { E.reply.value = ""; E.choices.value = ""; setPending(null); E.reply.focus(); }
   }
+}
+
+// ---------- attachments ----------
+// One file waits beside the reply box (picked, pasted or dropped); it is uploaded to the
+// thread when the reply is sent, and goes with the reply's words as its caption.
+const MAX_UPLOAD = 16 * 1024 * 1024;
+function fmtSize(n) { return n >= 1048576 ? (n / 1048576).toFixed(1) + " MB" : Math.max(1, Math.ceil(n / 1024)) + " KB"; }
+function setPending(file) {
+  if (pendingPreview) { URL.revokeObjectURL(pendingPreview); pendingPreview = null; }
+  pending = file;
+  if (!file) { E.attachment.hidden = true; E.attachment.replaceChildren(); applyPerms(); return; }
+  const kids = [];
+  if (file.type.startsWith("image/")) {
+    pendingPreview = URL.createObjectURL(file);
+    kids.push(el("img", { class: "attachment-preview", src: pendingPreview, alt: "" }));
+  } else kids.push(el("span", { class: "attachment-icon", "aria-hidden": "true" },
+    file.type.startsWith("audio/") ? "audio" : file.type.startsWith("video/") ? "video" : file.type === "application/pdf" ? "PDF" : "file"));
+  const remove = el("button", { class: "btn attachment-remove", type: "button", "aria-label": "Remove the attachment", title: "Remove" }, "✕");
+  remove.addEventListener("click", () => { setPending(null); E.reply.focus(); });
+  kids.push(el("span", { class: "attachment-name" }, file.name || "pasted image"), el("span", { class: "muted" }, fmtSize(file.size)),
+    el("span", { class: "muted attachment-hint" }, "Your words go with it as its caption"), remove);
+  E.attachment.replaceChildren(...kids);
+  E.attachment.hidden = false;
+  applyPerms();
+}
+function pick(file) {
+  if (!file || E.attach.disabled) return;
+  if (file.size > MAX_UPLOAD) { toast("This file is too large", "Files up to " + fmtSize(MAX_UPLOAD) + " can be sent.", { kind: "error" }); return; }
+  if (!file.size) { toast("This file is empty", "", { kind: "error" }); return; }
+  setPending(file);
+  E.reply.focus();
+}
+async function upload(cid, file) {
+  const path = convPath(cid) + "/media?name=" + encodeURIComponent(file.name || "image.png");
+  let res;
+  try {
+    res = await fetch(path, { method: "POST", body: file, cache: "no-store",
+      headers: { Authorization: "Bearer " + token, "Content-Type": file.type || "application/octet-stream", Accept: "application/json" } });
+  } catch (_) { throw new ApiError(0, "The file could not be uploaded: the server cannot be reached."); }
+  const data = await res.json().catch(() => null);
+  if (res.status === 401) { if (signedIn) signOut("Your session has ended. Sign in again."); throw new ApiError(401, "This token is not valid."); }
+  if (!res.ok) throw new ApiError(res.status, "The file was not sent: " + ((data && data.error) || "HTTP " + res.status) + ".");
+  return data;
 }
 async function doNote() {
   if (!openId) return;
@@ -709,6 +762,23 @@ E["release-box"].addEventListener("submit", (ev) => { ev.preventDefault(); doRel
 E["transfer-box"].addEventListener("submit", (ev) => { ev.preventDefault(); doTransfer(); });
 for (const b of document.querySelectorAll(".picker .cancel")) b.addEventListener("click", closePickers);
 E["reply-form"].addEventListener("submit", (ev) => { ev.preventDefault(); doSend(); });
+E.attach.addEventListener("click", () => E["attach-file"].click());
+E["attach-file"].addEventListener("change", () => { pick(E["attach-file"].files[0]); E["attach-file"].value = ""; });
+E.reply.addEventListener("paste", (ev) => {
+  const file = ev.clipboardData && ev.clipboardData.files && ev.clipboardData.files[0];
+  if (file) { ev.preventDefault(); pick(file); }
+});
+const composer = E["reply-form"].closest(".composer");
+composer.addEventListener("dragover", (ev) => {
+  if (E.attach.disabled || !ev.dataTransfer || !Array.from(ev.dataTransfer.types || []).includes("Files")) return;
+  ev.preventDefault(); composer.classList.add("dropping");
+});
+composer.addEventListener("dragleave", () => composer.classList.remove("dropping"));
+composer.addEventListener("drop", (ev) => {
+  composer.classList.remove("dropping");
+  if (!ev.dataTransfer || !ev.dataTransfer.files.length) return;
+  ev.preventDefault(); pick(ev.dataTransfer.files[0]);
+});
 E["note-form"].addEventListener("submit", (ev) => { ev.preventDefault(); doNote(); });
 E.reply.addEventListener("input", () => { if (openId) drafts.set(openId, E.reply.value); });
 window.addEventListener("focus", clearUnread);

@@ -286,6 +286,13 @@ fn responder_chain(
         if settings.media.images_to_llm {
             agents = agents.with_images(media.clone());
         }
+        match crate::orchestrator::MediaSender::client() {
+            Ok(http) => {
+                agents =
+                    agents.with_sender(crate::orchestrator::MediaSender::new(media.clone(), http));
+            }
+            Err(e) => tracing::warn!(error = %e, "agents cannot send pictures: no HTTP client"),
+        }
         // OpenAI's and Anthropic's own APIs read PDFs; servers that only speak the chat
         // shape (openai_compatible, Ollama) get a document's description.
         if settings.llm.as_ref().is_some_and(|llm| {
@@ -646,6 +653,7 @@ fn agent_runtime(config: &Config, metrics: &Metrics) -> anyhow::Result<Option<Ar
             turn_token_budget: settings.agents.turn_token_budget,
         },
         metrics: metrics.clone(),
+        media_hosts: settings.media.send_hosts.clone(),
     })))
 }
 

@@ -27,6 +27,11 @@ pub(crate) struct Agents {
 }
 
 pub(crate) async fn start(provider: &str, extra: &str) -> Agents {
+    start_with(provider, extra, FRONT_DESK).await
+}
+
+/// As [`start`], with the front desk agent's file being `front_desk`.
+pub(crate) async fn start_with(provider: &str, extra: &str, front_desk: &str) -> Agents {
     let llm = FakeLlm::start().await;
     let shop = FakeShop::start().await;
     let graph = FakeApi::start().await.expect("the fake platform");
@@ -64,7 +69,7 @@ parameters = {{ type = "object", properties = {{ order_id = {{ type = "string" }
     );
     let deployment = Deployment::new(&main);
     let prompts = deployment.path().join("prompts");
-    std::fs::write(prompts.join("front_desk.md"), FRONT_DESK).unwrap();
+    std::fs::write(prompts.join("front_desk.md"), front_desk).unwrap();
     std::fs::write(prompts.join("orders.md"), ORDERS).unwrap();
     write_whatsapp_channel(&deployment, &graph);
     let app = spawn_in(deployment, concierge::app::Parts::default()).await;

@@ -702,3 +702,199 @@ async fn in_a_browser_the_visitor_sees_the_photo_and_sends_one() {
             .await;
     }
 }
+
+/// The catalogue agent's file: it looks products up and may show their photos.
+const CATALOGUE: &str = "+++\ndescription = \"The catalogue: finds products and shows them.\"\nentry = true\ntools = [\"product\", \"send_media\"]\n+++\nYou are the catalogue of {{ merchant }}.\n";
+
+/// A merchant's catalogue: a product whose answer names its photos by URL (one that moved
+/// and redirects elsewhere, one that is a web page), and the photos.
+async fn catalogue(photo: Vec<u8>) -> String {
+    use axum::response::IntoResponse;
+    let photo = std::sync::Arc::new(photo);
+    let router =
+        axum::Router::new()
+            .route(
+                "/products/{id}",
+                axum::routing::get(
+                    |axum::extract::Path(id): axum::extract::Path<String>,
+                     headers: http::HeaderMap| async move {
+                        let host = headers[http::header::HOST].to_str().unwrap().to_string();
+                        let image = |name: &str| format!("http://{host}/images/{name}.png");
+                        axum::Json(json!({
+                            "id": id, "name": "Bougie Figuier", "price": "38.00", "currency": "EUR",
+                            "image": image(&id), "gallery": [image("moved"), image("page")],
+                        }))
+                    },
+                ),
+            )
+            .route(
+                "/images/moved.png",
+                axum::routing::get(|| async {
+                    (
+                        http::StatusCode::FOUND,
+                        [(
+                            http::header::LOCATION,
+                            "http://169.254.169.254/latest/meta-data",
+                        )],
+                    )
+                }),
+            )
+            .route(
+                "/images/page.png",
+                axum::routing::get(|| async {
+                    (
+                        [(http::header::CONTENT_TYPE, "image/png")],
+                        "<html><script>x</script></html>",
+                    )
+                }),
+            )
+            .route(
+                "/images/{name}",
+                axum::routing::get(move || {
+                    let photo = photo.clone();
+                    async move {
+                        (
+                            [(http::header::CONTENT_TYPE, "image/png")],
+                            photo.as_ref().clone(),
+                        )
+                            .into_response()
+                    }
+                }),
+            );
+    concierge_testkit::serve(router).await.unwrap()
+}
+
+async fn catalogue_agents(photo: &[u8]) -> (crate::agents::Agents, String) {
+    let shop = catalogue(photo.to_vec()).await;
+    let a = crate::agents::start_with(
+        "openai",
+        &format!(
+            "[[tools]]\nname = \"product\"\ndescription = \"One product of the catalogue.\"\nurl = \"{shop}/products/{{id}}\"\nparameters = {{ type = \"object\", properties = {{ id = {{ type = \"string\" }} }}, required = [\"id\"] }}\n\n[media]\nwait_ms = 60000\n"
+        ),
+        CATALOGUE,
+    )
+    .await;
+    (a, shop)
+}
+
+/// What the last tool call of the `n`th LLM call's history answered.
+fn last_tool_answer(a: &crate::agents::Agents, n: usize) -> String {
+    a.llm.calls()[n].body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|m| m["role"] == "tool")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn an_agent_sends_only_a_url_a_tool_returned_in_the_turn() {
+    use crate::fake_llm::{text, tool};
+    let (a, shop) = catalogue_agents(&png(64, 64)).await;
+    let image = |name: &str| format!("{shop}/images/{name}.png");
+    // A URL the model made up (no tool answered it) is refused, and the model is told.
+    a.llm.script(vec![
+        tool("product", json!({ "id": "BOU-FIGUIER" })),
+        tool(
+            "send_media",
+            json!({ "url": image("BOU-AMBRE"), "caption": "Bougie Ambre" }),
+        ),
+        text("Here is the fig candle."),
+    ]);
+    a.whatsapp("wamid.CAT1", "Do you have a fig candle?").await;
+    eventually("the answer is sent", || async {
+        a.graph
+            .sends()
+            .iter()
+            .any(|s| s["text"]["body"] == "Here is the fig candle.")
+    })
+    .await;
+    assert!(
+        a.llm.calls()[0]
+            .tool_names()
+            .contains(&"send_media".to_string())
+    );
+    let refused = last_tool_answer(&a, 2);
+    assert!(refused.contains("did not come from a tool"), "{refused}");
+
+    // Nor does the customer's own message make a URL sendable.
+    a.llm.script(vec![
+        tool("send_media", json!({ "url": image("BOU-FIGUIER") })),
+        text("Shall I put it aside for you?"),
+    ]);
+    a.whatsapp("wamid.CAT2", &format!("show me {}", image("BOU-FIGUIER")))
+        .await;
+    eventually("the next answer is sent", || async {
+        a.graph
+            .sends()
+            .iter()
+            .any(|s| s["text"]["body"] == "Shall I put it aside for you?")
+    })
+    .await;
+    assert!(last_tool_answer(&a, 4).contains("did not come from a tool"));
+    assert!(
+        !a.graph.sends().iter().any(|s| s["type"] == "image"),
+        "no photo from a URL no tool returned"
+    );
+    assert!(a.graph.uploads().is_empty());
+}
+
+#[tokio::test]
+async fn a_photo_from_a_tools_answer_reaches_whatsapp_and_a_bad_one_is_said() {
+    use crate::fake_llm::{text, tool};
+    let photo = png(800, 800);
+    let (a, shop) = catalogue_agents(&photo).await;
+    let image = |name: &str| format!("{shop}/images/{name}.png");
+    a.llm.script(vec![
+        tool("product", json!({ "id": "BOU-FIGUIER" })),
+        tool(
+            "send_media",
+            json!({ "url": image("BOU-FIGUIER"), "caption": "Bougie Figuier, 38 €" }),
+        ),
+        tool(
+            "send_media",
+            json!({ "url": image("moved"), "caption": "Another angle" }),
+        ),
+        tool("send_media", json!({ "url": image("page") })),
+        text("Here is the fig candle."),
+    ]);
+    a.whatsapp("wamid.CAT3", "Do you have a fig candle?").await;
+    eventually("the answer is sent", || async {
+        a.graph
+            .sends()
+            .iter()
+            .any(|s| s["text"]["body"] == "Here is the fig candle.")
+    })
+    .await;
+    let sends = a.graph.sends();
+    let at = |wanted: &dyn Fn(&Value) -> bool| sends.iter().position(wanted);
+    let photo_at = at(&|s| s["type"] == "image" && s["image"]["caption"] == "Bougie Figuier, 38 €")
+        .expect("the photo is sent");
+    let uploads = a.graph.uploads();
+    let (_, form) = uploads.iter().find(|(p, _)| p.ends_with("/media")).unwrap();
+    assert_eq!(form.files[0].bytes.as_ref(), photo.as_slice());
+    // The redirect is not followed: its caption goes alone, and the thread says why.
+    let moved_at = at(&|s| s["text"]["body"] == "Another angle").expect("the caption alone");
+    let words_at = at(&|s| s["text"]["body"] == "Here is the fig candle.").unwrap();
+    assert!(photo_at < moved_at && moved_at < words_at, "{sends:?}");
+    assert_eq!(
+        sends.iter().filter(|s| s["type"] == "image").count(),
+        1,
+        "neither the redirect nor the page is sent as a picture"
+    );
+    let conversation = a.wa_conversation().await;
+    let notes = a.app.store().notes(&conversation).await.unwrap();
+    let said: Vec<&str> = notes.iter().map(|n| n.body.as_str()).collect();
+    assert!(
+        said.iter()
+            .any(|n| n.contains("moved.png") && n.contains("redirect")),
+        "{said:?}"
+    );
+    assert!(
+        said.iter()
+            .any(|n| n.contains("page.png") && n.contains("not kept")),
+        "{said:?}"
+    );
+}

@@ -16,9 +16,15 @@ pub const HANDOFF_TOOL: &str = "handoff_to_human";
 pub const CHOICES_TOOL: &str = "offer_choices";
 /// Given to agents whose front matter lists agents they may ask.
 pub const ASK_TOOL: &str = "ask_agent";
+/// Given to agents whose front matter lists it in `tools`: shows the customer a picture or a
+/// file by its URL (one a merchant tool returned in the turn, or on an allowed host).
+pub const SEND_MEDIA_TOOL: &str = "send_media";
 
 pub fn is_builtin(tool: &str) -> bool {
-    matches!(tool, HANDOFF_TOOL | CHOICES_TOOL | ASK_TOOL)
+    matches!(
+        tool,
+        HANDOFF_TOOL | CHOICES_TOOL | ASK_TOOL | SEND_MEDIA_TOOL
+    )
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -197,7 +203,7 @@ impl AgentSet {
         let known_tools: Vec<&str> = tools
             .iter()
             .map(String::as_str)
-            .chain([HANDOFF_TOOL, CHOICES_TOOL, ASK_TOOL])
+            .chain([HANDOFF_TOOL, CHOICES_TOOL, ASK_TOOL, SEND_MEDIA_TOOL])
             .collect();
         for def in agents.values() {
             for tool in &def.tools {
@@ -205,7 +211,7 @@ impl AgentSet {
                     problems.push(Problem::new(
                         &def.file,
                         format!(
-                            "agent `{}` names tool `{tool}`, which is neither declared in concierge.toml ([[tools]]) nor built in ({HANDOFF_TOOL}, {CHOICES_TOOL}, {ASK_TOOL})",
+                            "agent `{}` names tool `{tool}`, which is neither declared in concierge.toml ([[tools]]) nor built in ({HANDOFF_TOOL}, {CHOICES_TOOL}, {ASK_TOOL}, {SEND_MEDIA_TOOL})",
                             def.name
                         ),
                     )

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use super::definition::{
-    ASK_TOOL, AgentSet, CHOICES_TOOL, HANDOFF_TOOL, PromptContext, RenderError,
+    ASK_TOOL, AgentSet, CHOICES_TOOL, HANDOFF_TOOL, PromptContext, RenderError, SEND_MEDIA_TOOL,
 };
 use super::llm::{LlmClient, LlmError, LlmMessage, LlmReply, LlmRequest, ToolCall, ToolSpec};
 use super::redact::Redactor;
@@ -21,6 +21,8 @@ use concierge_telemetry::Metrics;
 
 /// The most options `offer_choices` may show.
 const MAX_CHOICES: usize = 10;
+/// The most pictures or files `send_media` sends in one turn.
+const MAX_MEDIA_PER_TURN: usize = 3;
 
 /// The bounds on one turn.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +43,9 @@ pub struct AgentRuntime {
     pub limits: Limits,
     /// Counts the tool calls (the LLM calls are counted by the client's meter).
     pub metrics: Metrics,
+    /// Hosts whose https URLs `send_media` sends although no tool of the turn returned them
+    /// (`[media] send_hosts`: the shop's image CDN).
+    pub media_hosts: Vec<String>,
 }
 
 /// One turn's input.
@@ -60,7 +65,16 @@ pub struct TurnInput {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentReply {
     Text(String),
-    Choices { text: String, options: Vec<String> },
+    Choices {
+        text: String,
+        options: Vec<String>,
+    },
+    /// A picture or a file to send by its URL (checked: a tool of the turn returned it, or
+    /// its host is allowed); the gateway fetches and keeps it before it goes.
+    Media {
+        url: String,
+        caption: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +144,9 @@ struct TurnState<'a> {
     result: TurnResult,
     /// The tool calls the model asked for so far in the turn, every agent together.
     tool_calls: usize,
+    /// What the merchant tools answered in the turn, as they answered it: the URLs
+    /// `send_media` may send.
+    tool_outputs: Vec<String>,
 }
 
 impl TurnState<'_> {
@@ -266,6 +283,32 @@ fn vet_tool_call<'a>(
     Ok(())
 }
 
+/// Whether `send_media` may send `url`: an http(s) URL without credentials that a merchant
+/// tool answered in this turn (`tool_outputs`), or an https one on an allowed host; why not
+/// otherwise, in words for the model.
+fn sendable(url: &str, tool_outputs: &[String], hosts: &[String]) -> Result<(), &'static str> {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return Err("not a URL");
+    };
+    let Some(host) = parsed.host_str() else {
+        return Err("only an http(s) URL without credentials can be sent");
+    };
+    if !matches!(parsed.scheme(), "https" | "http")
+        || !parsed.username().is_empty()
+        || parsed.password().is_some()
+    {
+        return Err("only an http(s) URL without credentials can be sent");
+    }
+    let from_a_tool = tool_outputs.iter().any(|o| o.contains(url));
+    let allowed_host =
+        parsed.scheme() == "https" && hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
+    if from_a_tool || allowed_host {
+        Ok(())
+    } else {
+        Err("this URL did not come from a tool's answer in this turn: only those can be sent")
+    }
+}
+
 fn string_arg(args: &Value, key: &str) -> Option<String> {
     args.get(key)
         .and_then(Value::as_str)
@@ -292,6 +335,7 @@ impl AgentRuntime {
                 ..TurnResult::default()
             },
             tool_calls: 0,
+            tool_outputs: Vec::new(),
         };
         let chain = vec![entry.clone()];
         let ended = self
@@ -332,7 +376,7 @@ impl AgentRuntime {
         state.result
     }
 
-    fn specs_for(&self, agent: &str, depth: usize) -> Vec<ToolSpec> {
+    fn specs_for(&self, agent: &str, depth: usize, media: bool) -> Vec<ToolSpec> {
         let Some(def) = self.agents.get(agent) else {
             return Vec::new();
         };
@@ -361,6 +405,22 @@ impl AgentRuntime {
                         "question": { "type": "string", "description": "The question, with everything the colleague needs to know (order number, product…)." }
                     },
                     "required": ["agent", "question"]
+                }),
+            });
+        }
+        if media && def.tools.iter().any(|t| t == SEND_MEDIA_TOOL) {
+            specs.push(ToolSpec {
+                name: SEND_MEDIA_TOOL.to_string(),
+                description: format!(
+                    "Show the customer a picture or a file (a product photo, a size guide) by its URL: only a URL a tool returned in this conversation turn. Sent as the chat app's own picture, with the caption under it; at most {MAX_MEDIA_PER_TURN} a turn. Does not end your turn."
+                ),
+                parameters: json!({
+                    "type": "object",
+                    "properties": {
+                        "url": { "type": "string", "description": "The image's or file's URL, exactly as the tool returned it." },
+                        "caption": { "type": "string", "description": "A short line shown with it (optional)." }
+                    },
+                    "required": ["url"]
                 }),
             });
         }
@@ -425,7 +485,7 @@ impl AgentRuntime {
                     .collect();
             }
             let system = self.system_prompt(hop, state)?;
-            let tools = self.specs_for(agent, depth);
+            let tools = self.specs_for(agent, depth, state.input.context.channel.media);
             for round in 0..self.limits.max_tool_rounds {
                 let request = LlmRequest {
                     model: def.model.clone(),
@@ -567,6 +627,7 @@ impl AgentRuntime {
                 *ending = end;
                 (content, outcome)
             }
+            SEND_MEDIA_TOOL => self.send_media(agent, call, state),
             ASK_TOOL => {
                 let asked = self
                     .ask(agent, call, hop.depth, hop.chain, state)
@@ -613,6 +674,7 @@ impl AgentRuntime {
             ),
         );
         let outcome = output.outcome.name();
+        state.tool_outputs.push(output.content.clone());
         let content = if state.input.redact_pii {
             state.redactor.mask(&output.content)
         } else {
@@ -644,6 +706,52 @@ impl AgentRuntime {
         (
             json!({ "ok": true }).to_string(),
             Some(Ending::Handoff { text }),
+        )
+    }
+
+    /// `send_media`: a URL a merchant tool returned in this turn (or on an allowed host) is
+    /// queued to go to the customer; anything else is refused, and the model told why.
+    fn send_media(
+        &self,
+        agent: &str,
+        call: &ToolCall,
+        state: &mut TurnState<'_>,
+    ) -> (String, &'static str) {
+        let refuse = |why: String| (json!({ "error": why }).to_string(), "refused");
+        let Some(url) = string_arg(&call.arguments, "url") else {
+            return (
+                json!({ "error": "`url` is required" }).to_string(),
+                "invalid_arguments",
+            );
+        };
+        let sent = state
+            .result
+            .replies
+            .iter()
+            .filter(|r| matches!(r, AgentReply::Media { .. }))
+            .count();
+        if sent >= MAX_MEDIA_PER_TURN {
+            return refuse(format!(
+                "at most {MAX_MEDIA_PER_TURN} pictures or files a turn"
+            ));
+        }
+        if let Err(why) = sendable(&url, &state.tool_outputs, &self.media_hosts) {
+            state.note(
+                agent,
+                format!("send_media refused {}: {why}", clip_text(&url, 200)),
+            );
+            return refuse(why.to_string());
+        }
+        let caption = string_arg(&call.arguments, "caption")
+            .map(|c| clip_text(&state.redactor.restore_for_customer(&c), 1000));
+        state.note(agent, format!("sent {}", clip_text(&url, 200)));
+        state
+            .result
+            .replies
+            .push(AgentReply::Media { url, caption });
+        (
+            json!({ "ok": true, "note": "it goes to the customer with your answer" }).to_string(),
+            "ok",
         )
     }
 
@@ -855,6 +963,31 @@ mod tests {
             agent: "front_desk",
             depth,
             chain,
+        }
+    }
+
+    #[test]
+    fn send_media_takes_a_tools_url_or_an_allowed_https_host_only() {
+        let outputs = vec![r#"{"image":"http://shop.test/images/fig.png?v=2"}"#.to_string()];
+        let hosts = vec!["cdn.shop.example".to_string()];
+        let ok = |url: &str| sendable(url, &outputs, &hosts).is_ok();
+        assert!(
+            ok("http://shop.test/images/fig.png?v=2"),
+            "as a tool answered it"
+        );
+        assert!(ok("https://cdn.shop.example/any.jpg"));
+        assert!(ok("https://CDN.shop.example/any.jpg"));
+        for refused in [
+            "http://shop.test/images/other.png",
+            "http://cdn.shop.example/any.jpg",
+            "https://cdn.shop.example.evil.test/any.jpg",
+            "https://user:pw@cdn.shop.example/any.jpg",
+            "ftp://cdn.shop.example/any.jpg",
+            "file:///etc/passwd",
+            "javascript:alert(1)",
+            "not a url",
+        ] {
+            assert!(!ok(refused), "{refused}");
         }
     }
 

@@ -135,7 +135,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(operations, 17);
+        assert_eq!(operations, 18);
         // Every `$ref` points at a schema the document has.
         let text = document.to_string();
         for reference in text.split("\"#/components/schemas/").skip(1) {

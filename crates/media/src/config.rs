@@ -15,6 +15,9 @@ pub struct MediaConfig {
     /// Whether customers' images go to the LLM as images (an agent without vision gets
     /// their description either way).
     pub images_to_llm: bool,
+    /// Hosts (`cdn.shop.example`) whose https URLs an agent's `send_media` may send even when
+    /// no tool of the turn returned them.
+    pub send_hosts: Vec<String>,
 }
 
 impl Default for MediaConfig {
@@ -24,6 +27,7 @@ impl Default for MediaConfig {
             max_bytes: 16 * 1024 * 1024,
             wait_ms: 5_000,
             images_to_llm: true,
+            send_hosts: Vec::new(),
         }
     }
 }
@@ -39,6 +43,18 @@ impl MediaConfig {
                 "store",
                 "must be a folder: buckets (s3://…) are not supported yet".to_string(),
             ));
+        }
+        for host in &self.send_hosts {
+            let plain = !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
+            if !plain {
+                problems.push((
+                    "send_hosts",
+                    format!("`{host}` is not a host name like cdn.shop.example (no scheme, path or port)"),
+                ));
+            }
         }
         if self.max_bytes == 0 {
             problems.push(("max_bytes", "must be above 0".to_string()));

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 
 use super::budgets::{Budgets, NEW_CONVERSATIONS_PER_IP};
 use super::lanes::ChannelHints;
+use super::media_out::MediaSender;
 use super::responder::{DecidedBy, Decision, HoldingResponder, Responder, ResponderError, Turn};
 use concierge_agents::{
     AgentFailure, AgentReply, AgentRuntime, ChannelContext, CustomerContext, Identity, LlmMedia,
@@ -23,6 +24,7 @@ use concierge_agents::{
 };
 use concierge_domain::{
     Author, Choice, Content, Direction, KeptMedia, MediaKind, Message, MessageId, ThreadState,
+    clip_text,
 };
 use concierge_media::{MediaStore, Variant};
 use concierge_store::{NewHandoff, NewNote, Summary, TurnUsage};
@@ -64,6 +66,8 @@ pub struct AgentResponder {
     media: Option<MediaStore>,
     /// Whether the provider reads PDFs as files (OpenAI's and Anthropic's APIs do).
     files: bool,
+    /// Fetches and keeps what agents send with `send_media`.
+    sender: Option<MediaSender>,
 }
 
 /// The most images one LLM call carries (the newest of the window).
@@ -87,12 +91,19 @@ impl AgentResponder {
             budgets: Arc::new(Budgets::unlimited()),
             media: None,
             files: false,
+            sender: None,
         }
     }
 
     /// Sends customers' PDFs to the model as files too (a provider that reads them).
     pub fn with_files(mut self) -> Self {
         self.files = true;
+        self
+    }
+
+    /// Sends what agents show with `send_media` (without it, such a reply is its caption).
+    pub fn with_sender(mut self, sender: MediaSender) -> Self {
+        self.sender = Some(sender);
         self
     }
 
@@ -533,6 +544,25 @@ impl Responder for AgentResponder {
         if result.failure.is_none() {
             for reply in &result.replies {
                 let content = match reply {
+                    AgentReply::Media { url, caption } => {
+                        match self.sent_media(turn, url, caption.clone()).await {
+                            Ok(content) => content,
+                            Err(why) => {
+                                tracing::warn!(%why, "an agent's picture cannot be sent");
+                                decision.notes.push(NewNote {
+                                    author: "gateway".to_string(),
+                                    body: format!(
+                                        "the picture at {} was not sent: {why}",
+                                        clip_text(url, 200)
+                                    ),
+                                });
+                                match caption {
+                                    Some(caption) => Content::text(caption.clone()),
+                                    None => continue,
+                                }
+                            }
+                        }
+                    }
                     AgentReply::Text(text) => Content::text(text.clone()),
                     AgentReply::Choices { text, options } => Content::Choices {
                         body: text.clone(),
@@ -567,5 +597,20 @@ impl Responder for AgentResponder {
             decision.handoff = Some(handoff);
         }
         Ok(Some(decision))
+    }
+}
+
+impl AgentResponder {
+    /// What an agent's `send_media` sends: the file fetched and kept, or why not.
+    async fn sent_media(
+        &self,
+        turn: &Turn<'_>,
+        url: &str,
+        caption: Option<String>,
+    ) -> Result<Content, String> {
+        let Some(sender) = &self.sender else {
+            return Err("this gateway sends no media".to_string());
+        };
+        sender.content(&turn.entry.conversation, url, caption).await
     }
 }

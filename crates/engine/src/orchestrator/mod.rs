@@ -7,6 +7,7 @@ pub mod budgets;
 mod config;
 mod lanes;
 mod media;
+mod media_out;
 mod responder;
 mod throttle;
 mod triggers;
@@ -16,6 +17,7 @@ pub use self::budgets::{BudgetSettings, Budgets};
 pub use self::config::OrchestratorConfig;
 pub use self::lanes::{ChannelHints, ChannelProfile, NoHints, Orchestrator};
 pub use self::media::MediaIntake;
+pub use self::media_out::MediaSender;
 pub use self::responder::{
     DecidedBy, Decision, FaqResponder, HoldingResponder, Responder, ResponderChain, ResponderError,
     Turn,

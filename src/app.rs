@@ -80,8 +80,7 @@ impl App {
         let hints: Arc<dyn ChannelHints> = Arc::new(AdapterHints::new(channels.clone()));
         let agents = agent_runtime(&config, &handles.metrics)?;
         let desk = handoff_desk(&config, &handles, agents.clone())?;
-        let media = MediaStore::in_folder(&config.media_dir, config.settings.media.max_bytes)
-            .with_context(|| format!("opening the media folder {}", config.media_dir.display()))?;
+        let media = media_store(&config)?;
         let responder = parts
             .responder
             .unwrap_or_else(|| responder_chain(&config, agents, hints.clone(), &media));
@@ -188,6 +187,25 @@ async fn store_or_open(
 }
 
 /// The client the channels send with: a send may take `send_timeout_secs` (at least one).
+/// Where media is kept: the configured bucket, else the media folder.
+fn media_store(config: &Config) -> anyhow::Result<MediaStore> {
+    let settings = &config.settings.media;
+    match settings.bucket() {
+        Some(Ok(bucket)) => {
+            let http = reqwest::Client::builder()
+                .user_agent(concat!("concierge/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+                .context("building the media bucket's HTTP client")?;
+            MediaStore::in_bucket(&bucket, settings.max_bytes, http)
+                .with_context(|| format!("opening the media bucket {}", settings.store))
+        }
+        Some(Err((key, problem))) => anyhow::bail!("[media] {key}: {problem}"),
+        None => MediaStore::in_folder(&config.media_dir, settings.max_bytes)
+            .with_context(|| format!("opening the media folder {}", config.media_dir.display())),
+    }
+}
+
 fn http_client(delivery: &DeliveryConfig) -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(concat!("concierge/", env!("CARGO_PKG_VERSION")))

@@ -286,7 +286,8 @@ async fn killed_during_media_downloads_every_photo_is_kept_and_answered_once_on_
 
 /// Customers send photos captioned with FAQ questions while the gateway is killed every few
 /// acknowledgements, each download slow enough that kills land during downloads: after the
-/// restarts every photo is kept on its message and answered once, in order.
+/// restarts every photo is kept on its message and answered once, in order. On Redis the
+/// photos are kept in an S3 bucket (moto), as several instances on Redis would share them.
 async fn killed_during_media_downloads(backend: Backend) {
     use concierge_testkit::load::{self, Carries};
     let redis = match backend {
@@ -312,7 +313,21 @@ async fn killed_during_media_downloads(backend: Backend) {
         ),
     )
     .unwrap();
+    let bucket = match backend {
+        Backend::Redis => match crate::media_bucket::bucket(
+            "killed_during_media_downloads_every_photo_is_kept_and_answered_once_on_redis",
+        )
+        .await
+        {
+            Some(bucket) => Some(bucket),
+            None => return,
+        },
+        Backend::Sqlite => None,
+    };
     let mut env = Vec::new();
+    if let Some(bucket) = &bucket {
+        env.extend(bucket.overrides("kill"));
+    }
     if let Some(redis) = &redis {
         env.push(("CONCIERGE__STORE__URL".to_string(), redis.url.clone()));
         env.push(("CONCIERGE__STORE__PREFIX".to_string(), redis.prefix.clone()));
@@ -446,6 +461,18 @@ async fn killed_during_media_downloads(backend: Backend) {
     let downloads: usize = (0..count)
         .map(|n| graph.media_downloads(&load::photo_id(n)))
         .sum();
+    if let Some(bucket) = &bucket {
+        let blobs = bucket.keys("kill/blobs/").await;
+        assert_eq!(
+            blobs.len(),
+            count,
+            "every photo in the bucket, once: {blobs:?}"
+        );
+        assert!(
+            !deployment.path().join("data/media").exists(),
+            "nothing kept on the machine"
+        );
+    }
     eprintln!(
         "{backend:?}: {count} photos over {kills} kills: every one kept and answered once; {downloads} downloads ({} again after a kill), {} replies re-sent (flagged)",
         downloads.saturating_sub(count),

@@ -18,6 +18,7 @@ mod kill;
 mod lanes;
 mod limits;
 mod media;
+mod media_bucket;
 mod media_out;
 mod metrics;
 mod multi_instance;

@@ -15,7 +15,9 @@ use tokio::sync::Semaphore;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use crate::bucket::{Bucket, BucketConfig};
 use crate::folder::Folder;
+use crate::objects::Objects;
 
 use crate::picture::{self, LLM_LONG_SIDE, THUMB_LONG_SIDE};
 use crate::{MediaError, sniff};
@@ -33,7 +35,7 @@ pub enum Variant {
 
 #[derive(Clone)]
 pub struct MediaStore {
-    objects: Folder,
+    objects: Objects,
     max_bytes: u64,
     /// Images decoded at once: one per core (a decoded 12 MP photo takes tens of MB).
     decoding: Arc<Semaphore>,
@@ -57,7 +59,22 @@ impl MediaStore {
         })?;
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         Ok(MediaStore {
-            objects: Folder::new(folder.to_path_buf()),
+            objects: Objects::Folder(Folder::new(folder.to_path_buf())),
+            max_bytes,
+            decoding: Arc::new(Semaphore::new(cores.max(1))),
+        })
+    }
+
+    /// Media kept in a bucket several instances share.
+    pub fn in_bucket(
+        config: &BucketConfig,
+        max_bytes: u64,
+        http: reqwest::Client,
+    ) -> Result<MediaStore, MediaError> {
+        let bucket = Bucket::new(config, http).map_err(MediaError::Store)?;
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Ok(MediaStore {
+            objects: Objects::Bucket(Box::new(bucket)),
             max_bytes,
             decoding: Arc::new(Semaphore::new(cores.max(1))),
         })

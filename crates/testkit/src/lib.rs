@@ -8,6 +8,7 @@
 pub mod demo_shop;
 pub mod llm;
 pub mod load;
+pub mod moto;
 pub mod platform;
 pub mod store_suite;
 pub mod tokens;

@@ -699,6 +699,13 @@ async fn a_concierge_sees_the_customers_photo_and_voice_note() {
              return h.scrollHeight - h.scrollTop - h.clientHeight < 8",
         )
         .await;
+    driver
+        .until(
+            "the photo in the handoff brief",
+            "const img = document.querySelector('#brief .brief-photos img'); \
+             return img !== null && img.complete && img.naturalWidth === 320",
+        )
+        .await;
     for shown in [
         "the crack near the wick",
         "image/png · 1200×900",

@@ -356,7 +356,7 @@ function renderThread(d) {
   E["thread-sub"].textContent = [ct.name && ct.phone ? ct.phone : null, !ct.phone && ct.id !== contactName(c) ? ct.id : null, c.channel_kind || c.channel,
     c.handoff ? "team " + c.handoff.team : null, c.handoff && c.handoff.requested_by ? "handed over by " + c.handoff.requested_by : null, c.conversation].filter(Boolean).join(" · ");
   renderHistory(d.messages || [], d.notes || [], c);
-  renderBrief(d.brief, c);
+  renderBrief(d.brief, c, d.messages || []);
   applyPerms();
 }
 function statusMark(s) {
@@ -495,8 +495,11 @@ function renderChannels() {
 }
 function openChannels() { renderChannels(); E["health-panel"].hidden = false; E["health-close"].focus(); }
 
-function renderBrief(b, c) {
-  const key = JSON.stringify([b, c.handoff && c.handoff.reason]);
+function renderBrief(b, c, messages) {
+  // The customer's latest photos go with the brief: a concierge sees what the handoff is about.
+  const photos = messages.filter((m) => m.direction === "in" && m.kind === "media" && m.content && m.content.kept
+    && m.content.kept.state === "stored" && String(m.content.kept.mime || "").startsWith("image/")).slice(-4);
+  const key = JSON.stringify([b, c.handoff && c.handoff.reason, photos.map((m) => m.content.kept.id)]);
   if (key === briefKey) return;
   briefKey = key;
   const out = [];
@@ -511,6 +514,18 @@ function renderBrief(b, c) {
     out.push(dl);
     const list = (title, items) => { if (items && items.length) out.push(el("h4", null, title), el("ul", null, items.map((t) => el("li", null, t)))); };
     list("Facts", b.facts); list("Already tried", b.tried); list("Last messages", b.last_messages);
+    if (photos.length) {
+      const row = el("div", { class: "brief-photos" });
+      for (const m of photos) {
+        const img = el("img", { alt: m.content.caption || "The customer's photo", title: "Show it in the thread", tabindex: "0" });
+        mediaUrl(m.content.kept.id, "thumb").then((u) => { img.src = u; }, () => img.remove());
+        const show = () => { const at = E.history.querySelector('[data-id="' + m.id + '"]'); if (at) at.scrollIntoView({ block: "center" }); };
+        img.addEventListener("click", show);
+        img.addEventListener("keydown", (e) => { if (e.key === "Enter") show(); });
+        row.append(img);
+      }
+      out.push(el("h4", null, "The customer's photos"), row);
+    }
     lastSuggestions = b.suggested_replies || [];
     if (b.suggested_replies && b.suggested_replies.length) {
       out.push(el("h4", null, "Suggested replies"));

@@ -479,3 +479,298 @@ async fn killed_during_media_downloads(backend: Backend) {
         sends.len() - sent_ids.len()
     );
 }
+
+#[tokio::test]
+async fn killed_while_a_concierge_sends_photos_each_goes_once_on_sqlite() {
+    killed_while_a_concierge_sends_photos(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn killed_while_a_concierge_sends_photos_each_goes_once_on_redis() {
+    killed_while_a_concierge_sends_photos(Backend::Redis).await;
+}
+
+/// A concierge uploads a photo to each of several threads and replies with it, retrying each
+/// request (same `Idempotency-Key`) while the gateway is killed between and during sends
+/// (each send held so kills land in them): every photo reaches WhatsApp as an upload then an
+/// image message, once (a send a kill cut short is confirmed by its status webhook, not
+/// sent again), with its own bytes. On Redis the photos are kept in an S3 bucket (moto).
+async fn killed_while_a_concierge_sends_photos(backend: Backend) {
+    use concierge_testkit::load;
+    let test = match backend {
+        Backend::Sqlite => "killed_while_a_concierge_sends_photos_each_goes_once_on_sqlite",
+        Backend::Redis => "killed_while_a_concierge_sends_photos_each_goes_once_on_redis",
+    };
+    let (redis, bucket) = match backend {
+        Backend::Redis => {
+            let Some(redis) = crate::redis_server::redis(test) else {
+                return;
+            };
+            let Some(bucket) = crate::media_bucket::bucket(test).await else {
+                return;
+            };
+            (Some(redis), Some(bucket))
+        }
+        Backend::Sqlite => (None, None),
+    };
+    const SECRET: &str = "kill-send-media-secret";
+    let graph = concierge_testkit::platform::FakeApi::start()
+        .await
+        .expect("the fake platform");
+    graph.delay_accepts(Duration::from_millis(150));
+    let deployment = Deployment::new(&format!(
+        "{}\n[media]\nwait_ms = 60000\n",
+        crate::handoff::PEOPLE
+    ));
+    std::fs::write(
+        deployment.path().join("channels/whatsapp.toml"),
+        format!(
+            "kind = \"whatsapp\"\nphone_number_id = \"{}\"\naccess_token = \"t\"\napp_secret = \"{SECRET}\"\nverify_token = \"v\"\napi_base = \"{}/v23.0\"\n",
+            load::PHONE_NUMBER_ID,
+            graph.url
+        ),
+    )
+    .unwrap();
+    let mut env = Vec::new();
+    if let Some(bucket) = &bucket {
+        env.extend(bucket.overrides("sent"));
+    }
+    if let Some(redis) = &redis {
+        env.push(("CONCIERGE__STORE__URL".to_string(), redis.url.clone()));
+        env.push(("CONCIERGE__STORE__PREFIX".to_string(), redis.prefix.clone()));
+        env.push((
+            "CONCIERGE__STORE__TAKEOVER_MS".to_string(),
+            "1500".to_string(),
+        ));
+    }
+    // One port across restarts, so the platform's status webhooks reach whichever gateway
+    // runs: a send whose answer a kill cut short is confirmed by its status, not sent again.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    env.push((
+        "CONCIERGE__SERVER__BIND".to_string(),
+        format!("127.0.0.1:{port}"),
+    ));
+    graph.report_statuses_to(
+        &format!("http://127.0.0.1:{port}/webhooks/whatsapp"),
+        SECRET,
+    );
+    let threads = 6;
+    let client = http_client();
+    let mut gateway = Gateway::start_with(&deployment, &env);
+    // Each customer asks for a person; the threads queue.
+    for c in 0..threads {
+        let body = serde_json::json!({
+            "object": "whatsapp_business_account",
+            "entry": [{ "id": "200000000000002", "changes": [{ "field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": { "display_phone_number": "15550100000", "phone_number_id": load::PHONE_NUMBER_ID },
+                "contacts": [{ "profile": { "name": format!("Customer {c}") }, "wa_id": load::phone(c) }],
+                "messages": [{ "from": load::phone(c), "id": format!("wamid.ASK{c}"),
+                    "timestamp": (concierge::domain::now_millis() / 1000).to_string(),
+                    "type": "text", "text": { "body": "I want to talk to a human please" } }],
+            }}]}]
+        })
+        .to_string();
+        let signature = load::sign(SECRET, body.as_bytes());
+        let response = client
+            .post(format!("{}/webhooks/whatsapp", gateway.base))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let store: SharedStore = match &redis {
+        None => Arc::new(
+            SqliteStore::open(&deployment.path().join("data/test.db"), SyncMode::Normal)
+                .await
+                .expect("open the gateway's store"),
+        ),
+        Some(redis) => Arc::new(
+            concierge::store::redis::RedisStore::open(concierge::store::redis::RedisSettings {
+                url: redis.url.clone(),
+                prefix: redis.prefix.clone(),
+                partitions: 16,
+                takeover_ms: 1_500,
+                dedupe_ttl_secs: 3_600,
+            })
+            .await
+            .expect("open the Redis store"),
+        ),
+    };
+    let mut ids = Vec::new();
+    for c in 0..threads {
+        ids.push(crate::helpers::conversation_in(&store, "whatsapp", &load::phone(c)).await);
+    }
+    for id in &ids {
+        eventually("the thread is queued", || async {
+            matches!(
+                store.thread_state(id).await,
+                Ok(concierge::domain::ThreadState::Queued { .. })
+            )
+        })
+        .await;
+    }
+    let token = concierge::handoff::access::issue(store.as_ref(), "ana")
+        .await
+        .unwrap();
+
+    // Ana sends each thread its photo; every second reply, the gateway is killed mid-send.
+    let photos: Vec<Vec<u8>> = (0..threads)
+        .map(|c| crate::media::png(100 + c as u32, 80))
+        .collect();
+    let mut logs = Vec::new();
+    let mut kills = 0;
+    for (c, id) in ids.iter().enumerate() {
+        let uploaded = loop {
+            let answer = client
+                .post(format!(
+                    "{}/api/v1/conversations/{id}/media?name=photo-{c}.png",
+                    gateway.base
+                ))
+                .bearer_auth(&token)
+                .body(photos[c].clone())
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            if let Ok(answer) = answer
+                && answer.status() == 201
+            {
+                break answer.json::<serde_json::Value>().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let reply = serde_json::json!({
+            "text": format!("Here is your replacement, customer {c}"),
+            "media": { "id": uploaded["id"], "name": format!("photo-{c}.png") },
+        });
+        let key = format!("photo-reply-{c}");
+        let send = |base: String| {
+            let (client, token, reply, key) =
+                (client.clone(), token.clone(), reply.clone(), key.clone());
+            let path = format!("/api/v1/conversations/{id}/messages");
+            async move {
+                let answer = client
+                    .post(format!("{base}{path}"))
+                    .bearer_auth(token)
+                    .header("idempotency-key", key)
+                    .json(&reply)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                matches!(answer, Ok(a) if a.status() == 202)
+            }
+        };
+        while !send(gateway.base.clone()).await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if c % 2 == 1 {
+            // In the middle of the upload or the send.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            logs.extend(gateway.kill());
+            kills += 1;
+            gateway = Gateway::start_with(&deployment, &env);
+            // The client did not see its answer, say: it retries with the same key (its
+            // pooled connection to the killed gateway fails first).
+            while !send(gateway.base.clone()).await {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert!(kills >= 3);
+
+    // One image message per thread, once, after the handoff's acknowledgement.
+    let mut reply_ids = HashSet::new();
+    eventually("every photo reply is sent", || {
+        let (store, ids) = (store.clone(), ids.clone());
+        async move {
+            let mut sent = 0;
+            for id in &ids {
+                sent += store
+                    .messages(id, 0, 100)
+                    .await
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|m| {
+                        matches!(m.content, Content::Media { .. })
+                            && m.status == concierge::domain::DeliveryStatus::Sent
+                    })
+                    .count();
+            }
+            sent == ids.len()
+        }
+    })
+    .await;
+    for (c, id) in ids.iter().enumerate() {
+        let messages = store.messages(id, 0, 100).await.unwrap();
+        let files: Vec<_> = messages
+            .iter()
+            .filter(|m| matches!(m.content, Content::Media { .. }))
+            .collect();
+        assert_eq!(files.len(), 1, "thread {c}: the reply queued once");
+        reply_ids.extend(
+            messages
+                .iter()
+                .filter(|m| m.direction == Direction::Outbound)
+                .map(|m| m.id.to_string()),
+        );
+    }
+    let (status, last) = gateway.terminate();
+    assert!(status.success(), "{status:?}");
+    logs.extend(last);
+    // What the customers' phones show is the bar: each its acknowledgement and its photo,
+    // once. (A killed gateway's last log lines die with it: the logs are not the record.)
+    let accepted = graph.accepted();
+    for c in 0..threads {
+        let to = load::phone(c);
+        assert_eq!(
+            accepted.iter().filter(|a| a.to == to).count(),
+            2,
+            "thread {c}: the acknowledgement and the photo, each once"
+        );
+    }
+    let logged: HashSet<String> = sends_in(&logs).into_iter().map(|(id, _)| id).collect();
+    assert!(logged.is_subset(&reply_ids));
+    let uploads = graph.uploads();
+    for c in 0..threads {
+        let to = load::phone(c);
+        let images: Vec<_> = graph
+            .accepted()
+            .into_iter()
+            .filter(|a| a.to == to && a.text.contains("\"type\":\"image\""))
+            .collect();
+        assert_eq!(
+            images.len(),
+            1,
+            "thread {c}: the photo reached WhatsApp once"
+        );
+        let sent: serde_json::Value = serde_json::from_str(&images[0].text).unwrap();
+        let upload = sent["image"]["id"].as_str().unwrap();
+        assert_eq!(
+            graph.media(upload).unwrap().1.as_ref(),
+            photos[c].as_slice(),
+            "thread {c}: its own photo"
+        );
+        assert_eq!(
+            sent["image"]["caption"],
+            format!("Here is your replacement, customer {c}")
+        );
+    }
+    if let Some(bucket) = &bucket {
+        assert_eq!(bucket.keys("sent/blobs/").await.len(), threads);
+    }
+    eprintln!(
+        "{backend:?}: {threads} photo replies over {kills} kills: each on WhatsApp once; {} of {} sends missing from the logs (a killed gateway's last lines), {} uploads",
+        reply_ids.len() - logged.len(),
+        reply_ids.len(),
+        uploads
+            .iter()
+            .filter(|(p, _)| p.ends_with("/media"))
+            .count(),
+    );
+}

@@ -34,7 +34,13 @@ pub struct Whatsapp {
     capabilities: Capabilities,
     limiter: RateLimiter,
     window: ReplyWindow,
+    /// The Graph media ids of files uploaded lately, by our media id: a reply sent again
+    /// (after a kill, or to several customers) is not uploaded again while Meta keeps it.
+    uploaded: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
 }
+
+/// How long an uploaded file's Graph id is sent again (Meta keeps uploads 30 days).
+const UPLOAD_REUSE: Duration = Duration::from_secs(24 * 3600);
 
 /// What an error answer from the Graph API means for the delivery worker.
 enum Failure {
@@ -68,6 +74,7 @@ impl Whatsapp {
             },
             limiter,
             window: ReplyWindow::new(REPLY_WINDOW),
+            uploaded: std::sync::Mutex::default(),
         }
     }
 
@@ -187,7 +194,25 @@ impl Whatsapp {
             _ => None,
         };
         let kind = whatsapp_kind(&attachment.media.mime);
-        let id = self.upload(attachment).await?;
+        let ours = attachment.media.id.to_string();
+        let known = self
+            .uploaded
+            .lock()
+            .ok()
+            .and_then(|known| known.get(&ours).cloned())
+            .filter(|(_, at)| at.elapsed() < UPLOAD_REUSE)
+            .map(|(id, _)| id);
+        let id = match known {
+            Some(id) => id,
+            None => {
+                let id = self.upload(attachment).await?;
+                if let Ok(mut known) = self.uploaded.lock() {
+                    known.retain(|_, (_, at)| at.elapsed() < UPLOAD_REUSE);
+                    known.insert(ours, (id.clone(), std::time::Instant::now()));
+                }
+                id
+            }
+        };
         let name = (kind == MediaKind::Document).then(|| attachment.file_name());
         Ok((
             Content::media(

@@ -737,7 +737,7 @@ async fn killed_while_a_concierge_sends_photos(backend: Backend) {
     let logged: HashSet<String> = sends_in(&logs).into_iter().map(|(id, _)| id).collect();
     assert!(logged.is_subset(&reply_ids));
     let uploads = graph.uploads();
-    for c in 0..threads {
+    for (c, photo) in photos.iter().enumerate() {
         let to = load::phone(c);
         let images: Vec<_> = graph
             .accepted()
@@ -753,7 +753,7 @@ async fn killed_while_a_concierge_sends_photos(backend: Backend) {
         let upload = sent["image"]["id"].as_str().unwrap();
         assert_eq!(
             graph.media(upload).unwrap().1.as_ref(),
-            photos[c].as_slice(),
+            photo.as_slice(),
             "thread {c}: its own photo"
         );
         assert_eq!(

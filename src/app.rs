@@ -92,6 +92,15 @@ impl App {
         let metrics_addr = http.metrics_port.as_ref().map(|port| port.addr);
         log_start(&config, addr);
         let mut workers = spawn_workers(&channels, &handles, &desk);
+        if config.settings.media.retention_days > 0 {
+            let (shutdown, metrics) = (handles.shutdown.clone(), handles.metrics.clone());
+            workers.push(tokio::spawn(crate::media::retention::run(
+                media.clone(),
+                config.settings.media.retention_days,
+                async move { shutdown.cancelled().await },
+                move |n| metrics.media_swept(n as u64),
+            )));
+        }
         workers.extend(http.serve_metrics(&handles));
         let welcome = Welcome {
             addr,

@@ -1,6 +1,7 @@
 //! Media kept in an S3-compatible bucket (moto standing in for S3): the store's operations
 //! against a real S3 server over HTTP, and a gateway whose customers' photos go there, seen
 //! by the concierge from it; the kill test on Redis keeps its photos there too (kill.rs).
+//! And retention: what is kept longer than `[media] retention_days` is deleted.
 
 use bytes::Bytes;
 
@@ -94,6 +95,22 @@ async fn the_store_keeps_reads_and_links_media_in_a_bucket() {
     holders.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     assert_eq!(holders, [conversation(1), conversation(2)]);
 
+    // Retention: nothing is older than a day; everything is older than a minute from now.
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let now = std::time::SystemTime::now();
+    assert_eq!(store.sweep(now - day).await.unwrap(), 0);
+    let other = store
+        .keep(Bytes::from(crate::media::png(20, 20)), MediaKind::Image)
+        .await
+        .unwrap();
+    let later = now + std::time::Duration::from_secs(60);
+    assert_eq!(store.sweep(later).await.unwrap(), 2);
+    for id in [&stored.id, &other.id] {
+        assert!(store.stored(id).await.unwrap().is_none());
+        assert!(store.conversations(id).await.unwrap().is_empty());
+    }
+    assert!(bucket.keys("media/").await.is_empty(), "every object gone");
+
     // What is not there is none, not an error; a bucket that is not there is an error.
     let missing = concierge::domain::MediaId::parse(&"0".repeat(64)).unwrap();
     assert!(store.stored(&missing).await.unwrap().is_none());
@@ -179,4 +196,36 @@ async fn a_gateway_keeps_a_customers_photo_in_the_bucket_and_the_concierge_sees_
         .unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().await.unwrap().as_ref(), photo.as_slice());
+}
+
+/// `[media] retention_days`: a gateway deletes what it kept longer ago at its start and
+/// hourly after, counted; what is younger stays.
+#[tokio::test]
+async fn a_gateway_deletes_media_past_its_retention() {
+    crate::helpers::init();
+    let deployment = crate::helpers::Deployment::new("[media]\nretention_days = 30\n");
+    let folder = deployment.path().join("data/media");
+    let store = MediaStore::in_folder(&folder, 16 << 20).unwrap();
+    let old = store
+        .keep(Bytes::from(crate::media::png(30, 30)), MediaKind::Image)
+        .await
+        .unwrap();
+    let young = store
+        .keep(Bytes::from(crate::media::png(31, 30)), MediaKind::Image)
+        .await
+        .unwrap();
+    let id = old.id.as_str();
+    std::fs::File::options()
+        .write(true)
+        .open(folder.join(format!("meta/{}/{id}.json", &id[..2])))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(31 * 24 * 3600))
+        .unwrap();
+    let app = crate::helpers::spawn_in(deployment, concierge::app::Parts::default()).await;
+    crate::helpers::eventually("the old file is swept", || async {
+        crate::helpers::metric(&app.metrics().await, "concierge_media_swept_total", "") == 1.0
+    })
+    .await;
+    assert!(store.stored(&old.id).await.unwrap().is_none());
+    assert!(store.stored(&young.id).await.unwrap().is_some());
 }

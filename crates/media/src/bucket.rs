@@ -168,10 +168,67 @@ impl Bucket {
     /// The names directly under the folder `key` (ListObjectsV2 with a prefix, every page).
     pub(crate) async fn names(&self, key: &[impl AsRef<str>]) -> std::io::Result<Vec<String>> {
         let folder = format!("{}/", self.key(key));
-        let mut names = Vec::new();
+        Ok(self
+            .list(&folder)
+            .await?
+            .into_iter()
+            .filter_map(|(k, _)| k.strip_prefix(&folder).map(str::to_string))
+            .filter(|name| !name.is_empty() && !name.contains('/'))
+            .collect())
+    }
+
+    /// Every object one folder down under `top` (`top/ab/name`): its name and when it was
+    /// written.
+    pub(crate) async fn modified_under(
+        &self,
+        top: &str,
+    ) -> std::io::Result<Vec<(String, std::time::SystemTime)>> {
+        let folder = format!("{}{top}/", self.prefix);
+        Ok(self
+            .list(&folder)
+            .await?
+            .into_iter()
+            .filter_map(|(k, modified)| {
+                let rest = k.strip_prefix(&folder)?;
+                let (_, name) = rest.split_once('/')?;
+                let modified = modified?;
+                (!name.is_empty() && !name.contains('/')).then(|| (name.to_string(), modified))
+            })
+            .collect())
+    }
+
+    /// Removes what is under `key`; nothing there is no error.
+    pub(crate) async fn delete(&self, key: &[impl AsRef<str>]) -> std::io::Result<()> {
+        let object = self.key(key);
+        let url = self
+            .bucket
+            .delete_object(Some(&self.credentials), &object)
+            .sign(SIGNED_FOR);
+        let response = self
+            .http
+            .delete(url)
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| failed("deletion", e))?;
+        match response.status() {
+            status if status.is_success() || status == reqwest::StatusCode::NOT_FOUND => Ok(()),
+            status => Err(refused("deletion", status)),
+        }
+    }
+
+    /// Every key under `prefix`, with when it was written (ListObjectsV2, every page).
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> std::io::Result<Vec<(String, Option<std::time::SystemTime>)>> {
+        let mut found = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut query = vec![("list-type", "2".to_string()), ("prefix", folder.clone())];
+            let mut query = vec![
+                ("list-type", "2".to_string()),
+                ("prefix", prefix.to_string()),
+            ];
             if let Some(token) = &token {
                 query.push(("continuation-token", token.clone()));
             }
@@ -199,46 +256,59 @@ impl Bucket {
             }
             let body = response.text().await.map_err(|e| failed("listing", e))?;
             let page = listing(&body);
-            names.extend(
-                page.keys
-                    .iter()
-                    .filter_map(|k| k.strip_prefix(&folder))
-                    .filter(|name| !name.is_empty() && !name.contains('/'))
-                    .map(str::to_string),
-            );
+            found.extend(page.objects);
             match page.next {
                 Some(next) if page.truncated => token = Some(next),
-                _ => return Ok(names),
+                _ => return Ok(found),
             }
         }
     }
 }
 
-/// One page of a ListObjectsV2 answer: its keys, and whether more follow.
+/// One page of a ListObjectsV2 answer: its objects (key, when written), and whether more
+/// follow.
 struct Page {
-    keys: Vec<String>,
+    objects: Vec<(String, Option<std::time::SystemTime>)>,
     truncated: bool,
     next: Option<String>,
 }
 
+/// The text of every `<tag>` in `xml`.
+fn texts(xml: &str, tag: &str) -> Vec<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    xml.split(open.as_str())
+        .skip(1)
+        .filter_map(|rest| {
+            rest.split_once(close.as_str())
+                .map(|(text, _)| unescape(text))
+        })
+        .collect()
+}
+
 /// Reads what the store needs of a ListObjectsV2 answer (an XML document of a fixed shape):
-/// the text of every `<Key>`, `<IsTruncated>` and `<NextContinuationToken>`.
+/// each `<Contents>`'s `<Key>` and `<LastModified>`, `<IsTruncated>` and
+/// `<NextContinuationToken>`.
 fn listing(xml: &str) -> Page {
-    let texts = |tag: &str| -> Vec<String> {
-        let open = format!("<{tag}>");
-        let close = format!("</{tag}>");
-        xml.split(open.as_str())
-            .skip(1)
-            .filter_map(|rest| {
-                rest.split_once(close.as_str())
-                    .map(|(text, _)| unescape(text))
-            })
-            .collect()
-    };
+    let objects = xml
+        .split("<Contents>")
+        .skip(1)
+        .filter_map(|block| {
+            let block = block.split("</Contents>").next()?;
+            let key = texts(block, "Key").into_iter().next()?;
+            let modified = texts(block, "LastModified")
+                .first()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(std::time::SystemTime::from);
+            Some((key, modified))
+        })
+        .collect();
     Page {
-        keys: texts("Key"),
-        truncated: texts("IsTruncated").first().is_some_and(|t| t == "true"),
-        next: texts("NextContinuationToken").into_iter().next(),
+        objects,
+        truncated: texts(xml, "IsTruncated")
+            .first()
+            .is_some_and(|t| t == "true"),
+        next: texts(xml, "NextContinuationToken").into_iter().next(),
     }
 }
 
@@ -260,13 +330,18 @@ mod tests {
         let page = listing(
             "<?xml version=\"1.0\"?><ListBucketResult><Name>b</Name><Prefix>m/refs/ab/</Prefix>\
              <IsTruncated>true</IsTruncated><NextContinuationToken>t&amp;1</NextContinuationToken>\
-             <Contents><Key>m/refs/ab/c1</Key><Size>0</Size></Contents>\
+             <Contents><Key>m/refs/ab/c1</Key><LastModified>2026-12-03T09:11:11.000Z</LastModified><Size>0</Size></Contents>\
              <Contents><Key>m/refs/ab/a&amp;b</Key><Size>0</Size></Contents></ListBucketResult>",
         );
-        assert_eq!(page.keys, ["m/refs/ab/c1", "m/refs/ab/a&b"]);
+        let keys: Vec<&str> = page.objects.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["m/refs/ab/c1", "m/refs/ab/a&b"]);
+        let written = page.objects[0].1.unwrap();
+        let since_epoch = written.duration_since(std::time::UNIX_EPOCH).unwrap();
+        assert_eq!(since_epoch.as_secs(), 1_796_289_071);
+        assert!(page.objects[1].1.is_none());
         assert!(page.truncated);
         assert_eq!(page.next.as_deref(), Some("t&1"));
         let last = listing("<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>");
-        assert!(last.keys.is_empty() && !last.truncated && last.next.is_none());
+        assert!(last.objects.is_empty() && !last.truncated && last.next.is_none());
     }
 }

@@ -33,6 +33,9 @@ pub struct MediaConfig {
     /// Hosts (`cdn.shop.example`) whose https URLs an agent's `send_media` may send even when
     /// no tool of the turn returned them.
     pub send_hosts: Vec<String>,
+    /// Files kept longer than this many days are deleted (the messages stay, their media
+    /// reads as no longer kept); 0 keeps them.
+    pub retention_days: u32,
 }
 
 impl Default for MediaConfig {
@@ -48,6 +51,7 @@ impl Default for MediaConfig {
             wait_ms: 5_000,
             images_to_llm: true,
             send_hosts: Vec::new(),
+            retention_days: 0,
         }
     }
 }

@@ -82,4 +82,39 @@ impl Folder {
         }
         Ok(names)
     }
+
+    /// Removes what is under `key`; nothing there is no error.
+    pub(crate) async fn delete(&self, key: &[impl AsRef<str>]) -> std::io::Result<()> {
+        match tokio::fs::remove_file(self.path(key)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every object one folder down under `top` (`top/ab/name`): its name and when it was
+    /// written.
+    pub(crate) async fn modified_under(
+        &self,
+        top: &str,
+    ) -> std::io::Result<Vec<(String, std::time::SystemTime)>> {
+        let mut found = Vec::new();
+        for shard in self.names(&[top]).await? {
+            let mut entries = match tokio::fs::read_dir(self.path(&[top, shard.as_str()])).await {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            while let Some(entry) = entries.next_entry().await? {
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                if name.ends_with(".tmp") {
+                    continue;
+                }
+                let modified = entry.metadata().await?.modified()?;
+                found.push((name, modified));
+            }
+        }
+        Ok(found)
+    }
 }

@@ -8,6 +8,7 @@ mod error;
 mod folder;
 mod objects;
 mod picture;
+pub mod retention;
 mod sniff;
 mod store;
 mod transcribe;

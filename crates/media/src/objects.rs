@@ -40,4 +40,21 @@ impl Objects {
             Objects::Bucket(bucket) => bucket.names(key).await,
         }
     }
+
+    pub(crate) async fn delete(&self, key: &[impl AsRef<str>]) -> std::io::Result<()> {
+        match self {
+            Objects::Folder(folder) => folder.delete(key).await,
+            Objects::Bucket(bucket) => bucket.delete(key).await,
+        }
+    }
+
+    pub(crate) async fn modified_under(
+        &self,
+        top: &str,
+    ) -> std::io::Result<Vec<(String, std::time::SystemTime)>> {
+        match self {
+            Objects::Folder(folder) => folder.modified_under(top).await,
+            Objects::Bucket(bucket) => bucket.modified_under(top).await,
+        }
+    }
 }

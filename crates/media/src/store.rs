@@ -197,6 +197,35 @@ impl MediaStore {
             .collect())
     }
 
+    /// Deletes every file kept before `cutoff` (`[media] retention_days`), with its copies
+    /// and its references; returns how many. Its record goes first: from then on the file
+    /// reads as not kept, so a sweep stopped halfway leaves nothing that reads half there.
+    pub async fn sweep(&self, cutoff: std::time::SystemTime) -> Result<usize, MediaError> {
+        let mut swept = 0;
+        for (name, written) in self.objects.modified_under("meta").await? {
+            let Some(id) = name
+                .strip_suffix(".json")
+                .and_then(|id| MediaId::parse(id).ok())
+            else {
+                continue;
+            };
+            if written >= cutoff {
+                continue;
+            }
+            self.objects.delete(&sharded("meta", &id, ".json")).await?;
+            for top in ["llm", "thumb", "blobs"] {
+                self.objects.delete(&sharded(top, &id, "")).await?;
+            }
+            for holder in self.objects.names(&["refs", id.as_str()]).await? {
+                self.objects
+                    .delete(&["refs", id.as_str(), holder.as_str()])
+                    .await?;
+            }
+            swept += 1;
+        }
+        Ok(swept)
+    }
+
     /// The bytes of `variant` of media `id` and their type, if it is kept.
     pub async fn read(
         &self,
@@ -286,6 +315,54 @@ mod tests {
         let mut holders = store.conversations(&stored.id).await.unwrap();
         holders.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         assert_eq!(holders, vec![conversation(1), conversation(2)]);
+    }
+
+    #[tokio::test]
+    async fn a_sweep_deletes_what_is_past_retention_with_its_copies_and_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MediaStore::in_folder(dir.path(), 1 << 24).unwrap();
+        let old = store
+            .keep(Bytes::from(png(1800, 900)), MediaKind::Image)
+            .await
+            .unwrap();
+        let new = store
+            .keep(Bytes::from(png(40, 30)), MediaKind::Image)
+            .await
+            .unwrap();
+        store.link(&old.id, &conversation(1)).await.unwrap();
+        store.link(&new.id, &conversation(1)).await.unwrap();
+        let ten_days = std::time::Duration::from_secs(10 * 24 * 3600);
+        let then = std::time::SystemTime::now() - ten_days;
+        let id = old.id.as_str();
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(format!("meta/{}/{id}.json", &id[..2])))
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+        let cutoff = std::time::SystemTime::now() - ten_days / 2;
+        assert_eq!(store.sweep(cutoff).await.unwrap(), 1);
+        assert!(store.stored(&old.id).await.unwrap().is_none());
+        assert!(
+            store
+                .read(&old.id, Variant::Original)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(store.conversations(&old.id).await.unwrap().is_empty());
+        for top in ["blobs", "llm", "thumb"] {
+            assert!(
+                !dir.path().join(format!("{top}/{}/{id}", &id[..2])).exists(),
+                "{top}"
+            );
+        }
+        assert!(
+            store.stored(&new.id).await.unwrap().is_some(),
+            "the recent one stays"
+        );
+        assert!(store.linked(&new.id, &conversation(1)).await.unwrap());
+        assert_eq!(store.sweep(cutoff).await.unwrap(), 0, "nothing twice");
     }
 
     #[tokio::test]

@@ -198,6 +198,7 @@ struct Media {
     downloads: Family<MediaLabels, Counter>,
     bytes: Family<ChannelLabels, Counter>,
     late: Counter,
+    swept: Counter,
     links: Family<TurnLabels, Counter>,
     transcriptions: Family<TurnLabels, Counter>,
     transcription_seconds: Histogram,
@@ -222,6 +223,12 @@ impl Media {
                 registry,
                 "media_late",
                 "Turns that began before their media was downloaded (past `[media] wait_ms`)",
+                Counter::default(),
+            ),
+            swept: register(
+                registry,
+                "media_swept",
+                "Kept files deleted past `[media] retention_days`",
                 Counter::default(),
             ),
             links: register(
@@ -648,6 +655,11 @@ impl Metrics {
             .inc();
     }
 
+    /// `n` kept files deleted past their retention.
+    pub fn media_swept(&self, n: u64) {
+        self.inner.media.swept.inc_by(n);
+    }
+
     /// A turn began before its media was downloaded.
     pub fn media_late(&self) {
         self.inner.media.late.inc();
@@ -927,6 +939,7 @@ mod tests {
                 "connections_open",
                 "write_timeouts",
                 "media_late",
+                "media_swept",
                 "transcription_seconds",
             ]
         );

@@ -267,6 +267,53 @@ async fn killed_mid_traffic_every_message_is_answered_once_in_order() {
     );
 }
 
+/// The environment that puts a gateway's store on `redis` and its media in `bucket` (under
+/// `prefix`), when given.
+fn media_env(
+    redis: Option<&crate::redis_server::TestRedis>,
+    bucket: Option<&concierge_testkit::moto::TestBucket>,
+    prefix: &str,
+) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    if let Some(bucket) = bucket {
+        env.extend(bucket.overrides(prefix));
+    }
+    if let Some(redis) = redis {
+        env.push(("CONCIERGE__STORE__URL".to_string(), redis.url.clone()));
+        env.push(("CONCIERGE__STORE__PREFIX".to_string(), redis.prefix.clone()));
+        env.push((
+            "CONCIERGE__STORE__TAKEOVER_MS".to_string(),
+            "1500".to_string(),
+        ));
+    }
+    env
+}
+
+/// The store the gateway of `deployment` writes: its SQLite file, or `redis`.
+async fn gateways_store(
+    deployment: &Deployment,
+    redis: Option<&crate::redis_server::TestRedis>,
+) -> SharedStore {
+    match redis {
+        None => Arc::new(
+            SqliteStore::open(&deployment.path().join("data/test.db"), SyncMode::Normal)
+                .await
+                .expect("open the gateway's store"),
+        ),
+        Some(redis) => Arc::new(
+            concierge::store::redis::RedisStore::open(concierge::store::redis::RedisSettings {
+                url: redis.url.clone(),
+                prefix: redis.prefix.clone(),
+                partitions: 16,
+                takeover_ms: 1_500,
+                dedupe_ttl_secs: 3_600,
+            })
+            .await
+            .expect("open the Redis store"),
+        ),
+    }
+}
+
 /// Which store a media kill run is on.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Backend {
@@ -324,18 +371,7 @@ async fn killed_during_media_downloads(backend: Backend) {
         },
         Backend::Sqlite => None,
     };
-    let mut env = Vec::new();
-    if let Some(bucket) = &bucket {
-        env.extend(bucket.overrides("kill"));
-    }
-    if let Some(redis) = &redis {
-        env.push(("CONCIERGE__STORE__URL".to_string(), redis.url.clone()));
-        env.push(("CONCIERGE__STORE__PREFIX".to_string(), redis.prefix.clone()));
-        env.push((
-            "CONCIERGE__STORE__TAKEOVER_MS".to_string(),
-            "1500".to_string(),
-        ));
-    }
+    let env = media_env(redis.as_ref(), bucket.as_ref(), "kill");
     let (conversations, per_conversation) = (4, 6);
     let count = conversations * per_conversation;
     let question = |i: usize| QUESTIONS[i % QUESTIONS.len()].to_string();
@@ -390,24 +426,7 @@ async fn killed_during_media_downloads(backend: Backend) {
     }
     assert!(kills >= 4);
 
-    let store: SharedStore = match &redis {
-        None => Arc::new(
-            SqliteStore::open(&deployment.path().join("data/test.db"), SyncMode::Normal)
-                .await
-                .expect("open the gateway's store"),
-        ),
-        Some(redis) => Arc::new(
-            concierge::store::redis::RedisStore::open(concierge::store::redis::RedisSettings {
-                url: redis.url.clone(),
-                prefix: redis.prefix.clone(),
-                partitions: 16,
-                takeover_ms: 1_500,
-                dedupe_ttl_secs: 3_600,
-            })
-            .await
-            .expect("open the Redis store"),
-        ),
-    };
+    let store = gateways_store(&deployment, redis.as_ref()).await;
     let mut ids = Vec::new();
     for c in 0..conversations {
         ids.push(crate::helpers::conversation_in(&store, "whatsapp", &load::phone(c)).await);
@@ -531,18 +550,7 @@ async fn killed_while_a_concierge_sends_photos(backend: Backend) {
         ),
     )
     .unwrap();
-    let mut env = Vec::new();
-    if let Some(bucket) = &bucket {
-        env.extend(bucket.overrides("sent"));
-    }
-    if let Some(redis) = &redis {
-        env.push(("CONCIERGE__STORE__URL".to_string(), redis.url.clone()));
-        env.push(("CONCIERGE__STORE__PREFIX".to_string(), redis.prefix.clone()));
-        env.push((
-            "CONCIERGE__STORE__TAKEOVER_MS".to_string(),
-            "1500".to_string(),
-        ));
-    }
+    let mut env = media_env(redis.as_ref(), bucket.as_ref(), "sent");
     // One port across restarts, so the platform's status webhooks reach whichever gateway
     // runs: a send whose answer a kill cut short is confirmed by its status, not sent again.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -585,24 +593,7 @@ async fn killed_while_a_concierge_sends_photos(backend: Backend) {
             .unwrap();
         assert_eq!(response.status(), 200);
     }
-    let store: SharedStore = match &redis {
-        None => Arc::new(
-            SqliteStore::open(&deployment.path().join("data/test.db"), SyncMode::Normal)
-                .await
-                .expect("open the gateway's store"),
-        ),
-        Some(redis) => Arc::new(
-            concierge::store::redis::RedisStore::open(concierge::store::redis::RedisSettings {
-                url: redis.url.clone(),
-                prefix: redis.prefix.clone(),
-                partitions: 16,
-                takeover_ms: 1_500,
-                dedupe_ttl_secs: 3_600,
-            })
-            .await
-            .expect("open the Redis store"),
-        ),
-    };
+    let store = gateways_store(&deployment, redis.as_ref()).await;
     let mut ids = Vec::new();
     for c in 0..threads {
         ids.push(crate::helpers::conversation_in(&store, "whatsapp", &load::phone(c)).await);

@@ -39,7 +39,7 @@ fn dimensions(bytes: &[u8]) -> (u32, u32) {
         .unwrap()
 }
 
-fn now_secs() -> String {
+pub(crate) fn now_secs() -> String {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -13,7 +13,7 @@ use sha2::Sha256;
 
 use crate::handoff::{Api, PEOPLE};
 use crate::helpers::{Deployment, TestApp, eventually, metric, visitor_key};
-use crate::media::png;
+use crate::media::{now_secs, png};
 use crate::whatsapp::fixture;
 use concierge::app::{App, Parts};
 use concierge::domain::{ConversationId, KeptMedia, ThreadState};
@@ -242,14 +242,6 @@ impl Out {
         assert_eq!(status, 202, "{queued}");
         id
     }
-}
-
-fn now_secs() -> String {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string()
 }
 
 #[tokio::test]

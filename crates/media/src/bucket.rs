@@ -29,6 +29,15 @@ pub struct BucketConfig {
     pub path_style: bool,
 }
 
+/// What one request does to an object.
+#[derive(Clone, Copy)]
+enum Op {
+    Put,
+    Get,
+    Head,
+    Delete,
+}
+
 #[derive(Clone)]
 pub(crate) struct Bucket {
     bucket: S3Bucket,
@@ -97,21 +106,46 @@ impl Bucket {
         format!("{}{}", self.prefix, parts.join("/"))
     }
 
+    /// Sends one signed request for `key`'s object: the answer, or the request's failure
+    /// said as `what` failed.
+    async fn object(
+        &self,
+        op: Op,
+        key: &[impl AsRef<str>],
+        body: Option<&[u8]>,
+        what: &str,
+    ) -> std::io::Result<reqwest::Response> {
+        let object = self.key(key);
+        let credentials = Some(&self.credentials);
+        let bucket = &self.bucket;
+        let (url, http_method) = match op {
+            Op::Put => (
+                bucket.put_object(credentials, &object).sign(SIGNED_FOR),
+                reqwest::Method::PUT,
+            ),
+            Op::Get => (
+                bucket.get_object(credentials, &object).sign(SIGNED_FOR),
+                reqwest::Method::GET,
+            ),
+            Op::Head => (
+                bucket.head_object(credentials, &object).sign(SIGNED_FOR),
+                reqwest::Method::HEAD,
+            ),
+            Op::Delete => (
+                bucket.delete_object(credentials, &object).sign(SIGNED_FOR),
+                reqwest::Method::DELETE,
+            ),
+        };
+        let mut request = self.http.request(http_method, url).timeout(REQUEST_TIMEOUT);
+        if let Some(body) = body {
+            request = request.body(body.to_vec());
+        }
+        request.send().await.map_err(|e| failed(what, e))
+    }
+
     /// Writes `bytes` under `key` in one PUT: the object is all there or not at all.
     pub(crate) async fn put(&self, key: &[impl AsRef<str>], bytes: &[u8]) -> std::io::Result<()> {
-        let object = self.key(key);
-        let url = self
-            .bucket
-            .put_object(Some(&self.credentials), &object)
-            .sign(SIGNED_FOR);
-        let response = self
-            .http
-            .put(url)
-            .timeout(REQUEST_TIMEOUT)
-            .body(bytes.to_vec())
-            .send()
-            .await
-            .map_err(|e| failed("write", e))?;
+        let response = self.object(Op::Put, key, Some(bytes), "write").await?;
         if response.status().is_success() {
             Ok(())
         } else {
@@ -121,18 +155,7 @@ impl Bucket {
 
     /// The bytes under `key`, if any.
     pub(crate) async fn get(&self, key: &[impl AsRef<str>]) -> std::io::Result<Option<Bytes>> {
-        let object = self.key(key);
-        let url = self
-            .bucket
-            .get_object(Some(&self.credentials), &object)
-            .sign(SIGNED_FOR);
-        let response = self
-            .http
-            .get(url)
-            .timeout(REQUEST_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| failed("read", e))?;
+        let response = self.object(Op::Get, key, None, "read").await?;
         match response.status() {
             reqwest::StatusCode::NOT_FOUND => Ok(None),
             status if status.is_success() => response
@@ -146,18 +169,7 @@ impl Bucket {
 
     /// Whether something is under `key`.
     pub(crate) async fn exists(&self, key: &[impl AsRef<str>]) -> std::io::Result<bool> {
-        let object = self.key(key);
-        let url = self
-            .bucket
-            .head_object(Some(&self.credentials), &object)
-            .sign(SIGNED_FOR);
-        let response = self
-            .http
-            .head(url)
-            .timeout(REQUEST_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| failed("lookup", e))?;
+        let response = self.object(Op::Head, key, None, "lookup").await?;
         match response.status() {
             reqwest::StatusCode::NOT_FOUND => Ok(false),
             status if status.is_success() => Ok(true),
@@ -199,18 +211,7 @@ impl Bucket {
 
     /// Removes what is under `key`; nothing there is no error.
     pub(crate) async fn delete(&self, key: &[impl AsRef<str>]) -> std::io::Result<()> {
-        let object = self.key(key);
-        let url = self
-            .bucket
-            .delete_object(Some(&self.credentials), &object)
-            .sign(SIGNED_FOR);
-        let response = self
-            .http
-            .delete(url)
-            .timeout(REQUEST_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| failed("deletion", e))?;
+        let response = self.object(Op::Delete, key, None, "deletion").await?;
         match response.status() {
             status if status.is_success() || status == reqwest::StatusCode::NOT_FOUND => Ok(()),
             status => Err(refused("deletion", status)),

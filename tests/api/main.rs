@@ -30,6 +30,7 @@ mod restart;
 mod scale;
 mod security;
 mod serve;
+mod service;
 mod skip;
 mod store_redis;
 mod store_sqlite;

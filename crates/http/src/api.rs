@@ -61,7 +61,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn unauthorized(message: &str) -> Response {
+pub(super) fn unauthorized(message: &str) -> Response {
     let mut response = error(StatusCode::UNAUTHORIZED, message);
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
@@ -125,7 +125,7 @@ impl IntoResponse for Rejection {
 }
 
 /// The bearer token of a request, if it has one.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -150,10 +150,17 @@ impl FromRequestParts<AppState> for Authed {
             )));
         };
         // Looked up by its hash: the token itself is never stored nor compared.
-        let owner = state.desk.queue.token_owner(&hash_token(token)).await?;
+        let hash = hash_token(token);
+        let owner = state.desk.queue.token_owner(&hash).await?;
         let caller = owner.and_then(|name| state.desk.caller(&name).cloned());
         match caller {
             Some(caller) => Ok(Authed(caller)),
+            None if state.desk.queue.service_token(&hash).await?.is_some() => {
+                Err(Rejection(error(
+                    StatusCode::FORBIDDEN,
+                    "a service's token acts as no concierge",
+                )))
+            }
             None => Err(Rejection(unauthorized("this token is not valid"))),
         }
     }

@@ -14,6 +14,7 @@ mod limits;
 mod media;
 mod openapi;
 pub mod server;
+mod service;
 pub mod streams;
 pub mod visitors;
 mod webhooks;

@@ -11,14 +11,14 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, api, channel_health, media};
+use super::{AppState, api, channel_health, media, service};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Concierge API",
         version = "1",
-        description = "The concierge API: the handoff queue, threads, and the actions human concierges take. Every route but this document needs `Authorization: Bearer <token>` (create one with `concierge token create NAME`). A concierge sees the threads of their teams; an admin sees all. Errors are `{\"error\": \"…\"}`."
+        description = "The concierge API: the handoff queue, threads, and the actions human concierges take. Every route but this document needs `Authorization: Bearer <token>`: a concierge's (`concierge token create NAME`) or, for the routes of systems (tag `service`), a service's with the route's scope (`concierge token create --service NAME --scope …`). A concierge sees the threads of their teams; an admin sees all. Errors are `{\"error\": \"…\"}`."
     ),
     servers((url = "/api/v1")),
     security(("bearer" = [])),
@@ -56,6 +56,7 @@ pub fn table() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(Document::openapi())
         .routes(routes!(openapi))
         .routes(routes!(api::me))
+        .routes(routes!(service::whoami))
         .routes(routes!(api::set_status))
         .routes(routes!(api::teams))
         .routes(routes!(channel_health::channels))
@@ -135,7 +136,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(operations, 18);
+        assert_eq!(operations, 19);
         // Every `$ref` points at a schema the document has.
         let text = document.to_string();
         for reference in text.split("\"#/components/schemas/").skip(1) {

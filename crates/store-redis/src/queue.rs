@@ -14,7 +14,7 @@ use concierge_domain::{
 };
 use concierge_store::{
     AuditRecord, ConciergeReplied, HandoffChange, NewAudit, NewNote, NewReply, Presence, Queue,
-    QueueEntry, SlaBreach, StoreError, ThreadMove,
+    QueueEntry, ServiceToken, SlaBreach, StoreError, ThreadMove,
 };
 
 /// An audit record as the store script writes it.
@@ -287,6 +287,53 @@ impl Queue for RedisStore {
     async fn revoke_tokens(&self, concierge: &str) -> Result<usize, StoreError> {
         let answer = self
             .op("revoke_tokens", json!({"concierge": concierge}))
+            .await?;
+        Ok(status(&answer).parse().unwrap_or(0))
+    }
+
+    async fn add_service_token(
+        &self,
+        hash: &str,
+        service: &str,
+        scopes: &[String],
+    ) -> Result<(), StoreError> {
+        let record = json!({ "service": service, "scopes": scopes }).to_string();
+        let mut conn = self.conn();
+        let _: () = redis::pipe()
+            .atomic()
+            .set(self.key(&["service_token", hash]), record)
+            .ignore()
+            .sadd(self.key(&["service_tokens", service]), hash)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn service_token(&self, hash: &str) -> Result<Option<ServiceToken>, StoreError> {
+        let mut conn = self.conn();
+        let record: Option<String> = conn.get(self.key(&["service_token", hash])).await?;
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let value: serde_json::Value = serde_json::from_str(&record)
+            .map_err(|e| StoreError::Corrupt(format!("a service token record: {e}")))?;
+        Ok(Some(ServiceToken {
+            service: value["service"].as_str().unwrap_or_default().to_string(),
+            scopes: value["scopes"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn revoke_service_tokens(&self, service: &str) -> Result<usize, StoreError> {
+        let answer = self
+            .op("revoke_service_tokens", json!({"service": service}))
             .await?;
         Ok(status(&answer).parse().unwrap_or(0))
     }

@@ -815,6 +815,14 @@ function ops.revoke_tokens()
   return {s(#hashes)}
 end
 
+function ops.revoke_service_tokens()
+  local set = k('service_tokens', a.service)
+  local hashes = redis.call('SMEMBERS', set)
+  for _, hash in ipairs(hashes) do redis.call('DEL', k('service_token', hash)) end
+  redis.call('DEL', set)
+  return {s(#hashes)}
+end
+
 function ops.touch_presence()
   local key = k('presence', a.concierge)
   local exists = redis.call('EXISTS', key) == 1

@@ -12,7 +12,8 @@ use concierge_domain::{
 };
 use concierge_store::{
     AuditRecord, ConciergeReplied, Conversation, Handoff, HandoffChange, NewAudit, NewHandoff,
-    NewNote, NewReply, Presence, Queue, QueueEntry, SlaBreach, StoreError, ThreadMove,
+    NewNote, NewReply, Presence, Queue, QueueEntry, ServiceToken, SlaBreach, StoreError,
+    ThreadMove,
 };
 
 /// The handoff columns, in the order [`handoff_from_row`] reads them, from alias `h`.
@@ -495,6 +496,51 @@ impl Queue for SqliteStore {
             Ok(tx.execute(
                 "DELETE FROM concierge_tokens WHERE concierge = ?1",
                 params![concierge],
+            )?)
+        })
+        .await
+    }
+
+    async fn add_service_token(
+        &self,
+        hash: &str,
+        service: &str,
+        scopes: &[String],
+    ) -> Result<(), StoreError> {
+        let (hash, service, scopes) = (hash.to_string(), service.to_string(), scopes.join(" "));
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO service_tokens (hash, service, scopes, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![hash, service, scopes, now_millis()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn service_token(&self, hash: &str) -> Result<Option<ServiceToken>, StoreError> {
+        let hash = hash.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT service, scopes FROM service_tokens WHERE hash = ?1")?
+                .query_row(params![hash], |row| {
+                    let scopes: String = row.get(1)?;
+                    Ok(ServiceToken {
+                        service: row.get(0)?,
+                        scopes: scopes.split_whitespace().map(str::to_string).collect(),
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn revoke_service_tokens(&self, service: &str) -> Result<usize, StoreError> {
+        let service = service.to_string();
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "DELETE FROM service_tokens WHERE service = ?1",
+                params![service],
             )?)
         })
         .await

@@ -32,6 +32,8 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/007_secrets.sql")),
         // v8: the faults platforms report about a channel itself, for its health.
         M::up(include_str!("migrations/008_channel_faults.sql")),
+        // v9: systems' API tokens, with their scopes.
+        M::up(include_str!("migrations/009_service_tokens.sql")),
     ])
 }
 
@@ -89,7 +91,7 @@ mod tests {
             assert!(at > last, "{file} runs out of order");
             last = at;
         }
-        assert_eq!(files.len(), 7, "{files:?}");
+        assert_eq!(files.len(), 8, "{files:?}");
     }
 
     /// A visitor key kept before v6 is replaced by its pseudonym; other rows are untouched.

@@ -363,6 +363,13 @@ pub struct SlaBreach {
     pub priority: String,
 }
 
+/// A system's API token, as kept: whose it is and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceToken {
+    pub service: String,
+    pub scopes: Vec<String>,
+}
+
 /// A concierge's availability.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Presence {
@@ -784,6 +791,20 @@ pub trait Queue: Send + Sync {
 
     /// Revokes every token of a concierge; returns how many there were.
     async fn revoke_tokens(&self, concierge: &str) -> Result<usize, StoreError>;
+
+    /// Keeps the hash of a system's API token (not a person's), with its scopes.
+    async fn add_service_token(
+        &self,
+        hash: &str,
+        service: &str,
+        scopes: &[String],
+    ) -> Result<(), StoreError>;
+
+    /// The service, and its scopes, a token hash belongs to.
+    async fn service_token(&self, hash: &str) -> Result<Option<ServiceToken>, StoreError>;
+
+    /// Revokes every token of a service; returns how many there were.
+    async fn revoke_service_tokens(&self, service: &str) -> Result<usize, StoreError>;
 
     /// Sets a concierge's status (`online`, `away`) or, with `None`, only notes that their
     /// console is connected.

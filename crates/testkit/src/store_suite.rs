@@ -1670,6 +1670,38 @@ pub async fn tokens_presence_and_audit(store: SharedStore) {
         Some("ben")
     );
 
+    // A system's tokens are apart from people's: their own owner, with scopes.
+    let scopes = vec!["notify".to_string(), "events".to_string()];
+    store
+        .add_service_token("hash-s1", "crm", &scopes)
+        .await
+        .unwrap();
+    store
+        .add_service_token("hash-s2", "crm", &scopes[..1])
+        .await
+        .unwrap();
+    store
+        .add_service_token("hash-s3", "orders", &[])
+        .await
+        .unwrap();
+    let crm = store.service_token("hash-s1").await.unwrap().unwrap();
+    assert_eq!((crm.service.as_str(), crm.scopes.clone()), ("crm", scopes));
+    assert_eq!(store.token_owner("hash-s1").await.unwrap(), None);
+    assert_eq!(store.service_token("hash-4").await.unwrap(), None);
+    assert!(
+        store
+            .service_token("hash-s3")
+            .await
+            .unwrap()
+            .unwrap()
+            .scopes
+            .is_empty()
+    );
+    assert_eq!(store.revoke_service_tokens("crm").await.unwrap(), 2);
+    assert_eq!(store.service_token("hash-s2").await.unwrap(), None);
+    assert!(store.service_token("hash-s3").await.unwrap().is_some());
+    assert_eq!(store.revoke_service_tokens("crm").await.unwrap(), 0);
+
     store
         .touch_presence("ana", Some("online"), 1000)
         .await

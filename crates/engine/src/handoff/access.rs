@@ -46,6 +46,63 @@ pub async fn revoke(
     Ok(revoked)
 }
 
+/// What a system's token may do: each scope opens one part of the API to it.
+pub const SERVICE_SCOPES: [&str; 4] = [
+    // Write first: notifications to customers.
+    "notify",  // Hear what happens: conversation events, pushed or posted.
+    "events",  // Record customers' consent.
+    "consent", // Ask our agents over A2A.
+    "a2a",
+];
+
+/// Why a service token cannot be made as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceTokenError {
+    #[error("`{0}` is not a service name (1 to 64 of a-z, 0-9, - and _)")]
+    Name(String),
+    #[error("`{scope}` is not a scope ({}){}", SERVICE_SCOPES.join(", "), hint.as_ref().map(|h| format!("; did you mean `{h}`?")).unwrap_or_default())]
+    Scope { scope: String, hint: Option<String> },
+    #[error("a service token needs at least one --scope ({})", SERVICE_SCOPES.join(", "))]
+    NoScope,
+    #[error(transparent)]
+    Store(#[from] concierge_store::StoreError),
+}
+
+/// Creates a token for a system (not a person) with `scopes`, keeps its hash, and returns
+/// the token (shown once).
+pub async fn issue_service(
+    store: &dyn concierge_store::Queue,
+    service: &str,
+    scopes: &[String],
+) -> Result<String, ServiceTokenError> {
+    let named = (1..=64).contains(&service.len())
+        && service
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !named {
+        return Err(ServiceTokenError::Name(service.to_string()));
+    }
+    if scopes.is_empty() {
+        return Err(ServiceTokenError::NoScope);
+    }
+    let mut kept: Vec<String> = Vec::new();
+    for scope in scopes {
+        if !SERVICE_SCOPES.contains(&scope.as_str()) {
+            return Err(ServiceTokenError::Scope {
+                scope: scope.clone(),
+                hint: concierge_domain::suggest::closest(scope, SERVICE_SCOPES.iter().copied())
+                    .map(str::to_string),
+            });
+        }
+        if !kept.contains(scope) {
+            kept.push(scope.clone());
+        }
+    }
+    let (token, hash) = new_token();
+    store.add_service_token(&hash, service, &kept).await?;
+    Ok(token)
+}
+
 /// The caller of an API request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {

@@ -1,0 +1,75 @@
+//! Systems' access to the API (the order system, a CRM, a partner's agent): a service token
+//! (`concierge token create --service NAME --scope …`) with the scope a route needs. A
+//! concierge's token is not one, and a service's token acts as no concierge (403 both ways).
+
+use axum::Json;
+use axum::extract::State;
+use http::{HeaderMap, StatusCode};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::api::{Problem, Rejection, bearer, problem, unauthorized};
+use concierge_engine::handoff::access::hash_token;
+use concierge_store::ServiceToken;
+
+/// The service calling, if its token holds `scope` (any scope when `None`): 401 without a
+/// valid token, 403 for a concierge's token or a service's without the scope.
+pub(crate) async fn service(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: Option<&str>,
+) -> Result<ServiceToken, Rejection> {
+    let Some(token) = bearer(headers) else {
+        return Err(Rejection::from_response(unauthorized(
+            "an `Authorization: Bearer <token>` header is required",
+        )));
+    };
+    let hash = hash_token(token);
+    if let Some(service) = state.desk.queue.service_token(&hash).await? {
+        return match scope {
+            Some(scope) if !service.scopes.iter().any(|s| s == scope) => {
+                Err(Rejection::from_response(problem(
+                    StatusCode::FORBIDDEN,
+                    format!("this service's token does not have the `{scope}` scope"),
+                )))
+            }
+            _ => Ok(service),
+        };
+    }
+    if state.desk.queue.token_owner(&hash).await?.is_some() {
+        return Err(Rejection::from_response(problem(
+            StatusCode::FORBIDDEN,
+            "a concierge's token is not a service's: create one with `concierge token create --service`",
+        )));
+    }
+    Err(Rejection::from_response(unauthorized(
+        "this token is not valid",
+    )))
+}
+
+/// The service a token belongs to.
+#[derive(Serialize, ToSchema)]
+pub struct ServiceView {
+    service: String,
+    /// What it may do: notify, events, consent, a2a.
+    scopes: Vec<String>,
+}
+
+/// Who the calling service is and what its token may do (a system checks its token here).
+#[utoipa::path(get, path = "/service", tag = "service", responses(
+    (status = 200, description = "The calling service", body = ServiceView),
+    (status = 401, description = "No token, or not a valid one", body = Problem),
+    (status = 403, description = "A concierge's token, not a service's", body = Problem),
+    (status = 503, description = "The store is unavailable; try again", body = Problem),
+))]
+pub async fn whoami(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<ServiceView>, Rejection> {
+    let service = service(&state, &headers, None).await?;
+    Ok(Json(ServiceView {
+        service: service.service,
+        scopes: service.scopes,
+    }))
+}

@@ -297,6 +297,10 @@ fn responder_chain(
         settings.responder.holding_repeat_secs,
     ));
     let mut steps: Vec<Box<dyn Responder>> = vec![
+        // STOP and START first: an opt-out is honoured whatever else the message could be.
+        Box::new(crate::orchestrator::ConsentResponder::new(
+            settings.consent.clone(),
+        )),
         Box::new(TriggerResponder::new(
             Keywords::new(&settings.queue.keywords),
             settings.queue.max_bot_turns,

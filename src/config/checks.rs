@@ -189,6 +189,9 @@ pub(super) fn pipeline(settings: &FileConfig) -> Vec<Fault> {
     for (key, problem) in settings.media.check() {
         faults.push(fault(&format!("media.{key}"), problem));
     }
+    for (key, problem) in settings.consent.check() {
+        faults.push(fault(&format!("consent.{key}"), problem));
+    }
     if let Some(transcription) = &settings.transcription {
         for (key, problem) in transcription.check() {
             faults.push(fault(&format!("transcription.{key}"), problem));

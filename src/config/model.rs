@@ -10,6 +10,7 @@ pub use crate::agents::{AgentsConfig, LlmConfig, LlmProvider, ToolConfig};
 pub use crate::delivery::DeliveryConfig;
 pub use crate::handoff::{ConciergeConfig, ConciergeRole, QueueConfig, TeamConfig};
 pub use crate::media::{MediaConfig, TranscriptionConfig};
+pub use crate::orchestrator::ConsentConfig;
 pub use crate::orchestrator::OrchestratorConfig;
 pub use crate::store::sqlite::SyncMode;
 
@@ -33,6 +34,9 @@ pub struct FileConfig {
     /// Customers' media: where it is kept, its limits, whether the LLM sees images.
     #[serde(default)]
     pub media: MediaConfig,
+    /// The words with which customers opt out of marketing and back in, and the replies.
+    #[serde(default)]
+    pub consent: ConsentConfig,
     /// The server voice notes are put into words by; without it they are not transcribed.
     pub transcription: Option<TranscriptionConfig>,
     /// The LLM provider; without it the gateway answers from the FAQ only.

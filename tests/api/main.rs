@@ -6,6 +6,7 @@ mod bluebubbles;
 mod chat;
 mod check;
 mod conformance;
+mod consent;
 mod console;
 mod delivery;
 use concierge_testkit::llm as fake_llm;

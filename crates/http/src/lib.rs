@@ -7,6 +7,7 @@ mod assets;
 mod body;
 mod channel_health;
 mod chat;
+mod consent;
 mod console;
 mod csp;
 mod health;

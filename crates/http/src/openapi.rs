@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, api, channel_health, media, service};
+use super::{AppState, api, channel_health, consent, media, service};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -57,6 +57,8 @@ pub fn table() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi))
         .routes(routes!(api::me))
         .routes(routes!(service::whoami))
+        .routes(routes!(consent::record))
+        .routes(routes!(consent::history))
         .routes(routes!(api::set_status))
         .routes(routes!(api::teams))
         .routes(routes!(channel_health::channels))
@@ -136,7 +138,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(operations, 19);
+        assert_eq!(operations, 21);
         // Every `$ref` points at a schema the document has.
         let text = document.to_string();
         for reference in text.split("\"#/components/schemas/").skip(1) {

@@ -3,7 +3,6 @@
 //! concierge's token is not one, and a service's token acts as no concierge (403 both ways).
 
 use axum::Json;
-use axum::extract::State;
 use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -48,6 +47,43 @@ pub(crate) async fn service(
     )))
 }
 
+/// What a route needs of a service's token.
+pub trait Scope: Send + Sync {
+    /// The scope's name, as `--scope` gives it; `None`: any service.
+    const NAME: Option<&'static str>;
+}
+
+/// Any service, whatever its scopes.
+pub struct AnyScope;
+
+impl Scope for AnyScope {
+    const NAME: Option<&'static str> = None;
+}
+
+/// The `consent` scope: recording and reading customers' consent.
+pub struct ConsentScope;
+
+impl Scope for ConsentScope {
+    const NAME: Option<&'static str> = Some("consent");
+}
+
+/// The calling service, with the scope `S` its route needs, checked before the request's
+/// body is read.
+pub struct Serviced<S: Scope>(pub ServiceToken, pub std::marker::PhantomData<S>);
+
+impl<S: Scope> axum::extract::FromRequestParts<AppState> for Serviced<S> {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Rejection> {
+        service(state, &parts.headers, S::NAME)
+            .await
+            .map(|token| Serviced(token, std::marker::PhantomData))
+    }
+}
+
 /// The service a token belongs to.
 #[derive(Serialize, ToSchema)]
 pub struct ServiceView {
@@ -64,10 +100,8 @@ pub struct ServiceView {
     (status = 503, description = "The store is unavailable; try again", body = Problem),
 ))]
 pub async fn whoami(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+    Serviced(service, _): Serviced<AnyScope>,
 ) -> Result<Json<ServiceView>, Rejection> {
-    let service = service(&state, &headers, None).await?;
     Ok(Json(ServiceView {
         service: service.service,
         scopes: service.scopes,

@@ -823,6 +823,18 @@ function ops.revoke_service_tokens()
   return {s(#hashes)}
 end
 
+-- The consent ledger: one JSON record a decision on the contact's list; a key once.
+function ops.record_consent()
+  if nn(a.key) and redis.call('SET', k('consent_key', a.key), '1', 'NX') == false then
+    return {'0'}
+  end
+  local list = k('consents', a.channel, a.contact)
+  local record = cjson.decode(a.record)
+  record.seq = redis.call('LLEN', list) + 1
+  redis.call('RPUSH', list, cjson.encode(record))
+  return {'1'}
+end
+
 function ops.touch_presence()
   local key = k('presence', a.concierge)
   local exists = redis.call('EXISTS', key) == 1

@@ -2,6 +2,7 @@
 //! connection thread (tokio-rusqlite). SQLite serialises writers anyway; one connection keeps
 //! every transaction short and ordered, and needs no pool.
 
+mod consent;
 mod queue;
 mod raw;
 mod rows;

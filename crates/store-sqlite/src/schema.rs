@@ -34,6 +34,8 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/008_channel_faults.sql")),
         // v9: systems' API tokens, with their scopes.
         M::up(include_str!("migrations/009_service_tokens.sql")),
+        // v10: the consent ledger.
+        M::up(include_str!("migrations/010_consent_ledger.sql")),
     ])
 }
 
@@ -91,7 +93,7 @@ mod tests {
             assert!(at > last, "{file} runs out of order");
             last = at;
         }
-        assert_eq!(files.len(), 8, "{files:?}");
+        assert_eq!(files.len(), 9, "{files:?}");
     }
 
     /// A visitor key kept before v6 is replaced by its pseudonym; other rows are untouched.

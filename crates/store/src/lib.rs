@@ -12,7 +12,10 @@
 //! - Delivery status only moves forward.
 
 mod backend_errors;
+pub mod consent;
 pub mod credentials;
+
+pub use consent::{ConsentRecord, Consents, NewConsent, Purpose};
 
 use std::sync::Arc;
 
@@ -28,8 +31,8 @@ use concierge_domain::{
 pub type SharedStore = Arc<dyn Store>;
 
 /// Everything a backend provides.
-pub trait Store: Inbox + Outbox + Conversations + Journal + Queue + Instances {}
-impl<T: Inbox + Outbox + Conversations + Journal + Queue + Instances> Store for T {}
+pub trait Store: Inbox + Outbox + Conversations + Journal + Queue + Instances + Consents {}
+impl<T: Inbox + Outbox + Conversations + Journal + Queue + Instances + Consents> Store for T {}
 
 /// The backend's own error, kept as the source of a [`StoreError`].
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;

@@ -64,6 +64,7 @@ macro_rules! store_suite {
             new_conversations_get_ids_nobody_can_compute,
             only_the_owner_replies_and_the_sla_breaches_once,
             tokens_presence_and_audit,
+            the_consent_ledger_grows_and_keeps_a_key_once,
             a_cleared_presence_is_gone_and_others_stay,
             a_takeover_cancels_the_agents_replies_not_yet_sent,
         );
@@ -1652,6 +1653,73 @@ pub async fn a_cleared_presence_is_gone_and_others_stay(store: SharedStore) {
     let presence = store.presence().await.unwrap();
     let ana = presence.iter().find(|p| p.concierge == "ana").unwrap();
     assert_eq!((ana.status.as_str(), ana.idle_since), ("online", 3000));
+}
+
+pub async fn the_consent_ledger_grows_and_keeps_a_key_once(store: SharedStore) {
+    use concierge::store::{NewConsent, Purpose, consent::latest};
+    let channel = ChannelId::parse("whatsapp").unwrap();
+    let ana = ContactId::parse("33612345678").unwrap();
+    let ben = ContactId::parse("33698765432").unwrap();
+    let decision =
+        |contact: &ContactId, purpose, granted, source: &str, key: Option<&str>, at| NewConsent {
+            channel: channel.clone(),
+            contact: contact.clone(),
+            purpose,
+            granted,
+            source: source.to_string(),
+            proof: Some(format!("{source} proof")),
+            at,
+            key: key.map(str::to_string),
+        };
+    assert!(store.consents(&channel, &ana).await.unwrap().is_empty());
+    let granted = decision(
+        &ana,
+        Purpose::Marketing,
+        true,
+        "checkout",
+        Some("order-1"),
+        1_000,
+    );
+    assert!(store.record_consent(&granted).await.unwrap());
+    assert!(!store.record_consent(&granted).await.unwrap(), "a key once");
+    let stop = decision(
+        &ana,
+        Purpose::Marketing,
+        false,
+        "chat_keyword",
+        Some("evt-stop"),
+        2_000,
+    );
+    assert!(store.record_consent(&stop).await.unwrap());
+    let utility = decision(&ana, Purpose::Utility, true, "api", None, 3_000);
+    assert!(store.record_consent(&utility).await.unwrap());
+    assert!(
+        store.record_consent(&utility).await.unwrap(),
+        "no key: always recorded"
+    );
+    store
+        .record_consent(&decision(
+            &ben,
+            Purpose::Marketing,
+            true,
+            "web_form",
+            None,
+            4_000,
+        ))
+        .await
+        .unwrap();
+    let ledger = store.consents(&channel, &ana).await.unwrap();
+    assert_eq!(ledger.len(), 4);
+    assert!(ledger.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(ledger[0].consent, granted);
+    assert_eq!(ledger[1].consent, stop);
+    let marketing = latest(&ledger, Purpose::Marketing).unwrap();
+    assert!(!marketing.consent.granted);
+    assert_eq!(marketing.consent.source, "chat_keyword");
+    assert!(latest(&ledger, Purpose::Utility).unwrap().consent.granted);
+    assert_eq!(store.consents(&channel, &ben).await.unwrap().len(), 1);
+    let elsewhere = ChannelId::parse("telegram").unwrap();
+    assert!(store.consents(&elsewhere, &ana).await.unwrap().is_empty());
 }
 
 pub async fn tokens_presence_and_audit(store: SharedStore) {

@@ -5,6 +5,7 @@
 mod agent_step;
 pub mod budgets;
 mod config;
+mod consent;
 mod lanes;
 mod media;
 mod media_out;
@@ -15,6 +16,7 @@ mod triggers;
 pub use self::agent_step::{AgentResponder, AgentSettings};
 pub use self::budgets::{BudgetSettings, Budgets};
 pub use self::config::OrchestratorConfig;
+pub use self::consent::{ConsentConfig, ConsentResponder};
 pub use self::lanes::{ChannelHints, ChannelProfile, NoHints, Orchestrator};
 pub use self::media::MediaIntake;
 pub use self::media_out::MediaSender;

@@ -53,6 +53,8 @@ pub enum DecidedBy {
     /// A budget of new conversations or LLM calls a minute was spent.
     Budget,
     HandoffTrigger,
+    /// A stop or start keyword: the consent ledger recorded it, the customer was told.
+    Consent,
     /// A responder of the embedder's own (tests, a custom chain), by its name.
     Other(&'static str),
 }
@@ -69,6 +71,7 @@ impl DecidedBy {
             DecidedBy::TokenBudget => "token_budget",
             DecidedBy::Budget => "budget",
             DecidedBy::HandoffTrigger => "handoff_trigger",
+            DecidedBy::Consent => "consent",
             DecidedBy::Other(name) => name,
         }
     }

@@ -377,6 +377,9 @@ fn orchestrator(
         settings.contact_turn_burst,
     )
     .with_desk(desk.clone())
+    .with_held_responder(Arc::new(crate::orchestrator::ConsentResponder::new(
+        config.settings.consent.clone(),
+    )))
 }
 
 /// What fetches customers' media before their turn.

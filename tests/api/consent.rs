@@ -171,3 +171,51 @@ async fn a_system_records_consent_and_reads_the_history_within_its_scope() {
     let contact = concierge::domain::ContactId::parse(PHONE).unwrap();
     assert_eq!(store.consents(&channel, &contact).await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn stop_is_recorded_while_a_concierge_holds_the_thread_and_she_is_told() {
+    let a = start("openai", crate::handoff::PEOPLE).await;
+    a.whatsapp("wamid.H1", "I want to talk to a human please")
+        .await;
+    let conversation = a.wa_conversation().await;
+    eventually("the thread is queued", || async {
+        matches!(
+            a.app.store().thread_state(&conversation).await,
+            Ok(concierge::domain::ThreadState::Queued { .. })
+        )
+    })
+    .await;
+    let ana = crate::handoff::Api::new(&a, "ana").await;
+    let (status, _) = ana
+        .post(&format!("/conversations/{conversation}/claim"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let llm_calls = a.llm.count();
+    a.whatsapp("wamid.H2", "STOP").await;
+    let channel = concierge::domain::ChannelId::parse("whatsapp").unwrap();
+    let contact = concierge::domain::ContactId::parse(PHONE).unwrap();
+    eventually(
+        "the opt-out is recorded, and Ana told in a note",
+        || async {
+            let notes = a.app.store().notes(&conversation).await.unwrap_or_default();
+            notes
+                .iter()
+                .any(|n| n.body.contains("opted out of marketing"))
+        },
+    )
+    .await;
+    let ledger = a.app.store().consents(&channel, &contact).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert!(!ledger[0].consent.granted);
+    // The gateway does not speak over Ana: she confirms it herself.
+    assert_eq!(
+        sends_with(&a, "You will not receive our offers any more").await,
+        0
+    );
+    // Ana keeps the thread, and the bot said nothing else.
+    assert!(matches!(
+        a.app.store().thread_state(&conversation).await.unwrap(),
+        concierge::domain::ThreadState::Human { .. }
+    ));
+    assert_eq!(a.llm.count(), llm_calls, "the bot said nothing else");
+}

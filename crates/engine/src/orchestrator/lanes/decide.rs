@@ -13,7 +13,7 @@ use concierge_domain::{
     Content, Direction, EventKind, InboundMessage, PlatformMessageId, ThreadState, clip_text,
     now_millis,
 };
-use concierge_store::{Completion, InboxEntry, NewReply, StoreError, TurnOutcome};
+use concierge_store::{Completion, InboxEntry, NewReply, StoreError, ThreadChange, TurnOutcome};
 
 /// How long a window-closed report waits for the record of the send it refers to.
 const WINDOW_CLOSED_PATIENCE_MS: i64 = 120_000;
@@ -289,13 +289,6 @@ impl Lane {
             .thread_state(&entry.conversation)
             .await?;
         let thread = current.clone().on_customer_message();
-        if !thread.bot_may_reply() {
-            self.tell_consoles(entry, &messages, &thread).await?;
-            return Ok(unanswered("silent"));
-        }
-        orchestrator
-            .hints
-            .turn_started(&entry.event, &message.platform_id);
         let turn = Turn {
             entry,
             message,
@@ -305,8 +298,23 @@ impl Lane {
             store: &orchestrator.responders_store,
             now: now_millis(),
         };
-        let decision = self.respond(&turn).await?;
         let moved = change(&current, &thread);
+        if !thread.bot_may_reply() {
+            self.tell_consoles(entry, &messages, &thread).await?;
+            // A person holds the thread; an opt-out is honoured all the same, and told to
+            // them in a note: the gateway never speaks over a person (they confirm it).
+            if let Some(held) = &orchestrator.held
+                && let Some(mut decision) = held.respond(&turn).await?
+            {
+                decision.replies.clear();
+                return Ok(self.answered(decision, entry, message, current, moved));
+            }
+            return Ok(unanswered("silent"));
+        }
+        orchestrator
+            .hints
+            .turn_started(&entry.event, &message.platform_id);
+        let decision = self.respond(&turn).await?;
         let Some(decision) = decision else {
             let outcome = TurnOutcome {
                 thread: moved,
@@ -314,6 +322,19 @@ impl Lane {
             };
             return Ok((outcome, "none"));
         };
+        Ok(self.answered(decision, entry, message, current, moved))
+    }
+
+    /// The turn that stores `decision`'s replies, shaped for the channel.
+    fn answered(
+        &self,
+        decision: Decision,
+        entry: &InboxEntry,
+        message: &InboundMessage,
+        current: ThreadState,
+        moved: Option<ThreadChange>,
+    ) -> (TurnOutcome, &'static str) {
+        let orchestrator = &self.orchestrator;
         let to = Answering {
             channel: &entry.event.channel,
             event: &entry.event.event_id,
@@ -321,7 +342,7 @@ impl Lane {
         };
         let limits = Limits::of(orchestrator.hints.as_ref(), &entry.event.channel);
         let replies = shape(&decision, &to, &limits);
-        Ok(outcome(decision, replies, current, moved))
+        outcome(decision, replies, current, moved)
     }
 
     /// A person or the queue holds the thread: the bot stays silent, and the consoles hear

@@ -61,6 +61,9 @@ pub struct Orchestrator {
     desk: Option<Arc<Desk>>,
     /// Fetches customers' media before their turn; `None`: media is read as attached only.
     media: Option<super::MediaIntake>,
+    /// What still answers while a person or the queue holds the thread (the consent
+    /// keywords: an opt-out is honoured whoever has the conversation).
+    held: Option<Arc<dyn Responder>>,
 }
 
 /// What the lanes may ask of a conversation's channel without knowing which platform it is.
@@ -144,7 +147,14 @@ impl Orchestrator {
             contact_rate: None,
             desk: None,
             media: None,
+            held: None,
         }
+    }
+
+    /// Lets `responder` answer while a person or the queue holds the thread.
+    pub fn with_held_responder(mut self, responder: Arc<dyn Responder>) -> Self {
+        self.held = Some(responder);
+        self
     }
 
     /// Hands handoffs to the desk.

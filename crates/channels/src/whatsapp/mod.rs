@@ -309,6 +309,30 @@ fn receipt(id: Option<String>) -> SendReceipt {
     }
 }
 
+/// Whether `url` is where WhatsApp media is downloaded from: the configured API's own host,
+/// or an https host of Meta's media CDNs (`lookaside.fbsbx.com`, `*.fbcdn.net`,
+/// `*.whatsapp.net`).
+fn meta_media_host(url: &str, api_base: &str) -> bool {
+    let (Ok(url), Ok(api)) = (reqwest::Url::parse(url), reqwest::Url::parse(api_base)) else {
+        return false;
+    };
+    let Some(host) = url.host_str().map(str::to_ascii_lowercase) else {
+        return false;
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return false;
+    }
+    let same_api = url.scheme() == api.scheme()
+        && Some(host.as_str()) == api.host_str()
+        && url.port_or_known_default() == api.port_or_known_default();
+    let cdn = url.scheme() == "https"
+        && (host == "lookaside.fbsbx.com"
+            || [".fbsbx.com", ".fbcdn.net", ".whatsapp.net"]
+                .iter()
+                .any(|suffix| host.ends_with(suffix)));
+    same_api || cdn
+}
+
 /// The message kind WhatsApp takes a file of type `mime` as (its supported media types);
 /// anything else goes as a document.
 fn whatsapp_kind(mime: &str) -> MediaKind {
@@ -464,6 +488,16 @@ impl ChannelAdapter for Whatsapp {
 
     async fn fetch_media(&self, media: &MediaRef) -> Result<MediaBytes, MediaError> {
         let failed = |e: reqwest::Error| MediaError::Failed(without_url(&e));
+        // A webhook's media id goes into the lookup's path: an id, nothing else.
+        let an_id = !media.0.is_empty()
+            && media.0.len() <= 128
+            && media
+                .0
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !an_id || media.0.starts_with('.') {
+            return Err(MediaError::Refused("not a Graph media id".to_string()));
+        }
         let lookup = self
             .http
             .get(format!(
@@ -488,6 +522,12 @@ impl ChannelAdapter for Whatsapp {
             .json()
             .await
             .map_err(|e| MediaError::Failed(without_url(&e)))?;
+        // The access token goes only to Meta: the API's own host or Meta's media CDNs.
+        if !meta_media_host(&info.url, &self.config.api_base) {
+            return Err(MediaError::Refused(
+                "the media's download URL is not on a Meta host".to_string(),
+            ));
+        }
         let download = self
             .http
             .get(&info.url)
@@ -508,5 +548,44 @@ impl ChannelAdapter for Whatsapp {
         if let Err(Failure::Send(e)) = self.post(&body, false).await {
             tracing::debug!(channel = %self.id, error = %e, "cannot mark the message read");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::meta_media_host;
+
+    #[test]
+    fn the_token_goes_only_to_meta_media_hosts() {
+        let api = "https://graph.facebook.com/v23.0";
+        for ok in [
+            "https://lookaside.fbsbx.com/whatsapp_business/attachments/?mid=1&ext=2",
+            "https://scontent.xx.fbcdn.net/v/t1.0/photo.jpg",
+            "https://mmg.whatsapp.net/d/f/a.enc",
+            "https://graph.facebook.com/v23.0/media/1",
+        ] {
+            assert!(meta_media_host(ok, api), "{ok}");
+        }
+        for refused in [
+            "http://lookaside.fbsbx.com/x",
+            "https://lookaside.fbsbx.com.evil.test/x",
+            "https://evil.test/?lookaside.fbsbx.com",
+            "https://user:pw@lookaside.fbsbx.com/x",
+            "https://169.254.169.254/latest/meta-data",
+            "http://graph.facebook.com/v23.0/media/1",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            assert!(!meta_media_host(refused, api), "{refused}");
+        }
+        // A fake Graph API in tests, or a proxy in front: its own host serves the media.
+        assert!(meta_media_host(
+            "http://127.0.0.1:4000/download/7",
+            "http://127.0.0.1:4000/v23.0"
+        ));
+        assert!(!meta_media_host(
+            "http://127.0.0.1:4001/download/7",
+            "http://127.0.0.1:4000/v23.0"
+        ));
     }
 }

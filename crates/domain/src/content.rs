@@ -292,6 +292,41 @@ impl Content {
         }
     }
 
+    /// The content as a short line for a list a person scans (the console's queue): media
+    /// by what it is to the customer ("Voice note: …", "Photo: …"), the rest as
+    /// [`Content::describe`] says it.
+    pub fn preview(&self) -> String {
+        let Content::Media {
+            kind,
+            caption,
+            kept,
+            ..
+        } = self
+        else {
+            return self.describe();
+        };
+        let what = match kind {
+            MediaKind::Image => "Photo",
+            MediaKind::Audio => "Voice note",
+            MediaKind::Video => "Video",
+            MediaKind::Document => "File",
+            MediaKind::Sticker => "Sticker",
+        };
+        let stored = match kept {
+            Some(KeptMedia::Stored(stored)) => Some(stored),
+            _ => None,
+        };
+        let words = stored
+            .and_then(|s| s.transcript.as_deref())
+            .map(|w| format!("“{w}”"))
+            .or_else(|| caption.clone())
+            .or_else(|| stored.and_then(|s| s.name.clone()));
+        match words {
+            Some(words) => format!("{what}: {words}"),
+            None => what.to_string(),
+        }
+    }
+
     /// The content as one line of text a person or an LLM can read.
     pub fn describe(&self) -> String {
         match self {
@@ -663,9 +698,36 @@ impl std::fmt::Display for MediaId {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_preview_says_what_media_is_to_the_customer() {
+        let voice = Content::media(MediaKind::Audio, None, None, MediaRef("1".into()));
+        assert_eq!(voice.preview(), "Voice note");
+        let heard = voice
+            .with_kept(KeptMedia::Stored(StoredMedia {
+                id: MediaId::parse(&"ab".repeat(32)).unwrap(),
+                mime: "audio/ogg".into(),
+                bytes: 4096,
+                width: None,
+                height: None,
+                transcript: Some("The wick broke".into()),
+                transcript_problem: None,
+                name: None,
+            }))
+            .unwrap();
+        assert_eq!(heard.preview(), "Voice note: “The wick broke”");
+        let photo = Content::media(
+            MediaKind::Image,
+            None,
+            Some("the crack".into()),
+            MediaRef("2".into()),
+        );
+        assert_eq!(photo.preview(), "Photo: the crack");
+        assert_eq!(Content::text("hello").preview(), "hello");
+    }
+
     use super::{
-        ContactCard, Content, MAX_DISPLAY_NAME, MAX_FORM_BYTES, OrderItem, bounded_answers,
-        display_name, split_text,
+        ContactCard, Content, KeptMedia, MAX_DISPLAY_NAME, MAX_FORM_BYTES, MediaId, MediaKind,
+        MediaRef, OrderItem, StoredMedia, bounded_answers, display_name, split_text,
     };
 
     #[test]

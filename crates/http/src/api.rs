@@ -272,7 +272,7 @@ fn item_view(
             state: sla_state,
         },
         last_message: last.map(|m| LastMessage {
-            text: concierge_domain::clip_text(&m.content.describe(), 200),
+            text: concierge_domain::clip_text(&m.content.preview(), 200),
             at: m.created_at,
         }),
     }

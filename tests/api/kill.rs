@@ -314,6 +314,25 @@ async fn gateways_store(
     }
 }
 
+/// The Redis and the bucket a media kill run on `backend` uses (none on SQLite); `None`,
+/// after saying why, when `test` cannot have them.
+async fn media_backends(
+    backend: Backend,
+    test: &str,
+) -> Option<(
+    Option<crate::redis_server::TestRedis>,
+    Option<concierge_testkit::moto::TestBucket>,
+)> {
+    match backend {
+        Backend::Sqlite => Some((None, None)),
+        Backend::Redis => {
+            let redis = crate::redis_server::redis(test)?;
+            let bucket = crate::media_bucket::bucket(test).await?;
+            Some((Some(redis), Some(bucket)))
+        }
+    }
+}
+
 /// Which store a media kill run is on.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Backend {
@@ -337,14 +356,13 @@ async fn killed_during_media_downloads_every_photo_is_kept_and_answered_once_on_
 /// photos are kept in an S3 bucket (moto), as several instances on Redis would share them.
 async fn killed_during_media_downloads(backend: Backend) {
     use concierge_testkit::load::{self, Carries};
-    let redis = match backend {
-        Backend::Redis => match crate::redis_server::redis(
-            "killed_during_media_downloads_every_photo_is_kept_and_answered_once_on_redis",
-        ) {
-            Some(redis) => Some(redis),
-            None => return,
-        },
-        Backend::Sqlite => None,
+    let Some((redis, bucket)) = media_backends(
+        backend,
+        "killed_during_media_downloads_every_photo_is_kept_and_answered_once_on_redis",
+    )
+    .await
+    else {
+        return;
     };
     const SECRET: &str = "kill-media-secret";
     let graph = concierge_testkit::platform::FakeApi::start()
@@ -360,17 +378,6 @@ async fn killed_during_media_downloads(backend: Backend) {
         ),
     )
     .unwrap();
-    let bucket = match backend {
-        Backend::Redis => match crate::media_bucket::bucket(
-            "killed_during_media_downloads_every_photo_is_kept_and_answered_once_on_redis",
-        )
-        .await
-        {
-            Some(bucket) => Some(bucket),
-            None => return,
-        },
-        Backend::Sqlite => None,
-    };
     let env = media_env(redis.as_ref(), bucket.as_ref(), "kill");
     let (conversations, per_conversation) = (4, 6);
     let count = conversations * per_conversation;
@@ -516,21 +523,13 @@ async fn killed_while_a_concierge_sends_photos_each_goes_once_on_redis() {
 /// sent again), with its own bytes. On Redis the photos are kept in an S3 bucket (moto).
 async fn killed_while_a_concierge_sends_photos(backend: Backend) {
     use concierge_testkit::load;
-    let test = match backend {
-        Backend::Sqlite => "killed_while_a_concierge_sends_photos_each_goes_once_on_sqlite",
-        Backend::Redis => "killed_while_a_concierge_sends_photos_each_goes_once_on_redis",
-    };
-    let (redis, bucket) = match backend {
-        Backend::Redis => {
-            let Some(redis) = crate::redis_server::redis(test) else {
-                return;
-            };
-            let Some(bucket) = crate::media_bucket::bucket(test).await else {
-                return;
-            };
-            (Some(redis), Some(bucket))
-        }
-        Backend::Sqlite => (None, None),
+    let Some((redis, bucket)) = media_backends(
+        backend,
+        "killed_while_a_concierge_sends_photos_each_goes_once_on_redis",
+    )
+    .await
+    else {
+        return;
     };
     const SECRET: &str = "kill-send-media-secret";
     let graph = concierge_testkit::platform::FakeApi::start()

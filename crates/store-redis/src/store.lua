@@ -807,20 +807,21 @@ function ops.offer()
   return {'1'}
 end
 
-function ops.revoke_tokens()
-  local set = k('tokens', a.concierge)
-  local hashes = redis.call('SMEMBERS', set)
-  for _, hash in ipairs(hashes) do redis.call('DEL', k('token', hash)) end
-  redis.call('DEL', set)
+-- Deletes every token of an owner: the set of its hashes, and each hash's record.
+local function revoke(set, record, owner)
+  local key = k(set, owner)
+  local hashes = redis.call('SMEMBERS', key)
+  for _, hash in ipairs(hashes) do redis.call('DEL', k(record, hash)) end
+  redis.call('DEL', key)
   return {s(#hashes)}
 end
 
+function ops.revoke_tokens()
+  return revoke('tokens', 'token', a.concierge)
+end
+
 function ops.revoke_service_tokens()
-  local set = k('service_tokens', a.service)
-  local hashes = redis.call('SMEMBERS', set)
-  for _, hash in ipairs(hashes) do redis.call('DEL', k('service_token', hash)) end
-  redis.call('DEL', set)
-  return {s(#hashes)}
+  return revoke('service_tokens', 'service_token', a.service)
 end
 
 -- The consent ledger: one JSON record a decision on the contact's list; a key once.

@@ -521,6 +521,13 @@ fn app_state(
             },
         ))),
         media: Some(media.clone()),
+        notifier: crate::notify::Notifier::new(
+            handles.store.clone(),
+            handles.store.clone(),
+            channels.clone(),
+            config.catalogue.clone(),
+            handles.metrics.clone(),
+        ),
     }
 }
 

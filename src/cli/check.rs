@@ -22,7 +22,7 @@ fn summary(path: &Path, config: &Config) -> String {
         .map(|a| a.names().collect())
         .unwrap_or_default();
     format!(
-        "{}: ok ({} channel(s), {} FAQ entries, {} agent(s){}, {} tool(s), {}, {} team(s), {} concierge(s))",
+        "{}: ok ({} channel(s), {} FAQ entries, {} agent(s){}, {} tool(s), {}, {} team(s), {} concierge(s), {} template(s))",
         path.display(),
         config.channels.len(),
         config.faq.entries().len(),
@@ -39,6 +39,7 @@ fn summary(path: &Path, config: &Config) -> String {
         },
         config.settings.teams.len().max(1),
         config.settings.concierges.len(),
+        config.catalogue.len(),
     )
 }
 
@@ -65,7 +66,7 @@ mod tests {
         assert_eq!(
             summary(Path::new("concierge.toml"), &config),
             "concierge.toml: ok (1 channel(s), 0 FAQ entries, 0 agent(s), 0 tool(s), \
-             no [llm]: FAQ only, 1 team(s), 0 concierge(s))"
+             no [llm]: FAQ only, 1 team(s), 0 concierge(s), 0 template(s))"
         );
     }
 }

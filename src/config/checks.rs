@@ -212,6 +212,14 @@ pub(super) fn paths(settings: &FileConfig, root: &Path) -> (PathBuf, PathBuf) {
     (resolve(root, channels), resolve(root, prompts))
 }
 
+/// Where templates/ is: `[paths] templates`, relative to the main file's folder.
+pub(super) fn templates_dir(settings: &FileConfig, root: &Path) -> PathBuf {
+    resolve(
+        root,
+        settings.paths.templates.as_deref().unwrap_or("templates"),
+    )
+}
+
 /// The teams a channel file may name; without `[[teams]]`, only the default one.
 pub(super) fn known_teams(settings: &FileConfig) -> Vec<String> {
     let mut teams: Vec<String> = settings.teams.iter().map(|t| t.name.clone()).collect();

@@ -3,6 +3,7 @@
 
 mod checks;
 mod model;
+mod templates;
 mod toml_file;
 
 use std::net::SocketAddr;
@@ -34,6 +35,10 @@ pub struct Config {
     pub store: StoreLocation,
     pub channels_dir: PathBuf,
     pub prompts_dir: PathBuf,
+    /// The template catalogue's folder (`[paths] templates`, `templates/` by default).
+    pub templates_dir: PathBuf,
+    /// The templates the merchant may send first (empty without a templates folder).
+    pub catalogue: std::sync::Arc<crate::channels::templates::Catalogue>,
     /// Where customers' media is kept (`[media] store`, resolved).
     pub media_dir: PathBuf,
     /// Channel instances, sorted by id.
@@ -93,6 +98,9 @@ impl Config {
         let faq_path = prompts_dir.join(&settings.faq.file);
         let faq = load_faq(&faq_path, &mut problems);
         let agent_files = agent_files(&prompts_dir, &faq_path);
+        let templates_dir = checks::templates_dir(&settings, &root);
+        let catalogue = templates::load(&templates_dir, &mut problems);
+        templates::check_uses(&catalogue, &channels_dir, &channels, &mut problems);
 
         let timezone = cross_check(&settings, &main, &mut problems);
         let agents = load_agents(&settings, &prompts_dir, &agent_files, &mut problems);
@@ -110,6 +118,8 @@ impl Config {
             store,
             channels_dir,
             prompts_dir,
+            templates_dir,
+            catalogue: std::sync::Arc::new(catalogue),
             media_dir,
             channels,
             channel_teams,

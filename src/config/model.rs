@@ -169,6 +169,8 @@ pub struct PathsConfig {
     pub channels: Option<String>,
     /// The prompts' folder; `prompts/` beside concierge.toml by default.
     pub prompts: Option<String>,
+    /// The template catalogue's folder; `templates/` beside concierge.toml by default.
+    pub templates: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -322,3 +322,46 @@ fn a_misspelt_environment_override_is_named_as_the_variable() {
         "no file line: {stderr}"
     );
 }
+
+#[test]
+fn a_template_the_catalogue_does_not_have_or_a_bad_template_file_fails_with_its_place() {
+    let deployment = Deployment::new("");
+    let root = deployment.path();
+    std::fs::create_dir(root.join("templates")).unwrap();
+    std::fs::write(
+        root.join("templates/order_shipped.fr.toml"),
+        "category = \"utility\"\nbody = \"Votre commande {{order}} est partie.\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("templates/sale.fr.toml"),
+        "category = \"marketing\"\nbody = \"-{{1}} % sur {{3}}\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("templates/promo.fr.toml"),
+        "category = \"advert\"\nbody = \"x\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("channels/whatsapp.toml"),
+        "kind = \"whatsapp\"\nphone_number_id = \"1\"\naccess_token = \"t\"\napp_secret = \"s\"\nverify_token = \"v\"\nreengagement_template = { name = \"order_shiped\", language = \"fr\" }\n",
+    )
+    .unwrap();
+    let output = check(root);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("channels/whatsapp.toml:6: key `reengagement_template`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `order_shipped`"), "{stderr}");
+    assert!(
+        stderr.contains("templates/sale.fr.toml:2: key `body`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("templates/promo.fr.toml:1: key `category`"),
+        "{stderr}"
+    );
+}

@@ -23,6 +23,7 @@ mod media_bucket;
 mod media_out;
 mod metrics;
 mod multi_instance;
+mod notifications;
 mod outbound_limits;
 mod readme;
 mod redis_server;

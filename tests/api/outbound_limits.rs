@@ -465,11 +465,11 @@ fn cases(media_base: &str) -> Vec<Case> {
                 add("reaction_removed", Answer::React(""));
                 add(
                     "template",
-                    say(Content::Template {
-                        name: "booking_reminder_fake".into(),
-                        language: "en_US".into(),
-                        params: vec!["Test User".into(), "7:00 PM".into()],
-                    }),
+                    say(Content::template(
+                        "booking_reminder_fake",
+                        "en_US",
+                        vec!["Test User".into(), "7:00 PM".into()],
+                    )),
                 );
             }
             Platform::Telegram => {
@@ -522,11 +522,11 @@ fn cases(media_base: &str) -> Vec<Case> {
                 );
                 add(
                     "template",
-                    say(Content::Template {
-                        name: TW_TEMPLATE.into(),
-                        language: String::new(),
-                        params: vec!["Test User".into(), "7:00 PM".into()],
-                    }),
+                    say(Content::template(
+                        TW_TEMPLATE,
+                        String::new(),
+                        vec!["Test User".into(), "7:00 PM".into()],
+                    )),
                 );
             }
             Platform::BlueBubbles => {

@@ -446,11 +446,11 @@ impl concierge::orchestrator::Responder for Kinds {
                 media: MediaRef("https://cdn.example.test/menu.jpg".into()),
                 kept: None,
             },
-            "template" => Content::Template {
-                name: "HX0000000000000000000000000000beef".into(),
-                language: "en".into(),
-                params: vec!["Test User".into(), "7:00 PM".into()],
-            },
+            "template" => Content::template(
+                "HX0000000000000000000000000000beef",
+                "en",
+                vec!["Test User".into(), "7:00 PM".into()],
+            ),
             "long" => Content::text(
                 (0..1000)
                     .map(|i| format!("w{i:03}"))

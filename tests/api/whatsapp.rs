@@ -529,11 +529,11 @@ impl Responder for Shapes {
                 media: MediaRef("400000000000004".into()),
                 kept: None,
             },
-            "template" => Content::Template {
-                name: "booking_reminder_fake".into(),
-                language: "en_US".into(),
-                params: vec!["Test User".into(), "7:00 PM".into()],
-            },
+            "template" => Content::template(
+                "booking_reminder_fake",
+                "en_US",
+                vec!["Test User".into(), "7:00 PM".into()],
+            ),
             other => Content::text(format!("re: {other}")),
         };
         Ok(Some(Decision {

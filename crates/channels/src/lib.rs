@@ -32,6 +32,7 @@ pub mod outbound_http;
 pub mod signature;
 #[cfg(feature = "telegram")]
 pub mod telegram;
+pub mod templates;
 /// Left out of this build (cargo feature `telegram`): only its configuration, so a channel
 /// file of the kind still reads, and `concierge check` says what is missing.
 #[cfg(not(feature = "telegram"))]
@@ -119,6 +120,25 @@ impl ChannelKind {
             }),
             ChannelKind::Telegram | ChannelKind::Webchat => None,
         }
+    }
+
+    /// The contact a phone number (E.164, `+33612345678`) is on this kind of channel, when
+    /// customers are addressed by their number: a message can then be sent to a customer who
+    /// never wrote.
+    pub fn contact_for_phone(self, e164: &str) -> Option<ContactId> {
+        let digits = e164.strip_prefix('+')?;
+        let valid = (6..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        if !valid {
+            return None;
+        }
+        let id = match self {
+            ChannelKind::Whatsapp | ChannelKind::TwilioWhatsapp => digits.to_string(),
+            ChannelKind::Bluebubbles => format!("iMessage;-;{e164}"),
+            ChannelKind::Telegram | ChannelKind::Webchat => return None,
+        };
+        ContactId::parse(id).ok()
     }
 
     pub fn name(self) -> &'static str {
@@ -550,6 +570,30 @@ pub trait ChannelAdapter: Send + Sync {
 
     /// Delivers one reply.
     async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, SendError>;
+
+    /// The contact a phone number (E.164) is on this channel, when it addresses customers by
+    /// their number (see [`ChannelKind::contact_for_phone`]).
+    fn contact_for_phone(&self, e164: &str) -> Option<ContactId> {
+        self.kind().contact_for_phone(e164)
+    }
+
+    /// A catalogue template, filled, as this channel sends it: by its name and language
+    /// (WhatsApp), by the id its platform gave it (Twilio's Content SID), or as its text on
+    /// a channel without templates. `Err` says why this channel cannot send it.
+    fn template(
+        &self,
+        spec: &templates::TemplateSpec,
+        filled: &templates::Filled,
+    ) -> Result<Content, String> {
+        Ok(Content::Template {
+            name: spec.name.clone(),
+            language: spec.language.clone(),
+            params: filled.values.clone(),
+            names: filled.names.clone(),
+            text: Some(filled.text.clone()),
+            context: None,
+        })
+    }
 
     /// Whether this platform's status reports name the reply they are about (see
     /// [`callback`]): a send whose answer was lost is then given time to be confirmed by

@@ -135,11 +135,7 @@ mod tests {
         ));
         // Templates always go; the customer writing again reopens everything.
         let template = message(
-            Content::Template {
-                name: "t".into(),
-                language: "en".into(),
-                params: vec![],
-            },
+            Content::template("t", "en", vec![]),
             Some(now - 25 * HOUR),
             now,
         );

@@ -62,6 +62,18 @@ pub enum Content {
         /// The body's parameters, in order.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         params: Vec<String>,
+        /// The parameters' names, in the same order, for a template with named placeholders
+        /// (`{{order}}`); empty for numbered ones (`{{1}}`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        names: Vec<String>,
+        /// The body as the customer reads it, placeholders filled (a notification's): what
+        /// the console shows and the agents read, and what a channel without templates sends.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        /// What the merchant's system said about it (a notification's `context`), for the
+        /// agents: data, never sent to the customer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context: Option<serde_json::Value>,
     },
     /// A kind we do not understand yet, kept so nothing is dropped silently.
     /// Contact cards the customer shared (a person's name, phones, e-mails): data to read,
@@ -382,7 +394,22 @@ impl Content {
                 format!("{body}\n[options: {}]", options.join(" | "))
             }
             Content::Reaction { emoji, .. } => format!("[reacted {emoji}]"),
-            Content::Template { name, .. } => format!("[template {name}]"),
+            Content::Template {
+                name,
+                text,
+                context,
+                ..
+            } => {
+                let mut said = match text {
+                    Some(text) if name.is_empty() => format!("{text}\n[sent as a notification]"),
+                    Some(text) => format!("{text}\n[sent as the notification {name}]"),
+                    None => format!("[template {name}]"),
+                };
+                if let Some(context) = context {
+                    said.push_str(&format!("\n[what our systems said about it: {context}]"));
+                }
+                said
+            }
             Content::Contacts { contacts } => {
                 let cards: Vec<String> = contacts.iter().map(ContactCard::describe).collect();
                 format!("[contact card] {}", cards.join("; "))
@@ -415,6 +442,37 @@ impl Content {
             }
             Content::Deleted => "[deleted by the customer]".to_string(),
             Content::Unsupported { kind } => format!("[a {kind} message the gateway cannot read]"),
+        }
+    }
+
+    /// A template with numbered parameters, and nothing else said about it.
+    pub fn template(
+        name: impl Into<String>,
+        language: impl Into<String>,
+        params: Vec<String>,
+    ) -> Self {
+        Content::Template {
+            name: name.into(),
+            language: language.into(),
+            params,
+            names: Vec::new(),
+            text: None,
+            context: None,
+        }
+    }
+
+    /// The content as a channel sends it: a notification written as text (a template
+    /// without a name), or a template on a channel without templates, goes as its text.
+    pub fn as_sent(&self, templates: bool) -> std::borrow::Cow<'_, Content> {
+        match self {
+            Content::Template {
+                name,
+                text: Some(text),
+                ..
+            } if name.is_empty() || !templates => {
+                std::borrow::Cow::Owned(Content::text(text.clone()))
+            }
+            other => std::borrow::Cow::Borrowed(other),
         }
     }
 

@@ -6,4 +6,5 @@
 
 pub mod delivery;
 pub mod handoff;
+pub mod notify;
 pub mod orchestrator;

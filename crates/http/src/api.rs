@@ -46,6 +46,27 @@ pub struct Problem {
     error: String,
 }
 
+/// The request's `Idempotency-Key`, if it has one: 1 to [`MAX_IDEMPOTENCY_KEY`] printable
+/// ASCII bytes, else the 400 refusing it.
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Box<Response>> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(value) if value.is_empty() || value.len() > MAX_IDEMPOTENCY_KEY => {
+            Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                format!("an Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY} bytes"),
+            )))
+        }
+        Some(value) => match value.to_str() {
+            Ok(key) => Ok(Some(key.to_string())),
+            Err(_) => Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "an Idempotency-Key is printable ASCII",
+            ))),
+        },
+    }
+}
+
 /// The problem body with `status`.
 pub(super) fn problem(status: StatusCode, message: impl Into<String>) -> Response {
     error(status, message)
@@ -838,23 +859,9 @@ pub async fn reply(
     // A client retrying a request sends the same key: the reply is queued once, and the
     // retry answered with the same messages. Keys are compared exactly, per concierge and
     // thread.
-    let key = match headers.get("idempotency-key") {
-        None => uuid::Uuid::now_v7().simple().to_string(),
-        Some(value) if value.is_empty() || value.len() > MAX_IDEMPOTENCY_KEY => {
-            return Ok(error(
-                StatusCode::BAD_REQUEST,
-                format!("an Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY} bytes"),
-            ));
-        }
-        Some(value) => match value.to_str() {
-            Ok(key) => key.to_string(),
-            Err(_) => {
-                return Ok(error(
-                    StatusCode::BAD_REQUEST,
-                    "an Idempotency-Key is printable ASCII",
-                ));
-            }
-        },
+    let key = match idempotency_key(&headers) {
+        Ok(key) => key.unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string()),
+        Err(answer) => return Ok(*answer),
     };
     if body.text.trim().is_empty() && body.media.is_none() {
         return Err(

@@ -13,6 +13,7 @@ mod csp;
 mod health;
 mod limits;
 mod media;
+mod notifications;
 mod openapi;
 pub mod server;
 mod service;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub visitors: Arc<visitors::VisitorBudgets>,
     /// Where customers' media is kept (`None`: media is not fetched).
     pub media: Option<concierge_media::MediaStore>,
+    /// Checks and queues notifications (the template catalogue with it).
+    pub notifier: concierge_engine::notify::Notifier,
 }
 
 /// The most live streams of one key on an instance; a new one past it closes the oldest.

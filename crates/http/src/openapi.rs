@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, api, channel_health, consent, media, service};
+use super::{AppState, api, channel_health, consent, media, notifications, service};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -59,6 +59,8 @@ pub fn table() -> OpenApiRouter<AppState> {
         .routes(routes!(service::whoami))
         .routes(routes!(consent::record))
         .routes(routes!(consent::history))
+        .routes(routes!(notifications::notify))
+        .routes(routes!(notifications::notification))
         .routes(routes!(api::set_status))
         .routes(routes!(api::teams))
         .routes(routes!(channel_health::channels))

@@ -49,6 +49,7 @@
 mod consent;
 mod faults;
 mod inbox;
+mod notify;
 mod outbox;
 mod queue;
 mod raw;

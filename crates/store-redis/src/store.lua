@@ -836,6 +836,39 @@ function ops.record_consent()
   return {'1'}
 end
 
+-- The latest decision per purpose in a contact's ledger: granted ('1'), withdrawn ('0') or nil.
+local function consent_state(ch, contact)
+  local latest = {}
+  for _, item in ipairs(redis.call('LRANGE', k('consents', ch, contact), 0, -1)) do
+    local r = cjson.decode(item)
+    latest[r.purpose] = r.granted and '1' or '0'
+  end
+  return latest
+end
+
+-- A notification: its key once; the consent ledger's word; then the conversation (created
+-- when new), the outbox entry and the record, in this one step.
+function ops.notify()
+  local existing = redis.call('GET', k('notification_key', a.key))
+  if existing then return {'replayed', existing} end
+  local latest = consent_state(a.channel, a.contact)
+  if latest.utility == '0' then return {'refused', 'opted_out'} end
+  if a.purpose == 'marketing' then
+    if latest.marketing == '0' then return {'refused', 'opted_out'} end
+    if latest.marketing ~= '1' then return {'refused', 'no_consent'} end
+  end
+  upsert_conversation(a.channel, a.contact, a.conv, a.part, a.at, nil, a.initial)
+  local msg = queue_reply(a.conv, a.channel, a.contact, a.reply, a.at, a.pending)
+  if not msg then return {'conflict'} end
+  redis.call('SET', k('notification_key', a.key), a.id)
+  hset(k('notification', a.id), {
+    service = a.service, ch = a.channel, contact = a.contact, conv = a.conv, msg = msg,
+    purpose = a.purpose, template = nn(a.template), batch = nn(a.batch),
+    batch_index = nn(a.batch_index), at = a.at,
+  })
+  return {'ok', a.id}
+end
+
 function ops.touch_presence()
   local key = k('presence', a.concierge)
   local exists = redis.call('EXISTS', key) == 1

@@ -39,44 +39,52 @@ impl Consents for SqliteStore {
         contact: &ContactId,
     ) -> Result<Vec<ConsentRecord>, StoreError> {
         let (channel, contact) = (channel.clone(), contact.clone());
-        self.read(move |conn| {
-            let mut statement = conn.prepare_cached(
-                "SELECT seq, purpose, granted, source, proof, at, key FROM consent_ledger \
-                 WHERE channel_id = ?1 AND contact_id = ?2 ORDER BY seq",
-            )?;
-            let rows = statement.query_map(params![channel.as_str(), contact.as_str()], |row| {
-                let purpose: String = row.get(1)?;
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    purpose,
-                    row.get::<_, bool>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, Option<String>>(4)?,
-                    row.get::<_, i64>(5)?,
-                    row.get::<_, Option<String>>(6)?,
-                ))
-            })?;
-            let mut records = Vec::new();
-            for row in rows {
-                let (seq, purpose, granted, source, proof, at, key) = row?;
-                let purpose = Purpose::parse(&purpose)
-                    .ok_or_else(|| corrupt(format!("a consent purpose `{purpose}`")))?;
-                records.push(ConsentRecord {
-                    seq,
-                    consent: NewConsent {
-                        channel: channel.clone(),
-                        contact: contact.clone(),
-                        purpose,
-                        granted,
-                        source,
-                        proof,
-                        at,
-                        key,
-                    },
-                });
-            }
-            Ok(records)
-        })
-        .await
+        self.read(move |conn| ledger(conn, &channel, &contact))
+            .await
     }
+}
+
+/// A contact's ledger on a channel, oldest first, read on `conn` (a transaction's, when the
+/// reader must see it as the write does).
+pub(super) fn ledger(
+    conn: &rusqlite::Connection,
+    channel: &ChannelId,
+    contact: &ContactId,
+) -> Result<Vec<ConsentRecord>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT seq, purpose, granted, source, proof, at, key FROM consent_ledger \
+         WHERE channel_id = ?1 AND contact_id = ?2 ORDER BY seq",
+    )?;
+    let rows = statement.query_map(params![channel.as_str(), contact.as_str()], |row| {
+        let purpose: String = row.get(1)?;
+        Ok((
+            row.get::<_, i64>(0)?,
+            purpose,
+            row.get::<_, bool>(2)?,
+            row.get::<_, String>(3)?,
+            row.get::<_, Option<String>>(4)?,
+            row.get::<_, i64>(5)?,
+            row.get::<_, Option<String>>(6)?,
+        ))
+    })?;
+    let mut records = Vec::new();
+    for row in rows {
+        let (seq, purpose, granted, source, proof, at, key) = row?;
+        let purpose = Purpose::parse(&purpose)
+            .ok_or_else(|| corrupt(format!("a consent purpose `{purpose}`")))?;
+        records.push(ConsentRecord {
+            seq,
+            consent: NewConsent {
+                channel: channel.clone(),
+                contact: contact.clone(),
+                purpose,
+                granted,
+                source,
+                proof,
+                at,
+                key,
+            },
+        });
+    }
+    Ok(records)
 }

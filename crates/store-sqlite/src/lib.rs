@@ -3,6 +3,7 @@
 //! every transaction short and ordered, and needs no pool.
 
 mod consent;
+mod notify;
 mod queue;
 mod raw;
 mod rows;

@@ -36,6 +36,8 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/009_service_tokens.sql")),
         // v10: the consent ledger.
         M::up(include_str!("migrations/010_consent_ledger.sql")),
+        // v11: notifications the merchant's systems sent.
+        M::up(include_str!("migrations/011_notifications.sql")),
     ])
 }
 

@@ -14,8 +14,10 @@
 mod backend_errors;
 pub mod consent;
 pub mod credentials;
+pub mod notify;
 
 pub use consent::{ConsentRecord, Consents, NewConsent, Purpose};
+pub use notify::{NewNotification, Notification, Notifications, Notified, Refusal};
 
 use std::sync::Arc;
 
@@ -31,8 +33,14 @@ use concierge_domain::{
 pub type SharedStore = Arc<dyn Store>;
 
 /// Everything a backend provides.
-pub trait Store: Inbox + Outbox + Conversations + Journal + Queue + Instances + Consents {}
-impl<T: Inbox + Outbox + Conversations + Journal + Queue + Instances + Consents> Store for T {}
+pub trait Store:
+    Inbox + Outbox + Conversations + Journal + Queue + Instances + Consents + Notifications
+{
+}
+impl<T> Store for T where
+    T: Inbox + Outbox + Conversations + Journal + Queue + Instances + Consents + Notifications
+{
+}
 
 /// The backend's own error, kept as the source of a [`StoreError`].
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;

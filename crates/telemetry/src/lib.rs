@@ -254,6 +254,38 @@ impl Media {
 }
 
 /// Webhooks and the inbox events they become.
+/// What the gateway sends on its own: notifications and webhooks out.
+struct Outreach {
+    notifications: Family<TurnLabels, Counter>,
+    webhooks: Family<TurnLabels, Counter>,
+    webhooks_queued: Counter,
+}
+
+impl Outreach {
+    fn register(registry: &mut Registry) -> Self {
+        Self {
+            notifications: register(
+                registry,
+                "notifications",
+                "Notification requests, by outcome (queued, replayed, opted_out, no_consent, unknown_template, invalid, unknown_channel, store_unavailable)",
+                Family::default(),
+            ),
+            webhooks: register(
+                registry,
+                "webhook_deliveries",
+                "Attempts to deliver an event to a webhook, by outcome (delivered, retry, failed)",
+                Family::default(),
+            ),
+            webhooks_queued: register(
+                registry,
+                "webhook_events",
+                "Events queued for the webhooks that subscribe to them (one a webhook)",
+                Counter::default(),
+            ),
+        }
+    }
+}
+
 struct Ingest {
     webhooks: Family<WebhookLabels, Counter>,
     channel_faults: Family<FaultLabels, Counter>,
@@ -566,6 +598,7 @@ struct Inner {
     connections: Connections,
     budgets: Budgets,
     media: Media,
+    outreach: Outreach,
 }
 
 impl Default for Metrics {
@@ -588,6 +621,7 @@ impl Metrics {
         let connections = Connections::register(&mut registry);
         let budgets = Budgets::register(&mut registry);
         let media = Media::register(&mut registry);
+        let outreach = Outreach::register(&mut registry);
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -601,6 +635,7 @@ impl Metrics {
                 connections,
                 budgets,
                 media,
+                outreach,
             }),
         }
     }
@@ -644,6 +679,29 @@ impl Metrics {
             .get_or_create(&TurnLabels { outcome })
             .inc();
         media.transcription_seconds.observe(seconds);
+    }
+
+    /// A notification request's outcome (see `concierge_notifications_total`).
+    pub fn notification(&self, outcome: &'static str) {
+        self.inner
+            .outreach
+            .notifications
+            .get_or_create(&TurnLabels { outcome })
+            .inc();
+    }
+
+    /// One attempt to deliver to a webhook: `delivered`, `retry` or `failed`.
+    pub fn webhook_delivery(&self, outcome: &'static str) {
+        self.inner
+            .outreach
+            .webhooks
+            .get_or_create(&TurnLabels { outcome })
+            .inc();
+    }
+
+    /// `n` deliveries queued for webhooks.
+    pub fn webhook_events(&self, n: u64) {
+        self.inner.outreach.webhooks_queued.inc_by(n);
     }
 
     /// A platform asked for a reply's file by its signed link: `served` or `refused`.

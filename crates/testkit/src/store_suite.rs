@@ -65,6 +65,7 @@ macro_rules! store_suite {
             only_the_owner_replies_and_the_sla_breaches_once,
             tokens_presence_and_audit,
             the_consent_ledger_grows_and_keeps_a_key_once,
+            a_notification_is_queued_once_and_only_with_consent,
             a_cleared_presence_is_gone_and_others_stay,
             a_takeover_cancels_the_agents_replies_not_yet_sent,
         );
@@ -1855,4 +1856,116 @@ pub async fn a_takeover_cancels_the_agents_replies_not_yet_sent(store: SharedSto
             .as_deref(),
         Some("ana")
     );
+}
+
+pub async fn a_notification_is_queued_once_and_only_with_consent(store: SharedStore) {
+    use concierge::store::{NewConsent, NewNotification, Notified, Purpose, Refusal};
+    let channel = ChannelId::parse("whatsapp").unwrap();
+    let ana = ContactId::parse("33612345678").unwrap();
+    let conversation = store.conversation_of(&channel, &ana).await.unwrap();
+    let notification = |id: &str, key: &str, purpose| NewNotification {
+        id: id.to_string(),
+        key: format!("orders:{key}"),
+        service: "orders".to_string(),
+        channel: channel.clone(),
+        contact: ana.clone(),
+        conversation: conversation.clone(),
+        purpose,
+        template: Some("order_shipped.fr".to_string()),
+        content: Content::template("order_shipped", "fr", vec!["ML-10421".to_string()]),
+        batch: None,
+        at: 1_000,
+    };
+    // A utility notification to a customer never seen: the conversation starts with it.
+    let first = store
+        .notify(&notification("n1", "k1", Purpose::Utility))
+        .await
+        .unwrap();
+    let Notified::Queued {
+        notification: queued,
+        replayed: false,
+    } = first
+    else {
+        panic!("not queued: {first:?}");
+    };
+    assert_eq!(queued.conversation, conversation);
+    let stored = store.conversation(&conversation).await.unwrap().unwrap();
+    assert_eq!(stored.contact, ana);
+    let messages = store.messages(&conversation, 0, 10).await.unwrap();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].id, queued.message);
+    assert!(messages[0].content.is_template());
+    assert_eq!(
+        store.notification("n1").await.unwrap(),
+        Some(queued.clone())
+    );
+    // The same key again: the first notification, nothing more queued.
+    let again = store
+        .notify(&notification("n2", "k1", Purpose::Utility))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Notified::Queued {
+            notification: queued.clone(),
+            replayed: true
+        }
+    );
+    assert_eq!(store.messages(&conversation, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(store.notification("n2").await.unwrap(), None);
+    let claimed = store.claim_due(now_millis(), 10, 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].message.id, queued.message);
+    // Marketing needs a yes; a STOP withdraws it; a full opt-out stops utility too.
+    let marketing = store
+        .notify(&notification("n3", "k3", Purpose::Marketing))
+        .await
+        .unwrap();
+    assert_eq!(marketing, Notified::Refused(Refusal::NoConsent));
+    let decide = |purpose, granted, at| NewConsent {
+        channel: channel.clone(),
+        contact: ana.clone(),
+        purpose,
+        granted,
+        source: "api".to_string(),
+        proof: None,
+        at,
+        key: None,
+    };
+    store
+        .record_consent(&decide(Purpose::Marketing, true, 2_000))
+        .await
+        .unwrap();
+    let yes = store
+        .notify(&notification("n4", "k4", Purpose::Marketing))
+        .await
+        .unwrap();
+    assert!(matches!(
+        yes,
+        Notified::Queued {
+            replayed: false,
+            ..
+        }
+    ));
+    store
+        .record_consent(&decide(Purpose::Marketing, false, 3_000))
+        .await
+        .unwrap();
+    let stopped = store
+        .notify(&notification("n5", "k5", Purpose::Marketing))
+        .await
+        .unwrap();
+    assert_eq!(stopped, Notified::Refused(Refusal::OptedOut));
+    store
+        .record_consent(&decide(Purpose::Utility, false, 4_000))
+        .await
+        .unwrap();
+    let utility = store
+        .notify(&notification("n6", "k6", Purpose::Utility))
+        .await
+        .unwrap();
+    assert_eq!(utility, Notified::Refused(Refusal::OptedOut));
+    // Refused ones left nothing behind: the first notification and the one marketing message.
+    assert_eq!(store.messages(&conversation, 0, 10).await.unwrap().len(), 2);
+    assert_eq!(store.notification("n5").await.unwrap(), None);
 }

@@ -155,13 +155,22 @@ impl Twilio {
                     fields.push(("Body".into(), clip(caption)));
                 }
             }
-            Content::Template { name, params, .. } => {
+            Content::Template {
+                name,
+                params,
+                names,
+                ..
+            } => {
                 fields.push(("ContentSid".into(), name.clone()));
                 if !params.is_empty() {
+                    // Numbered ("1", "2", …) unless the template names its variables.
                     let variables: serde_json::Map<String, serde_json::Value> = params
                         .iter()
                         .enumerate()
-                        .map(|(i, p)| ((i + 1).to_string(), serde_json::Value::from(p.clone())))
+                        .map(|(i, p)| {
+                            let key = names.get(i).cloned().unwrap_or_else(|| (i + 1).to_string());
+                            (key, serde_json::Value::from(p.clone()))
+                        })
                         .collect();
                     fields.push((
                         "ContentVariables".into(),
@@ -280,11 +289,11 @@ impl Twilio {
         // Variables in placeholder order ("1", "2", … "10"), as Twilio numbers them.
         let mut variables: Vec<(&String, &String)> = template.variables.iter().collect();
         variables.sort_by_key(|(k, _)| k.parse::<u32>().unwrap_or(u32::MAX));
-        let content = Content::Template {
-            name: template.content_sid.clone(),
-            language: String::new(),
-            params: variables.into_iter().map(|(_, v)| v.clone()).collect(),
-        };
+        let content = Content::template(
+            template.content_sid.clone(),
+            String::new(),
+            variables.into_iter().map(|(_, v)| v.clone()).collect(),
+        );
         match self.create(&message.contact, &content).await {
             Ok(sid) => {
                 self.window.reengaged(&message.conversation, now_millis());
@@ -337,6 +346,28 @@ fn receipt(sid: Option<String>) -> SendReceipt {
 impl ChannelAdapter for Twilio {
     fn id(&self) -> &ChannelId {
         &self.id
+    }
+
+    /// Twilio sends a template by its Content SID, with the same variables.
+    fn template(
+        &self,
+        spec: &crate::templates::TemplateSpec,
+        filled: &crate::templates::Filled,
+    ) -> Result<Content, String> {
+        let Some(sid) = &spec.twilio_content_sid else {
+            return Err(format!(
+                "template {} has no twilio_content_sid: Twilio sends templates by their Content SID",
+                spec.key()
+            ));
+        };
+        Ok(Content::Template {
+            name: sid.clone(),
+            language: spec.language.clone(),
+            params: filled.values.clone(),
+            names: filled.names.clone(),
+            text: Some(filled.text.clone()),
+            context: None,
+        })
     }
 
     fn media_link_valid(&self, id: &MediaId, expires: i64, signature: &str) -> bool {

@@ -230,11 +230,7 @@ impl Whatsapp {
         self.config
             .reengagement_template
             .as_ref()
-            .map(|t| Content::Template {
-                name: t.name.clone(),
-                language: t.language.clone(),
-                params: t.params.clone(),
-            })
+            .map(|t| Content::template(t.name.clone(), t.language.clone(), t.params.clone()))
     }
 
     async fn send_content(

@@ -98,7 +98,9 @@ pub fn bodies(
             name,
             language,
             params,
-        } => vec![template(name, language, params)],
+            names,
+            ..
+        } => vec![template(name, language, params, names)],
         Content::Reaction { target, emoji } => vec![json!({
             "type": "reaction",
             "reaction": { "message_id": target, "emoji": emoji }
@@ -132,12 +134,18 @@ pub fn bodies(
         .collect())
 }
 
-pub fn template(name: &str, language: &str, params: &[String]) -> Value {
+/// A template message; with `names` (one per parameter), its parameters are named (a
+/// template of `{{order}}` placeholders), else numbered in order.
+pub fn template(name: &str, language: &str, params: &[String], names: &[String]) -> Value {
     let mut template = json!({ "name": name, "language": { "code": language } });
     if !params.is_empty() {
         let parameters: Vec<Value> = params
             .iter()
-            .map(|p| json!({ "type": "text", "text": p }))
+            .enumerate()
+            .map(|(i, p)| match names.get(i) {
+                Some(name) => json!({ "type": "text", "parameter_name": name, "text": p }),
+                None => json!({ "type": "text", "text": p }),
+            })
             .collect();
         template["components"] = json!([{ "type": "body", "parameters": parameters }]);
     }

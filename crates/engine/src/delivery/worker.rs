@@ -314,7 +314,11 @@ impl DeliveryWorker {
             conversation: entry.message.conversation.clone(),
             contact: entry.message.contact.clone(),
             author: entry.message.author.clone(),
-            content: entry.message.content.clone(),
+            content: entry
+                .message
+                .content
+                .as_sent(adapter.capabilities().templates)
+                .into_owned(),
             reply_to: entry.message.reply_to.clone(),
             created_at: entry.message.created_at,
             maybe_sent: entry.maybe_sent,

@@ -275,9 +275,22 @@ impl AgentResponder {
                 }
             }
         }
-        // A conversation opens with the customer for every provider.
-        while matches!(messages.first(), Some(LlmMessage::Assistant { .. })) {
+        // A conversation opens with the customer for every provider: what we wrote first (a
+        // notification the merchant's systems sent) is told to the agents beside it.
+        let mut opening = Vec::new();
+        while let Some(LlmMessage::Assistant { text, .. }) = messages.first() {
+            opening.extend(text.clone());
             messages.remove(0);
+        }
+        if !opening.is_empty() {
+            let told = format!(
+                "Before the customer wrote, we wrote to them first:\n{}",
+                opening.join("\n")
+            );
+            summary_text = Some(match summary_text {
+                Some(summary) => format!("{summary}\n\n{told}"),
+                None => told,
+            });
         }
         if messages.is_empty()
             && let Some(text) = turn.text()

@@ -37,6 +37,7 @@ use crate::store::SharedStore;
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::sqlite::SqliteStore;
 use crate::telemetry::Metrics;
+use crate::webhooks::{WebhookWorker, Webhooks};
 
 /// Parts a caller may supply instead of having them built from the configuration: a store
 /// shared with the caller, or another responder chain (tests, embedding).
@@ -75,17 +76,18 @@ impl App {
     ) -> anyhow::Result<App> {
         let store = store_or_open(parts.store, &config).await?;
         let addr = listener.local_addr().context("reading the bound address")?;
-        let handles = Handles::new(store);
+        let handles = Handles::new(store, &config);
         let channels = channels(&config, parts.adapters, &handles.store)?;
         let hints: Arc<dyn ChannelHints> = Arc::new(AdapterHints::new(channels.clone()));
         let agents = agent_runtime(&config, &handles.metrics)?;
         let desk = handoff_desk(&config, &handles, agents.clone())?;
         let media = media_store(&config)?;
-        let responder = parts
-            .responder
-            .unwrap_or_else(|| responder_chain(&config, agents, hints.clone(), &media));
+        let responder = parts.responder.unwrap_or_else(|| {
+            responder_chain(&config, agents, hints.clone(), &media, &handles.webhooks)
+        });
         let orchestrator = orchestrator(&config, &handles, responder, hints, &desk)
-            .with_media(media_intake(&config, &handles, &channels, &media)?);
+            .with_media(media_intake(&config, &handles, &channels, &media)?)
+            .with_webhooks(handles.webhooks.clone());
         let delivery =
             delivery_worker(&config, &handles, &channels, &desk).with_media(media.clone());
         let mut http = bind_http(&config, &handles, &channels, &desk, &media).await?;
@@ -102,6 +104,16 @@ impl App {
             )));
         }
         workers.extend(http.serve_metrics(&handles));
+        if !config.settings.webhooks.is_empty() {
+            let worker = WebhookWorker::new(
+                handles.store.clone(),
+                config.settings.webhooks.clone(),
+                webhook_client()?,
+                handles.webhook_wake.clone(),
+                handles.metrics.clone(),
+            );
+            workers.push(tokio::spawn(worker.run(handles.shutdown.clone())));
+        }
         let welcome = Welcome {
             addr,
             metrics: metrics_at(metrics_addr, http.metrics_page.token.is_some()),
@@ -169,16 +181,34 @@ struct Handles {
     inbox_wake: Arc<Notify>,
     /// Rung when a reply is queued: the delivery worker looks at the outbox.
     outbox_wake: Arc<Notify>,
+    /// Rung when an event is queued for the webhooks.
+    webhook_wake: Arc<Notify>,
+    /// Queues events for `[[webhooks]]`.
+    webhooks: Webhooks,
     shutdown: CancellationToken,
 }
 
 impl Handles {
-    fn new(store: SharedStore) -> Self {
+    fn new(store: SharedStore, config: &Config) -> Self {
+        let metrics = Metrics::new();
+        let webhook_wake = Arc::new(Notify::new());
+        let webhooks = if config.settings.webhooks.is_empty() {
+            Webhooks::none()
+        } else {
+            Webhooks::new(
+                store.clone(),
+                config.settings.webhooks.clone(),
+                webhook_wake.clone(),
+                metrics.clone(),
+            )
+        };
         Self {
             store,
-            metrics: Metrics::new(),
+            metrics,
             inbox_wake: Arc::new(Notify::new()),
             outbox_wake: Arc::new(Notify::new()),
+            webhook_wake,
+            webhooks,
             shutdown: CancellationToken::new(),
         }
     }
@@ -288,6 +318,7 @@ fn responder_chain(
     agents: Option<Arc<AgentRuntime>>,
     hints: Arc<dyn ChannelHints>,
     media: &MediaStore,
+    webhooks: &Webhooks,
 ) -> Arc<dyn Responder> {
     let settings = &config.settings;
     // Shared: the agents give the same holding reply when they cannot answer or a budget is
@@ -298,9 +329,10 @@ fn responder_chain(
     ));
     let mut steps: Vec<Box<dyn Responder>> = vec![
         // STOP and START first: an opt-out is honoured whatever else the message could be.
-        Box::new(crate::orchestrator::ConsentResponder::new(
-            settings.consent.clone(),
-        )),
+        Box::new(
+            crate::orchestrator::ConsentResponder::new(settings.consent.clone())
+                .with_webhooks(webhooks.clone()),
+        ),
         Box::new(TriggerResponder::new(
             Keywords::new(&settings.queue.keywords),
             settings.queue.max_bot_turns,
@@ -377,9 +409,21 @@ fn orchestrator(
         settings.contact_turn_burst,
     )
     .with_desk(desk.clone())
-    .with_held_responder(Arc::new(crate::orchestrator::ConsentResponder::new(
-        config.settings.consent.clone(),
-    )))
+    .with_held_responder(Arc::new(
+        crate::orchestrator::ConsentResponder::new(config.settings.consent.clone())
+            .with_webhooks(handles.webhooks.clone()),
+    ))
+}
+
+/// The client webhooks are POSTed with: rustls, no redirects (a receiver that answers one
+/// has not taken the event), no proxy from the environment.
+fn webhook_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("Concierge-Webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the webhooks' HTTP client")
 }
 
 /// What fetches customers' media before their turn.
@@ -422,6 +466,7 @@ fn delivery_worker(
         handles.metrics.clone(),
     )
     .with_events(desk.events.clone())
+    .with_webhooks(handles.webhooks.clone())
 }
 
 /// The HTTP side, ready to serve: the public router, its limits, and `/metrics`.
@@ -521,6 +566,7 @@ fn app_state(
             },
         ))),
         media: Some(media.clone()),
+        webhooks: handles.webhooks.clone(),
         notifier: crate::notify::Notifier::new(
             handles.store.clone(),
             handles.store.clone(),

@@ -53,7 +53,7 @@ pub mod replay;
 pub use concierge_agents as agents;
 pub use concierge_channels as channels;
 pub use concierge_domain as domain;
-pub use concierge_engine::{delivery, handoff, notify};
+pub use concierge_engine::{delivery, handoff, notify, webhooks};
 pub use concierge_http as http;
 pub use concierge_media as media;
 pub use concierge_telemetry as telemetry;

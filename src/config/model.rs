@@ -13,6 +13,7 @@ pub use crate::media::{MediaConfig, TranscriptionConfig};
 pub use crate::orchestrator::ConsentConfig;
 pub use crate::orchestrator::OrchestratorConfig;
 pub use crate::store::sqlite::SyncMode;
+pub use crate::webhooks::WebhookConfig;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +57,9 @@ pub struct FileConfig {
     /// The people who take threads over from the console.
     #[serde(default)]
     pub concierges: Vec<ConciergeConfig>,
+    /// Where the merchant's other systems hear what happens (signed, retried, at least once).
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -38,4 +38,5 @@ mod store_redis;
 mod store_sqlite;
 mod telegram;
 mod twilio;
+mod webhooks_out;
 mod whatsapp;

@@ -8,3 +8,4 @@ pub mod delivery;
 pub mod handoff;
 pub mod notify;
 pub mod orchestrator;
+pub mod webhooks;

@@ -541,7 +541,7 @@ struct MessageView {
     text: String,
     kind: String,
     /// The content itself, for the kinds a console shows in their own form (`order`,
-    /// `contacts`, `form_reply`, and `media` with what was kept of it, without the
+    /// `contacts`, `form_reply`, `template` (a notification, with its context), and `media` with what was kept of it, without the
     /// platform's reference); as stored, already bounded.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -583,6 +583,17 @@ fn message_view(m: &Message) -> MessageView {
             } => Some(serde_json::json!({
                 "type": "media", "kind": kind, "mime": mime, "caption": caption, "kept": kept,
             })),
+            // A notification: what the customer read, and what the system said about it.
+            Content::Template {
+                name,
+                language,
+                text,
+                context,
+                ..
+            } => Some(serde_json::json!({
+                "type": "template", "name": name, "language": language, "text": text,
+                "context": context,
+            })),
             _ => None,
         },
         at: m.created_at,
@@ -610,6 +621,8 @@ pub struct ThreadView {
     brief: Option<Brief>,
     /// Internal notes, seen only by concierges.
     notes: Vec<NoteView>,
+    /// The customer's consent on this channel, with its history.
+    consent: super::consent::ConsentState,
 }
 
 /// A thread: its state, latest messages, brief and notes.
@@ -662,11 +675,17 @@ pub async fn conversation(
         })
         .collect();
     let messages: Vec<MessageView> = messages.iter().map(message_view).collect();
+    let consent = super::consent::state_of(
+        &store
+            .consents(&thread.conversation.channel, &thread.conversation.contact)
+            .await?,
+    );
     Ok(Json(ThreadView {
         conversation: item,
         messages,
         brief,
         notes,
+        consent,
     })
     .into_response())
 }
@@ -720,7 +739,41 @@ pub async fn claim(
 ) -> Result<Response, Rejection> {
     let id = conversation_id(id)?;
     state.desk.claim(&caller, &id).await?;
+    tell_thread(&state, "handoff.claimed", &id, &caller).await?;
     answer(&state, &caller, &id).await
+}
+
+/// A concierge's move, for the webhooks that take it, named by the conversation's latest
+/// handoff (so a retried request tells the same event).
+async fn tell_thread(
+    state: &AppState,
+    kind: &'static str,
+    id: &ConversationId,
+    caller: &Caller,
+) -> Result<(), Rejection> {
+    if !state.webhooks.wants(kind) {
+        return Ok(());
+    }
+    let handoff = state.store.handoffs(id).await?.pop();
+    let conversation = state.store.conversation(id).await?;
+    let subject = format!(
+        "{id}.{}",
+        handoff.as_ref().map_or("none", |h| h.id.as_str())
+    );
+    let event = concierge_engine::webhooks::OutEvent::new(
+        kind,
+        subject,
+        serde_json::json!({
+            "conversation": id.as_str(),
+            "channel": conversation.as_ref().map(|c| c.channel.to_string()),
+            "contact": conversation.as_ref().map(|c| c.contact.to_string()),
+            "concierge": caller.name,
+            "team": handoff.as_ref().and_then(|h| h.team.clone()),
+            "reason": handoff.as_ref().map(|h| h.reason.clone()),
+        }),
+    );
+    state.webhooks.emit(event).await?;
+    Ok(())
 }
 
 #[derive(Deserialize, Default, ToSchema)]
@@ -768,6 +821,7 @@ pub async fn resolve(
 ) -> Result<Response, Rejection> {
     let id = conversation_id(id)?;
     state.desk.resolve(&caller, &id).await?;
+    tell_thread(&state, "conversation.resolved", &id, &caller).await?;
     answer(&state, &caller, &id).await
 }
 

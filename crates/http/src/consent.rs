@@ -61,7 +61,7 @@ pub struct ConsentQuery {
     channel: Option<String>,
 }
 
-fn state_of(records: &[ConsentRecord]) -> ConsentState {
+pub(super) fn state_of(records: &[ConsentRecord]) -> ConsentState {
     ConsentState {
         marketing: latest(records, Purpose::Marketing).map(|r| r.consent.granted),
         utility: latest(records, Purpose::Utility).map(|r| r.consent.granted),
@@ -152,22 +152,26 @@ pub async fn record(
             "`proof` is at most 2,000 characters, `key` 1 to 255 bytes",
         ));
     }
+    let consent = NewConsent {
+        channel: channel.clone(),
+        contact: contact.clone(),
+        purpose,
+        granted: body.granted,
+        source: source.to_string(),
+        proof: body.proof.clone(),
+        at: now_millis(),
+        // Keys are per service: two systems' keys never meet.
+        key: body
+            .key
+            .as_ref()
+            .map(|k| format!("api:{}:{k}", caller.service)),
+    };
+    state.store.record_consent(&consent).await?;
+    // Before the answer: a caller that retries after a crash tells it again (the same id
+    // when it gave a key).
     state
-        .store
-        .record_consent(&NewConsent {
-            channel: channel.clone(),
-            contact: contact.clone(),
-            purpose,
-            granted: body.granted,
-            source: source.to_string(),
-            proof: body.proof.clone(),
-            at: now_millis(),
-            // Keys are per service: two systems' keys never meet.
-            key: body
-                .key
-                .as_ref()
-                .map(|k| format!("api:{}:{k}", caller.service)),
-        })
+        .webhooks
+        .emit(concierge_engine::webhooks::OutEvent::consent(&consent))
         .await?;
     let records = state.store.consents(&channel, &contact).await?;
     Ok((StatusCode::CREATED, Json(state_of(&records))).into_response())

@@ -15,6 +15,7 @@ mod limits;
 mod media;
 mod notifications;
 mod openapi;
+mod outgoing;
 pub mod server;
 mod service;
 pub mod streams;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub media: Option<concierge_media::MediaStore>,
     /// Checks and queues notifications (the template catalogue with it).
     pub notifier: concierge_engine::notify::Notifier,
+    /// Queues events for `[[webhooks]]`.
+    pub webhooks: concierge_engine::webhooks::Webhooks,
 }
 
 /// The most live streams of one key on an instance; a new one past it closes the oldest.

@@ -13,7 +13,9 @@ use tracing::field::Empty;
 
 use super::AppState;
 use concierge_channels::{ChannelAdapter, VerifyError, WebhookRequest};
-use concierge_domain::{EventKind, InboundEvent, now_millis};
+use concierge_domain::{DeliveryStatus, EventKind, InboundEvent, now_millis};
+use concierge_engine::webhooks::OutEvent;
+use serde_json::json;
 
 fn request(headers: HeaderMap, raw_query: Option<String>, body: Bytes) -> WebhookRequest {
     let query: BTreeMap<String, String> = raw_query
@@ -106,7 +108,13 @@ pub async fn receive(
                 faults(&state, adapter.as_ref(), &events);
             }
             // Even for a status already stored: the confirmation may be what a crash cut.
-            if let Err(e) = confirm_sends(&state, &events).await {
+            // Likewise the webhooks' events: told before the platform gets its 200, so a
+            // crash in between has the platform send the status again.
+            let confirmed = match confirm_sends(&state, &events).await {
+                Ok(()) => tell_statuses(&state, &events).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = confirmed {
                 outcome(&state, channel.as_str(), "store_error");
                 tracing::error!(%channel, error = %e, "cannot confirm a send from its status");
                 return (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response();
@@ -228,6 +236,42 @@ async fn confirm_sends(
             tracing::info!(channel = %event.channel, message_id = %ours, platform_id = %target,
                 "a reply whose send went unanswered was confirmed by the platform's status; it will not be sent again");
         }
+    }
+    Ok(())
+}
+
+/// `message.delivered` (a delivered or read status) and `message.failed` for the webhooks
+/// that take them, about the reply the status names.
+async fn tell_statuses(
+    state: &AppState,
+    events: &[InboundEvent],
+) -> Result<(), concierge_store::StoreError> {
+    let webhooks = &state.webhooks;
+    for event in events {
+        let EventKind::Status { target, status, .. } = &event.kind else {
+            continue;
+        };
+        let kind = match status {
+            DeliveryStatus::Delivered | DeliveryStatus::Read => "message.delivered",
+            DeliveryStatus::Failed { .. } => "message.failed",
+            _ => continue,
+        };
+        if !webhooks.wants(kind) {
+            continue;
+        }
+        let Some(message) = state
+            .store
+            .message_by_platform_id(&event.channel, target)
+            .await?
+        else {
+            continue;
+        };
+        let mut told = OutEvent::message(kind, &message).with("status", json!(status.name()));
+        told.id = format!("{kind}.{}.{}", message.id, status.name());
+        if let DeliveryStatus::Failed { code, reason } = status {
+            told = told.with("error", json!({ "code": code, "reason": reason }));
+        }
+        webhooks.emit(told).await?;
     }
     Ok(())
 }

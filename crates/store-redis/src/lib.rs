@@ -54,6 +54,7 @@ mod outbox;
 mod queue;
 mod raw;
 mod reads;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

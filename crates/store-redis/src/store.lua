@@ -869,6 +869,106 @@ function ops.notify()
   return {'ok', a.id}
 end
 
+-- The webhook outbox ---------------------------------------------------------------------
+-- A delivery is a hash `wh:<id>`; pending ones are in `wh_due` by when they may go (their
+-- next attempt, or the end of the lease of one being sent); done ones in `wh_done:<state>`
+-- by when they finished, kept a week.
+
+local function webhook_json(id)
+  local key = k('wh', id)
+  if redis.call('EXISTS', key) == 0 then return nil end
+  return cjson.encode({
+    id = tonumber(id), webhook = hget(key, 'webhook'), event_id = hget(key, 'event_id'),
+    event_type = hget(key, 'type'), payload = hget(key, 'payload'), state = hget(key, 'state'),
+    attempts = hnum(key, 'attempts') or 0, created_at = hnum(key, 'created'),
+    next_at = hnum(key, 'next'), last_error = hget(key, 'error'),
+    last_status = hnum(key, 'status'), done_at = hnum(key, 'done'),
+  })
+end
+
+function ops.webhook_enqueue()
+  local added = 0
+  for _, d in ipairs(a.deliveries) do
+    local idem = k('wh_key', d.webhook, d.event_id)
+    if redis.call('EXISTS', idem) == 0 then
+      local id = next_seq('wh')
+      redis.call('SET', idem, s(id))
+      hset(k('wh', id), {
+        webhook = d.webhook, event_id = d.event_id, type = d.event_type, payload = d.payload,
+        state = 'pending', attempts = 0, created = d.at, next = d.at,
+      })
+      redis.call('ZADD', k('wh_due'), d.at, s(id))
+      added = added + 1
+    end
+  end
+  return {s(added)}
+end
+
+function ops.webhook_claim()
+  local out = {}
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', k('wh_due'), '-inf', a.now, 'LIMIT', 0, a.limit)) do
+    local key = k('wh', id)
+    if hget(key, 'state') == 'pending' then
+      redis.call('HINCRBY', key, 'attempts', 1)
+      redis.call('ZADD', k('wh_due'), a.now + a.lease_ms, id)
+      out[#out + 1] = webhook_json(id)
+    else
+      redis.call('ZREM', k('wh_due'), id)
+    end
+  end
+  return out
+end
+
+-- `delivered`, `retry` (again at `at`) or `failed`.
+function ops.webhook_finish()
+  local id = s(a.id)
+  local key = k('wh', id)
+  if hget(key, 'state') ~= 'pending' then return {'0'} end
+  hset(key, {status = nn(a.status)})
+  if a.outcome == 'retry' then
+    hset(key, {next = a.at, error = nn(a.error)})
+    redis.call('ZADD', k('wh_due'), a.at, id)
+    return {'1'}
+  end
+  redis.call('ZREM', k('wh_due'), id)
+  hset(key, {state = a.outcome, done = a.now, error = nn(a.error)})
+  if a.outcome == 'delivered' then redis.call('HDEL', key, 'error') end
+  redis.call('PEXPIRE', key, WEEK_MS)
+  redis.call('PEXPIRE', k('wh_key', hget(key, 'webhook'), hget(key, 'event_id')), WEEK_MS)
+  local done = k('wh_done', a.outcome)
+  redis.call('ZADD', done, a.now, id)
+  redis.call('ZREMRANGEBYSCORE', done, '-inf', a.now - WEEK_MS)
+  return {'1'}
+end
+
+function ops.webhook_list()
+  local ids
+  if a.state == 'pending' then
+    ids = redis.call('ZREVRANGE', k('wh_due'), 0, a.limit - 1)
+  else
+    ids = redis.call('ZREVRANGE', k('wh_done', a.state), 0, a.limit - 1)
+  end
+  local out = {}
+  for _, id in ipairs(ids) do
+    local item = webhook_json(id)
+    if item then out[#out + 1] = item end
+  end
+  return out
+end
+
+function ops.webhook_retry()
+  local id = s(a.id)
+  local key = k('wh', id)
+  if hget(key, 'state') ~= 'failed' then return {'0'} end
+  redis.call('ZREM', k('wh_done', 'failed'), id)
+  hset(key, {state = 'pending', attempts = 0, next = a.now, created = a.now})
+  redis.call('HDEL', key, 'done')
+  redis.call('PERSIST', key)
+  redis.call('PERSIST', k('wh_key', hget(key, 'webhook'), hget(key, 'event_id')))
+  redis.call('ZADD', k('wh_due'), a.now, id)
+  return {'1'}
+end
+
 function ops.touch_presence()
   local key = k('presence', a.concierge)
   local exists = redis.call('EXISTS', key) == 1

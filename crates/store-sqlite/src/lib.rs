@@ -8,6 +8,7 @@ mod queue;
 mod raw;
 mod rows;
 mod schema;
+mod webhooks;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -38,6 +38,8 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/010_consent_ledger.sql")),
         // v11: notifications the merchant's systems sent.
         M::up(include_str!("migrations/011_notifications.sql")),
+        // v12: the webhook outbox.
+        M::up(include_str!("migrations/012_webhook_deliveries.sql")),
     ])
 }
 

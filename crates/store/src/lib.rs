@@ -15,9 +15,11 @@ mod backend_errors;
 pub mod consent;
 pub mod credentials;
 pub mod notify;
+pub mod webhooks;
 
 pub use consent::{ConsentRecord, Consents, NewConsent, Purpose};
 pub use notify::{NewNotification, Notification, Notifications, Notified, Refusal};
+pub use webhooks::{DeliveryState, NewDelivery, WebhookDelivery, WebhookOutbox};
 
 use std::sync::Arc;
 
@@ -34,11 +36,27 @@ pub type SharedStore = Arc<dyn Store>;
 
 /// Everything a backend provides.
 pub trait Store:
-    Inbox + Outbox + Conversations + Journal + Queue + Instances + Consents + Notifications
+    Inbox
+    + Outbox
+    + Conversations
+    + Journal
+    + Queue
+    + Instances
+    + Consents
+    + Notifications
+    + WebhookOutbox
 {
 }
 impl<T> Store for T where
-    T: Inbox + Outbox + Conversations + Journal + Queue + Instances + Consents + Notifications
+    T: Inbox
+        + Outbox
+        + Conversations
+        + Journal
+        + Queue
+        + Instances
+        + Consents
+        + Notifications
+        + WebhookOutbox
 {
 }
 

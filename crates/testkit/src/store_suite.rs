@@ -66,6 +66,7 @@ macro_rules! store_suite {
             tokens_presence_and_audit,
             the_consent_ledger_grows_and_keeps_a_key_once,
             a_notification_is_queued_once_and_only_with_consent,
+            a_webhook_delivery_is_queued_once_leased_retried_and_kept,
             a_cleared_presence_is_gone_and_others_stay,
             a_takeover_cancels_the_agents_replies_not_yet_sent,
         );
@@ -1968,4 +1969,118 @@ pub async fn a_notification_is_queued_once_and_only_with_consent(store: SharedSt
     // Refused ones left nothing behind: the first notification and the one marketing message.
     assert_eq!(store.messages(&conversation, 0, 10).await.unwrap().len(), 2);
     assert_eq!(store.notification("n5").await.unwrap(), None);
+}
+
+pub async fn a_webhook_delivery_is_queued_once_leased_retried_and_kept(store: SharedStore) {
+    use concierge::store::{DeliveryState, NewDelivery};
+    let delivery = |webhook: &str, event: &str| NewDelivery {
+        webhook: webhook.to_string(),
+        event_id: event.to_string(),
+        event_type: "message.received".to_string(),
+        payload: format!("{{\"id\":\"{event}\"}}"),
+        at: 1_000,
+    };
+    let added = store
+        .enqueue_webhooks(&[delivery("crm", "msg_1"), delivery("orders", "msg_1")])
+        .await
+        .unwrap();
+    assert_eq!(added, 2, "one per webhook");
+    assert_eq!(
+        store
+            .enqueue_webhooks(&[delivery("crm", "msg_1"), delivery("crm", "msg_2")])
+            .await
+            .unwrap(),
+        1,
+        "an event once per webhook"
+    );
+    let claimed = store.claim_webhooks(2_000, 10, 30_000).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(claimed.iter().all(|d| d.attempts == 1));
+    assert!(claimed.iter().all(|d| d.state == DeliveryState::Pending));
+    assert!(
+        store
+            .claim_webhooks(3_000, 10, 30_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    let first = claimed
+        .iter()
+        .find(|d| d.webhook == "crm" && d.event_id == "msg_1")
+        .unwrap();
+    assert_eq!(first.payload, "{\"id\":\"msg_1\"}");
+    store
+        .webhook_attempt_failed(first.id, Some(10_000), "HTTP 500", Some(500), 3_000)
+        .await
+        .unwrap();
+    let others: Vec<i64> = claimed
+        .iter()
+        .filter(|d| d.id != first.id)
+        .map(|d| d.id)
+        .collect();
+    store
+        .webhook_delivered(others[0], 204, 3_000)
+        .await
+        .unwrap();
+    store
+        .webhook_attempt_failed(others[1], None, "HTTP 410", Some(410), 3_000)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_webhooks(9_000, 10, 30_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store.claim_webhooks(10_000, 10, 30_000).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (first.id, 2));
+    assert_eq!(again[0].last_error.as_deref(), Some("HTTP 500"));
+    assert_eq!(again[0].last_status, Some(500));
+    store
+        .webhook_delivered(first.id, 200, 11_000)
+        .await
+        .unwrap();
+    // A late answer of an earlier attempt changes nothing once it is done.
+    store
+        .webhook_attempt_failed(first.id, Some(20_000), "late", None, 12_000)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_webhooks(60_000, 10, 30_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let delivered = store
+        .webhook_deliveries(DeliveryState::Delivered, 10)
+        .await
+        .unwrap();
+    assert_eq!(delivered.len(), 2);
+    assert_eq!(delivered[0].id, first.id, "newest first");
+    assert_eq!(delivered[0].last_status, Some(200));
+    let failed = store
+        .webhook_deliveries(DeliveryState::Failed, 10)
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].last_error.as_deref(), Some("HTTP 410"));
+    assert!(
+        !store.retry_webhook(first.id, 70_000).await.unwrap(),
+        "not failed"
+    );
+    assert!(store.retry_webhook(failed[0].id, 70_000).await.unwrap());
+    assert!(
+        store
+            .webhook_deliveries(DeliveryState::Failed, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let retried = store.claim_webhooks(70_000, 10, 30_000).await.unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!((retried[0].id, retried[0].attempts), (failed[0].id, 1));
 }

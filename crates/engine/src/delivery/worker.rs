@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::Backoff;
 use super::DeliveryConfig;
 use crate::handoff::{Bus, ConsoleEvent, EventKind as ConsoleKind};
+use crate::webhooks::{OutEvent, Webhooks};
 use concierge_channels::{Attachment, OutboundMessage, Registry, SendError};
 use concierge_domain::{Author, Content, KeptMedia, now_millis};
 use concierge_media::{MediaStore, Variant};
@@ -56,6 +57,8 @@ pub struct DeliveryWorker {
     events: Option<Bus>,
     /// Where a reply's file is read from (`None`: replies carry no files).
     media: Option<MediaStore>,
+    /// Tells `[[webhooks]]` what was sent and what failed.
+    webhooks: Webhooks,
 }
 
 impl DeliveryWorker {
@@ -90,6 +93,7 @@ impl DeliveryWorker {
             metrics,
             events: None,
             media: None,
+            webhooks: Webhooks::none(),
         }
     }
 
@@ -127,6 +131,11 @@ impl DeliveryWorker {
     }
 
     /// Publishes the outcome of concierges' replies to the consoles.
+    pub fn with_webhooks(mut self, webhooks: Webhooks) -> Self {
+        self.webhooks = webhooks;
+        self
+    }
+
     pub fn with_events(mut self, events: Bus) -> Self {
         self.events = Some(events);
         self
@@ -348,6 +357,15 @@ impl DeliveryWorker {
                     "reply accepted by the channel"
                 );
                 self.metrics.delivery(channel.as_str(), "sent");
+                // Told before it is recorded: a crash in between sends the event again
+                // (the same id), never loses it.
+                if self.webhooks.wants("message.sent") {
+                    let mut message = entry.message.clone();
+                    message.platform_id = receipt.platform_id.clone();
+                    self.webhooks
+                        .tell(OutEvent::message("message.sent", &message))
+                        .await;
+                }
                 self.settled(entry.id);
                 self.record(entry.id, || {
                     self.outbox
@@ -471,6 +489,22 @@ impl DeliveryWorker {
     }
 
     async fn finish_failed(&self, entry: &OutboxEntry, code: Option<String>, reason: &str) {
+        let failure = serde_json::json!({ "code": code, "reason": reason });
+        self.webhooks
+            .tell(
+                OutEvent::message("message.failed", &entry.message).with("error", failure.clone()),
+            )
+            .await;
+        if matches!(
+            entry.message.content,
+            Content::Template { text: Some(_), .. }
+        ) {
+            self.webhooks
+                .tell(
+                    OutEvent::message("notification.failed", &entry.message).with("error", failure),
+                )
+                .await;
+        }
         self.settled(entry.id);
         tracing::Span::current().record("outcome", "failed");
         self.metrics

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::responder::{DecidedBy, Decision, Responder, ResponderError, Turn};
 use crate::handoff::keywords::words;
+use crate::webhooks::{OutEvent, Webhooks};
 use concierge_domain::{Author, Content};
 use concierge_store::{NewConsent, Purpose};
 
@@ -127,6 +128,8 @@ pub struct ConsentResponder {
     /// (words of the phrase, granted, language).
     phrases: Vec<(Vec<String>, bool, String)>,
     config: ConsentConfig,
+    /// Tells `[[webhooks]]` of each decision (`consent.changed`).
+    webhooks: Webhooks,
 }
 
 impl ConsentResponder {
@@ -142,7 +145,16 @@ impl ConsentResponder {
                 }
             }
         }
-        ConsentResponder { phrases, config }
+        ConsentResponder {
+            phrases,
+            config,
+            webhooks: Webhooks::none(),
+        }
+    }
+
+    pub fn with_webhooks(mut self, webhooks: Webhooks) -> Self {
+        self.webhooks = webhooks;
+        self
     }
 
     fn find(&self, text: &str) -> Option<Found<'_>> {
@@ -167,18 +179,19 @@ impl Responder for ConsentResponder {
             return Ok(None);
         };
         let event = &turn.entry.event;
-        turn.store
-            .record_consent(&NewConsent {
-                channel: event.channel.clone(),
-                contact: event.contact.clone(),
-                purpose: Purpose::Marketing,
-                granted: found.granted,
-                source: "chat_keyword".to_string(),
-                proof: Some(concierge_domain::clip_text(text, 200)),
-                at: event.at,
-                key: Some(format!("event:{}:{}", event.channel, event.event_id)),
-            })
-            .await?;
+        let consent = NewConsent {
+            channel: event.channel.clone(),
+            contact: event.contact.clone(),
+            purpose: Purpose::Marketing,
+            granted: found.granted,
+            source: "chat_keyword".to_string(),
+            proof: Some(concierge_domain::clip_text(text, 200)),
+            at: event.at,
+            key: Some(format!("event:{}:{}", event.channel, event.event_id)),
+        };
+        turn.store.record_consent(&consent).await?;
+        // Told whether or not this replay recorded it: the event's id is the decision's key.
+        self.webhooks.tell(OutEvent::consent(&consent)).await;
         let replies = if found.granted {
             &self.config.start_reply
         } else {

@@ -356,7 +356,7 @@ function renderThread(d) {
   E["thread-sub"].textContent = [ct.name && ct.phone ? ct.phone : null, !ct.phone && ct.id !== contactName(c) ? ct.id : null, c.channel_kind || c.channel,
     c.handoff ? "team " + c.handoff.team : null, c.handoff && c.handoff.requested_by ? "handed over by " + c.handoff.requested_by : null, c.conversation].filter(Boolean).join(" · ");
   renderHistory(d.messages || [], d.notes || [], c);
-  renderBrief(d.brief, c, d.messages || []);
+  renderBrief(d.brief, c, d.messages || [], d.consent);
   applyPerms();
 }
 function statusMark(s) {
@@ -471,6 +471,16 @@ function messageBody(m) {
     const rows = Object.entries(c.answers).map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, typeof v === "string" ? v : JSON.stringify(v))));
     return el("div", { class: "card-body" }, el("strong", {}, "Form answered"), el("table", { class: "form" }, ...rows));
   }
+  if (m.kind === "template" && c.type === "template") {
+    const label = c.name ? c.name + (c.language ? "." + c.language : "") : "text";
+    const facts = c.context && typeof c.context === "object" && !Array.isArray(c.context)
+      ? Object.entries(c.context).map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, typeof v === "string" ? v : JSON.stringify(v))))
+      : [];
+    const context = facts.length ? el("details", { class: "context" }, el("summary", {}, "What our systems said"), el("table", { class: "form" }, ...facts))
+      : c.context != null ? el("details", { class: "context" }, el("summary", {}, "What our systems said"), el("code", {}, JSON.stringify(c.context))) : null;
+    return el("div", { class: "card-body notification" }, el("strong", {}, "Notification"), el("span", { class: "muted" }, " · " + label),
+      el("div", {}, c.text || m.text), context);
+  }
   return m.text;
 }
 
@@ -495,11 +505,24 @@ function renderChannels() {
 }
 function openChannels() { renderChannels(); E["health-panel"].hidden = false; E["health-close"].focus(); }
 
-function renderBrief(b, c, messages) {
+// What the customer agreed to receive on this channel, and every decision behind it.
+function consentBlock(consent) {
+  if (!consent || !Array.isArray(consent.history)) return [];
+  const word = (v) => v === true ? "yes" : v === false ? "no" : "not asked";
+  const head = el("p", { class: "consent-now" }, "Offers: " + word(consent.marketing) + " · Updates: " + (consent.utility === false ? "no (opted out of everything)" : "yes"));
+  if (!consent.history.length) return [el("h4", null, "Consent"), head];
+  const rows = consent.history.slice().reverse().map((h) => el("li", null,
+    (h.granted ? "Said yes to " : "Said no to ") + (h.purpose === "marketing" ? "offers" : "updates") + " · " + h.source.replace(/_/g, " ")
+    + " · " + new Date(h.at).toLocaleString([], { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" })
+    + (h.proof ? " · “" + h.proof + "”" : "")));
+  return [el("h4", null, "Consent"), head, el("details", { class: "consent-history" }, el("summary", null, "History (" + consent.history.length + ")"), el("ul", null, rows))];
+}
+
+function renderBrief(b, c, messages, consent) {
   // The customer's latest photos go with the brief: a concierge sees what the handoff is about.
   const photos = messages.filter((m) => m.direction === "in" && m.kind === "media" && m.content && m.content.kept
     && m.content.kept.state === "stored" && String(m.content.kept.mime || "").startsWith("image/")).slice(-4);
-  const key = JSON.stringify([b, c.handoff && c.handoff.reason, photos.map((m) => m.content.kept.id)]);
+  const key = JSON.stringify([b, c.handoff && c.handoff.reason, photos.map((m) => m.content.kept.id), consent]);
   if (key === briefKey) return;
   briefKey = key;
   const out = [];
@@ -532,6 +555,7 @@ function renderBrief(b, c, messages) {
       for (const s of b.suggested_replies) out.push(el("button", { class: "btn suggestion", type: "button", title: "Put this text in the reply box", onclick: () => useSuggestion(s) }, s));
     }
   }
+  out.push(...consentBlock(consent));
   E.brief.replaceChildren(...out);
 }
 function useSuggestion(text) {

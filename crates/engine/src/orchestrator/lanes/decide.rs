@@ -47,6 +47,31 @@ impl std::fmt::Display for PlatformIds<'_> {
     }
 }
 
+/// The `message.received` event of a customer's message.
+fn received(entry: &InboxEntry) -> Option<crate::webhooks::OutEvent> {
+    let (EventKind::Message(m), Some(id)) = (&entry.event.kind, entry.message) else {
+        return None;
+    };
+    let message = concierge_domain::Message {
+        id,
+        seq: entry.seq,
+        conversation: entry.conversation.clone(),
+        channel: entry.event.channel.clone(),
+        contact: entry.event.contact.clone(),
+        platform_id: Some(m.platform_id.clone()),
+        direction: concierge_domain::Direction::Inbound,
+        author: concierge_domain::Author::Customer,
+        content: m.content.clone(),
+        reply_to: m.reply_to.clone(),
+        created_at: entry.event.at,
+        status: concierge_domain::DeliveryStatus::Pending,
+    };
+    Some(
+        crate::webhooks::OutEvent::message("message.received", &message)
+            .with("customer_name", serde_json::json!(m.display_name)),
+    )
+}
+
 impl Lane {
     /// Handles one event (or a burst of messages) until it is completed in the store; returns
     /// false if shutdown came first. A store failure is retried: the lane must not skip
@@ -58,6 +83,15 @@ impl Lane {
         let started = Instant::now();
         if let Some(media) = &orchestrator.media {
             media.prepare(&mut burst).await;
+        }
+        // Before the turn is completed: a crash in between tells them again (the same event
+        // ids), never not at all.
+        if orchestrator.webhooks.wants("message.received") {
+            for entry in &burst {
+                if let Some(event) = received(entry) {
+                    orchestrator.webhooks.tell(event).await;
+                }
+            }
         }
         if let Some(first) = burst.first() {
             let lag_ms = now_millis() - first.received_at;
@@ -161,6 +195,20 @@ impl Lane {
             && let (Some((team, priority)), Some(desk)) = (handoff, &orchestrator.desk)
         {
             orchestrator.metrics.handoff();
+            if orchestrator.webhooks.wants("handoff.created") {
+                let event = crate::webhooks::OutEvent::new(
+                    "handoff.created",
+                    format!("{}.{}", entry.conversation, entry.seq),
+                    serde_json::json!({
+                        "conversation": entry.conversation.as_str(),
+                        "channel": entry.event.channel.as_str(),
+                        "contact": entry.event.contact.as_str(),
+                        "team": team, "priority": priority, "by": by,
+                    }),
+                );
+                let webhooks = orchestrator.webhooks.clone();
+                tokio::spawn(async move { webhooks.tell(event).await });
+            }
             let mut event =
                 ConsoleEvent::new(ConsoleKind::Handoff, entry.conversation.clone(), team);
             event.priority = priority;

@@ -59,6 +59,8 @@ pub struct Orchestrator {
     /// The handoff desk: completes handoffs (team, SLA, brief, acknowledgement) and tells
     /// the consoles about them and about customer messages in held threads.
     desk: Option<Arc<Desk>>,
+    /// Tells `[[webhooks]]` of customers' messages and handoffs.
+    pub(super) webhooks: crate::webhooks::Webhooks,
     /// Fetches customers' media before their turn; `None`: media is read as attached only.
     media: Option<super::MediaIntake>,
     /// What still answers while a person or the queue holds the thread (the consent
@@ -146,6 +148,7 @@ impl Orchestrator {
             burst_window_ms: 0,
             contact_rate: None,
             desk: None,
+            webhooks: crate::webhooks::Webhooks::none(),
             media: None,
             held: None,
         }
@@ -158,6 +161,11 @@ impl Orchestrator {
     }
 
     /// Hands handoffs to the desk.
+    pub fn with_webhooks(mut self, webhooks: crate::webhooks::Webhooks) -> Self {
+        self.webhooks = webhooks;
+        self
+    }
+
     pub fn with_desk(mut self, desk: Arc<Desk>) -> Self {
         self.desk = Some(desk);
         self

@@ -104,6 +104,13 @@ impl App {
             )));
         }
         workers.extend(http.serve_metrics(&handles));
+        let batches = crate::notify::BatchWorker::new(
+            handles.store.clone(),
+            notifier(&config, &handles, &channels),
+            &config.settings.notifications,
+            handles.outbox_wake.clone(),
+        );
+        workers.push(tokio::spawn(batches.run(handles.shutdown.clone())));
         if !config.settings.webhooks.is_empty() {
             let worker = WebhookWorker::new(
                 handles.store.clone(),
@@ -567,14 +574,19 @@ fn app_state(
         ))),
         media: Some(media.clone()),
         webhooks: handles.webhooks.clone(),
-        notifier: crate::notify::Notifier::new(
-            handles.store.clone(),
-            handles.store.clone(),
-            channels.clone(),
-            config.catalogue.clone(),
-            handles.metrics.clone(),
-        ),
+        notifier: notifier(config, handles, channels),
     }
+}
+
+/// Checks and queues notifications, for the API and the batches.
+fn notifier(config: &Config, handles: &Handles, channels: &Registry) -> crate::notify::Notifier {
+    crate::notify::Notifier::new(
+        handles.store.clone(),
+        handles.store.clone(),
+        channels.clone(),
+        config.catalogue.clone(),
+        handles.metrics.clone(),
+    )
 }
 
 /// `[server] max_event_age_secs` in milliseconds; 0 is no limit.

@@ -253,6 +253,7 @@ fn cross_check(
     main.place(problems, crate::agents::tools::check(&settings.tools));
     main.place(problems, checks::agents(&settings.agents));
     main.place(problems, crate::webhooks::check(&settings.webhooks));
+    main.place(problems, crate::notify::check(&settings.notifications));
     main.place(
         problems,
         crate::handoff::config::check(&settings.queue, &settings.teams, &settings.concierges),

@@ -10,6 +10,7 @@ pub use crate::agents::{AgentsConfig, LlmConfig, LlmProvider, ToolConfig};
 pub use crate::delivery::DeliveryConfig;
 pub use crate::handoff::{ConciergeConfig, ConciergeRole, QueueConfig, TeamConfig};
 pub use crate::media::{MediaConfig, TranscriptionConfig};
+pub use crate::notify::NotificationsConfig;
 pub use crate::orchestrator::ConsentConfig;
 pub use crate::orchestrator::OrchestratorConfig;
 pub use crate::store::sqlite::SyncMode;
@@ -60,6 +61,9 @@ pub struct FileConfig {
     /// Where the merchant's other systems hear what happens (signed, retried, at least once).
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// How fast batches of notifications go out.
+    #[serde(default)]
+    pub notifications: NotificationsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -764,3 +764,155 @@ async fn killed_while_a_concierge_sends_photos(backend: Backend) {
             .count(),
     );
 }
+
+#[tokio::test]
+async fn killed_during_a_batch_of_5000_each_customer_gets_it_once_on_sqlite() {
+    killed_during_a_batch(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn killed_during_a_batch_of_5000_each_customer_gets_it_once_on_redis() {
+    killed_during_a_batch(Backend::Redis).await;
+}
+
+/// A batch of 5,000 notifications, the gateway killed twice while it works through them:
+/// every customer gets the template once (none twice, none skipped), at no more than the
+/// configured pace, and the batch ends done with all 5,000 queued.
+async fn killed_during_a_batch(backend: Backend) {
+    use concierge_testkit::load;
+    const TOTAL: usize = 5_000;
+    const PER_SECOND: usize = 600;
+    let redis = match backend {
+        Backend::Sqlite => None,
+        Backend::Redis => {
+            match crate::redis_server::redis(
+                "killed_during_a_batch_of_5000_each_customer_gets_it_once_on_redis",
+            ) {
+                Some(redis) => Some(redis),
+                None => return,
+            }
+        }
+    };
+    const SECRET: &str = "kill-batch-secret";
+    let graph = concierge_testkit::platform::FakeApi::start()
+        .await
+        .expect("the fake platform");
+    let deployment = Deployment::new(&format!(
+        "[notifications]\nbatch_per_second = {PER_SECOND}\n"
+    ));
+    std::fs::write(
+        deployment.path().join("channels/whatsapp.toml"),
+        format!(
+            "kind = \"whatsapp\"\nphone_number_id = \"{}\"\naccess_token = \"t\"\napp_secret = \"{SECRET}\"\nverify_token = \"v\"\napi_base = \"{}/v23.0\"\nmessages_per_second = 2000\nnew_conversations_per_minute = 0\n",
+            load::PHONE_NUMBER_ID,
+            graph.url
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(deployment.path().join("templates")).unwrap();
+    std::fs::write(
+        deployment.path().join("templates/back_in_stock.fr.toml"),
+        "category = \"utility\"\nbody = \"Bonjour {{name}}, {{product}} est de retour.\"\n",
+    )
+    .unwrap();
+    let mut env = media_env(redis.as_ref(), None, "batch");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    env.push((
+        "CONCIERGE__SERVER__BIND".to_string(),
+        format!("127.0.0.1:{port}"),
+    ));
+    // A send a kill cut short is confirmed by its status, not sent again.
+    graph.report_statuses_to(
+        &format!("http://127.0.0.1:{port}/webhooks/whatsapp"),
+        SECRET,
+    );
+    let mut gateway = Gateway::start_with(&deployment, &env);
+    let store = gateways_store(&deployment, redis.as_ref()).await;
+    let token =
+        concierge::handoff::access::issue_service(store.as_ref(), "crm", &["notify".into()])
+            .await
+            .unwrap();
+    let recipients: Vec<serde_json::Value> = (0..TOTAL)
+        .map(|c| serde_json::json!({"to": format!("+{}", load::phone(c)), "params": {"name": format!("Client {c}")}}))
+        .collect();
+    let body = serde_json::json!({
+        "channel": "whatsapp",
+        "template": {"name": "back_in_stock", "language": "fr", "params": {"product": "La bougie Figuier"}},
+        "recipients": recipients,
+    });
+    let client = http_client();
+    let started: serde_json::Value = client
+        .post(format!("{}/api/v1/notifications/batch", gateway.base))
+        .bearer_auth(&token)
+        .header("idempotency-key", "december")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["batch"].as_str().expect("a batch").to_string();
+    let mut logs = Vec::new();
+    for after in [1_500, 2_500] {
+        tokio::time::sleep(Duration::from_millis(after)).await;
+        logs.extend(gateway.kill());
+        gateway = Gateway::start_with(&deployment, &env);
+    }
+    // Paced, 5,000 take a while on a loaded machine (each send, and each of the statuses
+    // the platform reports, is a write): a few minutes at most.
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let mut shown = std::time::Instant::now();
+    loop {
+        if shown.elapsed() > Duration::from_secs(10) {
+            shown = std::time::Instant::now();
+            eprintln!("batch kill test: {} accepted", graph.accepted_count());
+        }
+        let batch = store.batch(&id).await.ok().flatten();
+        let done = batch
+            .as_ref()
+            .is_some_and(|b| b.state == concierge::store::BatchState::Done);
+        if done && graph.accepted_count() >= TOTAL {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not done: {batch:?}, {} accepted",
+            graph.accepted_count()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Statuses and late sends settle.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    logs.extend(gateway.terminate().1);
+    let batch = store.batch(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (batch.total, batch.queued, batch.skipped),
+        (TOTAL as u32, TOTAL as u32, 0)
+    );
+    let mut per_customer: HashMap<String, usize> = HashMap::new();
+    for accepted in graph.accepted() {
+        *per_customer.entry(accepted.to.clone()).or_default() += 1;
+    }
+    assert_eq!(per_customer.len(), TOTAL, "nobody skipped");
+    let twice: Vec<_> = per_customer.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "messaged twice: {twice:?}");
+    // The pace held across the restarts (a second's worth at most in any second, give or
+    // take one tick).
+    let mut at: Vec<std::time::Instant> = graph.accepted().iter().map(|a| a.at).collect();
+    at.sort();
+    let most = (0..at.len())
+        .map(|i| {
+            at[i..]
+                .iter()
+                .take_while(|t| t.duration_since(at[i]) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(most <= PER_SECOND + PER_SECOND / 5, "{most} in one second");
+    let _ = logs;
+}

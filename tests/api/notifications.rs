@@ -34,10 +34,14 @@ struct Notify {
 }
 
 async fn start() -> Notify {
+    start_with("").await
+}
+
+async fn start_with(extra: &str) -> Notify {
     let llm = FakeLlm::start().await;
     let api = FakeApi::start().await.expect("the fake platform");
     let deployment = Deployment::new(&format!(
-        "[llm]\nprovider = \"openai\"\nmodel = \"test-model\"\nbase_url = \"{}/v1\"\napi_key = \"k\"\ntimeout_secs = 2\nmax_retries = 1\n\n[merchant]\nname = \"Maison Test\"\ntimezone = \"Europe/Paris\"\n",
+        "[llm]\nprovider = \"openai\"\nmodel = \"test-model\"\nbase_url = \"{}/v1\"\napi_key = \"k\"\ntimeout_secs = 2\nmax_retries = 1\n\n[merchant]\nname = \"Maison Test\"\ntimezone = \"Europe/Paris\"\n{extra}\n",
         llm.url
     ));
     let root = deployment.path();
@@ -49,7 +53,7 @@ async fn start() -> Notify {
         (
             "whatsapp.toml",
             format!(
-                "kind = \"whatsapp\"\nphone_number_id = \"100000000000001\"\naccess_token = \"t\"\napp_secret = \"{WA_SECRET}\"\nverify_token = \"v\"\napi_base = \"{}/v23.0\"\n",
+                "kind = \"whatsapp\"\nphone_number_id = \"100000000000001\"\naccess_token = \"t\"\napp_secret = \"{WA_SECRET}\"\nverify_token = \"v\"\napi_base = \"{}/v23.0\"\nmessages_per_second = 1000\nnew_conversations_per_minute = 0\n",
                 api.url
             ),
         ),
@@ -497,4 +501,201 @@ async fn stop_blocks_marketing_until_start_and_the_ledger_shows_both() {
             (true, "chat_keyword")
         ]
     );
+}
+
+impl Notify {
+    async fn post(&self, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {
+        let mut request = self
+            .app
+            .client
+            .post(self.app.url(path))
+            .bearer_auth(&self.token)
+            .json(&body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn progress(&self, id: &str) -> Value {
+        self.app
+            .client
+            .get(self.app.url(&format!("/api/v1/notifications/batch/{id}")))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+fn customer(i: usize) -> String {
+    format!("+3361{i:07}")
+}
+
+#[tokio::test]
+async fn a_batch_is_paced_skips_who_opted_out_and_reports_its_progress() {
+    let n = start_with("[notifications]\nbatch_per_second = 20\n").await;
+    // One customer opted out of everything; one number is not a number.
+    let out = customer(7);
+    let consent = n
+        .app
+        .client
+        .post(n.app.url(&format!(
+            "/api/v1/contacts/{}/consent",
+            out.trim_start_matches('+')
+        )))
+        .bearer_auth(&n.token)
+        .json(&json!({"channel": "whatsapp", "purpose": "utility", "granted": false, "source": "call"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(consent.status(), 201);
+    let mut recipients: Vec<Value> = (0..40)
+        .map(|i| json!({"to": customer(i), "params": {"name": format!("Client {i}"), "order": format!("ML-{i}")}}))
+        .collect();
+    recipients[12] = json!({"to": "0612", "params": {"name": "x", "order": "y"}});
+    let body = json!({
+        "channel": "whatsapp",
+        "template": {"name": "order_shipped", "language": "fr", "params": {"carrier": "Colissimo"}},
+        "context": {"campaign": "december"},
+        "recipients": recipients,
+    });
+    let (status, started) = n
+        .post("/api/v1/notifications/batch", Some("dec-1"), body.clone())
+        .await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["total"], 40);
+    assert_eq!(started["replayed"], false);
+    let id = started["batch"].as_str().unwrap().to_string();
+    let (_, again) = n
+        .post("/api/v1/notifications/batch", Some("dec-1"), body)
+        .await;
+    assert_eq!(
+        (again["batch"].as_str(), again["replayed"].as_bool()),
+        (Some(id.as_str()), Some(true))
+    );
+    eventually("the batch is done", || async {
+        n.progress(&id).await["state"] == "done"
+    })
+    .await;
+    let done = n.progress(&id).await;
+    assert_eq!(done["processed"], 40);
+    assert_eq!(done["queued"], 38);
+    assert_eq!(
+        done["skipped_by_reason"],
+        json!({"invalid": 1, "opted_out": 1})
+    );
+    eventually("38 templates sent", || async { n.templates().len() == 38 }).await;
+    let sent = n.templates();
+    let to: std::collections::HashSet<&str> =
+        sent.iter().map(|s| s["to"].as_str().unwrap()).collect();
+    assert_eq!(to.len(), 38, "each once");
+    assert!(!to.contains(out.trim_start_matches('+')));
+    let params = &sent[0]["template"]["components"][0]["parameters"];
+    assert!(
+        params.to_string().contains("Colissimo"),
+        "the batch's parameter: {params}"
+    );
+    // Paced: never more than a second's worth (20) in any second.
+    let mut at: Vec<std::time::Instant> = n.api.accepted().iter().map(|a| a.at).collect();
+    at.sort();
+    let most = (0..at.len())
+        .map(|i| {
+            at[i..]
+                .iter()
+                .take_while(|t| t.duration_since(at[i]) < std::time::Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(most <= 22, "{most} in one second");
+    assert!(at.last().unwrap().duration_since(at[0]) >= std::time::Duration::from_millis(1500));
+}
+
+#[tokio::test]
+async fn a_batch_can_be_stopped_and_a_bad_one_is_refused() {
+    let n = start_with("[notifications]\nbatch_per_second = 10\n").await;
+    let recipients: Vec<Value> = (0..200)
+        .map(|i| json!({"to": customer(i), "params": {"name": "C", "order": "O", "carrier": "K"}}))
+        .collect();
+    let template = json!({"name": "order_shipped", "language": "fr"});
+    let (status, started) = n
+        .post(
+            "/api/v1/notifications/batch",
+            None,
+            json!({"channel": "whatsapp", "template": template, "recipients": recipients}),
+        )
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let id = started["batch"].as_str().unwrap().to_string();
+    eventually("some are sent", || async { n.templates().len() >= 3 }).await;
+    let (status, stopped) = n
+        .post(
+            &format!("/api/v1/notifications/batch/{id}/stop"),
+            None,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(stopped["state"], "stopped");
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let sent = n.templates().len();
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(n.templates().len(), sent, "nothing more after the stop");
+    let progress = n.progress(&id).await;
+    assert_eq!(progress["state"], "stopped");
+    assert!(progress["processed"].as_u64().unwrap() < 200);
+
+    let too_many: Vec<Value> = (0..10_001).map(|i| json!({"to": customer(i)})).collect();
+    let cases = [
+        (
+            json!({"channel": "whatsapp", "template": template, "recipients": too_many}),
+            422,
+            "invalid",
+        ),
+        (
+            json!({"channel": "whatsapp", "template": template, "recipients": []}),
+            422,
+            "invalid",
+        ),
+        (
+            json!({"channel": "whatsapp", "template": {"name": "nope", "language": "fr"}, "recipients": [{"to": customer(1)}]}),
+            422,
+            "unknown_template",
+        ),
+        (
+            json!({"channel": "fax", "template": template, "recipients": [{"to": customer(1)}]}),
+            404,
+            "unknown_channel",
+        ),
+    ];
+    for (body, want, code) in cases {
+        let (status, answer) = n.post("/api/v1/notifications/batch", None, body).await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (want, Some(code)),
+            "{answer}"
+        );
+    }
+    let other = concierge::handoff::access::issue_service(
+        n.app.store().as_ref(),
+        "crm",
+        &["notify".into()],
+    )
+    .await
+    .unwrap();
+    let theirs = n
+        .app
+        .client
+        .get(n.app.url(&format!("/api/v1/notifications/batch/{id}")))
+        .bearer_auth(other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), 404, "another service's batch");
 }

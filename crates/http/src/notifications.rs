@@ -1,8 +1,8 @@
 //! Notifications over the API, for systems with the `notify` scope: `POST /notifications`
 //! sends a customer a catalogue template (or a text where the channel allows one), once per
-//! `Idempotency-Key`; `GET /notifications/{id}` says how far it got.
-
-use std::collections::BTreeMap;
+//! `Idempotency-Key`; `GET /notifications/{id}` says how far it got. `POST
+//! /notifications/batch` sends one template to up to 10,000 customers, paced; its progress is
+//! `GET /notifications/batch/{id}`, and `POST …/stop` stops it.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -15,44 +15,18 @@ use super::AppState;
 use super::api::{Problem, Rejection, idempotency_key, problem};
 use super::body::ApiJson;
 use super::service::{Scope, Serviced};
-use concierge_domain::{DeliveryStatus, Millis};
-use concierge_engine::notify::{NotifyError, NotifyRequest, Recipient, TemplateUse};
+use concierge_domain::{DeliveryStatus, Millis, now_millis};
+use concierge_engine::notify::{
+    BatchBody, NotifyError, NotifyRequest, Params, TemplateBody, TemplateUse, To,
+};
 use concierge_store::Purpose;
+use concierge_store::{Batch, BatchState};
 
 /// The `notify` scope: writing to customers first.
 pub struct NotifyScope;
 
 impl Scope for NotifyScope {
     const NAME: Option<&'static str> = Some("notify");
-}
-
-/// Who to write to: a phone number in E.164, or a contact the channel knows.
-#[derive(Deserialize, ToSchema)]
-#[serde(untagged)]
-pub enum To {
-    Phone(String),
-    Contact {
-        /// The contact's id on the channel (a Telegram chat id, a web chat visitor).
-        contact: String,
-    },
-}
-
-/// Parameters by name (`{"order": "ML-10421"}`), or in order for a numbered template
-/// (`["ML-10421", "Colissimo"]`).
-#[derive(Deserialize, ToSchema)]
-#[serde(untagged)]
-pub enum Params {
-    Named(BTreeMap<String, serde_json::Value>),
-    Numbered(Vec<serde_json::Value>),
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct TemplateBody {
-    /// The template's name in the catalogue (`templates/<name>.<language>.toml`).
-    name: String,
-    language: String,
-    #[serde(default)]
-    params: Option<Params>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -132,23 +106,13 @@ fn refused(e: &NotifyError) -> Response {
         .into_response()
 }
 
-fn param_text(value: serde_json::Value) -> String {
-    match value {
-        serde_json::Value::String(s) => s,
-        other => other.to_string(),
-    }
-}
-
 /// The engine's request for a body, or why the body cannot be one.
 pub(crate) fn request_of(
     service: &str,
     key: Option<String>,
     body: NotificationBody,
 ) -> Result<NotifyRequest, NotifyError> {
-    let to = match body.to {
-        To::Phone(phone) => Recipient::Phone(phone),
-        To::Contact { contact } => Recipient::Contact(contact),
-    };
+    let to = body.to.recipient();
     let purpose = match body.purpose.as_deref() {
         None => None,
         Some(name) => Some(Purpose::parse(name).ok_or_else(|| {
@@ -156,19 +120,9 @@ pub(crate) fn request_of(
         })?),
     };
     let template = body.template.map(|t| TemplateUse {
+        params: t.params.as_ref().map(Params::by_name).unwrap_or_default(),
         name: t.name,
         language: t.language,
-        params: match t.params {
-            None => BTreeMap::new(),
-            Some(Params::Named(named)) => {
-                named.into_iter().map(|(k, v)| (k, param_text(v))).collect()
-            }
-            Some(Params::Numbered(values)) => values
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| ((i + 1).to_string(), param_text(v)))
-                .collect(),
-        },
     });
     Ok(NotifyRequest {
         service: service.to_string(),
@@ -274,4 +228,152 @@ pub async fn notification(
         reason,
     })
     .into_response())
+}
+
+/// A batch and how far it got.
+#[derive(Serialize, ToSchema)]
+pub struct BatchView {
+    batch: String,
+    /// `running`, `stopped` or `done`.
+    state: String,
+    channel: String,
+    template: Option<String>,
+    total: u32,
+    /// Recipients worked so far (queued or skipped), in order.
+    processed: u32,
+    queued: u32,
+    skipped: u32,
+    /// Skipped recipients by reason (`opted_out`, `no_consent`, `invalid`…).
+    #[schema(value_type = Object)]
+    skipped_by_reason: std::collections::BTreeMap<String, u32>,
+    #[schema(value_type = i64)]
+    created_at: Millis,
+    #[schema(value_type = i64)]
+    updated_at: Millis,
+    /// A new batch, or (`true`) the one an earlier request with the same key made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replayed: Option<bool>,
+}
+
+fn batch_view(b: Batch, replayed: Option<bool>) -> BatchView {
+    BatchView {
+        batch: b.id,
+        state: b.state.name().to_string(),
+        channel: b.channel.to_string(),
+        template: b.template,
+        total: b.total,
+        processed: b.next,
+        queued: b.queued,
+        skipped: b.skipped,
+        skipped_by_reason: b.reasons,
+        created_at: b.created_at,
+        updated_at: b.updated_at,
+        replayed,
+    }
+}
+
+/// Sends one template to up to 10,000 customers (service scope `notify`): kept at once,
+/// then queued at `[notifications] batch_per_second`, each recipient checked as a single
+/// notification is (those refused are skipped, by reason). The same Idempotency-Key again
+/// answers the first batch.
+#[utoipa::path(post, path = "/notifications/batch", tag = "service",
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key again starts nothing and answers the first batch")),
+    request_body = BatchBody, responses(
+        (status = 202, description = "Accepted: the batch and its progress", body = BatchView),
+        (status = 400, description = "A malformed Idempotency-Key", body = Problem),
+        (status = 401, description = "No token, or not a valid one", body = Problem),
+        (status = 403, description = "Not a service's token with the `notify` scope", body = Problem),
+        (status = 404, description = "No such channel (`unknown_channel`)", body = NotifyProblem),
+        (status = 422, description = "An unknown template, or no recipients or more than 10,000 (`invalid`)", body = NotifyProblem),
+        (status = 503, description = "The store is unavailable; try again", body = Problem),
+))]
+pub async fn batch(
+    State(state): State<AppState>,
+    Serviced(caller, _): Serviced<NotifyScope>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<BatchBody>,
+) -> Result<Response, Rejection> {
+    let key = match idempotency_key(&headers) {
+        Ok(key) => key,
+        Err(answer) => return Ok(*answer),
+    };
+    match state
+        .notifier
+        .start_batch(state.store.as_ref(), &caller.service, key, body)
+        .await
+    {
+        Ok((batch, replayed)) => Ok((
+            StatusCode::ACCEPTED,
+            Json(batch_view(batch, Some(replayed))),
+        )
+            .into_response()),
+        Err(NotifyError::Store(e)) => Err(e.into()),
+        Err(e) => Ok(refused(&e)),
+    }
+}
+
+/// A batch's progress (service scope `notify`; only the service that started it sees it).
+#[utoipa::path(get, path = "/notifications/batch/{id}", tag = "service",
+    params(("id" = String, Path, description = "The batch's id")),
+    responses(
+        (status = 200, description = "The batch", body = BatchView),
+        (status = 401, description = "No token, or not a valid one", body = Problem),
+        (status = 403, description = "Not a service's token with the `notify` scope", body = Problem),
+        (status = 404, description = "No such batch of this service", body = Problem),
+        (status = 503, description = "The store is unavailable; try again", body = Problem),
+))]
+pub async fn batch_progress(
+    State(state): State<AppState>,
+    Serviced(caller, _): Serviced<NotifyScope>,
+    Path(id): Path<String>,
+) -> Result<Response, Rejection> {
+    match own_batch(&state, &caller.service, &id).await? {
+        Some(batch) => Ok(Json(batch_view(batch, None)).into_response()),
+        None => Ok(problem(StatusCode::NOT_FOUND, "no such batch")),
+    }
+}
+
+/// Stops a batch: the recipients not reached yet get nothing (service scope `notify`).
+#[utoipa::path(post, path = "/notifications/batch/{id}/stop", tag = "service",
+    params(("id" = String, Path, description = "The batch's id")),
+    responses(
+        (status = 200, description = "The batch, stopped (or already done)", body = BatchView),
+        (status = 401, description = "No token, or not a valid one", body = Problem),
+        (status = 403, description = "Not a service's token with the `notify` scope", body = Problem),
+        (status = 404, description = "No such batch of this service", body = Problem),
+        (status = 503, description = "The store is unavailable; try again", body = Problem),
+))]
+pub async fn stop_batch(
+    State(state): State<AppState>,
+    Serviced(caller, _): Serviced<NotifyScope>,
+    Path(id): Path<String>,
+) -> Result<Response, Rejection> {
+    if own_batch(&state, &caller.service, &id).await?.is_none() {
+        return Ok(problem(StatusCode::NOT_FOUND, "no such batch"));
+    }
+    match state.store.stop_batch(&id, now_millis()).await? {
+        Some(batch) => Ok(Json(batch_view(batch, None)).into_response()),
+        None => Ok(problem(StatusCode::NOT_FOUND, "no such batch")),
+    }
+}
+
+async fn own_batch(
+    state: &AppState,
+    service: &str,
+    id: &str,
+) -> Result<Option<Batch>, concierge_store::StoreError> {
+    if id.len() > 64 {
+        return Ok(None);
+    }
+    Ok(state
+        .store
+        .batch(id)
+        .await?
+        .filter(|b| b.service == service)
+        .filter(|b| {
+            matches!(
+                b.state,
+                BatchState::Running | BatchState::Stopped | BatchState::Done
+            )
+        }))
 }

@@ -61,6 +61,9 @@ pub fn table() -> OpenApiRouter<AppState> {
         .routes(routes!(consent::history))
         .routes(routes!(notifications::notify))
         .routes(routes!(notifications::notification))
+        .routes(routes!(notifications::batch))
+        .routes(routes!(notifications::batch_progress))
+        .routes(routes!(notifications::stop_batch))
         .routes(routes!(outgoing::deliveries))
         .routes(routes!(outgoing::retry))
         .routes(routes!(api::set_status))
@@ -144,7 +147,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(operations, 25);
+        assert_eq!(operations, 28);
         // Every `$ref` points at a schema the document has.
         let text = document.to_string();
         for reference in text.split("\"#/components/schemas/").skip(1) {

@@ -46,6 +46,7 @@
 //! Finished inbox entries are removed from their stream. Conversations, messages, notes and
 //! handoffs are the merchant's record and are kept, as with SQLite.
 
+mod batch;
 mod consent;
 mod faults;
 mod inbox;

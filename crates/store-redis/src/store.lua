@@ -969,6 +969,81 @@ function ops.webhook_retry()
   return {'1'}
 end
 
+-- Notification batches -----------------------------------------------------------------
+-- A batch is a hash `batch:<id>`, its recipients the list `batch_rcpt:<id>`; running ones
+-- are in `batches_running` by when they were made.
+
+local function batch_fields(id)
+  local key = k('batch', id)
+  if redis.call('EXISTS', key) == 0 then return {} end
+  local out = {id}
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all do out[#out + 1] = all[i] end
+  return out
+end
+
+function ops.batch_create()
+  local existing = redis.call('GET', k('batch_key', a.key))
+  if existing then
+    local out = batch_fields(existing)
+    table.insert(out, 1, 'replayed')
+    return out
+  end
+  local key = k('batch', a.id)
+  redis.call('SET', k('batch_key', a.key), a.id)
+  hset(key, {
+    service = a.service, ch = a.channel, template = nn(a.template), request = a.request,
+    state = 'running', total = #a.recipients, next = 0, queued = 0, skipped = 0,
+    reasons = '{}', created = a.at, updated = a.at,
+  })
+  local list = k('batch_rcpt', a.id)
+  local chunk = {}
+  for _, r in ipairs(a.recipients) do
+    chunk[#chunk + 1] = r
+    if #chunk == 1000 then redis.call('RPUSH', list, unpack(chunk)); chunk = {} end
+  end
+  if #chunk > 0 then redis.call('RPUSH', list, unpack(chunk)) end
+  redis.call('ZADD', k('batches_running'), a.at, a.id)
+  local out = batch_fields(a.id)
+  table.insert(out, 1, 'ok')
+  return out
+end
+
+function ops.batch_advance()
+  local key = k('batch', a.id)
+  if hget(key, 'state') ~= 'running' or hnum(key, 'next') ~= a.from then return {'0'} end
+  local reasons = cjson.decode(hget(key, 'reasons') or '{}')
+  for _, r in ipairs(a.skipped) do reasons[r] = (reasons[r] or 0) + 1 end
+  redis.call('HSET', key, 'next', s(a.to), 'reasons', cjson.encode(reasons), 'updated', s(a.now))
+  redis.call('HINCRBY', key, 'queued', a.queued)
+  redis.call('HINCRBY', key, 'skipped', #a.skipped)
+  if a.to >= hnum(key, 'total') then
+    redis.call('HSET', key, 'state', 'done')
+    redis.call('ZREM', k('batches_running'), a.id)
+    redis.call('DEL', k('batch_rcpt', a.id))
+  end
+  return {'1'}
+end
+
+function ops.batch_stop()
+  local key = k('batch', a.id)
+  if hget(key, 'state') == 'running' then
+    redis.call('HSET', key, 'state', 'stopped', 'updated', s(a.now))
+    redis.call('ZREM', k('batches_running'), a.id)
+    redis.call('DEL', k('batch_rcpt', a.id))
+  end
+  return batch_fields(a.id)
+end
+
+function ops.batch_lease()
+  local key = k('batch', a.id)
+  if hget(key, 'state') ~= 'running' then return {'0'} end
+  local owner, until_ = hget(key, 'owner'), hnum(key, 'lease')
+  if owner and owner ~= a.owner and until_ and until_ > a.now then return {'0'} end
+  redis.call('HSET', key, 'owner', a.owner, 'lease', s(a['until']))
+  return {'1'}
+end
+
 function ops.touch_presence()
   local key = k('presence', a.concierge)
   local exists = redis.call('EXISTS', key) == 1

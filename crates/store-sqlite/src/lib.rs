@@ -2,6 +2,7 @@
 //! connection thread (tokio-rusqlite). SQLite serialises writers anyway; one connection keeps
 //! every transaction short and ordered, and needs no pool.
 
+mod batch;
 mod consent;
 mod notify;
 mod queue;
@@ -1037,9 +1038,12 @@ impl Outbox for SqliteStore {
         self.write(move |tx| {
             let ids: Vec<i64> = {
                 let mut stmt = tx.prepare_cached(
-                    "SELECT o.id FROM outbox o
-                     WHERE ((o.state = 'pending' AND o.next_attempt_at <= ?1)
-                            OR (o.state = 'sending' AND o.lease_until <= ?1))
+                    // Through the open entries' index by due time, not a scan of every
+                    // entry ever sent (a claimed entry keeps the due time it was claimed at,
+                    // so one whose lease ran out is found by it too).
+                    "SELECT o.id FROM outbox o INDEXED BY outbox_due
+                     WHERE o.state IN ('pending', 'sending') AND o.next_attempt_at <= ?1
+                       AND (o.state = 'pending' OR o.lease_until <= ?1)
                        AND NOT EXISTS (
                            SELECT 1 FROM outbox p
                            WHERE p.conversation_id = o.conversation_id AND p.id < o.id

@@ -40,6 +40,8 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/011_notifications.sql")),
         // v12: the webhook outbox.
         M::up(include_str!("migrations/012_webhook_deliveries.sql")),
+        // v13: notification batches.
+        M::up(include_str!("migrations/013_notification_batches.sql")),
     ])
 }
 
@@ -97,7 +99,7 @@ mod tests {
             assert!(at > last, "{file} runs out of order");
             last = at;
         }
-        assert_eq!(files.len(), 9, "{files:?}");
+        assert_eq!(files.len(), 12, "{files:?}");
     }
 
     /// A visitor key kept before v6 is replaced by its pseudonym; other rows are untouched.

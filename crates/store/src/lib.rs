@@ -12,11 +12,13 @@
 //! - Delivery status only moves forward.
 
 mod backend_errors;
+pub mod batch;
 pub mod consent;
 pub mod credentials;
 pub mod notify;
 pub mod webhooks;
 
+pub use batch::{Batch, BatchState, BatchStep, Batches, NewBatch};
 pub use consent::{ConsentRecord, Consents, NewConsent, Purpose};
 pub use notify::{NewNotification, Notification, Notifications, Notified, Refusal};
 pub use webhooks::{DeliveryState, NewDelivery, WebhookDelivery, WebhookOutbox};
@@ -44,6 +46,7 @@ pub trait Store:
     + Instances
     + Consents
     + Notifications
+    + Batches
     + WebhookOutbox
 {
 }
@@ -56,6 +59,7 @@ impl<T> Store for T where
         + Instances
         + Consents
         + Notifications
+        + Batches
         + WebhookOutbox
 {
 }

@@ -212,6 +212,10 @@ struct Inner {
     /// Status webhooks still being retried.
     statuses_pending: AtomicU64,
     next_id: AtomicU64,
+    /// Posts the status webhooks: one client for every report (building one per status,
+    /// its TLS roots each time, costs more than the gateway spends on the status). Made on
+    /// first use, inside the runtime of the test.
+    reporter: std::sync::OnceLock<reqwest::Client>,
 }
 
 /// Which platform a send is for, by its path.
@@ -848,11 +852,13 @@ fn status_webhook(to: &str, wamid: &str, callback: Option<&str>) -> String {
 
 /// Posts one status webhook until the gateway answers 200 (for up to ten minutes).
 async fn report(inner: Arc<Inner>, url: String, body: String, signature: String) {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap_or_default();
+    let client = inner.reporter.get_or_init(|| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default()
+    });
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut wait = Duration::from_millis(50);
     while Instant::now() < deadline {

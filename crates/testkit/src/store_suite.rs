@@ -67,6 +67,7 @@ macro_rules! store_suite {
             the_consent_ledger_grows_and_keeps_a_key_once,
             a_notification_is_queued_once_and_only_with_consent,
             a_webhook_delivery_is_queued_once_leased_retried_and_kept,
+            a_batch_moves_by_its_cursor_once_and_stops,
             a_cleared_presence_is_gone_and_others_stay,
             a_takeover_cancels_the_agents_replies_not_yet_sent,
         );
@@ -2083,4 +2084,106 @@ pub async fn a_webhook_delivery_is_queued_once_leased_retried_and_kept(store: Sh
     let retried = store.claim_webhooks(70_000, 10, 30_000).await.unwrap();
     assert_eq!(retried.len(), 1);
     assert_eq!((retried[0].id, retried[0].attempts), (failed[0].id, 1));
+}
+
+pub async fn a_batch_moves_by_its_cursor_once_and_stops(store: SharedStore) {
+    use concierge::store::{BatchState, BatchStep, NewBatch};
+    let new = |id: &str, key: &str, n: usize| NewBatch {
+        id: id.to_string(),
+        key: key.to_string(),
+        service: "orders".to_string(),
+        channel: ChannelId::parse("whatsapp").unwrap(),
+        template: Some("back_in_stock.fr".to_string()),
+        request: "{}".to_string(),
+        recipients: (0..n)
+            .map(|i| format!("{{\"to\":\"+3361234{i:04}\"}}"))
+            .collect(),
+        at: 1_000,
+    };
+    let (batch, replayed) = store
+        .create_batch(&new("b1", "orders:k1", 5))
+        .await
+        .unwrap();
+    assert!(!replayed);
+    assert_eq!(
+        (batch.total, batch.next, batch.state),
+        (5, 0, BatchState::Running)
+    );
+    let (again, replayed) = store
+        .create_batch(&new("b2", "orders:k1", 3))
+        .await
+        .unwrap();
+    assert!(replayed);
+    assert_eq!(again.id, "b1");
+    assert!(store.batch("b2").await.unwrap().is_none());
+    let running = store.running_batches().await.unwrap();
+    assert_eq!(
+        running.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+        ["b1"]
+    );
+    let first = store.batch_recipients("b1", 0, 2).await.unwrap();
+    assert_eq!(
+        first,
+        ["{\"to\":\"+33612340000\"}", "{\"to\":\"+33612340001\"}"]
+    );
+    assert_eq!(store.batch_recipients("b1", 4, 10).await.unwrap().len(), 1);
+    assert!(store.lease_batch("b1", "me", 2_000, 7_000).await.unwrap());
+    assert!(
+        !store
+            .lease_batch("b1", "other", 3_000, 8_000)
+            .await
+            .unwrap(),
+        "held"
+    );
+    assert!(
+        store
+            .lease_batch("b1", "other", 7_001, 12_000)
+            .await
+            .unwrap(),
+        "run out"
+    );
+    let step = BatchStep {
+        from: 0,
+        to: 2,
+        queued: 1,
+        skipped: vec!["opted_out".to_string()],
+    };
+    assert!(store.advance_batch("b1", &step, 3_000).await.unwrap());
+    assert!(
+        !store.advance_batch("b1", &step, 3_000).await.unwrap(),
+        "the cursor moved on"
+    );
+    let after = store.batch("b1").await.unwrap().unwrap();
+    assert_eq!((after.next, after.queued, after.skipped), (2, 1, 1));
+    assert_eq!(after.reasons.get("opted_out"), Some(&1));
+    let stopped = store.stop_batch("b1", 4_000).await.unwrap().unwrap();
+    assert_eq!(stopped.state, BatchState::Stopped);
+    let late = BatchStep {
+        from: 2,
+        to: 3,
+        queued: 1,
+        skipped: vec![],
+    };
+    assert!(
+        !store.advance_batch("b1", &late, 5_000).await.unwrap(),
+        "stopped"
+    );
+    assert!(store.running_batches().await.unwrap().is_empty());
+    // One worked to its end is done.
+    store
+        .create_batch(&new("b3", "orders:k3", 2))
+        .await
+        .unwrap();
+    let all = BatchStep {
+        from: 0,
+        to: 2,
+        queued: 2,
+        skipped: vec![],
+    };
+    assert!(store.advance_batch("b3", &all, 6_000).await.unwrap());
+    assert_eq!(
+        store.batch("b3").await.unwrap().unwrap().state,
+        BatchState::Done
+    );
+    assert!(store.running_batches().await.unwrap().is_empty());
 }

@@ -3,8 +3,14 @@
 //! and what the agents should know; it is checked here (nothing is sent when anything is
 //! wrong) and queued by the store with the consent check in the same write.
 
+mod batch;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+pub use self::batch::{
+    BatchBody, BatchRecipient, BatchWorker, NotificationsConfig, Params, TemplateBody, To, check,
+};
 
 use concierge_channels::Registry;
 use concierge_channels::templates::{Catalogue, TemplateSpec};

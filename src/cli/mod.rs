@@ -7,6 +7,8 @@ mod serve;
 mod support;
 #[cfg(feature = "telegram")]
 mod telegram;
+#[cfg(feature = "whatsapp")]
+mod templates;
 mod token;
 
 use std::path::PathBuf;
@@ -18,6 +20,8 @@ use concierge::telemetry::LogFormat;
 pub use inbox::InboxCommand;
 #[cfg(feature = "telegram")]
 pub use telegram::TelegramCommand;
+#[cfg(feature = "whatsapp")]
+pub use templates::TemplatesCommand;
 pub use token::TokenCommand;
 
 #[derive(Parser)]
@@ -69,6 +73,12 @@ pub enum Command {
         #[command(subcommand)]
         command: TelegramCommand,
     },
+    /// The template catalogue against a WhatsApp Business account.
+    #[cfg(feature = "whatsapp")]
+    Templates {
+        #[command(subcommand)]
+        command: TemplatesCommand,
+    },
     /// Concierges' API tokens.
     Token {
         #[command(subcommand)]
@@ -93,6 +103,8 @@ impl Command {
             Command::Check { config } => check::run(&config),
             #[cfg(feature = "telegram")]
             Command::Telegram { command } => telegram::run(command),
+            #[cfg(feature = "whatsapp")]
+            Command::Templates { command } => templates::run(command),
             Command::Token { command } => token::run(command),
             Command::Inbox { command } => inbox::run(command),
             Command::Replay(options) => replay::run(&options),

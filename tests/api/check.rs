@@ -365,3 +365,92 @@ fn a_template_the_catalogue_does_not_have_or_a_bad_template_file_fails_with_its_
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn templates_sync_reports_how_the_account_differs_from_the_catalogue() {
+    let graph = concierge_testkit::platform::FakeApi::start().await.unwrap();
+    let deployment = Deployment::new("");
+    let root = deployment.path();
+    std::fs::create_dir(root.join("templates")).unwrap();
+    let shipped = "Votre commande {{order}} est partie.";
+    std::fs::write(
+        root.join("templates/order_shipped.fr.toml"),
+        format!("category = \"utility\"\nbody = \"{shipped}\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("templates/back_in_stock.fr.toml"),
+        "category = \"marketing\"\nbody = \"{{product}} est de retour.\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("templates/pickup_ready.fr.toml"),
+        "category = \"utility\"\nbody = \"Votre retrait est prêt.\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("channels/whatsapp.toml"),
+        format!(
+            "kind = \"whatsapp\"\nphone_number_id = \"1\"\nwaba_id = \"200000000000002\"\naccess_token = \"t\"\napp_secret = \"s\"\nverify_token = \"v\"\napi_base = \"{}/v23.0\"\n",
+            graph.url
+        ),
+    )
+    .unwrap();
+    let body = |text: &str| serde_json::json!([{ "type": "BODY", "text": text }]);
+    graph.serve_templates(vec![
+        serde_json::json!({"name": "order_shipped", "language": "fr", "status": "APPROVED", "category": "UTILITY", "components": body(shipped)}),
+        serde_json::json!({"name": "back_in_stock", "language": "fr", "status": "REJECTED", "category": "MARKETING", "components": body("{{product}} est là !")}),
+        serde_json::json!({"name": "hello_world", "language": "en_US", "status": "APPROVED", "category": "UTILITY", "components": body("Hello")}),
+    ]);
+    let root = root.to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_concierge"))
+            .args(["templates", "sync", "--channel", "whatsapp", "--config"])
+            .arg(root.join("concierge.toml"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("3 template(s) in the account (2 approved), 3 in"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("back_in_stock.fr: REJECTED in the account"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("back_in_stock.fr: the body differs"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("pickup_ready.fr: not in the WhatsApp Business account"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("hello_world.en_US: APPROVED in the account, not in templates/"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("order_shipped"), "in agreement: {stdout}");
+    let asked = graph
+        .requests()
+        .into_iter()
+        .find(|r| r.path.contains("/message_templates"))
+        .expect("the account was read");
+    assert_eq!(asked.path, "/v23.0/200000000000002/message_templates");
+    assert_eq!(
+        asked
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer t")
+    );
+}

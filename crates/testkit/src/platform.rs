@@ -175,6 +175,8 @@ struct Callbacks {
 struct State {
     /// Every request, in the order it came.
     requests: Vec<Recorded>,
+    /// The templates of the Business account (`GET /{waba_id}/message_templates`).
+    templates: Vec<Value>,
     /// The messages the Graph API accepted, in order.
     accepted: Vec<Accepted>,
     /// Faults met, by kind.
@@ -477,6 +479,10 @@ impl FakeApi {
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
             }
+            if request.path.contains("/message_templates") {
+                let templates = self.state().templates.clone();
+                return ok(json!({ "data": templates, "paging": { "cursors": {} } }));
+            }
             return self.lookup(&request.path);
         }
         let path = request.path.as_str();
@@ -649,6 +655,11 @@ impl FakeApi {
             "file_size": size.to_string(),
             "id": id,
         }))
+    }
+
+    /// The Business account's templates, as `GET /{waba_id}/message_templates` lists them.
+    pub fn serve_templates(&self, templates: Vec<Value>) {
+        self.state().templates = templates;
     }
 
     /// Serves `bytes` as media `id` (of type `mime`) from now on.

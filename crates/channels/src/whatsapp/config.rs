@@ -16,6 +16,9 @@ pub struct WhatsappConfig {
     pub verify_token: Secret,
     #[serde(default = "default_api_base")]
     pub api_base: String,
+    /// The WhatsApp Business account's id, for `concierge templates sync`.
+    #[serde(default)]
+    pub waba_id: Option<String>,
     /// Sent instead of a free-form reply when the 24-hour window is closed.
     #[serde(default)]
     pub reengagement_template: Option<TemplateRef>,

@@ -2,6 +2,7 @@
 //! kind, statuses, outbound rendering within the platform's limits, the 24-hour customer
 //! service window with its re-engagement template, and the platform's rate limits.
 
+pub mod catalogue_sync;
 mod config;
 mod parse;
 mod render;

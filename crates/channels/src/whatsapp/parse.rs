@@ -45,6 +45,20 @@ pub fn parse(
     }
     let mut events = Vec::new();
     for change in notification.entry.iter().flat_map(|e| &e.changes) {
+        if matches!(
+            change.field.as_str(),
+            "message_template_status_update" | "message_template_quality_update"
+        ) {
+            if let Some(value) = &change.value {
+                events.extend(template_event(
+                    channel,
+                    phone_number_id,
+                    &change.field,
+                    value,
+                ));
+            }
+            continue;
+        }
         if change.field != "messages" {
             tracing::debug!(field = %change.field, "ignoring a webhook field we do not use");
             continue;
@@ -407,6 +421,60 @@ fn fault_event(
     })
 }
 
+/// A template's review or quality change, kept with the channel's health (its faults), where
+/// the console and `GET /api/v1/channels` show it: a template rejected, paused or turning red
+/// is something the merchant must know before the next notification.
+fn template_event(
+    channel: &ChannelId,
+    phone_number_id: &str,
+    field: &str,
+    value: &wire::Value,
+) -> Option<InboundEvent> {
+    let name = value.message_template_name.as_deref().unwrap_or("?");
+    let language = value.message_template_language.as_deref().unwrap_or("?");
+    let (code, what) = if field == "message_template_status_update" {
+        ("template_status", value.event.clone().unwrap_or_default())
+    } else {
+        (
+            "template_quality",
+            format!(
+                "quality {} (was {})",
+                value.new_quality_score.as_deref().unwrap_or("?"),
+                value.previous_quality_score.as_deref().unwrap_or("?")
+            ),
+        )
+    };
+    let reason = value
+        .reason
+        .as_deref()
+        .filter(|r| !r.is_empty() && *r != "NONE");
+    let fault = ChannelFault::new(
+        Some(code.to_string()),
+        &format!("Template {name}.{language}: {what}"),
+        reason,
+    );
+    tracing::info!(%channel, template = %format!("{name}.{language}"), %what, "WhatsApp reports on a template");
+    let at = now_millis();
+    Some(InboundEvent {
+        channel: channel.clone(),
+        event_id: EventId::parse(format!(
+            "{code}:{}:{}:{}",
+            clip(&format!("{name}.{language}"), 120),
+            clip(&what, 60),
+            at / 60_000
+        ))
+        .ok()?,
+        contact: ContactId::parse(phone_number_id).ok()?,
+        aliases: Vec::new(),
+        at,
+        kind: EventKind::ChannelError(fault),
+    })
+}
+
+fn clip(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
 /// The event a message of the customer's brings, keyed on the message's id and dated by it.
 fn event(
     channel: &ChannelId,
@@ -572,6 +640,50 @@ mod tests {
         ]));
         assert_eq!(parse(&channel(), "1", &body).unwrap().len(), 1);
         assert!(parse(&channel(), "2", &body).unwrap().is_empty());
+    }
+
+    /// As Meta's documentation gives them.
+    #[test]
+    fn template_reviews_and_quality_changes_become_channel_faults() {
+        let body = json!({
+            "object": "whatsapp_business_account",
+            "entry": [{ "id": "0", "time": 1, "changes": [
+                { "field": "message_template_status_update", "value": {
+                    "event": "REJECTED", "message_template_id": 12345678,
+                    "message_template_name": "order_shipped", "message_template_language": "fr",
+                    "reason": "INCORRECT_CATEGORY" } },
+                { "field": "message_template_quality_update", "value": {
+                    "previous_quality_score": "GREEN", "new_quality_score": "YELLOW",
+                    "message_template_id": 12345678, "message_template_name": "back_in_stock",
+                    "message_template_language": "fr" } },
+            ]}]
+        })
+        .to_string();
+        let events = parse(&channel(), "1", body.as_bytes()).unwrap();
+        let faults: Vec<_> = events
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::ChannelError(f) => {
+                    (f.code.clone().unwrap(), f.title.clone(), f.detail.clone())
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            faults,
+            [
+                (
+                    "template_status".to_string(),
+                    "Template order_shipped.fr: REJECTED".to_string(),
+                    Some("INCORRECT_CATEGORY".to_string())
+                ),
+                (
+                    "template_quality".to_string(),
+                    "Template back_in_stock.fr: quality YELLOW (was GREEN)".to_string(),
+                    None
+                ),
+            ]
+        );
     }
 
     #[test]

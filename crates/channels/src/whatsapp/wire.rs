@@ -39,6 +39,20 @@ pub struct Value {
     /// Faults of the number itself, not of one message (a rate limit hit).
     #[serde(default)]
     pub errors: Vec<serde_json::Value>,
+    /// A template's review (`message_template_status_update`: APPROVED, REJECTED, PAUSED…).
+    #[serde(default)]
+    pub event: Option<String>,
+    #[serde(default)]
+    pub message_template_name: Option<String>,
+    #[serde(default)]
+    pub message_template_language: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// A template's quality (`message_template_quality_update`: GREEN, YELLOW, RED).
+    #[serde(default)]
+    pub new_quality_score: Option<String>,
+    #[serde(default)]
+    pub previous_quality_score: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -699,3 +699,55 @@ async fn a_batch_can_be_stopped_and_a_bad_one_is_refused() {
         .unwrap();
     assert_eq!(theirs.status(), 404, "another service's batch");
 }
+
+#[tokio::test]
+async fn a_web_chat_visitor_reads_the_notification_live_and_in_the_history_never_its_context() {
+    let n = start().await;
+    let key = crate::helpers::visitor_key("notified");
+    n.llm.script(vec![text("Hello! How can I help?")]);
+    assert_eq!(n.app.post_text(&key, "v1", "hello").await.status(), 200);
+    let conversation = n.app.visitor_conversation(&key).await;
+    let contact = n
+        .app
+        .store()
+        .conversation(&conversation)
+        .await
+        .unwrap()
+        .unwrap()
+        .contact;
+    let mut live = n.app.open_stream(&key).await;
+    let (status, body) = n
+        .notify(
+            None,
+            json!({"channel": "web", "to": {"contact": contact.as_str()},
+                   "text": "Your click & collect order ML-10421 is ready at the shop.",
+                   "context": {"secret_margin": "42%"}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let said = loop {
+        let event = live.next().await;
+        if event.text.contains("click & collect") {
+            break event;
+        }
+    };
+    assert_eq!(
+        said.text,
+        "Your click & collect order ML-10421 is ready at the shop."
+    );
+    let mut again = n.app.open_stream(&key).await;
+    let mut history = Vec::new();
+    while let Some(event) = again
+        .next_within(std::time::Duration::from_millis(500))
+        .await
+    {
+        history.push(event.text);
+    }
+    assert!(
+        history
+            .iter()
+            .any(|t| t == "Your click & collect order ML-10421 is ready at the shop."),
+        "{history:?}"
+    );
+    assert!(!history.iter().any(|t| t.contains("42%")), "{history:?}");
+}

@@ -287,6 +287,8 @@ impl Content {
     pub fn plain_text(&self) -> Option<&str> {
         match self {
             Content::Text { body } | Content::Choices { body, .. } => Some(body),
+            // A notification's words as the customer read them (never its context).
+            Content::Template { text: Some(t), .. } => Some(t),
             Content::Media {
                 caption: Some(c), ..
             } => Some(c),

@@ -474,7 +474,8 @@ function messageBody(m) {
   if (m.kind === "template" && c.type === "template") {
     const label = c.name ? c.name + (c.language ? "." + c.language : "") : "text";
     const facts = c.context && typeof c.context === "object" && !Array.isArray(c.context)
-      ? Object.entries(c.context).map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, typeof v === "string" ? v : JSON.stringify(v))))
+      ? Object.entries(c.context).map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, typeof v === "string" ? v
+        : Array.isArray(v) && v.every((x) => typeof x !== "object") ? v.join(", ") : JSON.stringify(v))))
       : [];
     const context = facts.length ? el("details", { class: "context" }, el("summary", {}, "What our systems said"), el("table", { class: "form" }, ...facts))
       : c.context != null ? el("details", { class: "context" }, el("summary", {}, "What our systems said"), el("code", {}, JSON.stringify(c.context))) : null;

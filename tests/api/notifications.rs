@@ -751,3 +751,51 @@ async fn a_web_chat_visitor_reads_the_notification_live_and_in_the_history_never
     );
     assert!(!history.iter().any(|t| t.contains("42%")), "{history:?}");
 }
+
+#[tokio::test]
+async fn stop_all_stops_order_updates_too_until_start() {
+    let n = start().await;
+    n.whatsapp("wamid.STOPALL", "Stop all").await;
+    eventually("the full opt-out is confirmed", || async {
+        n.api.sends().iter().any(|s| {
+            s["text"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("not even about your orders"))
+        })
+    })
+    .await;
+    let (status, body) = n
+        .notify(None, shipped(json!("+33612345678"), "whatsapp"))
+        .await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("opted_out")));
+    n.whatsapp("wamid.START2", "start").await;
+    eventually("the opt-in is confirmed", || async {
+        n.api.sends().iter().any(|s| {
+            s["text"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("receive our offers again"))
+        })
+    })
+    .await;
+    let (status, body) = n
+        .notify(None, shipped(json!("+33612345678"), "whatsapp"))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let channel = concierge::domain::ChannelId::parse("whatsapp").unwrap();
+    let contact = concierge::domain::ContactId::parse(PHONE).unwrap();
+    let ledger = n.app.store().consents(&channel, &contact).await.unwrap();
+    let seen: Vec<(&str, bool)> = ledger
+        .iter()
+        .map(|r| (r.consent.purpose.name(), r.consent.granted))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("marketing", false),
+            ("utility", false),
+            ("marketing", true),
+            ("utility", true)
+        ]
+    );
+    assert_eq!(n.llm.count(), 0);
+}

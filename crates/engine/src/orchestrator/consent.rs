@@ -21,10 +21,15 @@ use concierge_store::{NewConsent, Purpose};
 pub struct ConsentConfig {
     /// Whole messages that withdraw marketing consent, per language.
     pub stop_words: BTreeMap<String, Vec<String>>,
-    /// Whole messages that grant it again, per language.
+    /// Whole messages that withdraw every message, utility ones (about orders) too.
+    pub stop_all_words: BTreeMap<String, Vec<String>>,
+    /// Whole messages that grant it again (and utility messages too, after a full opt-out),
+    /// per language.
     pub start_words: BTreeMap<String, Vec<String>>,
     /// The confirmation of a withdrawal, per language (the keyword's).
     pub stop_reply: BTreeMap<String, String>,
+    /// The confirmation of a full opt-out, per language.
+    pub stop_all_reply: BTreeMap<String, String>,
     /// The confirmation of a grant, per language.
     pub start_reply: BTreeMap<String, String>,
 }
@@ -50,7 +55,7 @@ impl Default for ConsentConfig {
         };
         ConsentConfig {
             stop_words: list(&[
-                ("en", &["stop", "unsubscribe", "stop all", "opt out"]),
+                ("en", &["stop", "unsubscribe", "opt out"]),
                 (
                     "fr",
                     &[
@@ -60,6 +65,13 @@ impl Default for ConsentConfig {
                         "se désabonner",
                         "désinscrire",
                     ],
+                ),
+            ]),
+            stop_all_words: list(&[
+                ("en", &["stop all", "stop everything", "unsubscribe all"]),
+                (
+                    "fr",
+                    &["stop tout", "arrêt total", "arret total", "tout arrêter"],
                 ),
             ]),
             start_words: list(&[
@@ -74,6 +86,16 @@ impl Default for ConsentConfig {
                 (
                     "fr",
                     "Vous ne recevrez plus nos offres. Écrivez START pour les recevoir à nouveau.",
+                ),
+            ]),
+            stop_all_reply: text(&[
+                (
+                    "en",
+                    "You will not receive any message from us any more, not even about your orders, unless you write to us. Write START to receive them again.",
+                ),
+                (
+                    "fr",
+                    "Vous ne recevrez plus aucun message de notre part, même sur vos commandes, sauf si vous nous écrivez. Écrivez START pour les recevoir à nouveau.",
                 ),
             ]),
             start_reply: text(&[
@@ -105,6 +127,16 @@ impl ConsentConfig {
             ));
         }
         for (lang, _) in self
+            .stop_all_words
+            .iter()
+            .filter(|(l, _)| !self.stop_all_reply.contains_key(*l))
+        {
+            problems.push((
+                "stop_all_reply",
+                format!("has no text for `{lang}`, which stop_all_words has"),
+            ));
+        }
+        for (lang, _) in self
             .start_words
             .iter()
             .filter(|(l, _)| !self.start_reply.contains_key(*l))
@@ -118,15 +150,26 @@ impl ConsentConfig {
     }
 }
 
-/// The keyword a whole message is: whether it grants, and its language.
+/// What a keyword says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keyword {
+    /// No more offers.
+    Stop,
+    /// No more messages at all (utility ones too).
+    StopAll,
+    /// Offers again (and utility messages, after a full opt-out).
+    Start,
+}
+
+/// The keyword a whole message is, and its language.
 struct Found<'a> {
-    granted: bool,
+    keyword: Keyword,
     lang: &'a str,
 }
 
 pub struct ConsentResponder {
-    /// (words of the phrase, granted, language).
-    phrases: Vec<(Vec<String>, bool, String)>,
+    /// (words of the phrase, what it says, language).
+    phrases: Vec<(Vec<String>, Keyword, String)>,
     config: ConsentConfig,
     /// Tells `[[webhooks]]` of each decision (`consent.changed`).
     webhooks: Webhooks,
@@ -135,12 +178,16 @@ pub struct ConsentResponder {
 impl ConsentResponder {
     pub fn new(config: ConsentConfig) -> ConsentResponder {
         let mut phrases = Vec::new();
-        for (granted, table) in [(false, &config.stop_words), (true, &config.start_words)] {
+        for (keyword, table) in [
+            (Keyword::StopAll, &config.stop_all_words),
+            (Keyword::Stop, &config.stop_words),
+            (Keyword::Start, &config.start_words),
+        ] {
             for (lang, list) in table {
                 for phrase in list {
                     let w = words(phrase);
                     if !w.is_empty() {
-                        phrases.push((w, granted, lang.clone()));
+                        phrases.push((w, keyword, lang.clone()));
                     }
                 }
             }
@@ -162,8 +209,8 @@ impl ConsentResponder {
         self.phrases
             .iter()
             .find(|(phrase, _, _)| *phrase == said)
-            .map(|(_, granted, lang)| Found {
-                granted: *granted,
+            .map(|(_, keyword, lang)| Found {
+                keyword: *keyword,
                 lang,
             })
     }
@@ -179,23 +226,44 @@ impl Responder for ConsentResponder {
             return Ok(None);
         };
         let event = &turn.entry.event;
-        let consent = NewConsent {
-            channel: event.channel.clone(),
-            contact: event.contact.clone(),
-            purpose: Purpose::Marketing,
-            granted: found.granted,
-            source: "chat_keyword".to_string(),
-            proof: Some(concierge_domain::clip_text(text, 200)),
-            at: event.at,
-            key: Some(format!("event:{}:{}", event.channel, event.event_id)),
-        };
-        turn.store.record_consent(&consent).await?;
-        // Told whether or not this replay recorded it: the event's id is the decision's key.
-        self.webhooks.tell(OutEvent::consent(&consent)).await;
-        let replies = if found.granted {
-            &self.config.start_reply
-        } else {
-            &self.config.stop_reply
+        let granted = found.keyword == Keyword::Start;
+        let key = format!("event:{}:{}", event.channel, event.event_id);
+        let mut purposes = vec![Purpose::Marketing];
+        match found.keyword {
+            Keyword::StopAll => purposes.push(Purpose::Utility),
+            // After a full opt-out, START brings the order messages back too.
+            Keyword::Start => {
+                let ledger = turn.store.consents(&event.channel, &event.contact).await?;
+                if concierge_store::consent::latest(&ledger, Purpose::Utility)
+                    .is_some_and(|r| !r.consent.granted)
+                {
+                    purposes.push(Purpose::Utility);
+                }
+            }
+            Keyword::Stop => {}
+        }
+        for purpose in &purposes {
+            let consent = NewConsent {
+                channel: event.channel.clone(),
+                contact: event.contact.clone(),
+                purpose: *purpose,
+                granted,
+                source: "chat_keyword".to_string(),
+                proof: Some(concierge_domain::clip_text(text, 200)),
+                at: event.at,
+                key: Some(match purpose {
+                    Purpose::Marketing => key.clone(),
+                    Purpose::Utility => format!("{key}:utility"),
+                }),
+            };
+            turn.store.record_consent(&consent).await?;
+            // Told whether or not this replay recorded it: the decision's key is its id.
+            self.webhooks.tell(OutEvent::consent(&consent)).await;
+        }
+        let replies = match found.keyword {
+            Keyword::Start => &self.config.start_reply,
+            Keyword::Stop => &self.config.stop_reply,
+            Keyword::StopAll => &self.config.stop_all_reply,
         };
         let reply = replies
             .get(found.lang)
@@ -207,15 +275,16 @@ impl Responder for ConsentResponder {
             DecidedBy::Consent,
             vec![(Author::System, Content::text(reply))],
         );
+        let what = match (found.keyword, purposes.len()) {
+            (Keyword::Start, 1) => "agreed again to marketing messages",
+            (Keyword::Start, _) => "agreed again to every message (offers and order updates)",
+            (Keyword::Stop, _) => "opted out of marketing messages",
+            (Keyword::StopAll, _) => "opted out of every message, order updates too",
+        };
         decision.notes.push(concierge_store::NewNote {
             author: "gateway".to_string(),
             body: format!(
-                "the customer {} marketing messages on this channel (\"{}\")",
-                if found.granted {
-                    "agreed again to"
-                } else {
-                    "opted out of"
-                },
+                "the customer {what} on this channel (\"{}\")",
                 concierge_domain::clip_text(text, 60)
             ),
         });
@@ -230,17 +299,19 @@ mod tests {
     #[test]
     fn a_whole_message_that_is_a_keyword_counts_and_nothing_else() {
         let consent = ConsentResponder::new(ConsentConfig::default());
-        for (text, granted, lang) in [
-            ("STOP", false, "en"),
-            ("  stop! ", false, "en"),
-            ("Arrêt", false, "fr"),
-            ("ARRET", false, "fr"),
-            ("Se désabonner", false, "fr"),
-            ("START", true, "en"),
-            ("s’abonner", true, "fr"),
+        for (text, keyword, lang) in [
+            ("STOP", Keyword::Stop, "en"),
+            ("  stop! ", Keyword::Stop, "en"),
+            ("Arrêt", Keyword::Stop, "fr"),
+            ("ARRET", Keyword::Stop, "fr"),
+            ("Se désabonner", Keyword::Stop, "fr"),
+            ("STOP ALL", Keyword::StopAll, "en"),
+            ("Arrêt total", Keyword::StopAll, "fr"),
+            ("START", Keyword::Start, "en"),
+            ("s’abonner", Keyword::Start, "fr"),
         ] {
             let found = consent.find(text).unwrap_or_else(|| panic!("{text}"));
-            assert_eq!((found.granted, found.lang), (granted, lang), "{text}");
+            assert_eq!((found.keyword, found.lang), (keyword, lang), "{text}");
         }
         for text in [
             "stop sending me the wrong size",

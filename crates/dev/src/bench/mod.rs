@@ -110,6 +110,10 @@ pub struct Options {
     /// The gateway's `orchestrator.max_parallel_lanes`.
     #[arg(long)]
     pub lanes: Option<usize>,
+    /// Give the gateway a `[[webhooks]]` taking every event, POSTed to a receiver in the
+    /// bench process that answers 204: the cost of telling the merchant's systems.
+    #[arg(long)]
+    pub webhooks: bool,
     /// Skip the plain axum baseline.
     #[arg(long)]
     pub no_baseline: bool,
@@ -274,6 +278,21 @@ pub async fn run_one(binary: &Path, options: &Options, plan: &Plan) -> Result<Ou
     let folder = std::env::temp_dir().join(format!("concierge-bench-{run_id}"));
     let port = free_port()?;
     write_deployment(&folder, plan, &options.sync, port, &graph_url, &llm_url)?;
+    if options.webhooks {
+        let receiver = concierge_testkit::serve(axum::Router::new().fallback(|| async {
+            axum::http::StatusCode::NO_CONTENT
+        }))
+        .await
+        .map_err(|e| BenchError::Io("start the webhook receiver".into(), std::io::Error::other(e.to_string())))?;
+        let config = folder.join("concierge.toml");
+        let mut text = std::fs::read_to_string(&config)
+            .map_err(|e| BenchError::Io(format!("read {}", config.display()), e))?;
+        text.push_str(&format!(
+            "\n[[webhooks]]\nname = \"bench\"\nurl = \"{receiver}/hooks\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=\"\nevents = [\"*\"]\n"
+        ));
+        std::fs::write(&config, text)
+            .map_err(|e| BenchError::Io(format!("write {}", config.display()), e))?;
+    }
     let prefix = format!("bench-{run_id}");
     let mut env = vec![("RUST_LOG".to_string(), "warn".to_string())];
     if plan.store == StoreKind::Redis {

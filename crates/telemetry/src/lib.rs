@@ -999,6 +999,7 @@ mod tests {
                 "media_late",
                 "media_swept",
                 "transcription_seconds",
+                "webhook_events",
             ]
         );
         assert!(text.contains("# HELP concierge_turn_seconds Time to process one inbox event.\n"));

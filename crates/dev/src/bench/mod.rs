@@ -114,6 +114,9 @@ pub struct Options {
     /// bench process that answers 204: the cost of telling the merchant's systems.
     #[arg(long)]
     pub webhooks: bool,
+    /// With `--webhooks`: the events it takes, comma-separated (every event by default).
+    #[arg(long, default_value = "*")]
+    pub webhook_events: String,
     /// Skip the plain axum baseline.
     #[arg(long)]
     pub no_baseline: bool,
@@ -279,16 +282,27 @@ pub async fn run_one(binary: &Path, options: &Options, plan: &Plan) -> Result<Ou
     let port = free_port()?;
     write_deployment(&folder, plan, &options.sync, port, &graph_url, &llm_url)?;
     if options.webhooks {
-        let receiver = concierge_testkit::serve(axum::Router::new().fallback(|| async {
-            axum::http::StatusCode::NO_CONTENT
-        }))
+        let receiver = concierge_testkit::serve(
+            axum::Router::new().fallback(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
         .await
-        .map_err(|e| BenchError::Io("start the webhook receiver".into(), std::io::Error::other(e.to_string())))?;
+        .map_err(|e| {
+            BenchError::Io(
+                "start the webhook receiver".into(),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
         let config = folder.join("concierge.toml");
         let mut text = std::fs::read_to_string(&config)
             .map_err(|e| BenchError::Io(format!("read {}", config.display()), e))?;
+        let events: Vec<String> = options
+            .webhook_events
+            .split(',')
+            .map(|e| format!("\"{}\"", e.trim()))
+            .collect();
         text.push_str(&format!(
-            "\n[[webhooks]]\nname = \"bench\"\nurl = \"{receiver}/hooks\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=\"\nevents = [\"*\"]\n"
+            "\n[[webhooks]]\nname = \"bench\"\nurl = \"{receiver}/hooks\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=\"\nevents = [{}]\n",
+            events.join(", ")
         ));
         std::fs::write(&config, text)
             .map_err(|e| BenchError::Io(format!("write {}", config.display()), e))?;

@@ -141,6 +141,18 @@ impl Notify {
         assert_eq!(status, 200);
     }
 
+    /// Waits until the Graph API received a text containing `words`.
+    async fn sent_text(&self, what: &str, words: &str) {
+        eventually(what, || async {
+            self.api.sends().iter().any(|s| {
+                s["text"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains(words))
+            })
+        })
+        .await;
+    }
+
     /// The template messages the Graph API received.
     fn templates(&self) -> Vec<Value> {
         self.api
@@ -220,14 +232,7 @@ async fn a_notification_goes_out_as_each_platform_wants_and_the_answer_reaches_t
     )]);
     n.whatsapp("wamid.ADDR", "can I change the delivery address?")
         .await;
-    eventually("the agents answer", || async {
-        n.api.sends().iter().any(|s| {
-            s["text"]["body"]
-                .as_str()
-                .is_some_and(|b| b.contains("which address"))
-        })
-    })
-    .await;
+    n.sent_text("the agents answer", "which address").await;
     let call = n.llm.calls().pop().expect("the LLM was called");
     let read = call.body.to_string();
     assert!(
@@ -433,13 +438,10 @@ async fn stop_blocks_marketing_until_start_and_the_ledger_shows_both() {
     );
 
     n.whatsapp("wamid.STOP", "STOP").await;
-    eventually("the opt-out is confirmed", || async {
-        n.api.sends().iter().any(|s| {
-            s["text"]["body"]
-                .as_str()
-                .is_some_and(|b| b.contains("You will not receive our offers"))
-        })
-    })
+    n.sent_text(
+        "the opt-out is confirmed",
+        "You will not receive our offers",
+    )
     .await;
     let (status, body) = n.notify(None, offer.clone()).await;
     assert_eq!((status, body["error"].as_str()), (409, Some("opted_out")));
@@ -454,14 +456,8 @@ async fn stop_blocks_marketing_until_start_and_the_ledger_shows_both() {
     .await;
 
     n.whatsapp("wamid.START", "START").await;
-    eventually("the opt-in is confirmed", || async {
-        n.api.sends().iter().any(|s| {
-            s["text"]["body"]
-                .as_str()
-                .is_some_and(|b| b.contains("receive our offers again"))
-        })
-    })
-    .await;
+    n.sent_text("the opt-in is confirmed", "receive our offers again")
+        .await;
     let (status, body) = n.notify(None, offer).await;
     assert_eq!(status, 202, "{body}");
     eventually("the offer goes again", || async {
@@ -756,27 +752,18 @@ async fn a_web_chat_visitor_reads_the_notification_live_and_in_the_history_never
 async fn stop_all_stops_order_updates_too_until_start() {
     let n = start().await;
     n.whatsapp("wamid.STOPALL", "Stop all").await;
-    eventually("the full opt-out is confirmed", || async {
-        n.api.sends().iter().any(|s| {
-            s["text"]["body"]
-                .as_str()
-                .is_some_and(|b| b.contains("not even about your orders"))
-        })
-    })
+    n.sent_text(
+        "the full opt-out is confirmed",
+        "not even about your orders",
+    )
     .await;
     let (status, body) = n
         .notify(None, shipped(json!("+33612345678"), "whatsapp"))
         .await;
     assert_eq!((status, body["error"].as_str()), (409, Some("opted_out")));
     n.whatsapp("wamid.START2", "start").await;
-    eventually("the opt-in is confirmed", || async {
-        n.api.sends().iter().any(|s| {
-            s["text"]["body"]
-                .as_str()
-                .is_some_and(|b| b.contains("receive our offers again"))
-        })
-    })
-    .await;
+    n.sent_text("the opt-in is confirmed", "receive our offers again")
+        .await;
     let (status, body) = n
         .notify(None, shipped(json!("+33612345678"), "whatsapp"))
         .await;

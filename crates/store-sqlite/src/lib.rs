@@ -177,6 +177,18 @@ impl SqliteStore {
     }
 }
 
+/// The heads of the conversations' outboxes due at `?1`, at most `?2`: through the open
+/// entries' index by due time, never a scan of every entry ever sent (a claimed entry keeps
+/// the due time it was claimed at, so one whose lease ran out is found by it too).
+const CLAIM_DUE: &str = "SELECT o.id FROM outbox o INDEXED BY outbox_due
+     WHERE o.state IN ('pending', 'sending') AND o.next_attempt_at <= ?1
+       AND (o.state = 'pending' OR o.lease_until <= ?1)
+       AND NOT EXISTS (
+           SELECT 1 FROM outbox p
+           WHERE p.conversation_id = o.conversation_id AND p.id < o.id
+             AND p.state IN ('pending', 'sending'))
+     ORDER BY o.id LIMIT ?2";
+
 fn flatten(e: tokio_rusqlite::Error<StoreError>) -> StoreError {
     match e {
         tokio_rusqlite::Error::Error(e) => e,
@@ -1038,17 +1050,7 @@ impl Outbox for SqliteStore {
         self.write(move |tx| {
             let ids: Vec<i64> = {
                 let mut stmt = tx.prepare_cached(
-                    // Through the open entries' index by due time, not a scan of every
-                    // entry ever sent (a claimed entry keeps the due time it was claimed at,
-                    // so one whose lease ran out is found by it too).
-                    "SELECT o.id FROM outbox o INDEXED BY outbox_due
-                     WHERE o.state IN ('pending', 'sending') AND o.next_attempt_at <= ?1
-                       AND (o.state = 'pending' OR o.lease_until <= ?1)
-                       AND NOT EXISTS (
-                           SELECT 1 FROM outbox p
-                           WHERE p.conversation_id = o.conversation_id AND p.id < o.id
-                             AND p.state IN ('pending', 'sending'))
-                     ORDER BY o.id LIMIT ?2",
+                    CLAIM_DUE,
                 )?;
                 stmt.query_map(params![now, limit as i64], |row| row.get(0))?
                     .collect::<Result<_, _>>()?
@@ -1629,6 +1631,35 @@ impl Journal for SqliteStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    /// The hot queries go through their indexes: a plan that scans a table grows with
+    /// every message ever sent.
+    #[test]
+    fn the_hot_queries_scan_no_table() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        super::schema::migrations().to_latest(&mut conn).unwrap();
+        for (what, sql) in [
+            ("claim_due", super::CLAIM_DUE),
+            (
+                "webhook prune",
+                "DELETE FROM webhook_deliveries WHERE state = ?1 AND done_at < ?2",
+            ),
+        ] {
+            let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let lines: Vec<String> = plan
+                .query_map(rusqlite::params![1, 2], |row| row.get::<_, String>(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert!(
+                lines.iter().all(|l| !l.starts_with("SCAN")),
+                "{what}: {lines:?}"
+            );
+        }
     }
 }
 

@@ -19,8 +19,8 @@ use concierge_domain::{DeliveryStatus, Millis, now_millis};
 use concierge_engine::notify::{
     BatchBody, NotifyError, NotifyRequest, Params, TemplateBody, TemplateUse, To,
 };
+use concierge_store::Batch;
 use concierge_store::Purpose;
-use concierge_store::{Batch, BatchState};
 
 /// The `notify` scope: writing to customers first.
 pub struct NotifyScope;
@@ -369,11 +369,5 @@ async fn own_batch(
         .store
         .batch(id)
         .await?
-        .filter(|b| b.service == service)
-        .filter(|b| {
-            matches!(
-                b.state,
-                BatchState::Running | BatchState::Stopped | BatchState::Done
-            )
-        }))
+        .filter(|b| b.service == service))
 }

@@ -172,10 +172,7 @@ impl Notifier {
             params: BTreeMap::new(),
         };
         let spec = self.template(&wanted)?;
-        let key = match key {
-            Some(key) => format!("{service}:{key}"),
-            None => format!("{service}:{}", uuid::Uuid::now_v7().simple()),
-        };
+        let key = super::scoped_key(service, key.as_deref());
         let mut recipients = Vec::with_capacity(n);
         for r in &body.recipients {
             recipients

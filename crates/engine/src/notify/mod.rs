@@ -180,9 +180,9 @@ impl Notifier {
                         "the Idempotency-Key must be 1 to {MAX_KEY_CHARS} characters"
                     )));
                 }
-                format!("{}:{key}", request.service)
+                scoped_key(&request.service, Some(key))
             }
-            None => format!("{}:{}", request.service, uuid::Uuid::now_v7().simple()),
+            None => scoped_key(&request.service, None),
         };
         let conversation = self
             .conversations
@@ -361,6 +361,15 @@ impl Notifier {
     /// A queued notification, by id.
     pub async fn get(&self, id: &str) -> Result<Option<Notification>, StoreError> {
         self.notifications.notification(id).await
+    }
+}
+
+/// A caller's idempotency key, scoped to its service (two systems' keys never meet); a fresh
+/// one when it gave none.
+fn scoped_key(service: &str, key: Option<&str>) -> String {
+    match key {
+        Some(key) => format!("{service}:{key}"),
+        None => format!("{service}:{}", uuid::Uuid::now_v7().simple()),
     }
 }
 

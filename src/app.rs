@@ -82,9 +82,9 @@ impl App {
         let agents = agent_runtime(&config, &handles.metrics)?;
         let desk = handoff_desk(&config, &handles, agents.clone())?;
         let media = media_store(&config)?;
-        let responder = parts.responder.unwrap_or_else(|| {
-            responder_chain(&config, agents, hints.clone(), &media, &handles.webhooks)
-        });
+        let responder = parts
+            .responder
+            .unwrap_or_else(|| responder_chain(&config, agents, hints.clone(), &media, &handles));
         let orchestrator = orchestrator(&config, &handles, responder, hints, &desk)
             .with_media(media_intake(&config, &handles, &channels, &media)?)
             .with_webhooks(handles.webhooks.clone());
@@ -325,8 +325,9 @@ fn responder_chain(
     agents: Option<Arc<AgentRuntime>>,
     hints: Arc<dyn ChannelHints>,
     media: &MediaStore,
-    webhooks: &Webhooks,
+    handles: &Handles,
 ) -> Arc<dyn Responder> {
+    let (webhooks, metrics) = (&handles.webhooks, &handles.metrics);
     let settings = &config.settings;
     // Shared: the agents give the same holding reply when they cannot answer or a budget is
     // spent.
@@ -340,6 +341,11 @@ fn responder_chain(
             crate::orchestrator::ConsentResponder::new(settings.consent.clone())
                 .with_webhooks(webhooks.clone()),
         ),
+        // A cart button is the gateway's to answer, without the LLM.
+        Box::new(crate::orchestrator::CartResponder::new(
+            settings.commerce.clone(),
+            metrics.clone(),
+        )),
         Box::new(TriggerResponder::new(
             Keywords::new(&settings.queue.keywords),
             settings.queue.max_bot_turns,
@@ -753,6 +759,7 @@ fn agent_runtime(config: &Config, metrics: &Metrics) -> anyhow::Result<Option<Ar
         },
         metrics: metrics.clone(),
         media_hosts: settings.media.send_hosts.clone(),
+        flows: settings.flows.clone(),
     })))
 }
 

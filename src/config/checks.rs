@@ -192,6 +192,9 @@ pub(super) fn pipeline(settings: &FileConfig) -> Vec<Fault> {
     for (key, problem) in settings.consent.check() {
         faults.push(fault(&format!("consent.{key}"), problem));
     }
+    for (key, problem) in settings.commerce.check() {
+        faults.push(fault(&format!("commerce.{key}"), &problem));
+    }
     if let Some(transcription) = &settings.transcription {
         for (key, problem) in transcription.check() {
             faults.push(fault(&format!("transcription.{key}"), problem));

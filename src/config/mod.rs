@@ -251,6 +251,7 @@ fn cross_check(
 ) -> jiff::tz::TimeZone {
     main.place(problems, checks::llm(settings.llm.as_ref()));
     main.place(problems, crate::agents::tools::check(&settings.tools));
+    main.place(problems, crate::agents::check_flows(&settings.flows));
     main.place(problems, checks::agents(&settings.agents));
     main.place(problems, crate::webhooks::check(&settings.webhooks));
     main.place(problems, crate::notify::check(&settings.notifications));
@@ -282,7 +283,25 @@ fn load_agents(
     }
     let tool_names = settings.tools.iter().map(|t| t.name.clone()).collect();
     match crate::agents::AgentSet::load(agent_files, &tool_names) {
-        Ok(set) => Some(std::sync::Arc::new(set)),
+        Ok(set) => {
+            // A form tool needs forms to send.
+            let flow_tool = crate::agents::definition::OPEN_FLOW_TOOL;
+            for def in set.names().filter_map(|n| set.get(n)) {
+                if settings.flows.is_empty() && def.tools.iter().any(|t| t == flow_tool) {
+                    problems.push(
+                        Problem::new(
+                            &def.file,
+                            format!(
+                                "agent `{}` names tool `{flow_tool}`, but concierge.toml declares no [[flows]]",
+                                def.name
+                            ),
+                        )
+                        .at_key("tools"),
+                    );
+                }
+            }
+            Some(std::sync::Arc::new(set))
+        }
         Err(found) => {
             for p in found {
                 problems.push(p);

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::Secret;
-pub use crate::agents::{AgentsConfig, LlmConfig, LlmProvider, ToolConfig};
+pub use crate::agents::{AgentsConfig, FlowConfig, LlmConfig, LlmProvider, ToolConfig};
 pub use crate::delivery::DeliveryConfig;
 pub use crate::handoff::{ConciergeConfig, ConciergeRole, QueueConfig, TeamConfig};
 pub use crate::media::{MediaConfig, TranscriptionConfig};
 pub use crate::notify::NotificationsConfig;
-pub use crate::orchestrator::ConsentConfig;
 pub use crate::orchestrator::OrchestratorConfig;
+pub use crate::orchestrator::{CommerceConfig, ConsentConfig};
 pub use crate::store::sqlite::SyncMode;
 pub use crate::webhooks::WebhookConfig;
 
@@ -50,6 +50,9 @@ pub struct FileConfig {
     /// The merchant's HTTP tools the agents may call.
     #[serde(default)]
     pub tools: Vec<ToolConfig>,
+    /// The forms (WhatsApp Flows) the agents may send.
+    #[serde(default)]
+    pub flows: Vec<FlowConfig>,
     #[serde(default)]
     pub queue: QueueConfig,
     /// The teams (skills) handoffs are queued for; one always-open team when none is given.
@@ -64,6 +67,9 @@ pub struct FileConfig {
     /// How fast batches of notifications go out.
     #[serde(default)]
     pub notifications: NotificationsConfig,
+    /// The words of the cart the gateway keeps, per language.
+    #[serde(default)]
+    pub commerce: CommerceConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

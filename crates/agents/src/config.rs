@@ -107,6 +107,81 @@ impl Default for AgentsConfig {
     }
 }
 
+/// A form the agents may send (a WhatsApp Flow the business published): `[[flows]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowConfig {
+    /// What the agents call it (`open_flow {flow}`).
+    pub name: String,
+    /// The flow's id in WhatsApp Manager.
+    pub flow_id: String,
+    /// What it asks, for the agents: on a chat app without forms, they ask it one question
+    /// at a time.
+    pub description: String,
+    /// The label of the button that opens it (at most 20 characters).
+    pub cta: String,
+    /// Its first screen, for a flow without the merchant's endpoint; without it, the flow
+    /// is opened through its endpoint (`data_exchange`).
+    #[serde(default)]
+    pub screen: Option<String>,
+}
+
+impl FlowConfig {
+    /// What is wrong with it, by key.
+    fn check(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !name_ok {
+            problems.push((
+                "name",
+                "is 1 to 64 letters, digits, `_` and `-`".to_string(),
+            ));
+        }
+        if self.flow_id.is_empty() || !self.flow_id.chars().all(|c| c.is_ascii_digit()) {
+            problems.push((
+                "flow_id",
+                "is the flow's numeric id in WhatsApp Manager".to_string(),
+            ));
+        }
+        if self.description.trim().is_empty() || self.description.chars().count() > 1000 {
+            problems.push(("description", "is 1 to 1,000 characters".to_string()));
+        }
+        if self.cta.trim().is_empty() || self.cta.chars().count() > 20 {
+            problems.push((
+                "cta",
+                "is 1 to 20 characters (WhatsApp's limit)".to_string(),
+            ));
+        }
+        if self.screen.as_ref().is_some_and(|s| s.trim().is_empty()) {
+            problems.push(("screen", "is a screen id when given".to_string()));
+        }
+        problems
+    }
+}
+
+/// What is wrong with `[[flows]]`, each by its key (`flows[0].cta`).
+pub fn check_flows(flows: &[FlowConfig]) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, flow) in flows.iter().enumerate() {
+        for (key, problem) in flow.check() {
+            problems.push((format!("flows[{i}].{key}"), problem));
+        }
+        if !seen.insert(flow.name.as_str()) {
+            problems.push((
+                format!("flows[{i}].name"),
+                format!("a second flow named `{}`", flow.name),
+            ));
+        }
+    }
+    problems
+}
+
 /// A merchant HTTP tool.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

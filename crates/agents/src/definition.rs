@@ -19,11 +19,26 @@ pub const ASK_TOOL: &str = "ask_agent";
 /// Given to agents whose front matter lists it in `tools`: shows the customer a picture or a
 /// file by its URL (one a merchant tool returned in the turn, or on an allowed host).
 pub const SEND_MEDIA_TOOL: &str = "send_media";
+/// Given to agents whose front matter lists it in `tools`: shows the customer products a
+/// merchant tool described in the turn, the chat app's way, by their ids.
+pub const SHOW_PRODUCTS_TOOL: &str = "show_products";
+/// Given to agents whose front matter lists them: the conversation's cart, read and changed.
+pub const VIEW_CART_TOOL: &str = "view_cart";
+pub const UPDATE_CART_TOOL: &str = "update_cart";
+/// Given to agents whose front matter lists it, with `[[flows]]` configured: sends a form.
+pub const OPEN_FLOW_TOOL: &str = "open_flow";
 
 pub fn is_builtin(tool: &str) -> bool {
     matches!(
         tool,
-        HANDOFF_TOOL | CHOICES_TOOL | ASK_TOOL | SEND_MEDIA_TOOL
+        HANDOFF_TOOL
+            | CHOICES_TOOL
+            | ASK_TOOL
+            | SEND_MEDIA_TOOL
+            | SHOW_PRODUCTS_TOOL
+            | VIEW_CART_TOOL
+            | UPDATE_CART_TOOL
+            | OPEN_FLOW_TOOL
     )
 }
 
@@ -203,7 +218,16 @@ impl AgentSet {
         let known_tools: Vec<&str> = tools
             .iter()
             .map(String::as_str)
-            .chain([HANDOFF_TOOL, CHOICES_TOOL, ASK_TOOL, SEND_MEDIA_TOOL])
+            .chain([
+                HANDOFF_TOOL,
+                CHOICES_TOOL,
+                ASK_TOOL,
+                SEND_MEDIA_TOOL,
+                SHOW_PRODUCTS_TOOL,
+                VIEW_CART_TOOL,
+                UPDATE_CART_TOOL,
+                OPEN_FLOW_TOOL,
+            ])
             .collect();
         for def in agents.values() {
             for tool in &def.tools {
@@ -211,7 +235,7 @@ impl AgentSet {
                     problems.push(Problem::new(
                         &def.file,
                         format!(
-                            "agent `{}` names tool `{tool}`, which is neither declared in concierge.toml ([[tools]]) nor built in ({HANDOFF_TOOL}, {CHOICES_TOOL}, {ASK_TOOL}, {SEND_MEDIA_TOOL})",
+                            "agent `{}` names tool `{tool}`, which is neither declared in concierge.toml ([[tools]]) nor built in ({HANDOFF_TOOL}, {CHOICES_TOOL}, {ASK_TOOL}, {SEND_MEDIA_TOOL}, {SHOW_PRODUCTS_TOOL}, {VIEW_CART_TOOL}, {UPDATE_CART_TOOL}, {OPEN_FLOW_TOOL})",
                             def.name
                         ),
                     )

@@ -1,7 +1,8 @@
 //! One customer turn worked by the agents: the entry agent's tool loop, the built-in tools
-//! (`handoff_to_human`, `offer_choices`, `ask_agent`), merchant tool calls, the limits (tool
-//! rounds, tool calls per turn, ask depth and cycles, a token budget per turn) and the audit
-//! trail of notes.
+//! (`handoff_to_human`, `offer_choices`, `ask_agent`, `send_media`, `show_products`), merchant
+//! tool calls (and the payment button one of them asks for), the limits (tool rounds, tool
+//! calls per turn, ask depth and cycles, a token budget per turn) and the audit trail of
+//! notes.
 
 use std::sync::Arc;
 
@@ -10,13 +11,16 @@ use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
+use super::commerce::{PaymentButton, followable, payment_in, products_in};
+use super::config::FlowConfig;
 use super::definition::{
-    ASK_TOOL, AgentSet, CHOICES_TOOL, HANDOFF_TOOL, PromptContext, RenderError, SEND_MEDIA_TOOL,
+    ASK_TOOL, AgentSet, CHOICES_TOOL, HANDOFF_TOOL, OPEN_FLOW_TOOL, PromptContext, RenderError,
+    SEND_MEDIA_TOOL, SHOW_PRODUCTS_TOOL, UPDATE_CART_TOOL, VIEW_CART_TOOL,
 };
 use super::llm::{LlmClient, LlmError, LlmMessage, LlmReply, LlmRequest, ToolCall, ToolSpec};
 use super::redact::Redactor;
 use super::tools::{Identity, MerchantTools};
-use concierge_domain::{ConversationId, clip_text};
+use concierge_domain::{CartLine, ConversationId, Product, clip_text};
 use concierge_telemetry::Metrics;
 
 /// The most options `offer_choices` may show.
@@ -46,6 +50,8 @@ pub struct AgentRuntime {
     /// Hosts whose https URLs `send_media` sends although no tool of the turn returned them
     /// (`[media] send_hosts`: the shop's image CDN).
     pub media_hosts: Vec<String>,
+    /// The forms `open_flow` sends (`[[flows]]`).
+    pub flows: Vec<FlowConfig>,
 }
 
 /// One turn's input.
@@ -60,6 +66,8 @@ pub struct TurnInput {
     /// The masks applied to the history; tool answers are masked too when `redact_pii`.
     pub redactor: Redactor,
     pub redact_pii: bool,
+    /// The conversation's cart, as the gateway keeps it (`view_cart`, `update_cart`).
+    pub cart: Vec<CartLine>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +82,20 @@ pub enum AgentReply {
     Media {
         url: String,
         caption: Option<String>,
+    },
+    /// Products a merchant tool described in the turn, as it described them.
+    Products {
+        text: String,
+        products: Vec<Product>,
+    },
+    /// The payment button a merchant tool asked for, after the agent's answer.
+    Payment(PaymentButton),
+    /// A form, with the fresh token its answer comes back with.
+    Flow {
+        text: String,
+        flow: FlowConfig,
+        token: String,
+        data: Option<Value>,
     },
 }
 
@@ -136,6 +158,10 @@ pub struct TurnResult {
     pub failure: Option<AgentFailure>,
     /// The agent that answered.
     pub agent: String,
+    /// The cart once `update_cart` changed it (to be saved with the turn).
+    pub cart: Option<Vec<CartLine>>,
+    /// The forms sent in the turn, (token, flow name): kept so their answers are known.
+    pub flows: Vec<(String, String)>,
 }
 
 struct TurnState<'a> {
@@ -145,8 +171,10 @@ struct TurnState<'a> {
     /// The tool calls the model asked for so far in the turn, every agent together.
     tool_calls: usize,
     /// What the merchant tools answered in the turn, as they answered it: the URLs
-    /// `send_media` may send.
+    /// `send_media` may send, and the products `show_products` may show.
     tool_outputs: Vec<String>,
+    /// The payment button the turn's latest merchant tool answer asked for.
+    payment: Option<PaymentButton>,
 }
 
 impl TurnState<'_> {
@@ -163,8 +191,15 @@ impl TurnState<'_> {
 /// How an agent's loop ended.
 enum Ending {
     Text(String),
-    Choices { text: String, options: Vec<String> },
-    Handoff { text: Option<String> },
+    Choices {
+        text: String,
+        options: Vec<String>,
+    },
+    Handoff {
+        text: Option<String>,
+    },
+    /// The turn's answer is already among its replies (a form).
+    Sent,
 }
 
 /// Where an agent runs in the turn: the entry agent at depth 0, a colleague asked with
@@ -290,15 +325,9 @@ fn sendable(url: &str, tool_outputs: &[String], hosts: &[String]) -> Result<(), 
     let Ok(parsed) = reqwest::Url::parse(url) else {
         return Err("not a URL");
     };
-    let Some(host) = parsed.host_str() else {
+    let (true, Some(host)) = (followable(url), parsed.host_str()) else {
         return Err("only an http(s) URL without credentials can be sent");
     };
-    if !matches!(parsed.scheme(), "https" | "http")
-        || !parsed.username().is_empty()
-        || parsed.password().is_some()
-    {
-        return Err("only an http(s) URL without credentials can be sent");
-    }
     let from_a_tool = tool_outputs.iter().any(|o| o.contains(url));
     let allowed_host =
         parsed.scheme() == "https" && hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
@@ -306,6 +335,32 @@ fn sendable(url: &str, tool_outputs: &[String], hosts: &[String]) -> Result<(), 
         Ok(())
     } else {
         Err("this URL did not come from a tool's answer in this turn: only those can be sent")
+    }
+}
+
+/// The most lines `update_cart` lets a cart hold (the store's bound).
+const MAX_CART_LINES: usize = 50;
+
+/// The cart as the turn has it: as `update_cart` left it, else as the gateway kept it.
+fn current_cart<'a>(state: &'a TurnState<'_>) -> &'a [CartLine] {
+    state.result.cart.as_deref().unwrap_or(&state.input.cart)
+}
+
+/// The cart as the model reads it.
+fn cart_view(cart: &[CartLine]) -> String {
+    let items: Vec<Value> = cart
+        .iter()
+        .map(|l| {
+            json!({
+                "id": l.product.id, "name": l.product.name, "price": l.product.price,
+                "quantity": l.quantity,
+            })
+        })
+        .collect();
+    if items.is_empty() {
+        json!({ "items": [], "note": "the cart is empty" }).to_string()
+    } else {
+        json!({ "items": items }).to_string()
     }
 }
 
@@ -336,12 +391,18 @@ impl AgentRuntime {
             },
             tool_calls: 0,
             tool_outputs: Vec::new(),
+            payment: None,
         };
         let chain = vec![entry.clone()];
         let ended = self
             .run_agent(&entry, input.history.clone(), 0, chain, &mut state)
             .await;
         let redactor = state.redactor.clone();
+        // The payment button goes after the answer; not when a person is taking over.
+        let payment = match &ended {
+            Ok(Ending::Text(_) | Ending::Choices { .. } | Ending::Sent) => state.payment.take(),
+            _ => None,
+        };
         match ended {
             Ok(Ending::Text(text)) => state
                 .result
@@ -356,6 +417,7 @@ impl AgentRuntime {
                         .collect(),
                 })
             }
+            Ok(Ending::Sent) => {}
             Ok(Ending::Handoff { text }) => {
                 if let Some(text) = text {
                     state
@@ -372,6 +434,13 @@ impl AgentRuntime {
                 );
                 state.result.failure = Some(failure);
             }
+        }
+        if let Some(payment) = payment {
+            state.note(
+                "gateway",
+                format!("sent the payment button {}", clip_text(&payment.url, 200)),
+            );
+            state.result.replies.push(AgentReply::Payment(payment));
         }
         state.result
     }
@@ -421,6 +490,68 @@ impl AgentRuntime {
                         "caption": { "type": "string", "description": "A short line shown with it (optional)." }
                     },
                     "required": ["url"]
+                }),
+            });
+        }
+        if def.tools.iter().any(|t| t == SHOW_PRODUCTS_TOOL) {
+            specs.push(ToolSpec {
+                name: SHOW_PRODUCTS_TOOL.to_string(),
+                description: format!(
+                    "Show the customer products the chat app's way (a catalogue message, photos with \"Add to cart\" buttons, product cards), by the ids a tool returned in this turn (a SKU): their names, prices and pictures come from that tool's answer, so don't repeat them. At most {} products. Does not end your turn: your answer comes after them, keep it short.",
+                    Product::MAX_PER_MESSAGE
+                ),
+                parameters: json!({
+                    "type": "object",
+                    "properties": {
+                        "products": { "type": "array", "items": { "type": "string" }, "minItems": 1, "maxItems": Product::MAX_PER_MESSAGE, "description": "The products' ids, exactly as the tool returned them." },
+                        "text": { "type": "string", "description": "A short line shown with the products." }
+                    },
+                    "required": ["products", "text"]
+                }),
+            });
+        }
+        if def.tools.iter().any(|t| t == OPEN_FLOW_TOOL) && !self.flows.is_empty() {
+            let names: Vec<&str> = self.flows.iter().map(|f| f.name.as_str()).collect();
+            let described: Vec<String> = self
+                .flows
+                .iter()
+                .map(|f| format!("- {}: {}", f.name, f.description))
+                .collect();
+            specs.push(ToolSpec {
+                name: OPEN_FLOW_TOOL.to_string(),
+                description: format!(
+                    "Send the customer a form to fill in, where the chat app has forms; elsewhere you are told to ask its questions yourself. Ends your turn when the form is sent: its answers come back as the customer's next message. Forms:\n{}",
+                    described.join("\n")
+                ),
+                parameters: json!({
+                    "type": "object",
+                    "properties": {
+                        "flow": { "type": "string", "enum": names },
+                        "text": { "type": "string", "description": "The short line shown with the form's button." },
+                        "data": { "type": "object", "description": "What the form starts with (an order number), when it takes any." }
+                    },
+                    "required": ["flow", "text"]
+                }),
+            });
+        }
+        if def.tools.iter().any(|t| t == VIEW_CART_TOOL) {
+            specs.push(ToolSpec {
+                name: VIEW_CART_TOOL.to_string(),
+                description: "The customer's cart as the gateway keeps it (what they added with the chat's \"Add to cart\" buttons, or sent as their cart): each product's id, name, price and quantity. Read it before you confirm an order.".to_string(),
+                parameters: json!({ "type": "object", "properties": {} }),
+            });
+        }
+        if def.tools.iter().any(|t| t == UPDATE_CART_TOOL) {
+            specs.push(ToolSpec {
+                name: UPDATE_CART_TOOL.to_string(),
+                description: "Set how many of a product the customer's cart holds (0 takes it out), when they ask in words: a product already in the cart, or one a tool described in this turn, by its id.".to_string(),
+                parameters: json!({
+                    "type": "object",
+                    "properties": {
+                        "product": { "type": "string", "description": "The product's id, exactly as the tool or the cart gave it." },
+                        "quantity": { "type": "integer", "minimum": 0, "maximum": 99 }
+                    },
+                    "required": ["product", "quantity"]
                 }),
             });
         }
@@ -628,6 +759,14 @@ impl AgentRuntime {
                 (content, outcome)
             }
             SEND_MEDIA_TOOL => self.send_media(agent, call, state),
+            SHOW_PRODUCTS_TOOL => self.show_products(agent, call, state),
+            OPEN_FLOW_TOOL => {
+                let (content, outcome, end) = self.open_flow(agent, call, state);
+                *ending = end;
+                (content, outcome)
+            }
+            VIEW_CART_TOOL => (cart_view(current_cart(state)), "ok"),
+            UPDATE_CART_TOOL => self.update_cart(agent, call, state),
             ASK_TOOL => {
                 let asked = self
                     .ask(agent, call, hop.depth, hop.chain, state)
@@ -674,6 +813,11 @@ impl AgentRuntime {
             ),
         );
         let outcome = output.outcome.name();
+        if output.is_ok()
+            && let Some(payment) = payment_in(&output.content)
+        {
+            state.payment = Some(payment);
+        }
         state.tool_outputs.push(output.content.clone());
         let content = if state.input.redact_pii {
             state.redactor.mask(&output.content)
@@ -753,6 +897,174 @@ impl AgentRuntime {
             json!({ "ok": true, "note": "it goes to the customer with your answer" }).to_string(),
             "ok",
         )
+    }
+
+    /// `show_products`: the products a merchant tool described in this turn, by their ids,
+    /// queued to go to the customer as the tool described them; an id no tool answered is
+    /// refused, and the model told which.
+    fn show_products(
+        &self,
+        agent: &str,
+        call: &ToolCall,
+        state: &mut TurnState<'_>,
+    ) -> (String, &'static str) {
+        let invalid = |why: String| (json!({ "error": why }).to_string(), "invalid_arguments");
+        let ids: Vec<String> = call
+            .arguments
+            .get("products")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(text) = string_arg(&call.arguments, "text") else {
+            return invalid("`text` is required".to_string());
+        };
+        if ids.is_empty() || ids.len() > Product::MAX_PER_MESSAGE {
+            return invalid(format!(
+                "`products` holds 1 to {} ids",
+                Product::MAX_PER_MESSAGE
+            ));
+        }
+        let known = products_in(&state.tool_outputs);
+        let mut products: Vec<Product> = Vec::new();
+        for id in &ids {
+            match known.get(id) {
+                Some(product) if !products.iter().any(|p| &p.id == id) => {
+                    products.push(product.clone())
+                }
+                Some(_) => {}
+                None => {
+                    state.note(
+                        agent,
+                        format!(
+                            "show_products refused {}: no tool described it in this turn",
+                            clip_text(id, 100)
+                        ),
+                    );
+                    return invalid(format!(
+                        "no tool described a product `{}` in this turn: only those can be shown; look it up first",
+                        clip_text(id, 100)
+                    ));
+                }
+            }
+        }
+        let text = clip_text(&state.redactor.restore_for_customer(&text), 1000);
+        let lines: Vec<String> = products.iter().map(Product::line).collect();
+        state.note(agent, format!("showed {}", lines.join(" | ")));
+        state
+            .result
+            .replies
+            .push(AgentReply::Products { text, products });
+        (
+            json!({ "ok": true, "note": "they go to the customer before your answer" }).to_string(),
+            "ok",
+        )
+    }
+
+    /// `open_flow`: the form goes to the customer with a fresh token where the chat app has
+    /// forms (WhatsApp's Cloud API), and ends the turn; elsewhere the model is told to ask
+    /// its questions itself.
+    fn open_flow(
+        &self,
+        agent: &str,
+        call: &ToolCall,
+        state: &mut TurnState<'_>,
+    ) -> (String, &'static str, Option<Ending>) {
+        let (Some(name), Some(text)) = (
+            string_arg(&call.arguments, "flow"),
+            string_arg(&call.arguments, "text"),
+        ) else {
+            return (
+                json!({ "error": "`flow` and `text` are required" }).to_string(),
+                "invalid_arguments",
+                None,
+            );
+        };
+        let Some(flow) = self.flows.iter().find(|f| f.name == name).cloned() else {
+            return (
+                json!({ "error": format!("no form named `{}`", clip_text(&name, 64)) }).to_string(),
+                "invalid_arguments",
+                None,
+            );
+        };
+        if state.input.context.channel.kind != "whatsapp" {
+            return (
+                json!({ "ok": false, "note": format!("This chat app has no forms: ask the customer yourself, one question at a time, for what the form asks: {}", flow.description) }).to_string(),
+                "ok",
+                None,
+            );
+        }
+        let data = call
+            .arguments
+            .get("data")
+            .filter(|d| d.is_object() && d.to_string().len() <= 2048)
+            .map(|d| state.redactor.restore_json(d));
+        let token = format!("flow-{}", uuid::Uuid::new_v4().simple());
+        state.note(agent, format!("sent the form {}", flow.name));
+        state.result.flows.push((token.clone(), flow.name.clone()));
+        state.result.replies.push(AgentReply::Flow {
+            text: clip_text(&state.redactor.restore_for_customer(&text), 1000),
+            flow,
+            token,
+            data,
+        });
+        (json!({ "ok": true }).to_string(), "ok", Some(Ending::Sent))
+    }
+
+    /// `update_cart`: a product in the cart or described by a tool this turn, to a quantity.
+    fn update_cart(
+        &self,
+        agent: &str,
+        call: &ToolCall,
+        state: &mut TurnState<'_>,
+    ) -> (String, &'static str) {
+        let invalid = |why: String| (json!({ "error": why }).to_string(), "invalid_arguments");
+        let (Some(id), Some(quantity)) = (
+            string_arg(&call.arguments, "product"),
+            call.arguments.get("quantity").and_then(Value::as_u64),
+        ) else {
+            return invalid("`product` and `quantity` (0 to 99) are required".to_string());
+        };
+        let quantity = u32::try_from(quantity.min(99)).unwrap_or(99);
+        let mut cart = current_cart(state).to_vec();
+        let product = cart
+            .iter()
+            .map(|l| l.product.clone())
+            .find(|p| p.id == id)
+            .or_else(|| products_in(&state.tool_outputs).remove(&id));
+        let Some(product) = product else {
+            return invalid(format!(
+                "`{}` is neither in the cart nor described by a tool in this turn; look it up first",
+                clip_text(&id, 100)
+            ));
+        };
+        let full = cart.len() >= MAX_CART_LINES;
+        match cart.iter_mut().find(|l| l.product.id == id) {
+            Some(line) => line.quantity = quantity,
+            None if full => {
+                return (
+                    json!({ "error": "the cart is full" }).to_string(),
+                    "refused",
+                );
+            }
+            None => cart.push(CartLine {
+                product: product.clone(),
+                quantity,
+            }),
+        }
+        cart.retain(|l| l.quantity > 0);
+        state.note(
+            agent,
+            format!("set the cart's {} to {quantity}", product.line()),
+        );
+        let view = cart_view(&cart);
+        state.result.cart = Some(cart);
+        (view, "ok")
     }
 
     fn choices(&self, call: &ToolCall) -> (String, Option<Ending>) {
@@ -857,6 +1169,7 @@ impl AgentRuntime {
             Ending::Text(text) => text,
             Ending::Choices { text, .. } | Ending::Handoff { text: Some(text) } => text,
             Ending::Handoff { text: None } => String::new(),
+            Ending::Sent => "(I sent the customer a form.)".to_string(),
         };
         state.note(&target, format!("answered {asker}: {answer}"));
         Ok((answer, "ok"))

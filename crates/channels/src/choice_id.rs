@@ -17,6 +17,16 @@ pub(crate) fn fitted(id: &str, max: usize) -> String {
     format!("{}~{digest}", &id[..end])
 }
 
+/// Whether `received` is the choice id `sent` came back as from a platform that fitted it to
+/// its limit (Telegram's 64 bytes, WhatsApp's 200 and 256).
+pub fn same_choice(sent: &str, received: &str) -> bool {
+    sent == received
+        || (received.contains('~')
+            && [64, 200, 256]
+                .iter()
+                .any(|max| fitted(sent, *max) == received))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,5 +44,13 @@ mod tests {
         let accents = "é".repeat(60);
         assert!(fitted(&accents, 64).len() <= 64);
         assert_eq!(fitted("", 64).len(), 17);
+    }
+
+    #[test]
+    fn a_fitted_id_is_known_for_the_one_it_was_made_from() {
+        let long = format!("cart:add:{}", "SKU-".repeat(30));
+        assert!(same_choice(&long, &fitted(&long, 64)));
+        assert!(same_choice("cart:add:A", "cart:add:A"));
+        assert!(!same_choice("cart:add:B", &fitted(&long, 64)));
     }
 }

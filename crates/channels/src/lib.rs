@@ -25,7 +25,7 @@ pub mod bluebubbles {
     pub use self::config::{BlueBubblesConfig, SendMethod};
 }
 pub mod callback;
-mod choice_id;
+pub mod choice_id;
 mod limiter;
 pub mod media_link;
 pub mod outbound_http;
@@ -248,6 +248,15 @@ impl ChannelConfig {
                 required("verify_token", c.verify_token.expose());
                 rate = Some(c.messages_per_second);
                 urls.push(("api_base", c.api_base.clone()));
+                if c.catalog_id.as_ref().is_some_and(|id| {
+                    id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_digit())
+                }) {
+                    problems.push((
+                        "catalog_id",
+                        "is the numeric id of the Meta catalogue connected to this number"
+                            .to_string(),
+                    ));
+                }
             }
             ChannelConfig::TwilioWhatsapp(c) => {
                 required("account_sid", &c.account_sid);
@@ -334,6 +343,16 @@ pub struct Capabilities {
     /// A media message can carry a caption; where it cannot, the caption goes as a text of
     /// its own (its own outbox entry, so neither part is ever sent twice).
     pub media_captions: bool,
+}
+
+/// Products as text for a chat app without buttons (Twilio, iMessage): the line above, then
+/// one numbered line each, which the customer can answer with its number.
+pub(crate) fn numbered_products(body: &str, products: &[concierge_domain::Product]) -> String {
+    let mut lines = vec![body.to_string(), String::new()];
+    for (i, product) in products.iter().enumerate() {
+        lines.push(format!("{}. {}", i + 1, product.line()));
+    }
+    lines.join("\n")
 }
 
 /// The events of one delivery status report: the status, and when the platform says the

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::commerce::Product;
+
 /// The body of a message, in the one shape every channel is normalised into.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -75,7 +77,6 @@ pub enum Content {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         context: Option<serde_json::Value>,
     },
-    /// A kind we do not understand yet, kept so nothing is dropped silently.
     /// Contact cards the customer shared (a person's name, phones, e-mails): data to read,
     /// never numbers the gateway calls or writes to by itself.
     Contacts {
@@ -100,6 +101,50 @@ pub enum Content {
     /// What a message the customer deleted (WhatsApp's revoke) is stored as: its words are
     /// gone, as the customer asked; the agents do not see it, a concierge sees it was there.
     Deleted,
+    /// Products from the merchant's catalogue, shown the chat app's way (a catalogue
+    /// message, photos with "Add to cart" buttons, cards): every name, price and picture
+    /// from a merchant tool's answer, never from the model.
+    Products {
+        body: String,
+        products: Vec<Product>,
+    },
+    /// A button that opens a payment page. Its URL comes from a merchant tool's answer
+    /// (`payment_url`), never from the model's words.
+    PaymentLink {
+        body: String,
+        url: String,
+        label: String,
+    },
+    /// A form sent to the customer (a WhatsApp Flow), with the fresh token its answer comes
+    /// back with.
+    Flow {
+        body: String,
+        /// The `[[flows]]` name.
+        flow: String,
+        flow_id: String,
+        token: String,
+        /// The label of the button that opens it.
+        cta: String,
+        /// The first screen, for a flow opened without the merchant's endpoint.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        screen: Option<String>,
+        /// What the form starts with (its first screen's data).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<serde_json::Value>,
+    },
+    /// Something the merchant's systems report about the conversation (`payment.succeeded`,
+    /// `order.shipped`), posted to the events API: it enters the conversation's lane like a
+    /// message, for the agents to tell the customer; never sent as it is.
+    Event {
+        name: String,
+        /// The sender's id of the event (what makes a second post of it a duplicate).
+        id: String,
+        /// The service whose token posted it.
+        service: String,
+        #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+        data: serde_json::Value,
+    },
+    /// A kind we do not understand yet, kept so nothing is dropped silently.
     Unsupported {
         kind: String,
     },
@@ -286,7 +331,11 @@ impl Content {
     /// The plain text a responder can read, when the content has any.
     pub fn plain_text(&self) -> Option<&str> {
         match self {
-            Content::Text { body } | Content::Choices { body, .. } => Some(body),
+            Content::Text { body }
+            | Content::Choices { body, .. }
+            | Content::Products { body, .. }
+            | Content::PaymentLink { body, .. }
+            | Content::Flow { body, .. } => Some(body),
             // A notification's words as the customer read them (never its context).
             Content::Template { text: Some(t), .. } => Some(t),
             Content::Media {
@@ -443,6 +492,26 @@ impl Content {
                 format!("[form answered] {}", fields.join("; "))
             }
             Content::Deleted => "[deleted by the customer]".to_string(),
+            Content::Products { body, products } => {
+                let lines: Vec<String> = products.iter().map(Product::line).collect();
+                format!("{body}\n[products shown: {}]", lines.join(" | "))
+            }
+            Content::PaymentLink { body, label, .. } => {
+                format!("{body}\n[payment button: {label}]")
+            }
+            Content::Flow { body, flow, .. } => format!("{body}\n[form sent: {flow}]"),
+            Content::Event {
+                name,
+                service,
+                data,
+                ..
+            } => {
+                if data.is_null() {
+                    format!("[event from our systems ({service})] {name}")
+                } else {
+                    format!("[event from our systems ({service})] {name}: {data}")
+                }
+            }
             Content::Unsupported { kind } => format!("[a {kind} message the gateway cannot read]"),
         }
     }
@@ -478,6 +547,16 @@ impl Content {
         }
     }
 
+    /// Who wrote an inbound message of this content: the customer, except an event the
+    /// merchant's systems posted, which is the gateway's (it opens no reply window, and no
+    /// typing or read receipt goes to the platform for it).
+    pub fn inbound_author(&self) -> crate::Author {
+        match self {
+            Content::Event { .. } => crate::Author::System,
+            _ => crate::Author::Customer,
+        }
+    }
+
     /// Whether this is a platform-approved template (allowed outside a reply window).
     pub fn is_template(&self) -> bool {
         matches!(self, Content::Template { .. })
@@ -497,6 +576,10 @@ impl Content {
             Content::Order { .. } => "order",
             Content::FormReply { .. } => "form_reply",
             Content::Deleted => "deleted",
+            Content::Products { .. } => "products",
+            Content::PaymentLink { .. } => "payment_link",
+            Content::Flow { .. } => "flow",
+            Content::Event { .. } => "event",
             Content::Unsupported { .. } => "unsupported",
         }
     }

@@ -2,6 +2,7 @@
 //! events and thread state, and what every layer's configuration shares (a `Secret`, a located
 //! `Problem`, "did you mean"). Pure data and rules; it knows nothing of I/O, HTTP or platforms.
 
+pub mod commerce;
 mod content;
 mod event;
 mod ids;
@@ -12,6 +13,7 @@ mod secret;
 pub mod suggest;
 mod thread;
 
+pub use commerce::{CartAction, CartLine, Product};
 pub use content::{
     Choice, ContactCard, Content, KeptMedia, MAX_DISPLAY_NAME, MAX_FORM_BYTES, MediaId, MediaKind,
     MediaRef, OrderItem, StoredMedia, bounded_answers, clip_text, display_name, place_label,

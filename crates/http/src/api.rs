@@ -541,8 +541,9 @@ struct MessageView {
     text: String,
     kind: String,
     /// The content itself, for the kinds a console shows in their own form (`order`,
-    /// `contacts`, `form_reply`, `template` (a notification, with its context), and `media` with what was kept of it, without the
-    /// platform's reference); as stored, already bounded.
+    /// `contacts`, `form_reply`, `event` (the merchant's), `products`, `payment_link`,
+    /// `template` (a notification, with its context), and `media` with what was kept of it,
+    /// without the platform's reference); as stored, already bounded.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     content: Option<serde_json::Value>,
@@ -570,9 +571,12 @@ fn message_view(m: &Message) -> MessageView {
         text: m.content.describe(),
         kind: m.content.kind_name().to_string(),
         content: match &m.content {
-            Content::Order { .. } | Content::Contacts { .. } | Content::FormReply { .. } => {
-                serde_json::to_value(&m.content).ok()
-            }
+            Content::Order { .. }
+            | Content::Contacts { .. }
+            | Content::FormReply { .. }
+            | Content::Event { .. }
+            | Content::Products { .. }
+            | Content::PaymentLink { .. } => serde_json::to_value(&m.content).ok(),
             // The platform's reference stays inside: the console reads kept media by its id.
             Content::Media {
                 kind,

@@ -70,7 +70,8 @@ fn render_page(chat: &Webchat) -> Response {
         ancestors.push(' ');
         ancestors.push_str(origin);
     }
-    let policy = super::csp::policy(&ancestors);
+    // Product cards show the merchant's pictures, from its https CDN.
+    let policy = super::csp::policy(&ancestors, " https:");
     (
         [
             (header::CACHE_CONTROL, "no-cache".to_string()),
@@ -123,8 +124,11 @@ fn escape_html(text: &str) -> String {
 /// failed. Replies still pending are included: their live push may have happened just before
 /// this stream subscribed, and the page shows each id once, so replaying them early is safe
 /// while leaving them out could hide them until the next reconnect.
+/// What the visitor's page replays: not a reply that failed, and not what the merchant's
+/// systems told the conversation (an event is for the agents, not the visitor).
 fn visible(message: &Message) -> bool {
     !matches!(message.status, DeliveryStatus::Failed { .. })
+        && !matches!(message.content, concierge_domain::Content::Event { .. })
 }
 
 pub async fn events(

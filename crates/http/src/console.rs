@@ -10,7 +10,7 @@ use http::header;
 
 const PAGE: &str = include_str!("assets/console.html");
 
-static POLICY: LazyLock<String> = LazyLock::new(|| super::csp::policy("'none'"));
+static POLICY: LazyLock<String> = LazyLock::new(|| super::csp::policy("'none'", ""));
 
 pub async fn page() -> Response {
     (

@@ -3,10 +3,11 @@
 //! runs or applies, so markup injected into a page cannot run or restyle anything.
 
 /// The policy of a page that loads its script and style from its own origin, talks only to
-/// that origin, and which the `frame_ancestors` sources may embed.
-pub fn policy(frame_ancestors: &str) -> String {
+/// that origin, and which the `frame_ancestors` sources may embed; `images` are the sources
+/// it may show pictures from besides its own (the web chat's product cards: `https:`).
+pub fn policy(frame_ancestors: &str, images: &str) -> String {
     format!(
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors {frame_ancestors}"
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:{images}; media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors {frame_ancestors}"
     )
 }
 
@@ -16,7 +17,7 @@ mod tests {
 
     #[test]
     fn nothing_inline_is_allowed() {
-        let policy = policy("'none'");
+        let policy = policy("'none'", "");
         assert!(!policy.contains("unsafe"), "{policy}");
         assert!(!policy.contains("sha256-"), "{policy}");
         assert!(policy.contains("script-src 'self';"), "{policy}");

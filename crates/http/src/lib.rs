@@ -13,6 +13,7 @@ mod csp;
 mod health;
 mod limits;
 mod media;
+mod merchant_events;
 mod notifications;
 mod openapi;
 mod outgoing;

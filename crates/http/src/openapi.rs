@@ -11,7 +11,10 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, api, channel_health, consent, media, notifications, outgoing, service};
+use super::{
+    AppState, api, channel_health, consent, media, merchant_events, notifications, outgoing,
+    service,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -82,6 +85,7 @@ pub fn table() -> OpenApiRouter<AppState> {
         .routes(routes!(api::reply))
         .routes(routes!(media::upload))
         .routes(routes!(api::note))
+        .routes(routes!(merchant_events::post_event))
 }
 
 /// The document, rendered once from the table.
@@ -147,7 +151,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(operations, 28);
+        assert_eq!(operations, 29);
         // Every `$ref` points at a schema the document has.
         let text = document.to_string();
         for reference in text.split("\"#/components/schemas/").skip(1) {

@@ -821,7 +821,9 @@ impl RedisStore {
                     "kind": "message",
                     "msg": MessageId::new().to_string(),
                     "pid": message.platform_id.as_str(),
-                    "author": json_text(&concierge_domain::Author::Customer)?,
+                    "author": json_text(&message.content.inbound_author())?,
+                    // A merchant's event opens no reply window.
+                    "customer": message.content.inbound_author() == concierge_domain::Author::Customer,
                     "content": json_text(&message.content)?,
                     "reply_to": message.reply_to.as_ref().map(|p| p.as_str().to_string()),
                     "at": event.at,

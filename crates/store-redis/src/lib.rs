@@ -47,6 +47,7 @@
 //! handoffs are the merchant's record and are kept, as with SQLite.
 
 mod batch;
+mod commerce;
 mod consent;
 mod faults;
 mod inbox;

@@ -387,7 +387,7 @@ function ops.ingest()
             })
             local ckey = k('conv', cand.conv)
             local last_in = hnum(ckey, 'last_in') or 0
-            if ev.at >= last_in then
+            if ev.customer and ev.at >= last_in then
               redis.call('HSET', ckey, 'last_in', s(ev.at), 'last_in_msg', ev.msg)
             end
             local seq = append_event(cand, now, ev.msg)

@@ -3,6 +3,7 @@
 //! every transaction short and ordered, and needs no pool.
 
 mod batch;
+mod commerce;
 mod consent;
 mod notify;
 mod queue;
@@ -794,7 +795,7 @@ fn record_message(
         &event.contact,
         Some(&message.platform_id),
         Direction::Inbound,
-        &Author::Customer,
+        &message.content.inbound_author(),
         &message.content,
         message.reply_to.as_ref(),
         event.at,
@@ -1398,9 +1399,9 @@ impl Conversations for SqliteStore {
         self.read(move |conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT MAX(created_at) FROM messages WHERE conversation_id = ?1 AND direction = ?2",
+                    "SELECT MAX(created_at) FROM messages WHERE conversation_id = ?1 AND direction = ?2 AND author = ?3",
                 )?
-                .query_row(params![id.as_str(), json(&Direction::Inbound)?], |row| {
+                .query_row(params![id.as_str(), json(&Direction::Inbound)?, json(&Author::Customer)?], |row| {
                     row.get::<_, Option<i64>>(0)
                 })?)
         })

@@ -42,6 +42,8 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/012_webhook_deliveries.sql")),
         // v13: notification batches.
         M::up(include_str!("migrations/013_notification_batches.sql")),
+        // v14: carts and open forms.
+        M::up(include_str!("migrations/014_commerce.sql")),
     ])
 }
 
@@ -99,7 +101,7 @@ mod tests {
             assert!(at > last, "{file} runs out of order");
             last = at;
         }
-        assert_eq!(files.len(), 12, "{files:?}");
+        assert_eq!(files.len(), 13, "{files:?}");
     }
 
     /// A visitor key kept before v6 is replaced by its pseudonym; other rows are untouched.

@@ -13,12 +13,14 @@
 
 mod backend_errors;
 pub mod batch;
+pub mod commerce;
 pub mod consent;
 pub mod credentials;
 pub mod notify;
 pub mod webhooks;
 
 pub use batch::{Batch, BatchState, BatchStep, Batches, NewBatch};
+pub use commerce::{Commerce, CommerceState, OpenFlow};
 pub use consent::{ConsentRecord, Consents, NewConsent, Purpose};
 pub use notify::{NewNotification, Notification, Notifications, Notified, Refusal};
 pub use webhooks::{DeliveryState, NewDelivery, WebhookDelivery, WebhookOutbox};
@@ -48,6 +50,7 @@ pub trait Store:
     + Notifications
     + Batches
     + WebhookOutbox
+    + Commerce
 {
 }
 impl<T> Store for T where
@@ -61,6 +64,7 @@ impl<T> Store for T where
         + Notifications
         + Batches
         + WebhookOutbox
+        + Commerce
 {
 }
 

@@ -259,6 +259,8 @@ struct Outreach {
     notifications: Family<TurnLabels, Counter>,
     webhooks: Family<TurnLabels, Counter>,
     webhooks_queued: Counter,
+    merchant_events: Family<TurnLabels, Counter>,
+    commerce: Family<TurnLabels, Counter>,
 }
 
 impl Outreach {
@@ -281,6 +283,18 @@ impl Outreach {
                 "webhook_events",
                 "Events queued for the webhooks that subscribe to them (one a webhook)",
                 Counter::default(),
+            ),
+            merchant_events: register(
+                registry,
+                "merchant_events",
+                "Events the merchant's systems posted to conversations, by outcome (taken, duplicate)",
+                Family::default(),
+            ),
+            commerce: register(
+                registry,
+                "commerce",
+                "What buying in the chat did, by outcome (products_shown, payment_link, cart_add, cart_remove, cart_view, cart_unknown_product)",
+                Family::default(),
             ),
         }
     }
@@ -695,6 +709,26 @@ impl Metrics {
         self.inner
             .outreach
             .webhooks
+            .get_or_create(&TurnLabels { outcome })
+            .inc();
+    }
+
+    /// An event the merchant's systems posted: `taken` or `duplicate` (its type is theirs:
+    /// never a label).
+    pub fn merchant_event(&self, duplicate: bool) {
+        let outcome = if duplicate { "duplicate" } else { "taken" };
+        self.inner
+            .outreach
+            .merchant_events
+            .get_or_create(&TurnLabels { outcome })
+            .inc();
+    }
+
+    /// One step of buying in the chat (`products_shown`, `payment_link`, `cart_add`, …).
+    pub fn commerce(&self, outcome: &'static str) {
+        self.inner
+            .outreach
+            .commerce
             .get_or_create(&TurnLabels { outcome })
             .inc();
     }

@@ -68,6 +68,8 @@ macro_rules! store_suite {
             a_notification_is_queued_once_and_only_with_consent,
             a_webhook_delivery_is_queued_once_leased_retried_and_kept,
             a_batch_moves_by_its_cursor_once_and_stops,
+            a_cart_and_its_open_forms_are_kept_with_the_conversation,
+            a_merchant_event_is_the_gateways_and_opens_no_window,
             a_cleared_presence_is_gone_and_others_stay,
             a_takeover_cancels_the_agents_replies_not_yet_sent,
         );
@@ -2186,4 +2188,103 @@ pub async fn a_batch_moves_by_its_cursor_once_and_stops(store: SharedStore) {
         BatchState::Done
     );
     assert!(store.running_batches().await.unwrap().is_empty());
+}
+
+/// A conversation's cart and open forms round-trip, replace each other, and stay apart from
+/// another conversation's.
+pub async fn a_cart_and_its_open_forms_are_kept_with_the_conversation(store: SharedStore) {
+    use concierge::domain::Product;
+    use concierge::store::{CommerceState, OpenFlow};
+    store
+        .ingest(&[
+            text_event("ana", "c1", "hello"),
+            text_event("bob", "c2", "hi"),
+        ])
+        .await
+        .unwrap();
+    let ana = store
+        .conversation_of(&channel(), &contact("ana"))
+        .await
+        .unwrap();
+    let bob = store
+        .conversation_of(&channel(), &contact("bob"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.commerce(&ana).await.unwrap(),
+        CommerceState::default()
+    );
+    let fig = Product {
+        id: "BOU-FIGUIER-300".into(),
+        name: "Figuier 300 g".into(),
+        price: Some("€38.00".into()),
+        image: Some("https://cdn.example/fig.jpg".into()),
+        available: Some(true),
+    };
+    let mut state = CommerceState::default();
+    state.add(&fig);
+    state.add(&fig);
+    state.open_flow(OpenFlow {
+        token: "flow-1".into(),
+        flow: "delivery_address".into(),
+        sent_at: 42,
+    });
+    state.applied_seq = 7;
+    store.set_commerce(&ana, &state).await.unwrap();
+    let kept = store.commerce(&ana).await.unwrap();
+    assert_eq!(kept, state);
+    assert_eq!(kept.cart[0].quantity, 2);
+    assert_eq!(
+        store.commerce(&bob).await.unwrap(),
+        CommerceState::default()
+    );
+    state.remove("BOU-FIGUIER-300");
+    store.set_commerce(&ana, &state).await.unwrap();
+    assert!(store.commerce(&ana).await.unwrap().cart.is_empty());
+}
+
+/// An event the merchant's systems posted is stored as the gateway's (not the customer's),
+/// opens no reply window, and is taken once however often it is posted.
+pub async fn a_merchant_event_is_the_gateways_and_opens_no_window(store: SharedStore) {
+    let first = text_event("ana", "m0", "hello");
+    let said_at = first.at;
+    store.ingest(&[first]).await.unwrap();
+    let conversation = store
+        .conversation_of(&channel(), &contact("ana"))
+        .await
+        .unwrap();
+    let event = |at| InboundEvent {
+        channel: channel(),
+        event_id: EventId::parse("merchant-event:shop:pay-1").unwrap(),
+        contact: contact("ana"),
+        aliases: Vec::new(),
+        at,
+        kind: EventKind::Message(InboundMessage {
+            platform_id: PlatformMessageId::parse("merchant-event:shop:pay-1").unwrap(),
+            content: Content::Event {
+                name: "payment.succeeded".into(),
+                id: "pay-1".into(),
+                service: "shop".into(),
+                data: serde_json::json!({ "order": "ML-1" }),
+            },
+            reply_to: None,
+            display_name: None,
+            over_budget: None,
+        }),
+    };
+    let outcome = store.ingest(&[event(said_at + 60_000)]).await.unwrap();
+    assert_eq!(outcome.accepted, 1);
+    assert_eq!(outcome.appended.len(), 1);
+    let again = store.ingest(&[event(said_at + 90_000)]).await.unwrap();
+    assert_eq!(again.accepted, 0, "{again:?}");
+    assert!(again.appended.is_empty());
+    let messages = store.messages(&conversation, 0, 10).await.unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[1].author, Author::System);
+    assert_eq!(messages[1].content.kind_name(), "event");
+    assert_eq!(
+        store.last_inbound_at(&conversation).await.unwrap(),
+        Some(said_at),
+        "the customer's words, not the event, open the window"
+    );
 }

@@ -195,6 +195,8 @@ impl BlueBubbles {
                     .unwrap_or_default()
             )),
             Content::Choice(choice) => Some(choice.title.clone()),
+            Content::Products { body, products } => Some(crate::numbered_products(body, products)),
+            Content::PaymentLink { body, url, label } => Some(format!("{body}\n{label}: {url}")),
             _ => None,
         }
     }

@@ -330,6 +330,12 @@ impl Telegram {
                 "sendMessage",
                 json!({ "chat_id": chat, "text": choice.title }),
             ),
+            Content::Products { body, products } => products_request(chat, body, products),
+            Content::PaymentLink { body, url, label } => (
+                "sendMessage",
+                json!({ "chat_id": chat, "text": body,
+                        "reply_markup": { "inline_keyboard": [[{ "text": label, "url": url }]] } }),
+            ),
             other => {
                 return Err(format!(
                     "cannot send {} content on Telegram",
@@ -343,6 +349,48 @@ impl Telegram {
         }
         Ok((method, body))
     }
+}
+
+/// Products in one message, so that a retry never shows them twice: one product with its
+/// picture as a photo with its line and an "Add to cart" button; several as a text listing
+/// them, with a cart button for each one that can be bought (one a row).
+fn products_request(
+    chat: i64,
+    body: &str,
+    products: &[concierge_domain::Product],
+) -> (&'static str, Value) {
+    let button = |p: &concierge_domain::Product, title: String| json!([{ "text": title, "callback_data": callback_data(&p.add_choice_id()) }]);
+    if let [one] = products
+        && let Some(image) = &one.image
+    {
+        let caption = concierge_domain::clip_text(&format!("{body}\n\n{}", one.line()), 1024);
+        let mut message = json!({ "chat_id": chat, "photo": image, "caption": caption });
+        if one.available != Some(false) {
+            message["reply_markup"] =
+                json!({ "inline_keyboard": [button(one, "🛒 Add to cart".to_string())] });
+        }
+        return ("sendPhoto", message);
+    }
+    let mut text = body.to_string();
+    text.push('\n');
+    for (i, p) in products.iter().enumerate() {
+        text.push_str(&format!("\n{}. {}", i + 1, p.line()));
+    }
+    let keyboard: Vec<Value> = products
+        .iter()
+        .filter(|p| p.available != Some(false))
+        .map(|p| {
+            button(
+                p,
+                concierge_domain::clip_text(&format!("🛒 {}", p.line()), 60),
+            )
+        })
+        .collect();
+    let mut message = json!({ "chat_id": chat, "text": concierge_domain::clip_text(&text, 4096) });
+    if !keyboard.is_empty() {
+        message["reply_markup"] = json!({ "inline_keyboard": keyboard });
+    }
+    ("sendMessage", message)
 }
 
 /// Telegram takes 1 to 64 bytes of callback data: a longer choice id is fitted (its start

@@ -146,6 +146,19 @@ impl Twilio {
                 };
                 fields.push(("Body".into(), clip(&text)));
             }
+            Content::Products { body, products } => {
+                // One picture (the first product's) with the numbered list.
+                if let Some(image) = products.iter().find_map(|p| p.image.as_ref()) {
+                    fields.push(("MediaUrl".into(), image.clone()));
+                }
+                fields.push((
+                    "Body".into(),
+                    clip(&crate::numbered_products(body, products)),
+                ));
+            }
+            Content::PaymentLink { body, url, label } => {
+                fields.push(("Body".into(), clip(&format!("{body}\n{label}: {url}"))));
+            }
             Content::Media { caption, media, .. } => {
                 if !(media.0.starts_with("https://") || media.0.starts_with("http://")) {
                     return Err("Twilio sends media by public URL only".to_string());

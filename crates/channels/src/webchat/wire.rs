@@ -56,8 +56,36 @@ pub struct ChatEvent {
     /// `/chat/{channel}/media/{id}` with the visitor's cookie.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub media: Option<ChatMedia>,
+    /// Products shown as cards, each with its "Add to cart" choice.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub products: Vec<ChatProduct>,
+    /// A button that opens a page (a payment), in a new tab.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub link: Option<ChatLink>,
     /// Milliseconds since the Unix epoch.
     pub at: i64,
+}
+
+/// A product card: the merchant's own words, and the choice that puts it in the cart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatProduct {
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub price: Option<String>,
+    /// An https picture (the page shows no other).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub image: Option<String>,
+    pub available: bool,
+    /// The choice to post to add it (absent when it cannot be bought now).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub add: Option<Choice>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatLink {
+    pub url: String,
+    pub label: String,
 }
 
 /// What the page needs to show a kept file: a picture, a player, or a link to download.
@@ -114,6 +142,31 @@ impl ChatEvent {
             Author::System => ("system", None),
         };
         let media = ChatMedia::of(content);
+        let products = match content {
+            Content::Products { products, .. } => products
+                .iter()
+                .map(|p| {
+                    let available = p.available != Some(false);
+                    ChatProduct {
+                        id: p.id.clone(),
+                        name: p.name.clone(),
+                        price: p.price.clone(),
+                        image: p.image.clone().filter(|i| i.starts_with("https://")),
+                        available,
+                        add: available
+                            .then(|| Choice::new(p.add_choice_id(), format!("Add {}", p.name))),
+                    }
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let link = match content {
+            Content::PaymentLink { url, label, .. } => Some(ChatLink {
+                url: url.clone(),
+                label: label.clone(),
+            }),
+            _ => None,
+        };
         let (text, choices) = match content {
             Content::Choices { body, choices, .. } => (body.clone(), choices.clone()),
             Content::Media { caption, .. } if media.is_some() => {
@@ -140,6 +193,8 @@ impl ChatEvent {
             text,
             choices,
             media,
+            products,
+            link,
             at,
         }
     }

@@ -19,6 +19,10 @@ pub struct WhatsappConfig {
     /// The WhatsApp Business account's id, for `concierge templates sync`.
     #[serde(default)]
     pub waba_id: Option<String>,
+    /// The business's Meta catalogue connected to this number: products are sent from it
+    /// (single- and multi-product messages); without it, as pictures with buttons.
+    #[serde(default)]
+    pub catalog_id: Option<String>,
     /// Sent instead of a free-form reply when the 24-hour window is closed.
     #[serde(default)]
     pub reengagement_template: Option<TemplateRef>,

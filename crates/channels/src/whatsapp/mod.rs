@@ -3,6 +3,7 @@
 //! service window with its re-engagement template, and the platform's rate limits.
 
 pub mod catalogue_sync;
+mod commerce;
 mod config;
 mod parse;
 mod render;
@@ -248,7 +249,8 @@ impl Whatsapp {
             _ => (None, None),
         };
         let content = uploaded.as_ref().unwrap_or(content);
-        let mut bodies = render::bodies(message.contact.as_str(), content, reply_to)
+        let catalog = self.config.catalog_id.as_deref();
+        let mut bodies = render::bodies(message.contact.as_str(), content, reply_to, catalog)
             .map_err(|reason| Failure::Send(SendError::Rejected { code: None, reason }))?;
         if let (Some(name), Some(body)) = (file_name, bodies.first_mut()) {
             body["document"]["filename"] = json!(name);

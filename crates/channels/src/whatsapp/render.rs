@@ -33,11 +33,13 @@ pub fn recipient(contact: &str) -> (&'static str, String) {
     }
 }
 
-/// The message bodies for one piece of content (several when a text is too long for one).
+/// The message bodies for one piece of content (several when a text is too long for one);
+/// products come from `catalog` when the business connected one.
 pub fn bodies(
     contact: &str,
     content: &Content,
     reply_to: Option<&str>,
+    catalog: Option<&str>,
 ) -> Result<Vec<Value>, String> {
     let parts: Vec<Value> = match content {
         Content::Text { body } => split_text(body, MAX_TEXT)
@@ -106,6 +108,26 @@ pub fn bodies(
             "reaction": { "message_id": target, "emoji": emoji }
         })],
         Content::Choice(choice) => vec![text(&choice.title)],
+        Content::Products { body, products } => super::commerce::products(body, products, catalog),
+        Content::PaymentLink { body, url, label } => {
+            vec![super::commerce::payment(body, url, label)]
+        }
+        Content::Flow {
+            body,
+            flow_id,
+            token,
+            cta,
+            screen,
+            data,
+            ..
+        } => vec![super::commerce::flow(
+            body,
+            flow_id,
+            token,
+            cta,
+            screen.as_deref(),
+            data.as_ref(),
+        )],
         other => {
             return Err(format!(
                 "cannot send {} content on WhatsApp",
@@ -156,7 +178,7 @@ fn has_link(text: &str) -> bool {
     text.contains("https://") || text.contains("http://") || text.contains("www.")
 }
 
-fn text(body: &str) -> Value {
+pub(super) fn text(body: &str) -> Value {
     json!({ "type": "text", "text": { "preview_url": has_link(body), "body": body } })
 }
 
@@ -321,7 +343,9 @@ mod tests {
     }
 
     fn render(content: Content) -> Value {
-        bodies("15550100001", &content, None).unwrap().remove(0)
+        bodies("15550100001", &content, None, None)
+            .unwrap()
+            .remove(0)
     }
 
     fn choices_content(list: Vec<Choice>) -> Content {
@@ -342,7 +366,7 @@ mod tests {
             footer: None,
             button: None,
         };
-        bodies("15550100001", &content, None).unwrap()
+        bodies("15550100001", &content, None, None).unwrap()
     }
 
     #[test]
@@ -448,7 +472,7 @@ mod tests {
     #[test]
     fn long_text_is_split_and_links_preview() {
         let long = "word ".repeat(2000);
-        let parts = bodies("1", &Content::text(long), Some("wamid.x")).unwrap();
+        let parts = bodies("1", &Content::text(long), Some("wamid.x"), None).unwrap();
         assert_eq!(parts.len(), 3);
         assert!(
             parts

@@ -27,7 +27,7 @@ use concierge_domain::{
     clip_text,
 };
 use concierge_media::{MediaStore, Variant};
-use concierge_store::{NewHandoff, NewNote, Summary, TurnUsage};
+use concierge_store::{CommerceState, NewHandoff, NewNote, OpenFlow, Summary, TurnUsage};
 
 /// How long after a release its note is given to the agents.
 const RELEASE_NOTE_TTL_MS: i64 = 24 * 3600 * 1000;
@@ -236,15 +236,19 @@ impl AgentResponder {
             }
         }
         let mut pictures = self.pictures(&recent).await;
+        let forms = turn.store.commerce(conversation).await?;
         let mut messages: Vec<LlmMessage> = Vec::new();
         // What the customer deleted is not read back to the model.
         for m in recent
             .iter()
             .filter(|m| !matches!(m.content, Content::Deleted))
         {
-            let text = m.content.describe();
+            let text = describe(m, &forms, turn.now);
+            // A merchant's event is told in the customer's turn: it is what the agents answer.
+            let customer_side =
+                m.author == Author::Customer || matches!(m.content, Content::Event { .. });
             match &m.author {
-                Author::Customer => {
+                _ if customer_side => {
                     let text = self.mask(redactor, &text);
                     let picture = pictures.remove(&m.id);
                     let apart = match messages.last_mut() {
@@ -439,6 +443,29 @@ impl AgentResponder {
     }
 }
 
+/// How long a form's token is good for.
+const FORM_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// A message as the agents read it; a form's answers say which form they answer, or that
+/// they could not be matched to one we sent (an unknown or expired token).
+fn describe(m: &Message, forms: &CommerceState, now: i64) -> String {
+    let Content::FormReply { flow_token, .. } = &m.content else {
+        return m.content.describe();
+    };
+    let answers = m.content.describe();
+    let sent = flow_token
+        .as_deref()
+        .and_then(|token| forms.flows.iter().find(|f| f.token == token));
+    match sent {
+        Some(flow) if now - flow.sent_at <= FORM_TTL_MS && m.created_at >= flow.sent_at => {
+            format!("{answers}\n[the answers to our form `{}`]", flow.flow)
+        }
+        _ => format!(
+            "{answers}\n[these answers could not be matched to a form we sent in this conversation (an unknown or expired form): do not rely on them for anything that matters; ask again if needed]"
+        ),
+    }
+}
+
 fn handoff_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
@@ -500,6 +527,7 @@ impl Responder for AgentResponder {
             summary,
             redactor,
             redact_pii: redact,
+            cart: turn.store.commerce(&turn.entry.conversation).await?.cart,
         };
         let result = self.runtime.run_turn(&input).await;
         usage.add(TurnUsage {
@@ -508,6 +536,25 @@ impl Responder for AgentResponder {
             llm_calls: result.llm_calls,
         });
         self.budgets.spent(usage.llm_calls, Instant::now());
+        if result.cart.is_some() || !result.flows.is_empty() {
+            // Saved before the turn completes: the cart set, not added to, so a turn worked
+            // again after a crash sets the same quantities; a form's token kept before the
+            // form can reach the customer.
+            let mut state = turn.store.commerce(&turn.entry.conversation).await?;
+            if let Some(cart) = &result.cart {
+                state.cart = cart.clone();
+            }
+            for (token, flow) in &result.flows {
+                state.open_flow(OpenFlow {
+                    token: token.clone(),
+                    flow: flow.clone(),
+                    sent_at: turn.now,
+                });
+            }
+            turn.store
+                .set_commerce(&turn.entry.conversation, &state)
+                .await?;
+        }
         let notes: Vec<NewNote> = result
             .notes
             .iter()
@@ -577,6 +624,35 @@ impl Responder for AgentResponder {
                         }
                     }
                     AgentReply::Text(text) => Content::text(text.clone()),
+                    AgentReply::Products { text, products } => {
+                        self.runtime.metrics.commerce("products_shown");
+                        Content::Products {
+                            body: text.clone(),
+                            products: products.clone(),
+                        }
+                    }
+                    AgentReply::Flow {
+                        text,
+                        flow,
+                        token,
+                        data,
+                    } => Content::Flow {
+                        body: text.clone(),
+                        flow: flow.name.clone(),
+                        flow_id: flow.flow_id.clone(),
+                        token: token.clone(),
+                        cta: flow.cta.clone(),
+                        screen: flow.screen.clone(),
+                        data: data.clone(),
+                    },
+                    AgentReply::Payment(button) => {
+                        self.runtime.metrics.commerce("payment_link");
+                        Content::PaymentLink {
+                            body: button.text.clone(),
+                            url: button.url.clone(),
+                            label: button.label.clone(),
+                        }
+                    }
                     AgentReply::Choices { text, options } => Content::Choices {
                         body: text.clone(),
                         choices: options

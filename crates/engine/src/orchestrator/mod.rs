@@ -4,6 +4,7 @@
 
 mod agent_step;
 pub mod budgets;
+mod cart;
 mod config;
 mod consent;
 mod lanes;
@@ -15,6 +16,7 @@ mod triggers;
 
 pub use self::agent_step::{AgentResponder, AgentSettings};
 pub use self::budgets::{BudgetSettings, Budgets};
+pub use self::cart::{CartResponder, CommerceConfig};
 pub use self::config::OrchestratorConfig;
 pub use self::consent::{ConsentConfig, ConsentResponder};
 pub use self::lanes::{ChannelHints, ChannelProfile, NoHints, Orchestrator};

@@ -55,6 +55,8 @@ pub enum DecidedBy {
     HandoffTrigger,
     /// A stop or start keyword: the consent ledger recorded it, the customer was told.
     Consent,
+    /// A cart button: the kept cart changed, the customer was shown it.
+    Cart,
     /// A responder of the embedder's own (tests, a custom chain), by its name.
     Other(&'static str),
 }
@@ -72,6 +74,7 @@ impl DecidedBy {
             DecidedBy::Budget => "budget",
             DecidedBy::HandoffTrigger => "handoff_trigger",
             DecidedBy::Consent => "consent",
+            DecidedBy::Cart => "cart",
             DecidedBy::Other(name) => name,
         }
     }

@@ -56,7 +56,60 @@ function render(msg) {
     }
     el.appendChild(box);
   }
+  if (msg.products && msg.products.length) el.appendChild(productCards(msg.products));
+  if (msg.link) {
+    // A payment page opens in a new tab; the chat stays where it is.
+    const a = document.createElement("a");
+    a.className = "cta";
+    a.href = msg.link.url;
+    a.target = "_blank";
+    a.rel = "noopener noreferrer";
+    a.textContent = msg.link.label;
+    el.appendChild(a);
+  }
   log.scrollTop = log.scrollHeight;
+}
+
+// Products as cards: picture, name, price, and "Add to cart" (posted as the card's choice).
+function productCards(products) {
+  const box = document.createElement("div");
+  box.className = "products";
+  for (const p of products) {
+    const card = document.createElement("div");
+    card.className = "product" + (p.available ? "" : " sold-out");
+    if (p.image) {
+      const img = document.createElement("img");
+      img.src = p.image;
+      img.alt = p.name;
+      img.loading = "lazy";
+      img.referrerPolicy = "no-referrer";
+      card.appendChild(img);
+    } else {
+      const initial = document.createElement("div");
+      initial.className = "initial";
+      initial.setAttribute("aria-hidden", "true");
+      initial.textContent = (p.name || "?").trim().charAt(0).toUpperCase();
+      card.appendChild(initial);
+    }
+    const name = document.createElement("div");
+    name.className = "name";
+    name.textContent = p.name;
+    card.appendChild(name);
+    const price = document.createElement("div");
+    price.className = "price";
+    price.textContent = p.available ? (p.price || "") : ((p.price ? p.price + " · " : "") + "Sold out");
+    card.appendChild(price);
+    if (p.add) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.textContent = "Add to cart";
+      b.setAttribute("aria-label", p.add.title);
+      b.onclick = () => send({ choice: p.add }, p.add.title);
+      card.appendChild(b);
+    }
+    box.appendChild(card);
+  }
+  return box;
 }
 
 // A file of the conversation, fetched with the visitor's cookie (or key, when framed over

@@ -10,8 +10,8 @@ use super::shape::{Answering, Limits, change, outcome, shape};
 use crate::handoff::{ConsoleEvent, Draft, EventKind as ConsoleKind};
 use crate::orchestrator::responder::{DecidedBy, Decision, ResponderError, Turn};
 use concierge_domain::{
-    Content, Direction, EventKind, InboundMessage, PlatformMessageId, ThreadState, clip_text,
-    now_millis,
+    Author, Content, Direction, EventKind, InboundMessage, PlatformMessageId, ThreadState,
+    clip_text, now_millis,
 };
 use concierge_store::{Completion, InboxEntry, NewReply, StoreError, ThreadChange, TurnOutcome};
 
@@ -52,6 +52,10 @@ fn received(entry: &InboxEntry) -> Option<crate::webhooks::OutEvent> {
     let (EventKind::Message(m), Some(id)) = (&entry.event.kind, entry.message) else {
         return None;
     };
+    if m.content.inbound_author() != Author::Customer {
+        // The merchant's own event is not told back to it.
+        return None;
+    }
     let message = concierge_domain::Message {
         id,
         seq: entry.seq,
@@ -327,8 +331,12 @@ impl Lane {
             return Ok(unanswered("none"));
         }
         let messages = customer_messages(burst);
+        // A merchant's event is no message of the platform's: nothing to mark read.
+        let from_customer = |m: &InboundMessage| m.content.inbound_author() == Author::Customer;
         for e in burst {
-            if let EventKind::Message(m) = &e.event.kind {
+            if let EventKind::Message(m) = &e.event.kind
+                && from_customer(m)
+            {
                 orchestrator.hints.received(&e.event, &m.platform_id);
             }
         }
@@ -359,9 +367,11 @@ impl Lane {
             }
             return Ok(unanswered("silent"));
         }
-        orchestrator
-            .hints
-            .turn_started(&entry.event, &message.platform_id);
+        if from_customer(message) {
+            orchestrator
+                .hints
+                .turn_started(&entry.event, &message.platform_id);
+        }
         let decision = self.respond(&turn).await?;
         let Some(decision) = decision else {
             let outcome = TurnOutcome {

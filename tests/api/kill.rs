@@ -916,3 +916,148 @@ async fn killed_during_a_batch(backend: Backend) {
     assert!(most <= PER_SECOND + PER_SECOND / 5, "{most} in one second");
     let _ = logs;
 }
+
+#[tokio::test]
+async fn killed_while_the_shop_posts_events_each_is_told_once_in_order_on_sqlite() {
+    killed_while_the_shop_posts_events(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn killed_while_the_shop_posts_events_each_is_told_once_in_order_on_redis() {
+    killed_while_the_shop_posts_events(Backend::Redis).await;
+}
+
+/// The merchant's events ride the inbox like customers' messages: posted while the gateway
+/// is killed and restarted (the last one posted again after each restart, as a provider
+/// retries), each is stored once and told to the customer once, in the order posted, among
+/// the customers' own messages.
+async fn killed_while_the_shop_posts_events(backend: Backend) {
+    use concierge_testkit::tokens::{answer, token, tokens};
+    const CUSTOMERS: usize = 4;
+    const EVENTS: usize = 20;
+    let redis = match backend {
+        Backend::Sqlite => None,
+        Backend::Redis => match crate::redis_server::redis(
+            "killed_while_the_shop_posts_events_each_is_told_once_in_order_on_redis",
+        ) {
+            Some(redis) => Some(redis),
+            None => return,
+        },
+    };
+    let llm = concierge_testkit::llm::FakeLlm::with(concierge_testkit::llm::Options {
+        record: false,
+        fallback: Arc::new(answer),
+        ..Default::default()
+    })
+    .await
+    .expect("the fake LLM");
+    let deployment = Deployment::new(&format!(
+        "[llm]\nprovider = \"openai_compatible\"\nmodel = \"kill\"\nbase_url = \"{}/v1\"\napi_key = \"k\"\ntimeout_secs = 10\nmax_retries = 0\n\n[agents]\nllm_calls_per_minute = 0\n\n[faq]\nthreshold = 1.0\n\n[merchant]\nname = \"Maison Kill\"\ntimezone = \"Europe/Paris\"\n",
+        llm.url
+    ));
+    std::fs::write(
+        deployment.path().join("prompts/front_desk.md"),
+        "+++\ndescription = \"Answers.\"\nentry = true\n+++\nYou are the concierge of {{ merchant }}.\n",
+    )
+    .unwrap();
+    let env = media_env(redis.as_ref(), None, "events");
+    let mut gateway = Gateway::start_with(&deployment, &env);
+    let store = gateways_store(&deployment, redis.as_ref()).await;
+    let token_for_shop =
+        concierge::handoff::access::issue_service(store.as_ref(), "shop", &["events".into()])
+            .await
+            .unwrap();
+    let client = http_client();
+    // Each customer writes first (message numbers 0..CUSTOMERS), then the shop posts.
+    let mut expected: Vec<Vec<usize>> = vec![Vec::new(); CUSTOMERS];
+    let mut conversations = Vec::new();
+    for (c, numbers) in expected.iter_mut().enumerate() {
+        let key = visitor_key(&format!("shop{c}"));
+        while !post_until_acked(&client, &gateway.base, &key, &format!("hi-{c}"), &token(c)).await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        numbers.push(c);
+        conversations.push(crate::helpers::visitor_conversation_in(&store, "web", &key).await);
+    }
+    let post = |base: String, conversation: String, n: usize| {
+        let (client, token_for_shop) = (client.clone(), token_for_shop.clone());
+        async move {
+            let answer = client
+                .post(format!("{base}/api/v1/conversations/{conversation}/events"))
+                .bearer_auth(&token_for_shop)
+                .json(&serde_json::json!({
+                    "id": format!("evt-{n}"), "type": "order.update", "data": { "ref": token(n) },
+                }))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+            matches!(answer, Ok(r) if r.status() == 202)
+        }
+    };
+    let (mut logs, mut kills, mut n) = (Vec::new(), 0, CUSTOMERS);
+    for i in 0..EVENTS {
+        for (c, conversation) in conversations.iter().enumerate() {
+            while !post(gateway.base.clone(), conversation.to_string(), n).await {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            expected[c].push(n);
+            if (i * CUSTOMERS + c) % 23 == 22 {
+                logs.extend(gateway.kill());
+                kills += 1;
+                gateway = Gateway::start_with(&deployment, &env);
+                // The provider did not hear the answer: it posts the same event again.
+                assert!(post(gateway.base.clone(), conversation.to_string(), n).await);
+            }
+            n += 1;
+        }
+    }
+    assert!(kills >= 3, "{kills} kills");
+    let told = |store: SharedStore, id: ConversationId| async move {
+        let messages = store.messages(&id, 0, 1000).await.unwrap_or_default();
+        let replies: Vec<_> = messages
+            .iter()
+            .filter(|m| m.direction == Direction::Outbound)
+            .cloned()
+            .collect();
+        (messages, replies)
+    };
+    eventually("every event is told and every reply sent", || {
+        let (store, conversations, expected) =
+            (store.clone(), conversations.clone(), expected.clone());
+        async move {
+            for (c, id) in conversations.iter().enumerate() {
+                let (_, replies) = told(store.clone(), id.clone()).await;
+                let said: Vec<usize> = replies
+                    .iter()
+                    .filter(|m| m.status == concierge::domain::DeliveryStatus::Sent)
+                    .flat_map(|m| tokens(&m.content.describe()))
+                    .collect();
+                if said.len() < expected[c].len() {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    let mut reply_ids = HashSet::new();
+    for (c, id) in conversations.iter().enumerate() {
+        let (messages, replies) = told(store.clone(), id.clone()).await;
+        let events = messages
+            .iter()
+            .filter(|m| matches!(m.content, Content::Event { .. }))
+            .count();
+        assert_eq!(events, EVENTS, "conversation {c}: each event stored once");
+        let said: Vec<usize> = replies
+            .iter()
+            .flat_map(|m| tokens(&m.content.describe()))
+            .collect();
+        assert_eq!(
+            said, expected[c],
+            "conversation {c}: told once each, in order"
+        );
+        reply_ids.extend(replies.iter().map(|m| m.id.to_string()));
+    }
+    logs.extend(gateway.terminate().1);
+    handed_once(&logs, &reply_ids);
+}

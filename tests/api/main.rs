@@ -5,6 +5,8 @@ mod agents;
 mod bluebubbles;
 mod chat;
 mod check;
+mod commerce;
+mod commerce_browser;
 mod conformance;
 mod consent;
 mod console;

@@ -442,7 +442,7 @@ async fn every_api_route_refuses_a_missing_malformed_or_wrong_token() {
             routes.push((method, path.replace("{id}", conversation.as_str())));
         }
     }
-    assert_eq!(routes.len(), 27, "{routes:?}");
+    assert_eq!(routes.len(), 28, "{routes:?}");
     // The router and the document are built from one table (crates/http/src/openapi.rs), whose
     // every entry is a documented handler: nothing is routed past it.
     let source = std::fs::read_to_string(concat!(

@@ -34,6 +34,17 @@ enum Command {
         /// concierge.toml); `--token ''` accepts any caller.
         #[arg(long, env = "DEMO_SHOP_TOKEN", default_value = "demo-shop-token")]
         token: String,
+        /// The shop's address as the customer's browser reaches it: the payment links the
+        /// checkout answers point there.
+        #[arg(long, default_value = "http://127.0.0.1:8081")]
+        public_url: String,
+        /// The gateway the payment page tells of payments and shipments.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        gateway_url: String,
+        /// A service token of the gateway with the `events` scope (`concierge token create
+        /// --service demo-shop --scope events`); without it the payment page tells nobody.
+        #[arg(long, env = "DEMO_SHOP_EVENTS_TOKEN")]
+        events_token: Option<String>,
     },
     /// Load a gateway process with signed WhatsApp webhooks (fake Graph API and LLM in this
     /// process) beside a plain axum handler, and print both and the ratio (BENCHMARKS.md).
@@ -57,7 +68,22 @@ async fn main() -> ExitCode {
     // reqwest with rustls needs a process-wide crypto provider before its first client.
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
-        Command::DemoShop { bind, data, token } => demo_shop(bind, &data, token).await,
+        Command::DemoShop {
+            bind,
+            data,
+            token,
+            public_url,
+            gateway_url,
+            events_token,
+        } => {
+            let checkout = concierge_testkit::demo_checkout::CheckoutSettings {
+                public_url,
+                gateway: events_token
+                    .filter(|t| !t.is_empty())
+                    .map(|t| (gateway_url, t)),
+            };
+            demo_shop(bind, &data, token, checkout).await
+        }
         Command::Bench(options) => verdict("bench", bench::run(&options).await, |_| true),
         Command::Chaos(options) => verdict("chaos", chaos::run(&options).await, |rows| {
             rows.iter().all(chaos::Row::clean)
@@ -108,7 +134,12 @@ async fn serve(what: &str, bind: std::net::SocketAddr, app: axum::Router) -> Exi
     }
 }
 
-async fn demo_shop(bind: std::net::SocketAddr, data: &std::path::Path, token: String) -> ExitCode {
+async fn demo_shop(
+    bind: std::net::SocketAddr,
+    data: &std::path::Path,
+    token: String,
+    checkout: concierge_testkit::demo_checkout::CheckoutSettings,
+) -> ExitCode {
     let shop = match concierge_testkit::demo_shop::Shop::load(data) {
         Ok(shop) => std::sync::Arc::new(shop),
         Err(e) => {
@@ -117,11 +148,14 @@ async fn demo_shop(bind: std::net::SocketAddr, data: &std::path::Path, token: St
         }
     };
     let token = Some(token).filter(|t| !t.is_empty());
+    if checkout.gateway.is_none() {
+        tracing::warn!("no --events-token: the payment page will not tell the gateway of payments");
+    }
     tracing::info!(%bind, data = %data.display(), "the demo shop is serving");
     serve(
         "the demo shop",
         bind,
-        concierge_testkit::demo_shop::router(shop, token),
+        concierge_testkit::demo_shop::router_with(shop, token, checkout),
     )
     .await
 }

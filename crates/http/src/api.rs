@@ -541,7 +541,7 @@ struct MessageView {
     text: String,
     kind: String,
     /// The content itself, for the kinds a console shows in their own form (`order`,
-    /// `contacts`, `form_reply`, `event` (the merchant's), `products`, `payment_link`,
+    /// `contacts`, `form_reply`, `event` (the merchant's), `products`, `payment_link`, `flow`,
     /// `template` (a notification, with its context), and `media` with what was kept of it,
     /// without the platform's reference); as stored, already bounded.
     #[serde(skip_serializing_if = "Option::is_none")]

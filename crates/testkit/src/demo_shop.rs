@@ -25,6 +25,8 @@
 //! - `GET /orders/{id}?email=`: one order, for its verified customer or its e-mail address.
 //! - `POST /returns`: `{"order_id", "reason", "items"?}`, for a delivered order of the verified
 //!   customer, within 30 days of delivery.
+//! - `POST /checkout`, `GET /checkout/{id}`, `POST /checkout/{id}/ship|deliver`, and the
+//!   customer's payment page `/pay/{id}`: see [`crate::demo_checkout`].
 //! - `GET /healthz`: `ok`.
 
 use std::collections::HashSet;
@@ -227,6 +229,28 @@ impl Shop {
 
     fn money(&self, cents: u64) -> String {
         format!("{}.{:02} {}", cents / 100, cents % 100, self.currency)
+    }
+
+    /// An amount as the shop writes it (`38.00 EUR`).
+    pub(crate) fn money_of(&self, cents: u64) -> String {
+        self.money(cents)
+    }
+
+    /// What the checkout sells under `sku`: a size by its reference, or a product that
+    /// comes in one size only: its name, the size's label, price and stock.
+    pub(crate) fn variant_for_checkout(&self, sku: &str) -> Option<(String, String, u64, u32)> {
+        let (product, variant) = self.find_product(sku)?;
+        let variant = match (variant, product.variants.as_slice()) {
+            (Some(variant), _) => variant,
+            (None, [only]) => only,
+            _ => return None,
+        };
+        Some((
+            product.name.clone(),
+            variant.label.clone(),
+            variant.price_cents,
+            variant.stock,
+        ))
     }
 
     fn find_product(&self, sku: &str) -> Option<(&Product, Option<&Variant>)> {
@@ -688,10 +712,26 @@ struct ReturnRequest {
     items: Option<Vec<String>>,
 }
 
-/// The demo shop's HTTP API. `token`: when Some, every request must carry
-/// `Authorization: Bearer <token>` (401 JSON error otherwise).
+/// The demo shop's HTTP API, its checkout's payment page at `http://127.0.0.1:8081` telling
+/// nobody (see [`router_with`]).
 pub fn router(shop: Arc<Shop>, token: Option<String>) -> Router {
+    let checkout = crate::demo_checkout::CheckoutSettings {
+        public_url: "http://127.0.0.1:8081".to_string(),
+        gateway: None,
+    };
+    router_with(shop, token, checkout)
+}
+
+/// The demo shop's HTTP API with its checkout. `token`: when Some, every request but the
+/// customer's payment page must carry `Authorization: Bearer <token>` (401 JSON error
+/// otherwise).
+pub fn router_with(
+    shop: Arc<Shop>,
+    token: Option<String>,
+    checkout: crate::demo_checkout::CheckoutSettings,
+) -> Router {
     let token: Arc<Option<String>> = Arc::new(token.filter(|t| !t.is_empty()));
+    let (checkout, payment_page) = crate::demo_checkout::routes(shop.clone(), checkout);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/products", get(search_products))
@@ -712,7 +752,9 @@ pub fn router(shop: Arc<Shop>, token: Option<String>) -> Router {
             )
         })
         .with_state(shop)
+        .merge(checkout)
         .layer(middleware::from_fn_with_state(token, require_token))
+        .merge(payment_page)
 }
 
 async fn require_token(

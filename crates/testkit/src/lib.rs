@@ -5,6 +5,7 @@
 //! callbacks), the demo merchant backend, signed webhooks ([`load`]), and the store suite
 //! every backend runs.
 
+pub mod demo_checkout;
 pub mod demo_shop;
 pub mod llm;
 pub mod load;

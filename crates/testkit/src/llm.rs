@@ -304,6 +304,8 @@ pub struct ShopCall {
     pub path: String,
     pub query: String,
     pub headers: HeaderMap,
+    /// The JSON body, when the call had one.
+    pub body: Value,
 }
 
 impl ShopCall {
@@ -320,7 +322,9 @@ struct ShopState {
     calls: Mutex<Vec<ShopCall>>,
 }
 
-/// A merchant backend: `GET /orders/{id}` knows ML-10421 for +33612345678 only.
+/// A merchant backend: `GET /orders/{id}` knows ML-10421 for +33612345678 only; `GET
+/// /products` finds two fig candles (one sold out); `POST /checkout` takes a cart and answers
+/// an order with a payment link.
 #[derive(Clone)]
 pub struct FakeShop {
     pub url: String,
@@ -345,18 +349,42 @@ impl FakeShop {
 }
 
 async fn handle_shop(State(state): State<Arc<ShopState>>, request: Request) -> Response {
-    let (parts, _body) = request.into_parts();
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
     let call = ShopCall {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().unwrap_or_default().to_string(),
         headers: parts.headers.clone(),
+        body,
     };
     lock(&state.calls).push(call.clone());
     let phone = call.header("x-concierge-phone");
     match call.path.as_str() {
         "/orders/ML-10421" if phone.as_deref() == Some("+33612345678") => axum::Json(json!({
             "id": "ML-10421", "status": "shipped", "carrier": "Colissimo", "tracking": "6A12345678901"
+        }))
+        .into_response(),
+        "/products" => axum::Json(json!({
+            "currency": "EUR",
+            "products": [
+                { "sku": "BOU-FIGUIER-300", "name": "Figuier 300 g", "price": "€38.00", "available": true,
+                  "image_url": "https://cdn.maison.example/figuier.jpg" },
+                { "sku": "BOU-FIGUE-NOIRE", "name": "Figue noire 180 g", "price": "€28.00", "available": false },
+            ]
+        }))
+        .into_response(),
+        "/checkout" if call.method == "POST" => axum::Json(json!({
+            "order": "ML-20001",
+            "total": "€76.00",
+            "items": call.body["items"],
+            "payment_url": "https://pay.maison.example/p/ML-20001",
+            "payment_label": "Pay €76.00",
+            "payment_text": "Order ML-20001: €76.00, delivery included.",
         }))
         .into_response(),
         "/slow" => {

@@ -129,6 +129,7 @@ impl AgentResponder {
     async fn history(
         &self,
         turn: &Turn<'_>,
+        forms: &CommerceState,
         redactor: &mut Redactor,
         usage: &mut TurnUsage,
     ) -> Result<(Vec<LlmMessage>, Option<String>), ResponderError> {
@@ -204,13 +205,23 @@ impl AgentResponder {
                         output_tokens: output,
                         llm_calls: 1,
                     });
-                    if let Some(last) = fold.last() {
+                    // What the summary covers, by `seq`: never past this turn's own last
+                    // message. Replies written after it (a backlog's earlier turns) are in
+                    // the fold, but customers' messages waiting behind this turn are not:
+                    // a summary said to cover them would hide them from their own turns.
+                    let own_last = last_own.as_ref().map(|m| m.seq);
+                    let upto = fold
+                        .iter()
+                        .map(|m| m.seq)
+                        .filter(|seq| own_last.is_none_or(|own| *seq < own))
+                        .max();
+                    if let Some(upto_seq) = upto {
                         turn.store
                             .set_summary(
                                 conversation,
                                 Summary {
                                     text: text.clone(),
-                                    upto_seq: last.seq,
+                                    upto_seq,
                                 },
                             )
                             .await?;
@@ -236,14 +247,13 @@ impl AgentResponder {
             }
         }
         let mut pictures = self.pictures(&recent).await;
-        let forms = turn.store.commerce(conversation).await?;
         let mut messages: Vec<LlmMessage> = Vec::new();
         // What the customer deleted is not read back to the model.
         for m in recent
             .iter()
             .filter(|m| !matches!(m.content, Content::Deleted))
         {
-            let text = describe(m, &forms, turn.now);
+            let text = describe(m, forms, turn.now);
             // A merchant's event is told in the customer's turn: it is what the agents answer.
             let customer_side =
                 m.author == Author::Customer || matches!(m.content, Content::Event { .. });
@@ -457,7 +467,7 @@ fn describe(m: &Message, forms: &CommerceState, now: i64) -> String {
         .as_deref()
         .and_then(|token| forms.flows.iter().find(|f| f.token == token));
     match sent {
-        Some(flow) if now - flow.sent_at <= FORM_TTL_MS && m.created_at >= flow.sent_at => {
+        Some(flow) if now - flow.sent_at <= FORM_TTL_MS => {
             format!("{answers}\n[the answers to our form `{}`]", flow.flow)
         }
         _ => format!(
@@ -483,7 +493,11 @@ impl Responder for AgentResponder {
         let mut usage = TurnUsage::default();
         let mut redactor = Redactor::new();
         let redact = self.settings.redact_pii;
-        let (history, summary) = self.history(turn, &mut redactor, &mut usage).await?;
+        // The cart and the forms sent, read once for the turn.
+        let commerce = turn.store.commerce(&turn.entry.conversation).await?;
+        let (history, summary) = self
+            .history(turn, &commerce, &mut redactor, &mut usage)
+            .await?;
         let profile = self.hints.profile(&event.channel);
         let phone = self.hints.phone(event);
         let context = PromptContext {
@@ -527,7 +541,7 @@ impl Responder for AgentResponder {
             summary,
             redactor,
             redact_pii: redact,
-            cart: turn.store.commerce(&turn.entry.conversation).await?.cart,
+            cart: commerce.cart.clone(),
         };
         let result = self.runtime.run_turn(&input).await;
         usage.add(TurnUsage {
@@ -540,7 +554,7 @@ impl Responder for AgentResponder {
             // Saved before the turn completes: the cart set, not added to, so a turn worked
             // again after a crash sets the same quantities; a form's token kept before the
             // form can reach the customer.
-            let mut state = turn.store.commerce(&turn.entry.conversation).await?;
+            let mut state = commerce;
             if let Some(cart) = &result.cart {
                 state.cart = cart.clone();
             }

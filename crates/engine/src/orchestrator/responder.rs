@@ -35,6 +35,11 @@ impl Turn<'_> {
             .collect();
         (!texts.is_empty()).then(|| texts.join("\n"))
     }
+
+    /// Whether the turn answers an event the merchant's systems posted, not the customer.
+    pub fn is_merchant_event(&self) -> bool {
+        matches!(self.message.content, Content::Event { .. })
+    }
 }
 
 /// Which step of the chain decided a turn: what the lanes act on (no brief from a failed
@@ -169,6 +174,11 @@ impl FaqResponder {
 #[async_trait]
 impl Responder for FaqResponder {
     async fn respond(&self, turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
+        // A button the customer pressed answers the question that offered it (a delivery
+        // choice, "Checkout"): the agents who asked take it, not the FAQ, whatever its words.
+        if matches!(turn.message.content, Content::Choice(_)) {
+            return Ok(None);
+        }
         let Some(text) = turn.text() else {
             return Ok(None);
         };
@@ -234,6 +244,11 @@ impl HoldingResponder {
 #[async_trait]
 impl Responder for HoldingResponder {
     async fn respond(&self, turn: &Turn<'_>) -> Result<Option<Decision>, ResponderError> {
+        if turn.is_merchant_event() {
+            // Without agents to tell it, an event stays in the thread for the team: the
+            // customer is not told a person is coming because a payment came in.
+            return Ok(None);
+        }
         let recent = turn
             .store
             .recent_messages(&turn.entry.conversation, 20)

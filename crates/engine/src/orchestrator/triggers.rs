@@ -85,7 +85,8 @@ impl Responder for TriggerResponder {
                 "normal",
             )));
         }
-        if self.max_bot_turns > 0 {
+        // A merchant's event is no customer turn that went unresolved.
+        if self.max_bot_turns > 0 && !turn.is_merchant_event() {
             let turns = self.bot_turns(turn).await?;
             if turns > self.max_bot_turns {
                 return Ok(Some(Self::handoff(

@@ -471,6 +471,26 @@ function messageBody(m) {
     const rows = Object.entries(c.answers).map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, typeof v === "string" ? v : JSON.stringify(v))));
     return el("div", { class: "card-body" }, el("strong", {}, "Form answered"), el("table", { class: "form" }, ...rows));
   }
+  const facts = (data) => data && typeof data === "object" && !Array.isArray(data)
+    ? Object.entries(data).map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, typeof v === "string" ? v : JSON.stringify(v))))
+    : [];
+  if (m.kind === "event" && c.type === "event") {
+    // What the merchant's systems reported (a payment, a shipment): for the agents and the team.
+    return el("div", { class: "card-body event" }, el("strong", {}, c.name), el("span", { class: "muted" }, " · from " + (c.service || "our systems")),
+      el("table", { class: "form" }, ...facts(c.data)));
+  }
+  if (m.kind === "products" && Array.isArray(c.products)) {
+    const rows = c.products.map((p) => el("tr", {}, el("td", {}, p.name), el("td", { class: "num" }, p.price || ""),
+      el("td", { class: "muted" }, p.available === false ? "sold out" : "")));
+    return el("div", { class: "card-body" }, el("div", {}, c.body || ""), el("strong", {}, "Products shown"), el("table", { class: "order" }, ...rows));
+  }
+  if (m.kind === "payment_link" && c.type === "payment_link") {
+    const link = el("a", { href: c.url, target: "_blank", rel: "noopener noreferrer" }, c.label);
+    return el("div", { class: "card-body" }, el("div", {}, c.body || ""), el("strong", {}, "Payment button: "), link);
+  }
+  if (m.kind === "flow" && c.type === "flow") {
+    return el("div", { class: "card-body" }, el("div", {}, c.body || ""), el("strong", {}, "Form sent: "), el("span", {}, c.flow + " · " + c.cta));
+  }
   if (m.kind === "template" && c.type === "template") {
     const label = c.name ? c.name + (c.language ? "." + c.language : "") : "text";
     const facts = c.context && typeof c.context === "object" && !Array.isArray(c.context)

@@ -76,7 +76,9 @@ struct Checkout {
     shop: Arc<Shop>,
     settings: CheckoutSettings,
     orders: Mutex<Vec<Placed>>,
-    http: reqwest::Client,
+    /// Built at the first event told (it needs the process's TLS provider, which the demo
+    /// shop's binary installs first).
+    http: std::sync::OnceLock<Result<reqwest::Client, String>>,
 }
 
 impl Checkout {
@@ -122,8 +124,17 @@ impl Checkout {
                 "tracking": (kind == "order.shipped").then(|| format!("6A{}", &order.id[3..])),
             },
         });
-        let answer = self
+        let http = self
             .http
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| format!("no HTTP client: {e}"))?;
+        let answer = http
             .post(url)
             .bearer_auth(token)
             .json(&body)
@@ -170,7 +181,7 @@ pub fn routes(shop: Arc<Shop>, settings: CheckoutSettings) -> (Router, Router) {
         shop,
         settings,
         orders: Mutex::new(Vec::new()),
-        http: reqwest::Client::new(),
+        http: std::sync::OnceLock::new(),
     });
     let tools = Router::new()
         .route("/checkout", post(place))
@@ -461,5 +472,138 @@ async fn pay_fail(State(checkout): State<Arc<Checkout>>, UrlPath(id): UrlPath<St
             ),
         ),
         Err(refusal) => refusal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn shop() -> Router {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo-shop.json");
+        let shop = Shop::load(&path).expect("the example shop");
+        crate::demo_shop::router_with(
+            Arc::new(shop),
+            Some("t".into()),
+            CheckoutSettings {
+                public_url: "http://shop.example".into(),
+                gateway: None,
+            },
+        )
+    }
+
+    async fn call(
+        router: &Router,
+        method: &str,
+        uri: &str,
+        token: bool,
+        body: Value,
+    ) -> (StatusCode, String) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .header("x-concierge-conversation", "c-1");
+        if token {
+            request = request.header("authorization", "Bearer t");
+        }
+        let answer = router
+            .clone()
+            .oneshot(request.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = answer.status();
+        let bytes = axum::body::to_bytes(answer.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_cart_becomes_an_order_with_a_payment_link_and_the_page_takes_the_payment() {
+        let router = shop();
+        let cart = json!({ "items": [{ "sku": "BOU-FIGUIER-300", "quantity": 2 }], "delivery": "colissimo" });
+        let (status, body) = call(&router, "POST", "/checkout", true, cart).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let order: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(order["order"], "ML-30001");
+        assert_eq!(order["total"], "76.00 EUR", "free delivery from 60 €");
+        assert_eq!(order["payment_url"], "http://shop.example/pay/ML-30001");
+        assert_eq!(order["payment_label"], "Pay 76.00 EUR");
+        // The page is the customer's: no token; the order's lines are on it.
+        let (status, page) = call(&router, "GET", "/pay/ML-30001", false, Value::Null).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            page.contains("Figuier 300 g") && page.contains("id=\"pay\""),
+            "{page}"
+        );
+        let (status, paid) =
+            call(&router, "POST", "/pay/ML-30001/succeed", false, Value::Null).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(paid.contains("Payment received"), "{paid}");
+        let (_, again) = call(&router, "POST", "/pay/ML-30001/succeed", false, Value::Null).await;
+        assert!(again.contains("already paid"), "{again}");
+        let (status, shipped) = call(
+            &router,
+            "POST",
+            "/checkout/ML-30001/ship",
+            true,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(shipped.contains("\"status\":\"shipped\""), "{shipped}");
+        // The merchant's side needs the token.
+        let (status, _) = call(
+            &router,
+            "POST",
+            "/checkout/ML-30001/deliver",
+            false,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_or_short_item_is_refused_with_a_reason_the_agent_can_tell() {
+        let router = shop();
+        for (cart, status, words) in [
+            (
+                json!({ "items": [{ "sku": "BOU-NOPE", "quantity": 1 }] }),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no product BOU-NOPE",
+            ),
+            (
+                json!({ "items": [{ "sku": "BOU-FIGUIER", "quantity": 1 }] }),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "size's reference",
+            ),
+            (
+                json!({ "items": [{ "sku": "BOU-TILLEUL-600", "quantity": 1 }] }),
+                StatusCode::CONFLICT,
+                "only 0 in stock",
+            ),
+            (
+                json!({ "items": [] }),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "cart is empty",
+            ),
+            (
+                json!({ "items": [{ "sku": "BOU-FIGUIER-300", "quantity": 1 }], "delivery": "drone" }),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "colissimo",
+            ),
+        ] {
+            let (got, body) = call(&router, "POST", "/checkout", true, cart).await;
+            assert_eq!(got, status, "{body}");
+            assert!(body.contains(words), "{body}");
+        }
+        let (status, _) = call(&router, "GET", "/pay/ML-39999", false, Value::Null).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 }

@@ -782,6 +782,36 @@ async fn the_summary_is_folded_every_few_turns_not_every_turn() {
     );
 }
 
+/// A deployment of the repository's own concierge.toml and prompts, its tools calling the
+/// demo shop at `shop_url`, its LLM an OpenAI-compatible server at `llm_url`.
+pub(crate) fn demo_deployment(llm_url: &str, shop_url: &str) -> Deployment {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let deployment = Deployment::new("");
+    let main = std::fs::read_to_string(root.join("concierge.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("http://127.0.0.1:8081", shop_url);
+    std::fs::write(
+        deployment.config_path(),
+        format!(
+            "{main}\n[llm]\nprovider = \"openai_compatible\"\nmodel = \"local\"\nbase_url = \"{llm_url}/v1\"\n"
+        ),
+    )
+    .unwrap();
+    for entry in std::fs::read_dir(root.join("prompts")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(
+            &path,
+            deployment
+                .path()
+                .join("prompts")
+                .join(path.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    deployment
+}
+
 /// The repository's own deployment: its prompts, its tools, the demo shop behind them.
 async fn start_demo() -> Agents {
     let llm = FakeLlm::start().await;
@@ -798,30 +828,7 @@ async fn start_demo() -> Agents {
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
-    let deployment = Deployment::new("");
-    let main = std::fs::read_to_string(root.join("concierge.toml"))
-        .unwrap()
-        .replace("127.0.0.1:8080", "127.0.0.1:0")
-        .replace("http://127.0.0.1:8081", &shop_url);
-    std::fs::write(
-        deployment.config_path(),
-        format!(
-            "{main}\n[llm]\nprovider = \"openai_compatible\"\nmodel = \"local\"\nbase_url = \"{}/v1\"\n",
-            llm.url
-        ),
-    )
-    .unwrap();
-    for entry in std::fs::read_dir(root.join("prompts")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(
-            &path,
-            deployment
-                .path()
-                .join("prompts")
-                .join(path.file_name().unwrap()),
-        )
-        .unwrap();
-    }
+    let deployment = demo_deployment(&llm.url, &shop_url);
     write_whatsapp_channel(&deployment, &graph);
     let app = spawn_in(deployment, concierge::app::Parts::default()).await;
     Agents {

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::console::{Driver, browser};
 use crate::fake_llm::{FakeLlm, last_user_text, text, tool};
-use crate::helpers::{Deployment, TestApp, eventually};
+use crate::helpers::{TestApp, eventually};
 use concierge::app::{App, Parts};
 use concierge_testkit::demo_checkout::CheckoutSettings;
 
@@ -26,30 +26,7 @@ async fn a_visitor_buys_a_candle_in_the_web_chat_and_pays_on_the_shops_page() {
     let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let shop_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let shop_url = format!("http://{}", shop_listener.local_addr().unwrap());
-    let deployment = Deployment::new("");
-    let main = std::fs::read_to_string(root.join("concierge.toml"))
-        .unwrap()
-        .replace("127.0.0.1:8080", "127.0.0.1:0")
-        .replace("http://127.0.0.1:8081", &shop_url);
-    std::fs::write(
-        deployment.config_path(),
-        format!(
-            "{main}\n[llm]\nprovider = \"openai_compatible\"\nmodel = \"local\"\nbase_url = \"{}/v1\"\n",
-            llm.url
-        ),
-    )
-    .unwrap();
-    for entry in std::fs::read_dir(root.join("prompts")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(
-            &path,
-            deployment
-                .path()
-                .join("prompts")
-                .join(path.file_name().unwrap()),
-        )
-        .unwrap();
-    }
+    let deployment = crate::agents::demo_deployment(&llm.url, &shop_url);
     crate::helpers::init();
     let config = deployment.config();
     let app = App::start_with(config, gateway, Parts::default())

@@ -341,6 +341,13 @@ fn sendable(url: &str, tool_outputs: &[String], hosts: &[String]) -> Result<(), 
 /// The most lines `update_cart` lets a cart hold (the store's bound).
 const MAX_CART_LINES: usize = 50;
 
+/// Queues a reply a built-in tool made (a picture, products) to go with the agent's
+/// answer; what the model reads back.
+fn queued(state: &mut TurnState<'_>, reply: AgentReply, note: &str) -> (String, &'static str) {
+    state.result.replies.push(reply);
+    (json!({ "ok": true, "note": note }).to_string(), "ok")
+}
+
 /// The cart as the turn has it: as `update_cart` left it, else as the gateway kept it.
 fn current_cart<'a>(state: &'a TurnState<'_>) -> &'a [CartLine] {
     state.result.cart.as_deref().unwrap_or(&state.input.cart)
@@ -889,13 +896,10 @@ impl AgentRuntime {
         let caption = string_arg(&call.arguments, "caption")
             .map(|c| clip_text(&state.redactor.restore_for_customer(&c), 1000));
         state.note(agent, format!("sent {}", clip_text(&url, 200)));
-        state
-            .result
-            .replies
-            .push(AgentReply::Media { url, caption });
-        (
-            json!({ "ok": true, "note": "it goes to the customer with your answer" }).to_string(),
-            "ok",
+        queued(
+            state,
+            AgentReply::Media { url, caption },
+            "it goes to the customer with your answer",
         )
     }
 
@@ -956,13 +960,10 @@ impl AgentRuntime {
         let text = clip_text(&state.redactor.restore_for_customer(&text), 1000);
         let lines: Vec<String> = products.iter().map(Product::line).collect();
         state.note(agent, format!("showed {}", lines.join(" | ")));
-        state
-            .result
-            .replies
-            .push(AgentReply::Products { text, products });
-        (
-            json!({ "ok": true, "note": "they go to the customer before your answer" }).to_string(),
-            "ok",
+        queued(
+            state,
+            AgentReply::Products { text, products },
+            "they go to the customer before your answer",
         )
     }
 

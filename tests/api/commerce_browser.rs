@@ -219,5 +219,21 @@ async fn a_visitor_buys_a_candle_in_the_web_chat_and_pays_on_the_shops_page() {
     driver
         .screenshot(&artifacts.join("commerce-paid.png"))
         .await;
+    // At a phone's width: the confirmation, then the cards scrolled into view.
+    driver.resize(390, 844).await;
+    driver
+        .script(
+            "const l = document.getElementById('log'); l.scrollTop = l.scrollHeight; return true",
+        )
+        .await;
+    driver
+        .screenshot(&artifacts.join("commerce-paid-390.png"))
+        .await;
+    driver
+        .script("document.querySelector('#log .products').scrollIntoView(); return true")
+        .await;
+    driver
+        .screenshot(&artifacts.join("commerce-cards-390.png"))
+        .await;
     driver.assert_no_csp_violation().await;
 }

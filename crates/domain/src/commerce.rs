@@ -75,29 +75,6 @@ pub const VIEW_CART: &str = "cart:view";
 /// The id of the "Checkout" button: the agents take it from there.
 pub const CHECKOUT: &str = "cart:checkout";
 
-/// What a cart button the customer pressed asks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CartAction {
-    Add(String),
-    Remove(String),
-    View,
-}
-
-impl CartAction {
-    /// The action of a pressed button's id, when it is a cart button.
-    pub fn of_choice(id: &str) -> Option<Self> {
-        if id == VIEW_CART {
-            return Some(CartAction::View);
-        }
-        if let Some(product) = id.strip_prefix(ADD_TO_CART) {
-            return (!product.is_empty()).then(|| CartAction::Add(product.to_string()));
-        }
-        id.strip_prefix(REMOVE_FROM_CART)
-            .filter(|p| !p.is_empty())
-            .map(|p| CartAction::Remove(p.to_string()))
-    }
-}
-
 /// The most a merchant event's data may hold, as JSON.
 pub const MAX_EVENT_BYTES: usize = 8 * 1024;
 
@@ -116,7 +93,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cart_buttons_are_read_back_and_nothing_else_is() {
+    fn a_product_reads_as_one_line_and_names_its_buttons() {
         let p = Product {
             id: "BOU-FIGUIER-300".into(),
             name: "Figuier 300 g".into(),
@@ -124,13 +101,8 @@ mod tests {
             image: None,
             available: Some(false),
         };
-        assert_eq!(
-            CartAction::of_choice(&p.add_choice_id()),
-            Some(CartAction::Add("BOU-FIGUIER-300".into()))
-        );
-        assert_eq!(CartAction::of_choice("cart:view"), Some(CartAction::View));
-        assert_eq!(CartAction::of_choice("cart:add:"), None);
-        assert_eq!(CartAction::of_choice("option-1"), None);
+        assert_eq!(p.add_choice_id(), "cart:add:BOU-FIGUIER-300");
+        assert_eq!(p.remove_choice_id(), "cart:remove:BOU-FIGUIER-300");
         assert_eq!(p.line(), "Figuier 300 g, €38.00 (sold out)");
     }
 

@@ -13,7 +13,7 @@ mod secret;
 pub mod suggest;
 mod thread;
 
-pub use commerce::{CartAction, CartLine, Product};
+pub use commerce::{CartLine, Product};
 pub use content::{
     Choice, ContactCard, Content, KeptMedia, MAX_DISPLAY_NAME, MAX_FORM_BYTES, MediaId, MediaKind,
     MediaRef, OrderItem, StoredMedia, bounded_answers, clip_text, display_name, place_label,

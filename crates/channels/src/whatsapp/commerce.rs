@@ -19,7 +19,7 @@ const MAX_CTA_LABEL: usize = 20;
 const MAX_FALLBACK: usize = 10;
 
 /// The label of the fallback's cart button.
-pub const ADD_TO_CART: &str = "Add to cart";
+pub const ADD_TO_CART_LABEL: &str = "Add to cart";
 
 /// The parts of a products message.
 pub fn products(body: &str, products: &[Product], catalog: Option<&str>) -> Vec<Value> {
@@ -81,7 +81,7 @@ fn fallback(body: &str, products: &[Product]) -> Vec<Value> {
             "type": "button",
             "body": { "text": clip_text(&p.line(), MAX_BODY) },
             "action": { "buttons": [{ "type": "reply", "reply": {
-                "id": fitted(&p.add_choice_id(), MAX_BUTTON_ID), "title": ADD_TO_CART,
+                "id": fitted(&p.add_choice_id(), MAX_BUTTON_ID), "title": ADD_TO_CART_LABEL,
             } }] },
         });
         if let Some(image) = &p.image {
